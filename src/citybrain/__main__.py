@@ -1,0 +1,3 @@
+from citybrain.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""Configuration: validated data under ``config/`` plus environment overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from citybrain.domain.geo import CityMap
+from citybrain.domain.sensor_rules import SensorRule
+from citybrain.domain.taxonomy import Taxonomy
+from citybrain.paths import config_dir
+
+
+class KafkaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    topic_prefix: str = ""
+    partitions: int = Field(6, ge=1, le=1000)
+    replication_factor: int = Field(1, ge=1)
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    app_id: str = "citybrain"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    store: str = "rocksdb://"
+
+
+class IngestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_record_bytes: int = Field(65536, ge=1024)
+    max_future_seconds: float = Field(300, ge=0)
+    max_description_chars: int = 2000
+
+
+class CitySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    geography: str
+    registry: str
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    ingest: IngestSettings = IngestSettings()
+    city: CitySettings
+
+
+_ENV = {
+    "CITYBRAIN_TOPIC_PREFIX": ("kafka", "topic_prefix", str),
+    "CITYBRAIN_PARTITIONS": ("kafka", "partitions", int),
+    "CITYBRAIN_APP_ID": ("worker", "app_id", str),
+    "CITYBRAIN_WEB_PORT": ("worker", "web_port", int),
+    "CITYBRAIN_STORE": ("worker", "store", str),
+}
+
+
+def _read_toml(path: Path) -> dict:
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+class Config:
+    """Everything a worker or tool reads from ``config/``, validated once."""
+
+    def __init__(self, directory: Path | None = None, env: dict | None = None):
+        self.directory = directory or config_dir()
+        env = os.environ if env is None else env
+        raw = _read_toml(self.directory / "citybrain.toml")
+        for var, (section, key, cast) in _ENV.items():
+            if env.get(var) not in (None, ""):
+                raw.setdefault(section, {})[key] = cast(env[var])
+        self.settings = Settings.model_validate(raw)
+
+    @cached_property
+    def taxonomy(self) -> Taxonomy:
+        data = _read_toml(self.directory / "departments.toml")
+        data.update(_read_toml(self.directory / "categories.toml"))
+        return Taxonomy(departments=data["department"], categories=data["category"])
+
+    @cached_property
+    def sensor_rules(self) -> dict[str, SensorRule]:
+        raw = _read_toml(self.directory / "sensor_rules.toml")
+        return {name: SensorRule.model_validate(rule) for name, rule in raw.items()}
+
+    @cached_property
+    def video_thresholds(self) -> dict[str, float]:
+        raw = _read_toml(self.directory / "video.toml")["thresholds"]
+        for algo, t in raw.items():
+            if not 0 <= t <= 1:
+                raise ValueError(f"video.toml: threshold for {algo} must be within 0..1")
+        return raw
+
+    @cached_property
+    def city_map(self) -> CityMap:
+        return CityMap.load(self.directory / self.settings.city.geography)
+
+    @property
+    def registry_path(self) -> Path:
+        return self.directory / self.settings.city.registry

@@ -1,0 +1,29 @@
+"""Personal-data masking (脱敏) for free text and phone numbers.
+
+ID-card numbers (18 digits, last may be X) keep their first 3 and last 4
+characters; mobile numbers keep 3 + 4; landlines keep the area code and the last
+4 digits.  ID cards are masked first because they contain phone-like runs.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ID_CARD = re.compile(r"(?<![0-9A-Za-z])(\d{3})\d{11}(\d{3}[\dXx])(?![0-9A-Za-z])")
+_MOBILE = re.compile(r"(?<!\d)(?:\+?86[- ]?)?(1[3-9]\d)[- ]?\d{4}[- ]?(\d{4})(?!\d)")
+_LANDLINE = re.compile(r"(?<!\d)(0\d{2,3})[- ]?\d{3,4}(\d{4})(?!\d)")
+
+
+def mask_text(text: str) -> str:
+    text = _ID_CARD.sub(lambda m: f"{m.group(1)}{'*' * 11}{m.group(2)}", text)
+    text = _MOBILE.sub(lambda m: f"{m.group(1)}****{m.group(2)}", text)
+    return _LANDLINE.sub(lambda m: f"{m.group(1)}-****{m.group(2)}", text)
+
+
+def mask_phone(phone: str) -> str:
+    """A contact phone in masked form; anything unrecognised keeps only its last 4 digits."""
+    masked = mask_text(phone.strip())
+    if masked != phone.strip():
+        return masked
+    digits = re.sub(r"\D", "", phone)
+    return "*" * max(len(digits) - 4, 0) + digits[-4:]

@@ -1,0 +1,262 @@
+"""Normalisation: one input record → one CityEvent, nothing, or one dead letter.
+
+Pure domain code: it sees bytes plus where they came from, and returns an
+outcome.  Every record ends in exactly one of ``normal``, ``event``,
+``suppressed`` or ``deadletter`` — the conservation law the metrics show.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from citybrain.domain.geo import AdminLocation, CityMap
+from citybrain.domain.ids import stable_id
+from citybrain.domain.masking import mask_phone, mask_text
+from citybrain.domain.sensor_rules import DeviceState, Outcome, SensorRule, apply_reading
+from citybrain.domain.taxonomy import Taxonomy
+from citybrain.wire.models import (
+    CityEvent, DeadLetter, IncidentReport, IotReading, Location, RegistryRecord, SourceRef,
+    VideoAlert,
+)
+
+Source = Literal["iot", "video", "report"]
+OutcomeName = Literal["normal", "event", "suppressed", "deadletter"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordMeta:
+    """Where a record came from: its Kafka coordinates and timestamp (epoch seconds)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: OutcomeName
+    event: CityEvent | None = None
+    dead: DeadLetter | None = None
+    reason: str | None = None          # suppressed/deadletter reason code
+    state: DeviceState | None = None   # IoT only: the device state to store
+
+
+class Rejected(Exception):
+    """Internal: the record is a dead letter for ``reason``."""
+
+    def __init__(self, reason: str, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.reason, self.detail, self.field = reason, detail, field
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_record_bytes: int = 65536
+    max_future_seconds: float = 300.0
+
+
+class Normalizer:
+    def __init__(self, *, taxonomy: Taxonomy, sensor_rules: dict[str, SensorRule],
+                 video_thresholds: dict[str, float], city: CityMap,
+                 registry: Callable[[str], RegistryRecord | None],
+                 limits: IngestLimits = IngestLimits()):
+        self.taxonomy = taxonomy
+        self.sensor_rules = sensor_rules
+        self.video_thresholds = video_thresholds
+        self.city = city
+        self.registry = registry
+        self.limits = limits
+
+    # -- the three sources -------------------------------------------------------
+
+    def reading(self, raw: bytes | None, meta: RecordMeta, state: DeviceState) -> Result:
+        try:
+            r: IotReading = self._parse(raw, IotReading)
+            device = self._device(r.device_id, "sensor", r.sensor_type)
+            rule = self.sensor_rules.get(r.sensor_type)
+            category = self.taxonomy.for_sensor(r.sensor_type)
+            if rule is None or category is None:
+                raise Rejected("invalid_field", f"no rule configured for sensor_type {r.sensor_type}",
+                               "sensor_type")
+            if not rule.in_range(r.value):
+                lo, hi = rule.valid_range
+                raise Rejected("value_out_of_range",
+                               f"value {r.value} outside the sensor's range {lo}..{hi} {rule.unit}",
+                               "value")
+            self._not_future(r.ts, meta)
+            lon, lat, where = self._where(r.lon, r.lat, device)
+        except Rejected as why:
+            return self._dead("iot", raw, meta, why)
+        ts = r.ts.timestamp()
+        new_state, outcome = apply_reading(rule, state, float(r.value), ts, r.seq)
+        if outcome in (Outcome.DUPLICATE, Outcome.OUT_OF_ORDER):
+            return Result("suppressed", reason=outcome.value, state=None)
+        if outcome is Outcome.NORMAL:
+            return Result("normal", state=new_state if new_state != state else None)
+        kind = "alarm" if outcome is Outcome.ALARM else "recovery"
+        event = CityEvent(
+            event_id=stable_id("ev", "iot", r.device_id, kind, ts, r.seq),
+            source="iot", kind=kind, category=category.code, category_name=category.name_zh,
+            severity=category.priority, occurred_at=r.ts,
+            ingested_at=_utc(meta.timestamp), location=_location(lon, lat, where),
+            device_id=r.device_id, sensor_type=r.sensor_type,
+            asset_owner=device.owner_department, value=float(r.value),
+            description=f"{category.name_zh}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
+            source_ref=_ref(meta, r),
+        )
+        return Result("event", event=event, state=new_state)
+
+    def video(self, raw: bytes | None, meta: RecordMeta) -> Result:
+        try:
+            a: VideoAlert = self._parse(raw, VideoAlert)
+            camera = self._device(a.camera_id, "camera", None)
+            category = self.taxonomy.for_algorithm(a.algorithm)
+            if category is None:
+                raise Rejected("invalid_field", f"algorithm {a.algorithm} has no category", "algorithm")
+            self._not_future(a.ts, meta)
+            lon, lat, where = self._where(a.lon, a.lat, camera)
+        except Rejected as why:
+            return self._dead("video", raw, meta, why)
+        threshold = self.video_thresholds.get(a.algorithm, 1.0)
+        if a.confidence < threshold:
+            return Result("suppressed", reason="low_confidence")
+        event = CityEvent(
+            event_id=stable_id("ev", "video", a.alert_id),
+            source="video", kind="alarm", category=category.code, category_name=category.name_zh,
+            severity=category.priority, occurred_at=a.ts, ingested_at=_utc(meta.timestamp),
+            location=_location(lon, lat, where), camera_id=a.camera_id, alert_id=a.alert_id,
+            algorithm=a.algorithm, asset_owner=camera.owner_department,
+            confidence=float(a.confidence),
+            evidence=[a.snapshot_url] if a.snapshot_url else [],
+            description=f"{category.name_zh}: {a.algorithm} ({a.confidence:.2f})",
+            source_ref=_ref(meta, a),
+        )
+        return Result("event", event=event)
+
+    def report(self, raw: bytes | None, meta: RecordMeta) -> Result:
+        try:
+            r: IncidentReport = self._parse(raw, IncidentReport)
+            category = self.taxonomy.category(r.category)
+            if category is None:
+                raise Rejected("unknown_category", f"category {r.category!r} is not in the taxonomy",
+                               "category")
+            self._not_future(r.ts, meta)
+            lon, lat, where = self._where(r.lon, r.lat, None)
+            if r.grid_code is not None and r.grid_code != where.grid_code:
+                # The app's own grid wins when it names a real grid: grid members
+                # report for their grid even standing just across its border.
+                named = self.city.grid(r.grid_code)
+                if named is None:
+                    raise Rejected("invalid_field", f"grid_code {r.grid_code} is not a grid of this city",
+                                   "grid_code")
+                where = named
+        except Rejected as why:
+            return self._dead("report", raw, meta, why)
+        event = CityEvent(
+            event_id=stable_id("ev", "report", r.report_id),
+            source="report", kind="report", category=category.code,
+            category_name=category.name_zh, severity=category.priority, occurred_at=r.ts,
+            ingested_at=_utc(meta.timestamp), location=_location(lon, lat, where),
+            report_id=r.report_id, reporter_id=r.reporter_id, channel=r.channel,
+            evidence=list(r.photos), description=mask_text(r.description),
+            address=mask_text(r.address) if r.address else None,
+            contact_phone=mask_phone(r.contact_phone) if r.contact_phone else None,
+            source_ref=_ref(meta, r),
+        )
+        return Result("event", event=event)
+
+    # -- shared checks -----------------------------------------------------------
+
+    def _parse(self, raw: bytes | None, model: type[BaseModel]):
+        if raw is None:
+            raise Rejected("not_json", "empty record (null value)")
+        if len(raw) > self.limits.max_record_bytes:
+            raise Rejected("too_large", f"record is {len(raw)} bytes; the limit is "
+                                        f"{self.limits.max_record_bytes}")
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            if "utf-8" in str(e).lower():
+                raise Rejected("invalid_utf8", f"not valid UTF-8: {e}") from None
+            raise Rejected("not_json", f"not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise Rejected("not_object", f"expected a JSON object, got {type(obj).__name__}")
+        try:
+            return model.model_validate(obj)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in err["loc"]) or None
+            reason = "missing_field" if err["type"] == "missing" else "invalid_field"
+            raise Rejected(reason, f"{field}: {err['msg']}", field) from None
+
+    def _device(self, device_id: str, kind: str, sensor_type: str | None) -> RegistryRecord:
+        field = "device_id" if kind == "sensor" else "camera_id"
+        device = self.registry(device_id)
+        if device is None:
+            raise Rejected("unknown_device", f"{device_id} is not in the device registry", field)
+        if device.status == "retired":
+            raise Rejected("retired_device", f"{device_id} is retired in the registry", field)
+        if device.kind != kind or (sensor_type and device.sensor_type != sensor_type):
+            raise Rejected("device_type_mismatch",
+                           f"{device_id} is registered as {device.kind}/{device.sensor_type}, "
+                           f"not {kind}/{sensor_type}", field)
+        return device
+
+    def _not_future(self, ts: datetime, meta: RecordMeta) -> None:
+        ahead = ts.timestamp() - meta.timestamp
+        if ahead > self.limits.max_future_seconds:
+            raise Rejected("future_timestamp",
+                           f"ts is {ahead:.0f}s ahead of the record's Kafka time "
+                           f"(limit {self.limits.max_future_seconds:.0f}s)", "ts")
+
+    def _where(self, lon, lat, device: RegistryRecord | None) -> tuple[float, float, AdminLocation]:
+        if lon is None or lat is None:
+            if device is None:
+                raise Rejected("missing_location", "no lon/lat", "lon")
+            lon, lat = device.lon, device.lat
+        where = self.city.locate(float(lon), float(lat))
+        if where is None:
+            raise Rejected("out_of_area", f"({lon}, {lat}) is outside every grid of "
+                                          f"{self.city.district_name} {self.city.district_code}", "lon")
+        return float(lon), float(lat), where
+
+    def _dead(self, source: Source, raw: bytes | None, meta: RecordMeta, why: Rejected) -> Result:
+        return Result("deadletter", reason=why.reason, dead=dead_letter(
+            source, raw, meta, why.reason, why.detail, why.field))
+
+
+def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, detail: str,
+                field: str | None = None) -> DeadLetter:
+    raw = raw or b""
+    return DeadLetter(
+        reason=reason, detail=detail, field=field, source=source,
+        source_topic=meta.topic, source_partition=meta.partition, source_offset=meta.offset,
+        source_timestamp=_utc(meta.timestamp) if meta.timestamp else None,
+        original_key_b64=base64.b64encode(meta.key).decode() if meta.key is not None else None,
+        original_b64=base64.b64encode(raw).decode(), original_size=len(raw),
+        dead_at=datetime.now(UTC),
+    )
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _location(lon: float, lat: float, where: AdminLocation) -> Location:
+    return Location(lon=lon, lat=lat, district_code=where.district_code,
+                    street_code=where.street_code, community_code=where.community_code,
+                    grid_code=where.grid_code)
+
+
+def _ref(meta: RecordMeta, record) -> SourceRef:
+    return SourceRef(topic=meta.topic, partition=meta.partition, offset=meta.offset,
+                     extra=record.extra_fields())

@@ -1,0 +1,130 @@
+"""Builds the SAMPLE city geography: Zhoucun district (周村区, 370306).
+
+The street/town names and the district code are real; every boundary, community
+and grid polygon is synthetic (a clipped rectangle layout), good for demos and
+tests only.  Output: ``config/city/zhoucun.geojson`` — one Feature per unit grid
+(单元网格) with its admin chain, plus the district outline and the street list.
+
+Run ``citybrain sample build-city`` to regenerate.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shapely.geometry import Polygon, box, mapping
+
+DISTRICT_CODE = "370306"
+DISTRICT_NAME = "周村区"
+
+# Irregular outline around the real district's centre (~117.87E, 36.80N).
+DISTRICT_OUTLINE = [
+    (117.770, 36.712), (117.850, 36.700), (117.935, 36.706), (117.985, 36.745),
+    (117.978, 36.842), (117.940, 36.892), (117.860, 36.898), (117.790, 36.880),
+    (117.758, 36.820), (117.762, 36.760), (117.770, 36.712),
+]
+LON_CUTS = [117.70, 117.835, 117.905, 118.05]
+LAT_CUTS = [36.65, 36.770, 36.830, 36.95]
+
+# (row from south, column from west) -> (9-digit street code, name).
+# 街道 use 001-099, 镇 100-199, as in the national statistical division codes.
+STREETS = {
+    (0, 0): ("370306102", "王村镇"),
+    (0, 1): ("370306003", "青年路街道"),
+    (0, 2): ("370306101", "南郊镇"),
+    (1, 0): ("370306004", "永安街街道"),
+    (1, 1): ("370306002", "大街街道"),
+    (1, 2): ("370306001", "丝绸路街道"),
+    (2, 0): ("370306100", "北郊镇"),
+    (2, 1): ("370306005", "城北路街道"),
+    (2, 2): ("370306103", "萌水镇"),
+}
+ORDINALS = ["一", "二", "三", "四"]
+GRIDS_PER_SIDE = 4  # each community is cut into 4x4 unit grids
+
+
+def _split(rect: tuple[float, float, float, float], n: int):
+    """Cut (minx, miny, maxx, maxy) into n x n cells, row-major from the south-west."""
+    minx, miny, maxx, maxy = rect
+    dx, dy = (maxx - minx) / n, (maxy - miny) / n
+    for row in range(n):
+        for col in range(n):
+            yield row, col, (minx + col * dx, miny + row * dy, minx + (col + 1) * dx, miny + (row + 1) * dy)
+
+
+def _round_polygon(geom) -> dict:
+    geo = mapping(geom)
+    def rnd(ring):
+        return [[round(x, 6), round(y, 6)] for x, y in ring]
+    if geo["type"] == "Polygon":
+        return {"type": "Polygon", "coordinates": [rnd(r) for r in geo["coordinates"]]}
+    return {"type": "MultiPolygon",
+            "coordinates": [[rnd(r) for r in poly] for poly in geo["coordinates"]]}
+
+
+def build() -> dict:
+    district = Polygon(DISTRICT_OUTLINE)
+    features = []
+    streets = []
+    communities = []
+    for row in range(3):
+        for col in range(3):
+            street_code, street_name = STREETS[(row, col)]
+            is_town = street_name.endswith("镇")
+            street_rect = (LON_CUTS[col], LAT_CUTS[row], LON_CUTS[col + 1], LAT_CUTS[row + 1])
+            street_geom = box(*street_rect).intersection(district)
+            streets.append({"street_code": street_code, "street_name": street_name,
+                            "kind": "town" if is_town else "subdistrict"})
+            # Clip the street rectangle to the district before cutting communities,
+            # so no community lies wholly outside.
+            sminx, sminy, smaxx, smaxy = street_geom.bounds
+            for k, (_, _, comm_rect) in enumerate(_split((sminx, sminy, smaxx, smaxy), 2)):
+                short = street_name[:-2] if not is_town else street_name[:-1]
+                if is_town:
+                    comm_code = f"{street_code}{200 + k:03d}"
+                    comm_name = f"{short}{ORDINALS[k]}村"
+                else:
+                    comm_code = f"{street_code}{1 + k:03d}"
+                    comm_name = f"{short}第{ORDINALS[k]}社区"
+                communities.append({"community_code": comm_code, "community_name": comm_name,
+                                    "street_code": street_code})
+                serial = 0
+                for _, _, cell in _split(comm_rect, GRIDS_PER_SIDE):
+                    geom = box(*cell).intersection(street_geom)
+                    if geom.is_empty or geom.area < 1e-7:
+                        continue
+                    serial += 1
+                    features.append({
+                        "type": "Feature",
+                        "properties": {
+                            "grid_code": f"{comm_code}{serial:03d}",
+                            "grid_name": f"{comm_name}{serial}号网格",
+                            "community_code": comm_code,
+                            "community_name": comm_name,
+                            "street_code": street_code,
+                            "street_name": street_name,
+                            "district_code": DISTRICT_CODE,
+                            "district_name": DISTRICT_NAME,
+                        },
+                        "geometry": _round_polygon(geom),
+                    })
+    return {
+        "type": "FeatureCollection",
+        "name": "zhoucun-sample-grids",
+        "sample_data": True,
+        "note": "SAMPLE DATA: real district/street names and codes, synthetic boundaries, "
+                "communities and grids. 示例数据，边界为虚构。",
+        "district": {"district_code": DISTRICT_CODE, "district_name": DISTRICT_NAME,
+                     "outline": [list(p) for p in DISTRICT_OUTLINE]},
+        "streets": streets,
+        "communities": communities,
+        "features": features,
+    }
+
+
+def write(path: Path) -> int:
+    data = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    return len(data["features"])

@@ -1,0 +1,94 @@
+"""Builds the SAMPLE device/camera registry (一源一码): ``config/registry/devices.jsonl``.
+
+150 sensors of every sensor type and 200 cameras at random points inside the
+district, plus the scenario devices of ``sites.py``; deterministic for the seed.
+Run ``citybrain sample build-registry`` to regenerate.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from shapely.geometry import Point, Polygon
+
+from citybrain.sample.city_builder import DISTRICT_OUTLINE
+from citybrain.sample.sites import SCENARIO_DEVICES
+
+SENSOR_ABBR = {
+    "water_level": "WLV", "manhole_tilt": "MHT", "smoke": "SMK", "residual_current": "RCM",
+    "cable_temperature": "CBT", "gas_lel": "GAS", "pm25": "PM25", "pm10": "PM10",
+    "noise_db": "NOI", "water_ph": "PH", "water_turbidity": "TUR",
+    "streetlight_status": "SLT", "pipe_pressure": "PIP", "bin_fill": "BIN",
+}
+SENSOR_NAME = {
+    "water_level": "积水监测仪", "manhole_tilt": "智能井盖", "smoke": "独立式烟感",
+    "residual_current": "剩余电流监测", "cable_temperature": "线缆测温", "gas_lel": "可燃气体探测器",
+    "pm25": "PM2.5微站", "pm10": "PM10微站", "noise_db": "噪声监测仪", "water_ph": "水质pH监测",
+    "water_turbidity": "浊度监测", "streetlight_status": "智慧路灯", "pipe_pressure": "管网压力计",
+    "bin_fill": "智能垃圾桶",
+}
+# Asset owners that differ from the category default (the registry wins in routing).
+OWNER_SHARE = {"cable_temperature": ("power_utility", 0.3), "gas_lel": ("gas_utility", 0.5),
+               "streetlight_status": ("power_utility", 1.0), "pipe_pressure": ("water", 1.0)}
+PER_SENSOR_TYPE = 150
+CAMERAS = 200
+RETIRED_EVERY = 250  # a few retired devices, so `retired_device` has real examples
+
+
+def build(seed: int = 20261122) -> list[dict]:
+    rng = random.Random(seed)
+    district = Polygon(DISTRICT_OUTLINE)
+    minx, miny, maxx, maxy = district.bounds
+
+    def point() -> tuple[float, float]:
+        while True:
+            lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+            # Keep 50 m inside the outline so devices are never on the border.
+            if district.buffer(-0.0005).contains(Point(lon, lat)):
+                return round(lon, 6), round(lat, 6)
+
+    records: list[dict] = []
+    n = 0
+    for sensor_type, abbr in SENSOR_ABBR.items():
+        for i in range(1, PER_SENSOR_TYPE + 1):
+            n += 1
+            lon, lat = point()
+            rec = {"device_id": f"{abbr}-{i:05d}", "kind": "sensor", "sensor_type": sensor_type,
+                   "name": f"{SENSOR_NAME[sensor_type]} {abbr}-{i:05d}", "lon": lon, "lat": lat,
+                   "status": "retired" if n % RETIRED_EVERY == 0 else "active"}
+            owner = OWNER_SHARE.get(sensor_type)
+            if owner and rng.random() < owner[1]:
+                rec["owner_department"] = owner[0]
+            records.append(rec)
+    for i in range(1, CAMERAS + 1):
+        lon, lat = point()
+        records.append({"device_id": f"CAM-{i:05d}", "kind": "camera",
+                        "name": f"视频监控点 CAM-{i:05d}", "lon": lon, "lat": lat,
+                        "status": "active"})
+    for device_id, kind, sensor_type, site, east, north, owner in SCENARIO_DEVICES:
+        lon, lat = site.offset(east, north)
+        rec = {"device_id": device_id, "kind": kind, "name": f"{site.name} {device_id}",
+               "lon": lon, "lat": lat, "status": "active"}
+        if sensor_type:
+            rec["sensor_type"] = sensor_type
+        if owner:
+            rec["owner_department"] = owner
+        records.append(rec)
+    return records
+
+
+def write(path: Path, seed: int = 20261122) -> int:
+    records = build(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        f.write("")
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+    return len(records)
+
+
+def load(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,182 @@
+"""Wire models (pydantic v2): the single source of the JSON Schemas in ``schemas/``.
+
+Input models keep unknown extra fields (``extra="allow"``) so nothing a finder sends
+is lost; scalar fields are strict so ``"12"`` is not silently taken for 12.
+Timestamps must be RFC 3339 *with* an offset.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+Number = StrictFloat | StrictInt
+Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+Lon = Annotated[Number, Field(ge=-180, le=180)]
+Lat = Annotated[Number, Field(ge=-90, le=90)]
+
+SensorType = Literal[
+    "water_level", "manhole_tilt", "smoke", "residual_current", "cable_temperature",
+    "gas_lel", "pm25", "pm10", "noise_db", "water_ph", "water_turbidity",
+    "streetlight_status", "pipe_pressure", "bin_fill",
+]
+Algorithm = Literal[
+    "road_ponding", "fire_smoke", "illegal_parking", "street_vending", "garbage_overflow",
+    "crowd_gathering", "traffic_accident", "illegal_construction", "fallen_person",
+    "forest_smoke",
+]
+Channel = Literal["grid_app", "hotline_12345", "citizen_app"]
+Severity = Literal["low", "normal", "high", "urgent"]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def extra_fields(self) -> dict:
+        return dict(self.__pydantic_extra__ or {})
+
+
+class IotReading(_Input):
+    """`ingest.iot.readings`, keyed by device_id."""
+
+    device_id: Id
+    sensor_type: SensorType
+    value: Number
+    unit: StrictStr | None = None
+    ts: AwareDatetime
+    seq: Annotated[StrictInt, Field(ge=0)] | None = None
+    lon: Lon | None = None
+    lat: Lat | None = None
+    battery: Annotated[Number, Field(ge=0, le=1)] | None = None
+
+
+class VideoAlert(_Input):
+    """`ingest.video.alerts`, keyed by camera_id."""
+
+    alert_id: Id
+    camera_id: Id
+    algorithm: Algorithm
+    confidence: Annotated[Number, Field(ge=0, le=1)]
+    ts: AwareDatetime
+    lon: Lon | None = None
+    lat: Lat | None = None
+    snapshot_url: Annotated[StrictStr, Field(max_length=2048)] | None = None
+    bbox: Annotated[list[Number], Field(min_length=4, max_length=4)] | None = None
+    object_count: Annotated[StrictInt, Field(ge=0)] | None = None
+
+
+class IncidentReport(_Input):
+    """`ingest.reports` (and ``POST /api/v1/reports``), keyed by reporter_id."""
+
+    report_id: Id
+    channel: Channel = "grid_app"
+    reporter_id: Id
+    category: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    description: Annotated[StrictStr, Field(max_length=2000)] = ""
+    ts: AwareDatetime
+    lon: Lon
+    lat: Lat
+    grid_code: Annotated[StrictStr, Field(pattern=r"^\d{15}$")] | None = None
+    address: Annotated[StrictStr, Field(max_length=500)] | None = None
+    photos: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
+    contact_phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+
+
+class RegistryRecord(BaseModel):
+    """`registry.devices` (compacted; a null value retires the id)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    device_id: Id
+    kind: Literal["sensor", "camera"]
+    sensor_type: SensorType | None = None
+    name: StrictStr | None = None
+    lon: Lon
+    lat: Lat
+    owner_department: StrictStr | None = None
+    status: Literal["active", "retired"] = "active"
+
+
+class Location(BaseModel):
+    lon: float
+    lat: float
+    district_code: str = Field(pattern=r"^\d{6}$")
+    street_code: str = Field(pattern=r"^\d{9}$")
+    community_code: str = Field(pattern=r"^\d{12}$")
+    grid_code: str = Field(pattern=r"^\d{15}$")
+
+
+class SourceRef(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+    extra: dict = Field(default_factory=dict,
+                        description="unknown fields of the source record, kept as sent")
+
+
+class CityEvent(BaseModel):
+    """`events.normalized`, keyed by street code: one finding, normalised."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="deterministic from the source id")
+    source: Literal["iot", "video", "report"]
+    kind: Literal["alarm", "recovery", "report"]
+    category: str
+    category_name: str
+    severity: Severity
+    occurred_at: datetime
+    ingested_at: datetime = Field(description="the source record's Kafka timestamp")
+    location: Location
+    device_id: str | None = None
+    sensor_type: str | None = None
+    camera_id: str | None = None
+    alert_id: str | None = None
+    algorithm: str | None = None
+    report_id: str | None = None
+    reporter_id: str | None = None
+    channel: str | None = None
+    asset_owner: str | None = Field(None, description="owner_department from the registry")
+    value: float | None = None
+    confidence: float | None = None
+    evidence: list[str] = Field(default_factory=list)
+    description: str = Field("", description="masked (脱敏)")
+    address: str | None = None
+    contact_phone: str | None = Field(None, description="masked form only")
+    source_ref: SourceRef
+
+
+DeadLetterReason = Literal[
+    "too_large", "invalid_utf8", "not_json", "not_object", "missing_field", "invalid_field",
+    "unknown_device", "retired_device", "device_type_mismatch", "out_of_area",
+    "future_timestamp", "unknown_category", "value_out_of_range", "missing_location",
+]
+
+
+class DeadLetter(BaseModel):
+    """`deadletter`, keyed by the original key: input that could not be used."""
+
+    reason: DeadLetterReason
+    detail: str = Field(description="what was wrong, for a person")
+    field: str | None = Field(None, description="the field at fault, dotted path")
+    source: Literal["iot", "video", "report", "registry"]
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    source_timestamp: datetime | None = None
+    original_key_b64: str | None = None
+    original_b64: str = Field(description="the original record bytes, base64")
+    original_size: int
+    dead_at: datetime
+
+
+WIRE_MODELS: dict[str, type[BaseModel]] = {
+    "iot_reading": IotReading,
+    "video_alert": VideoAlert,
+    "incident_report": IncidentReport,
+    "registry_record": RegistryRecord,
+    "city_event": CityEvent,
+    "dead_letter": DeadLetter,
+}
