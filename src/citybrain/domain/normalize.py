@@ -47,7 +47,8 @@ class Result:
     event: CityEvent | None = None
     dead: DeadLetter | None = None
     reason: str | None = None          # suppressed/deadletter reason code
-    state: DeviceState | None = None   # IoT only: the device state to store
+    state: DeviceState | None = None   # IoT only: the device state to store …
+    state_key: str | None = None       # … under this device_id
 
 
 class Rejected(Exception):
@@ -78,9 +79,16 @@ class Normalizer:
 
     # -- the three sources -------------------------------------------------------
 
-    def reading(self, raw: bytes | None, meta: RecordMeta, state: DeviceState) -> Result:
+    def reading(self, raw: bytes | None, meta: RecordMeta,
+                state_of: Callable[[str], DeviceState]) -> Result:
+        """``state_of(device_id)`` gives the device's stored state."""
         try:
             r: IotReading = self._parse(raw, IotReading)
+            if meta.key != r.device_id.encode("utf-8"):
+                # Each device's alarm state lives in the partition of its key.
+                raise Rejected("wrong_key", f"record key {_show_key(meta.key)} is not the "
+                               f"device_id {r.device_id!r}; gateways must key readings by "
+                               "device_id", "key")
             device = self._device(r.device_id, "sensor", r.sensor_type)
             rule = self.sensor_rules.get(r.sensor_type)
             category = self.taxonomy.for_sensor(r.sensor_type)
@@ -97,11 +105,14 @@ class Normalizer:
         except Rejected as why:
             return self._dead("iot", raw, meta, why)
         ts = r.ts.timestamp()
+        state = state_of(r.device_id)
         new_state, outcome = apply_reading(rule, state, float(r.value), ts, r.seq)
         if outcome in (Outcome.DUPLICATE, Outcome.OUT_OF_ORDER):
-            return Result("suppressed", reason=outcome.value, state=None)
+            return Result("suppressed", reason=outcome.value)
         if outcome is Outcome.NORMAL:
-            return Result("normal", state=new_state if new_state != state else None)
+            changed = new_state != state
+            return Result("normal", state=new_state if changed else None,
+                          state_key=r.device_id if changed else None)
         kind = "alarm" if outcome is Outcome.ALARM else "recovery"
         event = CityEvent(
             event_id=stable_id("ev", "iot", r.device_id, kind, ts, r.seq),
@@ -113,7 +124,7 @@ class Normalizer:
             description=f"{category.name_zh}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
             source_ref=_ref(meta, r),
         )
-        return Result("event", event=event, state=new_state)
+        return Result("event", event=event, state=new_state, state_key=r.device_id)
 
     def video(self, raw: bytes | None, meta: RecordMeta) -> Result:
         try:
@@ -245,6 +256,10 @@ def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, d
         original_b64=base64.b64encode(raw).decode(), original_size=len(raw),
         dead_at=datetime.now(UTC),
     )
+
+
+def _show_key(key: bytes | None) -> str:
+    return "null" if key is None else repr(key.decode("utf-8", "replace"))
 
 
 def _utc(epoch: float) -> datetime:

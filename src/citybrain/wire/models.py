@@ -152,6 +152,7 @@ DeadLetterReason = Literal[
     "too_large", "invalid_utf8", "not_json", "not_object", "missing_field", "invalid_field",
     "unknown_device", "retired_device", "device_type_mismatch", "out_of_area",
     "future_timestamp", "unknown_category", "value_out_of_range", "missing_location",
+    "wrong_key",
 ]
 
 

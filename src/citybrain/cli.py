@@ -1,0 +1,338 @@
+"""``citybrain`` command line.  Every message is for an operator: 中文 + English."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from citybrain.paths import SCHEMAS_DIR, state_dir
+
+
+def _config():
+    from citybrain.config import Config
+    return Config()
+
+
+def _bootstrap() -> str:
+    from citybrain.kafka.admin import NoBroker, bootstrap_servers
+    try:
+        return bootstrap_servers()
+    except NoBroker as e:
+        sys.exit(f"错误 error: {e}")
+
+
+# -- kafka ---------------------------------------------------------------------
+
+def cmd_kafka(args) -> int:
+    from citybrain.kafka.admin import local_broker
+    from citybrain.kafka.local_broker import BrokerError, kafka_version
+    broker = local_broker()
+    if args.action == "start":
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            print(f"KAFKA_BOOTSTRAP_SERVERS is set ({os.environ['KAFKA_BOOTSTRAP_SERVERS']}); "
+                  "not starting a local broker 不启动本地 Kafka")
+            return 0
+        try:
+            address = broker.start(port=args.port)
+        except BrokerError as e:
+            print(f"错误 Kafka failed to start: {e}", file=sys.stderr)
+            return 1
+        print(f"Kafka {kafka_version()} 已启动 running at {address} "
+              f"(pid {broker.pid()}, log {broker.log_file})")
+        return 0
+    if args.action == "stop":
+        print("Kafka 已停止 stopped" if broker.stop() else "Kafka 未运行 was not running")
+        return 0
+    address = broker.bootstrap()
+    if address:
+        print(f"Kafka {kafka_version()} 运行中 running at {address} (pid {broker.pid()})")
+        return 0
+    print("Kafka 未运行 not running")
+    return 3
+
+
+# -- topics, registry, schemas ---------------------------------------------------
+
+def cmd_topics(args) -> int:
+    from citybrain.kafka.admin import create_topics
+    from citybrain.kafka.topics import Topics
+    cfg = _config()
+    s = cfg.settings
+    specs = Topics(s.kafka.topic_prefix).specs([d.code for d in cfg.taxonomy.departments],
+                                               s.kafka.partitions)
+    created = asyncio.run(create_topics(_bootstrap(), specs, s.kafka.replication_factor))
+    print(f"主题 topics: {len(specs)} in all, created {len(created)}"
+          + (": " + ", ".join(created) if created else " (all existed)"))
+    return 0
+
+
+async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> int:
+    import orjson
+    from aiokafka import AIOKafkaProducer
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
+                                client_id="citybrain-registry-publisher")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, orjson.dumps(r), key=r["device_id"].encode())
+                   for r in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(records)
+
+
+def cmd_registry(args) -> int:
+    from citybrain.kafka.topics import Topics
+    from citybrain.sample.registry_builder import load
+    cfg = _config()
+    path = Path(args.file) if args.file else cfg.registry_path
+    records = load(path)
+    topic = Topics(cfg.settings.kafka.topic_prefix).registry
+    n = asyncio.run(publish_registry(_bootstrap(), topic, records))
+    print(f"设备台账已发布 registry published: {n:,} devices/cameras from {path} → {topic}")
+    return 0
+
+
+def cmd_schemas(args) -> int:
+    from citybrain.wire.schemas import drifted, write_all
+    if args.write:
+        for p in write_all(SCHEMAS_DIR):
+            print(f"wrote {p}")
+        return 0
+    bad = drifted(SCHEMAS_DIR)
+    if bad:
+        print("schemas/ 与模型不一致 drifted from the models: " + ", ".join(bad)
+              + " — run `citybrain schemas --write`", file=sys.stderr)
+        return 1
+    print("schemas/ 与模型一致 up to date")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from citybrain.sample import city_builder, registry_builder
+    cfg = _config()
+    if args.what == "build-city":
+        n = city_builder.write(cfg.directory / cfg.settings.city.geography)
+        print(f"wrote {n} grids")
+    else:
+        n = registry_builder.write(cfg.registry_path)
+        print(f"wrote {n} devices")
+    return 0
+
+
+# -- worker ------------------------------------------------------------------------
+
+def cmd_worker(args) -> int:
+    from faust.worker import Worker
+
+    from citybrain.kafka.admin import create_topics
+    from citybrain.kafka.topics import Topics
+    from citybrain.stream.app import create_app
+    if args.web_port:
+        os.environ["CITYBRAIN_WEB_PORT"] = str(args.web_port)
+    cfg = _config()
+    s = cfg.settings
+    bootstrap = _bootstrap()
+    specs = Topics(s.kafka.topic_prefix).specs([d.code for d in cfg.taxonomy.departments],
+                                               s.kafka.partitions)
+    asyncio.run(create_topics(bootstrap, specs, s.kafka.replication_factor))
+    data_dir = Path(args.data_dir) if args.data_dir else state_dir() / f"worker-{s.worker.web_port}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(cfg, bootstrap, data_dir)
+    print(f"citybrain worker: Kafka {bootstrap}, group {app.conf.id}, "
+          f"http://{s.worker.web_host}:{s.worker.web_port}/metrics, state {data_dir}", flush=True)
+    worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
+    worker.execute_from_commandline()
+    return 0
+
+
+# -- simulate ----------------------------------------------------------------------
+
+def cmd_simulate(args) -> int:
+    from citybrain.kafka.topics import Topics
+    from citybrain.progress import Progress
+    from citybrain.sample.registry_builder import load
+    from citybrain.simulate.runner import run, summary_text
+    from citybrain.simulate.traffic import CitySimulator
+    cfg = _config()
+    sim = CitySimulator(load(cfg.registry_path), seed=args.seed, rate=args.rate,
+                        duration=args.duration, start=time.time(),
+                        malformed_share=args.malformed, scenarios=not args.no_scenarios)
+    progress = Progress(f"模拟 simulate {args.rate:g}/s × {args.duration:g}s", total=args.duration)
+    result = asyncio.run(run(sim, _bootstrap(), Topics(cfg.settings.kafka.topic_prefix),
+                             paced=not args.unpaced, progress=progress))
+    print(summary_text(result))
+    return 0
+
+
+# -- demo --------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    """Broker, topics, registry, one worker and the simulator, with where to look."""
+    from citybrain.kafka.admin import local_broker
+    env = dict(os.environ)
+    if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        print("① 启动 Kafka starting Apache Kafka (first run downloads the jars with Maven) …",
+              flush=True)
+        address = local_broker().start()
+        env["KAFKA_BOOTSTRAP_SERVERS"] = address
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    exe = [sys.executable, "-m", "citybrain"]
+    print(f"   Kafka: {bootstrap}", flush=True)
+    print("② 创建主题并发布设备台账 creating topics, publishing the device registry …", flush=True)
+    subprocess.run([*exe, "topics"], env=env, check=True)
+    subprocess.run([*exe, "registry", "publish"], env=env, check=True)
+    port = _config().settings.worker.web_port
+    log_path = state_dir() / "demo-worker.log"
+    print(f"③ 启动工作进程 starting a worker (log: {log_path}) …", flush=True)
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen([*exe, "worker", "--loglevel", "info"], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_ready(port, worker)
+        print(f"""
+   看这里 where to look:
+     指标 metrics      http://127.0.0.1:{port}/metrics   (citybrain_ingest_outcome_total …)
+     就绪 readiness    http://127.0.0.1:{port}/readyz
+     事件 events       topic events.normalized   ·   死信 dead letters: topic deadletter
+     查看 peek         {sys.executable} -m citybrain tail events.normalized
+""", flush=True)
+        print(f"④ 模拟城市流量 simulating city traffic: {args.rate:g}/s for {args.duration:g}s "
+              "(rainstorm, gas leak, cable fire scripted) …", flush=True)
+        subprocess.run([*exe, "simulate", "--rate", str(args.rate), "--duration",
+                        str(args.duration), "--seed", str(args.seed)], env=env, check=True)
+        time.sleep(3)
+        _print_outcomes(port)
+        if args.keep:
+            print("Ctrl-C 结束 to stop the worker and the broker.", flush=True)
+            worker.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+        if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.keep_kafka:
+            local_broker().stop()
+            print("Kafka 已停止 stopped.")
+    return 0
+
+
+def _wait_ready(port: int, worker: subprocess.Popen, timeout: float = 120.0) -> None:
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise SystemExit(f"错误 the worker exited with code {worker.returncode}; "
+                             f"see {state_dir() / 'demo-worker.log'}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    print("   工作进程就绪 worker ready", flush=True)
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("错误 the worker did not become ready in time")
+
+
+def _print_outcomes(port: int) -> None:
+    import urllib.request
+
+    from citybrain.promtext import outcome_table
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        print(outcome_table(r.read().decode()))
+
+
+def cmd_tail(args) -> int:
+    """Print records of a topic (from the beginning), for a look at what flows."""
+    from aiokafka import AIOKafkaConsumer
+    prefix = _config().settings.kafka.topic_prefix
+    name = args.topic if args.topic.startswith(prefix) else prefix + args.topic
+
+    async def main() -> None:
+        consumer = AIOKafkaConsumer(name, bootstrap_servers=_bootstrap(), group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        try:
+            n = 0
+            while args.limit <= 0 or n < args.limit:
+                batch = await consumer.getmany(timeout_ms=2000, max_records=args.limit or 500)
+                if not batch:
+                    break
+                for records in batch.values():
+                    for m in records:
+                        print(m.value.decode("utf-8", "replace"))
+                        n += 1
+        finally:
+            await consumer.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="citybrain", description="城市大脑事件流处理 city-brain event stream processor")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("kafka", help="local Apache Kafka for the demo and tests")
+    k.add_argument("action", choices=["start", "stop", "status"])
+    k.add_argument("--port", type=int, default=9092, help="preferred port (a free one if taken)")
+    k.set_defaults(func=cmd_kafka)
+
+    t = sub.add_parser("topics", help="create the contract's topics (idempotent)")
+    t.set_defaults(func=cmd_topics)
+
+    r = sub.add_parser("registry", help="publish the device registry to registry.devices")
+    r.add_argument("action", choices=["publish"])
+    r.add_argument("--file", help="JSON-lines registry (default: config's sample registry)")
+    r.set_defaults(func=cmd_registry)
+
+    w = sub.add_parser("worker", help="run a stream worker (Faust)")
+    w.add_argument("--web-port", type=int)
+    w.add_argument("--data-dir")
+    w.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
+    w.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("simulate", help="produce simulated city traffic")
+    s.add_argument("--rate", type=float, default=200.0, help="records per second")
+    s.add_argument("--duration", type=float, default=60.0, help="seconds")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--malformed", type=float, default=0.01, help="share of malformed records")
+    s.add_argument("--no-scenarios", action="store_true")
+    s.add_argument("--unpaced", action="store_true", help="send as fast as possible")
+    s.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="broker + worker + simulated traffic")
+    d.add_argument("--rate", type=float, default=200.0)
+    d.add_argument("--duration", type=float, default=180.0)
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--keep", action="store_true", help="keep running after the simulation")
+    d.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
+    d.set_defaults(func=cmd_demo)
+
+    tl = sub.add_parser("tail", help="print a topic's records")
+    tl.add_argument("topic")
+    tl.add_argument("--limit", type=int, default=20)
+    tl.set_defaults(func=cmd_tail)
+
+    sc = sub.add_parser("schemas", help="check (default) or --write schemas/ from the wire models")
+    sc.add_argument("--write", action="store_true")
+    sc.set_defaults(func=cmd_schemas)
+
+    sm = sub.add_parser("sample", help="regenerate the SAMPLE city data")
+    sm.add_argument("what", choices=["build-city", "build-registry"])
+    sm.set_defaults(func=cmd_sample)
+
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    return args.func(args)

@@ -1,0 +1,80 @@
+"""Creating the topics and resolving which cluster to talk to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from citybrain.kafka.local_broker import LocalBroker
+from citybrain.kafka.topics import TopicSpec
+from citybrain.paths import state_dir
+
+
+class NoBroker(RuntimeError):
+    pass
+
+
+def local_broker() -> LocalBroker:
+    return LocalBroker(state_dir() / "kafka")
+
+
+def bootstrap_servers() -> str:
+    """``KAFKA_BOOTSTRAP_SERVERS``, else the local broker started by ``citybrain kafka start``."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if env:
+        return env
+    running = local_broker().bootstrap()
+    if running:
+        return running
+    raise NoBroker("没有可用的 Kafka no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS, "
+                   "or run `citybrain kafka start`")
+
+
+async def create_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1) -> list[str]:
+    """Create the missing topics; return the names created.  Idempotent."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if not missing:
+            return []
+        new = [NewTopic(s.name, s.partitions, replication, topic_configs=s.config) for s in missing]
+        try:
+            await admin.create_topics(new, timeout_ms=30000)
+        except TopicAlreadyExistsError:
+            pass  # another worker won the race
+        # Wait until every new partition has a leader, so producers don't race it.
+        names = [s.name for s in missing]
+        for _ in range(200):
+            try:
+                described = await admin.describe_topics(names)
+            except Exception:  # noqa: BLE001 - metadata not there yet
+                described = []
+            if len(described) == len(names) and all(
+                    t["error_code"] == 0 and t["partitions"]
+                    and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # leaders in metadata may still be loading the new logs
+        return names
+    finally:
+        await admin.close()
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """The topic's partition numbers; [] when it does not exist (yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    except Exception:  # noqa: BLE001 - unknown topic
+        return []
+    finally:
+        await admin.close()
+    if not described or described[0]["error_code"] != 0:
+        return []
+    return sorted(p["partition"] for p in described[0]["partitions"])

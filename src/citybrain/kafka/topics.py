@@ -1,0 +1,42 @@
+"""Topic names (with the configured prefix) and their creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+class Topics:
+    """Every topic of the wire contract (DESIGN §2), prefixed."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+        p = prefix
+        self.iot = f"{p}ingest.iot.readings"
+        self.video = f"{p}ingest.video.alerts"
+        self.reports = f"{p}ingest.reports"
+        self.registry = f"{p}registry.devices"
+        self.events = f"{p}events.normalized"
+        self.commands = f"{p}workorders.commands"
+        self.workorder_events = f"{p}workorders.events"
+        self.rejected = f"{p}workorders.rejected"
+        self.deadletter = f"{p}deadletter"
+
+    def dispatch(self, department: str) -> str:
+        return f"{self.prefix}dispatch.{department}"
+
+    def specs(self, departments: list[str], partitions: int) -> list[TopicSpec]:
+        plain = [self.iot, self.video, self.reports, self.events, self.commands,
+                 self.workorder_events, self.rejected, self.deadletter]
+        specs = [TopicSpec(name, partitions) for name in plain]
+        # Compacted: the latest record per device id is the registry (一源一码).
+        specs.append(TopicSpec(self.registry, partitions,
+                               {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}))
+        specs += [TopicSpec(self.dispatch(d), partitions) for d in departments]
+        return specs

@@ -1,0 +1,35 @@
+"""Prometheus metrics (prefix ``citybrain_``, DESIGN §8)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+INGESTED = Counter("citybrain_ingested", "Records read from the ingest topics", ["source"])
+INGEST_OUTCOME = Counter(
+    "citybrain_ingest_outcome",
+    "What became of each ingested record: normal | event | suppressed | deadletter "
+    "(per source, these add up to citybrain_ingested_total)", ["source", "outcome"])
+DEADLETTER = Counter("citybrain_deadletter", "Dead letters by reason code", ["source", "reason"])
+SUPPRESSED = Counter("citybrain_suppressed", "Suppressed records by reason", ["source", "reason"])
+EVENTS = Counter("citybrain_events", "CityEvents produced", ["source", "kind", "category"])
+REGISTRY_DEVICES = Gauge("citybrain_registry_devices", "Devices and cameras known from registry.devices",
+                         ["kind", "status"])
+REGISTRY_LOADED = Gauge("citybrain_registry_loaded",
+                        "1 once this worker has read registry.devices to its end")
+
+
+def count_outcome(source: str, outcome: str, reason: str | None = None) -> None:
+    INGESTED.labels(source).inc()
+    INGEST_OUTCOME.labels(source, outcome).inc()
+    if outcome == "deadletter":
+        DEADLETTER.labels(source, reason or "unknown").inc()
+    elif outcome == "suppressed":
+        SUPPRESSED.labels(source, reason or "unknown").inc()
+
+
+def prime(sources=("iot", "video", "report")) -> None:
+    """Create every outcome series at 0 so dashboards and sums see them from the start."""
+    for s in sources:
+        INGESTED.labels(s)
+        for o in ("normal", "event", "suppressed", "deadletter"):
+            INGEST_OUTCOME.labels(s, o)

@@ -1,0 +1,94 @@
+"""Every worker's copy of the compacted ``registry.devices`` topic.
+
+Each worker reads *all* partitions (no consumer group): normalisation on any
+partition may need any device.  ``loaded`` is set once the topic has been read to
+the end offsets seen at start, so agents never judge a device unknown merely
+because the registry was still loading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from citybrain import metrics
+from citybrain.kafka.admin import partitions_of
+from citybrain.wire.models import RegistryRecord
+
+log = logging.getLogger("citybrain.registry")
+
+OnBad = Callable[[object, str, str | None], Awaitable[None]]  # (message, detail, field)
+
+
+class RegistryCache:
+    def __init__(self, bootstrap: str, topic: str, on_bad: OnBad | None = None):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.on_bad = on_bad
+        self.devices: dict[str, RegistryRecord] = {}
+        self.loaded = asyncio.Event()
+
+    def get(self, device_id: str) -> RegistryRecord | None:
+        return self.devices.get(device_id)
+
+    async def apply(self, msg) -> None:
+        device_id = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+        if msg.value is None:  # tombstone: the id is retired and forgotten
+            if device_id:
+                self.devices.pop(device_id, None)
+            return
+        try:
+            rec = RegistryRecord.model_validate(orjson.loads(msg.value))
+        except (orjson.JSONDecodeError, ValidationError) as e:
+            field = None
+            if isinstance(e, ValidationError):
+                err = e.errors(include_url=False)[0]
+                field = ".".join(str(p) for p in err["loc"]) or None
+            if self.on_bad:
+                await self.on_bad(msg, str(e).splitlines()[0], field)
+            return
+        self.devices[rec.device_id] = rec
+
+    def _publish_gauges(self) -> None:
+        counts = Counter((d.kind, d.status) for d in self.devices.values())
+        for kind in ("sensor", "camera"):
+            for status in ("active", "retired"):
+                metrics.REGISTRY_DEVICES.labels(kind, status).set(counts.get((kind, status), 0))
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    group_id=None, client_id="citybrain-registry")
+        await consumer.start()
+        try:
+            partitions: list[int] = []
+            while not partitions:
+                partitions = await partitions_of(self.bootstrap, self.topic)
+                if not partitions:
+                    log.warning("等待设备台账 waiting for topic %s to exist", self.topic)
+                    await asyncio.sleep(1.0)
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batches.values():
+                    for msg in records:
+                        await self.apply(msg)
+                if batches or not self.loaded.is_set():
+                    self._publish_gauges()
+                if not self.loaded.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
+                        self.loaded.set()
+                        metrics.REGISTRY_LOADED.set(1)
+                        log.info("设备台账已加载 registry loaded: %d devices/cameras from %s",
+                                 len(self.devices), self.topic)
+        finally:
+            await consumer.stop()
