@@ -205,7 +205,7 @@ class Normalizer:
             return model.model_validate(obj)
         except ValidationError as e:
             err = e.errors(include_url=False)[0]
-            field = ".".join(str(p) for p in err["loc"]) or None
+            field = field_path(err["loc"])
             reason = "missing_field" if err["type"] == "missing" else "invalid_field"
             raise Rejected(reason, f"{field}: {err['msg']}", field) from None
 
@@ -256,6 +256,14 @@ def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, d
         original_b64=base64.b64encode(raw).decode(), original_size=len(raw),
         dead_at=datetime.now(UTC),
     )
+
+
+def field_path(loc: tuple) -> str | None:
+    """Dotted path of the field at fault, without pydantic's union-member tags
+    (``("value", "float")`` → ``value``; ``("photos", 3)`` → ``photos.3``)."""
+    if not loc:
+        return None
+    return ".".join([str(loc[0])] + [str(p) for p in loc[1:] if isinstance(p, int)])
 
 
 def _show_key(key: bytes | None) -> str:

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from citybrain import metrics
+from citybrain.domain.normalize import field_path
 from citybrain.kafka.admin import partitions_of
 from citybrain.wire.models import RegistryRecord
 
@@ -48,8 +49,7 @@ class RegistryCache:
         except (orjson.JSONDecodeError, ValidationError) as e:
             field = None
             if isinstance(e, ValidationError):
-                err = e.errors(include_url=False)[0]
-                field = ".".join(str(p) for p in err["loc"]) or None
+                field = field_path(e.errors(include_url=False)[0]["loc"])
             if self.on_bad:
                 await self.on_bad(msg, str(e).splitlines()[0], field)
             return

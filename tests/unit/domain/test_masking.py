@@ -1,0 +1,41 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from citybrain.domain.masking import mask_phone, mask_text
+
+
+def test_mobile_numbers_are_masked():
+    assert mask_text("联系电话13812345678谢谢") == "联系电话138****5678谢谢"
+    assert mask_text("call +86 138-1234-5678") == "call 138****5678"
+
+
+def test_id_card_numbers_are_masked_before_phones():
+    out = mask_text("身份证370306199001011234，电话13905331234")
+    assert out == "身份证370***********1234，电话139****1234"
+    assert mask_text("证件号37030619900101123X") == "证件号370***********123X"
+
+
+def test_landlines_are_masked():
+    assert mask_text("座机0533-6123456") == "座机0533-****3456"
+
+
+def test_other_numbers_are_kept():
+    assert mask_text("积水约30厘米，持续15分钟，2辆车") == "积水约30厘米，持续15分钟，2辆车"
+    assert mask_text("订单号 20261122") == "订单号 20261122"
+
+
+def test_contact_phone_masked_form():
+    assert mask_phone("13812345678") == "138****5678"
+    assert mask_phone("12345") == "*2345"
+
+
+@given(st.from_regex(r"1[3-9]\d{9}", fullmatch=True), st.text(max_size=20).filter(lambda s: not any(c.isdigit() for c in s)))
+def test_no_mobile_number_survives(phone, text):
+    out = mask_text(text + phone + text)
+    assert phone not in out and phone[-4:] in out
+
+
+@given(st.from_regex(r"\d{17}[\dX]", fullmatch=True))
+def test_no_id_card_survives(idcard):
+    out = mask_text(f"身份证{idcard}。")
+    assert idcard not in out and out.startswith(f"身份证{idcard[:3]}")

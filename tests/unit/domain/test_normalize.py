@@ -1,0 +1,232 @@
+"""Normalisation: every input → exactly one of normal / event / suppressed / deadletter."""
+
+import base64
+import time
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from citybrain.domain.sensor_rules import DeviceState
+from citybrain.simulate.traffic import iso
+
+NOW = time.time()
+
+
+def reading(**over):
+    body = {"device_id": "WLV-UP-01", "sensor_type": "water_level", "value": 0.02,
+            "unit": "m", "ts": iso(NOW - 10), "seq": 1}
+    body.update(over)
+    return orjson.dumps({k: v for k, v in body.items() if v is not ...})
+
+
+def fresh(_device_id):
+    return DeviceState()
+
+
+def run_reading(normalizer, meta, raw, key=b"WLV-UP-01", state=fresh):
+    return normalizer.reading(raw, meta(key=key, timestamp=NOW), state)
+
+
+# -- IoT -------------------------------------------------------------------------
+
+def test_normal_reading(normalizer, meta):
+    r = run_reading(normalizer, meta, reading())
+    assert r.outcome == "normal" and r.event is None and r.dead is None
+
+
+def test_alarm_then_recovery_events(normalizer, meta):
+    states = {}
+
+    def state_of(d):
+        return states.get(d, DeviceState())
+
+    def step(value, t, seq):
+        r = normalizer.reading(reading(value=value, ts=iso(NOW - 2000 + t), seq=seq),
+                               meta(key=b"WLV-UP-01", timestamp=NOW), state_of)
+        if r.state is not None:
+            states[r.state_key] = r.state
+        return r
+
+    assert step(0.3, 0, 1).outcome == "normal"        # hold starts
+    alarm = step(0.3, 60, 2)
+    assert alarm.outcome == "event" and alarm.event.kind == "alarm"
+    ev = alarm.event
+    assert ev.category == "waterlogging" and ev.category_name == "路面积水" and ev.severity == "high"
+    assert ev.source == "iot" and ev.device_id == "WLV-UP-01" and ev.value == 0.3
+    assert ev.location.street_code == "370306002"      # 大街街道, from the registry position
+    assert step(0.01, 100, 3).outcome == "normal"
+    rec = step(0.01, 400, 4)
+    assert rec.outcome == "event" and rec.event.kind == "recovery"
+
+
+def test_event_ids_are_deterministic(normalizer, meta):
+    raw = reading(value=0.4, seq=9)
+    a = run_reading(normalizer, meta, raw, state=lambda d: DeviceState(pending_since=NOW - 100, last_ts=NOW - 100))
+    b = run_reading(normalizer, meta, raw, state=lambda d: DeviceState(pending_since=NOW - 100, last_ts=NOW - 100))
+    assert a.event and a.event.event_id == b.event.event_id
+
+
+def test_location_in_message_overrides_registry(normalizer, meta):
+    st_ = lambda d: DeviceState(pending_since=NOW - 100, last_ts=NOW - 100)  # noqa: E731
+    r = run_reading(normalizer, meta, reading(value=0.5, lon=117.95, lat=36.80), state=st_)
+    assert r.event.location.lon == 117.95 and r.event.location.street_code == "370306001"
+
+
+def test_duplicate_reading_is_suppressed(normalizer, meta):
+    st_ = lambda d: DeviceState(last_ts=NOW - 10, last_seq=1)  # noqa: E731
+    r = run_reading(normalizer, meta, reading(seq=1), state=st_)
+    assert (r.outcome, r.reason, r.state) == ("suppressed", "duplicate", None)
+    r = run_reading(normalizer, meta, reading(seq=0, ts=iso(NOW - 20)), state=st_)
+    assert (r.outcome, r.reason) == ("suppressed", "out_of_order")
+
+
+def test_unknown_fields_are_kept_in_the_source_ref(normalizer, meta):
+    st_ = lambda d: DeviceState(pending_since=NOW - 100, last_ts=NOW - 100)  # noqa: E731
+    r = run_reading(normalizer, meta, reading(value=0.5, firmware="v2.1", rssi=-71), state=st_)
+    assert r.event.source_ref.extra == {"firmware": "v2.1", "rssi": -71}
+
+
+DEAD_CASES = [
+    ("not_json", b"device=1;value=2", b"WLV-UP-01", None),
+    ("invalid_utf8", b'{"device_id": "\xff"}', b"WLV-UP-01", None),
+    ("not_object", b"[1,2]", b"WLV-UP-01", None),
+    ("not_json", b"", b"WLV-UP-01", None),
+    ("missing_field", reading(sensor_type=...), b"WLV-UP-01", "sensor_type"),
+    ("missing_field", reading(ts=...), b"WLV-UP-01", "ts"),
+    ("invalid_field", reading(value="0.3"), b"WLV-UP-01", "value"),
+    ("invalid_field", reading(value=True), b"WLV-UP-01", "value"),
+    ("invalid_field", reading(sensor_type="radiation"), b"WLV-UP-01", "sensor_type"),
+    ("invalid_field", reading(ts="2026-11-22T09:30:00"), b"WLV-UP-01", "ts"),   # no offset
+    ("invalid_field", reading(ts="yesterday"), b"WLV-UP-01", "ts"),
+    ("invalid_field", reading(lon=500.0), b"WLV-UP-01", "lon"),
+    ("too_large", reading(blob="x" * 70000), b"WLV-UP-01", None),
+    ("unknown_device", reading(device_id="GHOST-1"), b"GHOST-1", "device_id"),
+    ("device_type_mismatch", reading(sensor_type="smoke"), b"WLV-UP-01", "device_id"),
+    ("value_out_of_range", reading(value=99.0), b"WLV-UP-01", "value"),
+    ("out_of_area", reading(lon=116.4, lat=39.9), b"WLV-UP-01", "lon"),
+    ("future_timestamp", reading(ts=iso(NOW + 3600)), b"WLV-UP-01", "ts"),
+    ("wrong_key", reading(), b"someone-else", "key"),
+    ("wrong_key", reading(), None, "key"),
+]
+
+
+@pytest.mark.parametrize("reason,raw,key,field", DEAD_CASES)
+def test_bad_readings_are_dead_letters_with_reason(normalizer, meta, reason, raw, key, field):
+    r = run_reading(normalizer, meta, raw, key=key)
+    assert r.outcome == "deadletter" and r.reason == reason
+    assert r.dead.reason == reason and r.dead.field == field and r.dead.detail
+    assert base64.b64decode(r.dead.original_b64) == raw         # nothing is lost
+    assert r.dead.original_size == len(raw) and r.dead.source == "iot"
+    assert r.state is None
+
+
+def test_retired_device(normalizer, meta, registry):
+    retired = next(d for d in registry.values() if d.status == "retired" and d.kind == "sensor")
+    raw = reading(device_id=retired.device_id, sensor_type=retired.sensor_type, value=0.0)
+    r = run_reading(normalizer, meta, raw, key=retired.device_id.encode())
+    assert r.reason in ("retired_device",)
+
+
+# -- video -----------------------------------------------------------------------
+
+def alert(**over):
+    body = {"alert_id": "VA-1", "camera_id": "CAM-UP-01", "algorithm": "road_ponding",
+            "confidence": 0.9, "ts": iso(NOW - 5), "snapshot_url": "https://v/1.jpg"}
+    body.update(over)
+    return orjson.dumps({k: v for k, v in body.items() if v is not ...})
+
+
+def test_video_alert_above_threshold_is_an_event(normalizer, meta):
+    r = normalizer.video(alert(), meta("ingest.video.alerts", b"CAM-UP-01", timestamp=NOW))
+    assert r.outcome == "event"
+    ev = r.event
+    assert (ev.source, ev.kind, ev.category, ev.confidence) == ("video", "alarm", "waterlogging", 0.9)
+    assert ev.evidence == ["https://v/1.jpg"] and ev.alert_id == "VA-1"
+
+
+def test_video_alert_below_threshold_is_suppressed(normalizer, meta):
+    r = normalizer.video(alert(confidence=0.69), meta("ingest.video.alerts", b"CAM-UP-01", timestamp=NOW))
+    assert (r.outcome, r.reason) == ("suppressed", "low_confidence")
+
+
+@pytest.mark.parametrize("reason,raw", [
+    ("unknown_device", alert(camera_id="CAM-NOPE")),
+    ("device_type_mismatch", alert(camera_id="WLV-UP-01")),
+    ("invalid_field", alert(confidence=1.5)),
+    ("invalid_field", alert(algorithm="ufo")),
+    ("missing_field", alert(alert_id=...)),
+])
+def test_bad_video_alerts(normalizer, meta, reason, raw):
+    r = normalizer.video(raw, meta("ingest.video.alerts", b"x", timestamp=NOW))
+    assert (r.outcome, r.reason) == ("deadletter", reason)
+
+
+# -- reports ---------------------------------------------------------------------
+
+def report(**over):
+    body = {"report_id": "R-1", "channel": "hotline_12345", "reporter_id": "HL-1",
+            "category": "road_damage", "description": "路面塌陷，联系13812345678",
+            "ts": iso(NOW - 60), "lon": 117.8625, "lat": 36.7935,
+            "photos": ["https://p/1.jpg"], "contact_phone": "13912345678",
+            "address": "大街1号，电话0533-6123456"}
+    body.update(over)
+    return orjson.dumps({k: v for k, v in body.items() if v is not ...})
+
+
+def test_report_becomes_masked_event(normalizer, meta):
+    r = normalizer.report(report(), meta("ingest.reports", b"HL-1", timestamp=NOW))
+    ev = r.event
+    assert r.outcome == "event" and ev.kind == "report" and ev.category == "road_damage"
+    assert ev.description == "路面塌陷，联系138****5678"
+    assert ev.contact_phone == "139****5678" and "6123456" not in ev.address
+    assert "13912345678" not in orjson.dumps(ev.model_dump(mode="json")).decode()
+    assert ev.evidence == ["https://p/1.jpg"] and ev.channel == "hotline_12345"
+    assert ev.location.grid_code.startswith("370306002")
+
+
+def test_report_grid_code_from_app_is_used_when_it_is_a_real_grid(normalizer, meta, config):
+    other = next(c for c in config.city_map.grid_codes if c.startswith("370306001"))
+    r = normalizer.report(report(grid_code=other), meta("ingest.reports", b"HL-1", timestamp=NOW))
+    assert r.event.location.grid_code == other and r.event.location.street_code == "370306001"
+    r = normalizer.report(report(grid_code="370306999999999"), meta("ingest.reports", b"HL-1", timestamp=NOW))
+    assert (r.reason, r.dead.field) == ("invalid_field", "grid_code")
+
+
+@pytest.mark.parametrize("reason,raw", [
+    ("unknown_category", report(category="ufo_sighting")),
+    ("missing_field", report(lon=...)),
+    ("invalid_field", report(description="长" * 2001)),
+    ("invalid_field", report(channel="fax")),
+    ("out_of_area", report(lon=120.0, lat=30.0)),
+])
+def test_bad_reports(normalizer, meta, reason, raw):
+    r = normalizer.report(raw, meta("ingest.reports", b"HL-1", timestamp=NOW))
+    assert (r.outcome, r.reason) == ("deadletter", reason)
+
+
+# -- conservation: arbitrary input never crashes and has exactly one outcome -----
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=300),
+                 st.dictionaries(st.sampled_from(["device_id", "sensor_type", "value", "ts", "seq",
+                                                  "lon", "lat", "camera_id", "alert_id", "algorithm",
+                                                  "confidence", "report_id", "reporter_id",
+                                                  "category"]),
+                                 st.one_of(st.none(), st.integers(-2**63, 2**63 - 1), st.floats(), st.text(max_size=20),
+                                           st.booleans())).map(orjson.dumps)),
+       st.sampled_from(["iot", "video", "report"]))
+def test_any_bytes_yield_exactly_one_outcome(normalizer, meta, raw, source):
+    m = meta(key=b"k", timestamp=NOW)
+    r = (normalizer.reading(raw, m, fresh) if source == "iot" else
+         normalizer.video(raw, m) if source == "video" else normalizer.report(raw, m))
+    assert r.outcome in ("normal", "event", "suppressed", "deadletter")
+    assert (r.outcome == "deadletter") == (r.dead is not None)
+    assert (r.outcome == "event") == (r.event is not None)
+
+
+def test_numbers_beyond_64_bits_are_dead_letters_not_crashes(normalizer, meta):
+    raw = reading(value=0).replace(b'"value":0', b'"value":1' + b"0" * 40)
+    r = normalizer.reading(raw, meta(key=b"WLV-UP-01", timestamp=NOW), fresh)
+    assert r.outcome == "deadletter" and r.reason in ("not_json", "value_out_of_range")

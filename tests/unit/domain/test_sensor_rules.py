@@ -1,0 +1,139 @@
+"""The per-device alarm state machine: hold times, hysteresis, duplicates, order."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from citybrain.config import Config
+from citybrain.domain.sensor_rules import Condition, DeviceState, Outcome, SensorRule, apply_reading
+
+WATER = SensorRule(unit="m", valid_range=(-1, 20),
+                   alarm=Condition(op="gt", threshold=0.15, hold_seconds=60),
+                   clear=Condition(op="lt", threshold=0.05, hold_seconds=300))
+
+
+def feed(rule, readings, state=None):
+    state = state or DeviceState()
+    outcomes = []
+    for r in readings:
+        value, ts, seq = (r + (None,))[:3] if len(r) == 2 else r
+        state, out = apply_reading(rule, state, value, ts, seq)
+        outcomes.append(out)
+    return state, outcomes
+
+
+def test_alarm_needs_condition_to_hold_for_the_duration():
+    state, outs = feed(WATER, [(0.2, 0), (0.2, 30), (0.2, 59)])
+    assert outs == [Outcome.NORMAL] * 3 and not state.alarm
+    state, outs = feed(WATER, [(0.2, 60)], state)
+    assert outs == [Outcome.ALARM] and state.alarm and state.alarm_since == 60
+
+
+def test_a_dip_below_threshold_restarts_the_hold():
+    state, outs = feed(WATER, [(0.2, 0), (0.2, 50), (0.1, 55), (0.2, 70), (0.2, 125)])
+    assert Outcome.ALARM not in outs
+    state, outs = feed(WATER, [(0.2, 130)], state)
+    assert outs == [Outcome.ALARM]
+
+
+def test_recovery_uses_hysteresis():
+    state, _ = feed(WATER, [(0.3, 0), (0.3, 60)])
+    assert state.alarm
+    # 0.1 is below the alarm threshold but not below the clear threshold: still alarm.
+    state, outs = feed(WATER, [(0.1, 100), (0.1, 500)], state)
+    assert outs == [Outcome.NORMAL, Outcome.NORMAL] and state.alarm
+    state, outs = feed(WATER, [(0.01, 600), (0.01, 899)], state)
+    assert outs == [Outcome.NORMAL, Outcome.NORMAL] and state.alarm
+    state, outs = feed(WATER, [(0.01, 900)], state)
+    assert outs == [Outcome.RECOVERY] and not state.alarm
+
+
+def test_zero_hold_alarms_on_the_first_reading():
+    smoke = Config().sensor_rules["smoke"]
+    _, outs = feed(smoke, [(0.3, 0)])
+    assert outs == [Outcome.ALARM]
+
+
+def test_duplicates_and_out_of_order_do_not_change_state():
+    state, _ = feed(WATER, [(0.2, 0, 1), (0.2, 30, 2)])
+    same, out = apply_reading(WATER, state, 0.9, 40, 2)
+    assert out is Outcome.DUPLICATE and same == state
+    same, out = apply_reading(WATER, state, 0.9, 10, 1)
+    assert out is Outcome.OUT_OF_ORDER and same == state
+    # Without seq: same ts is a duplicate, an older ts is out of order.
+    state, _ = feed(WATER, [(0.2, 0), (0.2, 30)])
+    assert apply_reading(WATER, state, 0.0, 30)[1] is Outcome.DUPLICATE
+    assert apply_reading(WATER, state, 0.0, 29)[1] is Outcome.OUT_OF_ORDER
+
+
+def test_late_reading_cannot_complete_a_hold():
+    """A late reading with an old ts must not be used to reach the hold time."""
+    state, _ = feed(WATER, [(0.2, 100, 5)])
+    state, out = apply_reading(WATER, state, 0.2, 10, 2)
+    assert out is Outcome.OUT_OF_ORDER and not state.alarm
+
+
+def test_two_sided_ph_rule():
+    ph = Config().sensor_rules["water_ph"]
+    state, outs = feed(ph, [(5.0, 0), (5.0, 600)])
+    assert outs[-1] is Outcome.ALARM
+    state, outs = feed(ph, [(8.8, 700), (8.8, 2000)], state)  # outside clear band: stays alarm
+    assert Outcome.RECOVERY not in outs
+    state, outs = feed(ph, [(7.0, 2100), (7.0, 3000)], state)
+    assert outs[-1] is Outcome.RECOVERY
+
+
+def test_state_round_trips_through_its_dict():
+    state, _ = feed(WATER, [(0.3, 0, 1), (0.3, 60, 2)])
+    assert DeviceState.from_dict(state.to_dict()) == state
+    assert DeviceState.from_dict(None) == DeviceState()
+
+
+def test_overlapping_alarm_and_clear_is_refused():
+    with pytest.raises(ValueError, match="overlap"):
+        SensorRule(unit="m", valid_range=(0, 1), alarm=Condition(op="gt", threshold=0.1),
+                   clear=Condition(op="lt", threshold=0.5))
+
+
+def test_every_configured_rule_is_valid_and_has_a_category():
+    cfg = Config()
+    for sensor_type in cfg.sensor_rules:
+        assert cfg.taxonomy.for_sensor(sensor_type) is not None, sensor_type
+
+
+readings = st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.integers(0, 3600)),
+                    min_size=1, max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(readings)
+def test_alarms_and_recoveries_alternate(rs):
+    """Invariant: events alternate alarm, recovery, alarm … starting with an alarm."""
+    _, outs = feed(WATER, [(v, t) for v, t in rs])
+    flips = [o for o in outs if o in (Outcome.ALARM, Outcome.RECOVERY)]
+    assert all(f is (Outcome.ALARM if i % 2 == 0 else Outcome.RECOVERY) for i, f in enumerate(flips))
+
+
+@settings(max_examples=200, deadline=None)
+@given(readings, st.randoms(use_true_random=False))
+def test_replaying_delivered_readings_in_any_order_after_the_fact_changes_nothing(rs, rnd):
+    """Once the readings have been applied, redelivering any of them (a replay after a
+    crash, a duplicate, a late one) never flips state."""
+    ordered = sorted({t: (v, t, i) for i, (v, t) in enumerate(sorted(rs, key=lambda r: r[1]))}.values(),
+                     key=lambda r: r[1])
+    ordered = [(v, t, i) for i, (v, t, _) in enumerate(ordered)]
+    state, _ = feed(WATER, ordered)
+    replay = list(ordered)
+    rnd.shuffle(replay)
+    after, outs = feed(WATER, replay, state)
+    assert after == state
+    assert set(outs) <= {Outcome.DUPLICATE, Outcome.OUT_OF_ORDER}
+
+
+@settings(max_examples=200, deadline=None)
+@given(readings)
+def test_event_time_not_arrival_decides(rs):
+    """The same readings give the same events whatever the wall clock: pure function of input."""
+    a = feed(WATER, [(v, t) for v, t in rs])
+    b = feed(WATER, [(v, t) for v, t in rs])
+    assert a == b

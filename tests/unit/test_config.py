@@ -1,0 +1,44 @@
+"""config/ is validated data: the shipped files load, bad files are refused clearly."""
+
+import shutil
+
+import pytest
+from pydantic import ValidationError
+
+from citybrain.config import Config
+from citybrain.paths import config_dir
+
+
+def test_shipped_config_loads_and_matches_the_contract():
+    cfg = Config()
+    depts = {d.code for d in cfg.taxonomy.departments}
+    assert depts == {"city_mgmt", "water", "fire", "emergency", "police", "traffic",
+                     "environment", "housing", "gas_utility", "power_utility", "health"}
+    cats = {c.code: c for c in cfg.taxonomy.categories}
+    assert len(cats) == 20
+    assert cats["gas_leak"].department == "gas_utility" and cats["gas_leak"].priority == "urgent"
+    assert cats["other"].department == ""
+    assert cfg.taxonomy.for_algorithm("forest_smoke").code == "forest_fire"
+    assert cfg.taxonomy.for_sensor("cable_temperature").code == "electrical_fire_risk"
+    assert set(cfg.video_thresholds) == set(cfg.taxonomy._by_algorithm)
+
+
+def test_environment_overrides(monkeypatch):
+    cfg = Config(env={"CITYBRAIN_TOPIC_PREFIX": "t1.", "CITYBRAIN_WEB_PORT": "7001"})
+    assert cfg.settings.kafka.topic_prefix == "t1." and cfg.settings.worker.web_port == 7001
+
+
+def test_unknown_department_in_a_category_is_refused(tmp_path):
+    shutil.copytree(config_dir(), tmp_path / "c")
+    p = tmp_path / "c" / "categories.toml"
+    p.write_text(p.read_text().replace('department = "water"', 'department = "navy"', 1))
+    with pytest.raises(ValidationError, match="navy"):
+        Config(tmp_path / "c").taxonomy
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    shutil.copytree(config_dir(), tmp_path / "c")
+    p = tmp_path / "c" / "citybrain.toml"
+    p.write_text(p.read_text().replace("partitions = 6", "partitons = 6"))
+    with pytest.raises(ValidationError, match="partitons"):
+        Config(tmp_path / "c")
