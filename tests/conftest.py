@@ -1,0 +1,30 @@
+"""Shared fixtures.  The Kafka broker is real Apache Kafka: started once per test
+session from the cached jars (see citybrain.kafka.local_broker), or the cluster in
+KAFKA_BOOTSTRAP_SERVERS."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from citybrain.paths import PROJECT_ROOT
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if env:
+        yield env
+        return
+    from citybrain.kafka.local_broker import LocalBroker
+    broker = LocalBroker(Path(tmp_path_factory.mktemp("kafka")))
+    address = broker.start(port=None, die_with_parent=True)
+    try:
+        yield address
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        if broker.log_file.exists():
+            (ARTIFACTS / "kafka-broker.log").write_bytes(broker.log_file.read_bytes())
+        broker.stop()

@@ -1,0 +1,144 @@
+"""Test helpers that talk to the real broker and run real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from citybrain.cli import publish_registry
+from citybrain.config import Config
+from citybrain.kafka.admin import create_topics, partitions_of
+from citybrain.kafka.local_broker import free_port
+from citybrain.kafka.topics import Topics
+from citybrain.paths import PROJECT_ROOT
+from citybrain.sample.registry_builder import load
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+PARTITIONS = 3
+
+
+def new_prefix(name: str) -> str:
+    return f"it-{name}-{uuid.uuid4().hex[:6]}."
+
+
+async def prepare(bootstrap: str, prefix: str) -> Topics:
+    """Topics + the sample registry, as `citybrain topics` and `registry publish` do."""
+    topics = Topics(prefix)
+    cfg = Config()
+    await create_topics(bootstrap, topics.specs([d.code for d in cfg.taxonomy.departments],
+                                                PARTITIONS))
+    await publish_registry(bootstrap, topics.registry, load(cfg.registry_path))
+    return topics
+
+
+async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> list:
+    """Send (topic, key, value) records in order; return their RecordMetadata."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024,
+                                acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(t, v, key=k) for t, k, v in records]
+        return list(await asyncio.gather(*futures))
+    finally:
+        await producer.stop()
+
+
+async def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0,
+                  settle: float = 1.5) -> list:
+    """Read a topic from the beginning until ``want`` records (then ``settle`` more
+    seconds to catch any extra), or the timeout."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out = []
+        deadline = time.monotonic() + timeout
+        settle_until = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out.extend(records)
+            if len(out) >= want:
+                settle_until = settle_until or time.monotonic() + settle
+                if time.monotonic() >= settle_until:
+                    break
+        return out
+    finally:
+        await consumer.stop()
+
+
+def decode(records) -> list[dict]:
+    return [orjson.loads(r.value) for r in records]
+
+
+class WorkerProcess:
+    """`python -m citybrain worker` as its own process, as in production."""
+
+    def __init__(self, bootstrap: str, prefix: str, state_dir: Path, name: str = "worker"):
+        self.port = free_port()
+        self.name = name
+        self.log_path = ARTIFACTS / f"{prefix.rstrip('.')}-{name}.log"
+        self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+                        CITYBRAIN_TOPIC_PREFIX=prefix, CITYBRAIN_WEB_PORT=str(self.port),
+                        CITYBRAIN_PARTITIONS=str(PARTITIONS), CITYBRAIN_STATE_DIR=str(state_dir))
+        self.data_dir = state_dir / f"{name}-data"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90.0) -> "WorkerProcess":
+        ARTIFACTS.mkdir(exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "citybrain", "worker", "--loglevel", "info",
+             "--data-dir", str(self.data_dir)],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"worker not ready in {timeout}s; see {self.log_path}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+async def wait_for_metrics(worker: WorkerProcess, predicate, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = await asyncio.to_thread(worker.metrics)
+        if predicate(text):
+            return text
+        await asyncio.sleep(0.5)
+    return text
