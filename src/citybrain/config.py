@@ -28,6 +28,8 @@ class WorkerSettings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     store: str = "rocksdb://"
+    session_timeout_seconds: float = Field(10.0, ge=6, le=300)
+    heartbeat_interval_seconds: float = Field(3.0, gt=0, le=60)
 
 
 class IngestSettings(BaseModel):

@@ -160,7 +160,7 @@ class LocalBroker:
             return running
         libs = ensure_jars()
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        if port is None or port_open("127.0.0.1", port):
+        if not port or port < 0 or port_open("127.0.0.1", port):
             port = free_port()
         controller_port = free_port()
         data = self.state_dir / "data"

@@ -116,7 +116,7 @@ class CitySimulator:
         return self._report(at)
 
     def _reading(self, device: dict, at: float, value: float | None = None,
-                 label: str | None = None) -> SimRecord:
+                 label: str | None = None, remember: bool = True) -> SimRecord:
         dev = device["device_id"]
         st = device["sensor_type"]
         kind = self.kind_of.get(dev, "normal")
@@ -133,7 +133,8 @@ class CitySimulator:
         body = {"device_id": dev, "sensor_type": st, "value": round(value, 4),
                 "ts": iso(self.start + at), "seq": seq, "battery": 0.9}
         raw = orjson.dumps(body)
-        self.last[dev] = raw
+        if remember:  # only readings actually sent may be re-sent as duplicates
+            self.last[dev] = raw
         return SimRecord("iot", dev.encode(), raw, at, label or kind)
 
     def _video(self, at: float, camera: dict | None = None, algorithm: str | None = None,
@@ -175,7 +176,7 @@ class CitySimulator:
     def _malformed(self, at: float) -> SimRecord:
         reason = MALFORMED[self.counter % len(MALFORMED)]
         device = self.rng.choice(self.sensors)
-        good = orjson.loads(self._reading(device, at).value)
+        good = orjson.loads(self._reading(device, at, remember=False).value)
         dev = device["device_id"].encode()
         label = f"malformed:{reason}"
         if reason == "not_json":

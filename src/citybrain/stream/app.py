@@ -73,6 +73,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=1,
+        broker_session_timeout=s.worker.session_timeout_seconds,
+        broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
     )
 
     def raw_topic(name: str) -> faust.TopicT:
