@@ -132,7 +132,7 @@ def cmd_sample(args) -> int:
 def cmd_worker(args) -> int:
     from faust.worker import Worker
 
-    from citybrain.kafka.admin import create_topics
+    from citybrain.kafka.admin import cluster_id, create_topics
     from citybrain.kafka.topics import Topics
     from citybrain.stream.app import create_app
     if args.web_port:
@@ -144,13 +144,28 @@ def cmd_worker(args) -> int:
                                                s.kafka.partitions)
     asyncio.run(create_topics(bootstrap, specs, s.kafka.replication_factor))
     data_dir = Path(args.data_dir) if args.data_dir else state_dir() / f"worker-{s.worker.web_port}"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _claim_state_dir(data_dir, asyncio.run(cluster_id(bootstrap)))
     app = create_app(cfg, bootstrap, data_dir)
     print(f"citybrain worker: Kafka {bootstrap}, group {app.conf.id}, "
           f"http://{s.worker.web_host}:{s.worker.web_port}/metrics, state {data_dir}", flush=True)
     worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
     worker.execute_from_commandline()
     return 0
+
+
+def _claim_state_dir(data_dir: Path, cluster: str) -> None:
+    """Local table state is a cache of changelog topics in *one* cluster.  State left by
+    another cluster (a re-created demo broker) would not match its changelogs, so it
+    is discarded and rebuilt from the changelogs."""
+    import shutil
+    marker = data_dir / "kafka-cluster-id"
+    owner = marker.read_text().strip() if marker.exists() else None
+    if owner != cluster and data_dir.exists() and any(data_dir.iterdir()):
+        print(f"注意 notice: {data_dir} holds state of another Kafka cluster ({owner or 'unknown'}); "
+              "discarding it — it is rebuilt from the changelog topics", flush=True)
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(cluster)
 
 
 # -- simulate ----------------------------------------------------------------------
@@ -216,11 +231,12 @@ def cmd_demo(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
         if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.keep_kafka:
             local_broker().stop()
             print("Kafka 已停止 stopped.")

@@ -78,3 +78,12 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     if not described or described[0]["error_code"] != 0:
         return []
     return sorted(p["partition"] for p in described[0]["partitions"])
+
+
+async def cluster_id(bootstrap: str) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    await admin.start()
+    try:
+        return (await admin.describe_cluster())["cluster_id"]
+    finally:
+        await admin.close()
