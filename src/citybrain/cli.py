@@ -73,22 +73,8 @@ def cmd_topics(args) -> int:
     return 0
 
 
-async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> int:
-    import orjson
-    from aiokafka import AIOKafkaProducer
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
-                                client_id="citybrain-registry-publisher")
-    await producer.start()
-    try:
-        futures = [await producer.send(topic, orjson.dumps(r), key=r["device_id"].encode())
-                   for r in records]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return len(records)
-
-
 def cmd_registry(args) -> int:
+    from citybrain.kafka.admin import publish_registry
     from citybrain.kafka.topics import Topics
     from citybrain.sample.registry_builder import load
     cfg = _config()
@@ -225,6 +211,7 @@ def cmd_demo(args) -> int:
                         str(args.duration), "--seed", str(args.seed)], env=env, check=True)
         time.sleep(3)
         _print_outcomes(port)
+        asyncio.run(_print_recent_events(bootstrap))
         if args.keep:
             print("Ctrl-C 结束 to stop the worker and the broker.", flush=True)
             worker.wait()
@@ -267,6 +254,57 @@ def _print_outcomes(port: int) -> None:
     from citybrain.promtext import outcome_table
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         print(outcome_table(r.read().decode()))
+
+
+async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
+    """What the demo produced: events by category, and the latest alarms."""
+    from collections import Counter
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from citybrain.kafka.topics import Topics
+    cfg = _config()
+    topic = Topics(cfg.settings.kafka.topic_prefix).events
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    events = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
+            if not batch:
+                break
+            for records in batch.values():
+                events.extend(orjson.loads(m.value) for m in records)
+    finally:
+        await consumer.stop()
+    by_cat = Counter(f"{e['category_name']} {e['category']}" for e in events)
+    print(f"\n  事件 events.normalized: {len(events):,} — "
+          + ", ".join(f"{k} ×{v}" for k, v in by_cat.most_common(8)))
+    from citybrain.sample.sites import SCENARIO_DEVICES
+    scripted = {d[0] for d in SCENARIO_DEVICES}
+    alarms = [e for e in events if (e.get("device_id") or e.get("camera_id")) in scripted]
+    streets = cfg.city_map.street_names
+    if alarms:
+        print("  剧本告警 scripted-incident alarms (kind · category · finder · street):")
+    for e in alarms[-limit:]:
+        finder = e.get("device_id") or e.get("camera_id")
+        print(f"    {e['occurred_at'][11:19]}  {e['kind']:<8} {e['category_name']} ({e['category']})"
+              f"  {finder}  {streets.get(e['location']['street_code'], '')} {e['location']['grid_code']}")
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from citybrain.bench import normalize
+    result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
+    out = Path(args.out) if args.out else state_dir() / "bench" / f"normalize-{int(time.time())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(normalize.report(result))
+    print(f"  结果 result: {out}")
+    return 0
 
 
 def cmd_tail(args) -> int:
@@ -335,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--keep", action="store_true", help="keep running after the simulation")
     d.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
+    b.add_argument("what", choices=["normalize"])
+    b.add_argument("--records", type=int, default=100_000)
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--out", help="JSON result path (default var/bench/)")
+    b.set_defaults(func=cmd_bench)
 
     tl = sub.add_parser("tail", help="print a topic's records")
     tl.add_argument("topic")

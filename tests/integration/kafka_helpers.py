@@ -15,9 +15,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from citybrain.cli import publish_registry
 from citybrain.config import Config
-from citybrain.kafka.admin import create_topics, partitions_of
+from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics
 from citybrain.paths import PROJECT_ROOT

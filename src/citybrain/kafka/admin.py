@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import orjson
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -87,3 +89,16 @@ async def cluster_id(bootstrap: str) -> str:
         return (await admin.describe_cluster())["cluster_id"]
     finally:
         await admin.close()
+
+
+async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
+                                client_id="citybrain-registry-publisher")
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, orjson.dumps(r), key=r["device_id"].encode())
+                   for r in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(records)
