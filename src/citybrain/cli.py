@@ -129,12 +129,22 @@ def cmd_worker(args) -> int:
     specs = Topics(s.kafka.topic_prefix).specs([d.code for d in cfg.taxonomy.departments],
                                                s.kafka.partitions)
     asyncio.run(create_topics(bootstrap, specs, s.kafka.replication_factor))
-    data_dir = Path(args.data_dir) if args.data_dir else state_dir() / f"worker-{s.worker.web_port}"
+    # One state directory per consumer group (prefix + app id) and worker port: two
+    # groups must never share table files, nor two workers on one machine.
+    data_dir = (Path(args.data_dir) if args.data_dir else
+                state_dir() / f"worker-{s.kafka.topic_prefix}{s.worker.app_id}-{s.worker.web_port}")
     _claim_state_dir(data_dir, asyncio.run(cluster_id(bootstrap)))
     app = create_app(cfg, bootstrap, data_dir)
     print(f"citybrain worker: Kafka {bootstrap}, group {app.conf.id}, "
           f"http://{s.worker.web_host}:{s.worker.web_port}/metrics, state {data_dir}", flush=True)
-    worker = Worker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
+    class CitybrainWorker(Worker):
+        def on_setup_root_logger(self, logger, level: int) -> None:
+            # mode leaves the root logger more verbose than asked; every debug call in
+            # the Kafka client then builds a LogRecord.  Pin it to the requested level.
+            logger.setLevel(level)
+            super().on_setup_root_logger(logger, level)
+
+    worker = CitybrainWorker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
     worker.execute_from_commandline()
     return 0
 
@@ -164,7 +174,9 @@ def cmd_simulate(args) -> int:
     from citybrain.simulate.traffic import CitySimulator
     cfg = _config()
     sim = CitySimulator(load(cfg.registry_path), seed=args.seed, rate=args.rate,
-                        duration=args.duration, start=time.time(),
+                        duration=args.duration,
+                        # unpaced: the whole span lies in the past, so no ts is "future"
+                        start=time.time() - (args.duration if args.unpaced else 0),
                         malformed_share=args.malformed, scenarios=not args.no_scenarios)
     progress = Progress(f"模拟 simulate {args.rate:g}/s × {args.duration:g}s", total=args.duration)
     result = asyncio.run(run(sim, _bootstrap(), Topics(cfg.settings.kafka.topic_prefix),
@@ -298,6 +310,7 @@ def cmd_bench(args) -> int:
     import json
 
     from citybrain.bench import normalize
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
     out = Path(args.out) if args.out else state_dir() / "bench" / f"normalize-{int(time.time())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

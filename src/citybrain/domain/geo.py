@@ -23,7 +23,10 @@ class AdminLocation:
 class CityMap:
     """The grid layer of one city.  ``locate`` returns None outside every grid."""
 
+    MEMO_SIZE = 65536
+
     def __init__(self, geojson: dict):
+        self._memo: dict[tuple[float, float], AdminLocation | None] = {}
         self.district_code = geojson["district"]["district_code"]
         self.district_name = geojson["district"]["district_name"]
         self.street_names = {s["street_code"]: s["street_name"] for s in geojson["streets"]}
@@ -47,6 +50,19 @@ class CityMap:
         return cls(json.loads(path.read_text(encoding="utf-8")))
 
     def locate(self, lon: float, lat: float) -> AdminLocation | None:
+        # Fixed devices report from the same point over and over: memoise (bounded).
+        key = (lon, lat)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        found = self._locate(lon, lat)
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+    def _locate(self, lon: float, lat: float) -> AdminLocation | None:
         if not (math.isfinite(lon) and math.isfinite(lat)):
             return None
         hits = self._tree.query(Point(lon, lat), predicate="covered_by")
