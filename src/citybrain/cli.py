@@ -310,7 +310,6 @@ def cmd_bench(args) -> int:
     import json
 
     from citybrain.bench import normalize
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
     out = Path(args.out) if args.out else state_dir() / "bench" / f"normalize-{int(time.time())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -409,4 +408,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    if args.command != "worker":
+        # Tools print their own progress; the Kafka client's group chatter is noise there.
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     return args.func(args)
