@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from citybrain.domain.geo import CityMap
+from citybrain.domain.routing import Router, RoutingConfig
 from citybrain.domain.sensor_rules import SensorRule
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.paths import config_dir
@@ -97,6 +98,11 @@ class Config:
             if not 0 <= t <= 1:
                 raise ValueError(f"video.toml: threshold for {algo} must be within 0..1")
         return raw
+
+    @cached_property
+    def router(self) -> Router:
+        return Router(RoutingConfig.model_validate(_read_toml(self.directory / "routing.toml")),
+                      self.taxonomy)
 
     @cached_property
     def city_map(self) -> CityMap:

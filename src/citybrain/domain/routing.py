@@ -1,0 +1,108 @@
+"""Routing (分类分办): which department, at which priority, with which time limit.
+
+Precedence: the asset owner from the device registry (a gas detector belongs to the
+gas utility); then the most specific area override (longest admin-code prefix) for
+the category or for ``*``; then the category's default.  No department → None, and
+the order stays registered for an operator to triage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from citybrain.domain.taxonomy import Priority, Taxonomy
+
+
+class CategoryFusion(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    group: str | None = None
+    radius_m: float = Field(100, gt=0, le=20000)
+    window_minutes: float = Field(120, gt=0)
+
+
+class Override(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    area: str = Field(pattern=r"^\d{6}(\d{3}(\d{3}(\d{3})?)?)?$")
+    category: str = "*"
+    department: str | None = None
+    priority: Priority | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> "Override":
+        if self.department is None and self.priority is None:
+            raise ValueError(f"override for {self.area}/{self.category} sets neither department nor priority")
+        return self
+
+
+class Defaults(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    radius_m: float = 100
+    window_minutes: float = 120
+    time_limit_hours: dict[Priority, float]
+
+
+class RoutingConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    defaults: Defaults
+    category: dict[str, CategoryFusion] = {}
+    override: list[Override] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    department: str | None
+    priority: Priority
+    time_limit_hours: float
+    rule: str          # which rule decided, for the audit trail
+
+
+class Router:
+    def __init__(self, config: RoutingConfig, taxonomy: Taxonomy):
+        self.config = config
+        self.taxonomy = taxonomy
+        known = {d.code for d in taxonomy.departments}
+        for cat in config.category:
+            if taxonomy.category(cat) is None:
+                raise ValueError(f"routing.toml: unknown category {cat!r}")
+        for o in config.override:
+            if o.category != "*" and taxonomy.category(o.category) is None:
+                raise ValueError(f"routing.toml override: unknown category {o.category!r}")
+            if o.department is not None and o.department not in known:
+                raise ValueError(f"routing.toml override: unknown department {o.department!r}")
+        self._known = known
+        # Longest prefix first, category-specific before "*".
+        self._overrides = sorted(config.override,
+                                 key=lambda o: (-len(o.area), o.category == "*"))
+
+    def fusion(self, category: str) -> CategoryFusion:
+        found = self.config.category.get(category)
+        if found is None:
+            d = self.config.defaults
+            return CategoryFusion(radius_m=d.radius_m, window_minutes=d.window_minutes)
+        return found
+
+    def group(self, category: str) -> str:
+        return self.fusion(category).group or category
+
+    def route(self, category: str, area_codes: tuple[str, ...], asset_owner: str | None = None) -> Route:
+        """``area_codes``: the location's grid, community, street and district codes."""
+        cat = self.taxonomy.category(category)
+        if cat is None:
+            raise KeyError(category)
+        department: str | None = cat.department or None
+        priority: Priority = cat.priority
+        rule = f"category:{category}"
+        dept_set = prio_set = False
+        for o in self._overrides:
+            if o.category not in ("*", category) or not any(c.startswith(o.area) for c in area_codes):
+                continue
+            if o.department and not dept_set:
+                department, dept_set = o.department, True
+                rule = f"override:{o.area}:{o.category}"
+            if o.priority and not prio_set:
+                priority, prio_set = o.priority, True
+        if asset_owner and asset_owner in self._known:
+            department, rule = asset_owner, f"asset_owner:{asset_owner}"
+        return Route(department, priority, self.config.defaults.time_limit_hours[priority], rule)

@@ -1,0 +1,63 @@
+"""Routing (分类分办): asset owner > most specific override > category default."""
+
+import pytest
+
+from citybrain.domain.routing import Router, RoutingConfig
+
+DAJIE = ("370306002001016", "370306002001", "370306002", "370306")
+BEIJIAO = ("370306100200001", "370306100200", "370306100", "370306")
+NIGHT_MARKET = ("370306002002005", "370306002002", "370306002", "370306")
+
+
+def test_category_default(config):
+    r = config.router.route("waterlogging", DAJIE)
+    assert (r.department, r.priority, r.time_limit_hours, r.rule) == ("water", "high", 8, "category:waterlogging")
+
+
+def test_area_override_by_street(config):
+    r = config.router.route("waterlogging", BEIJIAO)
+    assert r.department == "emergency" and r.rule == "override:370306100:waterlogging"
+    assert config.router.route("fire", BEIJIAO).department == "fire"   # other categories untouched
+
+
+def test_priority_override_by_community(config):
+    r = config.router.route("street_vending", NIGHT_MARKET)
+    assert (r.department, r.priority, r.time_limit_hours) == ("city_mgmt", "normal", 24)
+    assert config.router.route("street_vending", DAJIE).priority == "low"
+
+
+def test_asset_owner_wins(config):
+    r = config.router.route("electrical_fire_risk", DAJIE, asset_owner="power_utility")
+    assert r.department == "power_utility" and r.rule == "asset_owner:power_utility"
+    r = config.router.route("waterlogging", BEIJIAO, asset_owner="water")
+    assert r.department == "water"
+    # An owner that is not a department of ours is ignored, not trusted.
+    assert config.router.route("fire", DAJIE, asset_owner="acme").department == "fire"
+
+
+def test_unroutable_category_has_no_department(config):
+    r = config.router.route("other", DAJIE)
+    assert r.department is None and r.priority == "normal"
+
+
+def test_most_specific_override_wins(config):
+    cfg = RoutingConfig.model_validate({
+        "defaults": {"time_limit_hours": {"low": 1, "normal": 2, "high": 3, "urgent": 4}},
+        "override": [{"area": "370306", "category": "*", "department": "police"},
+                     {"area": "370306002", "category": "noise", "department": "housing"},
+                     {"area": "370306002001", "category": "*", "department": "health"}]})
+    router = Router(cfg, config.taxonomy)
+    assert router.route("noise", DAJIE).department == "health"        # 12 digits beat 9
+    assert router.route("noise", NIGHT_MARKET).department == "housing"
+    assert router.route("fire", NIGHT_MARKET).department == "police"
+
+
+def test_bad_routing_config_is_refused(config):
+    with pytest.raises(ValueError, match="navy"):
+        Router(RoutingConfig.model_validate({
+            "defaults": {"time_limit_hours": {"low": 1, "normal": 2, "high": 3, "urgent": 4}},
+            "override": [{"area": "370306", "department": "navy"}]}), config.taxonomy)
+    with pytest.raises(ValueError, match="neither"):
+        RoutingConfig.model_validate({
+            "defaults": {"time_limit_hours": {"low": 1, "normal": 2, "high": 3, "urgent": 4}},
+            "override": [{"area": "370306"}]})
