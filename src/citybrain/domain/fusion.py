@@ -18,6 +18,7 @@ grid border lies between them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -78,11 +79,27 @@ class Decision:
     work_order_id: str | None
 
 
+CELL_DEG = 0.01  # ~1.1 km north-south, ~0.9 km east-west here
+
+
+def _cell(lon: float, lat: float) -> tuple[int, int]:
+    return math.floor(lon / CELL_DEG), math.floor(lat / CELL_DEG)
+
+
 class FusionIndex:
-    """The open orders of one fusion group (small: a group rarely has many open)."""
+    """Open orders (of any number of groups) with a spatial hash, so a lookup looks at
+    the few orders near the event, not at every open order of the city."""
 
     def __init__(self, orders: list[OpenOrder] | None = None):
-        self.orders: dict[str, OpenOrder] = {o.work_order_id: o for o in orders or []}
+        self.orders: dict[str, OpenOrder] = {}
+        self._cells: dict[tuple[str, int, int], set[str]] = {}
+        self._by_finder: dict[tuple[str, str], str] = {}
+        self._by_event: dict[str, str] = {}
+        for order in orders or []:
+            self.add(order)
+
+    def __len__(self) -> int:
+        return len(self.orders)
 
     def to_list(self) -> list[dict]:
         return [o.to_dict() for o in self.orders.values()]
@@ -91,59 +108,100 @@ class FusionIndex:
     def from_list(cls, data: list[dict] | None) -> "FusionIndex":
         return cls([OpenOrder.from_dict(d) for d in data or []])
 
+    def add(self, order: OpenOrder) -> None:
+        self.orders[order.work_order_id] = order
+        cx, cy = _cell(order.lon, order.lat)
+        self._cells.setdefault((order.group, cx, cy), set()).add(order.work_order_id)
+        for f in order.finders:
+            self._by_finder[(order.group, f)] = order.work_order_id
+        for e in order.event_ids:
+            self._by_event[e] = order.work_order_id
+
     def close(self, work_order_id: str) -> None:
-        self.orders.pop(work_order_id, None)
+        order = self.orders.pop(work_order_id, None)
+        if order is None:
+            return
+        cx, cy = _cell(order.lon, order.lat)
+        cell = self._cells.get((order.group, cx, cy))
+        if cell is not None:
+            cell.discard(work_order_id)
+            if not cell:
+                del self._cells[(order.group, cx, cy)]
+        for f in order.finders:
+            if self._by_finder.get((order.group, f)) == work_order_id:
+                del self._by_finder[(order.group, f)]
+        for e in order.event_ids:
+            self._by_event.pop(e, None)
 
     def fuse(self, ev: FusionEvent, router: Router) -> Decision:
-        for order in self.orders.values():
-            if ev.event_id in order.event_ids:
-                return Decision("duplicate", order.work_order_id)
+        known = self._by_event.get(ev.event_id)
+        if known is not None:
+            return Decision("duplicate", known)
+        group = router.group(ev.category)
         if ev.kind == "recovery":
-            order = self._by_finder(ev.finder)
+            order = self._finder_order(group, ev.finder)
             if order is None:
                 return Decision("orphan_recovery", None)
-            order.event_ids.add(ev.event_id)
+            self._attach(order, ev, add_finder=False)
             return Decision("recovery", order.work_order_id)
-        order = self._by_finder(ev.finder) or self._nearest(ev, router)
+        order = self._finder_order(group, ev.finder) or self._nearest(ev, group, router)
         if order is not None:
-            order.event_ids.add(ev.event_id)
-            if ev.finder:
-                order.finders.add(ev.finder)
-            order.first_at = min(order.first_at, ev.at)
-            order.last_at = max(order.last_at, ev.at)
+            self._attach(order, ev, add_finder=True)
             return Decision("join", order.work_order_id)
-        group = router.group(ev.category)
-        order = OpenOrder(stable_id("WO", ev.event_id), group, ev.category, ev.lon, ev.lat,
+        order = OpenOrder(work_order_id_for(group, ev.event_id), group, ev.category, ev.lon, ev.lat,
                           ev.at, ev.at, {ev.finder} if ev.finder else set(), {ev.event_id})
-        self.orders[order.work_order_id] = order
+        self.add(order)
         return Decision("open", order.work_order_id)
 
-    def _by_finder(self, finder: str | None) -> OpenOrder | None:
+    def _attach(self, order: OpenOrder, ev: FusionEvent, add_finder: bool) -> None:
+        order.event_ids.add(ev.event_id)
+        self._by_event[ev.event_id] = order.work_order_id
+        if add_finder and ev.finder:
+            order.finders.add(ev.finder)
+            self._by_finder[(order.group, ev.finder)] = order.work_order_id
+        if ev.kind != "recovery":
+            order.first_at = min(order.first_at, ev.at)
+            order.last_at = max(order.last_at, ev.at)
+
+    def _finder_order(self, group: str, finder: str | None) -> OpenOrder | None:
         if not finder:
             return None
-        for order in self.orders.values():
-            if finder in order.finders:
-                return order
-        return None
+        wo = self._by_finder.get((group, finder))
+        return self.orders.get(wo) if wo else None
 
-    def _nearest(self, ev: FusionEvent, router: Router) -> OpenOrder | None:
+    def _nearest(self, ev: FusionEvent, group: str, router: Router) -> OpenOrder | None:
         rule = router.fusion(ev.category)
-        group = router.group(ev.category)
         window = rule.window_minutes * 60.0
+        reach = max(rule.radius_m, router.max_radius(group))
+        cx, cy = _cell(ev.lon, ev.lat)
+        ky = math.ceil(reach / (CELL_DEG * 111_195.0))
+        kx = math.ceil(reach / (CELL_DEG * 111_195.0 * max(math.cos(math.radians(ev.lat)), 0.01)))
         best: tuple[float, str] | None = None
-        for order in self.orders.values():
-            if order.group != group:
-                continue
-            if not (order.first_at - window <= ev.at <= order.last_at + window):
-                continue
-            # The wider of the two categories' radii: a camera's ponding alert and a
-            # gauge's flood alarm of one group meet whichever arrives first.
-            radius = max(rule.radius_m, router.fusion(order.category).radius_m)
-            d = distance_m(ev.lon, ev.lat, order.lon, order.lat)
-            if d <= radius and (best is None or (d, order.work_order_id) < best):
-                best = (d, order.work_order_id)
+        for dx in range(-kx, kx + 1):
+            for dy in range(-ky, ky + 1):
+                for wo in self._cells.get((group, cx + dx, cy + dy), ()):
+                    order = self.orders[wo]
+                    if not (order.first_at - window <= ev.at <= order.last_at + window):
+                        continue
+                    # The wider of the two categories' radii: a camera's ponding alert and
+                    # a gauge's flood alarm of one group meet whichever came first.
+                    radius = max(rule.radius_m, router.fusion(order.category).radius_m)
+                    d = distance_m(ev.lon, ev.lat, order.lon, order.lat)
+                    if d <= radius and (best is None or (d, wo) < best):
+                        best = (d, wo)
         return self.orders[best[1]] if best else None
 
 
 def _epoch(t: datetime) -> float:
     return t.timestamp()
+
+
+def work_order_id_for(group: str, first_event_id: str) -> str:
+    """Deterministic, and names the fusion group: whoever holds only the id (a command
+    from a department) can route it to the partition that owns the order."""
+    return f"WO-{group}-{stable_id('', first_event_id)[1:]}"
+
+
+def group_of(work_order_id: str) -> str | None:
+    parts = work_order_id.split("-")
+    return "-".join(parts[1:-1]) or None if len(parts) >= 3 and parts[0] == "WO" else None

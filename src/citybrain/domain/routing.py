@@ -72,6 +72,10 @@ class Router:
             if o.department is not None and o.department not in known:
                 raise ValueError(f"routing.toml override: unknown department {o.department!r}")
         self._known = known
+        self._group_radius: dict[str, float] = {}
+        for c in taxonomy.categories:
+            g, r = self.group(c.code), self.fusion(c.code).radius_m
+            self._group_radius[g] = max(self._group_radius.get(g, 0.0), r)
         # Longest prefix first, category-specific before "*".
         self._overrides = sorted(config.override,
                                  key=lambda o: (-len(o.area), o.category == "*"))
@@ -85,6 +89,10 @@ class Router:
 
     def group(self, category: str) -> str:
         return self.fusion(category).group or category
+
+    def max_radius(self, group: str) -> float:
+        """The widest radius of any category of the group (how far to look)."""
+        return self._group_radius.get(group, self.config.defaults.radius_m)
 
     def route(self, category: str, area_codes: tuple[str, ...], asset_owner: str | None = None) -> Route:
         """``area_codes``: the location's grid, community, street and district codes."""

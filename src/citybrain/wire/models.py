@@ -181,3 +181,67 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "city_event": CityEvent,
     "dead_letter": DeadLetter,
 }
+
+
+# -- work orders (issue 3) ----------------------------------------------------------
+
+WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "closed", "cancelled"]
+
+
+class Actor(BaseModel):
+    id: str
+    role: Literal["system", "operator", "department", "grid", "gateway"]
+    department: str | None = None
+
+
+class EventRef(BaseModel):
+    """One finding attached to a work order."""
+
+    event_id: str
+    source: Literal["iot", "video", "report"]
+    kind: Literal["alarm", "recovery", "report"]
+    category: str
+    occurred_at: datetime
+    finder: str | None = Field(None, description="device_id, camera_id or reporter_id")
+    lon: float
+    lat: float
+
+
+class WorkOrder(BaseModel):
+    """The full snapshot of one work order (工单/案卷)."""
+
+    work_order_id: str = Field(description="WO-<fusion group>-<hash of the first event id>")
+    version: int = Field(ge=1)
+    status: WorkOrderStatus
+    category: str
+    category_name: str
+    fusion_group: str
+    priority: Severity
+    department: str | None = Field(None, description="None: stays registered for triage")
+    route_rule: str = Field(description="which routing rule decided the department")
+    location: Location
+    description: str = ""
+    opened_at: datetime = Field(description="occurred_at of the first event")
+    created_at: datetime
+    source_ingested_at: datetime = Field(description="Kafka timestamp of the first event's source record")
+    dispatched_at: datetime | None = None
+    time_limit_hours: float
+    due_at: datetime
+    events: list[EventRef]
+    evidence: list[str] = Field(default_factory=list)
+    finders: list[str] = Field(default_factory=list)
+    recovered_finders: list[str] = Field(default_factory=list)
+
+
+class WorkOrderChange(BaseModel):
+    """`workorders.events` (and the records on `dispatch.<department>`): one change."""
+
+    work_order_id: str
+    version: int
+    type: Literal["created", "dispatched", "evidence_added", "recovery_recorded"]
+    at: datetime
+    actor: Actor
+    snapshot: WorkOrder
+
+
+WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange})

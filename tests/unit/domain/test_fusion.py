@@ -155,3 +155,17 @@ def test_arrival_order_does_not_change_the_set_of_orders(config, incidents, rnd)
         for e in order:
             index.fuse(e, config.router)
         assert groups(index) == truth
+
+
+def test_many_open_orders_only_near_ones_are_candidates(config):
+    # 20,000 open road-damage orders on a 100 m lattice; a new report 20 m from one
+    # of them joins exactly that one.
+    index = FusionIndex()
+    for i in range(200):
+        for j in range(100):
+            index.fuse(ev(f"o{i}-{j}", "report", "road_damage", e=i * 100, n=j * 100), config.router)
+    assert len(index) == 20000
+    d = index.fuse(ev("new", "report", "road_damage", e=5 * 100 + 20, n=7 * 100), config.router)
+    assert d.action == "join" and "o5-7" in index.orders[d.work_order_id].event_ids
+    index.close(d.work_order_id)
+    assert len(index) == 19999 and index.fuse(ev("o5-7", "report", "road_damage"), config.router).action != "duplicate"

@@ -1,0 +1,69 @@
+"""Work orders from fused events: open (立案), dispatch (派遣), attach evidence.
+
+Pure: each function takes the current snapshot and returns the changes, each with
+the new full snapshot and a version one higher.  The lifecycle commands (签收,
+处置, 核查, …) build on the same shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from citybrain.domain.routing import Route
+from citybrain.wire.models import Actor, CityEvent, EventRef, WorkOrder, WorkOrderChange
+
+SYSTEM = Actor(id="citybrain", role="system")
+OPEN_STATUSES = frozenset({"registered", "dispatched", "accepted", "handled"})
+
+
+def event_ref(event: CityEvent) -> EventRef:
+    return EventRef(event_id=event.event_id, source=event.source, kind=event.kind,
+                    category=event.category, occurred_at=event.occurred_at,
+                    finder=event.device_id or event.camera_id or event.reporter_id,
+                    lon=event.location.lon, lat=event.location.lat)
+
+
+def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:
+    return WorkOrderChange(work_order_id=order.work_order_id, version=order.version, type=kind,
+                           at=now, actor=SYSTEM, snapshot=order)
+
+
+def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
+               now: datetime) -> list[WorkOrderChange]:
+    """立案, and 派遣 at once when routing found a department."""
+    finder = event.device_id or event.camera_id
+    order = WorkOrder(
+        work_order_id=work_order_id, version=1, status="registered", category=event.category,
+        category_name=event.category_name, fusion_group=group, priority=route.priority,
+        department=route.department, route_rule=route.rule, location=event.location,
+        description=event.description, opened_at=event.occurred_at, created_at=now,
+        source_ingested_at=event.ingested_at, time_limit_hours=route.time_limit_hours,
+        due_at=now + timedelta(hours=route.time_limit_hours), events=[event_ref(event)],
+        evidence=list(event.evidence), finders=[finder] if finder else [],
+    )
+    changes = [_change(order, "created", now)]
+    if route.department:
+        order = order.model_copy(update={"version": 2, "status": "dispatched", "dispatched_at": now})
+        changes.append(_change(order, "dispatched", now))
+    return changes
+
+
+def attach(order: WorkOrder, event: CityEvent, now: datetime) -> WorkOrderChange:
+    """Record another finding of the same incident (or its device's recovery)."""
+    finder = event.device_id or event.camera_id
+    update = {
+        "version": order.version + 1,
+        "events": [*order.events, event_ref(event)],
+        "evidence": order.evidence + [u for u in event.evidence if u not in order.evidence],
+    }
+    if event.kind == "recovery":
+        if finder and finder not in order.recovered_finders:
+            update["recovered_finders"] = [*order.recovered_finders, finder]
+        kind = "recovery_recorded"
+    else:
+        if finder and finder not in order.finders:
+            update["finders"] = [*order.finders, finder]
+        if finder in order.recovered_finders:  # the alarm came back
+            update["recovered_finders"] = [f for f in order.recovered_finders if f != finder]
+        kind = "evidence_added"
+    return _change(order.model_copy(update=update), kind, now)
