@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 INGESTED = Counter("citybrain_ingested", "Records read from the ingest topics", ["source"])
 INGEST_OUTCOME = Counter(
@@ -33,3 +33,19 @@ def prime(sources=("iot", "video", "report")) -> None:
         INGESTED.labels(s)
         for o in ("normal", "event", "suppressed", "deadletter"):
             INGEST_OUTCOME.labels(s, o)
+
+DISPATCH_LATENCY = Histogram(
+    "citybrain_dispatch_latency_seconds",
+    "From the source record's Kafka timestamp to the moment its dispatch record is produced",
+    ["department", "priority"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
+WORKORDERS_OPENED = Counter("citybrain_workorders_opened", "Work orders opened (立案)",
+                            ["category", "department"])
+EVIDENCE_ATTACHED = Counter("citybrain_evidence_attached",
+                            "Events attached to an existing open order (一事一单)", ["category", "kind"])
+FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
+                         "What fusion did with each event: open | join | recovery | duplicate | "
+                         "orphan_recovery", ["action"])
+TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by type", ["action"])
+WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
+                        "Open work orders held by this worker's partitions", ["status", "department"])

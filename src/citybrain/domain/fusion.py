@@ -79,7 +79,7 @@ class Decision:
     work_order_id: str | None
 
 
-CELL_DEG = 0.01  # ~1.1 km north-south, ~0.9 km east-west here
+CELL_DEG = 0.002  # ~220 m north-south, ~180 m east-west here
 
 
 def _cell(lon: float, lat: float) -> tuple[int, int]:
@@ -205,3 +205,13 @@ def work_order_id_for(group: str, first_event_id: str) -> str:
 def group_of(work_order_id: str) -> str | None:
     parts = work_order_id.split("-")
     return "-".join(parts[1:-1]) or None if len(parts) >= 3 and parts[0] == "WO" else None
+
+
+def open_entry(snapshot) -> OpenOrder:
+    """The index entry of an open work-order snapshot (rebuilding after a restart)."""
+    alarms = [e for e in snapshot.events if e.kind != "recovery"] or snapshot.events
+    return OpenOrder(
+        snapshot.work_order_id, snapshot.fusion_group, snapshot.category,
+        snapshot.location.lon, snapshot.location.lat,
+        min(e.occurred_at.timestamp() for e in alarms), max(e.occurred_at.timestamp() for e in alarms),
+        set(snapshot.finders), {e.event_id for e in snapshot.events})

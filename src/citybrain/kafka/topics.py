@@ -27,13 +27,16 @@ class Topics:
         self.workorder_events = f"{p}workorders.events"
         self.rejected = f"{p}workorders.rejected"
         self.deadletter = f"{p}deadletter"
+        # Internal: CityEvents keyed by fusion group, so every candidate order of an
+        # event lives in one partition whatever border lies between them.
+        self.fusion_inbox = f"{p}citybrain.fusion.inbox"
 
     def dispatch(self, department: str) -> str:
         return f"{self.prefix}dispatch.{department}"
 
     def specs(self, departments: list[str], partitions: int) -> list[TopicSpec]:
         plain = [self.iot, self.video, self.reports, self.events, self.commands,
-                 self.workorder_events, self.rejected, self.deadletter]
+                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox]
         specs = [TopicSpec(name, partitions) for name in plain]
         # Compacted: the latest record per device id is the registry (一源一码).
         specs.append(TopicSpec(self.registry, partitions,
