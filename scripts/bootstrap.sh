@@ -11,9 +11,9 @@ fi
 stamp=.venv/.citybrain-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[bootstrap] 安装依赖 installing packages (pip install -e .[test]) …"
+  echo "[bootstrap] 安装依赖 installing packages (pip install -e .[test,bench]) …"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test]'
+  .venv/bin/python -m pip install --quiet -e '.[test,bench]'
   echo "$want" > "$stamp"
   echo "[bootstrap] 完成 done"
 fi

@@ -309,12 +309,23 @@ async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
 def cmd_bench(args) -> int:
     import json
 
-    from citybrain.bench import normalize
-    result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
-    out = Path(args.out) if args.out else state_dir() / "bench" / f"normalize-{int(time.time())}.json"
+    from citybrain.bench import dispatch, normalize
+    stamp = int(time.time())
+    out = Path(args.out) if args.out else state_dir() / "bench" / f"{args.what}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.what == "normalize":
+        result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
+        text = normalize.report(result)
+    else:
+        rates = [float(r) for r in args.rates.split(",") if r]
+        sizes = [int(n) for n in args.state_sizes.split(",") if n]
+        result = asyncio.run(dispatch.bench(_bootstrap(), rates, args.duration, args.records, sizes,
+                                            seed=args.seed))
+        png = out.with_suffix(".png")
+        dispatch.chart(result, png)
+        text = dispatch.report(result) + f"\n  图 chart: {png}"
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    print(normalize.report(result))
+    print(text)
     print(f"  结果 result: {out}")
     return 0
 
@@ -387,8 +398,12 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
-    b.add_argument("what", choices=["normalize"])
-    b.add_argument("--records", type=int, default=100_000)
+    b.add_argument("what", choices=["normalize", "dispatch"])
+    b.add_argument("--records", type=int, default=60_000, help="backlog size for max throughput")
+    b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
+    b.add_argument("--duration", type=float, default=20.0, help="dispatch: seconds per load")
+    b.add_argument("--state-sizes", default="1000,10000,100000",
+                   help="dispatch: open orders held in state for the size test")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--out", help="JSON result path (default var/bench/)")
     b.set_defaults(func=cmd_bench)

@@ -5,37 +5,21 @@ broker, in the same run.  A measurement, never a test assertion."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from citybrain.bench.common import BenchWorker, fresh_topics
 from citybrain.config import Config
-from citybrain.kafka.admin import create_topics, publish_registry
-from citybrain.kafka.local_broker import free_port
-from citybrain.kafka.topics import TopicSpec, Topics
+from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain.promtext import outcomes
 from citybrain.sample.registry_builder import load
 from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
 
 
 async def _baseline(bootstrap: str, topics: Topics, total: int, out_topic: str) -> dict:
@@ -73,55 +57,32 @@ async def _baseline(bootstrap: str, topics: Topics, total: int, out_topic: str) 
     return {"records": seen, "seconds": round(elapsed, 2), "rate": round(seen / max(elapsed, 1e-9), 1)}
 
 
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-async def bench(bootstrap: str, records: int, seed: int = 1, state_dir: Path | None = None) -> dict:
-    cfg = Config()
-    prefix = f"bench-{uuid.uuid4().hex[:6]}."
-    topics = Topics(prefix)
-    partitions = cfg.settings.kafka.partitions
-    specs = topics.specs([d.code for d in cfg.taxonomy.departments], partitions)
-    out_topic = f"{prefix}baseline.out"
-    await create_topics(bootstrap, specs + [TopicSpec(out_topic, partitions)])
-    await publish_registry(bootstrap, topics.registry, load(cfg.registry_path))
+async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
+    topics, (out_topic,) = await fresh_topics(bootstrap, "norm", ["baseline.out"])
+    partitions = Config().settings.kafka.partitions
 
     # The backlog: `records` of simulated traffic that ended a minute ago.
     duration = 600.0
-    sim = CitySimulator(load(cfg.registry_path), seed=seed, rate=records / duration,
+    sim = CitySimulator(load(Config().registry_path), seed=seed, rate=records / duration,
                         duration=duration, start=time.time() - duration - 60)
     produced = await run_simulation(sim, bootstrap, topics, paced=False,
                                     progress=Progress("① 生成积压 producing the backlog", total=duration))
     total = produced["sent"]
 
     # One worker drains it.
-    port = free_port()
-    state = state_dir or Path(os.environ.get("TMPDIR", "/tmp")) / f"citybrain-{prefix}"
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=prefix,
-               CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_STATE_DIR=str(state))
-    proc = subprocess.Popen([sys.executable, "-m", "citybrain", "worker", "--loglevel", "warn"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    worker = await BenchWorker(bootstrap, topics).ready()
     progress = Progress("② 工作进程处理 worker draining", total=total)
     peak_rss = 0.0
     try:
         first = last = None
         received = 0
         while received < total:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}")
-            try:
-                table = outcomes(_metrics(port))
-                received = int(sum(row.get("received", 0) for row in table.values()))
-            except OSError:
-                received = 0
+            received = worker.received()
             now = time.monotonic()
             if received and first is None:
                 first, first_count = now, received
             last = now
-            peak_rss = max(peak_rss, _rss_mb(proc.pid))
+            peak_rss = max(peak_rss, worker.rss_mb())
             progress.update(received, f"{received:,}/{total:,}")
             await asyncio.sleep(0.25)
         progress.update(received, f"{received:,}/{total:,}", force=True)
@@ -130,16 +91,15 @@ async def bench(bootstrap: str, records: int, seed: int = 1, state_dir: Path | N
         elapsed = max(last - first, 1e-9)
         ours = {"records": received - first_count, "seconds": round(elapsed, 2),
                 "rate": round((received - first_count) / elapsed, 1), "peak_rss_mb": round(peak_rss, 1),
-                "outcomes": outcomes(_metrics(port))}
+                "outcomes": outcomes(worker.metrics())}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        worker.stop()
 
     print("③ 基线 plain aiokafka consume→parse→produce loop over the same backlog …",
           file=sys.stderr, flush=True)
     baseline = await _baseline(bootstrap, topics, total, out_topic)
     return {"records": total, "partitions": partitions, "worker": ours, "baseline": baseline,
-            "ratio": round(ours["rate"] / baseline["rate"], 3), "prefix": prefix}
+            "ratio": round(ours["rate"] / baseline["rate"], 3), "prefix": topics.prefix}
 
 
 def report(result: dict) -> str:

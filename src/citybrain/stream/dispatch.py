@@ -91,8 +91,9 @@ def install(app: faust.App, config: Config, topics: Topics, partitions: int, emi
         book.invalidate()
 
     async def publish(change: WorkOrderChange, old: WorkOrder | None) -> None:
+        """Every change on workorders.events; a dispatch also on the department's topic.
+        The caller stores the final snapshot once per event."""
         body = to_json(change)
-        work_orders[change.work_order_id] = change.snapshot.model_dump(mode="json")
         key = change.work_order_id.encode()
         await emit(topics.workorder_events, key, body)
         metrics.TRANSITIONS.labels(change.type).inc()
@@ -123,9 +124,12 @@ def install(app: faust.App, config: Config, topics: Topics, partitions: int, emi
                 for change in changes:
                     await publish(change, old)
                     old = change.snapshot
+                work_orders[decision.work_order_id] = old.model_dump(mode="json")
             elif decision.action in ("join", "recovery"):
                 old = WorkOrder.model_validate(work_orders[decision.work_order_id])
                 metrics.EVIDENCE_ATTACHED.labels(event.category, event.kind).inc()
-                await publish(attach(old, event, now), old)
+                change = attach(old, event, now)
+                await publish(change, old)
+                work_orders[decision.work_order_id] = change.snapshot.model_dump(mode="json")
 
     return book
