@@ -268,33 +268,36 @@ def _print_outcomes(port: int) -> None:
         print(outcome_table(r.read().decode()))
 
 
-async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
-    """What the demo produced: events by category, and the latest alarms."""
-    from collections import Counter
-
+async def _read_all(bootstrap: str, topic: str) -> list[dict]:
     import orjson
     from aiokafka import AIOKafkaConsumer
-
-    from citybrain.kafka.topics import Topics
-    cfg = _config()
-    topic = Topics(cfg.settings.kafka.topic_prefix).events
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
-    events = []
+    out: list[dict] = []
     try:
         while True:
             batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
             if not batch:
-                break
+                return out
             for records in batch.values():
-                events.extend(orjson.loads(m.value) for m in records)
+                out.extend(orjson.loads(m.value) for m in records)
     finally:
         await consumer.stop()
+
+
+async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
+    """What the demo produced: events by category, the scripted alarms, the work orders."""
+    from collections import Counter
+
+    from citybrain.kafka.topics import Topics
+    from citybrain.sample.sites import SCENARIO_DEVICES
+    cfg = _config()
+    topics = Topics(cfg.settings.kafka.topic_prefix)
+    events = await _read_all(bootstrap, topics.events)
     by_cat = Counter(f"{e['category_name']} {e['category']}" for e in events)
     print(f"\n  事件 events.normalized: {len(events):,} — "
           + ", ".join(f"{k} ×{v}" for k, v in by_cat.most_common(8)))
-    from citybrain.sample.sites import SCENARIO_DEVICES
     scripted = {d[0] for d in SCENARIO_DEVICES}
     alarms = [e for e in events if (e.get("device_id") or e.get("camera_id")) in scripted]
     streets = cfg.city_map.street_names
@@ -304,6 +307,19 @@ async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
         finder = e.get("device_id") or e.get("camera_id")
         print(f"    {e['occurred_at'][11:19]}  {e['kind']:<8} {e['category_name']} ({e['category']})"
               f"  {finder}  {streets.get(e['location']['street_code'], '')} {e['location']['grid_code']}")
+    changes = await _read_all(bootstrap, topics.workorder_events)
+    latest: dict[str, dict] = {}
+    for c in changes:
+        if c["version"] >= latest.get(c["work_order_id"], {}).get("version", 0):
+            latest[c["work_order_id"]] = c
+    depts = Counter(c["snapshot"]["department"] or "— 待分拨 triage" for c in latest.values())
+    print(f"  工单 work orders: {len(latest):,} from {len(events):,} events — by department: "
+          + ", ".join(f"{k} ×{v}" for k, v in depts.most_common()))
+    for c in latest.values():
+        snap = c["snapshot"]
+        if any(f in scripted for f in snap["finders"]):
+            print(f"    {snap['work_order_id']}  {snap['category_name']} → {snap['department']}  "
+                  f"{len(snap['events'])} events, finders {', '.join(sorted(snap['finders']))}")
 
 
 def cmd_bench(args) -> int:

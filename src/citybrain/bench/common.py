@@ -52,15 +52,19 @@ class BenchWorker:
         self.state = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=topics.prefix,
                    CITYBRAIN_WEB_PORT=str(self.port), CITYBRAIN_STATE_DIR=str(self.state))
-        self.proc = subprocess.Popen([sys.executable, "-m", "citybrain", "worker", "--loglevel", "warn"],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.log_path = self.state / "worker.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "citybrain", "worker", "--loglevel", "warn"], env=env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     async def ready(self, timeout: float = 120.0) -> "BenchWorker":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}")
+                tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; {self.log_path}:\n"
+                                   + "\n".join(tail))
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
                     if r.status == 200:
