@@ -1,0 +1,73 @@
+"""A design probe, not the product: the same normaliser run in a plain aiokafka batch loop
+(getmany → normalise each → produce → flush → commit), state in a dict.  It bounds what the
+hot path could reach without Faust's per-event machinery (docs/performance.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic_core import to_json
+
+from citybrain.bench.common import fresh_topics
+from citybrain.config import Config
+from citybrain.domain.normalize import Normalizer, RecordMeta
+from citybrain.domain.sensor_rules import DeviceState
+from citybrain.progress import Progress
+from citybrain.sample.registry_builder import load
+from citybrain.simulate.runner import run as run_simulation
+from citybrain.simulate.traffic import CitySimulator
+from citybrain.wire.models import RegistryRecord
+
+
+async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
+    cfg = Config()
+    topics, _ = await fresh_topics(bootstrap, "batch")
+    duration = 600.0
+    sim = CitySimulator(load(cfg.registry_path), seed=seed, rate=records / duration, duration=duration,
+                        start=time.time() - duration - 60)
+    total = (await run_simulation(sim, bootstrap, topics, paced=False,
+                                  progress=Progress("① backlog", total=duration)))["sent"]
+    registry = {d["device_id"]: RegistryRecord.model_validate(d) for d in load(cfg.registry_path)}
+    normalizer = Normalizer(taxonomy=cfg.taxonomy, sensor_rules=cfg.sensor_rules,
+                            video_thresholds=cfg.video_thresholds, city=cfg.city_map,
+                            registry=registry.get)
+    states: dict[str, DeviceState] = {}
+    consumer = AIOKafkaConsumer(topics.iot, topics.video, topics.reports, bootstrap_servers=bootstrap,
+                                group_id=f"{topics.prefix}probe", auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+    await consumer.start()
+    await producer.start()
+    seen, started = 0, None
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=500)
+            if batch and started is None:
+                started = time.monotonic()
+            futures = []
+            for records in batch.values():
+                for m in records:
+                    meta = RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000, m.key)
+                    if m.topic == topics.iot:
+                        res = normalizer.reading(m.value, meta, lambda d: states.get(d, DeviceState()))
+                        if res.state is not None:
+                            states[res.state_key] = res.state
+                    elif m.topic == topics.video:
+                        res = normalizer.video(m.value, meta)
+                    else:
+                        res = normalizer.report(m.value, meta)
+                    if res.event is not None:
+                        futures.append(await producer.send(
+                            topics.events, to_json(res.event), key=res.event.location.street_code.encode()))
+                    elif res.dead is not None:
+                        futures.append(await producer.send(topics.deadletter, to_json(res.dead), key=m.key))
+                    seen += 1
+            await asyncio.gather(*futures)
+            await consumer.commit()
+        elapsed = time.monotonic() - started
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return {"records": seen, "seconds": round(elapsed, 2), "rate": round(seen / elapsed, 1)}
