@@ -189,9 +189,11 @@ WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "cl
 
 
 class Actor(BaseModel):
-    id: str
+    id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     role: Literal["system", "operator", "department", "grid", "gateway"]
-    department: str | None = None
+    department: str | None = Field(None, description="role department: whose orders it may act on")
+    grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$",
+                                    description="role grid: the grid-code prefix it covers")
 
 
 class EventRef(BaseModel):
@@ -231,6 +233,47 @@ class WorkOrder(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     finders: list[str] = Field(default_factory=list)
     recovered_finders: list[str] = Field(default_factory=list)
+    accepted_at: datetime | None = None
+    handled_at: datetime | None = None
+    closed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    return_count: int = 0
+    rework_count: int = 0
+    extension_count: int = 0
+    supervision_level: int = Field(0, ge=0, le=3, description="0 none, 1 street, 2 district, 3 city")
+    notes: list[str] = Field(default_factory=list)
+    applied_commands: list[str] = Field(default_factory=list, description="command_ids applied")
+
+
+LifecycleAction = Literal["dispatch", "accept", "return", "handle", "verify", "reject_verification",
+                          "cancel", "extend", "supervise", "comment"]
+
+
+class Command(BaseModel):
+    """`workorders.commands` (and ``POST /api/v1/workorders/{id}/commands``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: Id = Field(description="idempotency key")
+    work_order_id: Id
+    action: LifecycleAction
+    actor: Actor
+    ts: AwareDatetime
+    note: Annotated[StrictStr, Field(max_length=2000)] = ""
+    department: StrictStr | None = Field(None, description="for dispatch")
+    evidence: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
+    extend_minutes: Annotated[StrictInt, Field(gt=0, le=60 * 24 * 90)] | None = None
+
+
+class CommandRejection(BaseModel):
+    """`workorders.rejected`: a command that was refused, with the reason."""
+
+    command: Command
+    reason: Literal["duplicate_command", "not_allowed_in_state", "forbidden_role", "out_of_scope",
+                    "missing_field", "unknown_department", "unknown_work_order"]
+    detail: str
+    status: WorkOrderStatus | None = None
+    at: datetime
 
 
 class WorkOrderChange(BaseModel):
@@ -238,10 +281,13 @@ class WorkOrderChange(BaseModel):
 
     work_order_id: str
     version: int
-    type: Literal["created", "dispatched", "evidence_added", "recovery_recorded"]
+    type: Literal["created", "dispatched", "evidence_added", "recovery_recorded", "accepted",
+                  "returned", "handled", "verified", "verification_rejected", "cancelled",
+                  "extended", "supervised", "commented"]
     at: datetime
     actor: Actor
     snapshot: WorkOrder
 
 
-WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange})
+WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange,
+                    "command": Command, "command_rejection": CommandRejection})

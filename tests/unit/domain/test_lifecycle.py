@@ -1,0 +1,157 @@
+"""The closed loop as a state machine: moves, roles, scope, idempotency, invariants."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from citybrain.domain.lifecycle import RULES, apply
+from citybrain.wire.models import Actor, Command, EventRef, Location, WorkOrder
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+DEPTS = frozenset({"water", "fire", "city_mgmt"})
+GRID = "370306002001016"
+OPERATOR = Actor(id="op-1", role="operator")
+WATER = Actor(id="water-7", role="department", department="water")
+FIRE = Actor(id="fire-2", role="department", department="fire")
+GRID_MEMBER = Actor(id="GM-0107", role="grid", grid_prefix="370306002001")
+OTHER_GRID = Actor(id="GM-0999", role="grid", grid_prefix="370306005")
+SYSTEM = Actor(id="citybrain", role="system")
+ACTORS = [OPERATOR, WATER, FIRE, GRID_MEMBER, OTHER_GRID, SYSTEM]
+
+
+def order(status="dispatched", department="water") -> WorkOrder:
+    return WorkOrder(
+        work_order_id="WO-flooding-abc", version=2, status=status, category="waterlogging",
+        category_name="路面积水", fusion_group="flooding", priority="high", department=department,
+        route_rule="category:waterlogging",
+        location=Location(lon=117.8625, lat=36.7935, district_code="370306", street_code="370306002",
+                          community_code="370306002001", grid_code=GRID),
+        opened_at=NOW, created_at=NOW, source_ingested_at=NOW, time_limit_hours=8,
+        due_at=NOW + timedelta(hours=8),
+        events=[EventRef(event_id="ev-1", source="report", kind="report", category="waterlogging",
+                         occurred_at=NOW, lon=117.8625, lat=36.7935)])
+
+
+counter = iter(range(10**9))
+
+
+def cmd(action, actor, **kw) -> Command:
+    return Command(command_id=kw.pop("command_id", f"c-{next(counter)}"), work_order_id="WO-flooding-abc",
+                   action=action, actor=actor, ts=NOW, **kw)
+
+
+def run(o, *commands):
+    for c in commands:
+        out = apply(o, c, DEPTS, NOW)
+        assert out.change is not None, out.rejection
+        o = out.change.snapshot
+    return o
+
+
+def test_full_loop_with_a_return_and_a_rework():
+    o = order(status="registered", department=None)
+    o = run(o, cmd("dispatch", OPERATOR, department="fire"))
+    assert o.status == "dispatched" and o.department == "fire"
+    o = run(o, cmd("return", FIRE, note="不是消防的事 not ours"))
+    assert (o.status, o.department, o.return_count) == ("registered", None, 1)
+    o = run(o, cmd("dispatch", OPERATOR, department="water"), cmd("accept", WATER),
+            cmd("handle", WATER, evidence=["https://p/after.jpg"], note="已抽排"))
+    assert o.status == "handled" and "https://p/after.jpg" in o.evidence
+    o = run(o, cmd("reject_verification", GRID_MEMBER, note="仍有积水"))
+    assert (o.status, o.rework_count) == ("accepted", 1)
+    o = run(o, cmd("handle", WATER), cmd("verify", GRID_MEMBER))
+    assert o.status == "closed" and o.closed_at == NOW and o.version == 2 + 8
+
+
+@pytest.mark.parametrize("action,actor,extra,reason", [
+    ("accept", FIRE, {}, "out_of_scope"),                # another department's order
+    ("accept", GRID_MEMBER, {}, "forbidden_role"),
+    ("handle", WATER, {}, "not_allowed_in_state"),       # not accepted yet
+    ("dispatch", OPERATOR, {"department": "water"}, "not_allowed_in_state"),
+    ("cancel", WATER, {}, "forbidden_role"),
+    ("extend", WATER, {"extend_minutes": 60}, "missing_field"),   # no reason given
+    ("comment", OTHER_GRID, {"note": "x"}, "out_of_scope"),
+])
+def test_refusals_have_a_reason(action, actor, extra, reason):
+    out = apply(order(), cmd(action, actor, **extra), DEPTS, NOW)
+    assert out.change is None and out.rejection.reason == reason and out.rejection.detail
+    assert out.rejection.status == "dispatched"
+
+
+def test_dispatch_needs_a_known_department():
+    o = order(status="registered", department=None)
+    assert apply(o, cmd("dispatch", OPERATOR), DEPTS, NOW).rejection.reason == "missing_field"
+    assert apply(o, cmd("dispatch", OPERATOR, department="navy"), DEPTS, NOW).rejection.reason == "unknown_department"
+
+
+def test_same_command_twice_changes_nothing():
+    c = cmd("accept", WATER, command_id="cmd-42")
+    first = apply(order(), c, DEPTS, NOW).change.snapshot
+    again = apply(first, c, DEPTS, NOW)
+    assert again.change is None and again.rejection.reason == "duplicate_command"
+
+
+def test_extend_moves_the_due_time_and_supervision_climbs_to_city():
+    o = run(order(), cmd("extend", WATER, extend_minutes=120, note="设备故障"))
+    assert o.due_at == NOW + timedelta(hours=10) and o.extension_count == 1
+    o = run(o, cmd("supervise", SYSTEM), cmd("supervise", SYSTEM), cmd("supervise", OPERATOR))
+    assert o.supervision_level == 3
+    assert apply(o, cmd("supervise", SYSTEM), DEPTS, NOW).rejection.reason == "not_allowed_in_state"
+
+
+def test_closed_and_cancelled_orders_take_only_comments():
+    closed = run(order(), cmd("cancel", OPERATOR, note="误报 false alarm"))
+    assert closed.status == "cancelled"
+    for action in RULES:
+        out = apply(closed, cmd(action, OPERATOR, department="water", extend_minutes=5, note="n"), DEPTS, NOW)
+        assert (out.change is not None) == (action == "comment")
+
+
+class LoopMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.order = order(status="registered", department=None)
+        self.start = self.order
+        self.commands: list[Command] = []
+        self.history: list = []
+
+    @rule(action=st.sampled_from(sorted(RULES)), actor=st.sampled_from(ACTORS),
+          department=st.sampled_from([None, "water", "fire", "navy"]),
+          replay=st.booleans(), minutes=st.sampled_from([None, 30]), note=st.sampled_from(["", "ok"]))
+    def send(self, action, actor, department, replay, minutes, note):
+        if replay and self.commands:
+            c = self.commands[-1]
+        else:
+            c = cmd(action, actor, department=department, extend_minutes=minutes, note=note)
+        before = self.order
+        out = apply(before, c, DEPTS, NOW)
+        self.commands.append(c)
+        if out.change is None:
+            assert out.rejection.reason and out.rejection.detail
+            return
+        after = out.change.snapshot
+        assert after.version == before.version + 1 == out.change.version
+        if before.status in ("closed", "cancelled"):
+            assert after.status == before.status
+        self.history.append(out.change)
+        self.order = after
+
+    @invariant()
+    def timeline_replays_to_the_snapshot(self):
+        o = self.start
+        for c in self.commands:
+            out = apply(o, c, DEPTS, NOW)
+            if out.change is not None:
+                o = out.change.snapshot
+        assert o == self.order
+        if self.history:
+            assert self.history[-1].snapshot == self.order
+            versions = [h.version for h in self.history]
+            assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+LoopMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestLoopMachine = LoopMachine.TestCase
