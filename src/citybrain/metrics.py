@@ -49,3 +49,4 @@ FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
 TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by type", ["action"])
 WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
                         "Open work orders held by this worker's partitions", ["status", "department"])
+COMMANDS_REJECTED = Counter("citybrain_commands_rejected", "Lifecycle commands refused", ["reason"])

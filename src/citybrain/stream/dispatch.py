@@ -15,14 +15,19 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import faust
+import orjson
 from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.config import Config
-from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
+from citybrain.domain import lifecycle
+from citybrain.domain.fusion import FusionEvent, FusionIndex, group_of, open_entry
+from citybrain.domain.normalize import RecordMeta, dead_letter, field_path
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
-from citybrain.wire.models import CityEvent, WorkOrder, WorkOrderChange
+from pydantic import ValidationError
+
+from citybrain.wire.models import CityEvent, Command, CommandRejection, WorkOrder, WorkOrderChange
 
 log = logging.getLogger("citybrain.dispatch")
 
@@ -101,13 +106,62 @@ def install(app: faust.App, config: Config, topics: Topics, partitions: int, emi
         if change.type == "dispatched":
             snap = change.snapshot
             await emit(topics.dispatch(snap.department), key, body)
-            metrics.DISPATCH_LATENCY.labels(snap.department, snap.priority).observe(
-                time.time() - snap.source_ingested_at.timestamp())
+            if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
+                metrics.DISPATCH_LATENCY.labels(snap.department, snap.priority).observe(
+                    time.time() - snap.source_ingested_at.timestamp())
+
+    commands = app.topic(topics.commands, key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw")
+    departments = frozenset(d.code for d in config.taxonomy.departments)
+
+    async def reject(rejection: CommandRejection) -> None:
+        metrics.COMMANDS_REJECTED.labels(rejection.reason).inc()
+        await emit(topics.rejected, rejection.command.work_order_id.encode(), to_json(rejection))
+
+    @app.agent(commands, name="route_commands")
+    async def route_commands(stream):
+        """workorders.commands (keyed by order id) → the inbox partition of the order's group."""
+        async for event in stream.events():
+            m = event.message
+            try:
+                cmd = Command.model_validate_json(event.value or b"")
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                meta = RecordMeta(m.topic, m.partition, m.offset, m.timestamp, m.key)
+                await emit(topics.deadletter, m.key, to_json(dead_letter(
+                    "command", event.value, meta,
+                    "missing_field" if err["type"] == "missing" else "invalid_field",
+                    str(e).splitlines()[0], field_path(err["loc"]))))
+                continue
+            group = group_of(cmd.work_order_id)
+            if group is None:
+                await reject(CommandRejection(command=cmd, reason="unknown_work_order",
+                                              detail=f"{cmd.work_order_id} is not a work-order id",
+                                              at=datetime.now(UTC)))
+                continue
+            await emit(topics.fusion_inbox, group.encode(), event.value)
+
+    async def on_command(cmd: Command) -> None:
+        data = work_orders.get(cmd.work_order_id)
+        old = WorkOrder.model_validate(data) if data else None
+        outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC))
+        if outcome.rejection is not None:
+            await reject(outcome.rejection)
+            return
+        change = outcome.change
+        await publish(change, old)
+        work_orders[change.work_order_id] = change.snapshot.model_dump(mode="json")
+        if change.snapshot.status not in OPEN_STATUSES:
+            book.ensure().close(change.work_order_id)
 
     @app.agent(inbox, name="fuse_and_dispatch")
     async def fuse_and_dispatch(stream):
         async for raw in stream:
-            event = CityEvent.model_validate_json(raw)
+            doc = orjson.loads(raw)
+            if "command_id" in doc:  # the inbox carries commands as well as events
+                await on_command(Command.model_validate(doc))
+                continue
+            event = CityEvent.model_validate(doc)
             index = book.ensure()
             decision = index.fuse(FusionEvent.of(event), router)
             metrics.FUSION_OUTCOME.labels(decision.action).inc()

@@ -162,7 +162,7 @@ class DeadLetter(BaseModel):
     reason: DeadLetterReason
     detail: str = Field(description="what was wrong, for a person")
     field: str | None = Field(None, description="the field at fault, dotted path")
-    source: Literal["iot", "video", "report", "registry"]
+    source: Literal["iot", "video", "report", "registry", "command"]
     source_topic: str
     source_partition: int
     source_offset: int

@@ -1,0 +1,70 @@
+"""Lifecycle commands through real Kafka: a camera's order closes the loop, refusals
+land on workorders.rejected, and a repeat alarm after closure opens a new order."""
+
+import time
+
+import orjson
+import pytest
+
+from citybrain.promtext import samples
+from citybrain.simulate.traffic import iso
+
+from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
+
+pytestmark = pytest.mark.integration
+
+
+def alert(alert_id, ago):
+    return orjson.dumps({"alert_id": alert_id, "camera_id": "CAM-UP-01", "algorithm": "road_ponding",
+                         "confidence": 0.9, "ts": iso(time.time() - ago)})
+
+
+def command(cid, wo, action, actor, **extra):
+    return orjson.dumps({"command_id": cid, "work_order_id": wo, "action": action, "actor": actor,
+                         "ts": iso(time.time()), **extra})
+
+
+WATER = {"id": "water-7", "role": "department", "department": "water"}
+FIRE = {"id": "fire-2", "role": "department", "department": "fire"}
+GRID = {"id": "GM-0107", "role": "grid", "grid_prefix": "370306002"}
+
+
+async def test_closed_loop_refusals_and_repeat_alarm(kafka_bootstrap, tmp_path):
+    prefix = new_prefix("loop")
+    t = await prepare(kafka_bootstrap, prefix)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path).start()
+    try:
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-L1", 600))])
+        [dispatched] = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
+        wo = dispatched["work_order_id"]
+        key = wo.encode()
+        await produce(kafka_bootstrap, [
+            (t.commands, key, command("c1", wo, "accept", FIRE)),                   # not fire's order
+            (t.commands, key, command("c2", wo, "accept", WATER)),
+            (t.commands, key, command("c2", wo, "accept", WATER)),                  # replayed
+            (t.commands, key, command("c3", wo, "handle", WATER, note="已抽排")),
+            (t.commands, key, command("c4", wo, "verify", GRID, note="现场已无积水")),
+            (t.commands, b"x", b"{not json"),
+        ])
+        rejected = decode(await consume(kafka_bootstrap, t.rejected, want=2, timeout=30))
+        assert sorted((r["command"]["command_id"], r["reason"]) for r in rejected) == [
+            ("c1", "out_of_scope"), ("c2", "duplicate_command")]
+        changes = [c for c in decode(await consume(kafka_bootstrap, t.workorder_events, want=5, timeout=30))
+                   if c["work_order_id"] == wo]
+        assert [c["type"] for c in changes] == ["created", "dispatched", "accepted", "handled", "verified"]
+        assert [c["version"] for c in changes] == [1, 2, 3, 4, 5]
+        assert changes[-1]["snapshot"]["status"] == "closed" and changes[-1]["actor"]["id"] == "GM-0107"
+        dead = [d for d in decode(await consume(kafka_bootstrap, t.deadletter, want=1, timeout=20))
+                if d["source"] == "command"]
+        assert len(dead) == 1 and dead[0]["reason"] == "invalid_field"
+
+        # The same camera sees ponding again after the order closed: a new order.
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-L2", 30))])
+        water = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=2, timeout=30, settle=0))
+        ids = {w["work_order_id"] for w in water}
+        assert len(water) == 2 and wo in ids and len(ids) == 2
+        text = await wait_for_metrics(worker, lambda m: True)
+        reasons = {lab["reason"]: v for lab, v in samples(text, "citybrain_commands_rejected_total")}
+        assert reasons == {"out_of_scope": 1.0, "duplicate_command": 1.0}
+    finally:
+        worker.stop()
