@@ -119,8 +119,9 @@ def cmd_worker(args) -> int:
     from faust.worker import Worker
 
     from citybrain.kafka.admin import cluster_id, create_topics
-    from citybrain.kafka.topics import Topics
-    from citybrain.stream.app import create_app
+    from citybrain.kafka.topics import Topics, TopicSpec
+    from citybrain.stream.app import create_app, group_id
+    from citybrain.stream.stages import changelog_topics
     if args.web_port:
         os.environ["CITYBRAIN_WEB_PORT"] = str(args.web_port)
     cfg = _config()
@@ -128,6 +129,9 @@ def cmd_worker(args) -> int:
     bootstrap = _bootstrap()
     specs = Topics(s.kafka.topic_prefix).specs([d.code for d in cfg.taxonomy.departments],
                                                s.kafka.partitions)
+    # The stages' state changelogs: compacted, partitioned like the inputs they follow.
+    specs += [TopicSpec(name, s.kafka.partitions, {"cleanup.policy": "compact"})
+              for name in changelog_topics(group_id(cfg))]
     asyncio.run(create_topics(bootstrap, specs, s.kafka.replication_factor))
     # One state directory per consumer group (prefix + app id) and worker port: two
     # groups must never share table files, nor two workers on one machine.

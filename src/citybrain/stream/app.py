@@ -1,31 +1,34 @@
-"""The Faust app: a thin shell moving records into the domain core and out.
+"""The worker: a Faust app hosting the hot path's batch stages.
 
-Agents:
-- ``normalize_iot``     ingest.iot.readings → events.normalized (+ fusion inbox) | deadletter
-  (per-device alarm state in the ``sensor_state`` table, co-partitioned by device_id)
-- ``normalize_video``   ingest.video.alerts → events.normalized (+ fusion inbox) | deadletter
-- ``normalize_reports`` ingest.reports      → events.normalized (+ fusion inbox) | deadletter
-- ``fuse_and_dispatch`` fusion inbox → workorders.events, dispatch.<department>
-  (see stream/dispatch.py)
+- Faust provides the worker lifecycle, the web server (/metrics, /healthz, /readyz) and
+  the low-rate ``route_commands`` agent (stream/commands.py).
+- The hot path runs as batch stages (stream/batch.py, stream/stages.py): ``normalise``
+  (ingest topics → events.normalized, fusion inbox | deadletter) and ``fuse``
+  (fusion inbox → workorders.events, dispatch.<department>, workorders.rejected), each a
+  member of its own consumer group, state in compacted changelog topics.  Why not Faust
+  agents there: docs/performance.md (measured ~8× the throughput).
+- Every worker reads the whole device registry (stream/registry.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.config import Config
-from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta, Result, dead_letter
+from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta, dead_letter
 from citybrain.kafka.topics import Topics
-from citybrain.stream import dispatch
-from citybrain.stream.device_states import DeviceStates
+from citybrain.stream import commands
+from citybrain.stream.batch import StageRunner
 from citybrain.stream.registry import RegistryCache
+from citybrain.stream.stages import DeadLetterLog, fuse_stage, normalise_stage
 
 log = logging.getLogger("citybrain.worker")
 
@@ -34,37 +37,19 @@ def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
 
 
-def _meta(event) -> RecordMeta:
-    m = event.message
-    return RecordMeta(topic=m.topic, partition=m.partition, offset=m.offset,
-                      timestamp=m.timestamp, key=m.key)
-
-
-class DeadLetterLog:
-    """One log line per reason every 10 s at most, with the count: readable at 3 a.m."""
-
-    def __init__(self, every: float = 10.0):
-        self.every = every
-        self.last: dict[str, float] = {}
-        self.pending: dict[str, int] = {}
-
-    def note(self, source: str, reason: str, detail: str) -> None:
-        key = f"{source}/{reason}"
-        self.pending[key] = self.pending.get(key, 0) + 1
-        now = time.monotonic()
-        if now - self.last.get(key, 0.0) >= self.every:
-            n = self.pending.pop(key)
-            self.last[key] = now
-            log.warning("死信 dead letter %s ×%d (e.g. %s)", key, n, detail)
+def group_id(config: Config) -> str:
+    s = config.settings
+    return f"{s.kafka.topic_prefix}{s.worker.app_id}"
 
 
 def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     s = config.settings
     topics = Topics(s.kafka.topic_prefix)
+    gid = group_id(config)
     app = faust.App(
-        f"{s.kafka.topic_prefix}{s.worker.app_id}",
+        gid,
         broker=_broker_urls(bootstrap),
-        store=s.worker.store,
+        store="memory://",
         datadir=str(data_dir),
         web_host=s.worker.web_host,
         web_bind=s.worker.web_host,
@@ -79,19 +64,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         broker_session_timeout=s.worker.session_timeout_seconds,
         broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
     )
-
-    def raw_topic(name: str) -> faust.TopicT:
-        return app.topic(name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-
-    t_iot, t_video, t_reports = raw_topic(topics.iot), raw_topic(topics.video), raw_topic(topics.reports)
-
     dead_log = DeadLetterLog()
 
     async def emit(topic: str, key: bytes | None, value: bytes) -> None:
-        # Straight to the app's producer: Faust's Topic.send machinery costs several
-        # times more per record.  At-least-once still holds, since Faust flushes this
-        # producer before it commits any offset.
+        # Faust flushes its producer before committing the agent's offsets.
         await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     async def on_bad_registry(msg, detail: str, field: str | None) -> None:
@@ -100,7 +76,6 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         dead_log.note("registry", "invalid_field", detail)
         await emit(topics.deadletter, msg.key, to_json(dead))
 
-    router = config.router
     registry = RegistryCache(bootstrap, topics.registry, on_bad_registry)
     normalizer = Normalizer(
         taxonomy=config.taxonomy, sensor_rules=config.sensor_rules,
@@ -109,63 +84,33 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds),
     )
     metrics.prime()
-
-    sensor_state = app.Table(
-        "sensor_state", default=None, partitions=s.kafka.partitions,
-        schema=faust.Schema(key_type=str, value_type=dict, key_serializer="json",
-                            value_serializer="json"),
-        help="per-device alarm state (event time)")
-
-    device_states = DeviceStates(sensor_state)
-
-    @app.on_partitions_revoked.connect
-    async def _forget_device_states(app, revoked, **kwargs) -> None:
-        device_states.forget()
-
-    async def publish(source: str, result: Result, meta: RecordMeta) -> None:
-        metrics.count_outcome(source, result.outcome, result.reason)
-        if result.event is not None:
-            ev = result.event
-            metrics.EVENTS.labels(source, ev.kind, ev.category).inc()
-            body = to_json(ev)
-            await emit(topics.events, ev.location.street_code.encode(), body)
-            # Straight on to fusion, keyed by fusion group (one hop less on the hot path
-            # than re-reading events.normalized).
-            await emit(topics.fusion_inbox, router.group(ev.category).encode(), body)
-        elif result.dead is not None:
-            dead_log.note(source, result.dead.reason, result.dead.detail)
-            await emit(topics.deadletter, meta.key, to_json(result.dead))
+    stages = [normalise_stage(config, topics, normalizer, gid, dead_log), fuse_stage(config, topics, gid)]
 
     @app.task
     async def load_registry() -> None:
         await registry.run()
 
-    @app.agent(t_iot, name="normalize_iot")
-    async def normalize_iot(stream):
-        await registry.loaded.wait()
-        async for event in stream.events():
-            meta = _meta(event)
-            result = normalizer.reading(event.value, meta, device_states.get)
-            if result.state is not None:
-                device_states.put(meta.partition, result.state_key, result.state)
-            device_states.maybe_flush(meta.partition)
-            await publish("iot", result, meta)
+    @app.task
+    async def run_stages() -> None:
+        await registry.loaded.wait()  # never judge a device unknown while the registry loads
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
+                                    max_request_size=2 * 1024 * 1024, client_id=f"{gid}-stages")
+        await producer.start()
+        runners = [StageRunner(st, bootstrap, producer,
+                               session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
+                               heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
+                   for st in stages]
+        try:
+            await asyncio.gather(*(r.run() for r in runners))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("批处理阶段失败 a batch stage failed; stopping the worker")
+            raise
+        finally:
+            await producer.stop()
 
-    @app.agent(t_video, name="normalize_video")
-    async def normalize_video(stream):
-        await registry.loaded.wait()
-        async for event in stream.events():
-            meta = _meta(event)
-            await publish("video", normalizer.video(event.value, meta), meta)
-
-    @app.agent(t_reports, name="normalize_reports")
-    async def normalize_reports(stream):
-        await registry.loaded.wait()
-        async for event in stream.events():
-            meta = _meta(event)
-            await publish("report", normalizer.report(event.value, meta), meta)
-
-    app.citybrain_orders = dispatch.install(app, config, topics, s.kafka.partitions, emit)
+    commands.install(app, topics, emit)
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -177,9 +122,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
 
     @app.page("/readyz")
     async def readyz(web, request):
-        ready = registry.loaded.is_set() and not app.rebalancing
+        stage_ready = {st.name: st.ready.is_set() for st in stages}
+        ready = registry.loaded.is_set() and all(stage_ready.values())
         body = {"ready": ready, "registry_loaded": registry.loaded.is_set(),
-                "registry_devices": len(registry.devices), "rebalancing": app.rebalancing}
+                "registry_devices": len(registry.devices), "stages": stage_ready}
         return web.json(body, status=200 if ready else 503)
 
     app.citybrain_registry = registry  # for tests and the CLI

@@ -1,0 +1,229 @@
+"""The hot path's two stages, as batch handlers around the pure domain.
+
+- normalise: ingest.iot.readings / ingest.video.alerts / ingest.reports →
+  events.normalized + fusion inbox | deadletter; per-device alarm state in the
+  ``sensor_state`` changelog (partitions follow ingest.iot.readings, keyed by device_id).
+- fuse: fusion inbox (CityEvents and lifecycle commands, keyed by fusion group) →
+  workorders.events, dispatch.<department>, workorders.rejected; snapshots in the
+  ``work_orders`` changelog, an in-memory FusionIndex per partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import orjson
+from aiokafka import ConsumerRecord
+from pydantic_core import to_json
+
+from citybrain import metrics
+from citybrain.config import Config
+from citybrain.domain import lifecycle
+from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
+from citybrain.domain.normalize import Normalizer, RecordMeta, Result
+from citybrain.domain.sensor_rules import DeviceState
+from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
+from citybrain.kafka.topics import Topics
+from citybrain.stream.batch import ChangelogState, Output, Stage
+from citybrain.wire.models import CityEvent, Command, WorkOrder, WorkOrderChange
+
+log = logging.getLogger("citybrain.stages")
+
+
+def _meta(m: ConsumerRecord) -> RecordMeta:
+    return RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000.0, m.key)
+
+
+class DeadLetterLog:
+    """One log line per reason every 10 s at most, with the count: readable at 3 a.m."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.pending: dict[str, int] = {}
+
+    def note(self, source: str, reason: str, detail: str) -> None:
+        key = f"{source}/{reason}"
+        self.pending[key] = self.pending.get(key, 0) + 1
+        now = time.monotonic()
+        if now - self.last.get(key, 0.0) >= self.every:
+            n = self.pending.pop(key)
+            self.last[key] = now
+            log.warning("死信 dead letter %s ×%d (e.g. %s)", key, n, detail)
+
+
+def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
+                    dead_log: DeadLetterLog) -> Stage:
+    router = config.router
+    sensor_state = ChangelogState("sensor_state", f"{group_id}-sensor_state-changelog")
+    decoded: dict[tuple[int, str], DeviceState] = {}
+
+    def state_of(partition: int):
+        def get(device_id: str) -> DeviceState:
+            key = (partition, device_id)
+            st = decoded.get(key)
+            if st is None:
+                raw = sensor_state.get(partition, device_id)
+                st = DeviceState.from_dict(orjson.loads(raw)) if raw else DeviceState()
+                decoded[key] = st
+            return st
+        return get
+
+    def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output]) -> None:
+        metrics.count_outcome(source, result.outcome, result.reason)
+        if result.event is not None:
+            ev = result.event
+            metrics.EVENTS.labels(source, ev.kind, ev.category).inc()
+            body = to_json(ev)
+            out.append(Output(topics.events, ev.location.street_code.encode(), body))
+            # Straight on to fusion, keyed by fusion group (one hop less than
+            # re-reading events.normalized).
+            out.append(Output(topics.fusion_inbox, router.group(ev.category).encode(), body))
+        elif result.dead is not None:
+            dead_log.note(source, result.dead.reason, result.dead.detail)
+            out.append(Output(topics.deadletter, meta.key, to_json(result.dead)))
+
+    async def handle(records: list[ConsumerRecord]) -> list[Output]:
+        out: list[Output] = []
+        for m in records:
+            meta = _meta(m)
+            if m.topic == topics.iot:
+                result = normalizer.reading(m.value, meta, state_of(m.partition))
+                if result.state is not None:
+                    decoded[(m.partition, result.state_key)] = result.state
+                    sensor_state.set(m.partition, result.state_key, orjson.dumps(result.state.to_dict()))
+                outputs_of("iot", result, meta, out)
+            elif m.topic == topics.video:
+                outputs_of("video", normalizer.video(m.value, meta), meta, out)
+            else:
+                outputs_of("report", normalizer.report(m.value, meta), meta, out)
+        return out
+
+    def forget(partitions: set[int]) -> None:
+        for key in [k for k in decoded if k[0] in partitions]:
+            del decoded[key]
+
+    return Stage("normalise", f"{group_id}-normalise", [topics.iot, topics.video, topics.reports],
+                 handle, [sensor_state], state_topic=topics.iot, on_assigned=forget, on_revoked=forget)
+
+
+class OpenOrderGauge:
+    def __init__(self):
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def set_all(self, counts: Counter) -> None:
+        for key in set(self.counts) | set(counts):
+            metrics.WORKORDERS_OPEN.labels(*key).set(counts.get(key, 0))
+        self.counts = counts
+
+    def moved(self, old: WorkOrder | None, new: WorkOrder) -> None:
+        counts = Counter(self.counts)
+        if old is not None and old.status in OPEN_STATUSES:
+            counts[(old.status, old.department or "")] -= 1
+        if new.status in OPEN_STATUSES:
+            counts[(new.status, new.department or "")] += 1
+        self.set_all(counts)
+
+
+def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
+    router = config.router
+    departments = frozenset(d.code for d in config.taxonomy.departments)
+    work_orders = ChangelogState("work_orders", f"{group_id}-work_orders-changelog")
+    indexes: dict[int, FusionIndex] = {}
+    gauge = OpenOrderGauge()
+
+    def rebuild(partitions: set[int]) -> None:
+        for p in partitions:
+            index = FusionIndex()
+            for raw in work_orders.values(p):
+                snap = WorkOrder.model_validate_json(raw)
+                if snap.status in OPEN_STATUSES:
+                    index.add(open_entry(snap))
+            indexes[p] = index
+        counts: Counter = Counter()
+        for p in indexes:
+            for raw in work_orders.values(p):
+                snap = orjson.loads(raw)
+                if snap["status"] in OPEN_STATUSES:
+                    counts[(snap["status"], snap["department"] or "")] += 1
+        gauge.set_all(counts)
+        log.info("工单索引 open-order index: %d open orders in partitions %s",
+                 sum(len(i) for i in indexes.values()), sorted(indexes))
+
+    def drop(partitions: set[int]) -> None:
+        for p in partitions:
+            indexes.pop(p, None)
+
+    def publish(change: WorkOrderChange, old: WorkOrder | None, out: list[Output]) -> None:
+        body = to_json(change)
+        key = change.work_order_id.encode()
+        out.append(Output(topics.workorder_events, key, body))
+        metrics.TRANSITIONS.labels(change.type).inc()
+        gauge.moved(old, change.snapshot)
+        if change.type == "dispatched":
+            snap = change.snapshot
+            out.append(Output(topics.dispatch(snap.department), key, body))
+            if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
+                metrics.DISPATCH_LATENCY.labels(snap.department, snap.priority).observe(
+                    time.time() - snap.source_ingested_at.timestamp())
+
+    def store(partition: int, snap: WorkOrder) -> None:
+        work_orders.set(partition, snap.work_order_id, to_json(snap))
+
+    def on_command(partition: int, cmd: Command, out: list[Output]) -> None:
+        raw = work_orders.get(partition, cmd.work_order_id)
+        old = WorkOrder.model_validate_json(raw) if raw else None
+        outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC))
+        if outcome.rejection is not None:
+            metrics.COMMANDS_REJECTED.labels(outcome.rejection.reason).inc()
+            out.append(Output(topics.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
+            return
+        change = outcome.change
+        publish(change, old, out)
+        store(partition, change.snapshot)
+        if change.snapshot.status not in OPEN_STATUSES:
+            indexes[partition].close(change.work_order_id)
+
+    def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
+        decision = indexes[partition].fuse(FusionEvent.of(event), router)
+        metrics.FUSION_OUTCOME.labels(decision.action).inc()
+        now = datetime.now(UTC)
+        if decision.action == "open":
+            loc = event.location
+            route = router.route(event.category, (loc.grid_code, loc.community_code,
+                                                  loc.street_code, loc.district_code), event.asset_owner)
+            changes = open_order(decision.work_order_id, router.group(event.category), event, route, now)
+            metrics.WORKORDERS_OPENED.labels(event.category, route.department or "").inc()
+            old = None
+            for change in changes:
+                publish(change, old, out)
+                old = change.snapshot
+            store(partition, old)
+        elif decision.action in ("join", "recovery"):
+            old = WorkOrder.model_validate_json(work_orders.get(partition, decision.work_order_id))
+            metrics.EVIDENCE_ATTACHED.labels(event.category, event.kind).inc()
+            change = attach(old, event, now)
+            publish(change, old, out)
+            store(partition, change.snapshot)
+
+    async def handle(records: list[ConsumerRecord]) -> list[Output]:
+        out: list[Output] = []
+        for m in records:
+            doc = orjson.loads(m.value)
+            if "command_id" in doc:  # the inbox carries commands as well as events
+                on_command(m.partition, Command.model_validate(doc), out)
+            else:
+                on_event(m.partition, CityEvent.model_validate(doc), out)
+        return out
+
+    return Stage("fuse", f"{group_id}-fuse", [topics.fusion_inbox], handle, [work_orders],
+                 state_topic=topics.fusion_inbox, on_assigned=rebuild, on_revoked=drop)
+
+
+def changelog_topics(group_id: str) -> list[str]:
+    return [f"{group_id}-sensor_state-changelog", f"{group_id}-work_orders-changelog"]
+
+
