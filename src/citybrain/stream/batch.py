@@ -137,6 +137,7 @@ class StageRunner:
             client_id=f"citybrain-{stage.name}")
         self.owned: set[int] = set()      # state partitions restored and ready
         self.done: dict[TopicPartition, int] = {}   # next offset, once outputs are flushed
+        self.last_commit = 0.0
 
     async def assigned(self, partitions: set[int]) -> None:
         started = time.monotonic()
@@ -160,8 +161,11 @@ class StageRunner:
         if self.stage.on_revoked:
             self.stage.on_revoked(partitions)
 
+    COMMIT_EVERY = 0.25  # seconds: a commit is a broker round trip; not one per batch
+
     async def _flush_and_commit(self, outputs: list[Output] = (),
-                                processed: dict[TopicPartition, int] | None = None) -> None:
+                                processed: dict[TopicPartition, int] | None = None,
+                                force: bool = True) -> None:
         futures = [await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition)
                    for o in outputs]
         for state in self.stage.states:
@@ -172,6 +176,10 @@ class StageRunner:
         # Only offsets whose outputs the broker has acknowledged are committed.
         if processed:
             self.done.update(processed)
+        now = time.monotonic()
+        if not force and now - self.last_commit < self.COMMIT_EVERY:
+            return
+        self.last_commit = now
         assigned = self.consumer.assignment()
         offsets = {tp: off for tp, off in self.done.items() if tp in assigned}
         if not offsets:
@@ -188,6 +196,7 @@ class StageRunner:
             while True:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 if not batch:
+                    await self._flush_and_commit(force=False)  # idle: catch up on commits
                     continue
                 records, processed = [], {}
                 for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
@@ -202,6 +211,9 @@ class StageRunner:
                     await asyncio.sleep(0.05)
                     continue
                 outputs = await self.stage.handle(records)
-                await self._flush_and_commit(outputs, processed)
+                await self._flush_and_commit(outputs, processed, force=False)
         finally:
-            await self.consumer.stop()
+            try:
+                await self._flush_and_commit()
+            finally:
+                await self.consumer.stop()
