@@ -38,23 +38,42 @@ class Output:
 class ChangelogState:
     """key → value bytes per partition, backed by a compacted changelog topic."""
 
-    def __init__(self, name: str, topic: str):
+    def __init__(self, name: str, topic: str, lazy_seconds: float = 2.0):
         self.name, self.topic = name, topic
         self.data: dict[int, dict[str, bytes]] = {}
         self.dirty: dict[int, dict[str, bytes]] = {}
+        self.lazy: dict[int, dict[str, bytes]] = {}
+        self.lazy_seconds = lazy_seconds
+        self.last_lazy_drain = time.monotonic()
 
     def get(self, partition: int, key: str) -> bytes | None:
         return self.data.get(partition, {}).get(key)
 
-    def set(self, partition: int, key: str, value: bytes) -> None:
+    def set(self, partition: int, key: str, value: bytes, lazy: bool = False) -> None:
+        """``lazy``: a change that may reach the changelog a little later (at most
+        ``lazy_seconds``) — for values whose loss in a crash a replay repairs."""
         self.data.setdefault(partition, {})[key] = value
-        self.dirty.setdefault(partition, {})[key] = value
+        pending = self.dirty.get(partition)
+        if lazy and pending is not None and key in pending:
+            pending[key] = value   # rides along with the eager write already due
+        elif lazy:
+            self.lazy.setdefault(partition, {})[key] = value
+        else:
+            self.dirty.setdefault(partition, {})[key] = value
+            self.lazy.get(partition, {}).pop(key, None)
 
     def values(self, partition: int):
         return self.data.get(partition, {}).values()
 
-    def drain(self) -> list[Output]:
-        """The changed keys since the last drain, once each, for the changelog."""
+    def drain(self, now: float | None = None) -> list[Output]:
+        """The changed keys since the last drain, once each, for the changelog; the lazy
+        ones only every ``lazy_seconds``."""
+        now = time.monotonic() if now is None else now
+        if now - self.last_lazy_drain >= self.lazy_seconds:
+            self.last_lazy_drain = now
+            for p, kv in self.lazy.items():
+                self.dirty.setdefault(p, {}).update(kv)
+            self.lazy = {}
         out = [Output(self.topic, k.encode(), v, p) for p, kv in self.dirty.items() for k, v in kv.items()]
         self.dirty = {}
         return out
@@ -63,6 +82,7 @@ class ChangelogState:
         for p in partitions:
             self.data.pop(p, None)
             self.dirty.pop(p, None)
+            self.lazy.pop(p, None)
 
     async def restore(self, bootstrap: str, partitions: set[int]) -> int:
         if not partitions:

@@ -91,10 +91,17 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         for m in records:
             meta = _meta(m)
             if m.topic == topics.iot:
-                result = normalizer.reading(m.value, meta, state_of(m.partition))
+                get = state_of(m.partition)
+                result = normalizer.reading(m.value, meta, get)
                 if result.state is not None:
+                    before = decoded.get((m.partition, result.state_key))
                     decoded[(m.partition, result.state_key)] = result.state
-                    sensor_state.set(m.partition, result.state_key, orjson.dumps(result.state.to_dict()))
+                    # A change of the alarm state itself is written with this batch; a
+                    # change of only the dedupe marks (last ts/seq) may follow lazily: a
+                    # replay after a crash re-applies readings that changed nothing else.
+                    sensor_state.set(m.partition, result.state_key,
+                                     orjson.dumps(result.state.to_dict()),
+                                     lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
                 outputs_of("iot", result, meta, out)
             elif m.topic == topics.video:
                 outputs_of("video", normalizer.video(m.value, meta), meta, out)
@@ -108,6 +115,10 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
 
     return Stage("normalise", f"{group_id}-normalise", [topics.iot, topics.video, topics.reports],
                  handle, [sensor_state], state_topic=topics.iot, on_assigned=forget, on_revoked=forget)
+
+
+def _alarm_state(s: DeviceState) -> tuple:
+    return (s.alarm, s.pending_since, s.alarm_since)
 
 
 class OpenOrderGauge:
