@@ -170,7 +170,7 @@ class LocalBroker:
         props = self.state_dir / "server.properties"
         props.write_text(_SERVER_PROPERTIES.format(
             port=port, controller_port=controller_port, log_dir=data))
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         java = ["java", "-cp", f"{libs}/*"]
         fmt = subprocess.run(
             [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
@@ -232,6 +232,16 @@ class LocalBroker:
         except FileNotFoundError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64.  Never starting with "-",
+    which the storage tool's argument parser would take for an option (as Kafka's own
+    Uuid.randomUuid also avoids)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _alive(pid: int) -> bool:
