@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -196,6 +195,7 @@ def cmd_simulate(args) -> int:
 def cmd_demo(args) -> int:
     """Broker, topics, registry, one worker and the simulator, with where to look."""
     from citybrain.kafka.admin import local_broker
+    from citybrain.worker_process import WorkerProcess
     env = dict(os.environ)
     if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         print("① 启动 Kafka starting Apache Kafka (first run downloads the jars with Maven) …",
@@ -211,11 +211,13 @@ def cmd_demo(args) -> int:
     port = _config().settings.worker.web_port
     log_path = state_dir() / "demo-worker.log"
     print(f"③ 启动工作进程 starting a worker (log: {log_path}) …", flush=True)
-    with open(log_path, "ab") as log:
-        worker = subprocess.Popen([*exe, "worker", "--loglevel", "info"], env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = WorkerProcess(env, port, log_path).start()
     try:
-        _wait_ready(port, worker)
+        try:
+            worker.wait_ready()
+        except RuntimeError as e:
+            raise SystemExit(f"错误 {e}") from None
+        print("   工作进程就绪 worker ready", flush=True)
         print(f"""
    看这里 where to look:
      指标 metrics      http://127.0.0.1:{port}/metrics   (citybrain_ingest_outcome_total …)
@@ -228,50 +230,20 @@ def cmd_demo(args) -> int:
         subprocess.run([*exe, "simulate", "--rate", str(args.rate), "--duration",
                         str(args.duration), "--seed", str(args.seed)], env=env, check=True)
         time.sleep(3)
-        _print_outcomes(port)
+        from citybrain.promtext import outcome_table
+        print(outcome_table(worker.metrics()))
         asyncio.run(_print_recent_events(bootstrap))
         if args.keep:
             print("Ctrl-C 结束 to stop the worker and the broker.", flush=True)
-            worker.wait()
+            worker.proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+        worker.stop()
         if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not args.keep_kafka:
             local_broker().stop()
             print("Kafka 已停止 stopped.")
     return 0
-
-
-def _wait_ready(port: int, worker: subprocess.Popen, timeout: float = 120.0) -> None:
-    import urllib.request
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise SystemExit(f"错误 the worker exited with code {worker.returncode}; "
-                             f"see {state_dir() / 'demo-worker.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    print("   工作进程就绪 worker ready", flush=True)
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("错误 the worker did not become ready in time")
-
-
-def _print_outcomes(port: int) -> None:
-    import urllib.request
-
-    from citybrain.promtext import outcome_table
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        print(outcome_table(r.read().decode()))
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[dict]:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from citybrain import worker_process as citybrain_worker
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
 from citybrain.kafka.local_broker import free_port
@@ -83,53 +80,19 @@ def decode(records) -> list[dict]:
     return [orjson.loads(r.value) for r in records]
 
 
-class WorkerProcess:
-    """`python -m citybrain worker` as its own process, as in production."""
+class WorkerProcess(citybrain_worker.WorkerProcess):
+    """A worker on a test prefix, its log kept in test-artifacts/."""
 
     def __init__(self, bootstrap: str, prefix: str, state_dir: Path, name: str = "worker"):
-        self.port = free_port()
-        self.name = name
-        self.log_path = ARTIFACTS / f"{prefix.rstrip('.')}-{name}.log"
-        self.env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                        CITYBRAIN_TOPIC_PREFIX=prefix, CITYBRAIN_WEB_PORT=str(self.port),
-                        CITYBRAIN_PARTITIONS=str(PARTITIONS), CITYBRAIN_STATE_DIR=str(state_dir))
-        self.data_dir = state_dir / f"{name}-data"
-        self.proc: subprocess.Popen | None = None
+        port = free_port()
+        env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=prefix,
+                   CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_PARTITIONS=str(PARTITIONS),
+                   CITYBRAIN_STATE_DIR=str(state_dir))
+        super().__init__(env, port, ARTIFACTS / f"{prefix.rstrip('.')}-{name}.log",
+                         data_dir=state_dir / f"{name}-data")
 
     def start(self, timeout: float = 90.0) -> "WorkerProcess":
-        ARTIFACTS.mkdir(exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "citybrain", "worker", "--loglevel", "info",
-             "--data-dir", str(self.data_dir)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited {self.proc.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"worker not ready in {timeout}s; see {self.log_path}")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        return super().start().wait_ready(timeout)
 
 
 async def wait_for_metrics(worker: WorkerProcess, predicate, timeout: float = 60.0) -> str:

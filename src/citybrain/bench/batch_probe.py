@@ -10,25 +10,18 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic_core import to_json
 
-from citybrain.bench.common import fresh_topics
+from citybrain.bench.common import fresh_topics, produce_backlog
 from citybrain.config import Config
 from citybrain.domain.normalize import Normalizer, RecordMeta
 from citybrain.domain.sensor_rules import DeviceState
-from citybrain.progress import Progress
 from citybrain.sample.registry_builder import load
-from citybrain.simulate.runner import run as run_simulation
-from citybrain.simulate.traffic import CitySimulator
 from citybrain.wire.models import RegistryRecord
 
 
 async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
     cfg = Config()
     topics, _ = await fresh_topics(bootstrap, "batch")
-    duration = 600.0
-    sim = CitySimulator(load(cfg.registry_path), seed=seed, rate=records / duration, duration=duration,
-                        start=time.time() - duration - 60)
-    total = (await run_simulation(sim, bootstrap, topics, paced=False,
-                                  progress=Progress("① backlog", total=duration)))["sent"]
+    total = await produce_backlog(bootstrap, topics, records, seed, "① backlog")
     registry = {d["device_id"]: RegistryRecord.model_validate(d) for d in load(cfg.registry_path)}
     normalizer = Normalizer(taxonomy=cfg.taxonomy, sensor_rules=cfg.sensor_rules,
                             video_thresholds=cfg.video_thresholds, city=cfg.city_map,

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -17,8 +13,12 @@ from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, publish_registry
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import TopicSpec, Topics
+from citybrain.progress import Progress
 from citybrain.promtext import outcomes, samples
 from citybrain.sample.registry_builder import load
+from citybrain.simulate.runner import run as run_simulation
+from citybrain.simulate.traffic import CitySimulator
+from citybrain.worker_process import WorkerProcess
 
 
 async def fresh_topics(bootstrap: str, name: str, extra: list[str] = ()) -> tuple[Topics, list[str]]:
@@ -34,49 +34,32 @@ async def fresh_topics(bootstrap: str, name: str, extra: list[str] = ()) -> tupl
     return topics, extra_names
 
 
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
+async def produce_backlog(bootstrap: str, topics: Topics, records: int, seed: int, title: str) -> int:
+    """``records`` of simulated traffic spanning ten minutes that ended a minute ago, sent
+    as fast as possible (event time in the past: no record is "from the future").
+    Returns how many were sent (scripted incidents add a few)."""
+    duration = 600.0
+    sim = CitySimulator(load(Config().registry_path), seed=seed, rate=records / duration,
+                        duration=duration, start=time.time() - duration - 60)
+    result = await run_simulation(sim, bootstrap, topics, paced=False,
+                                  progress=Progress(title, total=duration))
+    return result["sent"]
 
 
-class BenchWorker:
-    """`python -m citybrain worker` on a prefix, in its own process and state dir."""
+class BenchWorker(WorkerProcess):
+    """A worker on a fresh prefix, in its own state dir (its log is kept there)."""
 
     def __init__(self, bootstrap: str, topics: Topics):
-        self.port = free_port()
-        self.state = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
+        port = free_port()
+        state = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=topics.prefix,
-                   CITYBRAIN_WEB_PORT=str(self.port), CITYBRAIN_STATE_DIR=str(self.state))
-        self.log_path = self.state / "worker.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "citybrain", "worker", "--loglevel", "warn"], env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                   CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_STATE_DIR=str(state))
+        super().__init__(env, port, state / "worker.log", loglevel="warn")
+        self.start()
 
     async def ready(self, timeout: float = 120.0) -> "BenchWorker":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-                raise RuntimeError(f"worker exited with {self.proc.returncode}; {self.log_path}:\n"
-                                   + "\n".join(tail))
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            await asyncio.sleep(0.3)
-        raise RuntimeError("worker not ready in time")
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return r.read().decode()
+        await asyncio.to_thread(self.wait_ready, timeout)
+        return self
 
     def received(self) -> int:
         try:
@@ -96,18 +79,6 @@ class BenchWorker:
             return int(sum(v for _, v in samples(self.metrics(), "citybrain_fusion_outcome_total")))
         except OSError:
             return 0
-
-    def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 def percentiles(values: list[float]) -> dict:

@@ -19,7 +19,7 @@ from datetime import datetime
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from citybrain.bench.common import BenchWorker, fresh_topics, percentiles
+from citybrain.bench.common import BenchWorker, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
 from citybrain.progress import Progress
 from citybrain.sample.registry_builder import load
@@ -135,10 +135,7 @@ async def latency_at(bootstrap: str, rate: float, duration: float, seed: int) ->
 
 async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
     topics, (out_topic, _) = await fresh_topics(bootstrap, "max", ["baseline.dispatch", "baseline.dispatch.sink"])
-    duration = 600.0
-    await run_simulation(_sim(records / duration, duration, seed, time.time() - duration - 60),
-                         bootstrap, topics, paced=False,
-                         progress=Progress("  backlog", total=duration))
+    await produce_backlog(bootstrap, topics, records, seed, "  backlog")
     total = records
     worker = await BenchWorker(bootstrap, topics).ready()
     try:

@@ -12,14 +12,11 @@ import uuid
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from citybrain.bench.common import BenchWorker, fresh_topics
+from citybrain.bench.common import BenchWorker, fresh_topics, produce_backlog
 from citybrain.config import Config
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain.promtext import outcomes
-from citybrain.sample.registry_builder import load
-from citybrain.simulate.runner import run as run_simulation
-from citybrain.simulate.traffic import CitySimulator
 
 
 async def _baseline(bootstrap: str, topics: Topics, total: int, out_topic: str) -> dict:
@@ -61,13 +58,7 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
     topics, (out_topic,) = await fresh_topics(bootstrap, "norm", ["baseline.out"])
     partitions = Config().settings.kafka.partitions
 
-    # The backlog: `records` of simulated traffic that ended a minute ago.
-    duration = 600.0
-    sim = CitySimulator(load(Config().registry_path), seed=seed, rate=records / duration,
-                        duration=duration, start=time.time() - duration - 60)
-    produced = await run_simulation(sim, bootstrap, topics, paced=False,
-                                    progress=Progress("① 生成积压 producing the backlog", total=duration))
-    total = produced["sent"]
+    total = await produce_backlog(bootstrap, topics, records, seed, "① 生成积压 producing the backlog")
 
     # One worker drains it.
     worker = await BenchWorker(bootstrap, topics).ready()

@@ -147,19 +147,19 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     gauge = OpenOrderGauge()
 
     def rebuild(partitions: set[int]) -> None:
+        """Index the newly assigned partitions; recount open orders over all held ones
+        (the gauge follows whatever this worker holds now)."""
         for p in partitions:
-            index = FusionIndex()
-            for raw in work_orders.values(p):
-                snap = WorkOrder.model_validate_json(raw)
-                if snap.status in OPEN_STATUSES:
-                    index.add(open_entry(snap))
-            indexes[p] = index
+            indexes[p] = FusionIndex()
         counts: Counter = Counter()
-        for p in indexes:
+        for p, index in indexes.items():
             for raw in work_orders.values(p):
                 snap = orjson.loads(raw)
-                if snap["status"] in OPEN_STATUSES:
-                    counts[(snap["status"], snap["department"] or "")] += 1
+                if snap["status"] not in OPEN_STATUSES:
+                    continue
+                counts[(snap["status"], snap["department"] or "")] += 1
+                if p in partitions:
+                    index.add(open_entry(WorkOrder.model_validate(snap)))
         gauge.set_all(counts)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in indexes.values()), sorted(indexes))
