@@ -73,6 +73,19 @@ class BenchWorker(WorkerProcess):
         except OSError:
             return 0
 
+    def pipeline(self) -> int:
+        """Records through both stages: the ingested count less the events the fusion
+        stage has not decided on yet."""
+        try:
+            text = self.metrics()
+        except OSError:
+            return 0
+        table = outcomes(text)
+        received = int(sum(row.get("received", 0) for row in table.values()))
+        events = int(sum(row.get("event", 0) for row in table.values()))
+        fused = int(sum(v for _, v in samples(text, "citybrain_fusion_outcome_total")))
+        return received - max(0, events - fused)
+
     def fused(self) -> int:
         """Events the fusion stage has decided on (open, join, duplicate, …)."""
         try:

@@ -139,7 +139,8 @@ async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
     total = records
     worker = await BenchWorker(bootstrap, topics).ready()
     try:
-        ours = await _drain(worker.received, total, "  ours drain")
+        # Ours is done when the last record is normalised *and* fused (two stages).
+        ours = await _drain(worker.pipeline, total, "  ours drain")
         ours["rss_mb"] = round(worker.rss_mb(), 1)
     finally:
         worker.stop()

@@ -28,7 +28,7 @@ from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import StageRunner
 from citybrain.stream.registry import RegistryCache
-from citybrain.stream.stages import DeadLetterLog, fuse_stage, normalise_stage
+from citybrain.stream.stages import DeadLetterLog, changelog_topics, fuse_stage, normalise_stage
 
 log = logging.getLogger("citybrain.worker")
 
@@ -40,6 +40,19 @@ def _broker_urls(bootstrap: str) -> list[str]:
 def group_id(config: Config) -> str:
     s = config.settings
     return f"{s.kafka.topic_prefix}{s.worker.app_id}"
+
+
+async def _warm_metadata(producer: AIOKafkaProducer, names: list[str]) -> None:
+    """Fetch every output topic's metadata before the first batch.  Measured: a first
+    send to a topic the producer has not seen waits for a metadata round trip, one topic
+    after another, and the first batches that opened orders for many departments spent
+    2-3 s in flush."""
+    async def one(name: str) -> None:
+        try:
+            await asyncio.wait_for(producer.partitions_for(name), 10)
+        except Exception as e:  # noqa: BLE001 - a missing topic fails later with a clear error
+            log.warning("主题元数据 no metadata for topic %s yet: %r", name, e)
+    await asyncio.gather(*(one(n) for n in names))
 
 
 def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
@@ -93,13 +106,21 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.task
     async def run_stages() -> None:
         await registry.loaded.wait()  # never judge a device unknown while the registry loads
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
-                                    max_request_size=2 * 1024 * 1024, client_id=f"{gid}-stages")
-        await producer.start()
+        # One producer per stage: aiokafka keeps one produce request in flight per broker
+        # and producer, so a shared one made each stage wait behind the other's batches.
+        # max_batch_size: a request carries at most one batch per partition, so with the
+        # default 16 KB a burst of work-order snapshots went out a round trip per record.
+        producers = [AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
+                                      max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
+                                      client_id=f"{gid}-{st.name}") for st in stages]
+        for producer in producers:
+            await producer.start()
+        outputs = [t.name for t in topics.specs([d.code for d in config.taxonomy.departments], 1)]
+        await asyncio.gather(*(_warm_metadata(p, outputs + changelog_topics(gid)) for p in producers))
         runners = [StageRunner(st, bootstrap, producer,
                                session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
                                heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
-                   for st in stages]
+                   for st, producer in zip(stages, producers)]
         try:
             await asyncio.gather(*(r.run() for r in runners))
         except asyncio.CancelledError:
@@ -108,7 +129,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             log.exception("批处理阶段失败 a batch stage failed; stopping the worker")
             raise
         finally:
-            await producer.stop()
+            for producer in producers:
+                await producer.stop()
 
     commands.install(app, topics, emit)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -158,6 +159,7 @@ class StageRunner:
         self.owned: set[int] = set()      # state partitions restored and ready
         self.done: dict[TopicPartition, int] = {}   # next offset, once outputs are flushed
         self.last_commit = 0.0
+        self.in_flight: deque[tuple[asyncio.Future | None, dict[TopicPartition, int]]] = deque()
 
     async def assigned(self, partitions: set[int]) -> None:
         started = time.monotonic()
@@ -182,20 +184,30 @@ class StageRunner:
             self.stage.on_revoked(partitions)
 
     COMMIT_EVERY = 0.25  # seconds: a commit is a broker round trip; not one per batch
+    IN_FLIGHT = 2        # batches whose outputs may await the broker's acks while the next is handled
 
-    async def _flush_and_commit(self, outputs: list[Output] = (),
-                                processed: dict[TopicPartition, int] | None = None,
-                                force: bool = True) -> None:
+    async def _send(self, outputs: list[Output]) -> asyncio.Future | None:
+        """Hand the batch's outputs and its changed state keys to the producer; the
+        returned future resolves once the broker has acknowledged all of them."""
         futures = [await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition)
                    for o in outputs]
         for state in self.stage.states:
             for o in state.drain():
                 futures.append(await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition))
-        if futures:
-            await asyncio.gather(*futures)
-        # Only offsets whose outputs the broker has acknowledged are committed.
-        if processed:
+        return asyncio.gather(*futures) if futures else None
+
+    async def _settle(self, limit: int) -> None:
+        """Wait until at most ``limit`` batches are unacknowledged; the offsets of the
+        acknowledged ones (in order) become committable.  Batches already acknowledged
+        are taken off the front without waiting."""
+        while self.in_flight and (len(self.in_flight) > limit or self.in_flight[0][0] is None
+                                  or self.in_flight[0][0].done()):
+            acked, processed = self.in_flight.popleft()
+            if acked is not None:
+                await acked   # a failed produce raises here: the stage stops, nothing is committed
             self.done.update(processed)
+
+    async def _commit(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self.last_commit < self.COMMIT_EVERY:
             return
@@ -209,6 +221,12 @@ class StageRunner:
         except Exception as e:  # noqa: BLE001 - a rebalance in flight; the next batch retries
             log.warning("提交偏移失败 commit failed in %s: %r (will be retried)", self.stage.name, e)
 
+    async def _flush_and_commit(self) -> None:
+        """Everything handled so far acknowledged, then committed."""
+        self.in_flight.append((await self._send([]), {}))
+        await self._settle(0)
+        await self._commit(force=True)
+
     async def run(self) -> None:
         self.consumer.subscribe(self.stage.topics, listener=_Listener(self))
         await self.consumer.start()
@@ -216,7 +234,10 @@ class StageRunner:
             while True:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 if not batch:
-                    await self._flush_and_commit(force=False)  # idle: catch up on commits
+                    # Idle: whatever is still in flight is settled and committed.
+                    self.in_flight.append((await self._send([]), {}))
+                    await self._settle(0)
+                    await self._commit(force=False)
                     continue
                 records, processed = [], {}
                 for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
@@ -231,7 +252,11 @@ class StageRunner:
                     await asyncio.sleep(0.05)
                     continue
                 outputs = await self.stage.handle(records)
-                await self._flush_and_commit(outputs, processed, force=False)
+                # Pipelined: the next batch is handled while this one's acks are on
+                # their way; offsets are committed only once acknowledged, in order.
+                self.in_flight.append((await self._send(outputs), processed))
+                await self._settle(self.IN_FLIGHT)
+                await self._commit(force=False)
         finally:
             try:
                 await self._flush_and_commit()

@@ -76,7 +76,7 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         metrics.count_outcome(source, result.outcome, result.reason)
         if result.event is not None:
             ev = result.event
-            metrics.EVENTS.labels(source, ev.kind, ev.category).inc()
+            metrics.child(metrics.EVENTS, source, ev.kind, ev.category).inc()
             body = to_json(ev)
             out.append(Output(topics.events, ev.location.street_code.encode(), body))
             # Straight on to fusion, keyed by fusion group (one hop less than
@@ -127,16 +127,19 @@ class OpenOrderGauge:
 
     def set_all(self, counts: Counter) -> None:
         for key in set(self.counts) | set(counts):
-            metrics.WORKORDERS_OPEN.labels(*key).set(counts.get(key, 0))
+            metrics.child(metrics.WORKORDERS_OPEN, *key).set(counts.get(key, 0))
         self.counts = counts
 
     def moved(self, old: WorkOrder | None, new: WorkOrder) -> None:
-        counts = Counter(self.counts)
-        if old is not None and old.status in OPEN_STATUSES:
-            counts[(old.status, old.department or "")] -= 1
-        if new.status in OPEN_STATUSES:
-            counts[(new.status, new.department or "")] += 1
-        self.set_all(counts)
+        """Only the (at most two) series the change touches."""
+        before = (old.status, old.department or "") if old is not None and old.status in OPEN_STATUSES else None
+        after = (new.status, new.department or "") if new.status in OPEN_STATUSES else None
+        if before == after:
+            return
+        for key, step in ((before, -1), (after, 1)):
+            if key is not None:
+                self.counts[key] += step
+                metrics.child(metrics.WORKORDERS_OPEN, *key).set(self.counts[key])
 
 
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
@@ -172,13 +175,13 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         body = to_json(change)
         key = change.work_order_id.encode()
         out.append(Output(topics.workorder_events, key, body))
-        metrics.TRANSITIONS.labels(change.type).inc()
+        metrics.child(metrics.TRANSITIONS, change.type).inc()
         gauge.moved(old, change.snapshot)
         if change.type == "dispatched":
             snap = change.snapshot
             out.append(Output(topics.dispatch(snap.department), key, body))
             if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
-                metrics.DISPATCH_LATENCY.labels(snap.department, snap.priority).observe(
+                metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
 
     def store(partition: int, snap: WorkOrder) -> None:
@@ -189,7 +192,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         old = WorkOrder.model_validate_json(raw) if raw else None
         outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC))
         if outcome.rejection is not None:
-            metrics.COMMANDS_REJECTED.labels(outcome.rejection.reason).inc()
+            metrics.child(metrics.COMMANDS_REJECTED, outcome.rejection.reason).inc()
             out.append(Output(topics.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
             return
         change = outcome.change
@@ -200,14 +203,14 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
 
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
         decision = indexes[partition].fuse(FusionEvent.of(event), router)
-        metrics.FUSION_OUTCOME.labels(decision.action).inc()
+        metrics.child(metrics.FUSION_OUTCOME, decision.action).inc()
         now = datetime.now(UTC)
         if decision.action == "open":
             loc = event.location
             route = router.route(event.category, (loc.grid_code, loc.community_code,
                                                   loc.street_code, loc.district_code), event.asset_owner)
             changes = open_order(decision.work_order_id, router.group(event.category), event, route, now)
-            metrics.WORKORDERS_OPENED.labels(event.category, route.department or "").inc()
+            metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
             old = None
             for change in changes:
                 publish(change, old, out)
@@ -215,7 +218,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             store(partition, old)
         elif decision.action in ("join", "recovery"):
             old = WorkOrder.model_validate_json(work_orders.get(partition, decision.work_order_id))
-            metrics.EVIDENCE_ATTACHED.labels(event.category, event.kind).inc()
+            metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
             change = attach(old, event, now)
             publish(change, old, out)
             store(partition, change.snapshot)
