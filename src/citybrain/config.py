@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from citybrain.domain.calendar import WorkCalendar
+from citybrain.domain.deadlines import Deadlines, LifecycleConfig
 from citybrain.domain.geo import CityMap
 from citybrain.domain.routing import Router, RoutingConfig
 from citybrain.domain.sensor_rules import SensorRule
@@ -103,6 +105,20 @@ class Config:
     def router(self) -> Router:
         return Router(RoutingConfig.model_validate(_read_toml(self.directory / "routing.toml")),
                       self.taxonomy)
+
+    @cached_property
+    def lifecycle(self) -> LifecycleConfig:
+        cfg = LifecycleConfig.model_validate(_read_toml(self.directory / "lifecycle.toml"))
+        for cat in cfg.category_time_limits:
+            if self.taxonomy.category(cat) is None:
+                raise ValueError(f"lifecycle.toml category_time_limits: unknown category {cat!r}")
+        return cfg
+
+    @cached_property
+    def deadlines(self) -> Deadlines:
+        c = self.lifecycle.calendar
+        calendar = WorkCalendar.load([self.directory / f for f in c.files], c.working_hours, c.timezone)
+        return Deadlines(self.lifecycle, calendar)
 
     @cached_property
     def city_map(self) -> CityMap:

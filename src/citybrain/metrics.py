@@ -64,3 +64,8 @@ TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by 
 WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
                         "Open work orders held by this worker's partitions", ["status", "department"])
 COMMANDS_REJECTED = Counter("citybrain_commands_rejected", "Lifecycle commands refused", ["reason"])
+WORKORDERS_OVERDUE = Gauge("citybrain_workorders_overdue",
+                           "Open work orders past their order or stage due time, held by this worker",
+                           ["department"])
+SUPERVISION_STEPS = Counter("citybrain_supervision_steps", "Automatic supervision steps (督办)",
+                            ["level", "clock"])

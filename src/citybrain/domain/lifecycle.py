@@ -14,7 +14,7 @@ actor's role may do it, and the actor's scope covers this order.
 | verify 核查通过 | handled | closed | grid member of the order's grid, operator, system |
 | reject_verification 核查不通过 | handled | accepted (+1 rework) | grid member, operator, system |
 | cancel 作废 | any open | cancelled | operator |
-| extend 延期 | any open | (same) due_at moved | the order's department, operator |
+| extend 延期 | any open | (same) order and running stage limits + extend_minutes, dues moved | the order's department, operator |
 | supervise 督办 | any open | (same) level +1 (≤ 3) | operator, system |
 | comment 备注 | any | (same) | operator, the order's department, grid member of its grid |
 """
@@ -22,8 +22,9 @@ actor's role may do it, and the actor's scope covers this order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from citybrain.domain.deadlines import Deadlines
 from citybrain.wire.models import Command, CommandRejection, WorkOrder, WorkOrderChange
 
 OPEN = ("registered", "dispatched", "accepted", "handled")
@@ -70,7 +71,7 @@ def _in_scope(order: WorkOrder, cmd: Command) -> str | None:
 
 
 def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
-          now: datetime) -> Outcome:
+          now: datetime, deadlines: Deadlines) -> Outcome:
     if order is None:
         return _refuse(None, cmd, "unknown_work_order", f"no work order {cmd.work_order_id}", now)
     if cmd.command_id in order.applied_commands:
@@ -91,6 +92,8 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
                     "applied_commands": [*order.applied_commands, cmd.command_id]}
     if target is not None:
         update["status"] = target
+        if target != order.status:
+            update.update(deadlines.enter(order, target, now))  # stage clocks (re)start or stop
     if cmd.note:
         update["notes"] = [*order.notes, f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} {cmd.note}"]
     if cmd.evidence:
@@ -119,8 +122,8 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
     elif action == "extend":
         if not cmd.extend_minutes or not cmd.note:
             return _refuse(order, cmd, "missing_field", "extend needs extend_minutes and a note (the reason)", now)
-        update.update(due_at=order.due_at + timedelta(minutes=cmd.extend_minutes),
-                      extension_count=order.extension_count + 1)
+        update.update(extension_count=order.extension_count + 1,
+                      **deadlines.extend(order, cmd.extend_minutes))
     elif action == "supervise":
         if order.supervision_level >= 3:
             return _refuse(order, cmd, "not_allowed_in_state", "already supervised at city level", now)

@@ -1,4 +1,5 @@
-"""Routing (分类分办): which department, at which priority, with which time limit.
+"""Routing (分类分办): which department, at which priority (the priority's time limits
+are in ``config/lifecycle.toml``, see ``deadlines``).
 
 Precedence: the asset owner from the device registry (a gas detector belongs to the
 gas utility); then the most specific area override (longest admin-code prefix) for
@@ -40,7 +41,6 @@ class Defaults(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     radius_m: float = 100
     window_minutes: float = 120
-    time_limit_hours: dict[Priority, float]
 
 
 class RoutingConfig(BaseModel):
@@ -54,7 +54,6 @@ class RoutingConfig(BaseModel):
 class Route:
     department: str | None
     priority: Priority
-    time_limit_hours: float
     rule: str          # which rule decided, for the audit trail
 
 
@@ -113,4 +112,4 @@ class Router:
                 priority, prio_set = o.priority, True
         if asset_owner and asset_owner in self._known:
             department, rule = asset_owner, f"asset_owner:{asset_owner}"
-        return Route(department, priority, self.config.defaults.time_limit_hours[priority], rule)
+        return Route(department, priority, rule)

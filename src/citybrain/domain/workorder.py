@@ -7,8 +7,9 @@ the new full snapshot and a version one higher.  The lifecycle commands (签收,
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
+from citybrain.domain.deadlines import Deadlines
 from citybrain.domain.routing import Route
 from citybrain.wire.models import Actor, CityEvent, EventRef, WorkOrder, WorkOrderChange
 
@@ -29,7 +30,7 @@ def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:
 
 
 def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
-               now: datetime) -> list[WorkOrderChange]:
+               now: datetime, deadlines: Deadlines) -> list[WorkOrderChange]:
     """立案, and 派遣 at once when routing found a department."""
     finder = event.device_id or event.camera_id
     order = WorkOrder(
@@ -37,13 +38,14 @@ def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
         category_name=event.category_name, fusion_group=group, priority=route.priority,
         department=route.department, route_rule=route.rule, location=event.location,
         description=event.description, opened_at=event.occurred_at, created_at=now,
-        source_ingested_at=event.ingested_at, time_limit_hours=route.time_limit_hours,
-        due_at=now + timedelta(hours=route.time_limit_hours), events=[event_ref(event)],
+        source_ingested_at=event.ingested_at, events=[event_ref(event)],
         evidence=list(event.evidence), finders=[finder] if finder else [],
+        **deadlines.on_open(event.category, route.priority, now),
     )
     changes = [_change(order, "created", now)]
     if route.department:
-        order = order.model_copy(update={"version": 2, "status": "dispatched", "dispatched_at": now})
+        order = order.model_copy(update={"version": 2, "status": "dispatched", "dispatched_at": now,
+                                         **deadlines.enter(order, "dispatched", now)})
         changes.append(_change(order, "dispatched", now))
     return changes
 
@@ -59,6 +61,7 @@ def attach(order: WorkOrder, event: CityEvent, now: datetime) -> WorkOrderChange
     if event.kind == "recovery":
         if finder and finder not in order.recovered_finders:
             update["recovered_finders"] = [*order.recovered_finders, finder]
+        update["last_recovery_at"] = max(filter(None, (order.last_recovery_at, event.occurred_at)))
         kind = "recovery_recorded"
     else:
         if finder and finder not in order.finders:

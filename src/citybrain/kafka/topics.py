@@ -34,7 +34,12 @@ class Topics:
     def dispatch(self, department: str) -> str:
         return f"{self.prefix}dispatch.{department}"
 
-    def specs(self, departments: list[str], partitions: int) -> list[TopicSpec]:
+    def supervision(self, level: str) -> str:
+        """督办: the records for the street / district / city supervision desks."""
+        return f"{self.prefix}dispatch.supervision.{level}"
+
+    def specs(self, departments: list[str], partitions: int,
+              supervision_levels: tuple[str, ...] = ("street", "district", "city")) -> list[TopicSpec]:
         plain = [self.iot, self.video, self.reports, self.events, self.commands,
                  self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox]
         specs = [TopicSpec(name, partitions) for name in plain]
@@ -42,4 +47,5 @@ class Topics:
         specs.append(TopicSpec(self.registry, partitions,
                                {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}))
         specs += [TopicSpec(self.dispatch(d), partitions) for d in departments]
+        specs += [TopicSpec(self.supervision(level), partitions) for level in supervision_levels]
         return specs

@@ -132,6 +132,10 @@ class Stage:
     state_topic: str | None = None       # the input topic whose partitions the states follow
     on_assigned: Callable[[set[int]], None] | None = None
     on_revoked: Callable[[set[int]], None] | None = None
+    # Timers: called about every ``tick_seconds`` (between batches, and when idle) for
+    # outputs that time rather than input causes (supervision, automatic verification).
+    tick: Callable[[], list[Output]] | None = None
+    tick_seconds: float = 1.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -159,6 +163,7 @@ class StageRunner:
         self.owned: set[int] = set()      # state partitions restored and ready
         self.done: dict[TopicPartition, int] = {}   # next offset, once outputs are flushed
         self.last_commit = 0.0
+        self.last_tick = 0.0
         self.in_flight: deque[tuple[asyncio.Future | None, dict[TopicPartition, int]]] = deque()
 
     async def assigned(self, partitions: set[int]) -> None:
@@ -227,12 +232,22 @@ class StageRunner:
         await self._settle(0)
         await self._commit(force=True)
 
+    async def _tick(self) -> None:
+        now = time.monotonic()
+        if self.stage.tick is None or now - self.last_tick < self.stage.tick_seconds or not self.owned:
+            return
+        self.last_tick = now
+        outputs = self.stage.tick()
+        if outputs:
+            self.in_flight.append((await self._send(outputs), {}))
+
     async def run(self) -> None:
         self.consumer.subscribe(self.stage.topics, listener=_Listener(self))
         await self.consumer.start()
         try:
             while True:
                 batch = await self.consumer.getmany(timeout_ms=200)
+                await self._tick()
                 if not batch:
                     # Idle: whatever is still in flight is settled and committed.
                     self.in_flight.append((await self._send([]), {}))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections import Counter
@@ -142,12 +143,68 @@ class OpenOrderGauge:
                 metrics.child(metrics.WORKORDERS_OPEN, *key).set(self.counts[key])
 
 
+class Timers:
+    """Per partition: when each open order next needs a look (supervision step or
+    automatic verification), as a heap with lazy invalidation, and when each open order
+    falls overdue (for the overdue gauge)."""
+
+    def __init__(self):
+        self.heaps: dict[int, list[tuple[float, str]]] = {}
+        self.next_at: dict[str, float] = {}
+        self.overdue_at: dict[int, dict[str, tuple[str, float]]] = {}
+
+    def schedule(self, partition: int, order: WorkOrder, deadlines) -> None:
+        wo = order.work_order_id
+        if order.status not in OPEN_STATUSES:
+            self.next_at.pop(wo, None)
+            self.overdue_at.get(partition, {}).pop(wo, None)
+            return
+        stage_due = order.accept_due_at or order.handle_due_at
+        due = min(order.due_at, stage_due) if stage_due else order.due_at
+        self.overdue_at.setdefault(partition, {})[wo] = (order.department or "", due.timestamp())
+        when = deadlines.next_check(order)
+        if when is None:
+            self.next_at.pop(wo, None)
+            return
+        ts = when.timestamp()
+        if self.next_at.get(wo) != ts:
+            self.next_at[wo] = ts
+            heapq.heappush(self.heaps.setdefault(partition, []), (ts, wo))
+
+    def due(self, now: float) -> list[tuple[int, str]]:
+        out = []
+        for p, heap in self.heaps.items():
+            while heap and heap[0][0] <= now:
+                ts, wo = heapq.heappop(heap)
+                if self.next_at.get(wo) == ts:   # else superseded by a later schedule
+                    del self.next_at[wo]
+                    out.append((p, wo))
+        return out
+
+    def overdue_counts(self, now: float) -> Counter:
+        counts: Counter = Counter()
+        for orders in self.overdue_at.values():
+            for dept, due in orders.values():
+                if due < now:
+                    counts[dept] += 1
+        return counts
+
+    def drop(self, partitions: set[int]) -> None:
+        for p in partitions:
+            for _, wo in self.heaps.pop(p, []):
+                self.next_at.pop(wo, None)
+            self.overdue_at.pop(p, None)
+
+
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
+    deadlines = config.deadlines
     departments = frozenset(d.code for d in config.taxonomy.departments)
     work_orders = ChangelogState("work_orders", f"{group_id}-work_orders-changelog")
     indexes: dict[int, FusionIndex] = {}
     gauge = OpenOrderGauge()
+    timers = Timers()
+    overdue_depts: set[str] = set()
 
     def rebuild(partitions: set[int]) -> None:
         """Index the newly assigned partitions; recount open orders over all held ones
@@ -162,7 +219,9 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                     continue
                 counts[(snap["status"], snap["department"] or "")] += 1
                 if p in partitions:
-                    index.add(open_entry(WorkOrder.model_validate(snap)))
+                    order = WorkOrder.model_validate(snap)
+                    index.add(open_entry(order))
+                    timers.schedule(p, order, deadlines)  # what fell due while away fires next tick
         gauge.set_all(counts)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in indexes.values()), sorted(indexes))
@@ -170,6 +229,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     def drop(partitions: set[int]) -> None:
         for p in partitions:
             indexes.pop(p, None)
+        timers.drop(partitions)
 
     def publish(change: WorkOrderChange, old: WorkOrder | None, out: list[Output]) -> None:
         body = to_json(change)
@@ -177,6 +237,9 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         out.append(Output(topics.workorder_events, key, body))
         metrics.child(metrics.TRANSITIONS, change.type).inc()
         gauge.moved(old, change.snapshot)
+        if change.type == "supervised" and change.supervision is not None:
+            out.append(Output(topics.supervision(change.supervision.level), key, body))
+            metrics.child(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock).inc()
         if change.type == "dispatched":
             snap = change.snapshot
             out.append(Output(topics.dispatch(snap.department), key, body))
@@ -184,13 +247,18 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
 
-    def store(partition: int, snap: WorkOrder) -> None:
+    def store(partition: int, snap: WorkOrder, timed: bool = True) -> None:
+        """``timed``: the change may have moved a clock (every change but new evidence)."""
         work_orders.set(partition, snap.work_order_id, to_json(snap))
+        if timed:
+            timers.schedule(partition, snap, deadlines)
+        if snap.status not in OPEN_STATUSES:
+            indexes[partition].close(snap.work_order_id)
 
     def on_command(partition: int, cmd: Command, out: list[Output]) -> None:
         raw = work_orders.get(partition, cmd.work_order_id)
         old = WorkOrder.model_validate_json(raw) if raw else None
-        outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC))
+        outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC), deadlines)
         if outcome.rejection is not None:
             metrics.child(metrics.COMMANDS_REJECTED, outcome.rejection.reason).inc()
             out.append(Output(topics.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
@@ -198,8 +266,6 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         change = outcome.change
         publish(change, old, out)
         store(partition, change.snapshot)
-        if change.snapshot.status not in OPEN_STATUSES:
-            indexes[partition].close(change.work_order_id)
 
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
         decision = indexes[partition].fuse(FusionEvent.of(event), router)
@@ -209,7 +275,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             loc = event.location
             route = router.route(event.category, (loc.grid_code, loc.community_code,
                                                   loc.street_code, loc.district_code), event.asset_owner)
-            changes = open_order(decision.work_order_id, router.group(event.category), event, route, now)
+            changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
+                                 deadlines)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
             old = None
             for change in changes:
@@ -221,7 +288,43 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
             change = attach(old, event, now)
             publish(change, old, out)
-            store(partition, change.snapshot)
+            new = change.snapshot
+            rework = (deadlines.alarm_returned(new, event.device_id, now)
+                      if event.source == "iot" and event.kind == "alarm" else None)
+            if rework is not None:  # the alarm came back before verification: 返工
+                publish(rework, new, out)
+                new = rework.snapshot
+            store(partition, new, timed=change.type == "recovery_recorded" or rework is not None)
+
+    last_overdue = [0.0]
+
+    def tick() -> list[Output]:
+        """Supervision steps and automatic verifications that have fallen due."""
+        out: list[Output] = []
+        now_ts = time.time()
+        now = datetime.fromtimestamp(now_ts, UTC)
+        for partition, wo in timers.due(now_ts):
+            raw = work_orders.get(partition, wo)
+            if raw is None:
+                continue
+            order = WorkOrder.model_validate_json(raw)
+            changes = deadlines.supervise_due(order, now)
+            latest = changes[-1].snapshot if changes else order
+            verified = deadlines.auto_verify(latest, now)
+            if verified is not None:
+                changes.append(verified)
+            old = order
+            for change in changes:
+                publish(change, old, out)
+                old = change.snapshot
+            store(partition, old)
+        if now_ts - last_overdue[0] >= 5.0:
+            last_overdue[0] = now_ts
+            counts = timers.overdue_counts(now_ts)
+            for dept in overdue_depts | set(counts):
+                metrics.child(metrics.WORKORDERS_OVERDUE, dept).set(counts.get(dept, 0))
+            overdue_depts.update(counts)
+        return out
 
     async def handle(records: list[ConsumerRecord]) -> list[Output]:
         out: list[Output] = []
@@ -234,7 +337,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         return out
 
     return Stage("fuse", f"{group_id}-fuse", [topics.fusion_inbox], handle, [work_orders],
-                 state_topic=topics.fusion_inbox, on_assigned=rebuild, on_revoked=drop)
+                 state_topic=topics.fusion_inbox, on_assigned=rebuild, on_revoked=drop,
+                 tick=tick, tick_seconds=config.lifecycle.timers.tick_seconds)
 
 
 def changelog_topics(group_id: str) -> list[str]:

@@ -227,8 +227,18 @@ class WorkOrder(BaseModel):
     created_at: datetime
     source_ingested_at: datetime = Field(description="Kafka timestamp of the first event's source record")
     dispatched_at: datetime | None = None
-    time_limit_hours: float
-    due_at: datetime
+    time_limit_basis: Literal["natural", "working"] = Field(
+        "natural", description="limits in natural hours (自然时) or working hours (工作时) on the calendar")
+    time_limit_hours: float = Field(description="the whole order's limit, extensions included")
+    due_at: datetime = Field(description="结案 due: created_at + time_limit_hours on the basis")
+    accept_limit_hours: float = Field(0, description="签收 stage limit, extensions included")
+    handle_limit_hours: float = Field(0, description="处置 stage limit, extensions included")
+    stage_started_at: datetime | None = Field(None, description="when the running stage (accept/handle) began")
+    accept_due_at: datetime | None = Field(None, description="set while dispatched")
+    handle_due_at: datetime | None = Field(None, description="set while accepted")
+    supervision_steps: list[str] = Field(default_factory=list,
+                                         description="supervision steps fired, as clock@share (e.g. accept@1.5)")
+    last_recovery_at: datetime | None = Field(None, description="occurred_at of the latest sensor recovery")
     events: list[EventRef]
     evidence: list[str] = Field(default_factory=list)
     finders: list[str] = Field(default_factory=list)
@@ -276,6 +286,15 @@ class CommandRejection(BaseModel):
     at: datetime
 
 
+class SupervisionInfo(BaseModel):
+    """Which clock and step raised an automatic supervision (督办)."""
+
+    clock: Literal["order", "accept", "handle"]
+    share: float = Field(description="share of the clock's limit, 1.0 = due")
+    level: Literal["street", "district", "city"]
+    due_at: datetime
+
+
 class WorkOrderChange(BaseModel):
     """`workorders.events` (and the records on `dispatch.<department>`): one change."""
 
@@ -287,6 +306,7 @@ class WorkOrderChange(BaseModel):
     at: datetime
     actor: Actor
     snapshot: WorkOrder
+    supervision: SupervisionInfo | None = Field(None, description="for type supervised by the timers")
 
 
 WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange,

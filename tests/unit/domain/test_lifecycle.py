@@ -7,6 +7,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from citybrain.config import Config
 from citybrain.domain.lifecycle import RULES, apply
 from citybrain.wire.models import Actor, Command, EventRef, Location, WorkOrder
 
@@ -19,6 +20,7 @@ FIRE = Actor(id="fire-2", role="department", department="fire")
 GRID_MEMBER = Actor(id="GM-0107", role="grid", grid_prefix="370306002001")
 OTHER_GRID = Actor(id="GM-0999", role="grid", grid_prefix="370306005")
 SYSTEM = Actor(id="citybrain", role="system")
+DL = Config().deadlines
 ACTORS = [OPERATOR, WATER, FIRE, GRID_MEMBER, OTHER_GRID, SYSTEM]
 
 
@@ -29,8 +31,10 @@ def order(status="dispatched", department="water") -> WorkOrder:
         route_rule="category:waterlogging",
         location=Location(lon=117.8625, lat=36.7935, district_code="370306", street_code="370306002",
                           community_code="370306002001", grid_code=GRID),
-        opened_at=NOW, created_at=NOW, source_ingested_at=NOW, time_limit_hours=8,
-        due_at=NOW + timedelta(hours=8),
+        opened_at=NOW, created_at=NOW, source_ingested_at=NOW, time_limit_hours=12,
+        due_at=NOW + timedelta(hours=12), accept_limit_hours=1, handle_limit_hours=8,
+        stage_started_at=NOW if status == "dispatched" else None,
+        accept_due_at=NOW + timedelta(hours=1) if status == "dispatched" else None,
         events=[EventRef(event_id="ev-1", source="report", kind="report", category="waterlogging",
                          occurred_at=NOW, lon=117.8625, lat=36.7935)])
 
@@ -45,7 +49,7 @@ def cmd(action, actor, **kw) -> Command:
 
 def run(o, *commands):
     for c in commands:
-        out = apply(o, c, DEPTS, NOW)
+        out = apply(o, c, DEPTS, NOW, DL)
         assert out.change is not None, out.rejection
         o = out.change.snapshot
     return o
@@ -76,37 +80,39 @@ def test_full_loop_with_a_return_and_a_rework():
     ("comment", OTHER_GRID, {"note": "x"}, "out_of_scope"),
 ])
 def test_refusals_have_a_reason(action, actor, extra, reason):
-    out = apply(order(), cmd(action, actor, **extra), DEPTS, NOW)
+    out = apply(order(), cmd(action, actor, **extra), DEPTS, NOW, DL)
     assert out.change is None and out.rejection.reason == reason and out.rejection.detail
     assert out.rejection.status == "dispatched"
 
 
 def test_dispatch_needs_a_known_department():
     o = order(status="registered", department=None)
-    assert apply(o, cmd("dispatch", OPERATOR), DEPTS, NOW).rejection.reason == "missing_field"
-    assert apply(o, cmd("dispatch", OPERATOR, department="navy"), DEPTS, NOW).rejection.reason == "unknown_department"
+    assert apply(o, cmd("dispatch", OPERATOR), DEPTS, NOW, DL).rejection.reason == "missing_field"
+    assert apply(o, cmd("dispatch", OPERATOR, department="navy"), DEPTS, NOW, DL).rejection.reason == "unknown_department"
 
 
 def test_same_command_twice_changes_nothing():
     c = cmd("accept", WATER, command_id="cmd-42")
-    first = apply(order(), c, DEPTS, NOW).change.snapshot
-    again = apply(first, c, DEPTS, NOW)
+    first = apply(order(), c, DEPTS, NOW, DL).change.snapshot
+    again = apply(first, c, DEPTS, NOW, DL)
     assert again.change is None and again.rejection.reason == "duplicate_command"
 
 
 def test_extend_moves_the_due_time_and_supervision_climbs_to_city():
     o = run(order(), cmd("extend", WATER, extend_minutes=120, note="设备故障"))
-    assert o.due_at == NOW + timedelta(hours=10) and o.extension_count == 1
+    # The order's limit and the running stage's (签收) grow by the extension.
+    assert o.due_at == NOW + timedelta(hours=14) and o.extension_count == 1
+    assert (o.accept_limit_hours, o.accept_due_at) == (3, NOW + timedelta(hours=3))
     o = run(o, cmd("supervise", SYSTEM), cmd("supervise", SYSTEM), cmd("supervise", OPERATOR))
     assert o.supervision_level == 3
-    assert apply(o, cmd("supervise", SYSTEM), DEPTS, NOW).rejection.reason == "not_allowed_in_state"
+    assert apply(o, cmd("supervise", SYSTEM), DEPTS, NOW, DL).rejection.reason == "not_allowed_in_state"
 
 
 def test_closed_and_cancelled_orders_take_only_comments():
     closed = run(order(), cmd("cancel", OPERATOR, note="误报 false alarm"))
     assert closed.status == "cancelled"
     for action in RULES:
-        out = apply(closed, cmd(action, OPERATOR, department="water", extend_minutes=5, note="n"), DEPTS, NOW)
+        out = apply(closed, cmd(action, OPERATOR, department="water", extend_minutes=5, note="n"), DEPTS, NOW, DL)
         assert (out.change is not None) == (action == "comment")
 
 
@@ -127,7 +133,7 @@ class LoopMachine(RuleBasedStateMachine):
         else:
             c = cmd(action, actor, department=department, extend_minutes=minutes, note=note)
         before = self.order
-        out = apply(before, c, DEPTS, NOW)
+        out = apply(before, c, DEPTS, NOW, DL)
         self.commands.append(c)
         if out.change is None:
             assert out.rejection.reason and out.rejection.detail
@@ -143,7 +149,7 @@ class LoopMachine(RuleBasedStateMachine):
     def timeline_replays_to_the_snapshot(self):
         o = self.start
         for c in self.commands:
-            out = apply(o, c, DEPTS, NOW)
+            out = apply(o, c, DEPTS, NOW, DL)
             if out.change is not None:
                 o = out.change.snapshot
         assert o == self.order

@@ -11,7 +11,7 @@ NIGHT_MARKET = ("370306002002005", "370306002002", "370306002", "370306")
 
 def test_category_default(config):
     r = config.router.route("waterlogging", DAJIE)
-    assert (r.department, r.priority, r.time_limit_hours, r.rule) == ("water", "high", 8, "category:waterlogging")
+    assert (r.department, r.priority, r.rule) == ("water", "high", "category:waterlogging")
 
 
 def test_area_override_by_street(config):
@@ -22,7 +22,7 @@ def test_area_override_by_street(config):
 
 def test_priority_override_by_community(config):
     r = config.router.route("street_vending", NIGHT_MARKET)
-    assert (r.department, r.priority, r.time_limit_hours) == ("city_mgmt", "normal", 24)
+    assert (r.department, r.priority) == ("city_mgmt", "normal")
     assert config.router.route("street_vending", DAJIE).priority == "low"
 
 
@@ -42,7 +42,7 @@ def test_unroutable_category_has_no_department(config):
 
 def test_most_specific_override_wins(config):
     cfg = RoutingConfig.model_validate({
-        "defaults": {"time_limit_hours": {"low": 1, "normal": 2, "high": 3, "urgent": 4}},
+        "defaults": {},
         "override": [{"area": "370306", "category": "*", "department": "police"},
                      {"area": "370306002", "category": "noise", "department": "housing"},
                      {"area": "370306002001", "category": "*", "department": "health"}]})
@@ -55,9 +55,9 @@ def test_most_specific_override_wins(config):
 def test_bad_routing_config_is_refused(config):
     with pytest.raises(ValueError, match="navy"):
         Router(RoutingConfig.model_validate({
-            "defaults": {"time_limit_hours": {"low": 1, "normal": 2, "high": 3, "urgent": 4}},
+            "defaults": {},
             "override": [{"area": "370306", "department": "navy"}]}), config.taxonomy)
     with pytest.raises(ValueError, match="neither"):
         RoutingConfig.model_validate({
-            "defaults": {"time_limit_hours": {"low": 1, "normal": 2, "high": 3, "urgent": 4}},
+            "defaults": {},
             "override": [{"area": "370306"}]})

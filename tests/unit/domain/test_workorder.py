@@ -1,7 +1,7 @@
 """Work orders from events: 立案, automatic 派遣, evidence and recoveries."""
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -35,20 +35,22 @@ def test_routed_order_is_created_then_dispatched(normalizer, config):
     ev = report_event(normalizer)
     route = config.router.route(ev.category, (ev.location.grid_code, ev.location.street_code))
     wo = work_order_id_for("flooding", ev.event_id)
-    created, dispatched = open_order(wo, "flooding", ev, route, NOW)
+    created, dispatched = open_order(wo, "flooding", ev, route, NOW, config.deadlines)
     assert (created.type, created.version, created.snapshot.status) == ("created", 1, "registered")
     assert (dispatched.type, dispatched.version, dispatched.snapshot.status) == ("dispatched", 2, "dispatched")
     snap = dispatched.snapshot
     assert snap.department == "water" and snap.priority == "high" and snap.dispatched_at == NOW
     assert snap.source_ingested_at == ev.ingested_at and snap.evidence == ["https://p/R-1.jpg"]
-    assert (snap.due_at - NOW).total_seconds() == 8 * 3600
+    # high priority: natural hours, 12 h for the order, 1 h to accept (config/lifecycle.toml)
+    assert (snap.due_at - NOW).total_seconds() == 12 * 3600
+    assert (snap.stage_started_at, snap.accept_due_at) == (NOW, NOW + timedelta(hours=1))
     assert group_of(snap.work_order_id) == "flooding"
 
 
 def test_unroutable_order_stays_registered(normalizer, config):
     ev = report_event(normalizer, category="other")
     route = config.router.route("other", (ev.location.street_code,))
-    changes = open_order(work_order_id_for("other", ev.event_id), "other", ev, route, NOW)
+    changes = open_order(work_order_id_for("other", ev.event_id), "other", ev, route, NOW, config.deadlines)
     assert [c.type for c in changes] == ["created"]
     assert changes[0].snapshot.department is None and changes[0].snapshot.status == "registered"
 
@@ -56,7 +58,7 @@ def test_unroutable_order_stays_registered(normalizer, config):
 def test_evidence_and_recovery_are_attached_with_growing_versions(normalizer, config):
     first = report_event(normalizer)
     route = config.router.route(first.category, (first.location.street_code,))
-    order = open_order("WO-flooding-x", "flooding", first, route, NOW)[-1].snapshot
+    order = open_order("WO-flooding-x", "flooding", first, route, NOW, config.deadlines)[-1].snapshot
     alarm = alarm_event(normalizer)
     c1 = attach(order, alarm, NOW)
     assert c1.type == "evidence_added" and c1.version == 3 and c1.snapshot.finders == ["WLV-UP-01"]
