@@ -356,6 +356,88 @@ def cmd_tail(args) -> int:
     return 0
 
 
+KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结案率 on-time"),
+               ("rework_rate", "返工率 rework"), ("return_rate", "退回率 return"),
+               ("extension_rate", "延期率 extension"), ("dispatch_hours_p50", "派遣 p50 h"),
+               ("accept_hours_p50", "签收 p50 h"), ("handle_hours_p50", "处置 p50 h"),
+               ("close_hours_p50", "结案 p50 h"), ("close_hours_p90", "结案 p90 h")]
+
+
+def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:
+    def cell(key: str, v) -> str:
+        if v is None:
+            return "—"
+        return f"{v:.1%}" if key.endswith("_rate") else (f"{v:g}" if isinstance(v, float) else str(v))
+    head = ["部门 department"] + [title for _, title in KPI_COLUMNS]
+    rows = [[f"{names.get(d, '全部' if d == '*' else d)} {d}"] + [cell(k, r[k]) for k, _ in KPI_COLUMNS]
+            for d, r in figures.items()]
+    widths = [max(_width(x) for x in col) for col in zip(head, *rows)]
+    return "\n".join("  ".join(c + " " * (w - _width(c)) for c, w in zip(line, widths)) for line in [head, *rows])
+
+
+def _width(s: str) -> int:
+    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)   # CJK takes two columns
+
+
+def cmd_kpis(args) -> int:
+    """综合评价: the evaluation figures of a period, read from workorders.events."""
+    from datetime import UTC, datetime
+
+    import orjson
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from citybrain.domain.evaluation import Evaluation
+    from citybrain.kafka.admin import partitions_of
+    from citybrain.kafka.topics import Topics
+    from citybrain.progress import Progress
+
+    cfg = _config()
+    topic = Topics(cfg.settings.kafka.topic_prefix).workorder_events
+    evaluation = Evaluation(cfg.lifecycle.calendar.timezone)
+    period = args.period or evaluation.period_of(datetime.now(UTC))
+    try:
+        evaluation.period_range(period)   # a bad period fails before any reading
+    except ValueError as e:
+        print(f"时段无效 bad --period: {e}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in await partitions_of(_bootstrap(), topic)]
+            if not tps:
+                print(f"主题不存在 topic {topic} does not exist yet (run the demo or `citybrain topics`)",
+                      file=sys.stderr)
+                return -1
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            total = sum(end.values())
+            progress = Progress("读取工单日志 reading workorders.events", total=max(total, 1))
+            n = 0
+            while any([await consumer.position(tp) < end[tp] for tp in tps]):
+                for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                    for m in records:
+                        evaluation.add(orjson.loads(m.value))
+                    n += len(records)
+                progress.update(n, f"{n:,}/{total:,}")
+            progress.close()
+        finally:
+            await consumer.stop()
+        return n
+
+    n = asyncio.run(main())
+    if n < 0:
+        return 1
+    figures = evaluation.figures(period)
+    names = {d.code: d.name_zh for d in cfg.taxonomy.departments}
+    print(f"综合评价 evaluation {period} ({n:,} changes of {len(evaluation.orders):,} orders; "
+          "orders closed in the period, by closing department)")
+    print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="citybrain", description="城市大脑事件流处理 city-brain event stream processor")
     sub = p.add_subparsers(dest="command", required=True)
@@ -411,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     tl.add_argument("topic")
     tl.add_argument("--limit", type=int, default=20)
     tl.set_defaults(func=cmd_tail)
+
+    kp = sub.add_parser("kpis", help="综合评价: evaluation figures of a month (YYYY-MM) or day")
+    kp.add_argument("--period", help="YYYY-MM or YYYY-MM-DD, city time (default: this month)")
+    kp.set_defaults(func=cmd_kpis)
 
     sc = sub.add_parser("schemas", help="check (default) or --write schemas/ from the wire models")
     sc.add_argument("--write", action="store_true")

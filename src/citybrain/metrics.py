@@ -69,3 +69,12 @@ WORKORDERS_OVERDUE = Gauge("citybrain_workorders_overdue",
                            ["department"])
 SUPERVISION_STEPS = Counter("citybrain_supervision_steps", "Automatic supervision steps (督办)",
                             ["level", "clock"])
+EVALUATION_RATE = Gauge("citybrain_evaluation_rate",
+                        "综合评价 this month (city time), from workorders.events: on_time_closure | rework | "
+                        "return | extension rate per department (* = all); every worker reads the whole log",
+                        ["department", "rate"])
+EVALUATION_CLOSED = Gauge("citybrain_evaluation_closed", "Orders closed this month per department (* = all)",
+                          ["department"])
+EVALUATION_HOURS = Gauge("citybrain_evaluation_hours",
+                         "Hours to dispatch | accept | handle | close, median and p90, orders closed this month",
+                         ["department", "stage", "quantile"])

@@ -140,7 +140,7 @@ async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
     worker = await BenchWorker(bootstrap, topics).ready()
     try:
         # Ours is done when the last record is normalised *and* fused (two stages).
-        ours = await _drain(worker.pipeline, total, "  ours drain")
+        ours = await _drain(worker.pipeline, total, "  ours drain", worker)
         ours["rss_mb"] = round(worker.rss_mb(), 1)
     finally:
         worker.stop()
@@ -157,11 +157,15 @@ async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
             "ratio": round(ours["rate"] / base["rate"], 3)}
 
 
-async def _drain(count, total: int, title: str) -> dict:
+async def _drain(count, total: int, title: str, worker: BenchWorker | None = None) -> dict:
     progress = Progress(title, total=total)
     first = None
     n = 0
     while True:
+        if worker is not None and worker.proc.poll() is not None:
+            progress.close()
+            raise RuntimeError(f"工作进程退出 the worker exited with code {worker.proc.returncode} during "
+                               f"'{title.strip()}'; see {worker.log_path}")
         n = count()
         now = time.monotonic()
         if n and first is None:
@@ -219,14 +223,14 @@ async def state_size(bootstrap: str, open_orders: int, probe_records: int, seed:
             await producer.stop()
         # Fusion is the second stage: wait until it has decided on every report.
         started = time.monotonic()
-        await _drain(worker.fused, len(points), f"  opening {len(points):,} orders")
+        await _drain(worker.fused, len(points), f"  opening {len(points):,} orders", worker)
         open_seconds = time.monotonic() - started
         opened = worker.opened()
         rss_loaded = worker.rss_mb()
         before = worker.received()
         await run_simulation(_sim(probe_records / 60.0, 60.0, seed, time.time() - 120), bootstrap, topics,
                              paced=False)
-        probe = await _drain(lambda: worker.received() - before, probe_records, "  probe")
+        probe = await _drain(lambda: worker.received() - before, probe_records, "  probe", worker)
         return {"open_orders": opened, "open_seconds": round(open_seconds, 1),
                 "rss_empty_mb": round(rss_empty, 1), "rss_loaded_mb": round(rss_loaded, 1),
                 "rss_after_probe_mb": round(worker.rss_mb(), 1), "probe_rate": probe["rate"]}

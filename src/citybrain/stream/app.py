@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+import orjson
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -23,10 +26,12 @@ from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.config import Config
+from citybrain.domain.evaluation import STAGES, Evaluation
 from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta, dead_letter
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import StageRunner
+from citybrain.stream.logreader import TopicReader
 from citybrain.stream.registry import RegistryCache
 from citybrain.stream.stages import DeadLetterLog, changelog_topics, fuse_stage, normalise_stage
 
@@ -53,6 +58,19 @@ async def _warm_metadata(producer: AIOKafkaProducer, names: list[str]) -> None:
         except Exception as e:  # noqa: BLE001 - a missing topic fails later with a clear error
             log.warning("主题元数据 no metadata for topic %s yet: %r", name, e)
     await asyncio.gather(*(one(n) for n in names))
+
+
+def export_figures(figures: dict[str, dict]) -> None:
+    for dept, row in figures.items():
+        for rate in ("on_time_closure", "rework", "return", "extension"):
+            value = row[f"{rate}_rate"]
+            metrics.child(metrics.EVALUATION_RATE, dept, rate).set(float("nan") if value is None else value)
+        metrics.child(metrics.EVALUATION_CLOSED, dept).set(row["closed"])
+        for stage in STAGES:
+            for q, key in (("0.5", "p50"), ("0.9", "p90")):
+                value = row[f"{stage}_hours_{key}"]
+                metrics.child(metrics.EVALUATION_HOURS, dept, stage, q).set(
+                    float("nan") if value is None else value)
 
 
 def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
@@ -103,6 +121,34 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     async def load_registry() -> None:
         await registry.run()
 
+    evaluation = Evaluation(config.lifecycle.calendar.timezone)
+
+    def fold(records) -> None:
+        for m in records:
+            try:
+                evaluation.add(orjson.loads(m.value))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                log.warning("评价跳过 evaluation skipped %s@%d/%d: %r", m.topic, m.partition, m.offset, e)
+
+    evaluation_log = TopicReader(bootstrap, topics.workorder_events, fold, "evaluation")
+
+    @app.task
+    async def read_evaluation() -> None:
+        await evaluation_log.run()
+
+    @app.timer(interval=15.0)
+    async def export_evaluation() -> None:
+        export_figures(evaluation.figures(evaluation.period_of(datetime.now(UTC))))
+
+    @app.task
+    async def calendar_check() -> None:
+        today = datetime.now(UTC).date()
+        for year in sorted({today.year, (today + timedelta(days=60)).year}):
+            if not config.deadlines.calendar.covers(date(year, 1, 1)):
+                log.warning("工作日历缺少 %d 年节假日数据 the working calendar has no holiday file for %d: "
+                            "working-hour limits count plain weekdays; add config/calendar/cn-%d.toml",
+                            year, year, year)
+
     @app.task
     async def run_stages() -> None:
         await registry.loaded.wait()  # never judge a device unknown while the registry loads
@@ -151,4 +197,5 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         return web.json(body, status=200 if ready else 503)
 
     app.citybrain_registry = registry  # for tests and the CLI
+    app.citybrain_evaluation = evaluation
     return app

@@ -1,0 +1,51 @@
+"""Read a whole topic (every partition, from the beginning, no consumer group) and keep
+following it: for views every worker needs complete, such as the evaluation figures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from citybrain.kafka.admin import partitions_of
+
+log = logging.getLogger("citybrain.logreader")
+
+
+class TopicReader:
+    def __init__(self, bootstrap: str, topic: str, on_records: Callable[[list[ConsumerRecord]], None],
+                 name: str):
+        self.bootstrap, self.topic, self.on_records, self.name = bootstrap, topic, on_records, name
+        self.caught_up = asyncio.Event()   # read up to the end offsets seen at start
+        self.records = 0
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    group_id=None, client_id=f"citybrain-{self.name}",
+                                    fetch_max_wait_ms=200)
+        await consumer.start()
+        try:
+            partitions: list[int] = []
+            while not partitions:
+                partitions = await partitions_of(self.bootstrap, self.topic)
+                if not partitions:
+                    log.warning("等待主题 waiting for topic %s to exist", self.topic)
+                    await asyncio.sleep(1.0)
+            tps = [TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for records in batches.values():
+                    self.records += len(records)
+                    self.on_records(records)
+                if not self.caught_up.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
+                        self.caught_up.set()
+                        log.info("%s: read %s to its end (%d records)", self.name, self.topic, self.records)
+        finally:
+            await consumer.stop()
