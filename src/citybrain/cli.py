@@ -379,17 +379,73 @@ def _width(s: str) -> int:
     return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)   # CJK takes two columns
 
 
+async def _read_to_end(topic: str, on_record, title: str) -> int:
+    """Read every partition of ``topic`` up to its current end, with progress; -1 when
+    the topic does not exist."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from citybrain.kafka.admin import partitions_of
+    from citybrain.progress import Progress
+
+    tps = [TopicPartition(topic, p) for p in await partitions_of(_bootstrap(), topic)]
+    if not tps:
+        print(f"主题不存在 topic {topic} does not exist yet (run the demo or `citybrain topics`)", file=sys.stderr)
+        return -1
+    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        total = sum(end.values())
+        progress = Progress(title, total=max(total, 1))
+        n = 0
+        while any([await consumer.position(tp) < end[tp] for tp in tps]):
+            for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
+                for m in records:
+                    on_record(m)
+                n += len(records)
+            progress.update(n, f"{n:,}/{total:,}")
+        progress.close()
+        return n
+    finally:
+        await consumer.stop()
+
+
+def cmd_timeline(args) -> int:
+    """An order's changes and the commands refused on it, in time order."""
+    import orjson
+
+    from citybrain.domain.timeline import timeline
+    from citybrain.kafka.topics import Topics
+
+    topics = Topics(_config().settings.kafka.topic_prefix)
+    key = args.work_order_id.encode()
+    changes: list[dict] = []
+    refusals: list[dict] = []
+    if asyncio.run(_read_to_end(topics.workorder_events, lambda m: m.key == key and changes.append(
+            orjson.loads(m.value)), "读取 workorders.events")) < 0:
+        return 1
+    asyncio.run(_read_to_end(topics.rejected, lambda m: m.key == key and refusals.append(orjson.loads(m.value)),
+                          "读取 workorders.rejected"))
+    if not changes and not refusals:
+        print(f"无此工单 no work order {args.work_order_id}", file=sys.stderr)
+        return 1
+    for e in timeline(changes, refusals):
+        ver = f"v{e['version']}" if e.get("version") else "  —"
+        print(f"{e['at'][:19]}  {ver:>4}  {e['label']} {e['type']:<22} {e['actor']:<28} {e.get('status') or ''}"
+              + (f"  {e['note']}" if e.get("note") else ""))
+    return 0
+
+
 def cmd_kpis(args) -> int:
     """综合评价: the evaluation figures of a period, read from workorders.events."""
     from datetime import UTC, datetime
 
     import orjson
-    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from citybrain.domain.evaluation import Evaluation
-    from citybrain.kafka.admin import partitions_of
     from citybrain.kafka.topics import Topics
-    from citybrain.progress import Progress
 
     cfg = _config()
     topic = Topics(cfg.settings.kafka.topic_prefix).workorder_events
@@ -401,33 +457,10 @@ def cmd_kpis(args) -> int:
         print(f"时段无效 bad --period: {e}", file=sys.stderr)
         return 2
 
-    async def main() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), group_id=None, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in await partitions_of(_bootstrap(), topic)]
-            if not tps:
-                print(f"主题不存在 topic {topic} does not exist yet (run the demo or `citybrain topics`)",
-                      file=sys.stderr)
-                return -1
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            total = sum(end.values())
-            progress = Progress("读取工单日志 reading workorders.events", total=max(total, 1))
-            n = 0
-            while any([await consumer.position(tp) < end[tp] for tp in tps]):
-                for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
-                    for m in records:
-                        evaluation.add(orjson.loads(m.value))
-                    n += len(records)
-                progress.update(n, f"{n:,}/{total:,}")
-            progress.close()
-        finally:
-            await consumer.stop()
-        return n
+    def add(m) -> None:
+        evaluation.add(orjson.loads(m.value))
 
-    n = asyncio.run(main())
+    n = asyncio.run(_read_to_end(topic, add, "读取工单日志 reading workorders.events"))
     if n < 0:
         return 1
     figures = evaluation.figures(period)
@@ -493,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
     tl.add_argument("topic")
     tl.add_argument("--limit", type=int, default=20)
     tl.set_defaults(func=cmd_tail)
+
+    tm = sub.add_parser("timeline", help="an order's changes and refused commands, in time order")
+    tm.add_argument("work_order_id")
+    tm.set_defaults(func=cmd_timeline)
 
     kp = sub.add_parser("kpis", help="综合评价: evaluation figures of a month (YYYY-MM) or day")
     kp.add_argument("--period", help="YYYY-MM or YYYY-MM-DD, city time (default: this month)")

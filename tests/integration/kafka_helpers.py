@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -83,11 +84,14 @@ def decode(records) -> list[dict]:
 class WorkerProcess(citybrain_worker.WorkerProcess):
     """A worker on a test prefix, its log kept in test-artifacts/."""
 
-    def __init__(self, bootstrap: str, prefix: str, state_dir: Path, name: str = "worker"):
+    def __init__(self, bootstrap: str, prefix: str, state_dir: Path, name: str = "worker",
+                 config_dir: Path | None = None):
         port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=prefix,
                    CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_PARTITIONS=str(PARTITIONS),
                    CITYBRAIN_STATE_DIR=str(state_dir))
+        if config_dir is not None:
+            env["CITYBRAIN_CONFIG_DIR"] = str(config_dir)
         super().__init__(env, port, ARTIFACTS / f"{prefix.rstrip('.')}-{name}.log",
                          data_dir=state_dir / f"{name}-data")
 
@@ -104,3 +108,12 @@ async def wait_for_metrics(worker: WorkerProcess, predicate, timeout: float = 60
             return text
         await asyncio.sleep(0.5)
     return text
+
+
+def config_with(tmp: Path, lifecycle_toml: str) -> Path:
+    """A copy of config/ whose lifecycle.toml is replaced (short clocks for tests)."""
+    target = tmp / "config"
+    shutil.copytree(PROJECT_ROOT / "config", target)
+    (target / "lifecycle.toml").write_text(lifecycle_toml, encoding="utf-8")
+    Config(target).deadlines   # fails here, not in the worker, if the text is wrong
+    return target

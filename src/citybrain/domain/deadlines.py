@@ -78,6 +78,7 @@ class AutoVerify(BaseModel):
 class Timers(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     tick_seconds: float = Field(1.0, gt=0, le=60)
+    evaluation_seconds: float = Field(15.0, gt=0, le=3600)
 
 
 class LifecycleConfig(BaseModel):

@@ -136,7 +136,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     async def read_evaluation() -> None:
         await evaluation_log.run()
 
-    @app.timer(interval=15.0)
+    @app.timer(interval=config.lifecycle.timers.evaluation_seconds)
     async def export_evaluation() -> None:
         export_figures(evaluation.figures(evaluation.period_of(datetime.now(UTC))))
 

@@ -117,12 +117,23 @@ def test_closed_and_cancelled_orders_take_only_comments():
 
 
 class LoopMachine(RuleBasedStateMachine):
+    """Random commands from any actor, replays, and time passing (the timers'
+    supervision steps), on one order."""
+
     def __init__(self):
         super().__init__()
         self.order = order(status="registered", department=None)
         self.start = self.order
+        self.now = NOW
+        self.inputs: list[tuple] = []     # ("cmd", command, at) | ("tick", at)
         self.commands: list[Command] = []
         self.history: list = []
+
+    def _step(self, o, item):
+        if item[0] == "cmd":
+            out = apply(o, item[1], DEPTS, item[2], DL)
+            return [out.change] if out.change else [], out.rejection
+        return DL.supervise_due(o, item[1]), None
 
     @rule(action=st.sampled_from(sorted(RULES)), actor=st.sampled_from(ACTORS),
           department=st.sampled_from([None, "water", "fire", "navy"]),
@@ -132,31 +143,50 @@ class LoopMachine(RuleBasedStateMachine):
             c = self.commands[-1]
         else:
             c = cmd(action, actor, department=department, extend_minutes=minutes, note=note)
-        before = self.order
-        out = apply(before, c, DEPTS, NOW, DL)
         self.commands.append(c)
-        if out.change is None:
-            assert out.rejection.reason and out.rejection.detail
+        self._apply(("cmd", c, self.now))
+
+    @rule(hours=st.sampled_from([0.25, 0.5, 1.0, 3.0, 8.0]))
+    def time_passes(self, hours):
+        self.now += timedelta(hours=hours)
+        self._apply(("tick", self.now))
+
+    def _apply(self, item):
+        before = self.order
+        self.inputs.append(item)
+        changes, rejection = self._step(before, item)
+        if rejection is not None:
+            assert rejection.reason and rejection.detail
             return
-        after = out.change.snapshot
-        assert after.version == before.version + 1 == out.change.version
-        if before.status in ("closed", "cancelled"):
-            assert after.status == before.status
-        self.history.append(out.change)
-        self.order = after
+        for change in changes:
+            after = change.snapshot
+            assert after.version == before.version + 1 == change.version
+            if before.status in ("closed", "cancelled"):
+                assert after.status == before.status
+            if change.type == "supervised" and change.actor.role == "system":
+                assert after.supervision_level >= before.supervision_level
+                assert before.status not in ("closed", "cancelled")
+            self.history.append(change)
+            before = after
+        self.order = before
 
     @invariant()
     def timeline_replays_to_the_snapshot(self):
         o = self.start
-        for c in self.commands:
-            out = apply(o, c, DEPTS, NOW, DL)
-            if out.change is not None:
-                o = out.change.snapshot
+        for item in self.inputs:
+            changes, _ = self._step(o, item)
+            if changes:
+                o = changes[-1].snapshot
         assert o == self.order
         if self.history:
             assert self.history[-1].snapshot == self.order
             versions = [h.version for h in self.history]
             assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+    @invariant()
+    def each_step_fires_once_per_clock_run(self):
+        steps = self.order.supervision_steps
+        assert len(steps) == len(set(steps))
 
 
 LoopMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

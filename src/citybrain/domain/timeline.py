@@ -1,0 +1,38 @@
+"""One order's timeline: its changes (workorders.events) and the commands refused on it
+(workorders.rejected), in the order they happened, each line readable on its own."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+TYPE_ZH = {"created": "立案", "dispatched": "派遣", "evidence_added": "新增证据", "recovery_recorded": "设备恢复",
+           "accepted": "签收", "returned": "退回", "handled": "处置反馈", "verified": "核查结案",
+           "verification_rejected": "核查不通过/返工", "cancelled": "作废", "extended": "延期",
+           "supervised": "督办", "commented": "备注"}
+REASON_ZH = {"duplicate_command": "重复指令", "not_allowed_in_state": "当前状态不允许", "forbidden_role": "角色无权",
+             "out_of_scope": "超出职责范围", "missing_field": "缺少字段", "unknown_department": "未知部门",
+             "unknown_work_order": "无此工单"}
+
+
+def _actor(a: dict) -> str:
+    who = a.get("department") or a.get("grid_prefix")
+    return f"{a['role']}:{a['id']}" + (f"({who})" if who else "")
+
+
+def timeline(changes: list[dict], rejections: list[dict]) -> list[dict]:
+    """Both lists as parsed JSON of one order; duplicates (redelivery) collapse."""
+    entries: dict[tuple, dict] = {}
+    for c in changes:
+        entries[("change", c["version"])] = {
+            "at": c["at"], "kind": "change", "type": c["type"], "label": TYPE_ZH.get(c["type"], c["type"]),
+            "version": c["version"], "actor": _actor(c["actor"]), "status": c["snapshot"]["status"],
+            "note": (c["snapshot"]["notes"][-1] if c["type"] in ("supervised", "extended", "commented")
+                     and c["snapshot"].get("notes") else None)}
+    for r in rejections:
+        cmd = r["command"]
+        entries[("refusal", cmd["command_id"], r["reason"])] = {
+            "at": r["at"], "kind": "refusal", "type": cmd["action"], "reason": r["reason"],
+            "label": f"拒绝 {REASON_ZH.get(r['reason'], r['reason'])}", "actor": _actor(cmd["actor"]),
+            "status": r.get("status"), "note": r["detail"], "command_id": cmd["command_id"]}
+    # By time; a change's version breaks ties, so the order's own sequence always holds.
+    return sorted(entries.values(), key=lambda e: (datetime.fromisoformat(e["at"]), e.get("version", 0)))
