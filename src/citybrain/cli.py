@@ -465,7 +465,7 @@ def cmd_kpis(args) -> int:
         return 1
     figures = evaluation.figures(period)
     names = {d.code: d.name_zh for d in cfg.taxonomy.departments}
-    print(f"综合评价 evaluation {period} ({n:,} changes of {len(evaluation.orders):,} orders; "
+    print(f"综合评价 evaluation {period} ({n:,} changes of {evaluation.orders:,} orders; "
           "orders closed in the period, by closing department)")
     print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
     return 0

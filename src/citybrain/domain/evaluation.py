@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -32,19 +34,15 @@ STAGES = ("dispatch", "accept", "handle", "close")
 ALL = "*"   # the row for every department together
 
 
-@dataclass(slots=True)
-class _Order:
-    version: int = 0
-    department: str | None = None
-    status: str = "registered"
-    created_at: datetime | None = None
-    dispatched_at: datetime | None = None
-    accepted_at: datetime | None = None
-    handled_at: datetime | None = None
-    closed_at: datetime | None = None
-    due_at: datetime | None = None
-    rework_count: int = 0
-    extension_count: int = 0
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    """What the figures need of one closed order: fixed once it is closed."""
+    department: str
+    day: str            # YYYY-MM-DD, city time
+    on_time: bool
+    reworked: bool
+    extended: bool
+    hours: tuple[float | None, ...]   # per STAGES
 
 
 @dataclass
@@ -88,36 +86,64 @@ def _dt(v) -> datetime | None:
 
 
 class Evaluation:
+    """Memory stays small however long the log: an open order is (version, department);
+    a closed one is its ``_Closed`` facts; dispatches and returns are counts per day."""
+
     def __init__(self, timezone: str = "Asia/Shanghai"):
         self.tz = ZoneInfo(timezone)
-        self.orders: dict[str, _Order] = {}
-        # (work_order_id, version) → (department, at): idempotent under redelivery
-        self.dispatches: dict[tuple[str, int], tuple[str, datetime]] = {}
-        self.returns: dict[tuple[str, int], tuple[str, datetime]] = {}
+        self.open: dict[str, tuple[int, str | None]] = {}
+        self.closed_version: dict[str, int] = {}
+        self.closed_by_month: dict[str, list[_Closed]] = {}
+        self.dispatches: Counter[tuple[str, str]] = Counter()   # (day, department)
+        self.returns: Counter[tuple[str, str]] = Counter()
+
+    @property
+    def orders(self) -> int:
+        return len(self.open) + len(self.closed_version)
+
+    def _day(self, at: datetime) -> str:
+        return at.astimezone(self.tz).strftime("%Y-%m-%d")
 
     def add(self, change: dict) -> None:
         """One ``workorders.events`` record, as parsed JSON."""
         wo, version, snap = change["work_order_id"], change["version"], change["snapshot"]
-        order = self.orders.get(wo)
-        if order is None:
-            order = self.orders[wo] = _Order()
-        if version <= order.version:
-            return   # seen already
-        at = _dt(change["at"])
+        if wo in self.closed_version:
+            self.closed_version[wo] = max(version, self.closed_version[wo])   # comments after 结案
+            return
+        seen, department = self.open.get(wo, (0, None))
+        if version <= seen:
+            return   # seen already (at-least-once delivery)
         kind = change["type"]
         if kind == "dispatched" and snap.get("department"):
-            self.dispatches[(wo, version)] = (snap["department"], at)
+            self.dispatches[(self._day(_dt(change["at"])), sys.intern(snap["department"]))] += 1
         elif kind == "returned":
-            who = order.department or (change.get("actor") or {}).get("department")
+            who = department or (change.get("actor") or {}).get("department")
             if who:
-                self.returns[(wo, version)] = (who, at)
-        order.version = version
-        order.department = snap.get("department")
-        order.status = snap["status"]
-        for name in ("created_at", "dispatched_at", "accepted_at", "handled_at", "closed_at", "due_at"):
-            setattr(order, name, _dt(snap.get(name)))
-        order.rework_count = snap.get("rework_count", 0)
-        order.extension_count = snap.get("extension_count", 0)
+                self.returns[(self._day(_dt(change["at"])), who)] += 1
+        status = snap["status"]
+        if status == "closed":
+            self.open.pop(wo, None)   # its facts move to the closed list
+            self.closed_version[wo] = version
+            facts = self._closed(snap)
+            self.closed_by_month.setdefault(facts.day[:7], []).append(facts)
+        elif status == "cancelled":
+            self.open.pop(wo, None)
+            self.closed_version[wo] = version
+        else:
+            dept = snap.get("department")
+            self.open[wo] = (version, sys.intern(dept) if dept else None)
+
+    def _closed(self, snap: dict) -> _Closed:
+        t = {k: _dt(snap.get(k)) for k in ("created_at", "dispatched_at", "accepted_at", "handled_at",
+                                           "closed_at", "due_at")}
+        spans = ((t["created_at"], t["dispatched_at"]), (t["dispatched_at"], t["accepted_at"]),
+                 (t["accepted_at"], t["handled_at"]), (t["created_at"], t["closed_at"]))
+        hours = tuple((b - a).total_seconds() / 3600 if a is not None and b is not None and b >= a else None
+                      for a, b in spans)
+        closed = t["closed_at"]
+        return _Closed(sys.intern(snap.get("department") or "unassigned"), self._day(closed),
+                       t["due_at"] is not None and closed <= t["due_at"],
+                       snap.get("rework_count", 0) > 0, snap.get("extension_count", 0) > 0, hours)
 
     def period_range(self, period: str) -> tuple[datetime, datetime]:
         """``YYYY-MM`` or ``YYYY-MM-DD`` in the city's time zone → [start, end)."""
@@ -138,6 +164,7 @@ class Evaluation:
     def figures(self, period: str) -> dict[str, dict]:
         """department → figures for the period, plus ``*`` for all departments."""
         start, end = self.period_range(period)
+        first, last = start.strftime("%Y-%m-%d"), (end - timedelta(days=1)).strftime("%Y-%m-%d")
         rows: dict[str, Figures] = {}
 
         def row(dept: str) -> list[Figures]:
@@ -146,27 +173,25 @@ class Evaluation:
                     rows[d] = Figures(d)
             return [rows[dept], rows[ALL]]
 
-        for o in self.orders.values():
-            if o.status != "closed" or o.closed_at is None or not (start <= o.closed_at < end):
+        for facts in self.closed_by_month.get(period[:7], []):
+            if not first <= facts.day <= last:
                 continue
-            spans = {"dispatch": (o.created_at, o.dispatched_at), "accept": (o.dispatched_at, o.accepted_at),
-                     "handle": (o.accepted_at, o.handled_at), "close": (o.created_at, o.closed_at)}
-            for r in row(o.department or "unassigned"):
+            for r in row(facts.department):
                 r.closed += 1
-                r.on_time += o.due_at is not None and o.closed_at <= o.due_at
-                r.reworked += o.rework_count > 0
-                r.extended += o.extension_count > 0
-                for stage, (a, b) in spans.items():
-                    if a is not None and b is not None and b >= a:
-                        r.hours[stage].append((b - a).total_seconds() / 3600)
-        for (dept, at) in self.dispatches.values():
-            if start <= at < end:
+                r.on_time += facts.on_time
+                r.reworked += facts.reworked
+                r.extended += facts.extended
+                for stage, h in zip(STAGES, facts.hours):
+                    if h is not None:
+                        r.hours[stage].append(h)
+        for (day, dept), n in self.dispatches.items():
+            if first <= day <= last:
                 for r in row(dept):
-                    r.dispatches += 1
-        for (dept, at) in self.returns.values():
-            if start <= at < end:
+                    r.dispatches += n
+        for (day, dept), n in self.returns.items():
+            if first <= day <= last:
                 for r in row(dept):
-                    r.returns += 1
+                    r.returns += n
         return {d: f.as_dict() for d, f in sorted(rows.items())}
 
     def period_of(self, at: datetime) -> str:

@@ -200,7 +200,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
     deadlines = config.deadlines
     departments = frozenset(d.code for d in config.taxonomy.departments)
-    work_orders = ChangelogState("work_orders", f"{group_id}-work_orders-changelog")
+    work_orders = ChangelogState("work_orders", f"{group_id}-work_orders-changelog", compress=True)
     indexes: dict[int, FusionIndex] = {}
     gauge = OpenOrderGauge()
     timers = Timers()

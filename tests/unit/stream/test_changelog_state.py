@@ -41,3 +41,13 @@ def test_a_lazy_change_after_an_eager_one_in_the_same_batch_is_not_lost():
     st.set(0, "a", b"alarm")
     st.set(0, "a", b"alarm+marks", lazy=True)
     assert keys(st.drain(now=st.last_lazy_drain)) == [(0, "a", b"alarm+marks")]
+
+
+def test_compressed_state_reads_back_and_drains_plain_json():
+    state = ChangelogState("work_orders", "t-changelog", compress=True)
+    body = b'{"work_order_id": "WO-x", "events": [' + b'{"k": "v"}, ' * 50 + b'{}]}'
+    state.set(1, "WO-x", body)
+    assert state.get(1, "WO-x") == body and list(state.values(1)) == [body]
+    assert len(state.data[1]["WO-x"]) < len(body) / 3        # held compressed
+    [out] = state.drain(now=0.0)
+    assert (out.key, out.value, out.partition) == (b"WO-x", body, 1)   # the changelog gets JSON
