@@ -307,22 +307,26 @@ def cmd_bench(args) -> int:
     stamp = int(time.time())
     out = Path(args.out) if args.out else state_dir() / "bench" / f"{args.what}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if args.what == "normalize":
-        result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
-        text = normalize.report(result)
-    elif args.what == "normalize-batch-probe":
-        from citybrain.bench import batch_probe
-        result = asyncio.run(batch_probe.bench(_bootstrap(), args.records, seed=args.seed))
-        text = (f"批处理探针 batch-loop probe (our normaliser, no Faust): {result['rate']:,.0f} records/s "
-                f"({result['records']:,} in {result['seconds']}s)")
-    else:
-        rates = [float(r) for r in args.rates.split(",") if r]
-        sizes = [int(n) for n in args.state_sizes.split(",") if n]
-        result = asyncio.run(dispatch.bench(_bootstrap(), rates, args.duration, args.records, sizes,
-                                            seed=args.seed))
-        png = out.with_suffix(".png")
-        dispatch.chart(result, png)
-        text = dispatch.report(result) + f"\n  图 chart: {png}"
+    from citybrain.bench.common import drop_bench_topics
+    try:
+        if args.what == "normalize":
+            result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
+            text = normalize.report(result)
+        elif args.what == "normalize-batch-probe":
+            from citybrain.bench import batch_probe
+            result = asyncio.run(batch_probe.bench(_bootstrap(), args.records, seed=args.seed))
+            text = (f"批处理探针 batch-loop probe (our normaliser, no Faust): {result['rate']:,.0f} records/s "
+                    f"({result['records']:,} in {result['seconds']}s)")
+        else:
+            rates = [float(r) for r in args.rates.split(",") if r]
+            sizes = [int(n) for n in args.state_sizes.split(",") if n]
+            result = asyncio.run(dispatch.bench(_bootstrap(), rates, args.duration, args.records, sizes,
+                                                seed=args.seed))
+            png = out.with_suffix(".png")
+            dispatch.chart(result, png)
+            text = dispatch.report(result) + f"\n  图 chart: {png}"
+    finally:
+        asyncio.run(drop_bench_topics(_bootstrap()))   # leave the broker as we found it
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(text)
     print(f"  结果 result: {out}")

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from citybrain.config import Config
-from citybrain.kafka.admin import create_topics, publish_registry
+from citybrain.kafka.admin import create_topics, delete_prefixed, publish_registry
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import TopicSpec, Topics
 from citybrain.progress import Progress
@@ -21,10 +21,23 @@ from citybrain.simulate.traffic import CitySimulator
 from citybrain.worker_process import WorkerProcess
 
 
+_made: list[str] = []   # this run's prefixes whose topics are still on the broker
+
+
+async def drop_bench_topics(bootstrap: str) -> None:
+    """Delete the topics of this run's earlier phases (their workers have stopped)."""
+    while _made:
+        await delete_prefixed(bootstrap, _made.pop())
+
+
 async def fresh_topics(bootstrap: str, name: str, extra: list[str] = ()) -> tuple[Topics, list[str]]:
-    """A new prefix with every topic created and the registry published."""
+    """A new prefix with every topic created and the registry published; the previous
+    phase's topics are deleted first, so the broker never carries more than one phase's
+    partitions (a full dispatch run would otherwise leave ~1,800)."""
+    await drop_bench_topics(bootstrap)
     cfg = Config()
     prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}."
+    _made.append(prefix)
     topics = Topics(prefix)
     partitions = cfg.settings.kafka.partitions
     extra_names = [f"{prefix}{e}" for e in extra]

@@ -67,6 +67,23 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec], replication: int
         await admin.close()
 
 
+async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a benchmark's or a test's
+    own, changelogs included).  Measured: a broker left with thousands of partitions from
+    earlier runs answered slower for everyone."""
+    if not prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if names:
+            await admin.delete_topics(names, timeout_ms=30000)
+        return names
+    finally:
+        await admin.close()
+
+
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers; [] when it does not exist (yet)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")

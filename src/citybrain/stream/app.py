@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -167,6 +168,11 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                                session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
                                heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
                    for st, producer in zip(stages, producers)]
+        # The city map, registry, configuration and libraries live as long as the worker:
+        # out of the collector's sight, a full collection no longer walks them (measured:
+        # ~30 ms per gen-2 pass over them alone — a dispatch-latency tail).
+        gc.collect()
+        gc.freeze()
         try:
             await asyncio.gather(*(r.run() for r in runners))
         except asyncio.CancelledError:
