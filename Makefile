@@ -8,6 +8,7 @@ demo: bootstrap
 	.venv/bin/citybrain demo
 
 test: bootstrap
+	@scripts/ensure-chromium.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 kafka-stop: bootstrap

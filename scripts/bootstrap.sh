@@ -8,6 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "[bootstrap] 创建虚拟环境 creating virtualenv .venv ($($PY --version))"
   "$PY" -m venv .venv
 fi
+bash scripts/vendor-web.sh   # the console's map library, from npm (no CDN at run time)
 stamp=.venv/.citybrain-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
@@ -17,3 +18,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
   echo "[bootstrap] 完成 done"
 fi
+bash scripts/vendor-web.sh   # the console's map library, from npm (no CDN at run time)

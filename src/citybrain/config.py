@@ -48,9 +48,17 @@ class CitySettings(BaseModel):
     registry: str
 
 
+class ConsoleSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # A map tile URL template ({z}/{x}/{y}); empty: the grid layer is drawn without tiles,
+    # so the console works with the network cut off.
+    tile_url: str = ""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kafka: KafkaSettings = KafkaSettings()
+    console: ConsoleSettings = ConsoleSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     city: CitySettings
@@ -123,6 +131,11 @@ class Config:
     @cached_property
     def city_map(self) -> CityMap:
         return CityMap.load(self.directory / self.settings.city.geography)
+
+    @property
+    def auth_path(self) -> Path:
+        """API tokens (hashes only); CITYBRAIN_AUTH_FILE points elsewhere in deployment."""
+        return Path(os.environ.get("CITYBRAIN_AUTH_FILE") or self.directory / "auth.toml")
 
     @property
     def registry_path(self) -> Path:

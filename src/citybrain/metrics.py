@@ -78,3 +78,7 @@ EVALUATION_CLOSED = Gauge("citybrain_evaluation_closed", "Orders closed this mon
 EVALUATION_HOURS = Gauge("citybrain_evaluation_hours",
                          "Hours to dispatch | accept | handle | close, median and p90, orders closed this month",
                          ["department", "stage", "quantile"])
+API_REQUESTS = Counter("citybrain_api_requests", "HTTP API requests by route and status code", ["route", "code"])
+AUTH_REFUSALS = Counter("citybrain_auth_refusals",
+                        "API requests refused: missing_token | bad_token | forbidden_role | out_of_scope",
+                        ["reason"])

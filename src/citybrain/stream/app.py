@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 
 import faust
+import mode
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic_core import to_json
@@ -33,6 +34,9 @@ from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import StageRunner
 from citybrain.stream.logreader import TopicReader
+from citybrain.web.api import MAX_BODY, Api
+from citybrain.web.auth import TokenRegistry
+from citybrain.web.view import OrderView
 from citybrain.stream.registry import RegistryCache
 from citybrain.stream.stages import DeadLetterLog, changelog_topics, fuse_stage, normalise_stage
 
@@ -93,6 +97,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
         producer_linger_ms=1,
+        web_application_options={"client_max_size": MAX_BODY},
         broker_session_timeout=s.worker.session_timeout_seconds,
         broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
     )
@@ -122,20 +127,48 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     async def load_registry() -> None:
         await registry.run()
 
+    # Every worker reads the whole work-order log: the evaluation figures and the API's
+    # view of all orders (any worker answers for any order).
     evaluation = Evaluation(config.lifecycle.calendar.timezone)
+    view = OrderView()
 
     def fold(records) -> None:
         for m in records:
             try:
-                evaluation.add(orjson.loads(m.value))
+                change = orjson.loads(m.value)
+                evaluation.add(change)
+                view.add_change(change)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                log.warning("评价跳过 evaluation skipped %s@%d/%d: %r", m.topic, m.partition, m.offset, e)
+                log.warning("工单日志跳过 work-order log record skipped %s@%d/%d: %r", m.topic, m.partition,
+                            m.offset, e)
 
-    evaluation_log = TopicReader(bootstrap, topics.workorder_events, fold, "evaluation")
+    def fold_rejections(records) -> None:
+        for m in records:
+            try:
+                view.add_rejection(orjson.loads(m.value))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                log.warning("拒绝日志跳过 rejection skipped %s@%d/%d: %r", m.topic, m.partition, m.offset, e)
+
+    order_log = TopicReader(bootstrap, topics.workorder_events, fold, "order-log")
+    rejection_log = TopicReader(bootstrap, topics.rejected, fold_rejections, "rejection-log")
 
     @app.task
-    async def read_evaluation() -> None:
-        await evaluation_log.run()
+    async def read_order_log() -> None:
+        await order_log.run()
+
+    @app.task
+    async def read_rejections() -> None:
+        await rejection_log.run()
+
+    tokens = TokenRegistry.load(config.auth_path, {d.code for d in config.taxonomy.departments})
+    api = Api(config, topics, bootstrap, view, evaluation, tokens, config.city_map,
+              ready=lambda: order_log.caught_up.is_set() and rejection_log.caught_up.is_set())
+    api.install(app.web.web_app)
+
+    @app.service
+    class ApiProducer(mode.Service):
+        async def on_stop(self) -> None:
+            await api.close()
 
     @app.timer(interval=config.lifecycle.timers.evaluation_seconds)
     async def export_evaluation() -> None:
@@ -197,11 +230,14 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.page("/readyz")
     async def readyz(web, request):
         stage_ready = {st.name: st.ready.is_set() for st in stages}
-        ready = registry.loaded.is_set() and all(stage_ready.values())
+        ready = (registry.loaded.is_set() and all(stage_ready.values()) and order_log.caught_up.is_set()
+                 and rejection_log.caught_up.is_set())
         body = {"ready": ready, "registry_loaded": registry.loaded.is_set(),
+                "order_view_caught_up": order_log.caught_up.is_set(),
                 "registry_devices": len(registry.devices), "stages": stage_ready}
         return web.json(body, status=200 if ready else 503)
 
     app.citybrain_registry = registry  # for tests and the CLI
     app.citybrain_evaluation = evaluation
+    app.citybrain_view = view
     return app

@@ -1,0 +1,1 @@
+"""The HTTP API and the operator console, served by each worker's web server."""

@@ -1,0 +1,298 @@
+"""The HTTP API (DESIGN §7) and the console's static files, as aiohttp routes on the
+worker's web server.  Bodies are validated with the wire models of the topics; every
+error is JSON naming the field at fault; every auth refusal is counted and logged
+without the token."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from pydantic import ValidationError
+
+from citybrain import metrics
+from citybrain.config import Config
+from citybrain.domain.evaluation import Evaluation
+from citybrain.domain.lifecycle import RULES
+from citybrain.domain.normalize import field_path
+from citybrain.kafka.topics import Topics
+from citybrain.web.auth import Principal, Refused, TokenRegistry, may_see, require
+from citybrain.web.view import OrderView
+from citybrain.wire.models import Command, IncidentReport, WorkOrder
+
+log = logging.getLogger("citybrain.api")
+MAX_BODY = 64 * 1024
+STATUSES = {"registered", "dispatched", "accepted", "handled", "closed", "cancelled"}
+STATIC = Path(str(resources.files("citybrain.web") / "static"))
+
+
+def _json(body, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, reason: str, detail: str, field: str | None = None, errors: list | None = None):
+    body = {"error": {"status": status, "reason": reason, "detail": detail, "field": field}}
+    if errors:
+        body["error"]["errors"] = errors
+    return _json(body, status)
+
+
+def _validation(e: ValidationError) -> web.Response:
+    errors = [{"field": field_path(err["loc"]), "message": err["msg"]} for err in e.errors(include_url=False)]
+    return _error(422, "invalid_field", f"{errors[0]['field']}: {errors[0]['message']}", errors[0]["field"], errors)
+
+
+class Api:
+    def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
+                 evaluation: Evaluation, tokens: TokenRegistry, city_map, ready):
+        self.config, self.topics, self.bootstrap = config, topics, bootstrap
+        self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
+        self.departments = {d.code: d.name_zh for d in config.taxonomy.departments}
+        self.producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def install(self, app: web.Application) -> None:
+        app.middlewares.append(self.middleware)
+        r = app.router
+        r.add_get("/", self.console)
+        r.add_get("/department", self.console)
+        r.add_static("/static/", STATIC)
+        r.add_get("/city.geojson", self.city_layer)
+        r.add_get("/api/v1/meta", self.meta)
+        r.add_post("/api/v1/reports", self.post_report)
+        r.add_get("/api/v1/workorders", self.list_orders)
+        r.add_get("/api/v1/workorders/{id}", self.get_order)
+        r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
+        r.add_get("/api/v1/stream", self.stream)
+        r.add_get("/api/v1/kpis", self.kpis)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        try:
+            response = await handler(request)
+        except Refused as r:
+            if r.status in (401, 403):
+                metrics.child(metrics.AUTH_REFUSALS, r.reason).inc()
+                log.warning("拒绝访问 refused %s %s: %s (%s)", request.method, route, r.reason, r.detail)
+            response = _error(r.status, r.reason, r.detail, r.field)
+        except web.HTTPRequestEntityTooLarge:
+            response = _error(413, "too_large", f"the body is larger than {MAX_BODY} bytes", "body")
+        except web.HTTPException as e:
+            if e.status == 404:
+                response = _error(404, "not_found", f"no route {request.method} {request.path}")
+            elif e.status == 405:
+                response = _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+            else:
+                response = _error(e.status, "http_error", e.reason)
+        if not isinstance(response, web.StreamResponse) or not response.prepared:
+            metrics.child(metrics.API_REQUESTS, route, str(response.status)).inc()
+        return response
+
+    def principal(self, request: web.Request) -> Principal:
+        return self.tokens.authenticate(request.headers.get("Authorization"))
+
+    async def _body(self, request: web.Request) -> dict:
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=request.content_length)
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise Refused(400, "not_json", f"the body is not JSON: {e}", "body") from e
+        if not isinstance(doc, dict):
+            raise Refused(400, "not_object", "the body must be a JSON object", "body")
+        return doc
+
+    async def _send(self, topic: str, key: bytes, value: bytes) -> None:
+        async with self._producer_lock:
+            if self.producer is None:
+                self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=1,
+                                                 client_id="citybrain-api")
+                await self.producer.start()
+        await self.producer.send_and_wait(topic, value, key=key)   # 202 means: in Kafka
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+    # -- routes ------------------------------------------------------------------
+
+    async def console(self, request: web.Request) -> web.Response:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def city_layer(self, request: web.Request) -> web.Response:
+        return web.FileResponse(self.config.directory / self.config.settings.city.geography,
+                                headers={"Content-Type": "application/geo+json"})
+
+    async def meta(self, request: web.Request) -> web.Response:
+        p = self.principal(request)
+        streets = self.city.street_names
+        return _json({"me": p.public(), "departments": self.departments,
+                      "categories": {c.code: c.name_zh for c in self.config.taxonomy.categories},
+                      "streets": streets, "statuses": sorted(STATUSES),
+                      "tile_url": self.config.settings.console.tile_url,
+                      "view_ready": self.ready()})
+
+    async def post_report(self, request: web.Request) -> web.Response:
+        p = self.principal(request)
+        require(p, "operator", "grid", "gateway")
+        doc = await self._body(request)
+        if p.role == "grid":
+            doc.setdefault("reporter_id", p.id)
+            if doc["reporter_id"] != p.id:
+                raise Refused(403, "out_of_scope", f"a grid member reports as itself ({p.id})", "reporter_id")
+        doc.setdefault("ts", datetime.now(UTC).isoformat())
+        try:
+            report = IncidentReport.model_validate(doc)
+        except ValidationError as e:
+            return _validation(e)
+        if self.config.taxonomy.category(report.category) is None:
+            return _error(422, "unknown_category", f"category {report.category!r} is not in the taxonomy",
+                          "category")
+        place = self.city.locate(report.lon, report.lat)
+        if place is None:
+            return _error(422, "out_of_area", f"({report.lon}, {report.lat}) is outside every grid", "lon")
+        grid = report.grid_code or place.grid_code
+        if p.role == "grid" and not grid.startswith(p.grid_prefix):
+            raise Refused(403, "out_of_scope", f"grid {grid} is outside {p.grid_prefix}",
+                          "grid_code" if report.grid_code else "lon")
+        await self._send(self.topics.reports, report.reporter_id.encode(), orjson.dumps(doc))
+        return _json({"report_id": report.report_id, "grid_code": grid, "status": "accepted"}, 202)
+
+    async def list_orders(self, request: web.Request) -> web.Response:
+        p = self.principal(request)
+        require(p, "operator", "department", "grid")
+        q = request.query
+        status = {s for s in q.get("status", "").split(",") if s} or None
+        if status and not status <= STATUSES:
+            return _error(400, "invalid_field", f"unknown status {sorted(status - STATUSES)}", "status")
+        department = q.get("department") or None
+        if p.role == "department":
+            if department not in (None, p.department):
+                raise Refused(403, "out_of_scope", f"department {p.department} sees only its own orders",
+                              "department")
+            department = p.department
+        grid = q.get("grid") or None
+        if grid is not None and not grid.isdigit():
+            return _error(400, "invalid_field", "grid must be a grid-code prefix (digits)", "grid")
+        if p.role == "grid":
+            if grid is not None and not grid.startswith(p.grid_prefix):
+                raise Refused(403, "out_of_scope", f"grid member sees only {p.grid_prefix}…", "grid")
+            grid = grid or p.grid_prefix
+        since = None
+        if q.get("since"):
+            try:
+                since = datetime.fromisoformat(q["since"])
+                if since.tzinfo is None:
+                    raise ValueError("no time zone")
+            except ValueError:
+                return _error(400, "invalid_field", "since must be an RFC 3339 time with an offset", "since")
+        try:
+            limit = int(q.get("limit", "50"))
+            if not 1 <= limit <= 500:
+                raise ValueError
+        except ValueError:
+            return _error(400, "invalid_field", "limit must be an integer 1..500", "limit")
+        try:
+            page, cursor = self.view.query(status=status, department=department, grid=grid,
+                                           street=q.get("street") or None, since=since,
+                                           visible=lambda s: may_see(p, s), limit=limit,
+                                           cursor=q.get("cursor") or None)
+        except ValueError as e:
+            return _error(400, "invalid_field", str(e), "cursor")
+        now = datetime.now(UTC)
+        deadlines = self.config.deadlines
+        items = []
+        for snap in page:
+            overdue = deadlines.overdue(WorkOrder.model_validate(snap), now)
+            items.append({**snap, "overdue": overdue})
+        return _json({"items": items, "next_cursor": cursor})
+
+    def _order_in_scope(self, request: web.Request, p: Principal) -> tuple[str, dict]:
+        wo = request.match_info["id"]
+        snap = self.view.snapshot(wo)
+        if snap is None:
+            raise Refused(404, "not_found", f"no work order {wo}", "id")
+        if not may_see(p, snap):
+            raise Refused(403, "out_of_scope", f"{p.role} {p.id} may not see {wo}", "id")
+        return wo, snap
+
+    async def get_order(self, request: web.Request) -> web.Response:
+        p = self.principal(request)
+        require(p, "operator", "department", "grid")
+        wo, snap = self._order_in_scope(request, p)
+        overdue = self.config.deadlines.overdue(WorkOrder.model_validate(snap), datetime.now(UTC))
+        return _json({"work_order": {**snap, "overdue": overdue}, "timeline": self.view.timeline(wo)})
+
+    async def post_command(self, request: web.Request) -> web.Response:
+        p = self.principal(request)
+        require(p, "operator", "department", "grid")
+        wo, snap = self._order_in_scope(request, p)
+        doc = await self._body(request)
+        if "actor" in doc or "work_order_id" in doc:
+            field = "actor" if "actor" in doc else "work_order_id"
+            return _error(422, "invalid_field", f"{field} comes from the token and the path, not the body", field)
+        doc.update(work_order_id=wo, actor=p.actor().model_dump(exclude_none=True),
+                   ts=datetime.now(UTC).isoformat())
+        try:
+            cmd = Command.model_validate(doc)
+        except ValidationError as e:
+            return _validation(e)
+        roles = RULES[cmd.action][3]
+        if p.role not in roles:
+            raise Refused(403, "forbidden_role",
+                          f"role {p.role} may not {cmd.action} (allowed: {', '.join(sorted(roles))})", "action")
+        await self._send(self.topics.commands, wo.encode(), orjson.dumps(cmd.model_dump(mode="json")))
+        return _json({"command_id": cmd.command_id, "work_order_id": wo, "status": "accepted",
+                      "detail": "the outcome appears on the order's timeline"}, 202)
+
+    async def kpis(self, request: web.Request) -> web.Response:
+        p = self.principal(request)
+        require(p, "operator", "department")
+        period = request.query.get("period") or self.evaluation.period_of(datetime.now(UTC))
+        try:
+            figures = self.evaluation.figures(period)
+        except ValueError as e:
+            return _error(400, "invalid_field", str(e), "period")
+        if p.role == "department":
+            figures = {d: row for d, row in figures.items() if d == p.department}
+        return _json({"period": period, "figures": figures,
+                      "definitions": "docs/lifecycle.md#evaluation-综合评价"})
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        p = self.principal(request)
+        require(p, "operator", "department", "grid")
+        metrics.child(metrics.API_REQUESTS, "/api/v1/stream", "200").inc()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2000)
+        self.view.subscribers.add(queue)
+        try:
+            await response.write(b": citybrain stream\n\n")
+            while True:
+                try:
+                    msg = await asyncio.wait_for(queue.get(), timeout=15.0)
+                except asyncio.TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                snap = msg.get("snapshot")
+                if snap is None or not may_see(p, snap):
+                    continue
+                await response.write(b"event: " + msg["kind"].encode() + b"\ndata: " + orjson.dumps(msg) + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.view.subscribers.discard(queue)
+        return response

@@ -1,0 +1,122 @@
+"""Bearer tokens with a role and a scope (DESIGN §7).
+
+Tokens are configured only as SHA-256 hashes (``config/auth.toml``); a presented token
+is hashed and compared with every configured hash in constant time, so neither the
+token nor a timing difference gives anything away.  Tokens are never logged: refusals
+log the reason and the route only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from citybrain.wire.models import Actor
+
+Role = Literal["operator", "department", "grid", "gateway"]
+
+
+class TokenEntry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    id: str = Field(min_length=1, max_length=64)
+    name: str = ""
+    role: Role
+    department: str | None = None
+    grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _scoped(self) -> "TokenEntry":
+        if self.role == "department" and not self.department:
+            raise ValueError(f"token {self.id}: a department token needs department")
+        if self.role == "grid" and not self.grid_prefix:
+            raise ValueError(f"token {self.id}: a grid token needs grid_prefix")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str
+    name: str
+    role: Role
+    department: str | None = None
+    grid_prefix: str | None = None
+
+    def actor(self) -> Actor:
+        return Actor(id=self.id, role=self.role, department=self.department, grid_prefix=self.grid_prefix)
+
+    def public(self) -> dict:
+        return {"id": self.id, "name": self.name, "role": self.role, "department": self.department,
+                "grid_prefix": self.grid_prefix}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, reason: str, detail: str, field: str | None = None):
+        super().__init__(detail)
+        self.status, self.reason, self.detail, self.field = status, reason, detail, field
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class TokenRegistry:
+    def __init__(self, entries: list[TokenEntry], departments: set[str] | None = None):
+        ids = [e.id for e in entries]
+        if len(ids) != len(set(ids)):
+            raise ValueError("auth: token ids must be unique")
+        for e in entries:
+            if departments is not None and e.department and e.department not in departments:
+                raise ValueError(f"auth: token {e.id} names unknown department {e.department!r}")
+        self.entries = entries
+        self._hashes = [(bytes.fromhex(e.sha256), e) for e in entries]
+
+    @classmethod
+    def load(cls, path: Path, departments: set[str] | None = None) -> "TokenRegistry":
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+        return cls([TokenEntry.model_validate(t) for t in raw.get("token", [])], departments)
+
+    def authenticate(self, header: str | None) -> Principal:
+        if not header:
+            raise Refused(401, "missing_token", "an Authorization: Bearer <token> header is required",
+                          "Authorization")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Refused(401, "bad_token", "the Authorization header must be 'Bearer <token>'", "Authorization")
+        digest = hashlib.sha256(token.strip().encode("utf-8")).digest()
+        found = None
+        for h, entry in self._hashes:        # every hash compared: constant time whatever matches
+            if hmac.compare_digest(h, digest):
+                found = entry
+        if found is None:
+            raise Refused(401, "bad_token", "unknown or revoked token", "Authorization")
+        return Principal(found.id, found.name, found.role, found.department, found.grid_prefix)
+
+
+def require(principal: Principal, *roles: str) -> None:
+    if principal.role not in roles:
+        raise Refused(403, "forbidden_role", f"role {principal.role} may not do this (allowed: {', '.join(roles)})")
+
+
+def may_see(principal: Principal, snapshot: dict) -> bool:
+    """An order is in scope: operators see all, departments their own, grid members
+    those in their grid prefix."""
+    if principal.role == "operator":
+        return True
+    if principal.role == "department":
+        return snapshot.get("department") == principal.department
+    if principal.role == "grid":
+        return snapshot["location"]["grid_code"].startswith(principal.grid_prefix or "-")
+    return False
