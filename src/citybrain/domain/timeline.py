@@ -22,12 +22,18 @@ def _actor(a: dict) -> str:
 def timeline(changes: list[dict], rejections: list[dict]) -> list[dict]:
     """Both lists as parsed JSON of one order; duplicates (redelivery) collapse."""
     entries: dict[tuple, dict] = {}
-    for c in changes:
+    noted = 0
+    for c in sorted(changes, key=lambda c: c["version"]):
+        notes = c["snapshot"].get("notes") or []
+        if "note" in c:               # decided by the caller (the API's order view)
+            note = c["note"]
+        else:                         # a note belongs to the change that added it
+            note = notes[-1] if len(notes) > noted else None
+        noted = max(noted, len(notes))
         entries[("change", c["version"])] = {
             "at": c["at"], "kind": "change", "type": c["type"], "label": TYPE_ZH.get(c["type"], c["type"]),
             "version": c["version"], "actor": _actor(c["actor"]), "status": c["snapshot"]["status"],
-            "note": (c["snapshot"]["notes"][-1] if c["type"] in ("supervised", "extended", "commented")
-                     and c["snapshot"].get("notes") else None)}
+            "note": note}
     for r in rejections:
         cmd = r["command"]
         entries[("refusal", cmd["command_id"], r["reason"])] = {

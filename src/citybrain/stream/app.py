@@ -137,7 +137,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             try:
                 change = orjson.loads(m.value)
                 evaluation.add(change)
-                view.add_change(change)
+                view.add_change(change, m.value)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 log.warning("工单日志跳过 work-order log record skipped %s@%d/%d: %r", m.topic, m.partition,
                             m.offset, e)
@@ -169,6 +169,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     class ApiProducer(mode.Service):
         async def on_stop(self) -> None:
             await api.close()
+
+    @app.timer(interval=2.0)
+    async def compact_view() -> None:
+        view.compact()
 
     @app.timer(interval=config.lifecycle.timers.evaluation_seconds)
     async def export_evaluation() -> None:

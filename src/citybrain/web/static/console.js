@@ -15,6 +15,7 @@ const ACTION_ZH = {dispatch: "派遣 dispatch", accept: "签收 accept", return:
 const state = {token: sessionStorage.getItem("citybrain-token") || "", me: null, meta: null,
                orders: new Map(), selected: null, map: null, markers: new Map(), layer: null};
 const $ = (id) => document.getElementById(id);
+const fmt = (t) => t ? new Date(t).toLocaleString("zh-CN", {hour12: false}) : "—";
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 async function api(path, options = {}) {
@@ -191,7 +192,7 @@ async function select(wo) {
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
       <dt>证据 evidence</dt><dd>${evidence}</dd>
-      <dt>时限 due</dt><dd>结案 ${esc(o.due_at)}${o.accept_due_at ? " · 签收 " + esc(o.accept_due_at) : ""}${o.handle_due_at ? " · 处置 " + esc(o.handle_due_at) : ""}</dd>
+      <dt>时限 due</dt><dd>结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
       <dt>督办 supervision</dt><dd>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " level " + o.supervision_level : "—"}</dd>
       <dt>返工/退回/延期</dt><dd>rework ${o.rework_count} · return ${o.return_count} · extension ${o.extension_count}</dd>
     </dl>

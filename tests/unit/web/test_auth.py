@@ -1,0 +1,59 @@
+"""Bearer tokens: hashes only, every refusal with its reason."""
+
+import pytest
+
+from citybrain.web.auth import Refused, TokenEntry, TokenRegistry, hash_token, may_see, require
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return TokenRegistry([
+        TokenEntry(id="op", role="operator", sha256=hash_token("t-op")),
+        TokenEntry(id="w", role="department", department="water", sha256=hash_token("t-w")),
+        TokenEntry(id="g", role="grid", grid_prefix="370306002001", sha256=hash_token("t-g")),
+    ], {"water"})
+
+
+@pytest.mark.parametrize("header, reason", [
+    (None, "missing_token"), ("", "missing_token"), ("Basic dXNlcg==", "bad_token"), ("Bearer ", "bad_token"),
+    ("Bearer t-unknown", "bad_token"), ("bearer T-OP", "bad_token"),
+])
+def test_refusals_are_401_with_a_reason(tokens, header, reason):
+    with pytest.raises(Refused) as e:
+        tokens.authenticate(header)
+    assert (e.value.status, e.value.reason, e.value.field) == (401, reason, "Authorization")
+    assert "t-" not in e.value.detail                       # the token is never echoed
+
+
+def test_a_known_token_is_its_principal(tokens):
+    p = tokens.authenticate("Bearer t-w")
+    assert (p.id, p.role, p.department) == ("w", "department", "water")
+    assert tokens.authenticate("bearer t-op").role == "operator"   # the scheme is case-insensitive
+    assert p.actor().model_dump(exclude_none=True) == {"id": "w", "role": "department", "department": "water"}
+
+
+def test_the_shipped_file_holds_hashes_only(config):
+    text = config.auth_path.read_text()
+    assert "demo-operator" not in text and "sha256" in text
+    reg = TokenRegistry.load(config.auth_path, {d.code for d in config.taxonomy.departments})
+    assert reg.authenticate("Bearer demo-operator").role == "operator"
+
+
+def test_configuration_is_checked():
+    with pytest.raises(ValueError, match="needs department"):
+        TokenEntry(id="x", role="department", sha256="0" * 64)
+    with pytest.raises(ValueError, match="unknown department"):
+        TokenRegistry([TokenEntry(id="x", role="department", department="navy", sha256="0" * 64)], {"water"})
+    with pytest.raises(ValueError, match="unique"):
+        TokenRegistry([TokenEntry(id="x", role="operator", sha256="0" * 64)] * 2)
+
+
+def test_scope(tokens):
+    order = {"department": "water", "location": {"grid_code": "370306002001016"}}
+    other = {"department": "fire", "location": {"grid_code": "370306005001001"}}
+    op, w, g = (tokens.authenticate(f"Bearer t-{x}") for x in ("op", "w", "g"))
+    assert may_see(op, other) and may_see(w, order) and not may_see(w, other)
+    assert may_see(g, order) and not may_see(g, other)
+    with pytest.raises(Refused) as e:
+        require(g, "operator", "department")
+    assert (e.value.status, e.value.reason) == (403, "forbidden_role")
