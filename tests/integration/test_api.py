@@ -1,0 +1,235 @@
+"""The HTTP API against a running worker and the real broker: every route, every role,
+every refusal (DESIGN §7)."""
+
+import asyncio
+import time
+import uuid
+
+import aiohttp
+import orjson
+import pytest
+
+from citybrain.promtext import samples
+from citybrain.sample.sites import EAST_DIP, UNDERPASS
+
+from .kafka_helpers import WorkerProcess, new_prefix, prepare
+
+pytestmark = pytest.mark.integration
+
+OPERATOR, WATER, CITY, GRID, GATEWAY = ("demo-operator", "demo-water", "demo-city-mgmt", "demo-grid-0107",
+                                         "demo-gateway")
+
+
+@pytest.fixture(scope="module")
+async def served(kafka_bootstrap, tmp_path_factory):
+    prefix = new_prefix("api")
+    topics = await prepare(kafka_bootstrap, prefix)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("api")).start()
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.port}") as http:
+        yield http, worker, topics
+    worker.stop()
+
+
+async def call(http, method, path, token=None, body=None, raw=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
+    async with http.request(method, path, headers=headers, data=data) as r:
+        return r.status, await r.json(content_type=None)
+
+
+def report(rid, site=UNDERPASS, e=10, n=-10, **extra):
+    lon, lat = site.offset(e, n)
+    return {"report_id": rid, "category": "waterlogging", "description": "下穿通道积水", "lon": lon, "lat": lat,
+            "photos": [f"https://grid.example.invalid/{rid}.jpg"], **extra}
+
+
+async def wait_order(http, token, predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, body = await call(http, "GET", "/api/v1/workorders?status=registered,dispatched,accepted,handled,"
+                                  "closed,cancelled&limit=500", token)
+        assert status == 200, body
+        found = [o for o in body["items"] if predicate(o)]
+        if found:
+            return found[0]
+        await asyncio.sleep(0.3)
+    raise AssertionError("the order did not appear")
+
+
+async def test_probes_and_errors_are_json(served):
+    http, worker, _ = served
+    for path in ("/healthz", "/readyz"):
+        async with http.get(path) as r:
+            assert r.status == 200
+    async with http.get("/metrics") as r:
+        assert r.status == 200 and "citybrain_ingested_total" in await r.text()
+    assert await call(http, "GET", "/api/v1/nothing-here") == (404, {"error": {
+        "status": 404, "reason": "not_found", "detail": "no route GET /api/v1/nothing-here", "field": None}})
+    status, body = await call(http, "DELETE", "/api/v1/reports", OPERATOR)
+    assert status == 405 and body["error"]["reason"] == "method_not_allowed"
+    async with http.get("/") as r:
+        assert r.status == 200 and "一网统管" in await r.text()
+    async with http.get("/static/vendor/leaflet/leaflet.js") as r:
+        assert r.status == 200                                  # vendored, no CDN
+    async with http.get("/city.geojson") as r:
+        assert r.status == 200 and len((await r.json(content_type=None))["features"]) == 545
+
+
+async def test_reports_roles_and_validation(served):
+    http, worker, _ = served
+    cases = [
+        (None, report("R-a1"), 401, "missing_token", "Authorization"),
+        ("not-a-token", report("R-a2"), 401, "bad_token", "Authorization"),
+        (WATER, report("R-a3"), 403, "forbidden_role", None),
+        (GRID, report("R-a4", site=EAST_DIP, e=900, n=900), 403, "out_of_scope", "lon"),
+        (GRID, report("R-a5", reporter_id="GM-9999"), 403, "out_of_scope", "reporter_id"),
+        (GRID, {**report("R-a6"), "lon": 190.0}, 422, "invalid_field", "lon"),
+        (GRID, {k: v for k, v in report("R-a7").items() if k != "category"}, 422, "invalid_field", "category"),
+        (GRID, report("R-a8", category="ufo"), 422, "unknown_category", "category"),
+        (OPERATOR, {**report("R-a9", reporter_id="op-1"), "ts": "yesterday"}, 422, "invalid_field", "ts"),
+        (OPERATOR, report("R-a10"), 422, "invalid_field", "reporter_id"),   # only grid members default it
+    ]
+    for token, body, status, reason, field in cases:
+        got_status, got = await call(http, "POST", "/api/v1/reports", token, body)
+        assert (got_status, got["error"]["reason"], got["error"]["field"]) == (status, reason, field), (body, got)
+    assert (await call(http, "POST", "/api/v1/reports", GRID, raw=b"{nope"))[1]["error"]["reason"] == "not_json"
+    assert (await call(http, "POST", "/api/v1/reports", GRID, raw=b"[1]"))[0] == 400
+    big = {**report("R-big"), "description": "x" * 70_000}
+    status, body = await call(http, "POST", "/api/v1/reports", GRID, body=big)
+    assert (status, body["error"]["reason"], body["error"]["field"]) == (413, "too_large", "body")
+    # Accepted: the grid member's own report, and one through the gateway.
+    status, body = await call(http, "POST", "/api/v1/reports", GRID, report("R-ok1"))
+    assert status == 202 and body["grid_code"].startswith("370306002001")
+    assert (await call(http, "POST", "/api/v1/reports", GATEWAY,
+                       report("R-ok2", reporter_id="hotline-12345", channel="hotline_12345")))[0] == 202
+
+
+async def test_orders_list_detail_and_scope(served):
+    http, worker, _ = served
+    await call(http, "POST", "/api/v1/reports", GRID, report("R-L1", e=-20, n=15))
+    order = await wait_order(http, OPERATOR, lambda o: o["status"] == "dispatched" and o["department"] == "water")
+    wo = order["work_order_id"]
+    assert "overdue" in order
+    # Departments see their own orders only.
+    status, body = await call(http, "GET", "/api/v1/workorders", WATER)
+    assert status == 200 and wo in {o["work_order_id"] for o in body["items"]}
+    status, body = await call(http, "GET", "/api/v1/workorders", CITY)
+    assert status == 200 and wo not in {o["work_order_id"] for o in body["items"]}
+    status, body = await call(http, "GET", "/api/v1/workorders?department=water", CITY)
+    assert (status, body["error"]["reason"], body["error"]["field"]) == (403, "out_of_scope", "department")
+    assert (await call(http, "GET", f"/api/v1/workorders/{wo}", CITY))[0] == 403
+    # Grid members: within their prefix.
+    status, body = await call(http, "GET", "/api/v1/workorders", GRID)
+    assert status == 200 and all(o["location"]["grid_code"].startswith("370306002001") for o in body["items"])
+    assert (await call(http, "GET", "/api/v1/workorders?grid=370306005", GRID))[0] == 403
+    assert (await call(http, "GET", "/api/v1/workorders", GATEWAY))[1]["error"]["reason"] == "forbidden_role"
+    # Validation of the query.
+    for q, field in (("status=lost", "status"), ("limit=0", "limit"), ("since=tuesday", "since"),
+                     ("since=2026-11-22T10:00:00", "since"), ("cursor=zzz", "cursor"), ("grid=abc", "grid")):
+        status, body = await call(http, "GET", f"/api/v1/workorders?{q}", OPERATOR)
+        assert (status, body["error"]["field"]) == (400, field), q
+    # The order with its timeline; unknown ids.
+    status, body = await call(http, "GET", f"/api/v1/workorders/{wo}", WATER)
+    assert status == 200 and [e["type"] for e in body["timeline"]][:2] == ["created", "dispatched"]
+    assert (await call(http, "GET", "/api/v1/workorders/WO-none-0", OPERATOR))[0] == 404
+
+
+async def test_cursor_paging_walks_every_order_once(served):
+    http, worker, _ = served
+    for i in range(4):   # four spots 400 m apart: four orders
+        await call(http, "POST", "/api/v1/reports", OPERATOR,
+                   report(f"R-P{i}", site=EAST_DIP, e=400 * i, n=0, category="road_damage", reporter_id="op-1"))
+    await wait_order(http, OPERATOR, lambda o: o["category"] == "road_damage"
+                     and abs(o["location"]["lon"] - EAST_DIP.offset(1200, 0)[0]) < 1e-4)
+    seen, cursor = [], None
+    while True:
+        status, body = await call(http, "GET", "/api/v1/workorders?limit=2&status=dispatched,registered"
+                                  + (f"&cursor={cursor}" if cursor else ""), OPERATOR)
+        assert status == 200 and len(body["items"]) <= 2
+        seen += [o["work_order_id"] for o in body["items"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) >= 4
+
+
+async def test_commands_roles_replay_and_timeline(served):
+    http, worker, _ = served
+    await call(http, "POST", "/api/v1/reports", GRID, report("R-C1", e=40, n=40))
+    order = await wait_order(http, WATER, lambda o: "R-C1" in str(o["evidence"]))
+    wo = order["work_order_id"]
+    path = f"/api/v1/workorders/{wo}/commands"
+    status, body = await call(http, "POST", path, CITY, {"command_id": "x1", "action": "accept"})
+    assert (status, body["error"]["reason"]) == (403, "out_of_scope")
+    status, body = await call(http, "POST", path, GRID, {"command_id": "x2", "action": "accept"})
+    assert (status, body["error"]["reason"], body["error"]["field"]) == (403, "forbidden_role", "action")
+    status, body = await call(http, "POST", path, WATER, {"command_id": "x3", "action": "accept",
+                                                          "actor": {"id": "op", "role": "operator"}})
+    assert (status, body["error"]["field"]) == (422, "actor")             # the actor is the token's
+    status, body = await call(http, "POST", path, WATER, {"command_id": "x4", "action": "teleport"})
+    assert (status, body["error"]["field"]) == (422, "action")
+    assert (await call(http, "POST", path, GATEWAY, {"command_id": "x5", "action": "accept"}))[0] == 403
+    cid = f"acc-{uuid.uuid4().hex[:6]}"
+    assert (await call(http, "POST", path, WATER, {"command_id": cid, "action": "accept", "note": "已签收"}))[0] == 202
+    assert (await call(http, "POST", path, WATER, {"command_id": cid, "action": "accept"}))[0] == 202   # replayed
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = (await call(http, "GET", f"/api/v1/workorders/{wo}", OPERATOR))[1]
+        kinds = [(e["kind"], e["type"], e.get("reason")) for e in body["timeline"]]
+        if ("refusal", "accept", "duplicate_command") in kinds:
+            break
+        await asyncio.sleep(0.3)
+    assert ("change", "accepted", None) in kinds and ("refusal", "accept", "duplicate_command") in kinds
+    assert body["work_order"]["status"] == "accepted"
+    assert sum(1 for k in kinds if k[:2] == ("change", "accepted")) == 1     # the replay changed nothing
+
+
+async def test_kpis(served):
+    http, worker, _ = served
+    status, body = await call(http, "GET", "/api/v1/kpis?period=2026-11", OPERATOR)
+    assert status == 200 and body["period"] == "2026-11" and isinstance(body["figures"], dict)
+    status, body = await call(http, "GET", "/api/v1/kpis", WATER)
+    assert status == 200 and set(body["figures"]) <= {"water"}
+    assert (await call(http, "GET", "/api/v1/kpis", GRID))[0] == 403
+    status, body = await call(http, "GET", "/api/v1/kpis?period=2026-13-45x", OPERATOR)
+    assert (status, body["error"]["field"]) == (400, "period")
+
+
+async def test_stream_delivers_changes_in_scope(served):
+    http, worker, _ = served
+
+    async def listen(token, into, ready):
+        async with http.get("/api/v1/stream", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+            ready.set()
+            async for line in r.content:
+                if line.startswith(b"data: "):
+                    into.append(orjson.loads(line[6:]))
+
+    ops, city = [], []
+    r1, r2 = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(listen(OPERATOR, ops, r1)), asyncio.create_task(listen(CITY, city, r2))]
+    await asyncio.wait_for(asyncio.gather(r1.wait(), r2.wait()), 10)
+    assert (await call(http, "GET", "/api/v1/stream"))[0] == 401
+    await call(http, "POST", "/api/v1/reports", GRID, report("R-S1", e=-60, n=-60))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("R-S1" in str(m["snapshot"]["evidence"]) for m in ops):
+        await asyncio.sleep(0.2)
+    for t in tasks:
+        t.cancel()
+    assert any(m["kind"] == "change" and "R-S1" in str(m["snapshot"]["evidence"]) for m in ops)
+    assert not any(m["snapshot"]["department"] != "city_mgmt" for m in city)   # only its own
+
+
+async def test_refusals_are_counted_and_tokens_never_logged(served):
+    http, worker, _ = served
+    await call(http, "GET", "/api/v1/workorders", "a-wrong-token")
+    text = await asyncio.to_thread(worker.metrics)
+    reasons = {lab["reason"]: v for lab, v in samples(text, "citybrain_auth_refusals_total")}
+    assert {"missing_token", "bad_token", "forbidden_role", "out_of_scope"} <= set(reasons)
+    routes = {(lab["route"], lab["code"]) for lab, _ in samples(text, "citybrain_api_requests_total")}
+    assert ("/api/v1/reports", "202") in routes and ("/api/v1/workorders", "403") in routes
+    log = worker.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "拒绝访问 refused" in log
+    for token in ("demo-operator", "demo-water", "demo-grid-0107", "a-wrong-token", "not-a-token"):
+        assert token not in log
