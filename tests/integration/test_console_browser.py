@@ -1,0 +1,122 @@
+"""The operator console in headless Chromium (Debian's, driven by Playwright) against a
+running worker and the real broker: an order appears live, an operator triages and
+dispatches an unroutable one and follows it to closure, a department accepts and
+handles it.  Screenshots go to test-artifacts/."""
+
+import time
+
+import orjson
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from citybrain.sample.sites import EAST_DIP
+from citybrain.simulate.traffic import iso
+
+from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare, produce
+
+pytestmark = pytest.mark.integration
+CHROMIUM = "/usr/bin/chromium"   # scripts/ensure-chromium.sh installs it (make test)
+
+
+@pytest.fixture(scope="module")
+async def console(kafka_bootstrap, tmp_path_factory):
+    prefix = new_prefix("console")
+    topics = await prepare(kafka_bootstrap, prefix)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("console")).start()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser, f"http://127.0.0.1:{worker.port}", topics
+        finally:
+            await browser.close()
+            worker.stop()
+
+
+async def signed_in(browser, base, token, path="/"):
+    context = await browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(base + path)
+    await page.fill("[data-testid=token]", token)
+    await page.click("[data-testid=sign-in]")
+    await expect(page.locator("[data-testid=live]")).to_have_class("live on", timeout=15000)
+    page.errors = errors
+    return page
+
+
+def shot(name: str) -> str:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return str(ARTIFACTS / f"console-{name}.png")
+
+
+async def test_operator_sees_orders_live_triages_and_follows_to_closure(console, kafka_bootstrap):
+    browser, base, t = console
+    op = await signed_in(browser, base, "demo-operator")
+    await expect(op.locator("[data-testid=who]")).to_contain_text("operator")
+
+    # 1. A camera sees ponding: the order appears on the open board without a reload.
+    alert = {"alert_id": "VA-C1", "camera_id": "CAM-UP-01", "algorithm": "road_ponding", "confidence": 0.92,
+             "ts": iso(time.time() - 20), "snapshot_url": "https://video.example.invalid/VA-C1.jpg"}
+    await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", orjson.dumps(alert))])
+    water_row = op.locator("tr[data-wo^='WO-flooding-']")
+    await expect(water_row).to_have_count(1, timeout=30000)
+    await expect(water_row).to_contain_text("水务 water")
+    await op.screenshot(path=shot("1-live-board"))
+
+    # 2. An unroutable report (其他) stays registered: the operator triages and dispatches it.
+    lon, lat = EAST_DIP.offset(900, 900)
+    report = {"report_id": "R-C-other", "reporter_id": "GM-0931", "category": "other", "description": "不明异味",
+              "ts": iso(time.time() - 10), "lon": lon, "lat": lat}
+    await produce(kafka_bootstrap, [(t.reports, b"GM-0931", orjson.dumps(report))])
+    triage = op.locator("tr[data-wo^='WO-other-']")
+    await expect(triage).to_have_count(1, timeout=30000)
+    await expect(triage).to_have_attribute("data-status", "registered")
+    wo = await triage.get_attribute("data-wo")
+    await triage.click()
+    await expect(op.locator("[data-testid=detail-title]")).to_contain_text(wo)
+    await op.select_option("[data-testid=dispatch-department]", "city_mgmt")
+    await op.fill("[data-testid=note]", "异味来源为垃圾站，转城管")
+    await op.click("button[data-action=dispatch]")
+    await expect(op.locator("[data-testid=detail-status]")).to_contain_text("dispatched", timeout=20000)
+    await expect(op.locator("[data-testid=detail-department]")).to_contain_text("city_mgmt")
+    await op.screenshot(path=shot("2-triaged"))
+
+    # 3. The department sees only its own orders and accepts, then handles.
+    dept = await signed_in(browser, base, "demo-city-mgmt", "/department")
+    mine = dept.locator(f"tr[data-wo='{wo}']")
+    await expect(mine).to_have_count(1, timeout=20000)
+    await expect(dept.locator("tr[data-wo^='WO-flooding-']")).to_have_count(0)    # water's, not theirs
+    await mine.click()
+    await expect(dept.locator("button[data-action=dispatch]")).to_have_count(0)
+    await dept.click("button[data-action=accept]")
+    await expect(dept.locator("[data-testid=detail-status]")).to_contain_text("accepted", timeout=20000)
+    await dept.fill("[data-testid=note]", "已清运垃圾站，异味消除")
+    await dept.click("button[data-action=handle]")
+    await expect(dept.locator("[data-testid=detail-status]")).to_contain_text("handled", timeout=20000)
+    await dept.screenshot(path=shot("3-department-handled"))
+
+    # 4. The operator sees it handled (live) and verifies: 结案.
+    await expect(op.locator(f"tr[data-wo='{wo}']")).to_have_attribute("data-status", "handled", timeout=20000)
+    await op.locator(f"tr[data-wo='{wo}']").click()
+    await op.click("button[data-action=verify]")
+    await expect(op.locator("[data-testid=detail-status]")).to_contain_text("closed", timeout=20000)
+    await op.select_option("[data-testid=f-status]", "closed")
+    await expect(op.locator(f"tr[data-wo='{wo}']")).to_have_count(1, timeout=10000)
+    timeline = op.locator("[data-testid=timeline] li")
+    await expect(timeline.filter(has_text="核查结案")).to_have_count(1)
+    types = await timeline.evaluate_all("els => els.map(e => e.dataset.type)")
+    assert types == ["created", "dispatched", "accepted", "handled", "verified"], types
+    await op.screenshot(path=shot("4-closed"))
+    assert op.errors == [] and dept.errors == []
+
+
+async def test_wrong_token_is_refused_in_the_console(console):
+    browser, base, _ = console
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(base + "/")
+    await page.fill("[data-testid=token]", "not-a-token")
+    await page.click("[data-testid=sign-in]")
+    await expect(page.locator("#login-error")).to_contain_text("401", timeout=10000)
+    await expect(page.locator("#app")).to_be_hidden()
