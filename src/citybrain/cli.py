@@ -184,9 +184,25 @@ def cmd_simulate(args) -> int:
                         start=time.time() - (args.duration if args.unpaced else 0),
                         malformed_share=args.malformed, scenarios=not args.no_scenarios)
     progress = Progress(f"模拟 simulate {args.rate:g}/s × {args.duration:g}s", total=args.duration)
-    result = asyncio.run(run(sim, _bootstrap(), Topics(cfg.settings.kafka.topic_prefix),
-                             paced=not args.unpaced, progress=progress))
+    topics = Topics(cfg.settings.kafka.topic_prefix)
+
+    async def main() -> tuple[dict, int]:
+        if not args.respond:
+            return await run(sim, _bootstrap(), topics, paced=not args.unpaced, progress=progress), 0
+        from citybrain.simulate.responders import respond
+        stop = asyncio.Event()
+        people = asyncio.create_task(respond(_bootstrap(), topics, stop, seed=args.seed))
+        result = await run(sim, _bootstrap(), topics, paced=not args.unpaced, progress=progress)
+        if args.linger:
+            print(f"  模拟人员继续处置 simulated departments keep working for {args.linger:g}s …", flush=True)
+            await asyncio.sleep(args.linger)
+        stop.set()
+        return result, await people
+
+    result, commands = asyncio.run(main())
     print(summary_text(result))
+    if args.respond:
+        print(f"  模拟人员 simulated operator/departments/grid members sent {commands:,} commands")
     return 0
 
 
@@ -222,17 +238,22 @@ def cmd_demo(args) -> int:
    看这里 where to look:
      指标 metrics      http://127.0.0.1:{port}/metrics   (citybrain_ingest_outcome_total …)
      就绪 readiness    http://127.0.0.1:{port}/readyz
+     控制台 console    http://127.0.0.1:{port}/   令牌 token: demo-operator  (SAMPLE; department view:
+                       http://127.0.0.1:{port}/department with demo-water or demo-city-mgmt)
      事件 events       topic events.normalized   ·   死信 dead letters: topic deadletter
      查看 peek         {sys.executable} -m citybrain tail events.normalized
+     评价 evaluation   {sys.executable} -m citybrain kpis
 """, flush=True)
         print(f"④ 模拟城市流量 simulating city traffic: {args.rate:g}/s for {args.duration:g}s "
               "(rainstorm, gas leak, cable fire scripted) …", flush=True)
         subprocess.run([*exe, "simulate", "--rate", str(args.rate), "--duration",
-                        str(args.duration), "--seed", str(args.seed)], env=env, check=True)
+                        str(args.duration), "--seed", str(args.seed), "--respond", "--linger", "60"],
+                       env=env, check=True)
         time.sleep(3)
         from citybrain.promtext import outcome_table
         print(outcome_table(worker.metrics()))
         asyncio.run(_print_recent_events(bootstrap))
+        subprocess.run([*exe, "kpis"], env=env, check=False)
         if args.keep:
             print("Ctrl-C 结束 to stop the worker and the broker.", flush=True)
             worker.proc.wait()
@@ -362,16 +383,20 @@ def cmd_tail(args) -> int:
 
 KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结案率 on-time"),
                ("rework_rate", "返工率 rework"), ("return_rate", "退回率 return"),
-               ("extension_rate", "延期率 extension"), ("dispatch_hours_p50", "派遣 p50 h"),
-               ("accept_hours_p50", "签收 p50 h"), ("handle_hours_p50", "处置 p50 h"),
-               ("close_hours_p50", "结案 p50 h"), ("close_hours_p90", "结案 p90 h")]
+               ("extension_rate", "延期率 extension"), ("dispatch_hours_p50", "派遣 p50"),
+               ("accept_hours_p50", "签收 p50"), ("handle_hours_p50", "处置 p50"),
+               ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90")]
 
 
 def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:
     def cell(key: str, v) -> str:
         if v is None:
             return "—"
-        return f"{v:.1%}" if key.endswith("_rate") else (f"{v:g}" if isinstance(v, float) else str(v))
+        if key.endswith("_rate"):
+            return f"{v:.1%}"
+        if key.endswith(("_p50", "_p90")):   # hours, shown in the unit an operator reads at a glance
+            return f"{v * 3600:.0f}s" if v < 1 / 60 else f"{v * 60:.1f}min" if v < 1 else f"{v:.1f}h"
+        return str(v)
     head = ["部门 department"] + [title for _, title in KPI_COLUMNS]
     rows = [[f"{names.get(d, '全部' if d == '*' else d)} {d}"] + [cell(k, r[k]) for k, _ in KPI_COLUMNS]
             for d, r in figures.items()]
@@ -505,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--malformed", type=float, default=0.01, help="share of malformed records")
     s.add_argument("--no-scenarios", action="store_true")
     s.add_argument("--unpaced", action="store_true", help="send as fast as possible")
+    s.add_argument("--respond", action="store_true",
+                   help="simulated departments accept/handle, an operator triages, grid members verify")
+    s.add_argument("--linger", type=float, default=0.0, help="with --respond: keep responding this long after")
     s.set_defaults(func=cmd_simulate)
 
     d = sub.add_parser("demo", help="broker + worker + simulated traffic")

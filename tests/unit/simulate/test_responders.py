@@ -1,0 +1,24 @@
+"""The demo's simulated people move every order one step along the loop."""
+
+import random
+
+from citybrain.simulate.responders import TRIAGE_DEPARTMENT, next_move
+
+
+def snap(status, department="water"):
+    return {"work_order_id": "WO-x", "status": status, "department": department,
+            "location": {"community_code": "370306002001", "grid_code": "370306002001016"}}
+
+
+def test_each_status_gets_the_next_move_by_the_right_person():
+    rng = random.Random(1)
+    moves = {s: next_move(snap(s, None if s == "registered" else "water"), rng)
+             for s in ("registered", "dispatched", "accepted", "handled", "closed", "cancelled")}
+    assert moves["closed"] is None and moves["cancelled"] is None
+    actions = {s: (m[1]["action"], m[1]["actor"]["role"]) for s, m in moves.items() if m}
+    assert actions == {"registered": ("dispatch", "operator"), "dispatched": ("accept", "department"),
+                       "accepted": ("handle", "department"), "handled": ("verify", "grid")}
+    assert moves["registered"][1]["department"] == TRIAGE_DEPARTMENT
+    assert moves["dispatched"][1]["actor"]["department"] == "water"
+    assert moves["handled"][1]["actor"]["grid_prefix"] == "370306002001"      # in scope of its grid
+    assert all(0 < m[0] <= 30 for m in moves.values() if m)
