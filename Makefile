@@ -8,7 +8,7 @@ demo: bootstrap
 	.venv/bin/citybrain demo
 
 test: bootstrap
-	@scripts/ensure-chromium.sh
+	@scripts/ensure-test-tools.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 kafka-stop: bootstrap

@@ -354,6 +354,21 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    """Check (default) or --write the Grafana dashboard generated from citybrain.observability."""
+    from citybrain import observability
+    if args.write:
+        print(f"wrote {observability.write()}")
+        return 0
+    current = observability.DASHBOARD_PATH.read_text(encoding="utf-8") if observability.DASHBOARD_PATH.exists() else ""
+    if current != observability.render():
+        print(f"过期 {observability.DASHBOARD_PATH} differs from citybrain.observability: "
+              "run `citybrain dashboard --write`", file=sys.stderr)
+        return 1
+    print(f"一致 {observability.DASHBOARD_PATH} is up to date ({len(observability.PANELS)} panels)")
+    return 0
+
+
 def cmd_tail(args) -> int:
     """Print records of a topic (from the beginning), for a look at what flows."""
     from aiokafka import AIOKafkaConsumer
@@ -566,6 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     kp = sub.add_parser("kpis", help="综合评价: evaluation figures of a month (YYYY-MM) or day")
     kp.add_argument("--period", help="YYYY-MM or YYYY-MM-DD, city time (default: this month)")
     kp.set_defaults(func=cmd_kpis)
+
+    db = sub.add_parser("dashboard", help="check (default) or --write deploy/grafana/dashboards/citybrain.json")
+    db.add_argument("--write", action="store_true")
+    db.set_defaults(func=cmd_dashboard)
 
     sc = sub.add_parser("schemas", help="check (default) or --write schemas/ from the wire models")
     sc.add_argument("--write", action="store_true")

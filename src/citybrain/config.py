@@ -69,6 +69,7 @@ _ENV = {
     "CITYBRAIN_PARTITIONS": ("kafka", "partitions", int),
     "CITYBRAIN_APP_ID": ("worker", "app_id", str),
     "CITYBRAIN_WEB_PORT": ("worker", "web_port", int),
+    "CITYBRAIN_WEB_HOST": ("worker", "web_host", str),
     "CITYBRAIN_STORE": ("worker", "store", str),
 }
 

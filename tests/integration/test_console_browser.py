@@ -15,7 +15,7 @@ from citybrain.simulate.traffic import iso
 from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare, produce
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"   # scripts/ensure-chromium.sh installs it (make test)
+CHROMIUM = "/usr/bin/chromium"   # scripts/ensure-test-tools.sh installs it (make test)
 
 
 @pytest.fixture(scope="module")

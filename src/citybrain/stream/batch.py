@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 
+from citybrain import metrics
+
 log = logging.getLogger("citybrain.stage")
 
 
@@ -170,9 +172,12 @@ class StageRunner:
         self.done: dict[TopicPartition, int] = {}   # next offset, once outputs are flushed
         self.last_commit = 0.0
         self.last_tick = 0.0
+        self.last_lag = 0.0
+        self.position: dict[TopicPartition, int] = {}   # next offset to handle, per partition
         self.in_flight: deque[tuple[asyncio.Future | None, dict[TopicPartition, int]]] = deque()
 
     async def assigned(self, partitions: set[int]) -> None:
+        metrics.child(metrics.REBALANCES, self.stage.name).inc()
         started = time.monotonic()
         for state in self.stage.states:
             n = await state.restore(self.bootstrap, partitions)
@@ -191,6 +196,13 @@ class StageRunner:
         for state in self.stage.states:
             state.drop(partitions)
         self.owned -= partitions
+        for tp in [tp for tp in self.position if tp.topic != self.state_topic or tp.partition in partitions]:
+            # Whatever this worker gave up stops being reported by it.
+            try:
+                metrics.CONSUMER_LAG.remove(self.stage.name, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+            del self.position[tp]
         if self.stage.on_revoked:
             self.stage.on_revoked(partitions)
 
@@ -228,7 +240,9 @@ class StageRunner:
         if not offsets:
             return
         try:
+            t0 = time.monotonic()
             await self.consumer.commit(offsets)
+            metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
         except Exception as e:  # noqa: BLE001 - a rebalance in flight; the next batch retries
             log.warning("提交偏移失败 commit failed in %s: %r (will be retried)", self.stage.name, e)
 
@@ -238,8 +252,18 @@ class StageRunner:
         await self._settle(0)
         await self._commit(force=True)
 
+    def _report_lag(self) -> None:
+        for tp, pos in self.position.items():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                metrics.child(metrics.CONSUMER_LAG, self.stage.name, tp.topic, str(tp.partition)).set(
+                    max(0, high - pos))
+
     async def _tick(self) -> None:
         now = time.monotonic()
+        if now - self.last_lag >= 1.0:
+            self.last_lag = now
+            self._report_lag()
         if self.stage.tick is None or now - self.last_tick < self.stage.tick_seconds or not self.owned:
             return
         self.last_tick = now
@@ -269,9 +293,11 @@ class StageRunner:
                         continue
                     records.extend(recs)
                     processed[tp] = recs[-1].offset + 1
+                    self.position[tp] = recs[-1].offset + 1
                 if not records:
                     await asyncio.sleep(0.05)
                     continue
+                metrics.child(metrics.STAGE_RECORDS, self.stage.name).inc(len(records))
                 outputs = await self.stage.handle(records)
                 # Pipelined: the next batch is handled while this one's acks are on
                 # their way; offsets are committed only once acknowledged, in order.
