@@ -53,6 +53,9 @@ class ConsoleSettings(BaseModel):
     # A map tile URL template ({z}/{x}/{y}); empty: the grid layer is drawn without tiles,
     # so the console works with the network cut off.
     tile_url: str = ""
+    # Closed and cancelled orders stay in every worker's order view this long after their
+    # last change (the log keeps them all; `citybrain timeline` reads it).
+    closed_retention_days: float = Field(7.0, gt=0)
 
 
 class Settings(BaseModel):

@@ -174,6 +174,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     async def compact_view() -> None:
         view.compact()
 
+    @app.timer(interval=600.0)
+    async def evict_old_closed() -> None:
+        days = s.console.closed_retention_days
+        gone = view.evict_closed((datetime.now(UTC) - timedelta(days=days)).isoformat())
+        if gone:
+            log.info("控制台视图 order view: forgot %d orders closed more than %g days ago", gone, days)
+
     @app.timer(interval=config.lifecycle.timers.evaluation_seconds)
     async def export_evaluation() -> None:
         export_figures(evaluation.figures(evaluation.period_of(datetime.now(UTC))))

@@ -45,6 +45,14 @@ class OrderView:
         self.orders: dict[str, _Entry] = {}
         self.subscribers: set[asyncio.Queue] = set()
         self.hot: set[str] = set()     # orders whose latest change is held uncompressed
+        self._actors: dict[tuple, dict] = {}   # one shared dict per distinct actor (memory)
+
+    def _actor(self, actor: dict) -> dict:
+        key = (actor.get("role"), actor.get("id"), actor.get("department"), actor.get("grid_prefix"))
+        shared = self._actors.get(key)
+        if shared is None:
+            shared = self._actors[key] = actor
+        return shared
 
     # -- folding ---------------------------------------------------------------
 
@@ -60,7 +68,7 @@ class OrderView:
         if entry is None:
             loc = snap["location"]
             entry = self.orders[wo] = _Entry(version, snap["created_at"], change["at"], sys.intern(snap["status"]),
-                                             _intern(snap.get("department")), loc["grid_code"],
+                                             _intern(snap.get("department")), sys.intern(loc["grid_code"]),
                                              sys.intern(loc["street_code"]), raw)
         else:
             entry.version, entry.updated_at, entry.status = version, change["at"], sys.intern(snap["status"])
@@ -68,12 +76,25 @@ class OrderView:
         self.hot.add(wo)
         notes = snap.get("notes") or []
         kind = change["type"]
-        entry.steps.append((version, kind, change["at"], change["actor"], change.get("supervision"),
-                            entry.status, notes[-1] if len(notes) > entry.notes else None))
+        entry.steps.append((version, sys.intern(kind), change["at"], self._actor(change["actor"]),
+                            change.get("supervision"), entry.status, notes[-1] if len(notes) > entry.notes else None))
         entry.notes = len(notes)
         if self.subscribers:
             self._publish({"kind": "change", "work_order_id": wo, "version": version, "type": kind,
                            "at": change["at"], "snapshot": snap})
+
+    def evict_closed(self, before: str) -> int:
+        """Forget closed and cancelled orders last changed before ``before`` (ISO time): the
+        view is for the live board and recent history; the log keeps everything and the
+        evaluation keeps its own compact facts.  Without this every worker's view grew
+        with every order the city ever had."""
+        cutoff = datetime.fromisoformat(before)
+        gone = [wo for wo, e in self.orders.items()
+                if e.status in ("closed", "cancelled") and datetime.fromisoformat(e.updated_at) < cutoff]
+        for wo in gone:
+            del self.orders[wo]
+            self.hot.discard(wo)
+        return len(gone)
 
     def compact(self) -> int:
         """Compress the latest change of every order that was not touched since the last

@@ -74,3 +74,10 @@ async def test_subscribers_get_changes_and_slow_ones_are_dropped(view):
     msg = fast.get_nowait()
     assert (msg["kind"], msg["work_order_id"], msg["snapshot"]["status"]) == ("change", "WO-2", "accepted")
     assert orjson.dumps(msg)
+
+
+def test_old_closed_orders_leave_the_view(view):
+    view.add_change(change("WO-1", 3, "cancelled", "cancelled", "c", "2026-11-01T00:00:00+00:00"))
+    view.add_change(change("WO-2", 3, "cancelled", "cancelled", "c", "2026-11-21T00:00:00+00:00"))
+    assert view.evict_closed("2026-11-15T00:00:00+00:00") == 1
+    assert view.snapshot("WO-1") is None and view.snapshot("WO-2") is not None and view.snapshot("WO-3")
