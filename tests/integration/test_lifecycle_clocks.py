@@ -173,18 +173,23 @@ async def test_full_loop_with_a_return_and_a_rework(kafka_bootstrap, running):
     assert "退回" in out.stdout and "核查不通过/返工" in out.stdout and "核查结案" in out.stdout
 
 
+async def handled_gauge_order(bootstrap, t, device: str, alarm_at: float) -> str:
+    """Water over 0.15 m held 70 s from ``alarm_at``: an alarm, an order to the water
+    department, which accepts and handles it."""
+    await produce(bootstrap, [(t.iot, device.encode(), reading(device, 0.3, alarm_at, 1)),
+                              (t.iot, device.encode(), reading(device, 0.32, alarm_at + 70, 2))])
+    [first] = decode(await consume(bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
+    wo = first["work_order_id"]
+    await produce(bootstrap, [(t.commands, wo.encode(), command(f"{wo}-a", wo, "accept", WATER)),
+                              (t.commands, wo.encode(), command(f"{wo}-h", wo, "handle", WATER, note="已抽排"))])
+    await changes_of(bootstrap, t, wo, "handled")
+    return wo
+
+
 async def test_a_sensor_order_is_verified_automatically(kafka_bootstrap, running):
     t, _ = running
     now = time.time()
-    # Water over 0.15 m held 70 s: an alarm, an order to the water department.
-    await produce(kafka_bootstrap, [(t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.3, now - 700, 1)),
-                                    (t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.32, now - 630, 2))])
-    [first] = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
-    wo = first["work_order_id"]
-    k = wo.encode()
-    await produce(kafka_bootstrap, [(t.commands, k, command("s1", wo, "accept", WATER)),
-                                    (t.commands, k, command("s2", wo, "handle", WATER, note="已抽排"))])
-    await changes_of(kafka_bootstrap, t, wo, "handled")
+    wo = await handled_gauge_order(kafka_bootstrap, t, "WLV-EP-01", now - 700)
     # The gauge reads under 0.05 m for 310 s (event time): recovered.
     await produce(kafka_bootstrap, [(t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.02, now - 400, 3)),
                                     (t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.01, now - 90, 4))])
@@ -201,14 +206,7 @@ async def test_a_sensor_order_is_verified_automatically(kafka_bootstrap, running
 async def test_an_alarm_back_before_closure_sends_the_order_back_for_rework(kafka_bootstrap, running):
     t, _ = running
     now = time.time()
-    await produce(kafka_bootstrap, [(t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.3, now - 900, 1)),
-                                    (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.32, now - 830, 2))])
-    [first] = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
-    wo = first["work_order_id"]
-    k = wo.encode()
-    await produce(kafka_bootstrap, [(t.commands, k, command("a1", wo, "accept", WATER)),
-                                    (t.commands, k, command("a2", wo, "handle", WATER))])
-    await changes_of(kafka_bootstrap, t, wo, "handled")
+    wo = await handled_gauge_order(kafka_bootstrap, t, "WLV-UP-01", now - 900)
     # Recovered (310 s under 0.05 m) … and the water is back (70 s over 0.15 m) before the
     # 6 s of normal that automatic verification waits for.
     await produce(kafka_bootstrap, [(t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.02, now - 600, 3)),

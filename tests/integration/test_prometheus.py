@@ -41,7 +41,7 @@ def rules_every_second(tmp: Path) -> tuple[Path, list[str], list[str]]:
 @pytest.fixture
 async def prometheus_and_worker(kafka_bootstrap, tmp_path):
     prefix = new_prefix("prom")
-    topics = await prepare(kafka_bootstrap, prefix)
+    await prepare(kafka_bootstrap, prefix)
     config = config_with(tmp_path, SHORT)
     worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, config_dir=config).start()
     rules, records, alerts = rules_every_second(tmp_path)

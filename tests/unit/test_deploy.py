@@ -3,7 +3,6 @@ docker-compose.yml (structure) and deploy/k8s (Kubernetes schemas)."""
 
 import json
 import subprocess
-from pathlib import Path
 
 import kubernetes_validate
 import pytest

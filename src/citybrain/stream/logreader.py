@@ -4,6 +4,7 @@ following it: for views every worker needs complete, such as the evaluation figu
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -15,9 +16,13 @@ log = logging.getLogger("citybrain.logreader")
 
 
 class TopicReader:
-    def __init__(self, bootstrap: str, topic: str, on_records: Callable[[list[ConsumerRecord]], None],
-                 name: str):
+    """``on_records`` may be a coroutine function; ``on_caught_up`` is called once, when the
+    end offsets seen at start are reached (before that, after every batch too)."""
+
+    def __init__(self, bootstrap: str, topic: str, on_records: Callable[[list[ConsumerRecord]], object],
+                 name: str, on_caught_up: Callable[[], None] | None = None):
         self.bootstrap, self.topic, self.on_records, self.name = bootstrap, topic, on_records, name
+        self.on_caught_up = on_caught_up
         self.caught_up = asyncio.Event()   # read up to the end offsets seen at start
         self.records = 0
 
@@ -41,11 +46,15 @@ class TopicReader:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for records in batches.values():
                     self.records += len(records)
-                    self.on_records(records)
+                    done = self.on_records(records)
+                    if inspect.isawaitable(done):
+                        await done
                 if not self.caught_up.is_set():
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
                         self.caught_up.set()
                         log.info("%s: read %s to its end (%d records)", self.name, self.topic, self.records)
+                        if self.on_caught_up:
+                            self.on_caught_up()
         finally:
             await consumer.stop()

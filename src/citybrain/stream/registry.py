@@ -14,12 +14,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from citybrain import metrics
 from citybrain.domain.normalize import field_path
-from citybrain.kafka.admin import partitions_of
+from citybrain.stream.logreader import TopicReader
 from citybrain.wire.models import RegistryRecord
 
 log = logging.getLogger("citybrain.registry")
@@ -61,34 +60,16 @@ class RegistryCache:
             for status in ("active", "retired"):
                 metrics.REGISTRY_DEVICES.labels(kind, status).set(counts.get((kind, status), 0))
 
+    async def _apply_batch(self, records) -> None:
+        for msg in records:
+            await self.apply(msg)
+        self._publish_gauges()
+
+    def _loaded(self) -> None:
+        self._publish_gauges()
+        self.loaded.set()
+        metrics.REGISTRY_LOADED.set(1)
+        log.info("设备台账已加载 registry loaded: %d devices/cameras from %s", len(self.devices), self.topic)
+
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    group_id=None, client_id="citybrain-registry")
-        await consumer.start()
-        try:
-            partitions: list[int] = []
-            while not partitions:
-                partitions = await partitions_of(self.bootstrap, self.topic)
-                if not partitions:
-                    log.warning("等待设备台账 waiting for topic %s to exist", self.topic)
-                    await asyncio.sleep(1.0)
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            while True:
-                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batches.values():
-                    for msg in records:
-                        await self.apply(msg)
-                if batches or not self.loaded.is_set():
-                    self._publish_gauges()
-                if not self.loaded.is_set():
-                    positions = [await consumer.position(tp) for tp in tps]
-                    if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
-                        self.loaded.set()
-                        metrics.REGISTRY_LOADED.set(1)
-                        log.info("设备台账已加载 registry loaded: %d devices/cameras from %s",
-                                 len(self.devices), self.topic)
-        finally:
-            await consumer.stop()
+        await TopicReader(self.bootstrap, self.topic, self._apply_batch, "registry", self._loaded).run()
