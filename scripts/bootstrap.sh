@@ -8,7 +8,6 @@ if [ ! -x .venv/bin/python ]; then
   echo "[bootstrap] 创建虚拟环境 creating virtualenv .venv ($($PY --version))"
   "$PY" -m venv .venv
 fi
-bash scripts/vendor-web.sh   # the console's map library, from npm (no CDN at run time)
 stamp=.venv/.citybrain-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then

@@ -233,3 +233,26 @@ async def test_refusals_are_counted_and_tokens_never_logged(served):
     assert "拒绝访问 refused" in log
     for token in ("demo-operator", "demo-water", "demo-grid-0107", "a-wrong-token", "not-a-token"):
         assert token not in log
+
+
+async def test_field_app_flow_report_to_verification_by_the_same_grid_member(served):
+    """A grid member's report through the API becomes an order; the department handles it;
+    the same grid member verifies it on site: 结案."""
+    http, worker, _ = served
+    status, body = await call(http, "POST", "/api/v1/reports", GRID,
+                              report("R-F1", site=UNDERPASS, e=30, n=-30, category="garbage_overflow",
+                                     description="垃圾桶满溢"))
+    assert status == 202, body
+    order = await wait_order(http, GRID, lambda o: "R-F1" in str(o["evidence"]))
+    wo, dept = order["work_order_id"], order["department"]
+    token = {"city_mgmt": CITY, "water": WATER}[dept]
+    for n, action in enumerate(("accept", "handle")):
+        assert (await call(http, "POST", f"/api/v1/workorders/{wo}/commands", token,
+                           {"command_id": f"F-{n}", "action": action}))[0] == 202
+    await wait_order(http, GRID, lambda o: o["work_order_id"] == wo and o["status"] == "handled")
+    assert (await call(http, "POST", f"/api/v1/workorders/{wo}/commands", GRID,
+                       {"command_id": "F-v", "action": "verify", "note": "现场核查已清运"}))[0] == 202
+    closed = await wait_order(http, GRID, lambda o: o["work_order_id"] == wo and o["status"] == "closed")
+    body = (await call(http, "GET", f"/api/v1/workorders/{wo}", GRID))[1]
+    verified = [e for e in body["timeline"] if e["type"] == "verified"]
+    assert closed["status"] == "closed" and verified and verified[0]["actor"] == "grid:GM-0107(370306002001)"

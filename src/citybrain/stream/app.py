@@ -23,7 +23,8 @@ import orjson
 import faust
 import mode
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic_core import to_json
 
 from citybrain import metrics
@@ -65,6 +66,17 @@ async def _warm_metadata(producer: AIOKafkaProducer, names: list[str]) -> None:
     await asyncio.gather(*(one(n) for n in names))
 
 
+_FAUST_METRICS = None
+
+
+def _faust_metrics():
+    """Created once per process (the prometheus registry refuses a second set)."""
+    global _FAUST_METRICS
+    if _FAUST_METRICS is None:
+        _FAUST_METRICS = FaustMetrics.create(REGISTRY, "citybrain_faust")
+    return _FAUST_METRICS
+
+
 def export_figures(figures: dict[str, dict]) -> None:
     for dept, row in figures.items():
         for rate in ("on_time_closure", "rework", "return", "extension"):
@@ -101,6 +113,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         broker_session_timeout=s.worker.session_timeout_seconds,
         broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
     )
+    # Faust's own consumer and producer (the command routing) measured beside ours, in
+    # the same registry: citybrain_faust_consumer_commit_latency, …_total_rebalances,
+    # …_topic_partition_end_offset / _offset_commited (lag), …
+    app.monitor = PrometheusMonitor(metrics=_faust_metrics())
     dead_log = DeadLetterLog()
 
     async def emit(topic: str, key: bytes | None, value: bytes) -> None:
