@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
 
+from citybrain import packing
 from citybrain.domain.timeline import timeline
 
 
@@ -103,7 +103,7 @@ class OrderView:
         for wo in self.hot:
             entry = self.orders.get(wo)
             if entry is not None and not entry.packed:
-                entry.latest, entry.packed = zlib.compress(entry.latest, 1), True
+                entry.latest, entry.packed = packing.pack(entry.latest), True
                 n += 1
         self.hot = set()
         return n
@@ -134,7 +134,7 @@ class OrderView:
         entry = self.orders.get(wo)
         if entry is None:
             return None
-        return orjson.loads(zlib.decompress(entry.latest) if entry.packed else entry.latest)["snapshot"]
+        return orjson.loads(packing.unpack(entry.latest) if entry.packed else entry.latest)["snapshot"]
 
     def timeline(self, wo: str) -> list[dict]:
         entry = self.orders.get(wo)
