@@ -18,7 +18,6 @@ import logging
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import orjson
 
 import faust
 import mode
@@ -29,16 +28,14 @@ from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.config import Config
-from citybrain.domain.evaluation import STAGES, Evaluation
 from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta, dead_letter
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import StageRunner
-from citybrain.stream.logreader import TopicReader
 from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import TokenRegistry
-from citybrain.web.view import OrderView
 from citybrain.stream.registry import RegistryCache
+from citybrain.stream.views import OrderLogViews
 from citybrain.stream.stages import DeadLetterLog, changelog_topics, fuse_stage, normalise_stage
 
 log = logging.getLogger("citybrain.worker")
@@ -75,19 +72,6 @@ def _faust_metrics():
     if _FAUST_METRICS is None:
         _FAUST_METRICS = FaustMetrics.create(REGISTRY, "citybrain_faust")
     return _FAUST_METRICS
-
-
-def export_figures(figures: dict[str, dict]) -> None:
-    for dept, row in figures.items():
-        for rate in ("on_time_closure", "rework", "return", "extension"):
-            value = row[f"{rate}_rate"]
-            metrics.child(metrics.EVALUATION_RATE, dept, rate).set(float("nan") if value is None else value)
-        metrics.child(metrics.EVALUATION_CLOSED, dept).set(row["closed"])
-        for stage in STAGES:
-            for q, key in (("0.5", "p50"), ("0.9", "p90")):
-                value = row[f"{stage}_hours_{key}"]
-                metrics.child(metrics.EVALUATION_HOURS, dept, stage, q).set(
-                    float("nan") if value is None else value)
 
 
 def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
@@ -143,63 +127,17 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     async def load_registry() -> None:
         await registry.run()
 
-    # Every worker reads the whole work-order log: the evaluation figures and the API's
-    # view of all orders (any worker answers for any order).
-    evaluation = Evaluation(config.lifecycle.calendar.timezone)
-    view = OrderView()
-
-    def fold(records) -> None:
-        for m in records:
-            try:
-                change = orjson.loads(m.value)
-                evaluation.add(change)
-                view.add_change(change, m.value)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                log.warning("工单日志跳过 work-order log record skipped %s@%d/%d: %r", m.topic, m.partition,
-                            m.offset, e)
-
-    def fold_rejections(records) -> None:
-        for m in records:
-            try:
-                view.add_rejection(orjson.loads(m.value))
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                log.warning("拒绝日志跳过 rejection skipped %s@%d/%d: %r", m.topic, m.partition, m.offset, e)
-
-    order_log = TopicReader(bootstrap, topics.workorder_events, fold, "order-log")
-    rejection_log = TopicReader(bootstrap, topics.rejected, fold_rejections, "rejection-log")
-
-    @app.task
-    async def read_order_log() -> None:
-        await order_log.run()
-
-    @app.task
-    async def read_rejections() -> None:
-        await rejection_log.run()
-
+    views = OrderLogViews(config, topics, bootstrap)
+    views.install(app)
     tokens = TokenRegistry.load(config.auth_path, {d.code for d in config.taxonomy.departments})
-    api = Api(config, topics, bootstrap, view, evaluation, tokens, config.city_map,
-              ready=lambda: order_log.caught_up.is_set() and rejection_log.caught_up.is_set())
+    api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
+              ready=views.caught_up)
     api.install(app.web.web_app)
 
     @app.service
     class ApiProducer(mode.Service):
         async def on_stop(self) -> None:
             await api.close()
-
-    @app.timer(interval=2.0)
-    async def compact_view() -> None:
-        view.compact()
-
-    @app.timer(interval=600.0)
-    async def evict_old_closed() -> None:
-        days = s.console.closed_retention_days
-        gone = view.evict_closed((datetime.now(UTC) - timedelta(days=days)).isoformat())
-        if gone:
-            log.info("控制台视图 order view: forgot %d orders closed more than %g days ago", gone, days)
-
-    @app.timer(interval=config.lifecycle.timers.evaluation_seconds)
-    async def export_evaluation() -> None:
-        export_figures(evaluation.figures(evaluation.period_of(datetime.now(UTC))))
 
     @app.task
     async def calendar_check() -> None:
@@ -257,14 +195,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.page("/readyz")
     async def readyz(web, request):
         stage_ready = {st.name: st.ready.is_set() for st in stages}
-        ready = (registry.loaded.is_set() and all(stage_ready.values()) and order_log.caught_up.is_set()
-                 and rejection_log.caught_up.is_set())
+        ready = registry.loaded.is_set() and all(stage_ready.values()) and views.caught_up()
         body = {"ready": ready, "registry_loaded": registry.loaded.is_set(),
-                "order_view_caught_up": order_log.caught_up.is_set(),
+                "order_view_caught_up": views.caught_up(),
                 "registry_devices": len(registry.devices), "stages": stage_ready}
         return web.json(body, status=200 if ready else 503)
 
     app.citybrain_registry = registry  # for tests and the CLI
-    app.citybrain_evaluation = evaluation
-    app.citybrain_view = view
+    app.citybrain_evaluation = views.evaluation
+    app.citybrain_view = views.view
     return app
