@@ -1,9 +1,12 @@
 """Scale-out on the local broker: two workers in one consumer group split the partitions,
-each serves /metrics, and the orders they make match what one worker makes of the same
-seeded input."""
+each serves /metrics, the orders they make match what one worker makes of the same seeded
+input, and each worker's API answers for all of them."""
 
 import asyncio
 import time
+import urllib.request
+
+import orjson
 
 import pytest
 
@@ -51,6 +54,7 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float)
         assert received == sent and fused == events, (received, sent, fused, events)
         per_worker = [outcomes(w.metrics()) for w in workers]
         changes = decode(await consume(bootstrap, topics.workorder_events, want=10**9, timeout=8, settle=0))
+        served = [await asyncio.to_thread(api_order_ids, w) for w in workers]
     finally:
         for w in workers:
             w.stop()
@@ -61,7 +65,22 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float)
     orders = {wo: (c["snapshot"]["status"], c["snapshot"]["department"],
                    tuple(sorted(e["event_id"] for e in c["snapshot"]["events"])))
               for wo, c in latest.items()}
+    assert all(ids == set(latest) for ids in served), "every worker's API answers for every order"
     return orders, per_worker, sent
+
+
+def api_order_ids(worker) -> set[str]:
+    ids, cursor = set(), None
+    while True:
+        url = (f"http://127.0.0.1:{worker.port}/api/v1/workorders?limit=500"
+               "&status=registered,dispatched,accepted,handled,closed,cancelled" + (f"&cursor={cursor}" if cursor else ""))
+        request = urllib.request.Request(url, headers={"Authorization": "Bearer demo-operator"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            body = orjson.loads(r.read())
+        ids |= {o["work_order_id"] for o in body["items"]}
+        cursor = body["next_cursor"]
+        if not cursor:
+            return ids
 
 
 async def test_two_workers_split_the_partitions_and_make_the_same_orders(kafka_bootstrap, tmp_path):
