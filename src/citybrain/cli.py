@@ -268,21 +268,11 @@ def cmd_demo(args) -> int:
 
 
 async def _read_all(bootstrap: str, topic: str) -> list[dict]:
+    """Every record of ``topic`` up to its current end, parsed."""
     import orjson
-    from aiokafka import AIOKafkaConsumer
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
     out: list[dict] = []
-    try:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1500, max_records=5000)
-            if not batch:
-                return out
-            for records in batch.values():
-                out.extend(orjson.loads(m.value) for m in records)
-    finally:
-        await consumer.stop()
+    await _read_to_end(topic, lambda m: out.append(orjson.loads(m.value)), f"读取 reading {topic}", bootstrap)
+    return out
 
 
 async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
@@ -423,7 +413,7 @@ def _width(s: str) -> int:
     return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)   # CJK takes two columns
 
 
-async def _read_to_end(topic: str, on_record, title: str) -> int:
+async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None = None) -> int:
     """Read every partition of ``topic`` up to its current end, with progress; -1 when
     the topic does not exist."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -431,11 +421,12 @@ async def _read_to_end(topic: str, on_record, title: str) -> int:
     from citybrain.kafka.admin import partitions_of
     from citybrain.progress import Progress
 
-    tps = [TopicPartition(topic, p) for p in await partitions_of(_bootstrap(), topic)]
+    bootstrap = bootstrap or _bootstrap()
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
     if not tps:
         print(f"主题不存在 topic {topic} does not exist yet (run the demo or `citybrain topics`)", file=sys.stderr)
         return -1
-    consumer = AIOKafkaConsumer(bootstrap_servers=_bootstrap(), group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(tps)

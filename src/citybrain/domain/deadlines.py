@@ -249,11 +249,17 @@ class Deadlines:
             whens.append(v)
         return min(whens) if whens else None
 
-    def overdue(self, order: WorkOrder, now: datetime) -> bool:
+    def overdue_at(self, order: WorkOrder) -> datetime | None:
+        """When an open order falls overdue: the earlier of the order's and the running
+        stage's due time (None once it is closed or cancelled)."""
         if order.status not in ("registered", "dispatched", "accepted", "handled"):
-            return False
+            return None
         stage_due = order.accept_due_at or order.handle_due_at
-        return now > order.due_at or (stage_due is not None and now > stage_due)
+        return min(order.due_at, stage_due) if stage_due is not None else order.due_at
+
+    def overdue(self, order: WorkOrder, now: datetime) -> bool:
+        at = self.overdue_at(order)
+        return at is not None and now > at
 
 
 def _running_clock(order: WorkOrder) -> str | None:

@@ -245,11 +245,12 @@ class StageRunner:
         except Exception as e:  # noqa: BLE001 - a rebalance in flight; the next batch retries
             log.warning("提交偏移失败 commit failed in %s: %r (will be retried)", self.stage.name, e)
 
-    async def _flush_and_commit(self) -> None:
-        """Everything handled so far acknowledged, then committed."""
+    async def _flush_and_commit(self, force: bool = True) -> None:
+        """Everything handled so far (and the state changes due) acknowledged, then
+        committed — at once with ``force``, else at most every ``COMMIT_EVERY``."""
         self.in_flight.append((await self._send([]), {}))
         await self._settle(0)
-        await self._commit(force=True)
+        await self._commit(force)
 
     def _report_lag(self) -> None:
         for tp, pos in self.position.items():
@@ -278,10 +279,7 @@ class StageRunner:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 await self._tick()
                 if not batch:
-                    # Idle: whatever is still in flight is settled and committed.
-                    self.in_flight.append((await self._send([]), {}))
-                    await self._settle(0)
-                    await self._commit(force=False)
+                    await self._flush_and_commit(force=False)   # idle: settle what is in flight
                     continue
                 records, processed = [], {}
                 for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):

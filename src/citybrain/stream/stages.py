@@ -92,8 +92,7 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         for m in records:
             meta = _meta(m)
             if m.topic == topics.iot:
-                get = state_of(m.partition)
-                result = normalizer.reading(m.value, meta, get)
+                result = normalizer.reading(m.value, meta, state_of(m.partition))
                 if result.state is not None:
                     before = decoded.get((m.partition, result.state_key))
                     decoded[(m.partition, result.state_key)] = result.state
@@ -122,14 +121,22 @@ def _alarm_state(s: DeviceState) -> tuple:
     return (s.alarm, s.pending_since, s.alarm_since)
 
 
-class OpenOrderGauge:
-    def __init__(self):
-        self.counts: Counter[tuple[str, str]] = Counter()
+class GaugeCounts:
+    """A labelled gauge set from counts: series that drop out of the counts go to 0."""
+
+    def __init__(self, metric):
+        self.metric = metric
+        self.counts: Counter[tuple] = Counter()
 
     def set_all(self, counts: Counter) -> None:
         for key in set(self.counts) | set(counts):
-            metrics.child(metrics.WORKORDERS_OPEN, *key).set(counts.get(key, 0))
+            metrics.child(self.metric, *key).set(counts.get(key, 0))
         self.counts = counts
+
+
+class OpenOrderGauge(GaugeCounts):
+    def __init__(self):
+        super().__init__(metrics.WORKORDERS_OPEN)
 
     def moved(self, old: WorkOrder | None, new: WorkOrder) -> None:
         """Only the (at most two) series the change touches."""
@@ -155,12 +162,11 @@ class Timers:
 
     def schedule(self, partition: int, order: WorkOrder, deadlines) -> None:
         wo = order.work_order_id
-        if order.status not in OPEN_STATUSES:
+        due = deadlines.overdue_at(order)
+        if due is None:   # closed or cancelled
             self.next_at.pop(wo, None)
             self.overdue_at.get(partition, {}).pop(wo, None)
             return
-        stage_due = order.accept_due_at or order.handle_due_at
-        due = min(order.due_at, stage_due) if stage_due else order.due_at
         self.overdue_at.setdefault(partition, {})[wo] = (order.department or "", due.timestamp())
         when = deadlines.next_check(order)
         if when is None:
@@ -182,11 +188,12 @@ class Timers:
         return out
 
     def overdue_counts(self, now: float) -> Counter:
+        """Overdue open orders per (department,): the overdue gauge's labels."""
         counts: Counter = Counter()
         for orders in self.overdue_at.values():
             for dept, due in orders.values():
                 if due < now:
-                    counts[dept] += 1
+                    counts[(dept,)] += 1
         return counts
 
     def drop(self, partitions: set[int]) -> None:
@@ -204,7 +211,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     indexes: dict[int, FusionIndex] = {}
     gauge = OpenOrderGauge()
     timers = Timers()
-    overdue_depts: set[str] = set()
+    overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
 
     def rebuild(partitions: set[int]) -> None:
         """Index the newly assigned partitions; recount open orders over all held ones
@@ -247,6 +254,13 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
 
+    def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output]) -> WorkOrder | None:
+        """Publish consecutive changes of one order; returns the latest snapshot."""
+        for change in changes:
+            publish(change, old, out)
+            old = change.snapshot
+        return old
+
     def store(partition: int, snap: WorkOrder, timed: bool = True) -> None:
         """``timed``: the change may have moved a clock (every change but new evidence)."""
         work_orders.set(partition, snap.work_order_id, to_json(snap))
@@ -278,11 +292,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
                                  deadlines)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
-            old = None
-            for change in changes:
-                publish(change, old, out)
-                old = change.snapshot
-            store(partition, old)
+            store(partition, publish_all(changes, None, out))
         elif decision.action in ("join", "recovery"):
             old = WorkOrder.model_validate_json(work_orders.get(partition, decision.work_order_id))
             metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
@@ -313,17 +323,10 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             verified = deadlines.auto_verify(latest, now)
             if verified is not None:
                 changes.append(verified)
-            old = order
-            for change in changes:
-                publish(change, old, out)
-                old = change.snapshot
-            store(partition, old)
+            store(partition, publish_all(changes, order, out))
         if now_ts - last_overdue[0] >= 5.0:
             last_overdue[0] = now_ts
-            counts = timers.overdue_counts(now_ts)
-            for dept in overdue_depts | set(counts):
-                metrics.child(metrics.WORKORDERS_OVERDUE, dept).set(counts.get(dept, 0))
-            overdue_depts.update(counts)
+            overdue_gauge.set_all(timers.overdue_counts(now_ts))
         return out
 
     async def handle(records: list[ConsumerRecord]) -> list[Output]:

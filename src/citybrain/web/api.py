@@ -212,12 +212,11 @@ class Api:
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "cursor")
         now = datetime.now(UTC)
-        deadlines = self.config.deadlines
-        items = []
-        for snap in page:
-            overdue = deadlines.overdue(WorkOrder.model_validate(snap), now)
-            items.append({**snap, "overdue": overdue})
+        items = [self._with_overdue(snap, now) for snap in page]
         return _json({"items": items, "next_cursor": cursor})
+
+    def _with_overdue(self, snap: dict, now: datetime) -> dict:
+        return {**snap, "overdue": self.config.deadlines.overdue(WorkOrder.model_validate(snap), now)}
 
     def _order_in_scope(self, request: web.Request, p: Principal) -> tuple[str, dict]:
         wo = request.match_info["id"]
@@ -232,8 +231,8 @@ class Api:
         p = self.principal(request)
         require(p, "operator", "department", "grid")
         wo, snap = self._order_in_scope(request, p)
-        overdue = self.config.deadlines.overdue(WorkOrder.model_validate(snap), datetime.now(UTC))
-        return _json({"work_order": {**snap, "overdue": overdue}, "timeline": self.view.timeline(wo)})
+        return _json({"work_order": self._with_overdue(snap, datetime.now(UTC)),
+                      "timeline": self.view.timeline(wo)})
 
     async def post_command(self, request: web.Request) -> web.Response:
         p = self.principal(request)

@@ -2,7 +2,7 @@
 
 Folded from ``workorders.events`` and ``workorders.rejected`` (all partitions), so any
 worker answers for any order, not only those its partitions own.  Per order it keeps the
-latest snapshot (zlib-compressed), a small summary for filtering, and the timeline
+latest snapshot (compressed, ``citybrain.packing``), a small summary for filtering, and the timeline
 entries; live changes fan out to the SSE subscribers.
 """
 
@@ -33,7 +33,7 @@ class _Entry:
     department: str | None
     grid_code: str
     street_code: str
-    latest: bytes                  # the latest change's JSON; zlib-compressed once it goes quiet
+    latest: bytes                  # the latest change's JSON; packed once it goes quiet
     packed: bool = False
     steps: list[tuple] = field(default_factory=list)       # (version, type, at, actor, supervision, status, note)
     notes: int = 0                 # how many notes the latest snapshot has (a new one is this change's)
