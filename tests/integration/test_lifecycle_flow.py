@@ -34,7 +34,8 @@ async def test_closed_loop_refusals_and_repeat_alarm(kafka_bootstrap, tmp_path):
     t = await prepare(kafka_bootstrap, prefix)
     worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path).start()
     try:
-        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-L1", 600))])
+        first_alert = alert("VA-L1", 600)
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", first_alert)])
         [dispatched] = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
         wo = dispatched["work_order_id"]
         key = wo.encode()
@@ -58,11 +59,16 @@ async def test_closed_loop_refusals_and_repeat_alarm(kafka_bootstrap, tmp_path):
                 if d["source"] == "command"]
         assert len(dead) == 1 and dead[0]["reason"] == "invalid_field"
 
-        # The same camera sees ponding again after the order closed: a new order.
+        # The first alert replayed after closure (an offset reset upstream) changes nothing;
+        # the same camera seeing ponding again is a new order.
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", first_alert)])
         await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-L2", 30))])
         water = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=2, timeout=30, settle=0))
         ids = {w["work_order_id"] for w in water}
         assert len(water) == 2 and wo in ids and len(ids) == 2
+        mine = [c for c in decode(await consume(kafka_bootstrap, t.workorder_events, want=7, timeout=30))
+                if c["work_order_id"] == wo]
+        assert [c["version"] for c in mine] == [1, 2, 3, 4, 5]       # the replay did not reopen it
         text = await wait_for_metrics(worker, lambda m: True)
         reasons = {lab["reason"]: v for lab, v in samples(text, "citybrain_commands_rejected_total")}
         assert reasons == {"out_of_scope": 1.0, "duplicate_command": 1.0}

@@ -23,7 +23,7 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import lifecycle
-from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
+from citybrain.domain.fusion import Decision, FusionEvent, FusionIndex, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
@@ -282,7 +282,14 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         store(partition, change.snapshot)
 
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
-        decision = indexes[partition].fuse(FusionEvent.of(event), router)
+        index = indexes[partition]
+        decision = index.fuse(FusionEvent.of(event), router)
+        if decision.action == "open" and work_orders.get(partition, decision.work_order_id) is not None:
+            # The order this event would open exists already, closed: the id derives from
+            # the opening event, so this is that event again (a replay after closure). It
+            # must not start the closed order over at version 1.
+            index.close(decision.work_order_id)
+            decision = Decision("duplicate", decision.work_order_id)
         metrics.child(metrics.FUSION_OUTCOME, decision.action).inc()
         now = datetime.now(UTC)
         if decision.action == "open":
