@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from citybrain.paths import PROJECT_ROOT
+
+# No per-example deadline: on a shared two-core CI box a slow example is noise, not a bug.
+# A failing example is printed with its reproduction blob.
+settings.register_profile("citybrain", deadline=None, print_blob=True)
+settings.load_profile("citybrain")
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
