@@ -6,6 +6,7 @@ import os
 import tomllib
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,10 @@ class WorkerSettings(BaseModel):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     store: str = "rocksdb://"
+    # exactly_once: a stage's outputs, changelog writes and input offsets commit in one
+    # Kafka transaction; at_least_once: outputs may repeat after a crash (each carries
+    # its dedupe key).  The default and its measured cost: docs/architecture.md.
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
     session_timeout_seconds: float = Field(10.0, ge=6, le=300)
     heartbeat_interval_seconds: float = Field(3.0, gt=0, le=60)
 
@@ -40,6 +45,10 @@ class IngestSettings(BaseModel):
     max_record_bytes: int = Field(65536, ge=1024)
     max_future_seconds: float = Field(300, ge=0)
     max_description_chars: int = 2000
+    # The largest record a stage sends (events, orders, dead letters): below the broker's
+    # message.max.bytes (1 MB by default); a larger output makes its input an
+    # output_rejected dead letter instead of a produce the broker would refuse.
+    max_output_bytes: int = Field(1_000_000, ge=65536)
 
 
 class CitySettings(BaseModel):
@@ -74,6 +83,7 @@ _ENV = {
     "CITYBRAIN_WEB_PORT": ("worker", "web_port", int),
     "CITYBRAIN_WEB_HOST": ("worker", "web_host", str),
     "CITYBRAIN_STORE": ("worker", "store", str),
+    "CITYBRAIN_PROCESSING_GUARANTEE": ("worker", "processing_guarantee", str),
 }
 
 

@@ -41,6 +41,18 @@ def count_outcome(source: str, outcome: str, reason: str | None = None) -> None:
         child(SUPPRESSED, source, reason or "unknown").inc()
 
 
+def count_dead(source: str, reason: str) -> None:
+    """A dead letter made by the stage runner (internal_error, output_rejected): for an
+    ingest source it is that record's outcome."""
+    if source in INGEST_SOURCES:
+        count_outcome(source, "deadletter", reason)
+    else:
+        child(DEADLETTER, source, reason).inc()
+
+
+INGEST_SOURCES = ("iot", "video", "report")
+
+
 def prime(sources=("iot", "video", "report")) -> None:
     """Create every outcome series at 0 so dashboards and sums see them from the start."""
     for s in sources:
@@ -90,3 +102,7 @@ COMMIT_LATENCY = Histogram("citybrain_commit_latency_seconds", "Offset commit ro
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 REBALANCES = Counter("citybrain_rebalances", "Partition assignments received per stage", ["stage"])
 STAGE_RECORDS = Counter("citybrain_stage_records", "Records handled per stage", ["stage"])
+STAGE_FAILURES = Counter("citybrain_stage_failures",
+                         "Stage failures (a produce or commit the broker did not take, the broker gone): "
+                         "each one rewinds the stage to its committed offsets and retries", ["stage", "kind"])
+BROKER_UP = Gauge("citybrain_broker_up", "1 while this worker reaches the Kafka cluster (metadata answered)")

@@ -9,7 +9,9 @@ An event joins an open order of the same fusion group when
 Otherwise it opens a new order whose id is derived from the event id, so a replay
 opens the same order again, never a second one.  A recovery event is recorded on
 the open order of its device, and opens nothing.  Closed and cancelled orders
-leave the index, so a repeat alarm afterwards opens a new order.
+leave the index, so a repeat alarm afterwards opens a new order — but their event ids
+stay known (``retire``): any of their events delivered again is a duplicate, never a
+new order.
 
 The index holds one fusion group's open orders; the stream keys events by group so
 every candidate order of an event lives in the same partition, whatever street or
@@ -98,6 +100,7 @@ class FusionIndex:
         self._cells: dict[tuple[str, int, int], list[str]] = {}
         self._by_finder: dict[tuple[str, str], str] = {}
         self._by_event: dict[str, str] = {}
+        self._retired: dict[str, str] = {}   # event id → its closed/cancelled order
         for order in orders or []:
             self.add(order)
 
@@ -122,10 +125,17 @@ class FusionIndex:
         for e in order.event_ids:
             self._by_event[e] = order.work_order_id
 
+    def retire(self, work_order_id: str, event_ids) -> None:
+        """Remember the events of a closed or cancelled order: a replay of any of them is
+        a duplicate (kept while the order is held in state — docs/architecture.md)."""
+        for e in event_ids:
+            self._retired[e] = work_order_id
+
     def close(self, work_order_id: str) -> None:
         order = self.orders.pop(work_order_id, None)
         if order is None:
             return
+        self.retire(work_order_id, order.event_ids)
         cx, cy = _cell(order.lon, order.lat)
         cell = self._cells.get((order.group, cx, cy))
         if cell is not None:
@@ -140,7 +150,7 @@ class FusionIndex:
             self._by_event.pop(e, None)
 
     def fuse(self, ev: FusionEvent, router: Router) -> Decision:
-        known = self._by_event.get(ev.event_id)
+        known = self._by_event.get(ev.event_id) or self._retired.get(ev.event_id)
         if known is not None:
             return Decision("duplicate", known)
         group = router.group(ev.category)

@@ -8,6 +8,7 @@ outcome.  Every record ends in exactly one of ``normal``, ``event``,
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +64,9 @@ class Rejected(Exception):
 class IngestLimits:
     max_record_bytes: int = 65536
     max_future_seconds: float = 300.0
+    # Unknown extra fields are kept, but not nested deeper than this: the record is
+    # serialised again downstream, and pydantic refuses (raises) past ~255 levels.
+    max_extra_depth: int = 32
 
 
 class Normalizer:
@@ -201,6 +205,11 @@ class Normalizer:
             raise Rejected("not_json", f"not JSON: {e}") from None
         if not isinstance(obj, dict):
             raise Rejected("not_object", f"expected a JSON object, got {type(obj).__name__}")
+        for name, value in obj.items():
+            if (name not in model.model_fields and isinstance(value, (dict, list))
+                    and nested_deeper_than(value, self.limits.max_extra_depth)):
+                raise Rejected("invalid_field", f"extra field {name!r} is nested more than "
+                                                f"{self.limits.max_extra_depth} levels deep", name)
         try:
             return model.model_validate(obj)
         except ValidationError as e:
@@ -242,20 +251,53 @@ class Normalizer:
 
     def _dead(self, source: Source, raw: bytes | None, meta: RecordMeta, why: Rejected) -> Result:
         return Result("deadletter", reason=why.reason, dead=dead_letter(
-            source, raw, meta, why.reason, why.detail, why.field))
+            source, raw, meta, why.reason, why.detail, why.field, keep_bytes=self.limits.max_record_bytes))
+
+
+KEEP_ORIGINAL_BYTES = 65536   # a dead letter's copy of the original; the rest is on its source topic
+KEEP_KEY_BYTES = 1024
+MAX_DETAIL_CHARS = 1000
 
 
 def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, detail: str,
-                field: str | None = None) -> DeadLetter:
+                field: str | None = None, *, keep_bytes: int = KEEP_ORIGINAL_BYTES,
+                exception_type: str | None = None) -> DeadLetter:
+    """A bounded dead letter: whatever the original's size, the record stays well under
+    the broker's limit — a larger original is kept as its first ``keep_bytes`` with its
+    length and SHA-256 (the whole record stays on its source topic)."""
     raw = raw or b""
+    key = meta.key[:KEEP_KEY_BYTES] if meta.key is not None else None
     return DeadLetter(
-        reason=reason, detail=detail, field=field, source=source,
+        reason=reason, detail=detail[:MAX_DETAIL_CHARS], field=(field or "")[:200] or None, source=source,
+        exception_type=exception_type,
         source_topic=meta.topic, source_partition=meta.partition, source_offset=meta.offset,
         source_timestamp=_utc(meta.timestamp) if meta.timestamp else None,
-        original_key_b64=base64.b64encode(meta.key).decode() if meta.key is not None else None,
-        original_b64=base64.b64encode(raw).decode(), original_size=len(raw),
+        original_key_b64=base64.b64encode(key).decode() if key is not None else None,
+        original_b64=base64.b64encode(raw[:keep_bytes]).decode(), original_size=len(raw),
+        original_truncated=len(raw) > keep_bytes, original_sha256=hashlib.sha256(raw).hexdigest(),
         dead_at=datetime.now(UTC),
     )
+
+
+def dead_letter_key(key: bytes | None) -> bytes | None:
+    """The dead letter's own Kafka key: the original key, or its SHA-256 when it is too
+    long to repeat."""
+    if key is None or len(key) <= KEEP_KEY_BYTES:
+        return key
+    return hashlib.sha256(key).hexdigest().encode()
+
+
+def nested_deeper_than(value, limit: int) -> bool:
+    """Whether a parsed JSON value nests dicts/lists more than ``limit`` levels (iterative:
+    no recursion limit to hit, stops at the first branch too deep)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = v.values() if isinstance(v, dict) else v
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def field_path(loc: tuple) -> str | None:

@@ -5,6 +5,9 @@ alarm condition has held on consecutive readings for ``hold_seconds`` of event
 time; in ``alarm`` a recovery is raised once the clear condition has held for its
 ``hold_seconds``.  A reading that is a duplicate or older than the last one
 accepted (by ``seq`` when the device sends one, else by ``ts``) changes nothing.
+A ``seq`` that stops advancing while event time moves on by more than
+``SEQ_RESET_SECONDS`` is a counter that was reset or wrapped (a reboot, a 32-bit
+counter, one corrupt value): it is adopted, so one bad ``seq`` cannot silence a device.
 """
 
 from __future__ import annotations
@@ -103,10 +106,15 @@ class DeviceState:
                    alarm_since=d.get("as"))
 
 
+SEQ_RESET_SECONDS = 60.0
+
+
 def apply_reading(rule: SensorRule, state: DeviceState, value: float, ts: float,
                   seq: int | None = None) -> tuple[DeviceState, Outcome]:
     """Fold one reading into the device's state.  Pure: returns the new state."""
-    if seq is not None and state.last_seq is not None:
+    reset = (seq is not None and state.last_seq is not None and seq <= state.last_seq
+             and state.last_ts is not None and ts > state.last_ts + SEQ_RESET_SECONDS)
+    if seq is not None and state.last_seq is not None and not reset:
         if seq == state.last_seq:
             return state, Outcome.DUPLICATE
         if seq < state.last_seq:

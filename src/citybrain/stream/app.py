@@ -28,10 +28,12 @@ from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.config import Config
-from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta, dead_letter
+from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
-from citybrain.stream.batch import StageRunner
+from citybrain.stream.batch import RunnerSettings, StageRunner
+from citybrain.stream.brokerwatch import BrokerWatch
+from citybrain.stream.records import record_meta
 from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import TokenRegistry
 from citybrain.stream.registry import RegistryCache
@@ -61,6 +63,29 @@ async def _warm_metadata(producer: AIOKafkaProducer, names: list[str]) -> None:
         except Exception as e:  # noqa: BLE001 - a missing topic fails later with a clear error
             log.warning("主题元数据 no metadata for topic %s yet: %r", name, e)
     await asyncio.gather(*(one(n) for n in names))
+
+
+class StageProducers:
+    """The stages' producers, all alike but for their transactional id.  Measured:
+    aiokafka keeps one produce request in flight per broker and producer, so stages
+    never share one; ``max_batch_size``: a request carries at most one batch per
+    partition, and with the default 16 KB a burst of snapshots went a round trip each."""
+
+    def __init__(self, bootstrap: str, client_id: str, warm: list[str]):
+        self.bootstrap, self.client_id, self.warm = bootstrap, client_id, warm
+
+    def __call__(self, transactional_id: str | None) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1, acks="all",
+                                    max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
+                                    transactional_id=transactional_id,
+                                    client_id=transactional_id or self.client_id)
+        start = producer.start
+
+        async def start_warm() -> None:
+            await start()
+            await _warm_metadata(producer, self.warm)
+        producer.start = start_warm
+        return producer
 
 
 _FAUST_METRICS = None
@@ -102,24 +127,27 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     # …_topic_partition_end_offset / _offset_commited (lag), …
     app.monitor = PrometheusMonitor(metrics=_faust_metrics())
     dead_log = DeadLetterLog()
+    keep = s.ingest.max_record_bytes
 
     async def emit(topic: str, key: bytes | None, value: bytes) -> None:
         # Faust flushes its producer before committing the agent's offsets.
         await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
-    async def on_bad_registry(msg, detail: str, field: str | None) -> None:
-        meta = RecordMeta(msg.topic, msg.partition, msg.offset, msg.timestamp / 1000.0, msg.key)
-        dead = dead_letter("registry", msg.value, meta, "invalid_field", detail, field)
-        dead_log.note("registry", "invalid_field", detail)
-        await emit(topics.deadletter, msg.key, to_json(dead))
+    async def on_bad_registry(msg, reason: str, detail: str, field: str | None, exc: str | None = None) -> None:
+        dead = dead_letter("registry", msg.value, record_meta(msg), reason, detail, field, keep_bytes=keep,
+                           exception_type=exc)
+        dead_log.note("registry", reason, detail)
+        metrics.count_dead("registry", reason)
+        await emit(topics.deadletter, dead_letter_key(msg.key), to_json(dead))
 
-    registry = RegistryCache(bootstrap, topics.registry, on_bad_registry)
+    registry = RegistryCache(bootstrap, topics.registry, on_bad_registry, max_record_bytes=keep)
     normalizer = Normalizer(
         taxonomy=config.taxonomy, sensor_rules=config.sensor_rules,
         video_thresholds=config.video_thresholds, city=config.city_map,
         registry=registry.get,
         limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds),
     )
+    broker = BrokerWatch(bootstrap)
     metrics.prime()
     stages = [normalise_stage(config, topics, normalizer, gid, dead_log), fuse_stage(config, topics, gid)]
 
@@ -149,40 +177,40 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                             year, year, year)
 
     @app.task
+    async def watch_broker() -> None:
+        await broker.run()
+
+    @app.task
     async def run_stages() -> None:
         await registry.loaded.wait()  # never judge a device unknown while the registry loads
-        # One producer per stage: aiokafka keeps one produce request in flight per broker
-        # and producer, so a shared one made each stage wait behind the other's batches.
-        # max_batch_size: a request carries at most one batch per partition, so with the
-        # default 16 KB a burst of work-order snapshots went out a round trip per record.
-        producers = [AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
-                                      max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
-                                      client_id=f"{gid}-{st.name}") for st in stages]
-        for producer in producers:
-            await producer.start()
         outputs = [t.name for t in topics.specs([d.code for d in config.taxonomy.departments], 1)]
-        await asyncio.gather(*(_warm_metadata(p, outputs + changelog_topics(gid)) for p in producers))
-        runners = [StageRunner(st, bootstrap, producer,
-                               session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
-                               heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
-                   for st, producer in zip(stages, producers)]
+        settings = RunnerSettings(
+            bootstrap, guarantee=s.worker.processing_guarantee, deadletter_topic=topics.deadletter,
+            max_output_bytes=s.ingest.max_output_bytes, keep_original_bytes=keep,
+            session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
+            heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
+        runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}",
+                                                            outputs + changelog_topics(gid)))
+                   for st in stages]
+        log.info("处理保证 processing guarantee: %s", s.worker.processing_guarantee)
         # The city map, registry, configuration and libraries live as long as the worker:
         # out of the collector's sight, a full collection no longer walks them (measured:
         # ~30 ms per gen-2 pass over them alone — a dispatch-latency tail).
         gc.collect()
         gc.freeze()
         try:
-            await asyncio.gather(*(r.run() for r in runners))
+            # A stage that fails for good (it retries every broker fault in place) takes
+            # its siblings down with it, cleanly: the worker stops rather than run half.
+            async with asyncio.TaskGroup() as group:
+                for r in runners:
+                    group.create_task(r.run(), name=f"stage-{r.stage.name}")
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("批处理阶段失败 a batch stage failed; stopping the worker")
+            log.exception("批处理阶段失败 a batch stage failed for good; stopping the worker")
             raise
-        finally:
-            for producer in producers:
-                await producer.stop()
 
-    commands.install(app, topics, emit)
+    commands.install(app, topics, emit, keep_bytes=keep)
 
     @app.page("/metrics")
     async def metrics_page(web, request):
@@ -195,8 +223,9 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.page("/readyz")
     async def readyz(web, request):
         stage_ready = {st.name: st.ready.is_set() for st in stages}
-        ready = registry.loaded.is_set() and all(stage_ready.values()) and views.caught_up()
-        body = {"ready": ready, "registry_loaded": registry.loaded.is_set(),
+        ready = (registry.loaded.is_set() and all(stage_ready.values()) and views.caught_up()
+                 and broker.up)
+        body = {"ready": ready, "broker_up": broker.up, "registry_loaded": registry.loaded.is_set(),
                 "order_view_caught_up": views.caught_up(),
                 "registry_devices": len(registry.devices), "stages": stage_ready}
         return web.json(body, status=200 if ready else 503)

@@ -2,11 +2,16 @@
 
 Measured (docs/performance.md): Faust's per-event agent loop caps a stage near 3k
 records/s here, while the same domain code in an aiokafka batch loop does ~24k/s.  A
-stage therefore runs as its own consumer group member: ``getmany`` a batch, hand it to
-the stage's pure handler, produce the outputs and each changed state key once, flush,
-then commit.  At-least-once as in Faust: nothing is committed before its outputs and
-state changes are acknowledged by the broker; a replay is absorbed by the domain's
-idempotency (seq/ts dedupe, event ids, command ids).
+stage therefore runs as its own consumer group member: ``getmany`` a batch, hand each
+record to the stage's handler, then produce the outputs and each changed state key once
+and commit — as the checkpoint of the configured guarantee says (stream/checkpoint.py).
+
+No record can stop a stage: an exception while handling one record makes that record
+an ``internal_error`` dead letter, an output over the size limit or refused by the
+broker an ``output_rejected`` one.  Any other failure (a produce or commit the broker
+did not take, the broker gone) is fail-stop: nothing past it is committed, the state is
+read back from the changelogs, the stage rewinds to its committed offsets and retries
+with backoff — it never exits on its own.
 
 State lives in memory per input partition and in a compacted changelog topic with the
 same partition numbers; a partition's state is read back from its changelog when the
@@ -18,28 +23,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import CommitFailedError
+from pydantic_core import to_json
 
 from citybrain import metrics, packing
+from citybrain.domain.normalize import dead_letter, dead_letter_key
+from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
+from citybrain.stream.output import Output
+from citybrain.stream.records import record_meta
 
 log = logging.getLogger("citybrain.stage")
 
 
-@dataclass(slots=True)
-class Output:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None   # set for changelog records (same number as the input)
+class ValueTooLarge(ValueError):
+    """A state value past the changelog's record limit (refused before anything changes)."""
 
 
 class ChangelogState:
     """key → value bytes per partition, backed by a compacted changelog topic."""
+
+    MAX_VALUE_BYTES = 900_000   # below the broker's default record limit (1 MB)
 
     def __init__(self, name: str, topic: str, lazy_seconds: float = 2.0, compress: bool = False):
         """``compress``: hold values compressed in memory (``citybrain.packing``: work-order
@@ -60,6 +69,9 @@ class ChangelogState:
     def set(self, partition: int, key: str, value: bytes, lazy: bool = False) -> None:
         """``lazy``: a change that may reach the changelog a little later (at most
         ``lazy_seconds``) — for values whose loss in a crash a replay repairs."""
+        if len(value) > self.MAX_VALUE_BYTES:
+            raise ValueTooLarge(f"{self.name}[{key}] would be {len(value)} bytes; the changelog "
+                                f"takes at most {self.MAX_VALUE_BYTES}")
         self.data.setdefault(partition, {})[key] = self._pack(value)
         pending = self.dirty.get(partition)
         if lazy and pending is not None and key in pending:
@@ -95,8 +107,9 @@ class ChangelogState:
     async def restore(self, bootstrap: str, partitions: set[int]) -> int:
         if not partitions:
             return 0
+        # read_committed: under exactly_once only what committed with its offsets counts.
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    client_id=f"citybrain-restore-{self.name}")
+                                    isolation_level="read_committed", client_id=f"citybrain-restore-{self.name}")
         await consumer.start()
         n = 0
         try:
@@ -126,7 +139,7 @@ class ChangelogState:
         return n
 
 
-Handler = Callable[[list[ConsumerRecord]], Awaitable[list[Output]]]
+RecordHandler = Callable[[ConsumerRecord, list[Output]], None]
 
 
 @dataclass
@@ -134,16 +147,33 @@ class Stage:
     name: str
     group_id: str
     topics: list[str]
-    handle: Handler                      # one call per batch, records in partition order
+    handle: RecordHandler                # one call per record, appending its outputs
+    source_of: Callable[[ConsumerRecord], str]   # the dead-letter ``source`` of an input record
     states: list[ChangelogState] = field(default_factory=list)
     state_topic: str | None = None       # the input topic whose partitions the states follow
     on_assigned: Callable[[set[int]], None] | None = None
     on_revoked: Callable[[set[int]], None] | None = None
     # Timers: called about every ``tick_seconds`` (between batches, and when idle) for
-    # outputs that time rather than input causes (supervision, automatic verification).
+    # outputs that time rather than input causes (supervision, automatic verification);
+    # each output's ``source`` names the partition it belongs to.
     tick: Callable[[], list[Output]] | None = None
     tick_seconds: float = 1.0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    bootstrap: str
+    guarantee: str = "exactly_once"          # | at_least_once
+    deadletter_topic: str = "deadletter"
+    max_output_bytes: int = 1_000_000       # an output past this is refused before it is sent
+    keep_original_bytes: int = 65536        # a dead letter's copy of the original
+    session_timeout_ms: int = 10000
+    heartbeat_ms: int = 3000
+    backoff_seconds: tuple[float, float] = (0.5, 30.0)
+
+
+ProducerFactory = Callable[[str | None], AIOKafkaProducer]   # transactional id → a new, unstarted producer
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -151,106 +181,319 @@ class _Listener(ConsumerRebalanceListener):
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked):
-        await self.runner.revoked({tp.partition for tp in revoked if tp.topic == self.runner.state_topic})
+        await self.runner.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned):
-        await self.runner.assigned({tp.partition for tp in assigned if tp.topic == self.runner.state_topic})
+        await self.runner.assigned(set(assigned))
+
+
+class Backoff:
+    def __init__(self, first: float, most: float):
+        self.first, self.most, self.next_delay = first, most, first
+
+    def next(self) -> float:
+        delay, self.next_delay = self.next_delay, min(self.most, self.next_delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.next_delay = self.first
+
+
+class ThrottledLog:
+    """At most one line per key every ``every`` seconds, with how many were held back."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0):
+        self.logger, self.every = logger, every
+        self.last: dict[str, float] = {}
+        self.held: dict[str, int] = {}
+
+    def __call__(self, level: int, key: str, msg: str, *args, exc_info=None) -> None:
+        now = time.monotonic()
+        if now - self.last.get(key, -1e9) < self.every:
+            self.held[key] = self.held.get(key, 0) + 1
+            return
+        self.last[key] = now
+        held = self.held.pop(key, 0)
+        if held:
+            msg += f" (+{held} like it in the last {self.every:.0f}s)"
+        self.logger.log(level, msg, *args, exc_info=exc_info)
 
 
 class StageRunner:
-    def __init__(self, stage: Stage, bootstrap: str, producer: AIOKafkaProducer, *,
-                 session_timeout_ms: int = 10000, heartbeat_ms: int = 3000):
-        self.stage, self.bootstrap, self.producer = stage, bootstrap, producer
+    COMMIT_EVERY = 0.25  # seconds: a commit is a broker round trip; not one per batch
+    IN_FLIGHT = 2        # at_least_once: batches whose acks may be awaited while the next is handled
+
+    def __init__(self, stage: Stage, settings: RunnerSettings, new_producer: ProducerFactory):
+        self.stage, self.settings, self.new_producer = stage, settings, new_producer
+        self.bootstrap = settings.bootstrap
         self.state_topic = stage.state_topic
+        self.exactly_once = settings.guarantee == "exactly_once"
+        # Range assignment: partition n of every input topic goes to the same member,
+        # so one transactional id per partition number covers all its inputs.
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=stage.group_id, enable_auto_commit=False,
+            bootstrap_servers=self.bootstrap, group_id=stage.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=20,
-            session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=heartbeat_ms,
+            session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_ms,
+            isolation_level="read_committed", partition_assignment_strategy=(RangePartitionAssignor,),
             client_id=f"citybrain-{stage.name}")
-        self.owned: set[int] = set()      # state partitions restored and ready
-        self.done: dict[TopicPartition, int] = {}   # next offset, once outputs are flushed
+        self.producer: AIOKafkaProducer | None = None          # at_least_once: one per stage
+        self.producers: dict[int, AIOKafkaProducer] = {}       # exactly_once: one per partition number
+        self.checkpoint: Checkpoint | None = None
+        self.transactions = TransactionalCheckpoint(lambda p: self.producers[p], stage.group_id)
+        self.assigned_now: set[TopicPartition] = set()
+        self.owned: set[int] = set()       # partition numbers whose state is restored and ready
+        self.unrestored: set[int] = set()  # assigned, state still to read back
+        self.poison: set[tuple[str, int, int]] = set()   # inputs whose outputs the broker refused
+        self.lock = asyncio.Lock()         # a batch, a recovery and a rebalance never interleave
+        self.backoff = Backoff(*settings.backoff_seconds)
+        self.failed: BaseException | None = None
+        self.joined = False                # an assignment (maybe empty) has come in
         self.last_commit = 0.0
         self.last_tick = 0.0
         self.last_lag = 0.0
         self.position: dict[TopicPartition, int] = {}   # next offset to handle, per partition
-        self.in_flight: deque[tuple[asyncio.Future | None, dict[TopicPartition, int]]] = deque()
+        self.say = ThrottledLog(log)
 
-    async def assigned(self, partitions: set[int]) -> None:
+    # -- partitions come and go ----------------------------------------------------
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
         metrics.child(metrics.REBALANCES, self.stage.name).inc()
-        started = time.monotonic()
+        async with self.lock:
+            self.joined = True
+            self.assigned_now = set(self.consumer.assignment())
+            self.unrestored |= {tp.partition for tp in partitions}   # read back by the loop
+            if self.unrestored:
+                self.stage.ready.clear()
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self.lock:
+            if not self.exactly_once and self.failed is None:
+                try:   # whatever was processed is acknowledged and committed before the partitions go
+                    await self.checkpoint.settle(0)
+                    await self._commit(force=True)
+                except Exception as e:  # noqa: BLE001 - the next owner replays from the last commit
+                    log.warning("交出分区前提交失败 commit before giving up partitions failed in %s: %r",
+                                self.stage.name, e)
+            numbers = {tp.partition for tp in partitions}
+            await self._forget(numbers)
+            self.unrestored -= numbers
+            if self.checkpoint is not None:
+                self.checkpoint.forget(partitions)
+            self.assigned_now -= partitions
+            for tp in [tp for tp in self.position if tp in partitions]:
+                try:   # whatever this worker gave up stops being reported by it
+                    metrics.CONSUMER_LAG.remove(self.stage.name, tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
+                del self.position[tp]
+
+    async def _forget(self, numbers: set[int]) -> None:
+        """Drop the in-memory state (and, exactly_once, the producers) of partitions."""
         for state in self.stage.states:
-            n = await state.restore(self.bootstrap, partitions)
+            state.drop(numbers)
+        held = numbers & self.owned
+        self.owned -= numbers
+        if held and self.stage.on_revoked:
+            self.stage.on_revoked(held)
+        for p in numbers:
+            producer = self.producers.pop(p, None)
+            if producer is not None:
+                await _stop_quietly(producer)
+
+    async def _restore(self) -> None:
+        """Read back the state of partitions assigned but not yet ready.  exactly_once:
+        each partition's transactional producer starts first — that fences a previous
+        owner and aborts its open transaction, so the changelog read next is final."""
+        numbers = set(self.unrestored)
+        started = time.monotonic()
+        if self.exactly_once:
+            for p in sorted(numbers - set(self.producers)):
+                producer = self.new_producer(f"{self.stage.group_id}-{p}")
+                await producer.start()
+                self.producers[p] = producer
+        for state in self.stage.states:
+            n = await state.restore(self.bootstrap, numbers)
             if n:
                 log.info("状态已恢复 %s: %d records for partitions %s in %.2fs", state.name, n,
-                         sorted(partitions), time.monotonic() - started)
-        self.owned |= partitions
+                         sorted(numbers), time.monotonic() - started)
+        self.owned |= numbers
+        self.unrestored -= numbers
         if self.stage.on_assigned:
-            self.stage.on_assigned(partitions)
-        self.stage.ready.set()
+            self.stage.on_assigned(numbers)
 
-    async def revoked(self, partitions: set[int]) -> None:
-        # Whatever was processed is flushed and committed before the partitions go.
-        await self._flush_and_commit()
-        self.done.clear()
-        for state in self.stage.states:
-            state.drop(partitions)
-        self.owned -= partitions
-        for tp in [tp for tp in self.position if tp.topic != self.state_topic or tp.partition in partitions]:
-            # Whatever this worker gave up stops being reported by it.
-            try:
-                metrics.CONSUMER_LAG.remove(self.stage.name, tp.topic, str(tp.partition))
-            except KeyError:
+    # -- failure and recovery ------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Fail-stop: nothing after the failure was committed.  Throw the in-memory state
+        away (it may hold changes that never reached the changelog), read it back, and
+        rewind every assigned partition to its committed offset."""
+        if self.checkpoint is not None:
+            self.checkpoint.abandon()
+            try:   # let what is still in the producer settle before the changelog is read
+                await asyncio.wait_for(self.producer.flush(), 60)
+            except Exception:  # noqa: BLE001 - failed sends are simply not committed
                 pass
-            del self.position[tp]
-        if self.stage.on_revoked:
-            self.stage.on_revoked(partitions)
+        if isinstance(self.failed, ProduceFailed) and self.failed.fenced:
+            # Another worker owns these partitions now: never fence it back with a new
+            # producer; wait for the group to tell us what is ours.
+            await self._forget(set(self.owned))
+            self.consumer.unsubscribe()
+            self.consumer.subscribe(self.stage.topics, listener=_Listener(self))
+            return
+        self.unrestored |= self.owned
+        await self._forget(set(self.owned))
+        await self._restore()
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+            self.position.pop(tp, None)
 
-    COMMIT_EVERY = 0.25  # seconds: a commit is a broker round trip; not one per batch
-    IN_FLIGHT = 2        # batches whose outputs may await the broker's acks while the next is handled
+    # -- the loop ------------------------------------------------------------------
 
-    async def _send(self, outputs: list[Output]) -> asyncio.Future | None:
-        """Hand the batch's outputs and its changed state keys to the producer; the
-        returned future resolves once the broker has acknowledged all of them."""
-        futures = [await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition)
-                   for o in outputs]
-        for state in self.stage.states:
-            for o in state.drain():
-                futures.append(await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition))
-        return asyncio.gather(*futures) if futures else None
+    async def run(self) -> None:
+        if not self.exactly_once:
+            self.producer = self.new_producer(None)
+            await self.producer.start()
+            self.checkpoint = Checkpoint(self._send_one)
+        self.consumer.subscribe(self.stage.topics, listener=_Listener(self))
+        await self.consumer.start()
+        try:
+            while True:
+                try:
+                    if self.failed is not None:
+                        async with self.lock:
+                            await self._recover()
+                            self.failed = None
+                    if self.unrestored:
+                        async with self.lock:
+                            await self._restore()
+                    await self._step()
+                    if self.joined and not self.unrestored and self.failed is None:
+                        self.stage.ready.set()
+                    self.backoff.reset()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - a stage never stops: rewind and retry
+                    self.failed = e
+                    self.stage.ready.clear()
+                    kind = "fenced" if isinstance(e, ProduceFailed) and e.fenced else type(
+                        e.cause if isinstance(e, ProduceFailed) else e).__name__
+                    metrics.child(metrics.STAGE_FAILURES, self.stage.name, kind).inc()
+                    if isinstance(e, ProduceFailed) and e.suspect:
+                        self.poison.add(e.suspect)
+                    delay = self.backoff.next()
+                    self.say(logging.ERROR, f"fail/{kind}",
+                             "阶段失败 stage %s failed (%s: %s); nothing past it is committed — "
+                             "rewinding to the last committed offsets, retry in %.1fs",
+                             self.stage.name, kind, str(e)[:300], delay)
+                    await asyncio.sleep(delay)
+        finally:
+            try:
+                if self.failed is None and self.checkpoint is not None:
+                    await self.checkpoint.settle(0)
+                    await self._commit(force=True)
+            except Exception as e:  # noqa: BLE001 - stopping: the next start replays
+                log.warning("停止时提交失败 final commit failed in %s: %r", self.stage.name, e)
+            finally:
+                await self.consumer.stop()
+                for producer in [self.producer, *self.producers.values()]:
+                    if producer is not None:
+                        await _stop_quietly(producer)
 
-    async def _settle(self, limit: int) -> None:
-        """Wait until at most ``limit`` batches are unacknowledged; the offsets of the
-        acknowledged ones (in order) become committable.  Batches already acknowledged
-        are taken off the front without waiting."""
-        while self.in_flight and (len(self.in_flight) > limit or self.in_flight[0][0] is None
-                                  or self.in_flight[0][0].done()):
-            acked, processed = self.in_flight.popleft()
-            if acked is not None:
-                await acked   # a failed produce raises here: the stage stops, nothing is committed
-            self.done.update(processed)
+    async def _step(self) -> None:
+        batch = await self.consumer.getmany(timeout_ms=200)
+        async with self.lock:
+            if self.failed is not None or self.unrestored:
+                return   # a rebalance came in between: the loop restores first
+            await self._tick()
+            records, offsets = [], {}
+            for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
+                recs = batch[tp]
+                if tp not in self.assigned_now or (tp.topic == self.state_topic and tp.partition not in self.owned):
+                    # Its state is not restored yet: fetch these again later.
+                    if tp in self.consumer.assignment():
+                        self.consumer.seek(tp, recs[0].offset)
+                    continue
+                records.extend(recs)
+                offsets[tp] = recs[-1].offset + 1
+                self.position[tp] = recs[-1].offset + 1
+            if batch and not records:
+                await asyncio.sleep(0.05)
+                return
+            if records:
+                metrics.child(metrics.STAGE_RECORDS, self.stage.name).inc(len(records))
+            outputs = self._handle(records)
+            await self._complete(offsets, outputs)
+
+    async def _complete(self, offsets, outputs: list[Output]) -> None:
+        """Hand the batch to the checkpoint: at_least_once pipelined (the next batch is
+        handled while this one's acks are on their way), exactly_once in one go."""
+        state = [o for st in self.stage.states for o in st.drain()]
+        if self.exactly_once:
+            if offsets or outputs or state:
+                await self.transactions.commit(offsets, outputs, state)
+            return
+        if offsets or outputs or state:
+            await self.checkpoint.add(offsets, outputs, state)
+        await self.checkpoint.settle(self.IN_FLIGHT if offsets else 0)
+        await self._commit(force=False)
+
+    def _handle(self, records: list[ConsumerRecord]) -> list[Output]:
+        out: list[Output] = []
+        limit = self.settings.max_output_bytes
+        for m in records:
+            source = (m.topic, m.partition, m.offset)
+            mark = len(out)
+            if source in self.poison:
+                out.append(self._dead(m, "output_rejected", "the broker refused an output of this record"))
+            else:
+                try:
+                    self.stage.handle(m, out)
+                    big = next((o for o in out[mark:] if len(o.value) + len(o.key or b"") > limit), None)
+                    if big is not None:
+                        del out[mark:]
+                        out.append(self._dead(m, "output_rejected", f"its output to {big.topic} would be "
+                                              f"{len(big.value)} bytes; the limit is {limit}"))
+                except Exception as e:  # noqa: BLE001 - one record never stops a stage
+                    del out[mark:]
+                    self.say(logging.ERROR, f"internal/{type(e).__name__}",
+                             "内部错误 internal error in %s on %s[%d]@%d, record dead-lettered: %r",
+                             self.stage.name, m.topic, m.partition, m.offset, e, exc_info=e)
+                    out.append(self._dead(m, "internal_error", f"{type(e).__name__}: {e}",
+                                          exception_type=type(e).__name__))
+            for o in out[mark:]:
+                o.source = source
+        return out
+
+    def _dead(self, m: ConsumerRecord, reason: str, detail: str, exception_type: str | None = None) -> Output:
+        source = self.stage.source_of(m)
+        dead = dead_letter(source, m.value, record_meta(m), reason, detail,
+                           keep_bytes=self.settings.keep_original_bytes, exception_type=exception_type)
+        metrics.count_dead(source, reason)
+        return Output(self.settings.deadletter_topic, dead_letter_key(m.key), to_json(dead))
+
+    async def _send_one(self, o: Output) -> asyncio.Future:
+        return await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition)
 
     async def _commit(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self.last_commit < self.COMMIT_EVERY:
             return
         self.last_commit = now
-        assigned = self.consumer.assignment()
-        offsets = {tp: off for tp, off in self.done.items() if tp in assigned}
+        offsets = self.checkpoint.to_commit(self.consumer.assignment())
         if not offsets:
             return
+        t0 = time.monotonic()
         try:
-            t0 = time.monotonic()
             await self.consumer.commit(offsets)
-            metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
-        except Exception as e:  # noqa: BLE001 - a rebalance in flight; the next batch retries
+        except CommitFailedError as e:   # a rebalance in flight: the next owner replays from the last commit
             log.warning("提交偏移失败 commit failed in %s: %r (will be retried)", self.stage.name, e)
-
-    async def _flush_and_commit(self, force: bool = True) -> None:
-        """Everything handled so far (and the state changes due) acknowledged, then
-        committed — at once with ``force``, else at most every ``COMMIT_EVERY``."""
-        self.in_flight.append((await self._send([]), {}))
-        await self._settle(0)
-        await self._commit(force)
+            return
+        self.checkpoint.committed_ok(offsets)
+        metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
 
     def _report_lag(self) -> None:
         for tp, pos in self.position.items():
@@ -269,40 +512,11 @@ class StageRunner:
         self.last_tick = now
         outputs = self.stage.tick()
         if outputs:
-            self.in_flight.append((await self._send(outputs), {}))
+            await self._complete({}, outputs)
 
-    async def run(self) -> None:
-        self.consumer.subscribe(self.stage.topics, listener=_Listener(self))
-        await self.consumer.start()
-        try:
-            while True:
-                batch = await self.consumer.getmany(timeout_ms=200)
-                await self._tick()
-                if not batch:
-                    await self._flush_and_commit(force=False)   # idle: settle what is in flight
-                    continue
-                records, processed = [], {}
-                for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
-                    recs = batch[tp]
-                    if tp.topic == self.state_topic and tp.partition not in self.owned:
-                        # Its state is not restored yet: fetch these again later.
-                        self.consumer.seek(tp, recs[0].offset)
-                        continue
-                    records.extend(recs)
-                    processed[tp] = recs[-1].offset + 1
-                    self.position[tp] = recs[-1].offset + 1
-                if not records:
-                    await asyncio.sleep(0.05)
-                    continue
-                metrics.child(metrics.STAGE_RECORDS, self.stage.name).inc(len(records))
-                outputs = await self.stage.handle(records)
-                # Pipelined: the next batch is handled while this one's acks are on
-                # their way; offsets are committed only once acknowledged, in order.
-                self.in_flight.append((await self._send(outputs), processed))
-                await self._settle(self.IN_FLIGHT)
-                await self._commit(force=False)
-        finally:
-            try:
-                await self._flush_and_commit()
-            finally:
-                await self.consumer.stop()
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), 30)
+    except Exception as e:  # noqa: BLE001 - a producer that cannot flush while stopping
+        log.warning("生产者停止失败 producer stop failed: %r", e)

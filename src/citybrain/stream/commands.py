@@ -1,10 +1,12 @@
 """``route_commands`` (a Faust agent: commands are a low-rate stream): workorders.commands,
 keyed by work-order id, forwarded to the fusion inbox partition that owns the order —
-the group named in the id.  Malformed commands are dead letters; ids that are not ours
-are refused on workorders.rejected."""
+the group named in the id.  Malformed, oversized or otherwise unusable commands are dead
+letters; ids that are not ours are refused on workorders.rejected.  No record stops the
+agent: whatever happens to one command is that command's outcome."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -14,36 +16,55 @@ from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.domain.fusion import group_of
-from citybrain.domain.normalize import RecordMeta, dead_letter, field_path
+from citybrain.domain.normalize import KEEP_ORIGINAL_BYTES, dead_letter, dead_letter_key, field_path
 from citybrain.kafka.topics import Topics
+from citybrain.stream.records import record_meta
 from citybrain.wire.models import Command, CommandRejection
 
 Emit = Callable[[str, bytes | None, bytes], Awaitable[None]]
+log = logging.getLogger("citybrain.commands")
 
 
-def install(app: faust.App, topics: Topics, emit: Emit) -> None:
+def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_ORIGINAL_BYTES) -> None:
     commands = app.topic(topics.commands, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
+
+    async def dead(m, value: bytes | None, reason: str, detail: str, field: str | None = None,
+                   exc: str | None = None) -> None:
+        metrics.count_dead("command", reason)
+        await emit(topics.deadletter, dead_letter_key(m.key), to_json(dead_letter(
+            "command", value, record_meta(m, timestamp_ms=False), reason, detail, field,
+            keep_bytes=keep_bytes, exception_type=exc)))
+
+    async def route(m, value: bytes | None) -> None:
+        if value is not None and len(value) > keep_bytes:
+            return await dead(m, value, "too_large", f"command is {len(value)} bytes; the limit is {keep_bytes}")
+        try:
+            cmd = Command.model_validate_json(value or b"")
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            reason = ("not_json" if err["type"] == "json_invalid" else
+                      "missing_field" if err["type"] == "missing" else "invalid_field")
+            return await dead(m, value, reason, str(e).splitlines()[0], field_path(err["loc"]))
+        group = group_of(cmd.work_order_id)
+        if group is None:
+            metrics.COMMANDS_REJECTED.labels("unknown_work_order").inc()
+            return await emit(topics.rejected, cmd.work_order_id.encode(), to_json(CommandRejection(
+                command=cmd, reason="unknown_work_order",
+                detail=f"{cmd.work_order_id} is not a work-order id", at=datetime.now(UTC))))
+        await emit(topics.fusion_inbox, group.encode(), value)
 
     @app.agent(commands, name="route_commands")
     async def route_commands(stream):
         async for event in stream.events():
             m = event.message
             try:
-                cmd = Command.model_validate_json(event.value or b"")
-            except ValidationError as e:
-                err = e.errors(include_url=False)[0]
-                meta = RecordMeta(m.topic, m.partition, m.offset, m.timestamp, m.key)
-                await emit(topics.deadletter, m.key, to_json(dead_letter(
-                    "command", event.value, meta,
-                    "missing_field" if err["type"] == "missing" else "invalid_field",
-                    str(e).splitlines()[0], field_path(err["loc"]))))
-                continue
-            group = group_of(cmd.work_order_id)
-            if group is None:
-                metrics.COMMANDS_REJECTED.labels("unknown_work_order").inc()
-                await emit(topics.rejected, cmd.work_order_id.encode(), to_json(CommandRejection(
-                    command=cmd, reason="unknown_work_order",
-                    detail=f"{cmd.work_order_id} is not a work-order id", at=datetime.now(UTC))))
-                continue
-            await emit(topics.fusion_inbox, group.encode(), event.value)
+                await route(m, event.value)
+            except Exception as e:  # noqa: BLE001 - one command never stops the agent
+                log.exception("指令内部错误 internal error on command %s[%d]@%d", m.topic, m.partition, m.offset)
+                try:
+                    await dead(m, event.value, "internal_error", f"{type(e).__name__}: {e}",
+                               exc=type(e).__name__)
+                except Exception:  # noqa: BLE001 - not even the dead letter went out: logged
+                    log.exception("死信发送失败 could not dead-letter command %s[%d]@%d", m.topic,
+                                  m.partition, m.offset)

@@ -23,14 +23,16 @@ from citybrain.wire.models import RegistryRecord
 
 log = logging.getLogger("citybrain.registry")
 
-OnBad = Callable[[object, str, str | None], Awaitable[None]]  # (message, detail, field)
+OnBad = Callable[..., Awaitable[None]]  # (message, reason, detail, field, exception type)
 
 
 class RegistryCache:
-    def __init__(self, bootstrap: str, topic: str, on_bad: OnBad | None = None):
+    def __init__(self, bootstrap: str, topic: str, on_bad: OnBad | None = None,
+                 max_record_bytes: int = 65536):
         self.bootstrap = bootstrap
         self.topic = topic
         self.on_bad = on_bad
+        self.max_record_bytes = max_record_bytes
         self.devices: dict[str, RegistryRecord] = {}
         self.loaded = asyncio.Event()
 
@@ -38,21 +40,38 @@ class RegistryCache:
         return self.devices.get(device_id)
 
     async def apply(self, msg) -> None:
-        device_id = msg.key.decode("utf-8", "replace") if msg.key is not None else None
-        if msg.value is None:  # tombstone: the id is retired and forgotten
-            if device_id:
-                self.devices.pop(device_id, None)
-            return
+        """Every worker reads the whole registry: a record that could stop one stops all
+        of them, so every record ends here as a device, a tombstone or a dead letter."""
         try:
-            rec = RegistryRecord.model_validate(orjson.loads(msg.value))
-        except (orjson.JSONDecodeError, ValidationError) as e:
-            field = None
-            if isinstance(e, ValidationError):
-                field = field_path(e.errors(include_url=False)[0]["loc"])
-            if self.on_bad:
-                await self.on_bad(msg, str(e).splitlines()[0], field)
-            return
-        self.devices[rec.device_id] = rec
+            device_id = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+            if msg.value is None:  # tombstone: the id is retired and forgotten
+                if device_id:
+                    self.devices.pop(device_id, None)
+                return
+            if len(msg.value) > self.max_record_bytes:
+                return await self._bad(msg, "too_large", f"record is {len(msg.value)} bytes; the limit is "
+                                                         f"{self.max_record_bytes}")
+            try:
+                rec = RegistryRecord.model_validate(orjson.loads(msg.value))
+            except orjson.JSONDecodeError as e:
+                return await self._bad(msg, "not_json", f"not JSON: {e}")
+            except ValidationError as e:
+                err = e.errors(include_url=False)[0]
+                return await self._bad(msg, "missing_field" if err["type"] == "missing" else "invalid_field",
+                                       str(e).splitlines()[0], field_path(err["loc"]))
+            self.devices[rec.device_id] = rec
+        except Exception as e:  # noqa: BLE001 - one record never stops the reader
+            log.exception("台账记录内部错误 internal error on registry record %s[%d]@%d", msg.topic,
+                          msg.partition, msg.offset)
+            await self._bad(msg, "internal_error", f"{type(e).__name__}: {e}", exc=type(e).__name__)
+
+    async def _bad(self, msg, reason: str, detail: str, field: str | None = None, exc: str | None = None) -> None:
+        if self.on_bad:
+            try:
+                await self.on_bad(msg, reason, detail, field, exc)
+            except Exception:  # noqa: BLE001 - the dead letter could not be sent: logged, not fatal
+                log.exception("死信发送失败 could not send the dead letter of %s[%d]@%d", msg.topic,
+                              msg.partition, msg.offset)
 
     def _publish_gauges(self) -> None:
         counts = Counter((d.kind, d.status) for d in self.devices.values())

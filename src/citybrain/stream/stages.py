@@ -23,19 +23,17 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import lifecycle
-from citybrain.domain.fusion import Decision, FusionEvent, FusionIndex, open_entry
-from citybrain.domain.normalize import Normalizer, RecordMeta, Result
+from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
+from citybrain.domain.normalize import Normalizer, RecordMeta, Result, dead_letter_key
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
-from citybrain.stream.batch import ChangelogState, Output, Stage
+from citybrain.stream.batch import ChangelogState, Stage
+from citybrain.stream.output import Output
+from citybrain.stream.records import record_meta
 from citybrain.wire.models import CityEvent, Command, WorkOrder, WorkOrderChange
 
 log = logging.getLogger("citybrain.stages")
-
-
-def _meta(m: ConsumerRecord) -> RecordMeta:
-    return RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000.0, m.key)
 
 
 class DeadLetterLog:
@@ -74,47 +72,49 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         return get
 
     def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output]) -> None:
-        metrics.count_outcome(source, result.outcome, result.reason)
+        """Serialised before anything is counted or stored: if this raises, the record
+        becomes an internal_error dead letter with nothing half done."""
         if result.event is not None:
             ev = result.event
-            metrics.child(metrics.EVENTS, source, ev.kind, ev.category).inc()
             body = to_json(ev)
             out.append(Output(topics.events, ev.location.street_code.encode(), body))
             # Straight on to fusion, keyed by fusion group (one hop less than
             # re-reading events.normalized).
             out.append(Output(topics.fusion_inbox, router.group(ev.category).encode(), body))
+            metrics.child(metrics.EVENTS, source, ev.kind, ev.category).inc()
         elif result.dead is not None:
+            out.append(Output(topics.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
             dead_log.note(source, result.dead.reason, result.dead.detail)
-            out.append(Output(topics.deadletter, meta.key, to_json(result.dead)))
+        metrics.count_outcome(source, result.outcome, result.reason)
 
-    async def handle(records: list[ConsumerRecord]) -> list[Output]:
-        out: list[Output] = []
-        for m in records:
-            meta = _meta(m)
-            if m.topic == topics.iot:
-                result = normalizer.reading(m.value, meta, state_of(m.partition))
-                if result.state is not None:
-                    before = decoded.get((m.partition, result.state_key))
-                    decoded[(m.partition, result.state_key)] = result.state
-                    # A change of the alarm state itself is written with this batch; a
-                    # change of only the dedupe marks (last ts/seq) may follow lazily: a
-                    # replay after a crash re-applies readings that changed nothing else.
-                    sensor_state.set(m.partition, result.state_key,
-                                     orjson.dumps(result.state.to_dict()),
-                                     lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
-                outputs_of("iot", result, meta, out)
-            elif m.topic == topics.video:
-                outputs_of("video", normalizer.video(m.value, meta), meta, out)
-            else:
-                outputs_of("report", normalizer.report(m.value, meta), meta, out)
-        return out
+    def handle(m: ConsumerRecord, out: list[Output]) -> None:
+        meta = record_meta(m)
+        if m.topic == topics.iot:
+            result = normalizer.reading(m.value, meta, state_of(m.partition))
+            outputs_of("iot", result, meta, out)
+            if result.state is not None:
+                before = decoded.get((m.partition, result.state_key))
+                # A change of the alarm state itself is written with this batch; a
+                # change of only the dedupe marks (last ts/seq) may follow lazily: a
+                # replay after a crash re-applies readings that changed nothing else.
+                sensor_state.set(m.partition, result.state_key,
+                                 orjson.dumps(result.state.to_dict()),
+                                 lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
+                decoded[(m.partition, result.state_key)] = result.state
+        elif m.topic == topics.video:
+            outputs_of("video", normalizer.video(m.value, meta), meta, out)
+        else:
+            outputs_of("report", normalizer.report(m.value, meta), meta, out)
+
+    sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report"}
 
     def forget(partitions: set[int]) -> None:
         for key in [k for k in decoded if k[0] in partitions]:
             del decoded[key]
 
     return Stage("normalise", f"{group_id}-normalise", [topics.iot, topics.video, topics.reports],
-                 handle, [sensor_state], state_topic=topics.iot, on_assigned=forget, on_revoked=forget)
+                 handle, lambda m: sources[m.topic], [sensor_state], state_topic=topics.iot,
+                 on_assigned=forget, on_revoked=forget)
 
 
 def _alarm_state(s: DeviceState) -> tuple:
@@ -223,6 +223,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             for raw in work_orders.values(p):
                 snap = orjson.loads(raw)
                 if snap["status"] not in OPEN_STATUSES:
+                    if p in partitions:   # its events stay known: a replay of one is a duplicate
+                        index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
                     continue
                 counts[(snap["status"], snap["department"] or "")] += 1
                 if p in partitions:
@@ -284,12 +286,6 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
         index = indexes[partition]
         decision = index.fuse(FusionEvent.of(event), router)
-        if decision.action == "open" and work_orders.get(partition, decision.work_order_id) is not None:
-            # The order this event would open exists already, closed: the id derives from
-            # the opening event, so this is that event again (a replay after closure). It
-            # must not start the closed order over at version 1.
-            index.close(decision.work_order_id)
-            decision = Decision("duplicate", decision.work_order_id)
         metrics.child(metrics.FUSION_OUTCOME, decision.action).inc()
         now = datetime.now(UTC)
         if decision.action == "open":
@@ -330,23 +326,26 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             verified = deadlines.auto_verify(latest, now)
             if verified is not None:
                 changes.append(verified)
+            mark = len(out)
             store(partition, publish_all(changes, order, out))
+            for o in out[mark:]:   # a timer's outputs belong to the partition of its order
+                o.source = (topics.fusion_inbox, partition, -1)
         if now_ts - last_overdue[0] >= 5.0:
             last_overdue[0] = now_ts
             overdue_gauge.set_all(timers.overdue_counts(now_ts))
         return out
 
-    async def handle(records: list[ConsumerRecord]) -> list[Output]:
-        out: list[Output] = []
-        for m in records:
-            doc = orjson.loads(m.value)
-            if "command_id" in doc:  # the inbox carries commands as well as events
-                on_command(m.partition, Command.model_validate(doc), out)
-            else:
-                on_event(m.partition, CityEvent.model_validate(doc), out)
-        return out
+    def handle(m: ConsumerRecord, out: list[Output]) -> None:
+        doc = orjson.loads(m.value)
+        if "command_id" in doc:  # the inbox carries commands as well as events
+            on_command(m.partition, Command.model_validate(doc), out)
+        else:
+            on_event(m.partition, CityEvent.model_validate(doc), out)
 
-    return Stage("fuse", f"{group_id}-fuse", [topics.fusion_inbox], handle, [work_orders],
+    def source_of(m: ConsumerRecord) -> str:
+        return "command" if m.value is not None and b'"command_id"' in m.value else "event"
+
+    return Stage("fuse", f"{group_id}-fuse", [topics.fusion_inbox], handle, source_of, [work_orders],
                  state_topic=topics.fusion_inbox, on_assigned=rebuild, on_revoked=drop,
                  tick=tick, tick_seconds=config.lifecycle.timers.tick_seconds)
 

@@ -46,7 +46,7 @@ class IotReading(_Input):
     value: Number
     unit: StrictStr | None = None
     ts: AwareDatetime
-    seq: Annotated[StrictInt, Field(ge=0)] | None = None
+    seq: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
     lon: Lon | None = None
     lat: Lat | None = None
     battery: Annotated[Number, Field(ge=0, le=1)] | None = None
@@ -152,7 +152,7 @@ DeadLetterReason = Literal[
     "too_large", "invalid_utf8", "not_json", "not_object", "missing_field", "invalid_field",
     "unknown_device", "retired_device", "device_type_mismatch", "out_of_area",
     "future_timestamp", "unknown_category", "value_out_of_range", "missing_location",
-    "wrong_key",
+    "wrong_key", "output_rejected", "internal_error",
 ]
 
 
@@ -162,14 +162,20 @@ class DeadLetter(BaseModel):
     reason: DeadLetterReason
     detail: str = Field(description="what was wrong, for a person")
     field: str | None = Field(None, description="the field at fault, dotted path")
-    source: Literal["iot", "video", "report", "registry", "command"]
+    source: Literal["iot", "video", "report", "registry", "command", "event"]
+    exception_type: str | None = Field(None, description="for internal_error: the exception's type "
+                                                         "(its stack is in the worker's log)")
     source_topic: str
     source_partition: int
     source_offset: int
     source_timestamp: datetime | None = None
     original_key_b64: str | None = None
-    original_b64: str = Field(description="the original record bytes, base64")
-    original_size: int
+    original_b64: str = Field(description="the original record bytes, base64 — only the first "
+                                          "bytes when original_truncated (the whole record stays on "
+                                          "its source topic for the topic's retention)")
+    original_size: int = Field(description="the original record's length in bytes")
+    original_truncated: bool = False
+    original_sha256: str = Field("", description="SHA-256 of the whole original, hex")
     dead_at: datetime
 
 

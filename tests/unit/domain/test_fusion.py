@@ -5,7 +5,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citybrain.domain.fusion import FusionEvent, FusionIndex, OpenOrder
+from citybrain.domain.fusion import Decision, FusionEvent, FusionIndex, OpenOrder
 from citybrain.sample.sites import EAST_DIP, UNDERPASS
 
 T0 = 1_800_000_000.0
@@ -168,4 +168,10 @@ def test_many_open_orders_only_near_ones_are_candidates(config):
     d = index.fuse(ev("new", "report", "road_damage", e=5 * 100 + 20, n=7 * 100), config.router)
     assert d.action == "join" and "o5-7" in index.orders[d.work_order_id].event_ids
     index.close(d.work_order_id)
-    assert len(index) == 19999 and index.fuse(ev("o5-7", "report", "road_damage"), config.router).action != "duplicate"
+    assert len(index) == 19999
+    # Any event of the closed order delivered again is a duplicate of it (issue 11), not
+    # a new order; a new report at the same place opens one.
+    assert index.fuse(ev("o5-7", "report", "road_damage", e=500, n=700), config.router) == \
+        Decision("duplicate", d.work_order_id)
+    assert index.fuse(ev("new", "report", "road_damage", e=500, n=700), config.router).action == "duplicate"
+    assert index.fuse(ev("newer", "report", "road_damage", e=500, n=700), config.router).action == "open"

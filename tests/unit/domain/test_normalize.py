@@ -1,6 +1,7 @@
 """Normalisation: every input → exactly one of normal / event / suppressed / deadletter."""
 
 import base64
+import hashlib
 import time
 
 import orjson
@@ -8,6 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pydantic_core import to_json
+
+from citybrain.domain.normalize import dead_letter_key
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.simulate.traffic import iso
 
@@ -117,9 +121,55 @@ def test_bad_readings_are_dead_letters_with_reason(normalizer, meta, reason, raw
     r = run_reading(normalizer, meta, raw, key=key)
     assert r.outcome == "deadletter" and r.reason == reason
     assert r.dead.reason == reason and r.dead.field == field and r.dead.detail
-    assert base64.b64decode(r.dead.original_b64) == raw         # nothing is lost
+    # Nothing is lost: the original whole (or, past the limit, its first bytes with the
+    # length and hash of the whole — the record itself stays on its source topic).
+    kept = base64.b64decode(r.dead.original_b64)
+    assert kept == raw[:65536] and r.dead.original_truncated == (len(raw) > 65536)
+    assert r.dead.original_sha256 == hashlib.sha256(raw).hexdigest()
     assert r.dead.original_size == len(raw) and r.dead.source == "iot"
     assert r.state is None
+
+
+@pytest.mark.parametrize("size", [786_000, 900_000, 4_000_000])
+def test_a_huge_record_makes_a_bounded_dead_letter(normalizer, meta, size):
+    """Issue 11: the dead letter of a ~900 KB report carried it whole (base64: past the
+    broker's 1 MB) and its produce stopped the worker."""
+    raw = orjson.dumps({"report_id": "R-big", "reporter_id": "GM-1", "category": "road_damage",
+                        "description": "长" * (size // 3), "ts": iso(NOW - 5), "lon": 117.86, "lat": 36.79})
+    r = normalizer.report(raw, meta(key=b"GM-1", timestamp=NOW))
+    assert r.reason == "too_large" and r.dead.original_truncated
+    assert len(to_json(r.dead)) < 100_000
+    assert r.dead.original_size == len(raw) and r.dead.original_sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_huge_key_is_hashed_for_the_dead_letter(normalizer, meta):
+    key = b"k" * 500_000
+    r = run_reading(normalizer, meta, b"not json", key=key)
+    assert len(base64.b64decode(r.dead.original_key_b64)) == 1024
+    assert dead_letter_key(key) == hashlib.sha256(key).hexdigest().encode()
+    assert dead_letter_key(b"WLV-UP-01") == b"WLV-UP-01"
+
+
+def nested(depth: int):
+    v: object = 1
+    for _ in range(depth):
+        v = {"x": v}
+    return v
+
+
+@pytest.mark.parametrize("depth", [33, 255, 600])
+def test_deeply_nested_extra_fields_are_dead_letters(normalizer, meta, depth):
+    """Issue 11: an extra field ~255 levels deep (~2 KB) raised in serialisation and
+    stopped the stage."""
+    raw = reading()[:-1] + b',"deep":' + b'{"x":' * depth + b"1" + b"}" * depth + b"}"
+    r = run_reading(normalizer, meta, raw)
+    assert r.reason == "invalid_field" and r.dead.field == "deep"
+
+
+def test_extra_fields_nested_within_the_limit_are_kept(normalizer, meta):
+    st_ = lambda d: DeviceState(pending_since=NOW - 100, last_ts=NOW - 100)  # noqa: E731
+    r = run_reading(normalizer, meta, reading(value=0.5, deep=nested(32)), state=st_)
+    assert r.outcome == "event" and to_json(r.event)
 
 
 def test_retired_device(normalizer, meta, registry):

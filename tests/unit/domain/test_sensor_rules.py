@@ -5,7 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citybrain.config import Config
-from citybrain.domain.sensor_rules import Condition, DeviceState, Outcome, SensorRule, apply_reading
+from citybrain.domain.sensor_rules import (
+    SEQ_RESET_SECONDS, Condition, DeviceState, Outcome, SensorRule, apply_reading,
+)
 
 WATER = SensorRule(unit="m", valid_range=(-1, 20),
                    alarm=Condition(op="gt", threshold=0.15, hold_seconds=60),
@@ -137,3 +139,25 @@ def test_event_time_not_arrival_decides(rs):
     a = feed(WATER, [(v, t) for v, t in rs])
     b = feed(WATER, [(v, t) for v, t in rs])
     assert a == b
+
+
+def test_a_sequence_counter_that_jumps_or_wraps_cannot_silence_a_device():
+    """Issue 11: one reading with seq 2**64-1 made every later reading out of order."""
+    state, _ = feed(WATER, [(0.01, 0, 5), (0.01, 10, 2**63 - 1)])
+    # Within the reset window a smaller seq is still taken for out of order …
+    assert apply_reading(WATER, state, 0.3, 10 + SEQ_RESET_SECONDS, 6)[1] is Outcome.OUT_OF_ORDER
+    # … once event time has moved on past it, the counter was reset: adopted.
+    state, outs = feed(WATER, [(0.3, 11 + SEQ_RESET_SECONDS, 6), (0.3, 40 + SEQ_RESET_SECONDS, 7),
+                               (0.3, 80 + SEQ_RESET_SECONDS, 8)], state)
+    assert outs == [Outcome.NORMAL, Outcome.NORMAL, Outcome.ALARM] and state.last_seq == 8
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(1, 600)), min_size=1, max_size=30))
+@settings(max_examples=200)
+def test_whatever_the_seqs_a_reading_a_window_later_is_never_suppressed(seqs):
+    state, t = DeviceState(), 0.0
+    for seq, gap in seqs:
+        t += gap
+        state, _ = apply_reading(WATER, state, 0.01, t, seq)
+    _, out = apply_reading(WATER, state, 0.01, t + SEQ_RESET_SECONDS + 1, 0)
+    assert out is Outcome.NORMAL

@@ -1,0 +1,203 @@
+"""What a stage consumed, what it produced, and what it may commit.
+
+Two guarantees (``processing_guarantee``, docs/architecture.md):
+
+- ``Checkpoint`` (at_least_once): a batch's outputs are sent at once; its state-changelog
+  writes only once every one of those outputs is acknowledged, so the changelog never
+  runs ahead of the outputs (a replay after a crash cannot take an input for a duplicate
+  whose outputs were lost); its input offsets become committable once its state writes
+  are acknowledged, batch after batch in order.  After a failed produce nothing later
+  becomes committable: the stage rewinds to what was committed.
+- ``TransactionalCheckpoint`` (exactly_once): a batch's outputs, its changelog writes
+  and its input offsets commit in one Kafka transaction per input partition number,
+  each partition with its own transactional id (``{group}-{stage}-{partition}``): the
+  worker that takes a partition over fences the one that had it (aiokafka has no
+  KIP-447 generation fencing, so one id per partition is what keeps a zombie out).
+
+Both are plain objects over a ``send`` / producer lookup, unit-tested against fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    CorruptRecordException, MessageSizeTooLargeError, ProducerFenced, RecordTooLargeError,
+)
+
+from citybrain.stream.output import Output, Source
+
+# Errors the broker gives for one record itself (not for the connection or the cluster):
+# the input behind it becomes an ``output_rejected`` dead letter on the retry.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, CorruptRecordException)
+
+
+class ProduceFailed(Exception):
+    """A produce or commit the broker did not acknowledge.  ``suspect``: the input whose
+    output the broker refused for itself (too large, invalid), when that was the cause;
+    ``fenced``: another worker has taken the partition over."""
+
+    def __init__(self, cause: BaseException, suspect: Source | None = None):
+        super().__init__(repr(cause))
+        self.cause, self.suspect = cause, suspect
+        self.fenced = isinstance(cause, ProducerFenced)
+
+
+def _quiet(fut: asyncio.Future) -> None:
+    """Abandoned futures: retrieve their exception so asyncio does not log it again."""
+    fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+def _suspect(failed: list[tuple[BaseException, Output]]) -> Source | None:
+    """The input to blame for a record-level refusal: the largest refused output's
+    (a refused batch fails every record in it; the largest one is the likely cause, and
+    the next retry narrows it down if not)."""
+    blamed = [(len(o.value), o.source) for e, o in failed if isinstance(e, RECORD_ERRORS) and o.source]
+    return max(blamed)[1] if blamed else None
+
+
+def _check(sent: list[tuple[asyncio.Future, Output]]) -> None:
+    failed = [(f.exception(), o) for f, o in sent if f.exception() is not None]
+    if failed:
+        raise ProduceFailed(failed[0][0], _suspect(failed))
+
+
+Send = Callable[[Output], Awaitable[asyncio.Future]]
+Offsets = dict[TopicPartition, int]
+
+
+@dataclass
+class _Batch:
+    offsets: Offsets                                  # next offset per input partition
+    outputs: list[tuple[asyncio.Future, Output]]
+    state: list[Output]                               # changelog writes, sent after the outputs
+    state_sent: list[tuple[asyncio.Future, Output]] | None = None
+
+    def outputs_done(self) -> bool:
+        return all(f.done() for f, _ in self.outputs)
+
+    def state_done(self) -> bool:
+        return self.state_sent is not None and all(f.done() for f, _ in self.state_sent)
+
+
+class Checkpoint:
+    """at_least_once (see the module doc)."""
+
+    def __init__(self, send: Send):
+        self._send = send
+        self.pending: deque[_Batch] = deque()
+        self.committable: Offsets = {}
+        self.committed: Offsets = {}
+
+    async def add(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> None:
+        """Send a batch's outputs now; its state and offsets follow in ``settle``."""
+        sent = []
+        for o in outputs:
+            try:
+                sent.append((await self._send(o), o))
+            except Exception as e:   # refused before it left (too large for the producer, closed)
+                for f, _ in sent:
+                    _quiet(f)
+                raise ProduceFailed(e, o.source if isinstance(e, RECORD_ERRORS) else None) from e
+        self.pending.append(_Batch(offsets, sent, state))
+
+    async def settle(self, limit: int) -> None:
+        """Move acknowledged batches on (in order) until at most ``limit`` are pending.
+        Raises ``ProduceFailed`` for the first batch with a refused record."""
+        while True:
+            for b in self.pending:   # state writes go out in batch order, after the outputs
+                if b.state_sent is not None:
+                    continue
+                if not b.outputs_done():
+                    break
+                _check(b.outputs)
+                b.state_sent = [(await self._send(o), o) for o in b.state]
+            while self.pending and self.pending[0].state_done():
+                b = self.pending.popleft()
+                _check(b.state_sent)
+                self.committable.update(b.offsets)
+            if len(self.pending) <= limit:
+                return
+            front = self.pending[0]
+            waiting = [f for f, _ in (front.state_sent if front.state_sent is not None else front.outputs)
+                       if not f.done()]
+            if waiting:
+                await asyncio.wait(waiting)
+
+    def to_commit(self, assigned: set[TopicPartition]) -> Offsets:
+        """Offsets that may be committed and were not yet, of partitions still assigned."""
+        return {tp: off for tp, off in self.committable.items()
+                if tp in assigned and self.committed.get(tp) != off}
+
+    def committed_ok(self, offsets: Offsets) -> None:
+        self.committed.update(offsets)
+
+    def abandon(self) -> None:
+        """After a failure: nothing pending will ever be committed."""
+        for b in self.pending:
+            for f, _ in b.outputs + (b.state_sent or []):
+                _quiet(f)
+        self.pending.clear()
+        self.committable.clear()
+        self.committed.clear()
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self.committable.pop(tp, None)
+            self.committed.pop(tp, None)
+
+
+class TransactionalCheckpoint:
+    """exactly_once (see the module doc).  ``producer(partition)`` gives the started
+    transactional producer of an input partition number."""
+
+    def __init__(self, producer: Callable[[int], object], group_id: str):
+        self.producer, self.group_id = producer, group_id
+
+    async def commit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> None:
+        """One transaction per input partition number the batch touches, in parallel."""
+        parts: dict[int, tuple[list[Output], Offsets]] = defaultdict(lambda: ([], {}))
+        for o in outputs:
+            parts[o.source[1]][0].append(o)     # every stage output names its input
+        for o in state:
+            parts[o.partition][0].append(o)     # changelog partition = input partition
+        for tp, off in offsets.items():
+            parts[tp.partition][1][tp] = off
+        results = await asyncio.gather(*(self._one(p, outs, offs) for p, (outs, offs) in parts.items()),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            fenced = [e for e in errors if isinstance(e, ProduceFailed) and e.fenced]
+            raise (fenced or errors)[0]
+
+    async def _one(self, partition: int, outputs: list[Output], offsets: Offsets) -> None:
+        producer = self.producer(partition)
+        await producer.begin_transaction()
+        sent: list[tuple[asyncio.Future, Output]] = []
+        current: Output | None = None
+        try:
+            for current in outputs:
+                o = current
+                sent.append((await producer.send(o.topic, o.value, key=o.key, partition=o.partition), o))
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
+            await producer.commit_transaction()
+            _check(sent)
+        except ProduceFailed:
+            raise
+        except Exception as e:
+            for f, _ in sent:
+                _quiet(f)
+            failed = [(f.exception(), o) for f, o in sent if f.done() and not f.cancelled()
+                      and f.exception() is not None]
+            if not isinstance(e, ProducerFenced):
+                try:
+                    await asyncio.wait_for(producer.abort_transaction(), 10)
+                except Exception:  # noqa: BLE001 - the producer is replaced on recovery anyway
+                    pass
+            refused = current.source if isinstance(e, RECORD_ERRORS) and current is not None else None
+            raise ProduceFailed(e, _suspect(failed) or refused) from e

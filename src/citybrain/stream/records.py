@@ -1,0 +1,13 @@
+"""Where a consumed record came from, in the domain's terms — one place for the unit of
+the timestamp (aiokafka gives milliseconds)."""
+
+from __future__ import annotations
+
+from citybrain.domain.normalize import RecordMeta
+
+
+def record_meta(m, *, timestamp_ms: bool = True) -> RecordMeta:
+    """``m``: an aiokafka ``ConsumerRecord`` (timestamp in ms), or a Faust ``Message``
+    with ``timestamp_ms=False`` (Faust converts to seconds)."""
+    return RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000.0 if timestamp_ms else m.timestamp,
+                      m.key)
