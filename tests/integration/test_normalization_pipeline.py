@@ -3,6 +3,7 @@ real worker process."""
 
 import asyncio
 import base64
+import hashlib
 import time
 
 import orjson
@@ -113,7 +114,10 @@ async def test_mixed_batch_lands_exactly_where_it_should(pipeline):
     for (topic, key, value, reason), m in zip(bad, bad_metas):
         d = got[(topic, m.partition, m.offset)]
         assert d["reason"] == reason, (reason, d)
-        assert base64.b64decode(d["original_b64"]) == (value or b"")
+        original = value or b""
+        assert base64.b64decode(d["original_b64"]) == original[:65536]   # bounded: the rest is on its topic
+        assert d["original_size"] == len(original)
+        assert d["original_sha256"] == hashlib.sha256(original).hexdigest()
         assert d["original_key_b64"] == base64.b64encode(key).decode()
         assert d["detail"]
     for rec in dead_records:

@@ -1,0 +1,202 @@
+"""The checkpoints against fake producers: what is committed after acknowledgements,
+failures and refusals (issue 11: a failed produce must never let a later commit skip it,
+and a failed batch's state must never reach the changelog)."""
+
+import asyncio
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, ProducerFenced
+
+from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
+from citybrain.stream.output import Output
+
+TP0, TP1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+class FakeSend:
+    """Records every send; the test decides when and how each one is acknowledged."""
+
+    def __init__(self):
+        self.sent: list[tuple[Output, asyncio.Future]] = []
+
+    async def __call__(self, o: Output) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self.sent.append((o, fut))
+        return fut
+
+    def topics(self) -> list[str]:
+        return [o.topic for o, _ in self.sent]
+
+    def ack(self, topic: str | None = None) -> None:
+        for o, f in self.sent:
+            if not f.done() and (topic is None or o.topic == topic):
+                f.set_result(None)
+
+    def fail(self, topic: str, error: Exception) -> None:
+        for o, f in self.sent:
+            if not f.done() and o.topic == topic:
+                f.set_exception(error)
+
+
+def out(topic: str, offset: int, size: int = 10, partition: int = 0) -> Output:
+    return Output(topic, b"k", b"x" * size, source=("in", partition, offset))
+
+
+def changelog(partition: int = 0) -> Output:
+    return Output("changelog", b"key", b"state", partition=partition)
+
+
+async def settle_soon(cp: Checkpoint, limit: int) -> None:
+    await asyncio.wait_for(cp.settle(limit), 1)
+
+
+async def test_state_goes_out_only_after_the_batch_outputs_are_acknowledged():
+    send = FakeSend()
+    cp = Checkpoint(send)
+    await cp.add({TP0: 11}, [out("events", 10)], [changelog()])
+    await settle_soon(cp, 1)
+    assert send.topics() == ["events"]            # no changelog write yet
+    send.ack("events")
+    await settle_soon(cp, 1)
+    assert send.topics() == ["events", "changelog"] and cp.to_commit({TP0}) == {}
+    send.ack("changelog")
+    await settle_soon(cp, 0)
+    assert cp.to_commit({TP0}) == {TP0: 11}
+
+
+async def test_a_failed_produce_lets_no_later_batch_commit():
+    send = FakeSend()
+    cp = Checkpoint(send)
+    await cp.add({TP0: 11}, [out("a", 10)], [changelog()])      # batch 1: will fail
+    await cp.add({TP0: 12}, [out("b", 11)], [changelog()])      # batch 2: acknowledged
+    await cp.add({TP0: 13}, [out("c", 12)], [changelog()])      # batch 3: acknowledged
+    send.ack("b")
+    send.ack("c")
+    send.fail("a", KafkaTimeoutError())
+    with pytest.raises(ProduceFailed) as failed:
+        await settle_soon(cp, 0)
+    assert failed.value.suspect is None           # not the record's fault: retry it
+    assert cp.to_commit({TP0}) == {}
+    # The failed batch's state never reached the changelog, and neither did later ones'.
+    assert "changelog" not in send.topics()
+    cp.abandon()
+    assert cp.to_commit({TP0}) == {} and not cp.pending
+
+
+async def test_commits_follow_batch_order_whatever_order_acks_come_in():
+    send = FakeSend()
+    cp = Checkpoint(send)
+    await cp.add({TP0: 11}, [out("a", 10)], [])
+    await cp.add({TP1: 5}, [out("b", 4, partition=1)], [])
+    send.ack("b")
+    await settle_soon(cp, 2)
+    assert cp.to_commit({TP0, TP1}) == {}         # batch 2 done, batch 1 not: nothing yet
+    send.ack("a")
+    await settle_soon(cp, 0)
+    assert cp.to_commit({TP0, TP1}) == {TP0: 11, TP1: 5}
+    cp.committed_ok({TP0: 11, TP1: 5})
+    assert cp.to_commit({TP0, TP1}) == {}         # committed once
+    assert cp.to_commit({TP1}) == {}
+
+
+async def test_a_failed_changelog_write_commits_nothing_of_its_batch():
+    send = FakeSend()
+    cp = Checkpoint(send)
+    await cp.add({TP0: 11}, [out("a", 10)], [changelog()])
+    send.ack("a")
+    await settle_soon(cp, 1)
+    send.fail("changelog", KafkaTimeoutError())
+    with pytest.raises(ProduceFailed):
+        await settle_soon(cp, 0)
+    assert cp.to_commit({TP0}) == {}
+
+
+async def test_a_record_the_broker_refuses_names_its_input():
+    send = FakeSend()
+    cp = Checkpoint(send)
+    await cp.add({TP0: 13}, [out("a", 10, size=5), out("a", 11, size=900_000), out("a", 12, size=7)], [])
+    send.fail("a", MessageSizeTooLargeError())    # a refused batch fails all its records
+    with pytest.raises(ProduceFailed) as failed:
+        await settle_soon(cp, 0)
+    assert failed.value.suspect == ("in", 0, 11)  # the largest is blamed first
+
+
+async def test_a_send_refused_before_it_leaves_names_its_input():
+    async def send(o):
+        if len(o.value) > 100:
+            raise MessageSizeTooLargeError()
+        return asyncio.get_running_loop().create_future()
+    cp = Checkpoint(send)
+    with pytest.raises(ProduceFailed) as failed:
+        await cp.add({TP0: 3}, [out("a", 1), out("a", 2, size=1000)], [])
+    assert failed.value.suspect == ("in", 0, 2) and not cp.pending
+
+
+async def test_settle_waits_only_beyond_the_in_flight_limit():
+    send = FakeSend()
+    cp = Checkpoint(send)
+    await cp.add({TP0: 1}, [out("a", 0)], [])
+    await cp.add({TP0: 2}, [out("a", 1)], [])
+    await settle_soon(cp, 2)                      # two in flight are allowed: returns at once
+    waiter = asyncio.create_task(cp.settle(1))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    send.ack()
+    await asyncio.wait_for(waiter, 1)
+    assert len(cp.pending) <= 1
+
+
+# -- exactly_once ------------------------------------------------------------------
+
+class FakeTxnProducer:
+    def __init__(self, partition: int, fail: Exception | None = None):
+        self.partition, self.fail = partition, fail
+        self.log: list[tuple] = []
+
+    async def begin_transaction(self):
+        self.log.append(("begin",))
+
+    async def send(self, topic, value, key=None, partition=None):
+        self.log.append(("send", topic))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        self.log.append(("offsets", dict(offsets), group_id))
+
+    async def commit_transaction(self):
+        if self.fail:
+            raise self.fail
+        self.log.append(("commit",))
+
+    async def abort_transaction(self):
+        self.log.append(("abort",))
+
+
+async def test_one_transaction_per_partition_with_its_outputs_state_and_offsets():
+    producers = {0: FakeTxnProducer(0), 1: FakeTxnProducer(1)}
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    await tc.commit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)],
+                    [changelog(0), changelog(1)])
+    for p, tp, off in ((0, TP0, 11), (1, TP1, 7)):
+        assert producers[p].log == [("begin",), ("send", "events"), ("send", "changelog"),
+                                    ("offsets", {tp: off}, "grp"), ("commit",)]
+
+
+async def test_a_failed_transaction_is_aborted_and_reported():
+    producers = {0: FakeTxnProducer(0, fail=KafkaTimeoutError()), 1: FakeTxnProducer(1)}
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    with pytest.raises(ProduceFailed) as failed:
+        await tc.commit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [])
+    assert not failed.value.fenced
+    assert producers[0].log[-1] == ("abort",) and producers[1].log[-1] == ("commit",)
+
+
+async def test_a_fenced_producer_is_reported_as_fenced_and_not_aborted():
+    producers = {0: FakeTxnProducer(0, fail=ProducerFenced())}
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    with pytest.raises(ProduceFailed) as failed:
+        await tc.commit({TP0: 11}, [out("events", 10)], [])
+    assert failed.value.fenced and ("abort",) not in producers[0].log
