@@ -34,3 +34,14 @@ def kafka_bootstrap(tmp_path_factory):
         if broker.log_file.exists():
             (ARTIFACTS / "kafka-broker.log").write_bytes(broker.log_file.read_bytes())
         broker.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The chaos suite's figures (kills, records, lost, duplicates), in every run's output."""
+    from tests.chaos.harness import REPORT
+    if REPORT:
+        terminalreporter.section("chaos figures")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "chaos-report.txt").write_text("\n".join(REPORT) + "\n")

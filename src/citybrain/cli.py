@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.paths import SCHEMAS_DIR, state_dir
 
 
@@ -361,12 +362,11 @@ def cmd_dashboard(args) -> int:
 
 def cmd_tail(args) -> int:
     """Print records of a topic (from the beginning), for a look at what flows."""
-    from aiokafka import AIOKafkaConsumer
     prefix = _config().settings.kafka.topic_prefix
     name = args.topic if args.topic.startswith(prefix) else prefix + args.topic
 
     async def main() -> None:
-        consumer = AIOKafkaConsumer(name, bootstrap_servers=_bootstrap(), group_id=None,
+        consumer = kafka_consumer(name, bootstrap_servers=_bootstrap(), group_id=None,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         try:
@@ -416,7 +416,7 @@ def _width(s: str) -> int:
 async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None = None) -> int:
     """Read every partition of ``topic`` up to its current end, with progress; -1 when
     the topic does not exist."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     from citybrain.kafka.admin import partitions_of
     from citybrain.progress import Progress
@@ -426,7 +426,7 @@ async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None 
     if not tps:
         print(f"主题不存在 topic {topic} does not exist yet (run the demo or `citybrain topics`)", file=sys.stderr)
         return -1
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(tps)

@@ -9,8 +9,9 @@ import time
 import uuid
 from pathlib import Path
 
+from citybrain.kafka.clients import kafka_consumer
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from citybrain import worker_process as citybrain_worker
 from citybrain.config import Config
@@ -54,7 +55,7 @@ async def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0,
                   settle: float = 1.5) -> list:
     """Read a topic from the beginning until ``want`` records (then ``settle`` more
     seconds to catch any extra), or the timeout."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -85,18 +86,19 @@ class WorkerProcess(citybrain_worker.WorkerProcess):
     """A worker on a test prefix, its log kept in test-artifacts/."""
 
     def __init__(self, bootstrap: str, prefix: str, state_dir: Path, name: str = "worker",
-                 config_dir: Path | None = None):
+                 config_dir: Path | None = None, env: dict[str, str] | None = None):
         port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=prefix,
                    CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_PARTITIONS=str(PARTITIONS),
-                   CITYBRAIN_STATE_DIR=str(state_dir))
+                   CITYBRAIN_STATE_DIR=str(state_dir), **(env or {}))
         if config_dir is not None:
             env["CITYBRAIN_CONFIG_DIR"] = str(config_dir)
         super().__init__(env, port, ARTIFACTS / f"{prefix.rstrip('.')}-{name}.log",
                          data_dir=state_dir / f"{name}-data")
 
-    def start(self, timeout: float = 90.0) -> "WorkerProcess":
-        return super().start().wait_ready(timeout)
+    def start(self, timeout: float = 90.0, wait: bool = True) -> "WorkerProcess":
+        super().start()
+        return self.wait_ready(timeout) if wait else self
 
 
 async def wait_for_metrics(worker: WorkerProcess, predicate, timeout: float = 60.0) -> str:

@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from pydantic_core import to_json
 
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.bench.common import fresh_topics, produce_backlog
 from citybrain.config import Config
 from citybrain.domain.normalize import Normalizer, RecordMeta
@@ -27,7 +28,7 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
                             video_thresholds=cfg.video_thresholds, city=cfg.city_map,
                             registry=registry.get)
     states: dict[str, DeviceState] = {}
-    consumer = AIOKafkaConsumer(topics.iot, topics.video, topics.reports, bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(topics.iot, topics.video, topics.reports, bootstrap_servers=bootstrap,
                                 group_id=f"{topics.prefix}probe", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=2000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")

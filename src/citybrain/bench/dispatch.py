@@ -16,8 +16,9 @@ import asyncio
 import time
 from datetime import datetime
 
+from citybrain.kafka.clients import kafka_consumer
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from citybrain.bench.common import BenchWorker, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
@@ -37,7 +38,7 @@ def _source_ts(value: bytes) -> float:
 
 
 async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: list[float]) -> None:
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None,
+    consumer = kafka_consumer(*topics, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", fetch_max_wait_ms=5,
                                 enable_auto_commit=False)
     await consumer.start()
@@ -57,7 +58,7 @@ async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, sto
     """The plainest correct loop: consume in a group, parse, produce every record, commit.
     Reports and alerts go to the "dispatch" topic the latency is read from, the rest to a
     sink topic, so the loop does the I/O the worker does at least once per record."""
-    consumer = AIOKafkaConsumer(*sources, bootstrap_servers=bootstrap, group_id=group,
+    consumer = kafka_consumer(*sources, bootstrap_servers=bootstrap, group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 fetch_max_wait_ms=5, max_poll_records=1000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",

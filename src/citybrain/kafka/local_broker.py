@@ -177,27 +177,40 @@ class LocalBroker:
             capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")
+        self._heap, self._die_with_parent = heap, die_with_parent
+        return self._launch(libs, props, f"127.0.0.1:{port}", timeout)
+
+    def restart(self, timeout: float = 90.0) -> str:
+        """Start again after ``stop()`` on the same port with the same data (the chaos
+        suite's broker outage): what was committed before is there after."""
+        props = self.state_dir / "server.properties"
+        port = re.search(r"advertised.listeners=PLAINTEXT://127.0.0.1:(\d+)", props.read_text()).group(1)
+        return self._launch(ensure_jars(), props, f"127.0.0.1:{port}", timeout)
+
+    def _launch(self, libs: Path, props: Path, address: str, timeout: float) -> str:
+        port = int(address.rsplit(":", 1)[1])
         cmd = [
-            "java", "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "java", "-Xms256m", f"-Xmx{self._heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(props),
         ]
+        started_lines = len(self._log_tail(100000).splitlines())
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=_die_with_parent if self._die_with_parent else None,
         )
         log.close()
         self.pid_file.write_text(str(proc.pid))
-        address = f"127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise BrokerError(
                     f"Kafka exited with code {proc.returncode}; see {self.log_file}:\n"
                     + self._log_tail())
-            if port_open("127.0.0.1", port) and "Kafka Server started" in self._log_tail(200):
+            fresh = "\n".join(self._log_tail(100000).splitlines()[started_lines:])
+            if port_open("127.0.0.1", port) and "Kafka Server started" in fresh:
                 self.bootstrap_file.write_text(address)
                 return address
             time.sleep(0.2)

@@ -13,8 +13,9 @@ import heapq
 import random
 import time
 
+from citybrain.kafka.clients import kafka_consumer
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from citybrain.kafka.topics import Topics
 
@@ -45,7 +46,7 @@ def next_move(snapshot: dict, rng: random.Random) -> tuple[float, dict] | None:
 
 async def respond(bootstrap: str, topics: Topics, stop: asyncio.Event, seed: int = 1) -> int:
     rng = random.Random(seed)
-    consumer = AIOKafkaConsumer(topics.workorder_events, bootstrap_servers=bootstrap, group_id=None,
+    consumer = kafka_consumer(topics.workorder_events, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="citybrain-responders")
     await consumer.start()

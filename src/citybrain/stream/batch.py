@@ -26,13 +26,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError
 from pydantic_core import to_json
 
+from citybrain.kafka.clients import kafka_consumer
 from citybrain import metrics, packing
+from citybrain.stream import chaos
 from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
 from citybrain.stream.output import Output
@@ -108,7 +110,7 @@ class ChangelogState:
         if not partitions:
             return 0
         # read_committed: under exactly_once only what committed with its offsets counts.
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                     isolation_level="read_committed", client_id=f"citybrain-restore-{self.name}")
         await consumer.start()
         n = 0
@@ -230,7 +232,7 @@ class StageRunner:
         self.exactly_once = settings.guarantee == "exactly_once"
         # Range assignment: partition n of every input topic goes to the same member,
         # so one transactional id per partition number covers all its inputs.
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = kafka_consumer(
             bootstrap_servers=self.bootstrap, group_id=stage.group_id, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=20,
             session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_ms,
@@ -435,11 +437,14 @@ class StageRunner:
         if self.exactly_once:
             if offsets or outputs or state:
                 await self.transactions.commit(offsets, outputs, state)
+                chaos.point("after_commit")
             return
         if offsets or outputs or state:
             await self.checkpoint.add(offsets, outputs, state)
+            chaos.point("after_produce")
         await self.checkpoint.settle(self.IN_FLIGHT if offsets else 0)
         await self._commit(force=False)
+        chaos.point("after_commit")
 
     def _handle(self, records: list[ConsumerRecord]) -> list[Output]:
         out: list[Output] = []

@@ -29,6 +29,7 @@ from aiokafka.errors import (
     CorruptRecordException, MessageSizeTooLargeError, ProducerFenced, RecordTooLargeError,
 )
 
+from citybrain.stream import chaos
 from citybrain.stream.output import Output, Source
 
 # Errors the broker gives for one record itself (not for the connection or the cluster):
@@ -185,6 +186,7 @@ class TransactionalCheckpoint:
                 sent.append((await producer.send(o.topic, o.value, key=o.key, partition=o.partition), o))
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
+            chaos.point("after_produce")   # sent, not committed: a reader must never see these
             await producer.commit_transaction()
             _check(sent)
         except ProduceFailed:

@@ -8,8 +8,9 @@ import inspect
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.admin import partitions_of
 
 log = logging.getLogger("citybrain.logreader")
@@ -27,7 +28,7 @@ class TopicReader:
         self.records = 0
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+        consumer = kafka_consumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     group_id=None, client_id=f"citybrain-{self.name}",
                                     fetch_max_wait_ms=200)
         await consumer.start()

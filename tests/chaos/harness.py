@@ -1,0 +1,157 @@
+"""The chaos suite's harness: one seeded input set, produced to a fresh topic prefix per
+scenario while faults happen; every output read ``read_committed``; a verifier in the
+spirit of Kafka's own EOS system test compares a run with the clean reference run.
+
+Outcomes are compared by content, not offsets (records without a key land on any
+partition): normalised events by ``event_id``, dead letters by (source, reason, SHA-256
+of the original), work orders by their incident — the set of event ids they gathered —
+with their final status and department (an order's id derives from whichever of its
+events reached fusion first, which partition interleaving may change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import TopicPartition
+
+from citybrain.config import Config
+from citybrain.kafka.admin import partitions_of
+from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.topics import Topics
+from citybrain.sample.registry_builder import load
+from citybrain.simulate.traffic import CitySimulator
+
+from ..integration.kafka_helpers import produce
+
+SEED, RATE, DURATION = 11, 100, 24      # ≈ 2,500 records with the three scripted incidents
+
+
+def seeded_input(start: float) -> list[tuple[str, bytes | None, bytes]]:
+    cfg = Config()
+    sim = CitySimulator(load(cfg.registry_path), seed=SEED, rate=RATE, duration=DURATION, start=start)
+    return [(r.source, r.key, r.value) for r in sim.records()]
+
+
+async def produce_paced(bootstrap: str, topics: Topics, records, seconds: float, chunks: int = 24) -> None:
+    """The same records in the same order, spread over ``seconds`` so faults land mid-stream."""
+    target = {"iot": topics.iot, "video": topics.video, "report": topics.reports}
+    size = -(-len(records) // chunks)
+    for i in range(0, len(records), size):
+        await produce(bootstrap, [(target[s], k, v) for s, k, v in records[i:i + size]])
+        await asyncio.sleep(seconds / chunks)
+
+
+@dataclass
+class Outcome:
+    events: Counter = field(default_factory=Counter)        # event_id → copies on events.normalized
+    dead: Counter = field(default_factory=Counter)          # (source, reason, sha256) → copies
+    versions: dict = field(default_factory=dict)            # work_order_id → Counter(version)
+    snapshots: dict = field(default_factory=dict)           # work_order_id → latest snapshot
+    dispatch: Counter = field(default_factory=Counter)      # (work_order_id, version) → copies on dispatch.*
+
+    def incidents(self) -> dict[frozenset, tuple[str, str | None]]:
+        return {frozenset(e["event_id"] for e in s["events"]): (s["status"], s["department"])
+                for s in self.snapshots.values()}
+
+    def size(self) -> tuple[int, int, int]:
+        return len(self.events), sum(self.dead.values()), len(self.snapshots)
+
+
+class OutputReader:
+    """Follows every output topic of a prefix (read_committed) into an ``Outcome``."""
+
+    def __init__(self, bootstrap: str, topics: Topics):
+        self.bootstrap, self.topics = bootstrap, topics
+        self.outcome = Outcome()
+        self.last_change = time.monotonic()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> "OutputReader":
+        departments = [d.code for d in Config().taxonomy.departments]
+        names = [self.topics.events, self.topics.deadletter, self.topics.workorder_events,
+                 *(self.topics.dispatch(d) for d in departments)]
+        tps = [TopicPartition(n, p) for n in names for p in await partitions_of(self.bootstrap, n)]
+        self.consumer = kafka_consumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
+        await self.consumer.start()
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        o, t = self.outcome, self.topics
+        while True:
+            batch = await self.consumer.getmany(timeout_ms=300, max_records=5000)
+            for tp, records in batch.items():
+                self.last_change = time.monotonic()
+                for m in records:
+                    doc = orjson.loads(m.value)
+                    if tp.topic == t.events:
+                        o.events[doc["event_id"]] += 1
+                    elif tp.topic == t.deadletter:
+                        o.dead[(doc["source"], doc["reason"], doc["original_sha256"])] += 1
+                    elif tp.topic == t.workorder_events:
+                        wo = doc["work_order_id"]
+                        o.versions.setdefault(wo, Counter())[doc["version"]] += 1
+                        if doc["version"] >= o.snapshots.get(wo, {}).get("version", 0):
+                            o.snapshots[wo] = doc["snapshot"]
+                    else:
+                        o.dispatch[(doc["work_order_id"], doc["version"])] += 1
+
+    async def quiet(self, seconds: float, until=None, timeout: float = 180.0) -> None:
+        """Wait until nothing new arrived for ``seconds`` (and ``until()`` holds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if time.monotonic() - self.last_change >= seconds and (until is None or until()):
+                return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"outputs did not settle within {timeout:.0f}s: {self.outcome.size()}")
+
+    async def stop(self) -> Outcome:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        await self.consumer.stop()
+        return self.outcome
+
+
+@dataclass
+class Verdict:
+    records: int
+    lost: int                 # reference outcomes missing from the run (events + dead letters)
+    unexpected: int           # outcomes the reference does not have
+    duplicate_outcomes: int   # extra copies of events / dead letters
+    incidents_differ: int     # incidents (event sets) whose final state or department differ, or missing
+    version_skips: int        # orders whose versions on workorders.events are not 1..n
+    version_repeats: int      # (order, version) seen more than once on workorders.events
+    duplicate_dispatch: int   # (order, version) seen more than once on dispatch.*
+
+    def line(self, name: str, extra: str = "") -> str:
+        return (f"CHAOS {name}: records={self.records} lost={self.lost} unexpected={self.unexpected} "
+                f"duplicate_outcomes={self.duplicate_outcomes} incidents_differ={self.incidents_differ} "
+                f"version_skips={self.version_skips} version_repeats={self.version_repeats} "
+                f"duplicate_dispatch={self.duplicate_dispatch} {extra}").rstrip()
+
+
+REPORT: list[str] = []   # printed at the end of the pytest run (tests/conftest.py)
+
+
+def verify(reference: Outcome, run: Outcome, records: int) -> Verdict:
+    ref_dead = reference.dead
+    lost = len(set(reference.events) - set(run.events)) + sum((ref_dead - run.dead).values())
+    unexpected = len(set(run.events) - set(reference.events)) + len(set(run.dead) - set(ref_dead))
+    dups = (sum(c - 1 for c in run.events.values() if c > 1)
+            + sum(max(0, c - ref_dead[k]) for k, c in run.dead.items() if k in ref_dead))
+    ref_inc, run_inc = reference.incidents(), run.incidents()
+    differ = sum(1 for k, v in ref_inc.items() if run_inc.get(k) != v) + len(set(run_inc) - set(ref_inc))
+    skips = sum(1 for v in run.versions.values() if set(v) != set(range(1, max(v) + 1)))
+    repeats = sum(c - 1 for v in run.versions.values() for c in v.values() if c > 1)
+    return Verdict(records, lost, unexpected, dups, differ, skips, repeats,
+                   sum(c - 1 for c in run.dispatch.values() if c > 1))
