@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import logging
+import signal
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -179,6 +181,23 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.task
     async def watch_broker() -> None:
         await broker.run()
+
+    @app.task
+    async def task_dump_on_sigusr1() -> None:
+        """`kill -USR1 <pid>`: every asyncio task's stack in the log — for a stage that
+        seems stuck, at 3 a.m., without stopping it."""
+        def dump() -> None:
+            out = io.StringIO()
+            for task in asyncio.all_tasks():
+                out.write(f"{task.get_name()}:\n")
+                coro = task.get_coro()
+                while coro is not None:   # the whole await chain, not only the outer frame
+                    frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+                    if frame is not None:
+                        out.write(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
+                    coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            log.warning("任务栈 asyncio tasks (SIGUSR1):\n%s", out.getvalue())
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     @app.task
     async def run_stages() -> None:

@@ -187,19 +187,26 @@ class TransactionalCheckpoint:
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
             chaos.point("after_produce")   # sent, not committed: a reader must never see these
-            await producer.commit_transaction()
+            # aiokafka's commit_transaction does not wait for sends still in flight (the
+            # Java client flushes first): a produce being retried could miss the commit
+            # while the offsets in it commit — found by the chaos suite as lost records.
+            # Every send is acknowledged (or the transaction aborted) before the commit.
+            if sent:
+                await asyncio.wait([f for f, _ in sent])
             _check(sent)
-        except ProduceFailed:
-            raise
+            await producer.commit_transaction()
         except Exception as e:
             for f, _ in sent:
                 _quiet(f)
-            failed = [(f.exception(), o) for f, o in sent if f.done() and not f.cancelled()
-                      and f.exception() is not None]
-            if not isinstance(e, ProducerFenced):
+            fenced = isinstance(e, ProducerFenced) or (isinstance(e, ProduceFailed) and e.fenced)
+            if not fenced:   # a fenced producer may not even abort: the new owner did
                 try:
                     await asyncio.wait_for(producer.abort_transaction(), 10)
                 except Exception:  # noqa: BLE001 - the producer is replaced on recovery anyway
                     pass
+            if isinstance(e, ProduceFailed):
+                raise
+            failed = [(f.exception(), o) for f, o in sent if f.done() and not f.cancelled()
+                      and f.exception() is not None]
             refused = current.source if isinstance(e, RECORD_ERRORS) and current is not None else None
             raise ProduceFailed(e, _suspect(failed) or refused) from e

@@ -37,22 +37,13 @@ def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_O
             keep_bytes=keep_bytes, exception_type=exc)))
 
     async def route(m, value: bytes | None) -> None:
-        if value is not None and len(value) > keep_bytes:
-            return await dead(m, value, "too_large", f"command is {len(value)} bytes; the limit is {keep_bytes}")
-        try:
-            cmd = Command.model_validate_json(value or b"")
-        except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            reason = ("not_json" if err["type"] == "json_invalid" else
-                      "missing_field" if err["type"] == "missing" else "invalid_field")
-            return await dead(m, value, reason, str(e).splitlines()[0], field_path(err["loc"]))
-        group = group_of(cmd.work_order_id)
-        if group is None:
+        kind, detail = judge(value, keep_bytes)
+        if kind == "dead":
+            return await dead(m, value, *detail)
+        if kind == "rejected":
             metrics.COMMANDS_REJECTED.labels("unknown_work_order").inc()
-            return await emit(topics.rejected, cmd.work_order_id.encode(), to_json(CommandRejection(
-                command=cmd, reason="unknown_work_order",
-                detail=f"{cmd.work_order_id} is not a work-order id", at=datetime.now(UTC))))
-        await emit(topics.fusion_inbox, group.encode(), value)
+            return await emit(topics.rejected, detail.command.work_order_id.encode(), to_json(detail))
+        await emit(topics.fusion_inbox, detail.encode(), value)
 
     @app.agent(commands, name="route_commands")
     async def route_commands(stream):
@@ -68,3 +59,23 @@ def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_O
                 except Exception:  # noqa: BLE001 - not even the dead letter went out: logged
                     log.exception("死信发送失败 could not dead-letter command %s[%d]@%d", m.topic,
                                   m.partition, m.offset)
+
+
+def judge(value: bytes | None, keep_bytes: int = KEEP_ORIGINAL_BYTES):
+    """What becomes of one command record, decided without Kafka: ("dead", (reason,
+    detail, field)) | ("rejected", CommandRejection) | ("forward", fusion group)."""
+    if value is not None and len(value) > keep_bytes:
+        return "dead", ("too_large", f"command is {len(value)} bytes; the limit is {keep_bytes}", None)
+    try:
+        cmd = Command.model_validate_json(value or b"")
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        reason = ("not_json" if err["type"] == "json_invalid" else
+                  "missing_field" if err["type"] == "missing" else "invalid_field")
+        return "dead", (reason, str(e).splitlines()[0], field_path(err["loc"]))
+    group = group_of(cmd.work_order_id)
+    if group is None:
+        return "rejected", CommandRejection(command=cmd, reason="unknown_work_order",
+                                            detail=f"{cmd.work_order_id} is not a work-order id",
+                                            at=datetime.now(UTC))
+    return "forward", group

@@ -150,8 +150,8 @@ async def test_settle_waits_only_beyond_the_in_flight_limit():
 # -- exactly_once ------------------------------------------------------------------
 
 class FakeTxnProducer:
-    def __init__(self, partition: int, fail: Exception | None = None):
-        self.partition, self.fail = partition, fail
+    def __init__(self, partition: int, fail: Exception | None = None, refuse: Exception | None = None):
+        self.partition, self.fail, self.refuse = partition, fail, refuse
         self.log: list[tuple] = []
 
     async def begin_transaction(self):
@@ -160,7 +160,9 @@ class FakeTxnProducer:
     async def send(self, topic, value, key=None, partition=None):
         self.log.append(("send", topic))
         fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
+        # Acknowledged a little later, as a broker would (or refused).
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.01, lambda: fut.set_exception(self.refuse) if self.refuse else fut.set_result(None))
         return fut
 
     async def send_offsets_to_transaction(self, offsets, group_id):
@@ -200,3 +202,14 @@ async def test_a_fenced_producer_is_reported_as_fenced_and_not_aborted():
     with pytest.raises(ProduceFailed) as failed:
         await tc.commit({TP0: 11}, [out("events", 10)], [])
     assert failed.value.fenced and ("abort",) not in producers[0].log
+
+
+async def test_no_commit_before_every_send_of_the_transaction_is_acknowledged():
+    """aiokafka's commit_transaction does not wait for sends in flight: a produce still
+    being retried could miss the commit while the offsets commit (found by the chaos
+    suite).  A refused send aborts the transaction; its offsets never commit."""
+    producers = {0: FakeTxnProducer(0, refuse=KafkaTimeoutError())}
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    with pytest.raises(ProduceFailed):
+        await tc.commit({TP0: 11}, [out("events", 10)], [])
+    assert ("commit",) not in producers[0].log and producers[0].log[-1] == ("abort",)
