@@ -409,15 +409,18 @@ class StageRunner:
         batch = await self.consumer.getmany(timeout_ms=200)
         async with self.lock:
             if self.failed is not None or self.unrestored:
-                return   # a rebalance came in between: the loop restores first
+                # A rebalance or a failure came in between: the loop restores first, and
+                # these records are fetched again (without the seek back the position
+                # stays past them and a later commit skips them — the chaos suite found
+                # that as lost records after a rebalance).
+                self._fetch_again(batch)
+                return
             await self._tick()
             records, offsets = [], {}
             for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
                 recs = batch[tp]
                 if tp not in self.assigned_now or (tp.topic == self.state_topic and tp.partition not in self.owned):
-                    # Its state is not restored yet: fetch these again later.
-                    if tp in self.consumer.assignment():
-                        self.consumer.seek(tp, recs[0].offset)
+                    self._fetch_again({tp: recs})   # its state is not restored yet
                     continue
                 records.extend(recs)
                 offsets[tp] = recs[-1].offset + 1
@@ -429,6 +432,12 @@ class StageRunner:
                 metrics.child(metrics.STAGE_RECORDS, self.stage.name).inc(len(records))
             outputs = self._handle(records)
             await self._complete(offsets, outputs)
+
+    def _fetch_again(self, batch) -> None:
+        assigned = self.consumer.assignment()
+        for tp, recs in batch.items():
+            if recs and tp in assigned:
+                self.consumer.seek(tp, recs[0].offset)
 
     async def _complete(self, offsets, outputs: list[Output]) -> None:
         """Hand the batch to the checkpoint: at_least_once pipelined (the next batch is
