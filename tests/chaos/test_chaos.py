@@ -170,6 +170,7 @@ async def test_broker_stop_and_start(tmp_path, records, reference):
         worker = WorkerProcess(bootstrap, prefix, tmp_path, "w").start()
         half = len(records) // 2
         await produce_paced(bootstrap, t, records[:half], seconds=6)
+        lines_before = len(worker.log_path.read_text(errors="replace").splitlines())
         broker.stop()
         went_unready = time.monotonic()
         while ready(worker) and time.monotonic() - went_unready < 30:
@@ -178,6 +179,7 @@ async def test_broker_stop_and_start(tmp_path, records, reference):
         assert not ready(worker), "/readyz stayed true with the broker gone"
         await asyncio.sleep(max(0.0, 20 - unready_after))
         assert worker.proc.poll() is None, "the worker exited during the outage"
+        outage_lines = len(worker.log_path.read_text(errors="replace").splitlines()) - lines_before
         broker.restart()
         back = time.monotonic()
         worker.wait_ready(120)            # by itself: no restart
@@ -185,8 +187,11 @@ async def test_broker_stop_and_start(tmp_path, records, reference):
         await produce_paced(bootstrap, t, records[half:], seconds=6)
         verdict = await settle_and_verify("broker stopped 20 s and started (exactly_once)", reference, reader,
                                           records, f"unready_after={unready_after:.1f}s ready_again_after="
-                                                   f"{resumed:.1f}s worker_restarts=0")
+                                                   f"{resumed:.1f}s worker_restarts=0 "
+                                                   f"log_lines_during_outage={outage_lines}")
         assert worker.proc.poll() is None
+        # One line per kind of client error per 10 s, not one per attempt (~330/s before).
+        assert outage_lines < 300, f"{outage_lines} log lines in a 20 s outage"
     finally:
         if worker is not None:
             worker.stop()

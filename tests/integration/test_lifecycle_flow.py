@@ -39,6 +39,11 @@ async def test_closed_loop_refusals_and_repeat_alarm(kafka_bootstrap, tmp_path):
         [dispatched] = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
         wo = dispatched["work_order_id"]
         key = wo.encode()
+        # A second alert of the same camera joins the order before it is worked.
+        second_alert = alert("VA-L1b", 500)
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", second_alert)])
+        joined = decode(await consume(kafka_bootstrap, t.workorder_events, want=3, timeout=30, settle=0))
+        assert [c["type"] for c in joined] == ["created", "dispatched", "evidence_added"]
         await produce(kafka_bootstrap, [
             (t.commands, key, command("c1", wo, "accept", FIRE)),                   # not fire's order
             (t.commands, key, command("c2", wo, "accept", WATER)),
@@ -50,27 +55,39 @@ async def test_closed_loop_refusals_and_repeat_alarm(kafka_bootstrap, tmp_path):
         rejected = decode(await consume(kafka_bootstrap, t.rejected, want=2, timeout=30))
         assert sorted((r["command"]["command_id"], r["reason"]) for r in rejected) == [
             ("c1", "out_of_scope"), ("c2", "duplicate_command")]
-        changes = [c for c in decode(await consume(kafka_bootstrap, t.workorder_events, want=5, timeout=30))
+        changes = [c for c in decode(await consume(kafka_bootstrap, t.workorder_events, want=6, timeout=30))
                    if c["work_order_id"] == wo]
-        assert [c["type"] for c in changes] == ["created", "dispatched", "accepted", "handled", "verified"]
-        assert [c["version"] for c in changes] == [1, 2, 3, 4, 5]
+        assert [c["type"] for c in changes] == ["created", "dispatched", "evidence_added", "accepted", "handled",
+                                                "verified"]
+        assert [c["version"] for c in changes] == [1, 2, 3, 4, 5, 6]
         assert changes[-1]["snapshot"]["status"] == "closed" and changes[-1]["actor"]["id"] == "GM-0107"
         dead = [d for d in decode(await consume(kafka_bootstrap, t.deadletter, want=1, timeout=20))
                 if d["source"] == "command"]
-        assert len(dead) == 1 and dead[0]["reason"] == "invalid_field"
-
-        # The first alert replayed after closure (an offset reset upstream) changes nothing;
-        # the same camera seeing ponding again is a new order.
-        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", first_alert)])
-        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-L2", 30))])
-        water = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=2, timeout=30, settle=0))
-        ids = {w["work_order_id"] for w in water}
-        assert len(water) == 2 and wo in ids and len(ids) == 2
-        mine = [c for c in decode(await consume(kafka_bootstrap, t.workorder_events, want=7, timeout=30))
-                if c["work_order_id"] == wo]
-        assert [c["version"] for c in mine] == [1, 2, 3, 4, 5]       # the replay did not reopen it
+        assert len(dead) == 1 and dead[0]["reason"] == "not_json"
         text = await wait_for_metrics(worker, lambda m: True)
         reasons = {lab["reason"]: v for lab, v in samples(text, "citybrain_commands_rejected_total")}
         assert reasons == {"out_of_scope": 1.0, "duplicate_command": 1.0}
+
+        # Any event of the closed order replayed (an offset reset upstream) changes nothing —
+        # the opening one and the one that joined, before and after a restart (the worker
+        # rebuilds what it knows of closed orders from its state); the same camera seeing
+        # ponding again is a new order.
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", first_alert),
+                                        (t.video, b"CAM-UP-01", second_alert)])
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-L2", 30))])
+        water = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=2, timeout=30, settle=0))
+        worker.stop()
+        worker.start()
+        await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", first_alert),
+                                        (t.video, b"CAM-UP-01", second_alert)])
+        water = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=3, timeout=15, settle=2))
+        ids = {w["work_order_id"] for w in water}
+        assert len(water) == 2 and wo in ids and len(ids) == 2
+        mine = [c for c in decode(await consume(kafka_bootstrap, t.workorder_events, want=9, timeout=15))
+                if c["work_order_id"] == wo]
+        assert [c["version"] for c in mine] == [1, 2, 3, 4, 5, 6]    # the replays did not reopen it
+        text = await wait_for_metrics(worker, lambda m: 'citybrain_fusion_outcome_total{action="duplicate"} 2.0' in m)
+        assert 'citybrain_fusion_outcome_total{action="duplicate"} 2.0' in text
+
     finally:
         worker.stop()
