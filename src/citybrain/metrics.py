@@ -98,7 +98,9 @@ CONSUMER_LAG = Gauge("citybrain_consumer_lag",
                      "Records between a stage's processed position and the partition's end (per owned "
                      "partition; a worker drops the series of partitions it gives up, so sums over workers "
                      "are right)", ["stage", "topic", "partition"])
-COMMIT_LATENCY = Histogram("citybrain_commit_latency_seconds", "Offset commit round trips per stage", ["stage"],
+COMMIT_LATENCY = Histogram("citybrain_commit_latency_seconds",
+                           "Offset commit round trips per stage (exactly_once: a batch's transactions, "
+                           "first send to commit)", ["stage"],
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 REBALANCES = Counter("citybrain_rebalances", "Partition assignments received per stage", ["stage"])
 STAGE_RECORDS = Counter("citybrain_stage_records", "Records handled per stage", ["stage"])

@@ -445,7 +445,9 @@ class StageRunner:
         state = [o for st in self.stage.states for o in st.drain()]
         if self.exactly_once:
             if offsets or outputs or state:
+                t0 = time.monotonic()
                 await self.transactions.commit(offsets, outputs, state)
+                metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
                 chaos.point("after_commit")
             return
         if offsets or outputs or state:
