@@ -35,7 +35,7 @@ class WorkerSettings(BaseModel):
     # exactly_once: a stage's outputs, changelog writes and input offsets commit in one
     # Kafka transaction; at_least_once: outputs may repeat after a crash (each carries
     # its dedupe key).  The default and its measured cost: docs/architecture.md.
-    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "at_least_once"
     session_timeout_seconds: float = Field(10.0, ge=6, le=300)
     heartbeat_interval_seconds: float = Field(3.0, gt=0, le=60)
 

@@ -1,7 +1,12 @@
-"""One log line per kind of repeated client error: during a broker outage aiokafka logs
-every connection attempt (measured: ~330 ERROR lines a second).  A warning or error from
-the Kafka client and Faust's plumbing passes once per ``every`` seconds per message
-template; the next one that passes says how many were held back."""
+"""Logs an operator can read during a storm: one line per kind of repeated message per
+interval, with how many like it were held back.
+
+- ``Throttle``: the one rule (per key, at most once every ``every`` seconds).
+- ``ThrottledLog``: our own repeated lines (dead letters by reason, stage failures,
+  internal errors by exception type).
+- ``RepeatFilter``: the Kafka client's and Faust's warnings and errors — during a broker
+  outage aiokafka logs every connection attempt (measured: ~330 ERROR lines a second).
+"""
 
 from __future__ import annotations
 
@@ -11,25 +16,47 @@ import time
 NOISY = ("aiokafka", "faust", "mode")
 
 
+class Throttle:
+    def __init__(self, every: float = 10.0, clock=time.monotonic):
+        self.every, self.clock = every, clock
+        self.last: dict = {}
+        self.held: dict = {}
+
+    def allow(self, key) -> int | None:
+        """None: hold this one back; else how many were held back since the last one passed."""
+        now = self.clock()
+        if now - self.last.get(key, float("-inf")) < self.every:
+            self.held[key] = self.held.get(key, 0) + 1
+            return None
+        self.last[key] = now
+        return self.held.pop(key, 0)
+
+    def note(self, held: int) -> str:
+        return f" (+{held} like it in the last {self.every:.0f}s)" if held else ""
+
+
+class ThrottledLog:
+    def __init__(self, logger: logging.Logger, every: float = 10.0):
+        self.logger, self.throttle = logger, Throttle(every)
+
+    def __call__(self, level: int, key: str, msg: str, *args, exc_info=None) -> None:
+        held = self.throttle.allow(key)
+        if held is not None:
+            self.logger.log(level, msg + self.throttle.note(held), *args, exc_info=exc_info)
+
+
 class RepeatFilter(logging.Filter):
     def __init__(self, every: float = 10.0, clock=time.monotonic):
         super().__init__()
-        self.every, self.clock = every, clock
-        self.last: dict[tuple[str, str], float] = {}
-        self.held: dict[tuple[str, str], int] = {}
+        self.throttle = Throttle(every, clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or not record.name.startswith(NOISY):
             return True
-        key = (record.name, str(record.msg))
-        now = self.clock()
-        if now - self.last.get(key, float("-inf")) < self.every:
-            self.held[key] = self.held.get(key, 0) + 1
+        held = self.throttle.allow((record.name, str(record.msg)))
+        if held is None:
             return False
-        self.last[key] = now
-        held = self.held.pop(key, 0)
-        if held:
-            record.msg = f"{record.msg} (+{held} like it in the last {self.every:.0f}s)"
+        record.msg = f"{record.msg}{self.throttle.note(held)}"
         return True
 
 

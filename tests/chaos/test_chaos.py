@@ -167,7 +167,8 @@ async def test_broker_stop_and_start(tmp_path, records, reference):
         prefix = new_prefix("chaos-broker")
         t = await prepare(bootstrap, prefix)
         reader = await OutputReader(bootstrap, t).start()
-        worker = WorkerProcess(bootstrap, prefix, tmp_path, "w").start()
+        worker = WorkerProcess(bootstrap, prefix, tmp_path, "w",
+                               env={"CITYBRAIN_PROCESSING_GUARANTEE": "exactly_once"}).start()
         half = len(records) // 2
         await produce_paced(bootstrap, t, records[:half], seconds=6)
         lines_before = len(worker.log_path.read_text(errors="replace").splitlines())

@@ -77,9 +77,14 @@ class StageProducers:
         self.bootstrap, self.client_id, self.warm = bootstrap, client_id, warm
 
     def __call__(self, transactional_id: str | None) -> AIOKafkaProducer:
+        # retry_backoff_ms: a transaction begun right after the last one's commit is
+        # answered CONCURRENT_TRANSACTIONS while the commit markers are written, and
+        # aiokafka waits the retry backoff (100 ms by default) before asking again — the
+        # Java client retries that case after 20 ms.
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1, acks="all",
                                     max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
                                     transactional_id=transactional_id,
+                                    retry_backoff_ms=10 if transactional_id else 100,
                                     client_id=transactional_id or self.client_id)
         start = producer.start
 

@@ -34,6 +34,7 @@ from pydantic_core import to_json
 
 from citybrain.kafka.clients import kafka_consumer
 from citybrain import metrics, packing
+from citybrain.logfilter import ThrottledLog
 from citybrain.stream import chaos
 from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
@@ -166,7 +167,7 @@ class Stage:
 @dataclass(frozen=True)
 class RunnerSettings:
     bootstrap: str
-    guarantee: str = "exactly_once"          # | at_least_once
+    guarantee: str = "at_least_once"         # | exactly_once
     deadletter_topic: str = "deadletter"
     max_output_bytes: int = 1_000_000       # an output past this is refused before it is sent
     keep_original_bytes: int = 65536        # a dead letter's copy of the original
@@ -199,26 +200,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.next_delay = self.first
-
-
-class ThrottledLog:
-    """At most one line per key every ``every`` seconds, with how many were held back."""
-
-    def __init__(self, logger: logging.Logger, every: float = 10.0):
-        self.logger, self.every = logger, every
-        self.last: dict[str, float] = {}
-        self.held: dict[str, int] = {}
-
-    def __call__(self, level: int, key: str, msg: str, *args, exc_info=None) -> None:
-        now = time.monotonic()
-        if now - self.last.get(key, -1e9) < self.every:
-            self.held[key] = self.held.get(key, 0) + 1
-            return
-        self.last[key] = now
-        held = self.held.pop(key, 0)
-        if held:
-            msg += f" (+{held} like it in the last {self.every:.0f}s)"
-        self.logger.log(level, msg, *args, exc_info=exc_info)
 
 
 class StageRunner:

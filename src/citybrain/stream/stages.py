@@ -21,6 +21,7 @@ from aiokafka import ConsumerRecord
 from pydantic_core import to_json
 
 from citybrain import metrics
+from citybrain.logfilter import ThrottledLog
 from citybrain.config import Config
 from citybrain.domain import lifecycle
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
@@ -37,21 +38,14 @@ log = logging.getLogger("citybrain.stages")
 
 
 class DeadLetterLog:
-    """One log line per reason every 10 s at most, with the count: readable at 3 a.m."""
+    """One log line per source and reason every 10 s at most, with the count: readable at 3 a.m."""
 
     def __init__(self, every: float = 10.0):
-        self.every = every
-        self.last: dict[str, float] = {}
-        self.pending: dict[str, int] = {}
+        self.say = ThrottledLog(log, every)
 
     def note(self, source: str, reason: str, detail: str) -> None:
-        key = f"{source}/{reason}"
-        self.pending[key] = self.pending.get(key, 0) + 1
-        now = time.monotonic()
-        if now - self.last.get(key, 0.0) >= self.every:
-            n = self.pending.pop(key)
-            self.last[key] = now
-            log.warning("死信 dead letter %s ×%d (e.g. %s)", key, n, detail)
+        self.say(logging.WARNING, f"{source}/{reason}", "死信 dead letter %s/%s (e.g. %s)", source, reason,
+                 detail[:300])
 
 
 def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
