@@ -61,16 +61,24 @@ def cmd_kafka(args) -> int:
 # -- topics, registry, schemas ---------------------------------------------------
 
 def cmd_topics(args) -> int:
-    from citybrain.kafka.admin import create_topics
-    from citybrain.kafka.topics import Topics
+    from citybrain.stream.topology import topic_specs
     cfg = _config()
-    s = cfg.settings
-    specs = Topics(s.kafka.topic_prefix).specs([d.code for d in cfg.taxonomy.departments],
-                                               s.kafka.partitions)
-    created = asyncio.run(create_topics(_bootstrap(), specs, s.kafka.replication_factor))
+    specs = topic_specs(cfg)
+    created = asyncio.run(_ensure_topics(cfg, _bootstrap(), specs))
     print(f"主题 topics: {len(specs)} in all, created {len(created)}"
           + (": " + ", ".join(created) if created else " (all existed)"))
     return 0
+
+
+async def _ensure_topics(cfg, bootstrap: str, specs) -> list[str]:
+    """Create the missing topics, then reconcile every one with the configuration
+    (retention altered; partitions that differ stop here with the reason)."""
+    from citybrain.kafka.admin import create_topics, reconcile_topics
+    from citybrain.stream.topology import co_partitioned
+    created = await create_topics(bootstrap, specs, cfg.settings.kafka.replication_factor)
+    for line in await reconcile_topics(bootstrap, specs, co_partitioned(cfg)):
+        print(f"主题设置已更新 topic setting reconciled: {line}", flush=True)
+    return created
 
 
 def cmd_registry(args) -> int:
@@ -120,21 +128,19 @@ def cmd_worker(args) -> int:
 
     from citybrain import logfilter
 
-    from citybrain.kafka.admin import cluster_id, create_topics
-    from citybrain.kafka.topics import Topics, TopicSpec
-    from citybrain.stream.app import create_app, group_id
-    from citybrain.stream.stages import changelog_topics
+    from citybrain.kafka.admin import TopicMismatch, cluster_id
+    from citybrain.stream.app import create_app
+    from citybrain.stream.topology import topic_specs
     if args.web_port:
         os.environ["CITYBRAIN_WEB_PORT"] = str(args.web_port)
     cfg = _config()
     s = cfg.settings
     bootstrap = _bootstrap()
-    specs = Topics(s.kafka.topic_prefix).specs([d.code for d in cfg.taxonomy.departments],
-                                               s.kafka.partitions)
-    # The stages' state changelogs: compacted, partitioned like the inputs they follow.
-    specs += [TopicSpec(name, s.kafka.partitions, {"cleanup.policy": "compact"})
-              for name in changelog_topics(group_id(cfg))]
-    asyncio.run(create_topics(bootstrap, specs, s.kafka.replication_factor))
+    try:
+        asyncio.run(_ensure_topics(cfg, bootstrap, topic_specs(cfg)))
+    except TopicMismatch as e:
+        print(f"错误 error: {e}", file=sys.stderr, flush=True)
+        return 2
     # One state directory per consumer group (prefix + app id) and worker port: two
     # groups must never share table files, nor two workers on one machine.
     data_dir = (Path(args.data_dir) if args.data_dir else

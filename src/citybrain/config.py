@@ -67,6 +67,24 @@ class ConsoleSettings(BaseModel):
     closed_retention_days: float = Field(7.0, gt=0)
 
 
+class TopicRetention(BaseModel):
+    """``config/topics.toml``: days each topic keeps its records (-1: forever)."""
+
+    model_config = ConfigDict(extra="forbid")
+    default_retention_days: float = Field(400, gt=0)
+    retention_days: dict[str, float] = Field(default_factory=dict)
+
+    def days(self, name: str) -> float:
+        days = self.retention_days.get(name, self.default_retention_days)
+        if days != -1 and days <= 0:
+            raise ValueError(f"topics.toml: retention of {name} must be positive or -1 (forever)")
+        return days
+
+    def retention_ms(self, name: str) -> str:
+        days = self.days(name)
+        return "-1" if days == -1 else str(int(days * 86_400_000))
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kafka: KafkaSettings = KafkaSettings()
@@ -103,6 +121,11 @@ class Config:
             if env.get(var) not in (None, ""):
                 raw.setdefault(section, {})[key] = cast(env[var])
         self.settings = Settings.model_validate(raw)
+
+    @cached_property
+    def topic_retention(self) -> TopicRetention:
+        path = self.directory / "topics.toml"
+        return TopicRetention.model_validate(_read_toml(path) if path.exists() else {})
 
     @cached_property
     def taxonomy(self) -> Taxonomy:

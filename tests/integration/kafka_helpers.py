@@ -18,6 +18,7 @@ from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics
+from citybrain.stream.topology import topic_specs
 from citybrain.paths import PROJECT_ROOT
 from citybrain.sample.registry_builder import load
 
@@ -33,8 +34,7 @@ async def prepare(bootstrap: str, prefix: str) -> Topics:
     """Topics + the sample registry, as `citybrain topics` and `registry publish` do."""
     topics = Topics(prefix)
     cfg = Config()
-    await create_topics(bootstrap, topics.specs([d.code for d in cfg.taxonomy.departments],
-                                                PARTITIONS))
+    await create_topics(bootstrap, topic_specs(cfg, topics, PARTITIONS))
     await publish_registry(bootstrap, topics.registry, load(cfg.registry_path))
     return topics
 

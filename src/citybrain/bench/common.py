@@ -12,6 +12,7 @@ from pathlib import Path
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, delete_prefixed, publish_registry
 from citybrain.kafka.local_broker import free_port
+from citybrain.stream.topology import topic_specs
 from citybrain.kafka.topics import TopicSpec, Topics
 from citybrain.progress import Progress
 from citybrain.promtext import outcomes, samples
@@ -41,7 +42,7 @@ async def fresh_topics(bootstrap: str, name: str, extra: list[str] = ()) -> tupl
     topics = Topics(prefix)
     partitions = cfg.settings.kafka.partitions
     extra_names = [f"{prefix}{e}" for e in extra]
-    await create_topics(bootstrap, topics.specs([d.code for d in cfg.taxonomy.departments], partitions)
+    await create_topics(bootstrap, topic_specs(cfg, topics, partitions)
                         + [TopicSpec(n, partitions) for n in extra_names])
     await publish_registry(bootstrap, topics.registry, load(cfg.registry_path))
     return topics, extra_names

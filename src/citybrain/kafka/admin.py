@@ -8,6 +8,7 @@ import os
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from citybrain.kafka.local_broker import LocalBroker
@@ -119,3 +120,51 @@ async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> i
     finally:
         await producer.stop()
     return len(records)
+
+
+class TopicMismatch(RuntimeError):
+    """Topics the worker must not start on: partition counts other than configured, or
+    inputs a stage reads together that are not co-partitioned."""
+
+
+async def reconcile_topics(bootstrap: str, specs: list[TopicSpec],
+                           co_partitioned: list[list[str]] = ()) -> list[str]:
+    """Bring existing topics' settings to the specs (retention, cleanup policy) and check
+    their partition counts.  Returns what was altered; raises ``TopicMismatch`` (every
+    problem in one message) on partitions that differ — more partitions would move keys
+    and the state that follows them, so that is a decision for a person, not for a start."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    await admin.start()
+    try:
+        wanted = {s.name: s for s in specs}
+        described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(wanted))
+                     if t["error_code"] == 0}
+        problems = [f"{name}: {described[name]} partitions, the configuration says {spec.partitions}"
+                    for name, spec in wanted.items() if name in described and described[name] != spec.partitions]
+        for group in co_partitioned:
+            counts = {n: described[n] for n in group if n in described}
+            if len(set(counts.values())) > 1:
+                problems.append("not co-partitioned (a stage reads these by partition number together): "
+                                + ", ".join(f"{n}={c}" for n, c in counts.items()))
+        if problems:
+            raise TopicMismatch("主题分区与配置不符 topic partitions do not match the configuration — "
+                                "fix the topics or [kafka] partitions, then start again:\n  "
+                                + "\n  ".join(problems))
+        resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in described if wanted[n].config]
+        current = {}
+        for response in await admin.describe_configs(resources) if resources else []:
+            for _err, _msg, _type, name, entries in response.resources:
+                current[name] = {e[0]: e[1] for e in entries}
+        altered, changes = [], []
+        for name, have in current.items():
+            want = wanted[name].config
+            diff = {k: v for k, v in want.items() if have.get(k) != v}
+            if diff:
+                # AlterConfigs sets a topic's whole dynamic config: send all of ours.
+                changes.append(ConfigResource(ConfigResourceType.TOPIC, name, configs=want))
+                altered.append(f"{name}: " + ", ".join(f"{k} {have.get(k)} → {v}" for k, v in diff.items()))
+        if changes:
+            await admin.alter_configs(changes)
+        return altered
+    finally:
+        await admin.close()

@@ -39,13 +39,37 @@ class Topics:
         return f"{self.prefix}dispatch.supervision.{level}"
 
     def specs(self, departments: list[str], partitions: int,
-              supervision_levels: tuple[str, ...] = ("street", "district", "city")) -> list[TopicSpec]:
+              supervision_levels: tuple[str, ...] = ("street", "district", "city"),
+              retention=None, changelogs: list[str] = ()) -> list[TopicSpec]:
+        """Every topic with its settings.  ``retention``: a ``TopicRetention`` (days per
+        unprefixed name; the broker's default when None); ``changelogs``: the stages'
+        state topics (compacted, partitioned like their inputs)."""
         plain = [self.iot, self.video, self.reports, self.events, self.commands,
                  self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox]
-        specs = [TopicSpec(name, partitions) for name in plain]
+        plain += [self.dispatch(d) for d in departments]
+        plain += [self.supervision(level) for level in supervision_levels]
+
+        def kept(name: str) -> dict[str, str]:
+            if retention is None:
+                return {}
+            return {"cleanup.policy": "delete", "retention.ms": retention.retention_ms(self.unprefixed(name))}
+        specs = [TopicSpec(name, partitions, kept(name)) for name in plain]
         # Compacted: the latest record per device id is the registry (一源一码).
-        specs.append(TopicSpec(self.registry, partitions,
-                               {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}))
-        specs += [TopicSpec(self.dispatch(d), partitions) for d in departments]
-        specs += [TopicSpec(self.supervision(level), partitions) for level in supervision_levels]
+        specs.append(TopicSpec(self.registry, partitions, dict(COMPACTED, **{"min.cleanable.dirty.ratio": "0.1"})))
+        specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]
         return specs
+
+    def unprefixed(self, name: str) -> str:
+        return name[len(self.prefix):] if name.startswith(self.prefix) else name
+
+    def co_partitioned(self, changelogs: dict[str, str]) -> list[list[str]]:
+        """Topics a stage reads by partition number together (``changelogs``: state name →
+        topic): a stage's inputs, and each state with the input it follows."""
+        normalise = [self.iot, self.video, self.reports]
+        fuse = [self.fusion_inbox]
+        for state, topic in changelogs.items():
+            (normalise if state == "sensor_state" else fuse).append(topic)
+        return [normalise, fuse]
+
+
+COMPACTED = {"cleanup.policy": "compact"}

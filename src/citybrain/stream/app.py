@@ -40,18 +40,14 @@ from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import TokenRegistry
 from citybrain.stream.registry import RegistryCache
 from citybrain.stream.views import OrderLogViews
-from citybrain.stream.stages import DeadLetterLog, changelog_topics, fuse_stage, normalise_stage
+from citybrain.stream.stages import DeadLetterLog, fuse_stage, normalise_stage
+from citybrain.stream.topology import group_id, topic_specs
 
 log = logging.getLogger("citybrain.worker")
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip()]
-
-
-def group_id(config: Config) -> str:
-    s = config.settings
-    return f"{s.kafka.topic_prefix}{s.worker.app_id}"
 
 
 async def _warm_metadata(producer: AIOKafkaProducer, names: list[str]) -> None:
@@ -207,14 +203,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.task
     async def run_stages() -> None:
         await registry.loaded.wait()  # never judge a device unknown while the registry loads
-        outputs = [t.name for t in topics.specs([d.code for d in config.taxonomy.departments], 1)]
+        outputs = [t.name for t in topic_specs(config, topics)]   # incl. the changelogs
         settings = RunnerSettings(
             bootstrap, guarantee=s.worker.processing_guarantee, deadletter_topic=topics.deadletter,
             max_output_bytes=s.ingest.max_output_bytes, keep_original_bytes=keep,
             session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
             heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
-        runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}",
-                                                            outputs + changelog_topics(gid)))
+        runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]
         log.info("处理保证 processing guarantee: %s", s.worker.processing_guarantee)
         # The city map, registry, configuration and libraries live as long as the worker:

@@ -32,6 +32,7 @@ from citybrain.kafka.topics import Topics
 from citybrain.stream.batch import ChangelogState, Stage
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
+from citybrain.stream.topology import changelogs
 from citybrain.wire.models import CityEvent, Command, WorkOrder, WorkOrderChange
 
 log = logging.getLogger("citybrain.stages")
@@ -51,7 +52,7 @@ class DeadLetterLog:
 def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
                     dead_log: DeadLetterLog) -> Stage:
     router = config.router
-    sensor_state = ChangelogState("sensor_state", f"{group_id}-sensor_state-changelog")
+    sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"])
     decoded: dict[tuple[int, str], DeviceState] = {}
 
     def state_of(partition: int):
@@ -201,7 +202,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
     deadlines = config.deadlines
     departments = frozenset(d.code for d in config.taxonomy.departments)
-    work_orders = ChangelogState("work_orders", f"{group_id}-work_orders-changelog", compress=True)
+    work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
     indexes: dict[int, FusionIndex] = {}
     gauge = OpenOrderGauge()
     timers = Timers()
@@ -342,9 +343,3 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     return Stage("fuse", f"{group_id}-fuse", [topics.fusion_inbox], handle, source_of, [work_orders],
                  state_topic=topics.fusion_inbox, on_assigned=rebuild, on_revoked=drop,
                  tick=tick, tick_seconds=config.lifecycle.timers.tick_seconds)
-
-
-def changelog_topics(group_id: str) -> list[str]:
-    return [f"{group_id}-sensor_state-changelog", f"{group_id}-work_orders-changelog"]
-
-
