@@ -137,8 +137,9 @@ def cmd_worker(args) -> int:
     s = cfg.settings
     bootstrap = _bootstrap()
     try:
+        cfg.check_closed_state_days()
         asyncio.run(_ensure_topics(cfg, bootstrap, topic_specs(cfg)))
-    except TopicMismatch as e:
+    except (TopicMismatch, ValueError) as e:
         print(f"错误 error: {e}", file=sys.stderr, flush=True)
         return 2
     # One state directory per consumer group (prefix + app id) and worker port: two

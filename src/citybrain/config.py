@@ -38,6 +38,11 @@ class WorkerSettings(BaseModel):
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "at_least_once"
     session_timeout_seconds: float = Field(10.0, ge=6, le=300)
     heartbeat_interval_seconds: float = Field(3.0, gt=0, le=60)
+    # A closed or cancelled order leaves the fuse stage's hot state (a changelog
+    # tombstone) this long after it closed: memory and restarts follow the open orders.
+    # Until then a replay of any of its events is a duplicate; it must outlast the
+    # retention of every topic fusion can replay (checked at start).
+    closed_state_days: float = Field(14.0, gt=0)
 
 
 class IngestSettings(BaseModel):
@@ -65,6 +70,10 @@ class ConsoleSettings(BaseModel):
     # Closed and cancelled orders stay in every worker's order view this long after their
     # last change (the log keeps them all; `citybrain timeline` reads it).
     closed_retention_days: float = Field(7.0, gt=0)
+
+
+# What can reach fusion again if replayed: the raw inputs and the fusion inbox.
+REPLAYABLE_BY_FUSION = ("ingest.iot.readings", "ingest.video.alerts", "ingest.reports", "citybrain.fusion.inbox")
 
 
 class TopicRetention(BaseModel):
@@ -126,6 +135,17 @@ class Config:
     def topic_retention(self) -> TopicRetention:
         path = self.directory / "topics.toml"
         return TopicRetention.model_validate(_read_toml(path) if path.exists() else {})
+
+    def check_closed_state_days(self) -> None:
+        """Closed orders must stay in hot state longer than fusion's inputs can be
+        replayed, or a replay could open a closed incident again."""
+        keep = self.settings.worker.closed_state_days
+        replayable = {n: self.topic_retention.days(n) for n in REPLAYABLE_BY_FUSION}
+        longest = max(replayable.values(), key=lambda d: float("inf") if d == -1 else d)
+        if longest == -1 or longest >= keep:
+            raise ValueError(f"worker.closed_state_days = {keep:g} must be longer than the retention of the "
+                             f"topics fusion can replay ({', '.join(f'{n} {d:g} d' for n, d in replayable.items())}"
+                             "): shorten those in topics.toml or keep closed orders longer")
 
     @cached_property
     def taxonomy(self) -> Taxonomy:

@@ -37,3 +37,26 @@ def test_retention_must_be_positive_or_forever():
     assert r.retention_ms("ingest.reports") == str(7 * DAY_MS) and r.retention_ms("workorders.events") == "-1"
     with pytest.raises(ValueError):
         r.retention_ms("x")
+
+
+def test_closed_orders_must_outlast_what_fusion_can_replay(tmp_path):
+    import shutil
+
+    from citybrain.paths import PROJECT_ROOT
+    target = tmp_path / "config"
+    shutil.copytree(PROJECT_ROOT / "config", target)
+    Config(target).check_closed_state_days()                  # 14 days against 7: fine
+    text = (target / "citybrain.toml").read_text().replace("closed_state_days = 14", "closed_state_days = 5")
+    (target / "citybrain.toml").write_text(text)
+    with pytest.raises(ValueError, match="closed_state_days = 5 must be longer"):
+        Config(target).check_closed_state_days()
+
+
+def test_closed_orders_leave_in_the_order_they_closed():
+    from citybrain.stream.stages import ClosedOrders
+    c = ClosedOrders(keep_seconds=100)
+    c.closed(0, "WO-b", 50)
+    c.closed(0, "WO-a", 10)
+    c.closed(1, "WO-c", 30)
+    assert c.due(120) == [(0, "WO-a")]
+    assert sorted(c.due(200)) == [(0, "WO-b"), (1, "WO-c")] and c.due(10_000) == []

@@ -131,6 +131,12 @@ class FusionIndex:
         for e in event_ids:
             self._retired[e] = work_order_id
 
+    def forget_retired(self, work_order_id: str, event_ids) -> None:
+        """The order left hot state (closed long enough ago that its inputs are gone)."""
+        for e in event_ids:
+            if self._retired.get(e) == work_order_id:
+                del self._retired[e]
+
     def close(self, work_order_id: str) -> None:
         order = self.orders.pop(work_order_id, None)
         if order is None:

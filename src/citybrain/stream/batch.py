@@ -60,7 +60,7 @@ class ChangelogState:
         self._pack = packing.pack if compress else (lambda v: v)
         self._unpack = packing.unpack if compress else (lambda v: v)
         self.data: dict[int, dict[str, bytes]] = {}
-        self.dirty: dict[int, dict[str, bytes]] = {}
+        self.dirty: dict[int, dict[str, bytes | None]] = {}   # None: a tombstone
         self.lazy: dict[int, dict[str, bytes]] = {}
         self.lazy_seconds = lazy_seconds
         self.last_lazy_drain = time.monotonic()
@@ -84,6 +84,12 @@ class ChangelogState:
         else:
             self.dirty.setdefault(partition, {})[key] = value
             self.lazy.get(partition, {}).pop(key, None)
+
+    def delete(self, partition: int, key: str) -> None:
+        """Forget a key: a tombstone on the changelog, so a restore forgets it too."""
+        self.data.get(partition, {}).pop(key, None)
+        self.lazy.get(partition, {}).pop(key, None)
+        self.dirty.setdefault(partition, {})[key] = None
 
     def values(self, partition: int):
         return (self._unpack(v) for v in self.data.get(partition, {}).values())
@@ -449,7 +455,7 @@ class StageRunner:
             else:
                 try:
                     self.stage.handle(m, out)
-                    big = next((o for o in out[mark:] if len(o.value) + len(o.key or b"") > limit), None)
+                    big = next((o for o in out[mark:] if len(o.value or b"") + len(o.key or b"") > limit), None)
                     if big is not None:
                         del out[mark:]
                         out.append(self._dead(m, "output_rejected", f"its output to {big.topic} would be "

@@ -57,7 +57,7 @@ def _suspect(failed: list[tuple[BaseException, Output]]) -> Source | None:
     """The input to blame for a record-level refusal: the largest refused output's
     (a refused batch fails every record in it; the largest one is the likely cause, and
     the next retry narrows it down if not)."""
-    blamed = [(len(o.value), o.source) for e, o in failed if isinstance(e, RECORD_ERRORS) and o.source]
+    blamed = [(len(o.value or b""), o.source) for e, o in failed if isinstance(e, RECORD_ERRORS) and o.source]
     return max(blamed)[1] if blamed else None
 
 

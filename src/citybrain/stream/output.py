@@ -11,6 +11,6 @@ Source = tuple[str, int, int]   # the input record's topic, partition, offset (-
 class Output:
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes | None            # None: a tombstone (changelogs)
     partition: int | None = None   # set for changelog records (same number as the input)
     source: Source | None = None   # set by the stage runner; exactly_once groups outputs by it

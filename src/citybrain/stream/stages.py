@@ -112,6 +112,10 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
                  on_assigned=forget, on_revoked=forget)
 
 
+def _closed_ts(snap: dict) -> float:
+    return datetime.fromisoformat(snap.get("closed_at") or snap["cancelled_at"]).timestamp()
+
+
 def _alarm_state(s: DeviceState) -> tuple:
     return (s.alarm, s.pending_since, s.alarm_since)
 
@@ -198,6 +202,28 @@ class Timers:
             self.overdue_at.pop(p, None)
 
 
+class ClosedOrders:
+    """Per partition: when each closed or cancelled order leaves hot state (a heap)."""
+
+    def __init__(self, keep_seconds: float):
+        self.keep = keep_seconds
+        self.heaps: dict[int, list[tuple[float, str]]] = {}
+
+    def closed(self, partition: int, work_order_id: str, closed_at: float) -> None:
+        heapq.heappush(self.heaps.setdefault(partition, []), (closed_at + self.keep, work_order_id))
+
+    def due(self, now: float) -> list[tuple[int, str]]:
+        out = []
+        for p, heap in self.heaps.items():
+            while heap and heap[0][0] <= now:
+                out.append((p, heapq.heappop(heap)[1]))
+        return out
+
+    def drop(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.heaps.pop(p, None)
+
+
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
     deadlines = config.deadlines
@@ -207,6 +233,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     gauge = OpenOrderGauge()
     timers = Timers()
     overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
+    closed_orders = ClosedOrders(config.settings.worker.closed_state_days * 86400)
 
     def rebuild(partitions: set[int]) -> None:
         """Index the newly assigned partitions; recount open orders over all held ones
@@ -220,6 +247,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                 if snap["status"] not in OPEN_STATUSES:
                     if p in partitions:   # its events stay known: a replay of one is a duplicate
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
+                        closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
                     continue
                 counts[(snap["status"], snap["department"] or "")] += 1
                 if p in partitions:
@@ -234,6 +262,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         for p in partitions:
             indexes.pop(p, None)
         timers.drop(partitions)
+        closed_orders.drop(partitions)
 
     def publish(change: WorkOrderChange, old: WorkOrder | None, out: list[Output]) -> None:
         body = to_json(change)
@@ -265,6 +294,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             timers.schedule(partition, snap, deadlines)
         if snap.status not in OPEN_STATUSES:
             indexes[partition].close(snap.work_order_id)
+            closed_orders.closed(partition, snap.work_order_id, (snap.closed_at or snap.cancelled_at).timestamp())
 
     def on_command(partition: int, cmd: Command, out: list[Output]) -> None:
         raw = work_orders.get(partition, cmd.work_order_id)
@@ -328,7 +358,22 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         if now_ts - last_overdue[0] >= 5.0:
             last_overdue[0] = now_ts
             overdue_gauge.set_all(timers.overdue_counts(now_ts))
+            evict_closed(now_ts)
         return out
+
+    def evict_closed(now_ts: float) -> None:
+        """Closed orders past ``closed_state_days`` leave hot state: a tombstone on the
+        changelog (the next batch carries it), and fusion forgets their events."""
+        for partition, wo in closed_orders.due(now_ts):
+            raw = work_orders.get(partition, wo)
+            if raw is None or partition not in indexes:
+                continue
+            snap = orjson.loads(raw)
+            if snap["status"] in OPEN_STATUSES:
+                continue
+            indexes[partition].forget_retired(wo, [e["event_id"] for e in snap["events"]])
+            work_orders.delete(partition, wo)
+            metrics.STATE_EVICTED.inc()
 
     def handle(m: ConsumerRecord, out: list[Output]) -> None:
         doc = orjson.loads(m.value)

@@ -175,3 +175,12 @@ def test_many_open_orders_only_near_ones_are_candidates(config):
         Decision("duplicate", d.work_order_id)
     assert index.fuse(ev("new", "report", "road_damage", e=500, n=700), config.router).action == "duplicate"
     assert index.fuse(ev("newer", "report", "road_damage", e=500, n=700), config.router).action == "open"
+
+
+def test_an_order_that_left_hot_state_is_forgotten_by_fusion(config):
+    index = FusionIndex()
+    d = index.fuse(ev("a1", "report", "road_damage"), config.router)
+    index.close(d.work_order_id)
+    assert index.fuse(ev("a1", "report", "road_damage"), config.router).action == "duplicate"
+    index.forget_retired(d.work_order_id, ["a1"])     # closed_state_days later: its inputs are gone
+    assert index.fuse(ev("a1", "report", "road_damage"), config.router).action == "open"
