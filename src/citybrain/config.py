@@ -31,7 +31,10 @@ class WorkerSettings(BaseModel):
     app_id: str = "citybrain"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
-    store: str = "rocksdb://"
+    # rocksdb://: each stage state's copy on local disk with the changelog offset it
+    # reflects, so a restart reads only the changelog's tail; memory://: none (a restart
+    # reads every changelog from the beginning).
+    store: Literal["rocksdb://", "memory://"] = "rocksdb://"
     # exactly_once: a stage's outputs, changelog writes and input offsets commit in one
     # Kafka transaction; at_least_once: outputs may repeat after a crash (each carries
     # its dedupe key).  The default and its measured cost: docs/architecture.md.

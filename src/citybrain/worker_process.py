@@ -16,7 +16,7 @@ from pathlib import Path
 class WorkerProcess:
     def __init__(self, env: dict[str, str], port: int, log_path: Path, *, loglevel: str = "info",
                  data_dir: Path | None = None):
-        self.env, self.port, self.log_path = env, port, log_path
+        self.env, self.port, self.log_path, self.data_dir = env, port, log_path, data_dir
         self.args = [sys.executable, "-m", "citybrain", "worker", "--loglevel", loglevel]
         if data_dir is not None:
             self.args += ["--data-dir", str(data_dir)]

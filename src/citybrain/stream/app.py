@@ -208,7 +208,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             bootstrap, guarantee=s.worker.processing_guarantee, deadletter_topic=topics.deadletter,
             max_output_bytes=s.ingest.max_output_bytes, keep_original_bytes=keep,
             session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
-            heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000))
+            heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000),
+            store_dir=data_dir / "stage-state" if s.worker.store == "rocksdb://" else None)
         runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]
         log.info("处理保证 processing guarantee: %s", s.worker.processing_guarantee)

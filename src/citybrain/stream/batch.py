@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -38,6 +39,7 @@ from citybrain.logfilter import ThrottledLog
 from citybrain.stream import chaos
 from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
+from citybrain.stream.localstore import LocalStore
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 
@@ -64,6 +66,7 @@ class ChangelogState:
         self.lazy: dict[int, dict[str, bytes]] = {}
         self.lazy_seconds = lazy_seconds
         self.last_lazy_drain = time.monotonic()
+        self.store: LocalStore | None = None   # set by the runner where worker.store is rocksdb://
 
     def get(self, partition: int, key: str) -> bytes | None:
         v = self.data.get(partition, {}).get(key)
@@ -94,11 +97,11 @@ class ChangelogState:
     def values(self, partition: int):
         return (self._unpack(v) for v in self.data.get(partition, {}).values())
 
-    def drain(self, now: float | None = None) -> list[Output]:
+    def drain(self, now: float | None = None, everything: bool = False) -> list[Output]:
         """The changed keys since the last drain, once each, for the changelog; the lazy
-        ones only every ``lazy_seconds``."""
+        ones only every ``lazy_seconds`` (``everything``: now, at a hand-over)."""
         now = time.monotonic() if now is None else now
-        if now - self.last_lazy_drain >= self.lazy_seconds:
+        if everything or now - self.last_lazy_drain >= self.lazy_seconds:
             self.last_lazy_drain = now
             for p, kv in self.lazy.items():
                 self.dirty.setdefault(p, {}).update(kv)
@@ -113,24 +116,34 @@ class ChangelogState:
             self.dirty.pop(p, None)
             self.lazy.pop(p, None)
 
-    async def restore(self, bootstrap: str, partitions: set[int]) -> int:
+    async def restore(self, bootstrap: str, partitions: set[int]) -> tuple[int, int]:
+        """Read the partitions' state back: from the local copy and the changelog's tail
+        when a usable copy exists, else the whole changelog.  Returns (changelog records
+        read, keys taken from the local copy)."""
         if not partitions:
-            return 0
+            return 0, 0
         # read_committed: under exactly_once only what committed with its offsets counts.
         consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed", client_id=f"citybrain-restore-{self.name}")
+                                  client_id=f"citybrain-restore-{self.name}")
         await consumer.start()
-        n = 0
+        n = local = 0
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > 0}
+            start = await consumer.beginning_offsets(tps)
             for tp in tps:
-                self.data[tp.partition] = {}
+                copy = self.store.load(tp.partition) if self.store is not None else None
+                if copy is not None and start[tp] <= copy[1] <= end[tp]:
+                    self.data[tp.partition] = copy[0]
+                    local += len(copy[0])
+                    consumer.seek(tp, copy[1])
+                else:
+                    self.data[tp.partition] = {}
+                    await consumer.seek_to_beginning(tp)
+            pending = {tp for tp in tps if await consumer.position(tp) < end[tp]}
             while pending:
-                batch = await consumer.getmany(timeout_ms=500, max_records=10000)
+                batch = await consumer.getmany(*pending, timeout_ms=500, max_records=10000)
                 for tp, records in batch.items():
                     part = self.data[tp.partition]
                     for m in records:
@@ -145,7 +158,23 @@ class ChangelogState:
                         pending.discard(tp)
         finally:
             await consumer.stop()
-        return n
+        return n, local
+
+    async def save_local(self, bootstrap: str, partitions: set[int]) -> None:
+        """At a clean hand-over (everything acknowledged and committed): the partitions'
+        state to the local copy, with the changelog offset it reflects."""
+        if self.store is None or not partitions:
+            return
+        consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                  client_id=f"citybrain-save-{self.name}")
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions) if p in self.data]
+            end = await consumer.end_offsets(tps) if tps else {}
+        finally:
+            await consumer.stop()
+        for tp in tps:
+            self.store.save(tp.partition, self.data[tp.partition], end[tp])
 
 
 RecordHandler = Callable[[ConsumerRecord, list[Output]], None]
@@ -180,6 +209,7 @@ class RunnerSettings:
     session_timeout_ms: int = 10000
     heartbeat_ms: int = 3000
     backoff_seconds: tuple[float, float] = (0.5, 30.0)
+    store_dir: Path | None = None            # local copies of the stage state (None: memory://)
 
 
 ProducerFactory = Callable[[str | None], AIOKafkaProducer]   # transactional id → a new, unstarted producer
@@ -242,6 +272,9 @@ class StageRunner:
         self.last_lag = 0.0
         self.position: dict[TopicPartition, int] = {}   # next offset to handle, per partition
         self.say = ThrottledLog(log)
+        if settings.store_dir is not None:
+            for state in stage.states:
+                state.store = LocalStore(settings.store_dir, state.topic)
 
     # -- partitions come and go ----------------------------------------------------
 
@@ -256,14 +289,8 @@ class StageRunner:
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         async with self.lock:
-            if not self.exactly_once and self.failed is None:
-                try:   # whatever was processed is acknowledged and committed before the partitions go
-                    await self.checkpoint.settle(0)
-                    await self._commit(force=True)
-                except Exception as e:  # noqa: BLE001 - the next owner replays from the last commit
-                    log.warning("交出分区前提交失败 commit before giving up partitions failed in %s: %r",
-                                self.stage.name, e)
             numbers = {tp.partition for tp in partitions}
+            await self._hand_over(numbers & self.owned)
             await self._forget(numbers)
             self.unrestored -= numbers
             if self.checkpoint is not None:
@@ -275,6 +302,29 @@ class StageRunner:
                 except KeyError:
                     pass
                 del self.position[tp]
+
+    async def _hand_over(self, numbers: set[int]) -> None:
+        """Partitions leave cleanly (a revocation, a stop): at_least_once, what was
+        processed is acknowledged and committed first; then the state goes to the local
+        copy.  After a failure nothing is saved: the state may be ahead of the commits."""
+        if self.failed is not None:
+            return
+        try:
+            # The lazy changes too: the next owner (here or elsewhere) starts from the changelog.
+            state = [o for st in self.stage.states for o in st.drain(everything=True)]
+            if self.exactly_once:
+                if state:
+                    await self.transactions.commit({}, [], state)
+            else:
+                if state:
+                    await self.checkpoint.add({}, [], state)
+                await self.checkpoint.settle(0)
+                await self._commit(force=True)
+            for state in self.stage.states:
+                await state.save_local(self.bootstrap, numbers)
+        except Exception as e:  # noqa: BLE001 - the next owner replays from the last commit
+            log.warning("交出分区失败 clean hand-over of partitions %s failed in %s: %r", sorted(numbers),
+                        self.stage.name, e)
 
     async def _forget(self, numbers: set[int]) -> None:
         """Drop the in-memory state (and, exactly_once, the producers) of partitions."""
@@ -301,10 +351,10 @@ class StageRunner:
                 await producer.start()
                 self.producers[p] = producer
         for state in self.stage.states:
-            n = await state.restore(self.bootstrap, numbers)
-            if n:
-                log.info("状态已恢复 %s: %d records for partitions %s in %.2fs", state.name, n,
-                         sorted(numbers), time.monotonic() - started)
+            n, local = await state.restore(self.bootstrap, numbers)
+            if n or local:
+                log.info("状态已恢复 %s: %d keys from the local copy + %d changelog records for partitions %s "
+                         "in %.2fs", state.name, local, n, sorted(numbers), time.monotonic() - started)
         self.owned |= numbers
         self.unrestored -= numbers
         if self.stage.on_assigned:
@@ -381,12 +431,12 @@ class StageRunner:
                     await asyncio.sleep(delay)
         finally:
             try:
-                if self.failed is None and self.checkpoint is not None:
-                    await self.checkpoint.settle(0)
-                    await self._commit(force=True)
-            except Exception as e:  # noqa: BLE001 - stopping: the next start replays
-                log.warning("停止时提交失败 final commit failed in %s: %r", self.stage.name, e)
+                async with self.lock:
+                    await self._hand_over(set(self.owned))
             finally:
+                for state in self.stage.states:
+                    if state.store is not None:
+                        state.store.close()
                 await self.consumer.stop()
                 for producer in [self.producer, *self.producers.values()]:
                     if producer is not None:
