@@ -233,6 +233,14 @@ async def test_supervision_due_while_the_worker_is_stopped_is_emitted_on_restart
     try:
         await produce(kafka_bootstrap, [(t.video, b"CAM-UP-01", alert("VA-S1"))])
         [dispatched] = decode(await consume(kafka_bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
+        # Recorded in the stage's state before the kill (at_least_once writes state once the
+        # outputs are acknowledged: killed earlier, the restart would open the order again
+        # — the same id and versions, a repeat its dedupe key absorbs — with new clocks).
+        wo = dispatched["work_order_id"].encode()
+        changelog = f"{prefix}citybrain-work_orders-changelog"
+        deadline = time.monotonic() + 20
+        while not any(r.key == wo for r in await consume(kafka_bootstrap, changelog, want=1, timeout=2, settle=0)):
+            assert time.monotonic() < deadline, "the order never reached the stage's changelog"
     finally:
         first.stop(signal.SIGKILL)       # gone before the 10.8 s 签收 limit
     wo = dispatched["work_order_id"]
