@@ -311,13 +311,13 @@ class StageRunner:
             return
         try:
             # The lazy changes too: the next owner (here or elsewhere) starts from the changelog.
-            state = [o for st in self.stage.states for o in st.drain(everything=True)]
+            unwritten = [o for st in self.stage.states for o in st.drain(everything=True)]
             if self.exactly_once:
-                if state:
-                    await self.transactions.commit({}, [], state)
+                if unwritten:
+                    await self.transactions.commit({}, [], unwritten)
             else:
-                if state:
-                    await self.checkpoint.add({}, [], state)
+                if unwritten:
+                    await self.checkpoint.add({}, [], unwritten)
                 await self.checkpoint.settle(0)
                 await self._commit(force=True)
             for state in self.stage.states:
