@@ -22,6 +22,7 @@ from .harness import DURATION, REPORT, OutputReader, produce_paced, seeded_input
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 PRODUCE_SECONDS = 24
+OUTAGE_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +158,9 @@ async def test_two_workers_one_killed_in_a_rebalance_and_one_lost_for_good(
 
 
 async def test_broker_stop_and_start(tmp_path, records, reference):
-    """Its own broker (the session's serves the other tests): stopped for ~20 s mid-stream
-    and started again on the same data.  The worker is not restarted: /readyz goes false
+    """Its own broker (the session's serves the other tests): stopped for a minute
+    mid-stream (past the producer's 40 s request timeout: sends fail and the stages
+    recover) and started again on the same data.  The worker is not restarted: /readyz goes false
     while the broker is away and true again once it is back."""
     broker = LocalBroker(tmp_path / "kafka")
     bootstrap = broker.start(port=None, die_with_parent=True)
@@ -178,7 +180,7 @@ async def test_broker_stop_and_start(tmp_path, records, reference):
             await asyncio.sleep(0.5)
         unready_after = time.monotonic() - went_unready
         assert not ready(worker), "/readyz stayed true with the broker gone"
-        await asyncio.sleep(max(0.0, 20 - unready_after))
+        await asyncio.sleep(max(0.0, OUTAGE_SECONDS - unready_after))
         assert worker.proc.poll() is None, "the worker exited during the outage"
         outage_lines = len(worker.log_path.read_text(errors="replace").splitlines()) - lines_before
         broker.restart()
@@ -186,13 +188,14 @@ async def test_broker_stop_and_start(tmp_path, records, reference):
         worker.wait_ready(120)            # by itself: no restart
         resumed = time.monotonic() - back
         await produce_paced(bootstrap, t, records[half:], seconds=6)
-        verdict = await settle_and_verify("broker stopped 20 s and started (exactly_once)", reference, reader,
+        verdict = await settle_and_verify(f"broker stopped {OUTAGE_SECONDS} s and started (exactly_once)",
+                                          reference, reader,
                                           records, f"unready_after={unready_after:.1f}s ready_again_after="
                                                    f"{resumed:.1f}s worker_restarts=0 "
                                                    f"log_lines_during_outage={outage_lines}")
         assert worker.proc.poll() is None
         # One line per kind of client error per 10 s, not one per attempt (~330/s before).
-        assert outage_lines < 300, f"{outage_lines} log lines in a 20 s outage"
+        assert outage_lines < 600, f"{outage_lines} log lines in a {OUTAGE_SECONDS} s outage"
     finally:
         if worker is not None:
             worker.stop()
