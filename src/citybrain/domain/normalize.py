@@ -213,9 +213,7 @@ class Normalizer:
         try:
             return model.model_validate(obj)
         except ValidationError as e:
-            err = e.errors(include_url=False)[0]
-            field = field_path(err["loc"])
-            reason = "missing_field" if err["type"] == "missing" else "invalid_field"
+            reason, field, err = validation_failure(e)
             raise Rejected(reason, f"{field}: {err['msg']}", field) from None
 
     def _device(self, device_id: str, kind: str, sensor_type: str | None) -> RegistryRecord:
@@ -298,6 +296,13 @@ def nested_deeper_than(value, limit: int) -> bool:
         children = v.values() if isinstance(v, dict) else v
         stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
     return False
+
+
+def validation_failure(e: ValidationError) -> tuple[str, str | None, dict]:
+    """A pydantic error as a dead-letter reason (``missing_field`` | ``invalid_field``),
+    the field at fault, and the first error itself."""
+    err = e.errors(include_url=False)[0]
+    return ("missing_field" if err["type"] == "missing" else "invalid_field"), field_path(err["loc"]), err
 
 
 def field_path(loc: tuple) -> str | None:

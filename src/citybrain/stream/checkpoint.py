@@ -182,8 +182,8 @@ class TransactionalCheckpoint:
         current: Output | None = None
         try:
             for current in outputs:
-                o = current
-                sent.append((await producer.send(o.topic, o.value, key=o.key, partition=o.partition), o))
+                sent.append((await producer.send(current.topic, current.value, key=current.key,
+                                                 partition=current.partition), current))
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
             chaos.point("after_produce")   # sent, not committed: a reader must never see these

@@ -16,7 +16,7 @@ from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.domain.fusion import group_of
-from citybrain.domain.normalize import KEEP_ORIGINAL_BYTES, dead_letter, dead_letter_key, field_path
+from citybrain.domain.normalize import KEEP_ORIGINAL_BYTES, dead_letter, dead_letter_key, validation_failure
 from citybrain.kafka.topics import Topics
 from citybrain.stream.records import record_meta
 from citybrain.wire.models import Command, CommandRejection
@@ -69,10 +69,8 @@ def judge(value: bytes | None, keep_bytes: int = KEEP_ORIGINAL_BYTES):
     try:
         cmd = Command.model_validate_json(value or b"")
     except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        reason = ("not_json" if err["type"] == "json_invalid" else
-                  "missing_field" if err["type"] == "missing" else "invalid_field")
-        return "dead", (reason, str(e).splitlines()[0], field_path(err["loc"]))
+        reason, field, err = validation_failure(e)
+        return "dead", ("not_json" if err["type"] == "json_invalid" else reason, str(e).splitlines()[0], field)
     group = group_of(cmd.work_order_id)
     if group is None:
         return "rejected", CommandRejection(command=cmd, reason="unknown_work_order",

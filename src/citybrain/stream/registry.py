@@ -17,7 +17,7 @@ import orjson
 from pydantic import ValidationError
 
 from citybrain import metrics
-from citybrain.domain.normalize import field_path
+from citybrain.domain.normalize import validation_failure
 from citybrain.stream.logreader import TopicReader
 from citybrain.wire.models import RegistryRecord
 
@@ -56,9 +56,8 @@ class RegistryCache:
             except orjson.JSONDecodeError as e:
                 return await self._bad(msg, "not_json", f"not JSON: {e}")
             except ValidationError as e:
-                err = e.errors(include_url=False)[0]
-                return await self._bad(msg, "missing_field" if err["type"] == "missing" else "invalid_field",
-                                       str(e).splitlines()[0], field_path(err["loc"]))
+                reason, field, _ = validation_failure(e)
+                return await self._bad(msg, reason, str(e).splitlines()[0], field)
             self.devices[rec.device_id] = rec
         except Exception as e:  # noqa: BLE001 - one record never stops the reader
             log.exception("台账记录内部错误 internal error on registry record %s[%d]@%d", msg.topic,

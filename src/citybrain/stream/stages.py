@@ -149,13 +149,35 @@ class OpenOrderGauge(GaugeCounts):
                 metrics.child(metrics.WORKORDERS_OPEN, *key).set(self.counts[key])
 
 
+class PartitionHeaps:
+    """Per partition, a heap of (when, work-order id): what falls due first comes first."""
+
+    def __init__(self):
+        self.heaps: dict[int, list[tuple[float, str]]] = {}
+
+    def push(self, partition: int, when: float, key: str) -> None:
+        heapq.heappush(self.heaps.setdefault(partition, []), (when, key))
+
+    def pop_due(self, now: float) -> list[tuple[int, float, str]]:
+        out = []
+        for p, heap in self.heaps.items():
+            while heap and heap[0][0] <= now:
+                when, key = heapq.heappop(heap)
+                out.append((p, when, key))
+        return out
+
+    def drop(self, partitions: set[int]) -> list[tuple[float, str]]:
+        """Forget the partitions; returns what they held."""
+        return [entry for p in partitions for entry in self.heaps.pop(p, [])]
+
+
 class Timers:
     """Per partition: when each open order next needs a look (supervision step or
     automatic verification), as a heap with lazy invalidation, and when each open order
     falls overdue (for the overdue gauge)."""
 
     def __init__(self):
-        self.heaps: dict[int, list[tuple[float, str]]] = {}
+        self.heaps = PartitionHeaps()
         self.next_at: dict[str, float] = {}
         self.overdue_at: dict[int, dict[str, tuple[str, float]]] = {}
 
@@ -174,16 +196,14 @@ class Timers:
         ts = when.timestamp()
         if self.next_at.get(wo) != ts:
             self.next_at[wo] = ts
-            heapq.heappush(self.heaps.setdefault(partition, []), (ts, wo))
+            self.heaps.push(partition, ts, wo)
 
     def due(self, now: float) -> list[tuple[int, str]]:
         out = []
-        for p, heap in self.heaps.items():
-            while heap and heap[0][0] <= now:
-                ts, wo = heapq.heappop(heap)
-                if self.next_at.get(wo) == ts:   # else superseded by a later schedule
-                    del self.next_at[wo]
-                    out.append((p, wo))
+        for p, ts, wo in self.heaps.pop_due(now):
+            if self.next_at.get(wo) == ts:   # else superseded by a later schedule
+                del self.next_at[wo]
+                out.append((p, wo))
         return out
 
     def overdue_counts(self, now: float) -> Counter:
@@ -196,32 +216,27 @@ class Timers:
         return counts
 
     def drop(self, partitions: set[int]) -> None:
+        for _, wo in self.heaps.drop(partitions):
+            self.next_at.pop(wo, None)
         for p in partitions:
-            for _, wo in self.heaps.pop(p, []):
-                self.next_at.pop(wo, None)
             self.overdue_at.pop(p, None)
 
 
 class ClosedOrders:
-    """Per partition: when each closed or cancelled order leaves hot state (a heap)."""
+    """Per partition: when each closed or cancelled order leaves hot state."""
 
     def __init__(self, keep_seconds: float):
         self.keep = keep_seconds
-        self.heaps: dict[int, list[tuple[float, str]]] = {}
+        self.heaps = PartitionHeaps()
 
     def closed(self, partition: int, work_order_id: str, closed_at: float) -> None:
-        heapq.heappush(self.heaps.setdefault(partition, []), (closed_at + self.keep, work_order_id))
+        self.heaps.push(partition, closed_at + self.keep, work_order_id)
 
     def due(self, now: float) -> list[tuple[int, str]]:
-        out = []
-        for p, heap in self.heaps.items():
-            while heap and heap[0][0] <= now:
-                out.append((p, heapq.heappop(heap)[1]))
-        return out
+        return [(p, wo) for p, _, wo in self.heaps.pop_due(now)]
 
     def drop(self, partitions: set[int]) -> None:
-        for p in partitions:
-            self.heaps.pop(p, None)
+        self.heaps.drop(partitions)
 
 
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
