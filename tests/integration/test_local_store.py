@@ -4,6 +4,7 @@ from there — also from an older copy — and a worker with no copy reads the w
 changelog.  Whichever way, the state is the same: an alarm already raised is not raised
 again."""
 
+import asyncio
 import re
 import shutil
 import time
@@ -24,8 +25,21 @@ def reading(device: str, st: str, value: float, ago: float) -> tuple:
                                           "ts": iso(time.time() - ago)})
 
 
-def restores(worker: WorkerProcess) -> list[tuple[int, int]]:
-    return [(int(a), int(b)) for a, b in RESTORED.findall(worker.log_path.read_text(errors="replace"))]
+def log_mark(worker: WorkerProcess) -> int:
+    return len(worker.log_path.read_text(errors="replace")) if worker.log_path.exists() else 0
+
+
+async def restored_since(worker: WorkerProcess, mark: int, enough, timeout: float = 30.0) -> tuple[int, int]:
+    """(keys from the local copy, changelog records) summed over every restore logged since
+    ``mark`` — a start may restore its partitions in more than one go (a rebalance while the
+    group settles) — waiting until ``enough`` holds or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = RESTORED.findall(worker.log_path.read_text(errors="replace")[mark:])
+        got = sum(int(a) for a, _ in found), sum(int(b) for _, b in found)
+        if enough(got) or time.monotonic() > deadline:
+            return got
+        await asyncio.sleep(0.5)
 
 
 async def alarms(bootstrap: str, t) -> list[str]:
@@ -45,35 +59,37 @@ async def test_restart_reads_the_changelog_tail_from_the_local_copy(kafka_bootst
                       + [(t.iot, *reading("SMK-00001", "smoke", 0.3, 200))])
         await wait_for_metrics(worker, lambda m: 'citybrain_ingest_outcome_total{outcome="event",source="iot"} 1.0' in m)
         worker.stop()                                        # clean: the local copy is written
-        first = restores(worker)
         older = tmp_path / "older-copy"
         shutil.copytree(store, older)
 
         # Changes while it is down, then a restart: only the tail is read.
         await produce(kafka_bootstrap, [(t.iot, *reading("SMK-00002", "smoke", 0.3, 150))])
+        mark = log_mark(worker)
         worker.start()
         await wait_for_metrics(worker, lambda m: 'outcome="event",source="iot"} 1.0' in m)
-        local, tail = restores(worker)[len(first)]
+        local, tail = await restored_since(worker, mark, lambda got: got[0] >= 41)
         assert local >= 41 and tail <= 3, (local, tail)
         worker.stop()
 
         # From an older copy: it reads on from that copy's offset and knows SMK-00002's alarm.
         shutil.rmtree(store)
         shutil.copytree(older, store)
+        mark = log_mark(worker)
         worker.start()
         await produce(kafka_bootstrap, [(t.iot, *reading("SMK-00002", "smoke", 0.35, 100)),
                                         (t.iot, *reading("SMK-00001", "smoke", 0.35, 100))])
         await wait_for_metrics(worker, lambda m: 'outcome="normal",source="iot"} 2.0' in m)
-        local_old, tail_old = restores(worker)[len(first) + 1]
+        local_old, tail_old = await restored_since(worker, mark, lambda got: got[0] >= 41 and got[1] >= 1)
         assert local_old >= 41 and tail_old >= 1
         worker.stop()
 
         # No local copy at all: the whole changelog, the same state.
         shutil.rmtree(store)
+        mark = log_mark(worker)
         worker.start()
         await produce(kafka_bootstrap, [(t.iot, *reading("SMK-00002", "smoke", 0.4, 50))])
         await wait_for_metrics(worker, lambda m: 'outcome="normal",source="iot"} 1.0' in m)
-        local_none, tail_all = restores(worker)[len(first) + 2]
+        local_none, tail_all = await restored_since(worker, mark, lambda got: got[1] >= 42)
         assert local_none == 0 and tail_all >= 42
         assert await alarms(kafka_bootstrap, t) == ["SMK-00001", "SMK-00002"]   # each alarm once
         print(f"\nrestore: clean restart {local} keys local + {tail} from the tail; older copy {local_old} + "
