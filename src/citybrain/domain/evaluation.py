@@ -22,9 +22,11 @@ the city's time zone):
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import sys
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,15 +36,27 @@ STAGES = ("dispatch", "accept", "handle", "close")
 ALL = "*"   # the row for every department together
 
 
-@dataclass(frozen=True, slots=True)
-class _Closed:
-    """What the figures need of one closed order: fixed once it is closed."""
-    department: str
-    day: str            # YYYY-MM-DD, city time
-    on_time: bool
-    reworked: bool
-    extended: bool
-    hours: tuple[float | None, ...]   # per STAGES
+class DayFigures:
+    """One department's orders closed on one day: counts and the stage hours, kept as
+    arrays of doubles (the exact values a full replay sorts for its quantiles)."""
+
+    __slots__ = ("closed", "on_time", "reworked", "extended", "hours")
+
+    def __init__(self):
+        self.closed = self.on_time = self.reworked = self.extended = 0
+        self.hours = tuple(array("d") for _ in STAGES)
+
+    def to_json(self) -> dict:
+        return {"closed": self.closed, "on_time": self.on_time, "reworked": self.reworked,
+                "extended": self.extended, "hours": [base64.b64encode(a.tobytes()).decode() for a in self.hours]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> DayFigures:
+        f = cls()
+        f.closed, f.on_time, f.reworked, f.extended = d["closed"], d["on_time"], d["reworked"], d["extended"]
+        for a, b64 in zip(f.hours, d["hours"]):
+            a.frombytes(base64.b64decode(b64))
+        return f
 
 
 @dataclass
@@ -87,19 +101,29 @@ def _dt(v) -> datetime | None:
 
 class Evaluation:
     """Memory stays small however long the log: an open order is (version, department);
-    a closed one is its ``_Closed`` facts; dispatches and returns are counts per day."""
+    a closed one is counts and hours in its closing day's ``DayFigures``, and its last
+    version for ``keep_closed_days`` after closure (later copies of its changes are
+    duplicates; the lifecycle makes no change to an order that long closed); dispatches
+    and returns are counts per day.
 
-    def __init__(self, timezone: str = "Asia/Shanghai"):
+    The whole state exports as a checkpoint (``checkpoint_meta`` and one record per day
+    changed since the last export) so that a restart folds only the log's tail."""
+
+    def __init__(self, timezone: str = "Asia/Shanghai", keep_closed_days: float = 15.0):
         self.tz = ZoneInfo(timezone)
+        self.keep_closed = timedelta(days=keep_closed_days)
         self.open: dict[str, tuple[int, str | None]] = {}
-        self.closed_version: dict[str, int] = {}
-        self.closed_by_month: dict[str, list[_Closed]] = {}
+        self.closed_version: dict[str, tuple[int, str]] = {}   # order → (version, closing day)
+        self.days: dict[str, dict[str, DayFigures]] = {}        # closing day → department → figures
         self.dispatches: Counter[tuple[str, str]] = Counter()   # (day, department)
         self.returns: Counter[tuple[str, str]] = Counter()
+        self.finished = 0          # orders closed or cancelled, ever
+        self.latest_day = ""       # the latest day a change was made on
+        self.changed_days: set[str] = set()   # since the last checkpoint export
 
     @property
     def orders(self) -> int:
-        return len(self.open) + len(self.closed_version)
+        return len(self.open) + self.finished
 
     def _day(self, at: datetime) -> str:
         return at.astimezone(self.tz).strftime("%Y-%m-%d")
@@ -107,43 +131,93 @@ class Evaluation:
     def add(self, change: dict) -> None:
         """One ``workorders.events`` record, as parsed JSON."""
         wo, version, snap = change["work_order_id"], change["version"], change["snapshot"]
-        if wo in self.closed_version:
-            self.closed_version[wo] = max(version, self.closed_version[wo])   # comments after 结案
+        at = _dt(change["at"])
+        day = self._day(at)
+        if day > self.latest_day:
+            self._new_day(day)
+        closed = self.closed_version.get(wo)
+        if closed is not None:
+            self.closed_version[wo] = (max(version, closed[0]), closed[1])   # comments after 结案
             return
         seen, department = self.open.get(wo, (0, None))
         if version <= seen:
             return   # seen already (at-least-once delivery)
         kind = change["type"]
         if kind == "dispatched" and snap.get("department"):
-            self.dispatches[(self._day(_dt(change["at"])), sys.intern(snap["department"]))] += 1
+            self.dispatches[(day, sys.intern(snap["department"]))] += 1
         elif kind == "returned":
             who = department or (change.get("actor") or {}).get("department")
             if who:
-                self.returns[(self._day(_dt(change["at"])), who)] += 1
+                self.returns[(day, who)] += 1
         status = snap["status"]
-        if status == "closed":
-            self.open.pop(wo, None)   # its facts move to the closed list
-            self.closed_version[wo] = version
-            facts = self._closed(snap)
-            self.closed_by_month.setdefault(facts.day[:7], []).append(facts)
-        elif status == "cancelled":
+        if status in ("closed", "cancelled"):
             self.open.pop(wo, None)
-            self.closed_version[wo] = version
+            self.finished += 1
+            closing_day = day
+            if status == "closed":
+                closing_day = self._count_closed(snap)
+            self.closed_version[wo] = (version, closing_day)
         else:
             dept = snap.get("department")
             self.open[wo] = (version, sys.intern(dept) if dept else None)
 
-    def _closed(self, snap: dict) -> _Closed:
+    def _new_day(self, day: str) -> None:
+        """The log reached a new day: forget the versions of orders closed long before."""
+        self.latest_day = day
+        horizon = (datetime.fromisoformat(day) - self.keep_closed).strftime("%Y-%m-%d")
+        for wo in [wo for wo, (_, d) in self.closed_version.items() if d < horizon]:
+            del self.closed_version[wo]
+
+    def _count_closed(self, snap: dict) -> str:
         t = {k: _dt(snap.get(k)) for k in ("created_at", "dispatched_at", "accepted_at", "handled_at",
                                            "closed_at", "due_at")}
         spans = ((t["created_at"], t["dispatched_at"]), (t["dispatched_at"], t["accepted_at"]),
                  (t["accepted_at"], t["handled_at"]), (t["created_at"], t["closed_at"]))
-        hours = tuple((b - a).total_seconds() / 3600 if a is not None and b is not None and b >= a else None
-                      for a, b in spans)
         closed = t["closed_at"]
-        return _Closed(sys.intern(snap.get("department") or "unassigned"), self._day(closed),
-                       t["due_at"] is not None and closed <= t["due_at"],
-                       snap.get("rework_count", 0) > 0, snap.get("extension_count", 0) > 0, hours)
+        day = self._day(closed)
+        dept = sys.intern(snap.get("department") or "unassigned")
+        f = self.days.setdefault(day, {}).get(dept)
+        if f is None:
+            f = self.days[day][dept] = DayFigures()
+        f.closed += 1
+        f.on_time += t["due_at"] is not None and closed <= t["due_at"]
+        f.reworked += snap.get("rework_count", 0) > 0
+        f.extended += snap.get("extension_count", 0) > 0
+        for values, (a, b) in zip(f.hours, spans):
+            if a is not None and b is not None and b >= a:
+                values.append((b - a).total_seconds() / 3600)
+        self.changed_days.add(day)
+        return day
+
+    # -- checkpoint ----------------------------------------------------------------
+
+    def checkpoint_meta(self) -> dict:
+        """Everything but the days' figures, as JSON-ready data."""
+        return {"open": self.open, "closed_version": self.closed_version, "finished": self.finished,
+                "latest_day": self.latest_day,
+                "dispatches": [[d, dept, n] for (d, dept), n in self.dispatches.items()],
+                "returns": [[d, dept, n] for (d, dept), n in self.returns.items()]}
+
+    def checkpoint_days(self, everything: bool = False) -> dict[str, dict]:
+        """The days changed since the last call (``everything``: all), as JSON-ready data."""
+        days = self.days if everything else self.changed_days
+        out = {day: {dept: f.to_json() for dept, f in self.days[day].items()} for day in days}
+        self.changed_days = set()
+        return out
+
+    def clear(self) -> None:
+        self.restore({"open": {}, "closed_version": {}, "finished": 0, "latest_day": "", "dispatches": [],
+                      "returns": []}, {})
+
+    def restore(self, meta: dict, days: dict[str, dict]) -> None:
+        self.open = {wo: (v, sys.intern(d) if d else None) for wo, (v, d) in meta["open"].items()}
+        self.closed_version = {wo: (v, d) for wo, (v, d) in meta["closed_version"].items()}
+        self.finished, self.latest_day = meta["finished"], meta["latest_day"]
+        self.dispatches = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["dispatches"]})
+        self.returns = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["returns"]})
+        self.days = {day: {sys.intern(dept): DayFigures.from_json(f) for dept, f in depts.items()}
+                     for day, depts in days.items()}
+        self.changed_days = set()
 
     def period_range(self, period: str) -> tuple[datetime, datetime]:
         """``YYYY-MM`` or ``YYYY-MM-DD`` in the city's time zone → [start, end)."""
@@ -173,17 +247,17 @@ class Evaluation:
                     rows[d] = Figures(d)
             return [rows[dept], rows[ALL]]
 
-        for facts in self.closed_by_month.get(period[:7], []):
-            if not first <= facts.day <= last:
+        for day, depts in self.days.items():
+            if not first <= day <= last:
                 continue
-            for r in row(facts.department):
-                r.closed += 1
-                r.on_time += facts.on_time
-                r.reworked += facts.reworked
-                r.extended += facts.extended
-                for stage, h in zip(STAGES, facts.hours):
-                    if h is not None:
-                        r.hours[stage].append(h)
+            for dept, f in depts.items():
+                for r in row(dept):
+                    r.closed += f.closed
+                    r.on_time += f.on_time
+                    r.reworked += f.reworked
+                    r.extended += f.extended
+                    for stage, values in zip(STAGES, f.hours):
+                        r.hours[stage].extend(values)
         for (day, dept), n in self.dispatches.items():
             if first <= day <= last:
                 for r in row(dept):

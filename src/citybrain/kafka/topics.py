@@ -25,6 +25,7 @@ class Topics:
         self.events = f"{p}events.normalized"
         self.commands = f"{p}workorders.commands"
         self.workorder_events = f"{p}workorders.events"
+        self.workorder_state = f"{p}workorders.state"
         self.rejected = f"{p}workorders.rejected"
         self.deadletter = f"{p}deadletter"
         # Internal: CityEvents keyed by fusion group, so every candidate order of an
@@ -56,6 +57,8 @@ class Topics:
         specs = [TopicSpec(name, partitions, kept(name)) for name in plain]
         # Compacted: the latest record per device id is the registry (一源一码).
         specs.append(TopicSpec(self.registry, partitions, dict(COMPACTED, **{"min.cleanable.dirty.ratio": "0.1"})))
+        # Compacted: the latest snapshot of every order (DESIGN §11).
+        specs.append(TopicSpec(self.workorder_state, partitions, dict(COMPACTED)))
         specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]
         return specs
 

@@ -158,8 +158,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     async def load_registry() -> None:
         await registry.run()
 
-    views = OrderLogViews(config, topics, bootstrap)
+    views = OrderLogViews(config, topics, bootstrap, data_dir)
     views.install(app)
+
+    @app.service
+    class EvaluationCheckpointAtStop(mode.Service):
+        async def on_stop(self) -> None:   # a clean stop leaves no tail to fold
+            views.save_checkpoint()
     tokens = TokenRegistry.load(config.auth_path, {d.code for d in config.taxonomy.departments})
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up)

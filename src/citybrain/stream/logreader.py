@@ -1,5 +1,8 @@
-"""Read a whole topic (every partition, from the beginning, no consumer group) and keep
-following it: for views every worker needs complete, such as the evaluation figures."""
+"""Read a whole topic (every partition, no consumer group) and keep following it: for
+views every worker needs complete, such as the order view and the evaluation figures.
+It starts at the beginning, at a time (``since_ms``: the first record at or after it),
+or at offsets a checkpoint gives (``start_offsets``; partitions it does not name start
+at the beginning)."""
 
 from __future__ import annotations
 
@@ -21,9 +24,14 @@ class TopicReader:
     end offsets seen at start are reached (before that, after every batch too)."""
 
     def __init__(self, bootstrap: str, topic: str, on_records: Callable[[list[ConsumerRecord]], object],
-                 name: str, on_caught_up: Callable[[], None] | None = None):
+                 name: str, on_caught_up: Callable[[], None] | None = None, *,
+                 since_ms: Callable[[], int] | None = None,
+                 start_offsets: Callable[[], dict[int, int]] | None = None,
+                 on_start_rejected: Callable[[], None] | None = None):
         self.bootstrap, self.topic, self.on_records, self.name = bootstrap, topic, on_records, name
         self.on_caught_up = on_caught_up
+        self.since_ms, self.start_offsets, self.on_start_rejected = since_ms, start_offsets, on_start_rejected
+        self.positions: dict[int, int] = {}   # partition → next offset, after each batch handled
         self.caught_up = asyncio.Event()   # read up to the end offsets seen at start
         self.records = 0
 
@@ -41,15 +49,16 @@ class TopicReader:
                     await asyncio.sleep(1.0)
             tps = [TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await self._seek_start(consumer, tps)
             end = await consumer.end_offsets(tps)
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for records in batches.values():
+                for tp, records in batches.items():
                     self.records += len(records)
                     done = self.on_records(records)
                     if inspect.isawaitable(done):
                         await done
+                    self.positions[tp.partition] = records[-1].offset + 1
                 if not self.caught_up.is_set():
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
@@ -59,3 +68,25 @@ class TopicReader:
                             self.on_caught_up()
         finally:
             await consumer.stop()
+
+    async def _seek_start(self, consumer, tps: list[TopicPartition]) -> None:
+        await consumer.seek_to_beginning(*tps)
+        if self.start_offsets is not None:
+            offsets = self.start_offsets()
+            first = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+            if any(offsets.get(tp.partition, 0) > end[tp] for tp in tps) or set(offsets) - {
+                    tp.partition for tp in tps}:
+                offsets = {}   # offsets this topic never had: the start does not belong to it
+                if self.on_start_rejected is not None:
+                    self.on_start_rejected()
+            for tp in tps:
+                if tp.partition in offsets:   # below the log start (retention): from the start
+                    consumer.seek(tp, max(offsets[tp.partition], first[tp]))
+        elif self.since_ms is not None:
+            found = await consumer.offsets_for_times({tp: self.since_ms() for tp in tps})
+            end = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, found[tp].offset if found.get(tp) is not None else end[tp])
+        for tp in tps:
+            self.positions[tp.partition] = await consumer.position(tp)

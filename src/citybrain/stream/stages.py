@@ -4,8 +4,9 @@
   events.normalized + fusion inbox | deadletter; per-device alarm state in the
   ``sensor_state`` changelog (partitions follow ingest.iot.readings, keyed by device_id).
 - fuse: fusion inbox (CityEvents and lifecycle commands, keyed by fusion group) →
-  workorders.events, dispatch.<department>, workorders.rejected; snapshots in the
-  ``work_orders`` changelog, an in-memory FusionIndex per partition.
+  workorders.events, workorders.state, dispatch.<department>, workorders.rejected;
+  snapshots with their timelines in the ``work_orders`` changelog (``OrderRecord``), an
+  in-memory FusionIndex per partition.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
 from citybrain.stream.batch import ChangelogState, Stage
+from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.topology import changelogs
@@ -239,6 +241,29 @@ class ClosedOrders:
         self.heaps.drop(partitions)
 
 
+class StateRefresh:
+    """Per partition: when each open order's ``workorders.state`` record falls older than
+    ``REFRESH_SECONDS`` and is written again (readers start the topic at that age)."""
+
+    def __init__(self, every: float = REFRESH_SECONDS):
+        self.every = every
+        self.heaps = PartitionHeaps()
+        self.scheduled: set[str] = set()
+
+    def written(self, partition: int, work_order_id: str, at: float) -> None:
+        if work_order_id not in self.scheduled:
+            self.scheduled.add(work_order_id)
+            self.heaps.push(partition, at + self.every, work_order_id)
+
+    def due(self, now: float) -> list[tuple[int, str]]:
+        out = [(p, wo) for p, _, wo in self.heaps.pop_due(now)]
+        self.scheduled.difference_update(wo for _, wo in out)
+        return out
+
+    def drop(self, partitions: set[int]) -> None:
+        self.scheduled.difference_update(wo for _, wo in self.heaps.drop(partitions))
+
+
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
     deadlines = config.deadlines
@@ -249,6 +274,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     timers = Timers()
     overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
     closed_orders = ClosedOrders(config.settings.worker.closed_state_days * 86400)
+    refresh = StateRefresh()
 
     def rebuild(partitions: set[int]) -> None:
         """Index the newly assigned partitions; recount open orders over all held ones
@@ -258,7 +284,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         counts: Counter = Counter()
         for p, index in indexes.items():
             for raw in work_orders.values(p):
-                snap = orjson.loads(raw)
+                record = OrderRecord.unpack(raw)
+                snap = record.summary()
                 if snap["status"] not in OPEN_STATUSES:
                     if p in partitions:   # its events stay known: a replay of one is a duplicate
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
@@ -269,6 +296,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                     order = WorkOrder.model_validate(snap)
                     index.add(open_entry(order))
                     timers.schedule(p, order, deadlines)  # what fell due while away fires next tick
+                    refresh.written(p, order.work_order_id, record.written_at)
         gauge.set_all(counts)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in indexes.values()), sorted(indexes))
@@ -278,8 +306,12 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             indexes.pop(p, None)
         timers.drop(partitions)
         closed_orders.drop(partitions)
+        refresh.drop(partitions)
 
-    def publish(change: WorkOrderChange, old: WorkOrder | None, out: list[Output]) -> None:
+    def publish(change: WorkOrderChange, old: WorkOrder | None, out: list[Output], record: OrderRecord) -> None:
+        """The change on workorders.events (and dispatch / supervision topics); it becomes
+        the record's latest snapshot and a step of its timeline."""
+        record.add(change, old)
         body = to_json(change)
         key = change.work_order_id.encode()
         out.append(Output(topics.workorder_events, key, body))
@@ -295,16 +327,23 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
 
-    def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output]) -> WorkOrder | None:
+    def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
+                    record: OrderRecord) -> WorkOrder | None:
         """Publish consecutive changes of one order; returns the latest snapshot."""
         for change in changes:
-            publish(change, old, out)
+            publish(change, old, out, record)
             old = change.snapshot
         return old
 
-    def store(partition: int, snap: WorkOrder, timed: bool = True) -> None:
-        """``timed``: the change may have moved a clock (every change but new evidence)."""
-        work_orders.set(partition, snap.work_order_id, to_json(snap))
+    def store(partition: int, record: OrderRecord, snap: WorkOrder, out: list[Output], timed: bool = True) -> None:
+        """Hot state and ``workorders.state`` after an order's changes.  ``timed``: the
+        change may have moved a clock (every change but new evidence)."""
+        wo = snap.work_order_id
+        record.written_at = time.time()
+        work_orders.set(partition, wo, record.pack())
+        out.append(Output(topics.workorder_state, wo.encode(), record.state_record(wo, snap.version)))
+        if snap.status in OPEN_STATUSES:
+            refresh.written(partition, wo, record.written_at)
         if timed:
             timers.schedule(partition, snap, deadlines)
         if snap.status not in OPEN_STATUSES:
@@ -313,15 +352,17 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
 
     def on_command(partition: int, cmd: Command, out: list[Output]) -> None:
         raw = work_orders.get(partition, cmd.work_order_id)
-        old = WorkOrder.model_validate_json(raw) if raw else None
+        record = OrderRecord.unpack(raw) if raw else None
+        old = record.order() if record else None
         outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC), deadlines)
         if outcome.rejection is not None:
             metrics.child(metrics.COMMANDS_REJECTED, outcome.rejection.reason).inc()
             out.append(Output(topics.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
             return
         change = outcome.change
-        publish(change, old, out)
-        store(partition, change.snapshot)
+        record = record or OrderRecord(b"")
+        publish(change, old, out, record)
+        store(partition, record, change.snapshot, out)
 
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
         index = indexes[partition]
@@ -335,19 +376,21 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
                                  deadlines)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
-            store(partition, publish_all(changes, None, out))
+            record = OrderRecord(b"")
+            store(partition, record, publish_all(changes, None, out, record), out)
         elif decision.action in ("join", "recovery"):
-            old = WorkOrder.model_validate_json(work_orders.get(partition, decision.work_order_id))
+            record = OrderRecord.unpack(work_orders.get(partition, decision.work_order_id))
+            old = record.order()
             metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
             change = attach(old, event, now)
-            publish(change, old, out)
+            publish(change, old, out, record)
             new = change.snapshot
             rework = (deadlines.alarm_returned(new, event.device_id, now)
                       if event.source == "iot" and event.kind == "alarm" else None)
             if rework is not None:  # the alarm came back before verification: 返工
-                publish(rework, new, out)
+                publish(rework, new, out, record)
                 new = rework.snapshot
-            store(partition, new, timed=change.type == "recovery_recorded" or rework is not None)
+            store(partition, record, new, out, timed=change.type == "recovery_recorded" or rework is not None)
 
     last_overdue = [0.0]
 
@@ -360,15 +403,34 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             raw = work_orders.get(partition, wo)
             if raw is None:
                 continue
-            order = WorkOrder.model_validate_json(raw)
+            record = OrderRecord.unpack(raw)
+            order = record.order()
             changes = deadlines.supervise_due(order, now)
             latest = changes[-1].snapshot if changes else order
             verified = deadlines.auto_verify(latest, now)
             if verified is not None:
                 changes.append(verified)
+            if not changes:   # nothing fell due after all: only the next look is scheduled
+                timers.schedule(partition, order, deadlines)
+                continue
             mark = len(out)
-            store(partition, publish_all(changes, order, out))
+            store(partition, record, publish_all(changes, order, out, record), out)
             for o in out[mark:]:   # a timer's outputs belong to the partition of its order
+                o.source = (topics.fusion_inbox, partition, -1)
+        for partition, wo in refresh.due(now_ts):
+            raw = work_orders.get(partition, wo) if partition in indexes else None
+            if raw is None:
+                continue
+            record = OrderRecord.unpack(raw)
+            order = record.order()
+            if order.status not in OPEN_STATUSES:
+                continue
+            if now_ts - record.written_at < refresh.every:   # written since: look again later
+                refresh.written(partition, wo, record.written_at)
+                continue
+            mark = len(out)
+            store(partition, record, order, out, timed=False)
+            for o in out[mark:]:
                 o.source = (topics.fusion_inbox, partition, -1)
         if now_ts - last_overdue[0] >= 5.0:
             last_overdue[0] = now_ts
@@ -383,7 +445,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             raw = work_orders.get(partition, wo)
             if raw is None or partition not in indexes:
                 continue
-            snap = orjson.loads(raw)
+            snap = OrderRecord.unpack(raw).summary()
             if snap["status"] in OPEN_STATUSES:
                 continue
             indexes[partition].forget_retired(wo, [e["event_id"] for e in snap["events"]])

@@ -1,11 +1,19 @@
 """Every worker's whole-log views: the order view behind the API and console, and the
-evaluation figures.  Each worker reads all of ``workorders.events`` and
-``workorders.rejected`` (no consumer group), so any worker answers for any order."""
+evaluation figures.  No consumer group: each worker reads every partition, so any worker
+answers for any order.
+
+Start-up does not replay history (DESIGN §11): the order view reads ``workorders.state``
+and ``workorders.rejected`` from the console's retention back (every open order has a
+state record within its last day, ``orderstate.REFRESH_SECONDS``); the evaluation starts
+from its local checkpoint and folds ``workorders.events`` from the offsets it reflects
+(no checkpoint: from the beginning, once)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import faust
 import orjson
@@ -14,30 +22,55 @@ from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.evaluation import STAGES, Evaluation
 from citybrain.kafka.topics import Topics
+from citybrain.stream.evalcheckpoint import EvaluationCheckpoint
 from citybrain.stream.logreader import TopicReader
+from citybrain.stream.orderstate import REFRESH_SECONDS
 from citybrain.web.view import OrderView
 
 log = logging.getLogger("citybrain.views")
 _SKIPPABLE = (orjson.JSONDecodeError, KeyError, TypeError, ValueError)
+CHECKPOINT_SECONDS = 60.0
 
 
 class OrderLogViews:
-    def __init__(self, config: Config, topics: Topics, bootstrap: str):
+    def __init__(self, config: Config, topics: Topics, bootstrap: str, data_dir: Path | None = None):
         self.config = config
-        self.evaluation = Evaluation(config.lifecycle.calendar.timezone)
+        self.events_topic = topics.workorder_events
+        self.evaluation = new_evaluation(config)
         self.view = OrderView()
-        self.order_log = TopicReader(bootstrap, topics.workorder_events, self._fold, "order-log")
-        self.rejection_log = TopicReader(bootstrap, topics.rejected, self._fold_rejections, "rejection-log")
+        self.lookback = max(config.settings.console.closed_retention_days * 86400, 2 * REFRESH_SECONDS)
+        since = self._since_ms
+        self.state_log = TopicReader(bootstrap, topics.workorder_state, self._fold_states, "order-state",
+                                     since_ms=since)
+        self.rejection_log = TopicReader(bootstrap, topics.rejected, self._fold_rejections, "rejection-log",
+                                         since_ms=since)
+        self.checkpoint = EvaluationCheckpoint(data_dir) if data_dir is not None else None
+        self.change_log = TopicReader(bootstrap, topics.workorder_events, self._fold_changes, "order-log",
+                                      start_offsets=self._from_checkpoint, on_start_rejected=self._start_over)
+        self.saved_positions: dict[int, int] = {}
+
+    def _since_ms(self) -> int:
+        return int((time.time() - self.lookback) * 1000)
 
     def caught_up(self) -> bool:
-        return self.order_log.caught_up.is_set() and self.rejection_log.caught_up.is_set()
+        return all(r.caught_up.is_set() for r in (self.state_log, self.rejection_log, self.change_log))
 
-    def _fold(self, records) -> None:
+    # -- folding -------------------------------------------------------------------
+
+    def _fold_states(self, records) -> None:
+        for m in records:
+            if m.value is None:
+                continue
+            try:
+                self.view.add_state(orjson.loads(m.value))
+            except _SKIPPABLE as e:
+                log.warning("工单状态跳过 work-order state record skipped %s@%d/%d: %r", m.topic, m.partition,
+                            m.offset, e)
+
+    def _fold_changes(self, records) -> None:
         for m in records:
             try:
-                change = orjson.loads(m.value)
-                self.evaluation.add(change)
-                self.view.add_change(change, m.value)
+                self.evaluation.add(orjson.loads(m.value))
             except _SKIPPABLE as e:
                 log.warning("工单日志跳过 work-order log record skipped %s@%d/%d: %r", m.topic, m.partition,
                             m.offset, e)
@@ -49,13 +82,54 @@ class OrderLogViews:
             except _SKIPPABLE as e:
                 log.warning("拒绝日志跳过 rejection skipped %s@%d/%d: %r", m.topic, m.partition, m.offset, e)
 
+    # -- the evaluation checkpoint -------------------------------------------------
+
+    def _from_checkpoint(self) -> dict[int, int]:
+        loaded = self.checkpoint.load(self.events_topic) if self.checkpoint is not None else None
+        if loaded is None:
+            log.info("评价无检查点 no evaluation checkpoint: folding %s from the beginning", self.events_topic)
+            return {}
+        meta, days, offsets = loaded
+        self.evaluation.restore(meta, days)
+        self.saved_positions = dict(offsets)
+        log.info("评价检查点 evaluation checkpoint: %d days of figures, %d open orders; %s from offsets %s",
+                 len(days), len(self.evaluation.open), self.events_topic, offsets)
+        return offsets
+
+    def _start_over(self) -> None:
+        log.warning("评价检查点不符 the evaluation checkpoint is ahead of %s (a re-created topic?): "
+                    "folding it from the beginning", self.events_topic)
+        self.evaluation.clear()
+        self.saved_positions = {}
+        if self.checkpoint is not None:
+            self.checkpoint.clear()
+
+    def save_checkpoint(self, everything: bool = False) -> bool:
+        """The evaluation as it stands after the batches folded so far (the reader folds a
+        batch without awaiting, so positions and state are one cut)."""
+        positions = dict(self.change_log.positions)
+        if self.checkpoint is None or not self.change_log.caught_up.is_set() or (
+                positions == self.saved_positions and not everything):
+            return False
+        started = time.monotonic()
+        days = self.evaluation.checkpoint_days(everything=everything)
+        self.checkpoint.save(self.events_topic, self.evaluation.checkpoint_meta(), days, positions)
+        self.saved_positions = positions
+        log.debug("评价检查点已存 evaluation checkpoint saved: %d days in %.2fs", len(days),
+                  time.monotonic() - started)
+        return True
+
     def install(self, app: faust.App) -> None:
         """The readers as tasks, and the view's and the evaluation's upkeep as timers."""
         retention = self.config.settings.console.closed_retention_days
 
         @app.task
+        async def read_order_state() -> None:
+            await self.state_log.run()
+
+        @app.task
         async def read_order_log() -> None:
-            await self.order_log.run()
+            await self.change_log.run()
 
         @app.task
         async def read_rejections() -> None:
@@ -64,6 +138,10 @@ class OrderLogViews:
         @app.timer(interval=2.0)
         async def compact_view() -> None:
             self.view.compact()
+
+        @app.timer(interval=CHECKPOINT_SECONDS)
+        async def checkpoint_evaluation() -> None:
+            self.save_checkpoint()
 
         @app.timer(interval=600.0)
         async def evict_old_closed() -> None:
@@ -74,6 +152,13 @@ class OrderLogViews:
         @app.timer(interval=self.config.lifecycle.timers.evaluation_seconds)
         async def export_evaluation() -> None:
             export_figures(self.evaluation.figures(self.evaluation.period_of(datetime.now(UTC))))
+
+
+def new_evaluation(config: Config) -> Evaluation:
+    # A closed order's versions are kept as long as the fuse stage keeps the order (it
+    # makes no change to it after that), plus a day.
+    return Evaluation(config.lifecycle.calendar.timezone,
+                      keep_closed_days=config.settings.worker.closed_state_days + 1)
 
 
 def export_figures(figures: dict[str, dict]) -> None:

@@ -315,5 +315,32 @@ class WorkOrderChange(BaseModel):
     supervision: SupervisionInfo | None = Field(None, description="for type supervised by the timers")
 
 
+class OrderStep(BaseModel):
+    """One change of an order, as its timeline shows it."""
+
+    version: int
+    type: str
+    at: datetime
+    actor: Actor
+    status: str = Field(description="the order's status after the change")
+    supervision: SupervisionInfo | None = None
+    note: str | None = Field(None, description="the note this change added, if any")
+
+
+class OrderState(BaseModel):
+    """`workorders.state` (compacted, key work_order_id): an order's latest snapshot with
+    its timeline, so a reader starts from it instead of replaying every change.  Written
+    with every change; an open order's record is written again at least daily, so every
+    open order lies in the topic's last day (readers start at a time offset)."""
+
+    work_order_id: str
+    version: int
+    at: datetime = Field(description="the latest change's time")
+    snapshot: WorkOrder
+    steps: list[OrderStep] = Field(description="the changes in version order; the oldest "
+                                               "dropped beyond a bound, see steps_omitted")
+    steps_omitted: int = 0
+
+
 WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange,
-                    "command": Command, "command_rejection": CommandRejection})
+                    "order_state": OrderState, "command": Command, "command_rejection": CommandRejection})

@@ -149,3 +149,37 @@ def test_quantile_is_nearest_rank():
     assert quantile([1.0], 0.9) == 1.0
     assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
     assert quantile([float(i) for i in range(1, 11)], 0.9) == 9.0
+
+
+def test_a_checkpoint_anywhere_in_the_log_then_its_tail_gives_the_full_replay_figures(month):
+    """The worker's restart: state exported at any point (through JSON, as the local copy
+    holds it), restored, the rest folded — every period equals the full replay."""
+    log = as_log(month)
+    reference = Evaluation()
+    for change in log:
+        reference.add(change)
+    periods = ["2026-10", "2026-11", "2026-12", "2026-11-02", "2026-12-01"]
+    for cut in range(len(log) + 1):
+        first = Evaluation()
+        days: dict = {}
+        for n, change in enumerate(log[:cut]):
+            first.add(change)
+            if n % 5 == 0:            # earlier exports: only the changed days each time
+                days.update(orjson.loads(orjson.dumps(first.checkpoint_days())))
+        days.update(orjson.loads(orjson.dumps(first.checkpoint_days())))
+        restarted = Evaluation()
+        restarted.restore(orjson.loads(orjson.dumps(first.checkpoint_meta())), days)
+        for change in log[cut:]:
+            restarted.add(change)
+        assert [restarted.figures(p) for p in periods] == [reference.figures(p) for p in periods], cut
+        assert restarted.orders == reference.orders
+
+
+def test_closed_versions_are_forgotten_after_the_keep_time_not_before(month):
+    ev = Evaluation(keep_closed_days=3)
+    for change in sorted(as_log(month), key=lambda c: c["at"]):
+        ev.add(change)
+    # The log's last day is 1 December: F (cancelled 28 November) and G (closed that day)
+    # are within 3 days; the rest are forgotten, and still counted.
+    assert set(ev.closed_version) == {"F", "G"} and ev.orders == 8
+    assert ev.figures("2026-11")["*"]["closed"] == 6

@@ -6,27 +6,35 @@ import pytest
 from citybrain.web.view import OrderView
 
 
-def change(wo, version, kind, status, created, at, department="water", grid="370306002001016", notes=()):
-    return {"work_order_id": wo, "version": version, "type": kind, "at": at,
-            "actor": {"id": "citybrain", "role": "system"},
+_steps: dict[str, list[dict]] = {}
+
+
+def change(wo, version, kind, status, created, at, department="water", grid="370306002001016", note=None):
+    """The workorders.state record after this change: the snapshot and every step so far."""
+    steps = [s for s in _steps.get(wo, []) if s["version"] < version]
+    steps.append({"version": version, "type": kind, "at": at, "actor": {"id": "citybrain", "role": "system"},
+                  "status": status, "supervision": None, "note": note})
+    _steps[wo] = steps
+    return {"work_order_id": wo, "version": version, "at": at, "steps": list(steps), "steps_omitted": 0,
             "snapshot": {"work_order_id": wo, "status": status, "department": department, "created_at": created,
-                         "location": {"grid_code": grid, "street_code": grid[:9]}, "notes": list(notes)}}
+                         "location": {"grid_code": grid, "street_code": grid[:9]}}}
 
 
 @pytest.fixture
 def view():
+    _steps.clear()
     v = OrderView()
     for i in range(7):
         created = f"2026-11-22T0{i}:00:00+00:00"
-        v.add_change(change(f"WO-{i}", 1, "created", "registered", created, created, department=None))
-        v.add_change(change(f"WO-{i}", 2, "dispatched", "dispatched", created, created,
+        v.add_state(change(f"WO-{i}", 1, "created", "registered", created, created, department=None))
+        v.add_state(change(f"WO-{i}", 2, "dispatched", "dispatched", created, created,
                             department="water" if i % 2 else "fire"))
     return v
 
 
 def test_latest_snapshot_and_redelivery(view):
     assert view.snapshot("WO-3")["status"] == "dispatched"
-    view.add_change(change("WO-3", 1, "created", "registered", "x", "x"))      # older: ignored
+    view.add_state(change("WO-3", 1, "created", "registered", "x", "x"))      # older: ignored
     assert view.snapshot("WO-3")["status"] == "dispatched" and view.snapshot("nope") is None
     view.compact()
     assert view.snapshot("WO-3")["department"] == "water" and view.orders["WO-3"].packed
@@ -49,9 +57,9 @@ def test_filters_and_keyset_paging_newest_first(view):
 
 def test_timeline_carries_refusals_and_each_note_once(view):
     at = "2026-11-22T08:00:00+00:00"
-    view.add_change(change("WO-1", 3, "accepted", "accepted", "c", at))
-    view.add_change(change("WO-1", 4, "commented", "accepted", "c", "2026-11-22T08:05:00+00:00", notes=["n1"]))
-    view.add_change(change("WO-1", 5, "handled", "handled", "c", "2026-11-22T08:10:00+00:00", notes=["n1"]))
+    view.add_state(change("WO-1", 3, "accepted", "accepted", "c", at))
+    view.add_state(change("WO-1", 4, "commented", "accepted", "c", "2026-11-22T08:05:00+00:00", note="n1"))
+    view.add_state(change("WO-1", 5, "handled", "handled", "c", "2026-11-22T08:10:00+00:00"))
     rejection = {"command": {"command_id": "c9", "work_order_id": "WO-1", "action": "accept",
                              "actor": {"id": "f", "role": "department", "department": "fire"}},
                  "reason": "out_of_scope", "detail": "not yours", "status": "accepted",
@@ -69,7 +77,7 @@ async def test_subscribers_get_changes_and_slow_ones_are_dropped(view):
     fast, slow = asyncio.Queue(), asyncio.Queue(maxsize=1)
     view.subscribers |= {fast, slow}
     for v in (3, 4):
-        view.add_change(change("WO-2", v, "accepted", "accepted", "c", f"2026-11-22T09:0{v}:00+00:00"))
+        view.add_state(change("WO-2", v, "accepted", "accepted", "c", f"2026-11-22T09:0{v}:00+00:00"))
     assert fast.qsize() == 2 and slow not in view.subscribers
     msg = fast.get_nowait()
     assert (msg["kind"], msg["work_order_id"], msg["snapshot"]["status"]) == ("change", "WO-2", "accepted")
@@ -77,7 +85,7 @@ async def test_subscribers_get_changes_and_slow_ones_are_dropped(view):
 
 
 def test_old_closed_orders_leave_the_view(view):
-    view.add_change(change("WO-1", 3, "cancelled", "cancelled", "c", "2026-11-01T00:00:00+00:00"))
-    view.add_change(change("WO-2", 3, "cancelled", "cancelled", "c", "2026-11-21T00:00:00+00:00"))
+    view.add_state(change("WO-1", 3, "cancelled", "cancelled", "c", "2026-11-01T00:00:00+00:00"))
+    view.add_state(change("WO-2", 3, "cancelled", "cancelled", "c", "2026-11-21T00:00:00+00:00"))
     assert view.evict_closed("2026-11-15T00:00:00+00:00") == 1
     assert view.snapshot("WO-1") is None and view.snapshot("WO-2") is not None and view.snapshot("WO-3")
