@@ -334,6 +334,14 @@ def cmd_bench(args) -> int:
         if args.what == "normalize":
             result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
             text = normalize.report(result)
+        elif args.what == "history":
+            from citybrain.bench import history
+            days = [int(d) for d in args.days.split(",") if d]
+            result = asyncio.run(history.bench(_bootstrap(), days, args.orders_per_day, args.open,
+                                               args.requests, seed=args.seed))
+            png = out.with_suffix(".png")
+            history.chart(result, png)
+            text = history.report(result) + f"\n  图 chart: {png}"
         elif args.what == "normalize-batch-probe":
             from citybrain.bench import batch_probe
             result = asyncio.run(batch_probe.bench(_bootstrap(), args.records, seed=args.seed))
@@ -431,9 +439,11 @@ def _width(s: str) -> int:
     return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)   # CJK takes two columns
 
 
-async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None = None) -> int:
+async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None = None,
+                       start: dict[int, int] | None = None) -> int:
     """Read every partition of ``topic`` up to its current end, with progress; -1 when
-    the topic does not exist."""
+    the topic does not exist.  ``start``: the offset to begin at per partition (else the
+    beginning)."""
     from aiokafka import TopicPartition
 
     from citybrain.kafka.admin import partitions_of
@@ -449,8 +459,12 @@ async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None 
     try:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
+        first = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            if start and tp.partition in start:
+                consumer.seek(tp, max(first[tp], start[tp.partition]))
         end = await consumer.end_offsets(tps)
-        total = sum(end.values())
+        total = sum([end[tp] - await consumer.position(tp) for tp in tps])
         progress = Progress(title, total=max(total, 1))
         n = 0
         while any([await consumer.position(tp) < end[tp] for tp in tps]):
@@ -497,12 +511,11 @@ def cmd_kpis(args) -> int:
 
     import orjson
 
-    from citybrain.domain.evaluation import Evaluation
     from citybrain.kafka.topics import Topics
 
     cfg = _config()
     topic = Topics(cfg.settings.kafka.topic_prefix).workorder_events
-    evaluation = Evaluation(cfg.lifecycle.calendar.timezone)
+    evaluation = cfg.new_evaluation()
     period = args.period or evaluation.period_of(datetime.now(UTC))
     try:
         evaluation.period_range(period)   # a bad period fails before any reading
@@ -513,12 +526,27 @@ def cmd_kpis(args) -> int:
     def add(m) -> None:
         evaluation.add(orjson.loads(m.value))
 
-    n = asyncio.run(_read_to_end(topic, add, "读取工单日志 reading workorders.events"))
+    start, source = None, "the whole log"
+    if args.data_dir:   # a worker's checkpoint, then the log's tail: seconds, not a replay of years
+        from citybrain.stream.evalcheckpoint import EvaluationCheckpoint
+        checkpoint = EvaluationCheckpoint.open_read_only(Path(args.data_dir))
+        loaded = checkpoint.load(topic) if checkpoint is not None else None
+        if loaded is None:
+            print(f"无评价检查点 no evaluation checkpoint in {args.data_dir}: reading the whole log", file=sys.stderr)
+        else:
+            meta, days, start = loaded
+            evaluation.restore(meta, days)
+            checkpoint.close()
+            source = f"checkpoint of {len(days)} days + the log's tail"
+    n = asyncio.run(_read_to_end(topic, add, "读取工单日志 reading workorders.events", start=start))
     if n < 0:
         return 1
     figures = evaluation.figures(period)
     names = {d.code: d.name_zh for d in cfg.taxonomy.departments}
-    print(f"综合评价 evaluation {period} ({n:,} changes of {evaluation.orders:,} orders; "
+    if args.json:
+        print(orjson.dumps({"period": period, "figures": figures}).decode())
+        return 0
+    print(f"综合评价 evaluation {period} ({source}: {n:,} changes read, {evaluation.orders:,} orders; "
           "orders closed in the period, by closing department)")
     print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
     return 0
@@ -568,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
-    b.add_argument("what", choices=["normalize", "dispatch", "normalize-batch-probe"])
+    b.add_argument("what", choices=["normalize", "dispatch", "history", "normalize-batch-probe"])
     b.add_argument("--records", type=int, default=60_000, help="backlog size for max throughput")
     b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
     b.add_argument("--duration", type=float, default=20.0, help="dispatch: seconds per load")
@@ -577,6 +605,10 @@ def main(argv: list[str] | None = None) -> int:
                         "exactly_once,at_least_once (default: the configured one)")
     b.add_argument("--state-sizes", default="1000,10000,100000",
                    help="dispatch: open orders held in state for the size test")
+    b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each")
+    b.add_argument("--orders-per-day", type=int, default=3000, help="history: orders a day")
+    b.add_argument("--open", type=int, default=10_000, help="history: orders still open at the end")
+    b.add_argument("--requests", type=int, default=300, help="history: API requests per kind")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--out", help="JSON result path (default var/bench/)")
     b.set_defaults(func=cmd_bench)
@@ -592,6 +624,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kp = sub.add_parser("kpis", help="综合评价: evaluation figures of a month (YYYY-MM) or day")
     kp.add_argument("--period", help="YYYY-MM or YYYY-MM-DD, city time (default: this month)")
+    kp.add_argument("--data-dir", help="a worker's data directory: start from its evaluation checkpoint "
+                                       "and read only the log's tail (default: replay the whole log)")
+    kp.add_argument("--json", action="store_true", help="the figures as JSON")
     kp.set_defaults(func=cmd_kpis)
 
     db = sub.add_parser("dashboard", help="check (default) or --write deploy/grafana/dashboards/citybrain.json")

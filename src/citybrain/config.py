@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
+from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.geo import CityMap
 from citybrain.domain.routing import Router, RoutingConfig
 from citybrain.domain.sensor_rules import SensorRule
@@ -187,6 +188,13 @@ class Config:
         c = self.lifecycle.calendar
         calendar = WorkCalendar.load([self.directory / f for f in c.files], c.working_hours, c.timezone)
         return Deadlines(self.lifecycle, calendar)
+
+    def new_evaluation(self) -> Evaluation:
+        """An empty evaluation as the worker and ``citybrain kpis`` keep it: a closed
+        order's versions are kept as long as the fuse stage keeps the order (it makes no
+        change to it after that), plus a day."""
+        return Evaluation(self.lifecycle.calendar.timezone,
+                          keep_closed_days=self.settings.worker.closed_state_days + 1)
 
     @cached_property
     def city_map(self) -> CityMap:

@@ -36,7 +36,7 @@ class OrderLogViews:
     def __init__(self, config: Config, topics: Topics, bootstrap: str, data_dir: Path | None = None):
         self.config = config
         self.events_topic = topics.workorder_events
-        self.evaluation = new_evaluation(config)
+        self.evaluation = config.new_evaluation()
         self.view = OrderView()
         self.lookback = max(config.settings.console.closed_retention_days * 86400, 2 * REFRESH_SECONDS)
         since = self._since_ms
@@ -152,13 +152,6 @@ class OrderLogViews:
         @app.timer(interval=self.config.lifecycle.timers.evaluation_seconds)
         async def export_evaluation() -> None:
             export_figures(self.evaluation.figures(self.evaluation.period_of(datetime.now(UTC))))
-
-
-def new_evaluation(config: Config) -> Evaluation:
-    # A closed order's versions are kept as long as the fuse stage keeps the order (it
-    # makes no change to it after that), plus a day.
-    return Evaluation(config.lifecycle.calendar.timezone,
-                      keep_closed_days=config.settings.worker.closed_state_days + 1)
 
 
 def export_figures(figures: dict[str, dict]) -> None:
