@@ -39,13 +39,14 @@ async def prepare(bootstrap: str, prefix: str) -> Topics:
     return topics
 
 
-async def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]]) -> list:
-    """Send (topic, key, value) records in order; return their RecordMetadata."""
+async def produce(bootstrap: str, records: list[tuple]) -> list:
+    """Send (topic, key, value[, timestamp_ms]) records in order; return their RecordMetadata."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024,
                                 acks="all", linger_ms=5)
     await producer.start()
     try:
-        futures = [await producer.send(t, v, key=k) for t, k, v in records]
+        futures = [await producer.send(r[0], r[2], key=r[1], timestamp_ms=r[3] if len(r) > 3 else None)
+                   for r in records]
         return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()

@@ -8,6 +8,7 @@ import pytest
 
 from citybrain.promtext import samples
 from citybrain.simulate.traffic import iso
+from citybrain.wire.models import OrderState
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
 
@@ -61,6 +62,13 @@ async def test_closed_loop_refusals_and_repeat_alarm(kafka_bootstrap, tmp_path):
                                                 "verified"]
         assert [c["version"] for c in changes] == [1, 2, 3, 4, 5, 6]
         assert changes[-1]["snapshot"]["status"] == "closed" and changes[-1]["actor"]["id"] == "GM-0107"
+        # workorders.state: the latest snapshot with the whole timeline, one record per step.
+        states = [OrderState.model_validate(s) for s in decode(await consume(
+            kafka_bootstrap, t.workorder_state, want=5, timeout=15, settle=0.5)) if s["work_order_id"] == wo]
+        latest = max(states, key=lambda s: s.version)
+        assert latest.snapshot.model_dump(mode="json") == changes[-1]["snapshot"]
+        assert [(s.version, s.type, s.status) for s in latest.steps] == [
+            (c["version"], c["type"], c["snapshot"]["status"]) for c in changes]
         dead = [d for d in decode(await consume(kafka_bootstrap, t.deadletter, want=1, timeout=20))
                 if d["source"] == "command"]
         assert len(dead) == 1 and dead[0]["reason"] == "not_json"

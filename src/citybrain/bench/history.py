@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -124,10 +125,15 @@ async def measure(bootstrap: str, days: int, per_day: int, open_orders: int, req
         print("  首次启动 first start (the evaluation folds the whole log) …", flush=True)
         row["first_start_ready_s"] = await asyncio.to_thread(_ready, worker, 3600)
         row["first_start_rss_mb"] = round(worker.rss_mb(), 1)
+        row["first_start_peak_rss_mb"] = round(worker.rss_mb("VmHWM"), 1)
         worker.stop()
         print("  重启 restart …", flush=True)
         row["restart_ready_s"] = await asyncio.to_thread(_ready, worker, 3600)
         row["restart_rss_mb"] = round(worker.rss_mb(), 1)
+        row["restart_peak_rss_mb"] = round(worker.rss_mb("VmHWM"), 1)
+        found = re.findall(r"evaluation checkpoint: (\d+) days of figures, (\d+) open orders",
+                           worker.log_path.read_text(errors="replace"))
+        row["open_orders"] = int(found[-1][1]) if found else None
         row["api"] = await asyncio.to_thread(api_latency, port, requests, seed)
         row["rss_after_api_mb"] = round(worker.rss_mb(), 1)
         month = (datetime.now(UTC).replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
@@ -147,7 +153,8 @@ async def measure(bootstrap: str, days: int, per_day: int, open_orders: int, req
 def summary(row: dict) -> str:
     api = row.get("api", {})
     return (f"{row['days']} d: restart→ready {row.get('restart_ready_s')} s (first start {row.get('first_start_ready_s')} s), "
-            f"RSS {row.get('restart_rss_mb')} MB ({row.get('rss_after_api_mb')} after the API load), "
+            f"RSS {row.get('restart_rss_mb')} MB (peak {row.get('restart_peak_rss_mb')}, "
+            f"{row.get('rss_after_api_mb')} after the API load), {row.get('open_orders')} open, "
             f"API list p99 {api.get('list', {}).get('p99_ms')} ms, detail p99 {api.get('detail', {}).get('p99_ms')} ms, "
             f"kpis {row.get('kpis_checkpoint_s')} s from the checkpoint vs {row.get('kpis_full_replay_s')} s full replay "
             f"({'same figures' if row.get('kpis_match') else 'FIGURES DIFFER'})")
@@ -191,7 +198,7 @@ def chart(result: dict, path: Path) -> None:
     left.set_ylabel("seconds")
     left.legend(fontsize=8)
     right.plot(days, [r["restart_rss_mb"] for r in rows], "o-", label="RSS after restart")
-    right.plot(days, [r["rss_after_api_mb"] for r in rows], "s--", label="RSS after API load")
+    right.plot(days, [r["restart_peak_rss_mb"] for r in rows], "s--", label="peak RSS during the restart")
     right.axhline(TARGETS["rss_mb"], color="grey", linestyle=":", label="target 500 MB")
     right.set_xlabel("days of history")
     right.set_ylabel("MB")

@@ -15,6 +15,7 @@ against the wire models.
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,6 +200,20 @@ def generate(config, days: int, per_day: int, open_orders: int, now: datetime | 
     keep_open = set(rng.sample(range(total - recent, total), min(recent, int(open_orders * 0.8))))
     keep_open |= set(rng.sample(range(total), min(total, open_orders - len(keep_open))))
     every_change_since = now - timedelta(days=state_every_change_days)
+    # Records leave in timestamp order, as a live system appends them (readers find their
+    # start with offsets_for_times): held in a heap until no later order can precede them.
+    pending: list[tuple[int, int, HistoryRecord]] = []
+    seq = 0
+
+    def push(record: HistoryRecord) -> None:
+        nonlocal seq
+        seq += 1
+        heapq.heappush(pending, (record.timestamp_ms, seq, record))
+
+    def due(before: int | None) -> Iterator[HistoryRecord]:
+        while pending and (before is None or pending[0][0] < before):
+            yield heapq.heappop(pending)[2]
+
     n = 0
     for day in range(days):
         for i in range(per_day):
@@ -209,24 +224,26 @@ def generate(config, days: int, per_day: int, open_orders: int, now: datetime | 
             place = rng.choice(spots)
             wo = f"WO-{place.fusion_group}-h{day:03d}{i:05d}"
             h = OrderHistory(wo, place, created, 24.0)
-            stop = created + rng.uniform(0.05, 72) * HOUR if n in keep_open else now
+            stop = created + rng.uniform(0.02, 5) * HOUR if n in keep_open else now
             ended = lifecycle(h, place, created, rng, min(stop, now))
             key = wo.encode()
             for k, (at, value) in enumerate(h.changes):
                 ts = int(at.timestamp() * 1000)
-                yield HistoryRecord("events", key, value, ts)
+                push(HistoryRecord("events", key, value, ts))
                 if at >= every_change_since and k < len(h.changes) - 1:
-                    h_steps = h.steps
-                    yield HistoryRecord("state", key, orjson.dumps(
+                    push(HistoryRecord("state", key, orjson.dumps(
                         {"work_order_id": wo, "version": k + 1, "at": _iso(at),
-                         "snapshot": orjson.loads(value)["snapshot"], "steps": h_steps[:k + 1],
-                         "steps_omitted": 0}), ts)
+                         "snapshot": orjson.loads(value)["snapshot"], "steps": h.steps[:k + 1],
+                         "steps_omitted": 0}), ts))
             last_at = h.changes[-1][0]
-            yield HistoryRecord("state", key, h.state_record(last_at), int(last_at.timestamp() * 1000))
+            push(HistoryRecord("state", key, h.state_record(last_at), int(last_at.timestamp() * 1000)))
             if not ended and now - last_at > timedelta(days=1):
                 rewrite = now - timedelta(hours=rng.uniform(0.1, 20))
-                yield HistoryRecord("state", key, h.state_record(last_at), int(rewrite.timestamp() * 1000))
+                push(HistoryRecord("state", key, h.state_record(last_at), int(rewrite.timestamp() * 1000)))
             n += 1
+        # Orders created later start later: everything before the next day is final.
+        yield from due(int((start + timedelta(days=day + 1)).timestamp() * 1000))
+    yield from due(None)
 
 
 def estimate_records(days: int, per_day: int) -> int:

@@ -15,8 +15,10 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.admin import partitions_of
+from citybrain.memory import release_free_memory
 
 log = logging.getLogger("citybrain.logreader")
+TRIM_EVERY = 50_000   # records read while catching up between giving freed memory back
 
 
 class TopicReader:
@@ -51,6 +53,7 @@ class TopicReader:
             consumer.assign(tps)
             await self._seek_start(consumer, tps)
             end = await consumer.end_offsets(tps)
+            trimmed_at = 0
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, records in batches.items():
@@ -60,6 +63,9 @@ class TopicReader:
                         await done
                     self.positions[tp.partition] = records[-1].offset + 1
                 if not self.caught_up.is_set():
+                    if self.records - trimmed_at >= TRIM_EVERY:   # catching up parses a lot, briefly
+                        trimmed_at = self.records
+                        release_free_memory()
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
                         self.caught_up.set()

@@ -22,6 +22,7 @@ from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.evaluation import STAGES, Evaluation
 from citybrain.kafka.topics import Topics
+from citybrain.memory import release_free_memory
 from citybrain.stream.evalcheckpoint import EvaluationCheckpoint
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.orderstate import REFRESH_SECONDS
@@ -142,6 +143,13 @@ class OrderLogViews:
         @app.timer(interval=CHECKPOINT_SECONDS)
         async def checkpoint_evaluation() -> None:
             self.save_checkpoint()
+            release_free_memory()
+
+        @app.task
+        async def trim_after_catching_up() -> None:
+            for reader in (self.state_log, self.change_log, self.rejection_log):
+                await reader.caught_up.wait()
+            release_free_memory()   # the start's transient parsing, back to the system
 
         @app.timer(interval=600.0)
         async def evict_old_closed() -> None:

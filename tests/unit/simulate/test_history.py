@@ -41,3 +41,8 @@ def test_a_generated_history_is_valid_and_mixed(config):
         ev.add(orjson.loads(c.value))
     row = ev.figures("2026-11")["*"]
     assert row["closed"] > 1500 and 0 < row["on_time_closure_rate"] < 1
+
+
+def test_records_come_in_time_order_as_a_live_system_appends_them(config):
+    stamps = [r.timestamp_ms for r in generate(config, days=5, per_day=100, open_orders=60, now=NOW, seed=4)]
+    assert stamps == sorted(stamps)
