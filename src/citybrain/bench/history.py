@@ -190,19 +190,18 @@ def chart(result: dict, path: Path) -> None:
 
     rows = result["rows"]
     days = [r["days"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(days, [r["restart_ready_s"] for r in rows], "o-", label="restart → ready")
-    left.plot(days, [r["first_start_ready_s"] for r in rows], "s--", label="first start (full fold)")
-    left.axhline(TARGETS["restart_ready_s"], color="grey", linestyle=":", label="target 60 s")
-    left.set_xlabel("days of history")
-    left.set_ylabel("seconds")
-    left.legend(fontsize=8)
-    right.plot(days, [r["restart_rss_mb"] for r in rows], "o-", label="RSS after restart")
-    right.plot(days, [r["restart_peak_rss_mb"] for r in rows], "s--", label="peak RSS during the restart")
-    right.axhline(TARGETS["rss_mb"], color="grey", linestyle=":", label="target 500 MB")
-    right.set_xlabel("days of history")
-    right.set_ylabel("MB")
-    right.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (("seconds", "restart_ready_s", "restart → ready", "first_start_ready_s", "first start (full fold)",
+               f"target {TARGETS['restart_ready_s']:g} s", TARGETS["restart_ready_s"]),
+              ("MB", "restart_rss_mb", "RSS after restart", "restart_peak_rss_mb", "peak RSS during the restart",
+               f"target {TARGETS['rss_mb']:g} MB", TARGETS["rss_mb"]))
+    for ax, (unit, key, label, key2, label2, target_label, target) in zip(axes, panels):
+        ax.plot(days, [r[key] for r in rows], "o-", label=label)
+        ax.plot(days, [r[key2] for r in rows], "s--", label=label2)
+        ax.axhline(target, color="grey", linestyle=":", label=target_label)
+        ax.set_xlabel("days of history")
+        ax.set_ylabel(unit)
+        ax.legend(fontsize=8)
     fig.suptitle(f"Worker restart and memory vs history ({rows[0]['orders_per_day']:,} orders/day)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

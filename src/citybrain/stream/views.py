@@ -59,29 +59,13 @@ class OrderLogViews:
     # -- folding -------------------------------------------------------------------
 
     def _fold_states(self, records) -> None:
-        for m in records:
-            if m.value is None:
-                continue
-            try:
-                self.view.add_state(orjson.loads(m.value))
-            except _SKIPPABLE as e:
-                log.warning("工单状态跳过 work-order state record skipped %s@%d/%d: %r", m.topic, m.partition,
-                            m.offset, e)
+        _fold(records, self.view.add_state, "工单状态")
 
     def _fold_changes(self, records) -> None:
-        for m in records:
-            try:
-                self.evaluation.add(orjson.loads(m.value))
-            except _SKIPPABLE as e:
-                log.warning("工单日志跳过 work-order log record skipped %s@%d/%d: %r", m.topic, m.partition,
-                            m.offset, e)
+        _fold(records, self.evaluation.add, "工单日志")
 
     def _fold_rejections(self, records) -> None:
-        for m in records:
-            try:
-                self.view.add_rejection(orjson.loads(m.value))
-            except _SKIPPABLE as e:
-                log.warning("拒绝日志跳过 rejection skipped %s@%d/%d: %r", m.topic, m.partition, m.offset, e)
+        _fold(records, self.view.add_rejection, "拒绝日志")
 
     # -- the evaluation checkpoint -------------------------------------------------
 
@@ -160,6 +144,18 @@ class OrderLogViews:
         @app.timer(interval=self.config.lifecycle.timers.evaluation_seconds)
         async def export_evaluation() -> None:
             export_figures(self.evaluation.figures(self.evaluation.period_of(datetime.now(UTC))))
+
+
+def _fold(records, add, label: str) -> None:
+    """Each record's JSON into ``add``; a record that is not what the contract says is
+    logged and skipped — a view never stops on one."""
+    for m in records:
+        if m.value is None:
+            continue
+        try:
+            add(orjson.loads(m.value))
+        except _SKIPPABLE as e:
+            log.warning("%s跳过 record skipped %s@%d/%d: %r", label, m.topic, m.partition, m.offset, e)
 
 
 def export_figures(figures: dict[str, dict]) -> None:
