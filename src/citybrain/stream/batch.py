@@ -444,6 +444,7 @@ class StageRunner:
 
     async def _step(self) -> None:
         batch = await self.consumer.getmany(timeout_ms=200)
+        arrived = time.monotonic()
         async with self.lock:
             if self.failed is not None or self.unrestored:
                 # A rebalance or a failure came in between: the loop restores first, and
@@ -468,7 +469,7 @@ class StageRunner:
             if records:
                 metrics.child(metrics.STAGE_RECORDS, self.stage.name).inc(len(records))
             outputs = self._handle(records)
-            await self._complete(offsets, outputs)
+            await self._complete(offsets, outputs, arrived, len(records))
 
     def _fetch_again(self, batch) -> None:
         assigned = self.consumer.assignment()
@@ -476,19 +477,27 @@ class StageRunner:
             if recs and tp in assigned:
                 self.consumer.seek(tp, recs[0].offset)
 
-    async def _complete(self, offsets, outputs: list[Output]) -> None:
+    async def _complete(self, offsets, outputs: list[Output], arrived: float | None = None,
+                        records: int = 0) -> None:
         """Hand the batch to the checkpoint: at_least_once pipelined (the next batch is
-        handled while this one's acks are on their way), exactly_once in one go."""
+        handled while this one's acks are on their way), exactly_once in one go.
+        ``arrived``: when the batch's ``records`` came out of the fetch (the stage latency
+        is observed when their outputs are acknowledged)."""
         state = [o for st in self.stage.states for o in st.drain()]
+        latency = metrics.child(metrics.STAGE_LATENCY, self.stage.name)
         if self.exactly_once:
             if offsets or outputs or state:
                 t0 = time.monotonic()
                 await self.transactions.commit(offsets, outputs, state)
                 metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
+                if records:
+                    metrics.observe_many(latency, time.monotonic() - arrived, records)
                 chaos.point("after_commit")
             return
         if offsets or outputs or state:
-            await self.checkpoint.add(offsets, outputs, state)
+            acked = await self.checkpoint.add(offsets, outputs, state)
+            if records:
+                _when_all_done(acked, lambda: metrics.observe_many(latency, time.monotonic() - arrived, records))
             chaos.point("after_produce")
         await self.checkpoint.settle(self.IN_FLIGHT if offsets else 0)
         await self._commit(force=False)
@@ -566,6 +575,21 @@ class StageRunner:
         outputs = self.stage.tick()
         if outputs:
             await self._complete({}, outputs)
+
+
+def _when_all_done(futures: list[asyncio.Future], callback: Callable[[], None]) -> None:
+    """``callback`` once every future is done (at once when there are none)."""
+    if not futures:
+        callback()
+        return
+    remaining = [len(futures)]
+
+    def one_done(_: asyncio.Future) -> None:
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            callback()
+    for f in futures:
+        f.add_done_callback(one_done)
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:

@@ -94,8 +94,9 @@ class Checkpoint:
         self.committable: Offsets = {}
         self.committed: Offsets = {}
 
-    async def add(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> None:
-        """Send a batch's outputs now; its state and offsets follow in ``settle``."""
+    async def add(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
+        """Send a batch's outputs now; its state and offsets follow in ``settle``.
+        Returns the outputs' acknowledgements."""
         sent = []
         for o in outputs:
             try:
@@ -105,6 +106,7 @@ class Checkpoint:
                     _quiet(f)
                 raise ProduceFailed(e, o.source if isinstance(e, RECORD_ERRORS) else None) from e
         self.pending.append(_Batch(offsets, sent, state))
+        return [f for f, _ in sent]
 
     async def settle(self, limit: int) -> None:
         """Move acknowledged batches on (in order) until at most ``limit`` are pending.
