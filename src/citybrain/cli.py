@@ -357,7 +357,8 @@ def cmd_bench(args) -> int:
                 print(f"▶ 处理保证 processing guarantee {g}", flush=True)
                 os.environ["CITYBRAIN_PROCESSING_GUARANTEE"] = g   # the bench workers inherit it
                 result[g] = asyncio.run(dispatch.bench(_bootstrap(), rates, args.duration, args.records, sizes,
-                                                       seed=args.seed))
+                                                       seed=args.seed, windows_per_load=args.windows,
+                                                       throughput_runs=args.throughput_runs))
                 png = out.with_name(f"{out.stem}-{g}.png")
                 dispatch.chart(result[g], png)
                 texts.append(f"== {g}\n" + dispatch.report(result[g]) + f"\n  图 chart: {png}")
@@ -599,7 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("what", choices=["normalize", "dispatch", "history", "normalize-batch-probe"])
     b.add_argument("--records", type=int, default=60_000, help="backlog size for max throughput")
     b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
-    b.add_argument("--duration", type=float, default=20.0, help="dispatch: seconds per load")
+    b.add_argument("--duration", type=float, default=30.0, help="dispatch: seconds per window")
+    b.add_argument("--windows", type=int, default=5, help="dispatch: windows per load, each with its own percentiles")
+    b.add_argument("--throughput-runs", type=int, default=3, help="dispatch: max-throughput runs (median ratio)")
     b.add_argument("--guarantees", default="",
                    help="dispatch: processing guarantees to measure in this run, e.g. "
                         "exactly_once,at_least_once (default: the configured one)")

@@ -37,7 +37,9 @@ def _source_ts(value: bytes) -> float:
     return doc["_source_ts"]
 
 
-async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: list[float]) -> None:
+async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: list[tuple[float, float]],
+                   source_ts=_source_ts) -> None:
+    """(receipt time, latency) of every record on ``topics`` from now on."""
     consumer = kafka_consumer(*topics, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", fetch_max_wait_ms=5,
                                 enable_auto_commit=False)
@@ -48,9 +50,65 @@ async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: 
             batch = await consumer.getmany(timeout_ms=50)
             now = time.time()
             for records in batch.values():
-                out.extend(now - _source_ts(m.value) for m in records)
+                out.extend((now, now - source_ts(m.value)) for m in records)
     finally:
         await consumer.stop()
+
+
+def windows(samples: list[tuple[float, float]], start: float, count: int, seconds: float) -> dict:
+    """Percentiles per window of receipt time (every window reported, not the best), the
+    whole run's, and the spread of the windows' p99."""
+    per = [percentiles([lat for at, lat in samples if start + i * seconds <= at < start + (i + 1) * seconds])
+           for i in range(count)]
+    p99s = [w["p99_ms"] for w in per if w.get("n")]
+    whole = percentiles([lat for _, lat in samples])
+    return {**whole, "windows": per, "worst_window_p99_ms": max(p99s) if p99s else None,
+            "best_window_p99_ms": min(p99s) if p99s else None,
+            "p99_spread_ms": round(max(p99s) - min(p99s), 2) if p99s else None}
+
+
+async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float) -> dict:
+    """The broker's own floor: one produce → consume hop on a probe topic at the same rate,
+    with the stages' client settings (producer linger 1 ms, acks=all, 1 MB batches; consumer
+    read_committed, 20 ms fetch wait), records of an event's size."""
+    topics, (probe,) = await fresh_topics(bootstrap, "floor", ["floor.probe"])
+    samples: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    consumer = kafka_consumer(probe, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
+                              fetch_max_wait_ms=20, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", max_batch_size=1024 * 1024)
+    await consumer.start()
+    await producer.start()
+
+    async def read() -> None:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for records in batch.values():
+                samples.extend((now, now - float(m.key)) for m in records)
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.sleep(1.0)
+        pad = b"x" * 850
+        started = time.time()
+        progress = Progress(f"  floor {rate:g}/s", total=count * seconds)
+        sent = 0
+        while (elapsed := time.time() - started) < count * seconds:
+            due = int(elapsed * rate) - sent
+            for _ in range(due):
+                await producer.send(probe, pad, key=repr(time.time()).encode())
+            sent += max(due, 0)
+            progress.update(elapsed)
+            await asyncio.sleep(0.002)
+        progress.close()
+        await asyncio.sleep(2.0)
+    finally:
+        stop.set()
+        await reader
+        await producer.stop()
+        await consumer.stop()
+    return {"sent": sent, **windows(samples, started, count, seconds)}
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
@@ -98,23 +156,28 @@ def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator
                          start=start)
 
 
-async def latency_at(bootstrap: str, rate: float, duration: float, seed: int) -> dict:
+async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, seed: int) -> dict:
+    """Ours, the plain loop and the broker's echo floor at one offered load, one after
+    the other on the same broker, each for ``count`` windows of ``seconds``."""
+    duration = count * seconds
     # Ours.
     topics, _ = await fresh_topics(bootstrap, "lat")
     worker = await BenchWorker(bootstrap, topics).ready()
     cfg = Config()
     dispatch_topics = [topics.dispatch(d.code) for d in cfg.taxonomy.departments]
     try:
-        lat: list[float] = []
+        lat: list[tuple[float, float]] = []
         stop = asyncio.Event()
         collector = asyncio.create_task(_collect(bootstrap, dispatch_topics, stop, lat))
         await asyncio.sleep(1.0)
-        sent = await run_simulation(_sim(rate, duration, seed, time.time()), bootstrap, topics,
+        started = time.time()
+        sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
                                     progress=Progress(f"  ours {rate:g}/s", total=duration))
         await asyncio.sleep(3.0)
         stop.set()
         await collector
-        ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1), **percentiles(lat)}
+        ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
+                "stage_latency": stage_latency(worker.metrics()), **windows(lat, started, count, seconds)}
     finally:
         worker.stop()
     # The baseline loop, same traffic shape, same broker.
@@ -126,12 +189,33 @@ async def latency_at(bootstrap: str, rate: float, duration: float, seed: int) ->
     loop = asyncio.create_task(_baseline_loop(bootstrap, [topics.iot, topics.video, topics.reports],
                                               out_topic, stop, counter, f"{topics.prefix}loop"))
     await asyncio.sleep(2.0)
-    sent = await run_simulation(_sim(rate, duration, seed, time.time()), bootstrap, topics,
+    started = time.time()
+    sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
                                 progress=Progress(f"  loop {rate:g}/s", total=duration))
     await asyncio.sleep(3.0)
     stop.set()
     await asyncio.gather(collector, loop)
-    return {"rate": rate, "ours": ours, "baseline": {"sent": sent["sent"], **percentiles(lat)}}
+    baseline = {"sent": sent["sent"], **windows(lat, started, count, seconds)}
+    floor = await echo_floor(bootstrap, rate, count, seconds)
+    ratio = (round(ours["p99_ms"] / floor["p99_ms"], 2) if ours.get("p99_ms") and floor.get("p99_ms") else None)
+    return {"rate": rate, "ours": ours, "baseline": baseline, "floor": floor, "p99_over_floor": ratio}
+
+
+def stage_latency(metrics_text: str) -> dict:
+    """Each stage's p50/p99 from its citybrain_stage_latency_seconds buckets (upper bounds)."""
+    from citybrain.promtext import samples as prom_samples
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for labels, value in prom_samples(metrics_text, "citybrain_stage_latency_seconds_bucket"):
+        le = labels.get("le")
+        buckets.setdefault(labels.get("stage", "?"), []).append((float("inf") if le == "+Inf" else float(le), value))
+    out = {}
+    for stage, rows in buckets.items():
+        rows.sort()
+        total = rows[-1][1] if rows else 0
+        def q(p: float) -> float | None:
+            return next((round(le * 1000, 1) for le, c in rows if total and c >= p * total), None)
+        out[stage] = {"n": int(total), "p50_ms_at_most": q(0.5), "p99_ms_at_most": q(0.99)}
+    return out
 
 
 async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
@@ -249,14 +333,15 @@ def chart(result: dict, path) -> None:
         return
     rates = [r["rate"] for r in rows]
     fig, ax = plt.subplots(figsize=(8, 5))
-    for who, style in (("ours", "-"), ("baseline", "--")):
-        for p, color in (("p50_ms", "tab:green"), ("p95_ms", "tab:orange"), ("p99_ms", "tab:red")):
-            ax.plot(rates, [r[who].get(p) for r in rows], style, color=color, marker="o",
-                    label=f"{'citybrain' if who == 'ours' else 'aiokafka loop'} {p[:3]}")
+    for who, style, name in (("ours", "-", "citybrain"), ("baseline", "--", "aiokafka loop"),
+                             ("floor", ":", "broker echo floor")):
+        for p, color in (("p50_ms", "tab:green"), ("p99_ms", "tab:red"), ("worst_window_p99_ms", "tab:purple")):
+            ax.plot(rates, [(r.get(who) or {}).get(p) for r in rows], style, color=color, marker="o",
+                    label=f"{name} {p.replace('_ms', '')}")
     ax.axhline(100, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("offered load (records/s)")
     ax.set_ylabel("dispatch latency (ms)")
-    ax.set_title("Dispatch latency vs offered load — citybrain worker vs plain aiokafka loop")
+    ax.set_title("Dispatch latency vs offered load — citybrain, plain aiokafka loop, broker floor")
     ax.set_yscale("log")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(True, which="both", alpha=0.3)
@@ -265,15 +350,20 @@ def chart(result: dict, path) -> None:
     plt.close(fig)
 
 
-async def bench(bootstrap: str, rates: list[float], duration: float, max_records: int,
-                state_sizes: list[int], seed: int = 1) -> dict:
-    result: dict = {"duration_s": duration, "latency": [], "max_throughput": None}
+async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_records: int,
+                state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3) -> dict:
+    result: dict = {"windows": windows_per_load, "window_s": window_seconds, "latency": [],
+                    "max_throughput": None}
     for rate in rates:
-        print(f"① 延迟 latency at {rate:g} records/s …", flush=True)
-        result["latency"].append(await latency_at(bootstrap, rate, duration, seed))
-    if max_records:
-        print(f"② 最大吞吐 max throughput over {max_records:,} records …", flush=True)
-        result["max_throughput"] = await max_throughput(bootstrap, max_records, seed)
+        print(f"① 延迟 latency at {rate:g} records/s, {windows_per_load} × {window_seconds:g} s …", flush=True)
+        result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed))
+    if max_records and throughput_runs:
+        runs = []
+        for i in range(throughput_runs):
+            print(f"② 最大吞吐 max throughput over {max_records:,} records, run {i + 1}/{throughput_runs} …", flush=True)
+            runs.append(await max_throughput(bootstrap, max_records, seed + i))
+        ratios = sorted(r["ratio"] for r in runs)
+        result["max_throughput"] = {"runs": runs, "median_ratio": ratios[len(ratios) // 2]}
     result["state"] = []
     for n in state_sizes:
         print(f"③ 状态规模 {n:,} open orders …", flush=True)
@@ -282,18 +372,24 @@ async def bench(bootstrap: str, rates: list[float], duration: float, max_records
 
 
 def report(result: dict) -> str:
-    lines = ["派单延迟 dispatch latency (ms, receipt − source Kafka timestamp)",
-             "  load/s   ours n   p50    p95    p99    max   | loop n   p50    p95    p99    max"]
+    lines = [f"派单延迟 dispatch latency (ms, receipt − source Kafka timestamp; {result.get('windows')} windows × "
+             f"{result.get('window_s'):g} s per load; the floor: one produce → consume hop)",
+             "  load/s  who      n      p50    p99    max  | window p99: worst  best  spread | every window's p99"]
     for r in result["latency"]:
-        o, b = r["ours"], r["baseline"]
-        lines.append(f"  {r['rate']:>6g} {o.get('n', 0):>7} {o.get('p50_ms', '-'):>6} {o.get('p95_ms', '-'):>6} "
-                     f"{o.get('p99_ms', '-'):>6} {o.get('max_ms', '-'):>6} | {b.get('n', 0):>6} "
-                     f"{b.get('p50_ms', '-'):>6} {b.get('p95_ms', '-'):>6} {b.get('p99_ms', '-'):>6} "
-                     f"{b.get('max_ms', '-'):>6}")
+        for who, label in (("ours", "ours"), ("baseline", "loop"), ("floor", "floor")):
+            w = r.get(who) or {}
+            per = " ".join(str(x.get("p99_ms", "-")) for x in w.get("windows", []))
+            lines.append(f"  {r['rate']:>6g}  {label:<5} {w.get('n', 0):>7} {w.get('p50_ms', '-'):>6} "
+                         f"{w.get('p99_ms', '-'):>6} {w.get('max_ms', '-'):>6} | {w.get('worst_window_p99_ms', '-'):>17} "
+                         f"{w.get('best_window_p99_ms', '-'):>5} {w.get('p99_spread_ms', '-'):>6} | {per}")
+        lines.append(f"          ours p99 / floor p99 = {r.get('p99_over_floor')}; stages (bucket bounds): "
+                     + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
+                                 for st, v in (r["ours"].get("stage_latency") or {}).items()))
     m = result.get("max_throughput")
     if m:
-        lines.append(f"最大吞吐 max throughput: ours {m['ours']['rate']:,.0f}/s, loop "
-                     f"{m['baseline']['rate']:,.0f}/s, ratio {m['ratio']:.2f}")
+        runs = "; ".join(f"ours {x['ours']['rate']:,.0f}/s loop {x['baseline']['rate']:,.0f}/s ({x['ratio']:.2f})"
+                         for x in m["runs"])
+        lines.append(f"最大吞吐 max throughput: {runs}; median ratio {m['median_ratio']:.2f}")
     for s in result.get("state", []):
         lines.append(f"状态 state {s['open_orders']:,} open orders (opened in {s['open_seconds']}s): "
                      f"RSS {s['rss_empty_mb']} → {s['rss_loaded_mb']} MB, probe {s['probe_rate']:,.0f} records/s")

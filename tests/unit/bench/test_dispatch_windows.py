@@ -1,0 +1,31 @@
+"""The dispatch benchmark's windows: every window's own percentiles, none dropped."""
+
+from citybrain.bench.dispatch import report, stage_latency, windows
+
+
+def test_each_window_has_its_own_percentiles_and_the_spread_is_reported():
+    start = 1000.0
+    samples = [(start + 0.5 + i * 0.01, 0.010) for i in range(100)]          # window 0: 10 ms
+    samples += [(start + 10.5 + i * 0.01, 0.030) for i in range(99)] + [(start + 11.9, 0.400)]   # window 1: a tail
+    samples += [(start + 25.0, 0.020)]                                        # after the last window: whole run only
+    got = windows(samples, start, count=2, seconds=10.0)
+    assert [w["n"] for w in got["windows"]] == [100, 100]
+    assert [w["p99_ms"] for w in got["windows"]] == [10.0, 400.0]
+    assert (got["worst_window_p99_ms"], got["best_window_p99_ms"], got["p99_spread_ms"]) == (400.0, 10.0, 390.0)
+    assert got["n"] == 201
+    text = report({"windows": 2, "window_s": 10.0, "latency": [
+        {"rate": 1000, "ours": {**got, "stage_latency": {}}, "baseline": got, "floor": got, "p99_over_floor": 1.0}]})
+    assert "10.0 400.0" in text and "ours p99 / floor p99 = 1.0" in text
+
+
+def test_stage_latency_from_the_histogram_buckets():
+    text = "\n".join([
+        "# TYPE citybrain_stage_latency_seconds histogram",
+        'citybrain_stage_latency_seconds_bucket{le="0.005",stage="fuse"} 90.0',
+        'citybrain_stage_latency_seconds_bucket{le="0.05",stage="fuse"} 99.0',
+        'citybrain_stage_latency_seconds_bucket{le="0.1",stage="fuse"} 100.0',
+        'citybrain_stage_latency_seconds_bucket{le="+Inf",stage="fuse"} 100.0',
+        'citybrain_stage_latency_seconds_count{stage="fuse"} 100.0',
+        'citybrain_stage_latency_seconds_sum{stage="fuse"} 0.9',
+    ]) + "\n"
+    assert stage_latency(text) == {"fuse": {"n": 100, "p50_ms_at_most": 5.0, "p99_ms_at_most": 50.0}}
