@@ -17,6 +17,7 @@ import gc
 import io
 import logging
 import signal
+import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -203,6 +204,9 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                         out.write(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n")
                     coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
             log.warning("任务栈 asyncio tasks (SIGUSR1):\n%s", out.getvalue())
+            if tracemalloc.is_tracing():   # started with PYTHONTRACEMALLOC=1: where memory is held
+                top = tracemalloc.take_snapshot().statistics("lineno")[:15]
+                log.warning("内存 largest allocations (SIGUSR1, tracemalloc):\n%s", "\n".join(map(str, top)))
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
     @app.task
