@@ -258,6 +258,7 @@ class StageRunner:
         self.producer: AIOKafkaProducer | None = None          # at_least_once: one per stage
         self.producers: dict[int, AIOKafkaProducer] = {}       # exactly_once: one per partition number
         self.checkpoint: Checkpoint | None = None
+        self.committing: asyncio.Task | None = None             # at_least_once: the offset commit in flight
         self.transactions = TransactionalCheckpoint(lambda p: self.producers[p], stage.group_id)
         self.assigned_now: set[TopicPartition] = set()
         self.owned: set[int] = set()       # partition numbers whose state is restored and ready
@@ -366,6 +367,10 @@ class StageRunner:
         """Fail-stop: nothing after the failure was committed.  Throw the in-memory state
         away (it may hold changes that never reached the changelog), read it back, and
         rewind every assigned partition to its committed offset."""
+        try:   # a commit in flight lands (or fails) before the committed offsets are read
+            await self._commit_settled()
+        except Exception:  # noqa: BLE001 - whatever it did, the committed offsets are read below
+            pass
         if self.checkpoint is not None:
             self.checkpoint.abandon()
             try:   # let what is still in the producer settle before the changelog is read
@@ -437,6 +442,10 @@ class StageRunner:
                 for state in self.stage.states:
                     if state.store is not None:
                         state.store.close()
+                try:   # after a failure the hand-over does not commit: let the one in flight end
+                    await self._commit_settled()
+                except Exception:  # noqa: BLE001 - the next owner replays from the last commit
+                    pass
                 await self.consumer.stop()
                 for producer in [self.producer, *self.producers.values()]:
                     if producer is not None:
@@ -541,13 +550,34 @@ class StageRunner:
         return await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition)
 
     async def _commit(self, force: bool) -> None:
+        """Commit the offsets that became committable.  In the loop (not ``force``) the
+        commit runs beside the next batches, one at a time: awaited inline, its round
+        trip held up every record behind it (a dispatch-latency tail, issue 13); its
+        failure surfaces at the next call and rewinds the stage like any other.
+        ``force`` (a hand-over): after the one in flight, and awaited."""
         now = time.monotonic()
-        if not force and now - self.last_commit < self.COMMIT_EVERY:
+        if not force and (now - self.last_commit < self.COMMIT_EVERY or not self._commit_done()):
             return
+        await self._commit_settled()
         self.last_commit = now
         offsets = self.checkpoint.to_commit(self.consumer.assignment())
         if not offsets:
             return
+        if force:
+            await self._commit_offsets(offsets)
+        else:
+            self.committing = asyncio.create_task(self._commit_offsets(offsets))
+
+    def _commit_done(self) -> bool:
+        return self.committing is None or self.committing.done()
+
+    async def _commit_settled(self) -> None:
+        """Wait for the commit in flight; its error, if any, is raised here."""
+        task, self.committing = self.committing, None
+        if task is not None:
+            await task
+
+    async def _commit_offsets(self, offsets) -> None:
         t0 = time.monotonic()
         try:
             await self.consumer.commit(offsets)

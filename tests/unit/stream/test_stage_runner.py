@@ -1,12 +1,17 @@
 """The stage runner's per-record guard: no single record, however large or strange,
-stops a stage — each gets exactly one outcome (issue 11)."""
+stops a stage — each gets exactly one outcome (issue 11); and its offset commits, which
+never hold the loop up (issue 13)."""
 
+import asyncio
 import base64
 
 import orjson
-from aiokafka import ConsumerRecord
+import pytest
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
+from citybrain.stream.checkpoint import Checkpoint
 from citybrain.stream.output import Output
 
 
@@ -52,3 +57,54 @@ async def test_an_input_whose_output_the_broker_refused_is_dead_lettered_on_the_
     r.poison.add(("in", 0, 5))
     out = r._handle([record(5, b"fine-but-refused"), record(6, b"ok")])
     assert dead(out[0])["reason"] == "output_rejected" and out[1].value == b"ok"
+
+
+class SlowCommits:
+    """A consumer whose commits wait until released (or fail)."""
+
+    def __init__(self):
+        self.release = asyncio.Event()
+        self.calls: list[dict] = []
+        self.fail: Exception | None = None
+
+    def assignment(self):
+        return {TopicPartition("in", 0)}
+
+    async def commit(self, offsets):
+        self.calls.append(dict(offsets))
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+
+
+async def test_the_offset_commit_runs_beside_the_next_batches_one_at_a_time():
+    r = runner()
+    r.consumer = SlowCommits()
+    r.checkpoint = Checkpoint(send=None)
+    tp = TopicPartition("in", 0)
+    r.checkpoint.committable = {tp: 10}
+    await asyncio.wait_for(r._commit(force=False), 1)      # returns with the commit still in flight
+    assert r.consumer.calls == [{tp: 10}] and r.checkpoint.committed == {}
+    r.checkpoint.committable = {tp: 20}
+    r.last_commit = 0
+    await r._commit(force=False)                            # one at a time: nothing new is sent
+    assert len(r.consumer.calls) == 1
+    r.consumer.release.set()
+    await asyncio.sleep(0)
+    await r._commit(force=True)                             # a hand-over: after the one in flight, awaited
+    assert r.consumer.calls == [{tp: 10}, {tp: 20}] and r.checkpoint.committed == {tp: 20}
+
+
+async def test_a_failed_background_commit_surfaces_at_the_next_call():
+    r = runner()
+    r.consumer = SlowCommits()
+    r.consumer.fail = KafkaConnectionError("broker gone")
+    r.consumer.release.set()
+    r.checkpoint = Checkpoint(send=None)
+    r.checkpoint.committable = {TopicPartition("in", 0): 10}
+    await r._commit(force=False)
+    await asyncio.sleep(0.01)
+    r.last_commit = 0
+    with pytest.raises(KafkaConnectionError):
+        await r._commit(force=False)
+    assert r.checkpoint.committed == {}
