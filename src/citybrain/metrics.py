@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 INGESTED = Counter("citybrain_ingested", "Records read from the ingest topics", ["source"])
@@ -107,6 +109,10 @@ STAGE_LATENCY = Histogram("citybrain_stage_latency_seconds",
                           "(exactly_once: its transaction's commit) — where a dispatch-latency tail sits",
                           ["stage"],
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5))
+GC_PAUSE = Histogram("citybrain_gc_pause_seconds",
+                     "Garbage-collector passes by generation: each one stops the event loop, every "
+                     "stage with it", ["generation"],
+                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))
 REBALANCES = Counter("citybrain_rebalances", "Partition assignments received per stage", ["stage"])
 STAGE_RECORDS = Counter("citybrain_stage_records", "Records handled per stage", ["stage"])
 STAGE_FAILURES = Counter("citybrain_stage_failures",
@@ -133,3 +139,24 @@ def observe_many(histogram_child, seconds: float, n: int) -> None:
         if seconds <= bound:
             bucket.inc(n)
             break
+
+
+def watch_gc() -> None:
+    """Time every collector pass into ``GC_PAUSE`` (gc.callbacks: a start and a stop per
+    pass; ~1 µs each)."""
+    import gc
+    started = [0.0]
+    children = {g: GC_PAUSE.labels(str(g)) for g in (0, 1, 2)}
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            children[info["generation"]].observe(time.perf_counter() - started[0])
+    global _gc_watched
+    if not _gc_watched:
+        _gc_watched = True
+        gc.callbacks.append(callback)
+
+
+_gc_watched = False

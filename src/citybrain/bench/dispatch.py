@@ -177,7 +177,8 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
         stop.set()
         await collector
         ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
-                "stage_latency": stage_latency(worker.metrics()), **windows(lat, started, count, seconds)}
+                "stage_latency": stage_latency(text := worker.metrics()), "gc": gc_pauses(text),
+                **windows(lat, started, count, seconds)}
     finally:
         worker.stop()
     # The baseline loop, same traffic shape, same broker.
@@ -199,6 +200,17 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     floor = await echo_floor(bootstrap, rate, count, seconds)
     ratio = (round(ours["p99_ms"] / floor["p99_ms"], 2) if ours.get("p99_ms") and floor.get("p99_ms") else None)
     return {"rate": rate, "ours": ours, "baseline": baseline, "floor": floor, "p99_over_floor": ratio}
+
+
+def gc_pauses(metrics_text: str) -> dict:
+    """Collector passes per generation during the run: count and total ms."""
+    from citybrain.promtext import samples as prom_samples
+    out: dict = {}
+    for name, key in (("citybrain_gc_pause_seconds_count", "passes"), ("citybrain_gc_pause_seconds_sum", "ms")):
+        for labels, value in prom_samples(metrics_text, name):
+            row = out.setdefault(f"gen{labels.get('generation')}", {})
+            row[key] = int(value) if key == "passes" else round(value * 1000, 1)
+    return out
 
 
 def stage_latency(metrics_text: str) -> dict:
@@ -384,7 +396,9 @@ def report(result: dict) -> str:
                          f"{w.get('best_window_p99_ms', '-'):>5} {w.get('p99_spread_ms', '-'):>6} | {per}")
         lines.append(f"          ours p99 / floor p99 = {r.get('p99_over_floor')}; stages (bucket bounds): "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
-                                 for st, v in (r["ours"].get("stage_latency") or {}).items()))
+                                 for st, v in (r["ours"].get("stage_latency") or {}).items())
+                     + "; gc " + ", ".join(f"{g} {v.get('passes')} passes {v.get('ms')} ms"
+                                           for g, v in sorted((r["ours"].get("gc") or {}).items())))
     m = result.get("max_throughput")
     if m:
         runs = "; ".join(f"ours {x['ours']['rate']:,.0f}/s loop {x['baseline']['rate']:,.0f}/s ({x['ratio']:.2f})"

@@ -227,6 +227,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         # ~30 ms per gen-2 pass over them alone — a dispatch-latency tail).
         gc.collect()
         gc.freeze()
+        metrics.watch_gc()   # the pauses that remain, measured (citybrain_gc_pause_seconds)
         try:
             # A stage that fails for good (it retries every broker fault in place) takes
             # its siblings down with it, cleanly: the worker stops rather than run half.
