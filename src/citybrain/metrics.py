@@ -109,6 +109,10 @@ STAGE_LATENCY = Histogram("citybrain_stage_latency_seconds",
                           "(exactly_once: its transaction's commit) — where a dispatch-latency tail sits",
                           ["stage"],
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5))
+LOOP_LAG = Histogram("citybrain_event_loop_lag_seconds",
+                     "How late a 10 ms timer wakes up: anything that holds the event loop (a long batch, "
+                     "a view reading, a collector pass) shows here — every stage waits for it",
+                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.25, 0.5))
 GC_PAUSE = Histogram("citybrain_gc_pause_seconds",
                      "Garbage-collector passes by generation: each one stops the event loop, every "
                      "stage with it", ["generation"],

@@ -178,6 +178,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
         await collector
         ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
                 "stage_latency": stage_latency(text := worker.metrics()), "gc": gc_pauses(text),
+                "event_loop_lag": stage_latency(text, "citybrain_event_loop_lag_seconds_bucket").get("?"),
                 **windows(lat, started, count, seconds)}
     finally:
         worker.stop()
@@ -213,11 +214,12 @@ def gc_pauses(metrics_text: str) -> dict:
     return out
 
 
-def stage_latency(metrics_text: str) -> dict:
-    """Each stage's p50/p99 from its citybrain_stage_latency_seconds buckets (upper bounds)."""
+def stage_latency(metrics_text: str, name: str = "citybrain_stage_latency_seconds_bucket") -> dict:
+    """Each stage's p50/p99 from its histogram buckets (upper bounds); a histogram without
+    a stage label comes under "?"."""
     from citybrain.promtext import samples as prom_samples
     buckets: dict[str, list[tuple[float, float]]] = {}
-    for labels, value in prom_samples(metrics_text, "citybrain_stage_latency_seconds_bucket"):
+    for labels, value in prom_samples(metrics_text, name):
         le = labels.get("le")
         buckets.setdefault(labels.get("stage", "?"), []).append((float("inf") if le == "+Inf" else float(le), value))
     out = {}
@@ -397,6 +399,7 @@ def report(result: dict) -> str:
         lines.append(f"          ours p99 / floor p99 = {r.get('p99_over_floor')}; stages (bucket bounds): "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("stage_latency") or {}).items())
+                     + f"; event-loop lag {r['ours'].get('event_loop_lag')}"
                      + "; gc " + ", ".join(f"{g} {v.get('passes')} passes {v.get('ms')} ms"
                                            for g, v in sorted((r["ours"].get("gc") or {}).items())))
     m = result.get("max_throughput")

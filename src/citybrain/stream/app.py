@@ -17,6 +17,7 @@ import gc
 import io
 import logging
 import signal
+import time
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -184,6 +185,14 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                 log.warning("工作日历缺少 %d 年节假日数据 the working calendar has no holiday file for %d: "
                             "working-hour limits count plain weekdays; add config/calendar/cn-%d.toml",
                             year, year, year)
+
+    @app.task
+    async def watch_event_loop() -> None:
+        """The event loop's lag: how late a 10 ms sleep wakes (citybrain_event_loop_lag_seconds)."""
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            metrics.LOOP_LAG.observe(max(0.0, time.perf_counter() - t0 - 0.01))
 
     @app.task
     async def watch_broker() -> None:
