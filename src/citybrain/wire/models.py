@@ -337,8 +337,9 @@ class OrderState(BaseModel):
     version: int
     at: datetime = Field(description="the latest change's time")
     snapshot: WorkOrder
-    steps: list[OrderStep] = Field(description="the changes in version order; the oldest "
-                                               "dropped beyond a bound, see steps_omitted")
+    steps: list[OrderStep] = Field(description="the changes in version order, at most 30: beyond "
+                                               "that evidence steps are dropped first, then the "
+                                               "oldest; see steps_omitted")
     steps_omitted: int = 0
 
 

@@ -44,13 +44,21 @@ def test_steps_accumulate_through_pack_and_the_state_record_is_the_wire_model():
     assert record.order() == order(3, "dispatched", ["电话已联系"])
 
 
-def test_the_oldest_steps_go_beyond_the_bound(monkeypatch):
+def test_beyond_the_bound_evidence_steps_go_first_then_the_oldest(monkeypatch):
     monkeypatch.setattr(orderstate, "MAX_STEPS", 5)
+    monkeypatch.setattr(orderstate, "TRIM_TO", 5)
     record = OrderRecord(b"")
-    for v in range(1, 9):
-        record.add(change(v, "supervised", "dispatched"), order(v - 1) if v > 1 else None)
-    state = orjson.loads(record.state_record("WO-1", 8))
-    assert [s["version"] for s in state["steps"]] == [4, 5, 6, 7, 8] and state["steps_omitted"] == 3
+    kinds = ["created", "dispatched"] + ["evidence_added"] * 6 + ["accepted", "handled"]
+    for v, kind in enumerate(kinds, 1):
+        record.add(change(v, kind, "dispatched"), order(v - 1) if v > 1 else None)
+    state = orjson.loads(record.state_record("WO-1", len(kinds)))
+    assert [(s["version"], s["type"]) for s in state["steps"]] == [
+        (1, "created"), (2, "dispatched"), (8, "evidence_added"), (9, "accepted"), (10, "handled")]
+    assert state["steps_omitted"] == 5
+    for v in range(11, 14):                                   # no evidence left to drop: the oldest go
+        record.add(change(v, "supervised", "dispatched"), order(v - 1))
+    state = orjson.loads(record.state_record("WO-1", 13))
+    assert [s["version"] for s in state["steps"]] == [9, 10, 11, 12, 13] and state["steps_omitted"] == 8
 
 
 def test_a_value_from_before_the_steps_reads_as_an_order_without_steps():
@@ -70,3 +78,17 @@ def test_an_open_order_is_refreshed_once_a_period_and_a_dropped_partition_forget
     refresh.written(0, "WO-1", 1100.0)
     refresh.drop({0})
     assert refresh.due(10_000.0) == []
+
+
+def test_trimming_happens_in_one_go_down_to_the_lower_mark(monkeypatch):
+    monkeypatch.setattr(orderstate, "MAX_STEPS", 6)
+    monkeypatch.setattr(orderstate, "TRIM_TO", 3)
+    record = OrderRecord(b"")
+    counts = []
+    for v in range(1, 12):
+        record.add(change(v, "created" if v == 1 else "evidence_added", "registered"), order(v - 1) if v > 1 else None)
+        counts.append(record.count)
+    assert counts == [1, 2, 3, 4, 5, 6, 3, 4, 5, 6, 3]
+    state = orjson.loads(record.state_record("WO-1", 11))
+    assert state["steps"][0]["type"] == "created" and state["steps_omitted"] == 8
+    assert [s["version"] for s in state["steps"]] == [1, 10, 11]
