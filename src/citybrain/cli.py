@@ -459,11 +459,9 @@ async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None 
     await consumer.start()
     try:
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         first = await consumer.beginning_offsets(tps)
-        for tp in tps:
-            if start and tp.partition in start:
-                consumer.seek(tp, max(first[tp], start[tp.partition]))
+        for tp in tps:   # explicit offsets (seek_to_beginning is a reset request the assignment's can overtake)
+            consumer.seek(tp, max(first[tp], start.get(tp.partition, 0)) if start else first[tp])
         end = await consumer.end_offsets(tps)
         total = sum([end[tp] - await consumer.position(tp) for tp in tps])
         progress = Progress(title, total=max(total, 1))

@@ -39,6 +39,7 @@ class TopicReader:
 
     async def run(self) -> None:
         consumer = kafka_consumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    auto_offset_reset="earliest",
                                     group_id=None, client_id=f"citybrain-{self.name}",
                                     fetch_max_wait_ms=200)
         await consumer.start()
@@ -76,10 +77,11 @@ class TopicReader:
             await consumer.stop()
 
     async def _seek_start(self, consumer, tps: list[TopicPartition]) -> None:
-        await consumer.seek_to_beginning(*tps)
+        first = await consumer.beginning_offsets(tps)
+        for tp in tps:   # explicit offsets, not seek_to_beginning (a reset request; see ChangelogState.restore)
+            consumer.seek(tp, first[tp])
         if self.start_offsets is not None:
             offsets = self.start_offsets()
-            first = await consumer.beginning_offsets(tps)
             end = await consumer.end_offsets(tps)
             if any(offsets.get(tp.partition, 0) > end[tp] for tp in tps) or set(offsets) - {
                     tp.partition for tp in tps}:
