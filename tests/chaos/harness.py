@@ -76,8 +76,7 @@ class OutputReader:
         names = [self.topics.events, self.topics.deadletter, self.topics.workorder_events,
                  *(self.topics.dispatch(d) for d in departments)]
         tps = [TopicPartition(n, p) for n in names for p in await partitions_of(self.bootstrap, n)]
-        self.consumer = kafka_consumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                       auto_offset_reset="earliest")   # the assignment's own reset, too
+        self.consumer = kafka_consumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
         await self.consumer.start()
         self.consumer.assign(tps)
         await self.consumer.seek_to_beginning(*tps)

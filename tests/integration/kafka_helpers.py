@@ -56,7 +56,7 @@ async def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0,
                   settle: float = 1.5) -> list:
     """Read a topic from the beginning until ``want`` records (then ``settle`` more
     seconds to catch any extra), or the timeout."""
-    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     try:

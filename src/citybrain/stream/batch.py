@@ -124,7 +124,7 @@ class ChangelogState:
             return 0, 0
         # read_committed: under exactly_once only what committed with its offsets counts.
         consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                  auto_offset_reset="earliest", client_id=f"citybrain-restore-{self.name}")
+                                  client_id=f"citybrain-restore-{self.name}")
         await consumer.start()
         n = local = 0
         try:

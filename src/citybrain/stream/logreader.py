@@ -39,7 +39,6 @@ class TopicReader:
 
     async def run(self) -> None:
         consumer = kafka_consumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="earliest",
                                     group_id=None, client_id=f"citybrain-{self.name}",
                                     fetch_max_wait_ms=200)
         await consumer.start()
@@ -52,8 +51,8 @@ class TopicReader:
                     await asyncio.sleep(1.0)
             tps = [TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(tps)
-            await self._seek_start(consumer, tps)
             end = await consumer.end_offsets(tps)
+            await self._seek_start(consumer, tps, end)
             trimmed_at = 0
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
@@ -76,13 +75,12 @@ class TopicReader:
         finally:
             await consumer.stop()
 
-    async def _seek_start(self, consumer, tps: list[TopicPartition]) -> None:
+    async def _seek_start(self, consumer, tps: list[TopicPartition], end: dict) -> None:
         first = await consumer.beginning_offsets(tps)
         for tp in tps:   # explicit offsets, not seek_to_beginning (a reset request; see ChangelogState.restore)
             consumer.seek(tp, first[tp])
         if self.start_offsets is not None:
             offsets = self.start_offsets()
-            end = await consumer.end_offsets(tps)
             if any(offsets.get(tp.partition, 0) > end[tp] for tp in tps) or set(offsets) - {
                     tp.partition for tp in tps}:
                 offsets = {}   # offsets this topic never had: the start does not belong to it
@@ -93,7 +91,6 @@ class TopicReader:
                     consumer.seek(tp, max(offsets[tp.partition], first[tp]))
         elif self.since_ms is not None:
             found = await consumer.offsets_for_times({tp: self.since_ms() for tp in tps})
-            end = await consumer.end_offsets(tps)
             for tp in tps:
                 consumer.seek(tp, found[tp].offset if found.get(tp) is not None else end[tp])
         for tp in tps:

@@ -394,6 +394,12 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
 
     last_overdue = [0.0]
 
+    def of_partition(partition: int, outputs: list[Output]) -> list[Output]:
+        """Outputs a timer caused, not an input: they belong to the partition of their order."""
+        for o in outputs:
+            o.source = (topics.fusion_inbox, partition, -1)
+        return outputs
+
     def tick() -> list[Output]:
         """Supervision steps and automatic verifications that have fallen due."""
         out: list[Output] = []
@@ -413,10 +419,9 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             if not changes:   # nothing fell due after all: only the next look is scheduled
                 timers.schedule(partition, order, deadlines)
                 continue
-            mark = len(out)
-            store(partition, record, publish_all(changes, order, out, record), out)
-            for o in out[mark:]:   # a timer's outputs belong to the partition of its order
-                o.source = (topics.fusion_inbox, partition, -1)
+            mine: list[Output] = []
+            store(partition, record, publish_all(changes, order, mine, record), mine)
+            out += of_partition(partition, mine)
         for partition, wo in refresh.due(now_ts):
             raw = work_orders.get(partition, wo) if partition in indexes else None
             if raw is None:
@@ -428,10 +433,9 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             if now_ts - record.written_at < refresh.every:   # written since: look again later
                 refresh.written(partition, wo, record.written_at)
                 continue
-            mark = len(out)
-            store(partition, record, order, out, timed=False)
-            for o in out[mark:]:
-                o.source = (topics.fusion_inbox, partition, -1)
+            mine = []
+            store(partition, record, order, mine, timed=False)
+            out += of_partition(partition, mine)
         if now_ts - last_overdue[0] >= 5.0:
             last_overdue[0] = now_ts
             overdue_gauge.set_all(timers.overdue_counts(now_ts))
