@@ -358,7 +358,8 @@ def cmd_bench(args) -> int:
                 os.environ["CITYBRAIN_PROCESSING_GUARANTEE"] = g   # the bench workers inherit it
                 result[g] = asyncio.run(dispatch.bench(_bootstrap(), rates, args.duration, args.records, sizes,
                                                        seed=args.seed, windows_per_load=args.windows,
-                                                       throughput_runs=args.throughput_runs))
+                                                       throughput_runs=args.throughput_runs,
+                                                       warmup=args.warmup))
                 png = out.with_name(f"{out.stem}-{g}.png")
                 dispatch.chart(result[g], png)
                 texts.append(f"== {g}\n" + dispatch.report(result[g]) + f"\n  图 chart: {png}")
@@ -600,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
     b.add_argument("--duration", type=float, default=30.0, help="dispatch: seconds per window")
     b.add_argument("--windows", type=int, default=5, help="dispatch: windows per load, each with its own percentiles")
+    b.add_argument("--warmup", type=float, default=10.0,
+                   help="dispatch: seconds of the same traffic before the windows (reported apart)")
     b.add_argument("--throughput-runs", type=int, default=3, help="dispatch: max-throughput runs (median ratio)")
     b.add_argument("--guarantees", default="",
                    help="dispatch: processing guarantees to measure in this run, e.g. "

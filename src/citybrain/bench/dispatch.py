@@ -38,8 +38,11 @@ def _source_ts(value: bytes) -> float:
 
 
 async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: list[tuple[float, float]],
-                   source_ts=_source_ts) -> None:
-    """(receipt time, latency) of every record on ``topics`` from now on."""
+                   source_ts=_source_ts, last_hop: list[tuple[float, float]] | None = None) -> None:
+    """(receipt time, latency) of every record on ``topics`` from now on; ``last_hop``
+    gathers receipt − the record's own Kafka timestamp (stamped by the producer that wrote
+    it: the fuse stage), which splits a dispatch's latency into the stages' part and the
+    last hop's."""
     consumer = kafka_consumer(*topics, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", fetch_max_wait_ms=5,
                                 enable_auto_commit=False)
@@ -51,23 +54,26 @@ async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: 
             now = time.time()
             for records in batch.values():
                 out.extend((now, now - source_ts(m.value)) for m in records)
+                if last_hop is not None:
+                    last_hop.extend((now, now - m.timestamp / 1000.0) for m in records)
     finally:
         await consumer.stop()
 
 
 def windows(samples: list[tuple[float, float]], start: float, count: int, seconds: float) -> dict:
     """Percentiles per window of receipt time (every window reported, not the best), the
-    whole run's, and the spread of the windows' p99."""
+    whole run's from ``start``, the spread of the windows' p99, and apart from them the
+    warm-up's (whatever came before ``start``)."""
     per = [percentiles([lat for at, lat in samples if start + i * seconds <= at < start + (i + 1) * seconds])
            for i in range(count)]
     p99s = [w["p99_ms"] for w in per if w.get("n")]
-    whole = percentiles([lat for _, lat in samples])
-    return {**whole, "windows": per, "worst_window_p99_ms": max(p99s) if p99s else None,
+    whole = percentiles([lat for at, lat in samples if at >= start])
+    return {**whole, "warmup": percentiles([lat for at, lat in samples if at < start]), "windows": per, "worst_window_p99_ms": max(p99s) if p99s else None,
             "best_window_p99_ms": min(p99s) if p99s else None,
             "p99_spread_ms": round(max(p99s) - min(p99s), 2) if p99s else None}
 
 
-async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float) -> dict:
+async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, warmup: float = 0.0) -> dict:
     """The broker's own floor: one produce → consume hop on a probe topic at the same rate,
     with the stages' client settings (producer linger 1 ms, acks=all, 1 MB batches; consumer
     read_committed, 20 ms fetch wait), records of an event's size."""
@@ -92,9 +98,9 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float) ->
         await asyncio.sleep(1.0)
         pad = b"x" * 850
         started = time.time()
-        progress = Progress(f"  floor {rate:g}/s", total=count * seconds)
+        progress = Progress(f"  floor {rate:g}/s", total=warmup + count * seconds)
         sent = 0
-        while (elapsed := time.time() - started) < count * seconds:
+        while (elapsed := time.time() - started) < warmup + count * seconds:
             due = int(elapsed * rate) - sent
             for _ in range(due):
                 await producer.send(probe, pad, key=repr(time.time()).encode())
@@ -108,7 +114,7 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float) ->
         await reader
         await producer.stop()
         await consumer.stop()
-    return {"sent": sent, **windows(samples, started, count, seconds)}
+    return {"sent": sent, **windows(samples, started + warmup, count, seconds)}
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
@@ -151,15 +157,25 @@ async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, sto
         await consumer.stop()
 
 
+# The traffic source sends like the floor's producer (linger 1 ms, every 2 ms), so that
+# the floor is one hop of exactly what the source's records cross; the simulator's own
+# defaults (linger 5 ms, bursts every 20 ms) added ~5 ms to ours and the loop alike.
+SOURCE = {"linger_ms": 1, "pace_every": 0.002}
+
+
 def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator:
     return CitySimulator(load(Config().registry_path), seed=seed, rate=rate, duration=duration,
                          start=start)
 
 
-async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, seed: int) -> dict:
+async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, seed: int,
+                     warmup: float = 10.0) -> dict:
     """Ours, the plain loop and the broker's echo floor at one offered load, one after
-    the other on the same broker, each for ``count`` windows of ``seconds``."""
-    duration = count * seconds
+    the other on the same broker, each for ``count`` windows of ``seconds`` after
+    ``warmup`` seconds of the same traffic (reported apart: right after a start the
+    broker's new topics and every client's first requests are slower — measured, the
+    floor's own first 15 s had p99 16 ms against 3.5 ms after)."""
+    duration = warmup + count * seconds
     # Ours.
     topics, _ = await fresh_topics(bootstrap, "lat")
     worker = await BenchWorker(bootstrap, topics).ready()
@@ -167,19 +183,21 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     dispatch_topics = [topics.dispatch(d.code) for d in cfg.taxonomy.departments]
     try:
         lat: list[tuple[float, float]] = []
+        last_hop: list[tuple[float, float]] = []
         stop = asyncio.Event()
-        collector = asyncio.create_task(_collect(bootstrap, dispatch_topics, stop, lat))
+        collector = asyncio.create_task(_collect(bootstrap, dispatch_topics, stop, lat, last_hop=last_hop))
         await asyncio.sleep(1.0)
         started = time.time()
         sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
-                                    progress=Progress(f"  ours {rate:g}/s", total=duration))
+                                    progress=Progress(f"  ours {rate:g}/s", total=duration), **SOURCE)
         await asyncio.sleep(3.0)
         stop.set()
         await collector
         ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
                 "stage_latency": stage_latency(text := worker.metrics()), "gc": gc_pauses(text),
                 "event_loop_lag": stage_latency(text, "citybrain_event_loop_lag_seconds_bucket").get("?"),
-                **windows(lat, started, count, seconds)}
+                "last_hop": percentiles([v for at, v in last_hop if at >= started + warmup]),
+                **windows(lat, started + warmup, count, seconds)}
     finally:
         worker.stop()
     # The baseline loop, same traffic shape, same broker.
@@ -193,12 +211,12 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     await asyncio.sleep(2.0)
     started = time.time()
     sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
-                                progress=Progress(f"  loop {rate:g}/s", total=duration))
+                                progress=Progress(f"  loop {rate:g}/s", total=duration), **SOURCE)
     await asyncio.sleep(3.0)
     stop.set()
     await asyncio.gather(collector, loop)
-    baseline = {"sent": sent["sent"], **windows(lat, started, count, seconds)}
-    floor = await echo_floor(bootstrap, rate, count, seconds)
+    baseline = {"sent": sent["sent"], **windows(lat, started + warmup, count, seconds)}
+    floor = await echo_floor(bootstrap, rate, count, seconds, warmup)
     ratio = (round(ours["p99_ms"] / floor["p99_ms"], 2) if ours.get("p99_ms") and floor.get("p99_ms") else None)
     return {"rate": rate, "ours": ours, "baseline": baseline, "floor": floor, "p99_over_floor": ratio}
 
@@ -365,12 +383,14 @@ def chart(result: dict, path) -> None:
 
 
 async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_records: int,
-                state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3) -> dict:
-    result: dict = {"windows": windows_per_load, "window_s": window_seconds, "latency": [],
+                state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3,
+                warmup: float = 10.0) -> dict:
+    result: dict = {"windows": windows_per_load, "window_s": window_seconds, "warmup_s": warmup, "latency": [],
                     "max_throughput": None}
     for rate in rates:
-        print(f"① 延迟 latency at {rate:g} records/s, {windows_per_load} × {window_seconds:g} s …", flush=True)
-        result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed))
+        print(f"① 延迟 latency at {rate:g} records/s, {warmup:g} s warm-up + {windows_per_load} × "
+              f"{window_seconds:g} s …", flush=True)
+        result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed, warmup))
     if max_records and throughput_runs:
         runs = []
         for i in range(throughput_runs):
@@ -387,19 +407,24 @@ async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_r
 
 def report(result: dict) -> str:
     lines = [f"派单延迟 dispatch latency (ms, receipt − source Kafka timestamp; {result.get('windows')} windows × "
-             f"{result.get('window_s'):g} s per load; the floor: one produce → consume hop)",
-             "  load/s  who      n      p50    p99    max  | window p99: worst  best  spread | every window's p99"]
+             f"{result.get('window_s'):g} s per load after {result.get('warmup_s', 0):g} s of warm-up; the floor: "
+             "one produce → consume hop)",
+             "  load/s  who      n      p50    p99    max  | window p99: worst  best  spread | every window's p99"
+             " | warm-up p99"]
     for r in result["latency"]:
         for who, label in (("ours", "ours"), ("baseline", "loop"), ("floor", "floor")):
             w = r.get(who) or {}
             per = " ".join(str(x.get("p99_ms", "-")) for x in w.get("windows", []))
             lines.append(f"  {r['rate']:>6g}  {label:<5} {w.get('n', 0):>7} {w.get('p50_ms', '-'):>6} "
                          f"{w.get('p99_ms', '-'):>6} {w.get('max_ms', '-'):>6} | {w.get('worst_window_p99_ms', '-'):>17} "
-                         f"{w.get('best_window_p99_ms', '-'):>5} {w.get('p99_spread_ms', '-'):>6} | {per}")
+                         f"{w.get('best_window_p99_ms', '-'):>5} {w.get('p99_spread_ms', '-'):>6} | {per}"
+                         f" | {(w.get('warmup') or {}).get('p99_ms', '-')}")
         lines.append(f"          ours p99 / floor p99 = {r.get('p99_over_floor')}; stages (bucket bounds): "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("stage_latency") or {}).items())
                      + f"; event-loop lag {r['ours'].get('event_loop_lag')}"
+                     + "; last hop (fuse's produce → receipt) p50 {} p99 {} ms".format(
+                         (r["ours"].get("last_hop") or {}).get("p50_ms"), (r["ours"].get("last_hop") or {}).get("p99_ms"))
                      + "; gc " + ", ".join(f"{g} {v.get('passes')} passes {v.get('ms')} ms"
                                            for g, v in sorted((r["ours"].get("gc") or {}).items())))
     m = result.get("max_throughput")

@@ -191,6 +191,8 @@ class LocalBroker:
         port = int(address.rsplit(":", 1)[1])
         cmd = [
             "java", "-Xms256m", f"-Xmx{self._heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            # The broker's own pauses, for reading beside a latency tail (issue 13).
+            f"-Xlog:gc:file={self.log_file.with_name('gc.log')}:time,uptime:filecount=2,filesize=5m",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(props),
         ]

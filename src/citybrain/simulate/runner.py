@@ -14,10 +14,11 @@ from citybrain.simulate.traffic import CitySimulator
 
 
 async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool = True,
-              progress: Progress | None = None) -> dict:
-    """Send every record; with ``paced`` each simulated second takes a wall second."""
+              progress: Progress | None = None, linger_ms: int = 5, pace_every: float = 0.02) -> dict:
+    """Send every record; with ``paced`` each simulated second takes a wall second, sent
+    in bursts at most ``pace_every`` seconds apart."""
     target = {"iot": topics.iot, "video": topics.video, "report": topics.reports}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
                                 max_request_size=2 * 1024 * 1024, acks="all",
                                 client_id="citybrain-simulator")
     await producer.start()
@@ -30,9 +31,7 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
         for rec in sim.records():
             if paced:
                 delay = rec.at - (time.monotonic() - start)
-                if delay > 0.02:
-                    await asyncio.gather(*pending)
-                    pending.clear()
+                if delay > pace_every:
                     await asyncio.sleep(delay)
             pending.append(await producer.send(target[rec.source], rec.value, key=rec.key,
                                                timestamp_ms=None))

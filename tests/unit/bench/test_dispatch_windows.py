@@ -8,14 +8,16 @@ def test_each_window_has_its_own_percentiles_and_the_spread_is_reported():
     samples = [(start + 0.5 + i * 0.01, 0.010) for i in range(100)]          # window 0: 10 ms
     samples += [(start + 10.5 + i * 0.01, 0.030) for i in range(99)] + [(start + 11.9, 0.400)]   # window 1: a tail
     samples += [(start + 25.0, 0.020)]                                        # after the last window: whole run only
+    samples += [(start - 3.0, 0.900), (start - 1.0, 0.500)]                   # the warm-up: apart from everything
     got = windows(samples, start, count=2, seconds=10.0)
     assert [w["n"] for w in got["windows"]] == [100, 100]
     assert [w["p99_ms"] for w in got["windows"]] == [10.0, 400.0]
     assert (got["worst_window_p99_ms"], got["best_window_p99_ms"], got["p99_spread_ms"]) == (400.0, 10.0, 390.0)
-    assert got["n"] == 201
+    assert got["n"] == 201 and got["max_ms"] == 400.0
+    assert (got["warmup"]["n"], got["warmup"]["max_ms"]) == (2, 900.0)
     text = report({"windows": 2, "window_s": 10.0, "latency": [
         {"rate": 1000, "ours": {**got, "stage_latency": {}}, "baseline": got, "floor": got, "p99_over_floor": 1.0}]})
-    assert "10.0 400.0" in text and "ours p99 / floor p99 = 1.0" in text
+    assert "10.0 400.0 | 900.0" in text and "ours p99 / floor p99 = 1.0" in text
 
 
 def test_stage_latency_from_the_histogram_buckets():
