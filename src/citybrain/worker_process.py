@@ -49,6 +49,14 @@ class WorkerProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
             return r.read().decode()
 
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used (user + system, all its threads)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except FileNotFoundError:
+            return 0.0
+
     def rss_mb(self, field: str = "VmRSS") -> float:
         """Resident memory now (``VmHWM``: the peak since the process started)."""
         try:

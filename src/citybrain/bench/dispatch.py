@@ -287,13 +287,17 @@ async def _drain(count, total: int, title: str, worker: BenchWorker | None = Non
         now = time.monotonic()
         if n and first is None:
             first, first_n = now, n
+            cpu0 = worker.cpu_seconds() if worker is not None else None
         progress.update(n, f"{n:,}/{total:,}")
         if n >= total * 0.995:
             break
         await asyncio.sleep(0.2)
     progress.close()
     elapsed = max(now - first, 1e-9)
-    return {"records": n - first_n, "seconds": round(elapsed, 2), "rate": round((n - first_n) / elapsed, 1)}
+    out = {"records": n - first_n, "seconds": round(elapsed, 2), "rate": round((n - first_n) / elapsed, 1)}
+    if worker is not None:   # the worker's CPU share while draining: is it CPU-bound or waiting?
+        out["cpu_share"] = round((worker.cpu_seconds() - cpu0) / elapsed, 2)
+    return out
 
 
 # Categories whose fusion radius is under the lattice spacing: none of these fuse.
@@ -429,7 +433,8 @@ def report(result: dict) -> str:
                                            for g, v in sorted((r["ours"].get("gc") or {}).items())))
     m = result.get("max_throughput")
     if m:
-        runs = "; ".join(f"ours {x['ours']['rate']:,.0f}/s loop {x['baseline']['rate']:,.0f}/s ({x['ratio']:.2f})"
+        runs = "; ".join(f"ours {x['ours']['rate']:,.0f}/s (worker CPU {x['ours'].get('cpu_share', '-')} of a core) "
+                         f"loop {x['baseline']['rate']:,.0f}/s ({x['ratio']:.2f})"
                          for x in m["runs"])
         lines.append(f"最大吞吐 max throughput: {runs}; median ratio {m['median_ratio']:.2f}")
     for s in result.get("state", []):
