@@ -14,6 +14,7 @@ from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.geo import CityMap
+from citybrain.domain.escalation import EscalationConfig, Escalator
 from citybrain.domain.routing import Router, RoutingConfig
 from citybrain.domain.sensor_rules import SensorRule
 from citybrain.domain.taxonomy import Taxonomy
@@ -188,6 +189,11 @@ class Config:
         c = self.lifecycle.calendar
         calendar = WorkCalendar.load([self.directory / f for f in c.files], c.working_hours, c.timezone)
         return Deadlines(self.lifecycle, calendar)
+
+    @cached_property
+    def escalator(self) -> Escalator:
+        cfg = EscalationConfig.model_validate(_read_toml(self.directory / "escalation.toml"))
+        return Escalator(cfg, self.router, self.deadlines, frozenset(d.code for d in self.taxonomy.departments))
 
     def new_evaluation(self) -> Evaluation:
         """An empty evaluation as the worker and ``citybrain kpis`` keep it: a closed

@@ -77,6 +77,14 @@ FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
 TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by type", ["action"])
 WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
                         "Open work orders held by this worker's partitions", ["status", "department"])
+ESCALATED = Counter("citybrain_workorders_escalated",
+                    "Escalations (升级) of open work orders, by the level reached: a warning level "
+                    "(blue..red), an emergency level (IV..I) or a priority", ["category", "to_level"])
+WORKORDERS_EMERGENCY = Gauge("citybrain_workorders_emergency_open",
+                             "Open work orders under emergency response (应急响应), by level, held by "
+                             "this worker", ["emergency_level"])
+ASSISTS_OPEN = Gauge("citybrain_assists_open", "Open assisting parts (协办) by department, held by this worker",
+                     ["department"])
 COMMANDS_REJECTED = Counter("citybrain_commands_rejected", "Lifecycle commands refused", ["reason"])
 WORKORDERS_OVERDUE = Gauge("citybrain_workorders_overdue",
                            "Open work orders past their order or stage due time, held by this worker",

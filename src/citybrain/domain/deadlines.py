@@ -105,10 +105,12 @@ class Due:
     at: float           # share of the limit
     level: str
     when: datetime
+    department: str | None = None   # an assisting part's clock; None: the lead's
 
     @property
     def key(self) -> str:
-        return f"{self.clock}@{self.at:g}"
+        part = f"{self.department}/" if self.department else ""
+        return f"{part}{self.clock}@{self.at:g}"
 
 
 class Deadlines:
@@ -165,18 +167,24 @@ class Deadlines:
         ``first_only``, the earliest of each clock: shares rise, so it comes first)."""
         if order.status not in ("registered", "dispatched", "accepted", "handled"):
             return []
-        clocks = [("order", order.created_at, order.time_limit_hours)]
+        clocks = [("order", order.created_at, order.time_limit_hours, None)]
         running = _running_clock(order)
         if running is not None and order.stage_started_at is not None:
-            clocks.append((running, order.stage_started_at, getattr(order, f"{running}_limit_hours")))
+            clocks.append((running, order.stage_started_at, getattr(order, f"{running}_limit_hours"), None))
+        for part in order.assists:   # each assisting department's own clocks (协办时限)
+            clock = {"dispatched": "accept", "accepted": "handle"}.get(part.status)
+            if clock is not None and part.stage_started_at is not None:
+                clocks.append((clock, part.stage_started_at, getattr(order, f"{clock}_limit_hours"),
+                               part.department))
         out = []
         done = set(order.supervision_steps)
-        for clock, start, limit in clocks:
+        for clock, start, limit, department in clocks:
+            prefix = f"{department}/" if department else ""
             for step in self.config.supervision.step:
-                if f"{clock}@{step.at:g}" in done:
+                if f"{prefix}{clock}@{step.at:g}" in done:
                     continue
                 out.append(Due(clock, step.at, step.level,
-                               self.add(start, limit * step.at, order.time_limit_basis)))
+                               self.add(start, limit * step.at, order.time_limit_basis), department))
                 if first_only:
                     break
         return out
@@ -189,7 +197,8 @@ class Deadlines:
             if due.when > now:
                 continue
             rank = LEVEL_RANK[due.level]
-            note = (f"{now.isoformat()} system:citybrain 自动督办 {LEVEL_NAME[due.level]}级 ({due.level}): "
+            part = f" 协办 {due.department}" if due.department else ""
+            note = (f"{now.isoformat()} system:citybrain 自动督办 {LEVEL_NAME[due.level]}级 ({due.level}){part}: "
                     f"{CLOCK_NAME[due.clock]}时限 {due.clock} limit at {due.at:.0%}, due {due.when.isoformat()}")
             order = order.model_copy(update={
                 "version": order.version + 1,
@@ -200,7 +209,8 @@ class Deadlines:
             changes.append(WorkOrderChange(work_order_id=order.work_order_id, version=order.version,
                                            type="supervised", at=now, actor=SYSTEM, snapshot=order,
                                            supervision={"clock": due.clock, "share": due.at,
-                                                        "level": due.level, "due_at": due.when}))
+                                                        "level": due.level, "due_at": due.when,
+                                                        "department": due.department}))
         return changes
 
     # -- automatic verification ------------------------------------------------------

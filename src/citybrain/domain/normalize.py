@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
 from citybrain.domain.masking import mask_phone, mask_text
-from citybrain.domain.sensor_rules import DeviceState, Outcome, SensorRule, apply_reading
+from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, Outcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.wire.models import (
     CityEvent, DeadLetter, IncidentReport, IotReading, Location, RegistryRecord, SourceRef,
@@ -122,15 +122,18 @@ class Normalizer:
             changed = new_state != state
             return Result("normal", state=new_state if changed else None,
                           state_key=r.device_id if changed else None)
-        kind = "alarm" if outcome is Outcome.ALARM else "recovery"
+        # A level move is an alarm of the device at its new level (预警升级/降级).
+        kind = "recovery" if outcome is Outcome.RECOVERY else "alarm"
+        level = new_state.level if kind == "alarm" else None
+        shown = f" {LEVEL_ZH[level]}预警 {level}" if level else ""
         event = CityEvent(
             event_id=stable_id("ev", "iot", r.device_id, kind, ts, r.seq),
             source="iot", kind=kind, category=category.code, category_name=category.name_zh,
             severity=category.priority, occurred_at=r.ts,
             ingested_at=_utc(meta.timestamp), location=_location(lon, lat, where),
             device_id=r.device_id, sensor_type=r.sensor_type,
-            asset_owner=device.owner_department, value=float(r.value),
-            description=f"{category.name_zh}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
+            asset_owner=device.owner_department, value=float(r.value), level=level,
+            description=f"{category.name_zh}{shown}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
             source_ref=_ref(meta, r),
         )
         return Result("event", event=event, state=new_state, state_key=r.device_id)

@@ -1,6 +1,10 @@
 """Routing (分类分办): which department, at which priority (the priority's time limits
 are in ``config/lifecycle.toml``, see ``deadlines``).
 
+Assisting departments (协办, DESIGN §12): ``[[assist]]`` entries name, per category, a
+department that joins the lead — always, or once the order reaches a warning level or a
+priority (the escalation module asks again after every escalation).
+
 Precedence: the asset owner from the device registry (a gas detector belongs to the
 gas utility); then the most specific area override (longest admin-code prefix) for
 the category or for ``*``; then the category's default.  No department → None, and
@@ -10,10 +14,14 @@ the order stays registered for an operator to triage.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from citybrain.domain.sensor_rules import LEVEL_RANK
 from citybrain.domain.taxonomy import Priority, Taxonomy
+
+PRIORITY_RANK: dict[str | None, int] = {None: 0, "low": 1, "normal": 2, "high": 3, "urgent": 4}
 
 
 class CategoryFusion(BaseModel):
@@ -37,6 +45,21 @@ class Override(BaseModel):
         return self
 
 
+class AssistRule(BaseModel):
+    """A department that assists on a category's orders (at a level or priority, or always)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    category: str
+    department: str
+    at_level: Literal["blue", "yellow", "orange", "red"] | None = None
+    at_priority: Priority | None = None
+
+    @property
+    def rule(self) -> str:
+        when = (f"@{self.at_level}" if self.at_level else "") + (f"@{self.at_priority}" if self.at_priority else "")
+        return f"routing:{self.category}{when}"
+
+
 class Defaults(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     radius_m: float = 100
@@ -48,6 +71,7 @@ class RoutingConfig(BaseModel):
     defaults: Defaults
     category: dict[str, CategoryFusion] = {}
     override: list[Override] = []
+    assist: list[AssistRule] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +94,11 @@ class Router:
                 raise ValueError(f"routing.toml override: unknown category {o.category!r}")
             if o.department is not None and o.department not in known:
                 raise ValueError(f"routing.toml override: unknown department {o.department!r}")
+        for a in config.assist:
+            if taxonomy.category(a.category) is None:
+                raise ValueError(f"routing.toml assist: unknown category {a.category!r}")
+            if a.department not in known:
+                raise ValueError(f"routing.toml assist: unknown department {a.department!r}")
         self._known = known
         self._group_radius: dict[str, float] = {}
         for c in taxonomy.categories:
@@ -113,3 +142,17 @@ class Router:
         if asset_owner and asset_owner in self._known:
             department, rule = asset_owner, f"asset_owner:{asset_owner}"
         return Route(department, priority, rule)
+
+    def assists(self, category: str, level: str | None, priority: str) -> list[tuple[str, str]]:
+        """(department, rule) of every assist the category's orders get at this warning
+        level and priority."""
+        out = []
+        for a in self.config.assist:
+            if a.category != category:
+                continue
+            if a.at_level is not None and LEVEL_RANK[level] < LEVEL_RANK[a.at_level]:
+                continue
+            if a.at_priority is not None and PRIORITY_RANK[priority] < PRIORITY_RANK[a.at_priority]:
+                continue
+            out.append((a.department, a.rule))
+        return out

@@ -28,6 +28,8 @@ class Topics:
         self.workorder_state = f"{p}workorders.state"
         self.rejected = f"{p}workorders.rejected"
         self.deadletter = f"{p}deadletter"
+        # 应急指挥: every change of an order under emergency response (DESIGN §12).
+        self.emergency = f"{p}command.emergency"
         # Internal: CityEvents keyed by fusion group, so every candidate order of an
         # event lives in one partition whatever border lies between them.
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
@@ -46,7 +48,7 @@ class Topics:
         unprefixed name; the broker's default when None); ``changelogs``: the stages'
         state topics (compacted, partitioned like their inputs)."""
         plain = [self.iot, self.video, self.reports, self.events, self.commands,
-                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox]
+                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox, self.emergency]
         plain += [self.dispatch(d) for d in departments]
         plain += [self.supervision(level) for level in supervision_levels]
 

@@ -119,7 +119,7 @@ def _closed_ts(snap: dict) -> float:
 
 
 def _alarm_state(s: DeviceState) -> tuple:
-    return (s.alarm, s.pending_since, s.alarm_since)
+    return (s.alarm, s.pending_since, s.alarm_since, s.level, s.level_pending)
 
 
 class GaugeCounts:
@@ -136,19 +136,32 @@ class GaugeCounts:
 
 
 class OpenOrderGauge(GaugeCounts):
-    def __init__(self):
-        super().__init__(metrics.WORKORDERS_OPEN)
+    """Open orders counted by ``keys(order)`` (an order may count under several keys)."""
+
+    def __init__(self, metric=metrics.WORKORDERS_OPEN, keys=None):
+        super().__init__(metric)
+        self.keys = keys or (lambda o: [(o.status, o.department or "")])
+
+    def of(self, order: WorkOrder | None) -> list[tuple]:
+        return self.keys(order) if order is not None and order.status in OPEN_STATUSES else []
 
     def moved(self, old: WorkOrder | None, new: WorkOrder) -> None:
-        """Only the (at most two) series the change touches."""
-        before = (old.status, old.department or "") if old is not None and old.status in OPEN_STATUSES else None
-        after = (new.status, new.department or "") if new.status in OPEN_STATUSES else None
+        """Only the series the change touches."""
+        before, after = self.of(old), self.of(new)
         if before == after:
             return
-        for key, step in ((before, -1), (after, 1)):
-            if key is not None:
+        for keys, step in ((before, -1), (after, 1)):
+            for key in keys:
                 self.counts[key] += step
-                metrics.child(metrics.WORKORDERS_OPEN, *key).set(self.counts[key])
+                metrics.child(self.metric, *key).set(self.counts[key])
+
+
+def _emergency_keys(order: WorkOrder) -> list[tuple]:
+    return [(order.emergency_level,)] if order.emergency_level else []
+
+
+def _assist_keys(order: WorkOrder) -> list[tuple]:
+    return [(a.department,) for a in order.assists if a.status in ("dispatched", "accepted")]
 
 
 class PartitionHeaps:
@@ -270,7 +283,9 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     departments = frozenset(d.code for d in config.taxonomy.departments)
     work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
     indexes: dict[int, FusionIndex] = {}
-    gauge = OpenOrderGauge()
+    escalator = config.escalator
+    gauges = [OpenOrderGauge(), OpenOrderGauge(metrics.WORKORDERS_EMERGENCY, _emergency_keys),
+              OpenOrderGauge(metrics.ASSISTS_OPEN, _assist_keys)]
     timers = Timers()
     overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
     closed_orders = ClosedOrders(config.settings.worker.closed_state_days * 86400)
@@ -281,7 +296,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         (the gauge follows whatever this worker holds now)."""
         for p in partitions:
             indexes[p] = FusionIndex()
-        counts: Counter = Counter()
+        counts: list[Counter] = [Counter() for _ in gauges]
         for p, index in indexes.items():
             for raw in work_orders.values(p):
                 record = OrderRecord.unpack(raw)
@@ -291,13 +306,19 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
                         closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
                     continue
-                counts[(snap["status"], snap["department"] or "")] += 1
+                counts[0][(snap["status"], snap["department"] or "")] += 1
+                if snap.get("emergency_level"):
+                    counts[1][(snap["emergency_level"],)] += 1
+                for a in snap.get("assists") or ():
+                    if a["status"] in ("dispatched", "accepted"):
+                        counts[2][(a["department"],)] += 1
                 if p in partitions:
                     order = WorkOrder.model_validate(snap)
                     index.add(open_entry(order))
                     timers.schedule(p, order, deadlines)  # what fell due while away fires next tick
                     refresh.written(p, order.work_order_id, record.written_at)
-        gauge.set_all(counts)
+        for gauge, counted in zip(gauges, counts):
+            gauge.set_all(counted)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in indexes.values()), sorted(indexes))
 
@@ -316,16 +337,27 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         key = change.work_order_id.encode()
         out.append(Output(topics.workorder_events, key, body))
         metrics.child(metrics.TRANSITIONS, change.type).inc()
-        gauge.moved(old, change.snapshot)
+        snap = change.snapshot
+        for gauge in gauges:
+            gauge.moved(old, snap)
         if change.type == "supervised" and change.supervision is not None:
             out.append(Output(topics.supervision(change.supervision.level), key, body))
             metrics.child(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock).inc()
         if change.type == "dispatched":
-            snap = change.snapshot
             out.append(Output(topics.dispatch(snap.department), key, body))
             if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
+        elif change.type == "assist_added":
+            out.append(Output(topics.dispatch(change.part), key, body))
+        elif change.type == "escalated" and change.escalation is not None:
+            esc = change.escalation
+            reached = (esc.warning_to if esc.warning_to != esc.warning_from
+                       else esc.emergency_to if esc.emergency_to != esc.emergency_from else esc.priority_to)
+            metrics.child(metrics.ESCALATED, snap.category, reached or "none").inc()
+        # 应急指挥 follows every change while the order is under emergency response.
+        if snap.emergency_level is not None or (old is not None and old.emergency_level is not None):
+            out.append(Output(topics.emergency, key, body))
 
     def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
                     record: OrderRecord) -> WorkOrder | None:
@@ -361,8 +393,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             return
         change = outcome.change
         record = record or OrderRecord(b"")
-        publish(change, old, out, record)
-        store(partition, record, change.snapshot, out)
+        changes = [change, *escalator.follow(change.snapshot, change.at)]
+        store(partition, record, publish_all(changes, old, out, record), out)
 
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
         index = indexes[partition]
@@ -375,6 +407,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                                                   loc.street_code, loc.district_code), event.asset_owner)
             changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
                                  deadlines)
+            changes += escalator.follow(changes[-1].snapshot, now)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
             record = OrderRecord(b"")
             store(partition, record, publish_all(changes, None, out, record), out)
@@ -385,12 +418,17 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             change = attach(old, event, now)
             publish(change, old, out, record)
             new = change.snapshot
-            rework = (deadlines.alarm_returned(new, event.device_id, now)
-                      if event.source == "iot" and event.kind == "alarm" else None)
+            # Only an alarm after the device's recovery "came back"; a level move is the
+            # same alarm, graded.
+            came_back = event.source == "iot" and event.kind == "alarm" and event.device_id in old.recovered_finders
+            rework = deadlines.alarm_returned(new, event.device_id, now) if came_back else None
             if rework is not None:  # the alarm came back before verification: 返工
                 publish(rework, new, out, record)
                 new = rework.snapshot
-            store(partition, record, new, out, timed=change.type == "recovery_recorded" or rework is not None)
+            escalated = escalator.follow(new, now)
+            new = publish_all(escalated, new, out, record) if escalated else new
+            store(partition, record, new, out,
+                  timed=change.type == "recovery_recorded" or rework is not None or bool(escalated))
 
     last_overdue = [0.0]
 

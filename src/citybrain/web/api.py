@@ -29,6 +29,7 @@ from citybrain.wire.models import Command, IncidentReport, WorkOrder
 log = logging.getLogger("citybrain.api")
 MAX_BODY = 64 * 1024
 STATUSES = {"registered", "dispatched", "accepted", "handled", "closed", "cancelled"}
+EMERGENCY_LEVELS = {"I", "II", "III", "IV", "none"}
 STATIC = Path(str(resources.files("citybrain.web") / "static"))
 
 
@@ -190,6 +191,10 @@ class Api:
             if grid is not None and not grid.startswith(p.grid_prefix):
                 raise Refused(403, "out_of_scope", f"grid member sees only {p.grid_prefix}…", "grid")
             grid = grid or p.grid_prefix
+        emergency = set(q["emergency"].split(",")) if q.get("emergency") else None
+        if emergency is not None and not emergency <= EMERGENCY_LEVELS:
+            return _error(400, "invalid_field", "emergency must be levels of I, II, III, IV, none "
+                          "(comma-separated)", "emergency")
         since = None
         if q.get("since"):
             try:
@@ -208,7 +213,7 @@ class Api:
             page, cursor = self.view.query(status=status, department=department, grid=grid,
                                            street=q.get("street") or None, since=since,
                                            visible=lambda s: may_see(p, s), limit=limit,
-                                           cursor=q.get("cursor") or None)
+                                           cursor=q.get("cursor") or None, emergency=emergency)
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "cursor")
         now = datetime.now(UTC)

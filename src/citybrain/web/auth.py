@@ -111,12 +111,13 @@ def require(principal: Principal, *roles: str) -> None:
 
 
 def may_see(principal: Principal, snapshot: dict) -> bool:
-    """An order is in scope: operators see all, departments their own, grid members
-    those in their grid prefix."""
+    """An order is in scope: operators see all, departments those they lead or assist,
+    grid members those in their grid prefix."""
     if principal.role == "operator":
         return True
     if principal.role == "department":
-        return snapshot.get("department") == principal.department
+        return (snapshot.get("department") == principal.department
+                or any(a["department"] == principal.department for a in snapshot.get("assists") or ()))
     if principal.role == "grid":
         return snapshot["location"]["grid_code"].startswith(principal.grid_prefix or "-")
     return False

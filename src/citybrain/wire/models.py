@@ -29,6 +29,10 @@ Algorithm = Literal[
 ]
 Channel = Literal["grid_app", "hotline_12345", "citizen_app"]
 Severity = Literal["low", "normal", "high", "urgent"]
+# 预警分级 (DESIGN §12): blue < yellow < orange < red.
+WarningLevel = Literal["blue", "yellow", "orange", "red"]
+# 应急响应级别: IV (四级, the lowest) … I (一级, the highest).
+EmergencyLevel = Literal["IV", "III", "II", "I"]
 
 
 class _Input(BaseModel):
@@ -140,6 +144,8 @@ class CityEvent(BaseModel):
     channel: str | None = None
     asset_owner: str | None = Field(None, description="owner_department from the registry")
     value: float | None = None
+    level: WarningLevel | None = Field(None, description="an alarm's warning level (预警等级), for "
+                                                          "sensor rules that grade it")
     confidence: float | None = None
     evidence: list[str] = Field(default_factory=list)
     description: str = Field("", description="masked (脱敏)")
@@ -213,6 +219,26 @@ class EventRef(BaseModel):
     finder: str | None = Field(None, description="device_id, camera_id or reporter_id")
     lon: float
     lat: float
+    level: WarningLevel | None = None
+
+
+AssistStatus = Literal["dispatched", "accepted", "handled", "released"]
+
+
+class Assist(BaseModel):
+    """One assisting department's part of an order (协办), with its own clocks."""
+
+    department: str
+    status: AssistStatus
+    added_by: str = Field(description="what brought it in: routing:<rule>, emergency:<level>, "
+                                      "operator:<id>")
+    dispatched_at: datetime
+    accepted_at: datetime | None = None
+    handled_at: datetime | None = None
+    released_at: datetime | None = None
+    stage_started_at: datetime | None = Field(None, description="when its running stage began")
+    accept_due_at: datetime | None = Field(None, description="set while dispatched")
+    handle_due_at: datetime | None = Field(None, description="set while accepted")
 
 
 class WorkOrder(BaseModel):
@@ -257,12 +283,21 @@ class WorkOrder(BaseModel):
     rework_count: int = 0
     extension_count: int = 0
     supervision_level: int = Field(0, ge=0, le=3, description="0 none, 1 street, 2 district, 3 city")
+    assists: list[Assist] = Field(default_factory=list, description="assisting departments (协办)")
+    warning_level: WarningLevel | None = Field(None, description="the highest level of its alarming sensors")
+    sensor_levels: dict[str, WarningLevel] = Field(default_factory=dict,
+                                                   description="device_id → its current warning level")
+    emergency_level: EmergencyLevel | None = Field(None, description="应急响应级别, None: no emergency response")
+    emergency_set_by: str | None = Field(None, description="rule:<category>@<trigger> or operator:<id>")
+    escalations: list[str] = Field(default_factory=list,
+                                   description="one-off escalations done, e.g. finders@5")
     notes: list[str] = Field(default_factory=list)
     applied_commands: list[str] = Field(default_factory=list, description="command_ids applied")
 
 
 LifecycleAction = Literal["dispatch", "accept", "return", "handle", "verify", "reject_verification",
-                          "cancel", "extend", "supervise", "comment"]
+                          "cancel", "extend", "supervise", "comment", "assist", "release_assist",
+                          "set_emergency_level"]
 
 
 class Command(BaseModel):
@@ -276,7 +311,10 @@ class Command(BaseModel):
     actor: Actor
     ts: AwareDatetime
     note: Annotated[StrictStr, Field(max_length=2000)] = ""
-    department: StrictStr | None = Field(None, description="for dispatch")
+    department: StrictStr | None = Field(None, description="for dispatch, assist and release_assist; "
+                                         "an operator's accept/handle/return of an assisting part")
+    emergency_level: EmergencyLevel | Literal["none"] | None = Field(
+        None, description="for set_emergency_level (none: end the emergency response)")
     evidence: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
     extend_minutes: Annotated[StrictInt, Field(gt=0, le=60 * 24 * 90)] | None = None
 
@@ -286,7 +324,7 @@ class CommandRejection(BaseModel):
 
     command: Command
     reason: Literal["duplicate_command", "not_allowed_in_state", "forbidden_role", "out_of_scope",
-                    "missing_field", "unknown_department", "unknown_work_order"]
+                    "missing_field", "unknown_department", "unknown_work_order", "assist_open"]
     detail: str
     status: WorkOrderStatus | None = None
     at: datetime
@@ -296,23 +334,46 @@ class SupervisionInfo(BaseModel):
     """Which clock and step raised an automatic supervision (督办)."""
 
     clock: Literal["order", "accept", "handle"]
+    department: str | None = Field(None, description="an assisting department's part; None: the lead's")
     share: float = Field(description="share of the clock's limit, 1.0 = due")
     level: Literal["street", "district", "city"]
     due_at: datetime
 
 
+class Escalation(BaseModel):
+    """What an ``escalated`` / ``deescalated`` change moved, and why."""
+
+    reason: Literal["warning_level", "finders", "operator", "alarm_cleared"]
+    warning_from: WarningLevel | None = None
+    warning_to: WarningLevel | None = None
+    priority_from: Severity
+    priority_to: Severity
+    emergency_from: EmergencyLevel | None = None
+    emergency_to: EmergencyLevel | None = None
+
+
+ChangeType = Literal["created", "dispatched", "evidence_added", "recovery_recorded", "accepted",
+                     "returned", "handled", "verified", "verification_rejected", "cancelled",
+                     "extended", "supervised", "commented", "escalated", "deescalated",
+                     "assist_added", "assist_accepted", "assist_handled", "assist_returned",
+                     "assist_released"]
+
+
 class WorkOrderChange(BaseModel):
-    """`workorders.events` (and the records on `dispatch.<department>`): one change."""
+    """`workorders.events` (and the records on `dispatch.<department>` and
+    `command.emergency`): one change."""
 
     work_order_id: str
     version: int
-    type: Literal["created", "dispatched", "evidence_added", "recovery_recorded", "accepted",
-                  "returned", "handled", "verified", "verification_rejected", "cancelled",
-                  "extended", "supervised", "commented"]
+    type: ChangeType
     at: datetime
     actor: Actor
     snapshot: WorkOrder
     supervision: SupervisionInfo | None = Field(None, description="for type supervised by the timers")
+    role: Literal["lead", "assist"] | None = Field(
+        None, description="on dispatch.<department>: whether that department leads (主办) or assists (协办)")
+    part: str | None = Field(None, description="assist_*: the assisting department whose part changed")
+    escalation: Escalation | None = Field(None, description="for escalated / deescalated")
 
 
 class OrderStep(BaseModel):
@@ -325,6 +386,8 @@ class OrderStep(BaseModel):
     status: str = Field(description="the order's status after the change")
     supervision: SupervisionInfo | None = None
     note: str | None = Field(None, description="the note this change added, if any")
+    part: str | None = Field(None, description="assist_*: the assisting department")
+    escalation: Escalation | None = None
 
 
 class OrderState(BaseModel):
