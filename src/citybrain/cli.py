@@ -318,8 +318,19 @@ async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
     for c in latest.values():
         snap = c["snapshot"]
         if any(f in scripted for f in snap["finders"]):
-            print(f"    {snap['work_order_id']}  {snap['category_name']} → {snap['department']}  "
-                  f"{len(snap['events'])} events, finders {', '.join(sorted(snap['finders']))}")
+            assists = ", ".join(f"{a['department']}({a['status']})" for a in snap.get("assists") or ())
+            levels = (f"  预警 warning {snap['warning_level'] or '—'}"
+                      + (f" · 应急 emergency {snap['emergency_level']}" if snap.get("emergency_level") else ""))
+            print(f"    {snap['work_order_id']}  {snap['category_name']} → 主办 lead {snap['department']}"
+                  + (f" + 协办 assists {assists}" if assists else "")
+                  + f"  {snap['status']}  {len(snap['events'])} events{levels}")
+    joint = Counter(c["type"] for c in changes if c["type"] in ("escalated", "deescalated", "assist_added",
+                                                                  "assist_handled"))
+    if joint:
+        print("  联动与升级 joint handling and escalation: "
+              f"协办派遣 assists added ×{joint['assist_added']}, 协办处置 handled ×{joint['assist_handled']}, "
+              f"升级 escalated ×{joint['escalated']}, 降级 de-escalated ×{joint['deescalated']}; "
+              f"应急指挥 command.emergency ×{sum(1 for c in changes if c['snapshot'].get('emergency_level'))}")
 
 
 def cmd_bench(args) -> int:
@@ -418,7 +429,9 @@ KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结�
                ("rework_rate", "返工率 rework"), ("return_rate", "退回率 return"),
                ("extension_rate", "延期率 extension"), ("dispatch_hours_p50", "派遣 p50"),
                ("accept_hours_p50", "签收 p50"), ("handle_hours_p50", "处置 p50"),
-               ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90")]
+               ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90"),
+               ("assists", "协办 assists"), ("assists_handled", "协办处置 handled"),
+               ("assists_returned", "协办退回 returned")]
 
 
 def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:

@@ -97,6 +97,9 @@ EVALUATION_RATE = Gauge("citybrain_evaluation_rate",
                         ["department", "rate"])
 EVALUATION_CLOSED = Gauge("citybrain_evaluation_closed", "Orders closed this month per department (* = all)",
                           ["department"])
+EVALUATION_ASSISTS = Gauge("citybrain_evaluation_assists",
+                           "Assist work (协办) this month per department: parts received, handled, returned",
+                           ["department", "work"])
 EVALUATION_HOURS = Gauge("citybrain_evaluation_hours",
                          "Hours to dispatch | accept | handle | close, median and p90, orders closed this month",
                          ["department", "stage", "quantile"])

@@ -195,7 +195,7 @@ async def test_a_sensor_order_is_verified_automatically(kafka_bootstrap, running
                                     (t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.01, now - 90, 4))])
     mine = await changes_of(kafka_bootstrap, t, wo, "verified")
     moves = [c["type"] for c in mine if c["type"] != "supervised"]
-    # The gauge alarmed at 0.32 m (yellow); its recovery takes the warning level away (recorded).
+    # The gauge alarmed (at blue, the lowest level); its recovery takes the level away (recorded).
     assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "deescalated", "verified"]
     verified = mine[-1]
     assert verified["actor"]["role"] == "system" and verified["snapshot"]["status"] == "closed"
@@ -216,7 +216,7 @@ async def test_an_alarm_back_before_closure_sends_the_order_back_for_rework(kafk
                                     (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.31, now - 120, 6))])
     mine = await changes_of(kafka_bootstrap, t, wo, "escalated")
     moves = [c["type"] for c in mine if c["type"] != "supervised"]
-    # The returning alarm (0.31 m, yellow) sends it back and raises the warning level again.
+    # The returning alarm sends it back for rework and raises the warning level (blue) again.
     assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "deescalated",
                      "evidence_added", "verification_rejected", "escalated"]
     back = next(c for c in mine if c["type"] == "verification_rejected")

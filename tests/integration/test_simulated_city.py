@@ -57,5 +57,25 @@ async def test_simulated_city_end_to_end(kafka_bootstrap, tmp_path):
         hotline = next(e for e in events if e.get("reporter_id") == "HL-12345")
         assert "13905331234" not in hotline["description"]
         assert len({e["event_id"] for e in events}) == len(events)
+
+        # Joint handling and escalation (DESIGN §12): the gas leak is worked by three
+        # departments and, its detector at orange, emergency management joins; the
+        # underpass gauges climb blue → orange and its order escalates the same way.
+        latest: dict[str, dict] = {}
+        for c in decode(await consume(kafka_bootstrap, topics.workorder_events, want=10**9, timeout=10, settle=2)):
+            if c["version"] > latest.get(c["work_order_id"], {}).get("version", 0):
+                latest[c["work_order_id"]] = c
+        def order_of(finder):
+            return next(c["snapshot"] for c in latest.values() if finder in c["snapshot"]["finders"])
+        gas_order = order_of("GAS-LEAK-01")
+        assert gas_order["department"] == "gas_utility"
+        assert [a["department"] for a in gas_order["assists"]] == ["fire", "police", "emergency"]
+        assert (gas_order["warning_level"], gas_order["emergency_level"]) == ("orange", "IV")
+        flood = order_of("WLV-UP-01")
+        assert (flood["warning_level"], flood["emergency_level"]) == ("orange", "IV")
+        assert [a["department"] for a in flood["assists"]] == ["traffic", "emergency"]
+        command_centre = {c["work_order_id"] for c in decode(await consume(
+            kafka_bootstrap, topics.emergency, want=10**9, timeout=5, settle=1))}
+        assert {gas_order["work_order_id"], flood["work_order_id"]} <= command_centre
     finally:
         worker.stop()

@@ -15,6 +15,9 @@ the city's time zone):
 - extension rate (延期率): closed orders extended at least once / closed;
 - return rate (退回率): returns (退回) by the department in the period / dispatches (派遣)
   to it in the period;
+- assist work (协办), counted apart from the lead's: parts received (``assist_added``), parts
+  handled and parts returned (``assist_returned``) by the assisting department, in the
+  period of the change;
 - times, over the closed orders, in hours: to dispatch (立案→派遣, the last dispatch),
   accept (派遣→签收), handle (签收→处置反馈, the last feedback), close (立案→结案);
   median and p90 by nearest rank.
@@ -33,6 +36,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 STAGES = ("dispatch", "accept", "handle", "close")
+ASSIST_WORK = {"assist_added": "added", "assist_handled": "handled", "assist_returned": "returned"}
 ALL = "*"   # the row for every department together
 
 
@@ -68,6 +72,9 @@ class Figures:
     extended: int = 0
     dispatches: int = 0
     returns: int = 0
+    assists: int = 0
+    assists_handled: int = 0
+    assists_returned: int = 0
     hours: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     def as_dict(self) -> dict:
@@ -78,7 +85,9 @@ class Figures:
                "rework_rate": rate(self.reworked, self.closed),
                "extension_rate": rate(self.extended, self.closed),
                "dispatches": self.dispatches, "returns": self.returns,
-               "return_rate": rate(self.returns, self.dispatches)}
+               "return_rate": rate(self.returns, self.dispatches),
+               "assists": self.assists, "assists_handled": self.assists_handled,
+               "assists_returned": self.assists_returned}
         for stage in STAGES:
             values = sorted(self.hours[stage])
             out[f"{stage}_hours_p50"] = quantile(values, 0.5)
@@ -117,6 +126,8 @@ class Evaluation:
         self.days: dict[str, dict[str, DayFigures]] = {}        # closing day → department → figures
         self.dispatches: Counter[tuple[str, str]] = Counter()   # (day, department)
         self.returns: Counter[tuple[str, str]] = Counter()
+        # assist work: (day, department, "added" | "handled" | "returned") → count
+        self.assist_work: Counter[tuple[str, str, str]] = Counter()
         self.finished = 0          # orders closed or cancelled, ever
         self.latest_day = ""       # the latest day a change was made on
         self.changed_days: set[str] = set()   # since the last checkpoint export
@@ -149,6 +160,8 @@ class Evaluation:
             who = department or (change.get("actor") or {}).get("department")
             if who:
                 self.returns[(day, who)] += 1
+        elif kind in ASSIST_WORK and change.get("part"):
+            self.assist_work[(day, sys.intern(change["part"]), ASSIST_WORK[kind])] += 1
         status = snap["status"]
         if status in ("closed", "cancelled"):
             self.open.pop(wo, None)
@@ -196,7 +209,8 @@ class Evaluation:
         return {"open": self.open, "closed_version": self.closed_version, "finished": self.finished,
                 "latest_day": self.latest_day,
                 "dispatches": [[d, dept, n] for (d, dept), n in self.dispatches.items()],
-                "returns": [[d, dept, n] for (d, dept), n in self.returns.items()]}
+                "returns": [[d, dept, n] for (d, dept), n in self.returns.items()],
+                "assist_work": [[d, dept, what, n] for (d, dept, what), n in self.assist_work.items()]}
 
     def checkpoint_days(self, everything: bool = False) -> dict[str, dict]:
         """The days changed since the last call (``everything``: all), as JSON-ready data."""
@@ -215,6 +229,8 @@ class Evaluation:
         self.finished, self.latest_day = meta["finished"], meta["latest_day"]
         self.dispatches = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["dispatches"]})
         self.returns = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["returns"]})
+        self.assist_work = Counter({(d, sys.intern(dept), what): n
+                                    for d, dept, what, n in meta.get("assist_work", ())})
         self.days = {day: {sys.intern(dept): DayFigures.from_json(f) for dept, f in depts.items()}
                      for day, depts in days.items()}
         self.changed_days = set()
@@ -266,6 +282,15 @@ class Evaluation:
             if first <= day <= last:
                 for r in row(dept):
                     r.returns += n
+        for (day, dept, what), n in self.assist_work.items():
+            if first <= day <= last:
+                for r in row(dept):
+                    if what == "added":
+                        r.assists += n
+                    elif what == "handled":
+                        r.assists_handled += n
+                    else:
+                        r.assists_returned += n
         return {d: f.as_dict() for d, f in sorted(rows.items())}
 
     def period_of(self, at: datetime) -> str:

@@ -10,10 +10,10 @@ A ``seq`` that stops advancing while event time moves on by more than
 counter, one corrupt value): it is adopted, so one bad ``seq`` cannot silence a device.
 
 Graded warnings (预警分级, DESIGN §12): a rule may define ``levels`` — blue, yellow,
-orange, red, each a condition with its own hold time.  While in alarm, a device's level
-is the highest one whose condition holds (at least the lowest defined); a move to
-another level takes effect once the new level has held for the hold time of the higher
-of the two levels (going up and coming down alike), and is an outcome ``LEVEL``.
+orange, red, each a condition with its own hold time.  An alarm starts at the lowest
+defined level; while in alarm, a device's level moves to the highest one whose condition
+holds (at least the lowest) once that has held for the hold time of the higher of the
+two levels (going up and coming down alike) — an outcome ``LEVEL``.
 """
 
 from __future__ import annotations
@@ -189,7 +189,13 @@ def apply_reading(rule: SensorRule, state: DeviceState, value: float, ts: float,
     if ts - since >= toward.hold_seconds:
         if state.alarm:
             return DeviceState(False, None, ts, seq, None), Outcome.RECOVERY
-        return DeviceState(True, None, ts, seq, ts, rule.level_of(value)), Outcome.ALARM
+        if not rule.levels:
+            return DeviceState(True, None, ts, seq, ts), Outcome.ALARM
+        # An alarm starts at the lowest level and climbs as each level holds: the value
+        # rose during the alarm's own hold, but no higher level has held for its time yet.
+        lowest, now = rule.__pydantic_private__["_ordered"][0][0], rule.level_of(value)
+        pending = (now, ts) if now != lowest else None
+        return DeviceState(True, None, ts, seq, ts, lowest, pending), Outcome.ALARM
     if state.alarm and rule.levels:
         return _graded(rule, state, value, ts, seq, since)
     return DeviceState(state.alarm, since, ts, seq, state.alarm_since), Outcome.NORMAL

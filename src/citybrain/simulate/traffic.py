@@ -213,10 +213,12 @@ class CitySimulator:
             return self.by_id[device_id]
 
         # Rainstorm: three gauges at the underpass, rising from t=10 s, reported
-        # every 5 s; two cameras; a grid member and a hotline caller.
+        # every 5 s — blue (0.15 m) at ~80 s, yellow (0.30) ~100 s, orange (0.50) ~120 s:
+        # the order escalates and emergency command joins; two cameras; a grid member and
+        # a hotline caller.
         t0 = 10
         if tick >= t0 and (tick - t0) % 5 == 0:
-            level = min(0.02 + 0.006 * (tick - t0), 0.45)
+            level = min(0.02 + 0.012 * (tick - t0), 0.62)
             for i, gauge in enumerate(("WLV-UP-01", "WLV-UP-02", "WLV-UP-03")):
                 yield self._reading(dev(gauge), tick + 0.1 * i,
                                     value=level - 0.01 * i, label="scenario:rainstorm")

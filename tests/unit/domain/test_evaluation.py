@@ -13,7 +13,7 @@ from citybrain.domain.lifecycle import apply
 from citybrain.wire.models import Actor, Command, EventRef, Location, WorkOrder, WorkOrderChange
 
 CN = ZoneInfo("Asia/Shanghai")
-DEPTS = frozenset({"water", "city_mgmt"})
+DEPTS = frozenset({"water", "city_mgmt", "environment"})
 OP = Actor(id="op-1", role="operator")
 WATER = Actor(id="w-1", role="department", department="water")
 CITY = Actor(id="c-1", role="department", department="city_mgmt")
@@ -183,3 +183,28 @@ def test_closed_versions_are_forgotten_after_the_keep_time_not_before(month):
     # are within 3 days; the rest are forgotten, and still counted.
     assert set(ev.closed_version) == {"F", "G"} and ev.orders == 8
     assert ev.figures("2026-11")["*"]["closed"] == 6
+
+
+def test_assist_work_is_counted_apart_from_the_leads(config):
+    t = lambda day, hh: datetime(2026, 11, day, hh, tzinfo=CN)  # noqa: E731
+    log = as_log([
+        # water leads, city_mgmt assists and handles its part
+        script(config, "J1", t(3, 9), [(0.5, "dispatch", OP, d("water")), (0.6, "assist", OP, d("city_mgmt")),
+                                       (1, "accept", CITY, {}), (2, "handle", CITY, {}),
+                                       (2.5, "accept", WATER, {}), (4, "handle", WATER, {}), (5, "verify", OP, {})]),
+        # city_mgmt is asked again on another order and returns its part (not theirs)
+        script(config, "J2", t(4, 9), [(0.5, "dispatch", OP, d("water")), (0.6, "assist", OP, d("city_mgmt")),
+                                       (1, "return", CITY, {"note": "非本部门 not ours"})]),
+    ])
+    ev = Evaluation()
+    for change in log + log[:5]:          # redelivered changes count once
+        ev.add(change)
+    got = ev.figures("2026-11")
+    assert {k: got["city_mgmt"][k] for k in ("closed", "dispatches", "returns", "assists", "assists_handled",
+                                             "assists_returned")} == {
+        "closed": 0, "dispatches": 0, "returns": 0, "assists": 2, "assists_handled": 1, "assists_returned": 1}
+    assert (got["water"]["closed"], got["water"]["dispatches"], got["water"]["assists"]) == (1, 2, 0)
+    restored = Evaluation()
+    restored.restore(orjson.loads(orjson.dumps(ev.checkpoint_meta())),
+                     orjson.loads(orjson.dumps(ev.checkpoint_days(everything=True))))
+    assert restored.figures("2026-11") == got

@@ -194,11 +194,12 @@ def test_a_level_that_does_not_hold_long_enough_changes_nothing():
 
 def test_a_falling_level_waits_for_the_higher_levels_hold_and_recovery_clears_it():
     rule = _graded()
-    state, _ = _feed(rule, [(0, 0.9), (60, 0.9)])          # alarm straight at red
+    state, seen = _feed(rule, [(0, 0.9), (60, 0.9), (90, 0.9)])   # an alarm starts at blue, red holds 30 s
+    assert [(o, lv) for _, o, lv in seen] == [("normal", None), ("alarm", "blue"), ("level", "red")]
     assert state.alarm and state.level == "red"
-    state, seen = _feed(rule, [(70, 0.2), (90, 0.2), (100, 0.2)], state)
+    state, seen = _feed(rule, [(100, 0.2), (120, 0.2), (130, 0.2)], state)
     assert [o for _, o, _ in seen] == ["normal", "normal", "level"] and state.level == "blue"
-    state, seen = _feed(rule, [(110, 0.01), (410, 0.01)], state)
+    state, seen = _feed(rule, [(140, 0.01), (440, 0.01)], state)
     assert seen[-1][1] == "recovery" and state.level is None and not state.alarm
 
 
