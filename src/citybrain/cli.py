@@ -431,7 +431,7 @@ KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结�
                ("accept_hours_p50", "签收 p50"), ("handle_hours_p50", "处置 p50"),
                ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90"),
                ("assists", "协办 assists"), ("assists_handled", "协办处置 handled"),
-               ("assists_returned", "协办退回 returned")]
+               ("assists_returned", "协办退回 returned"), ("satisfaction_rate", "满意率 satisfied")]
 
 
 def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:

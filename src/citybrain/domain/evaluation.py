@@ -18,6 +18,8 @@ the city's time zone):
 - assist work (协办), counted apart from the lead's: parts received (``assist_added``), parts
   handled and parts returned (``assist_returned``) by the assisting department, in the
   period of the change;
+- satisfaction rate (满意率): visits (回访) that found the reporter satisfied or basically
+  satisfied / visits, in the period of the visit, under the order's lead department;
 - times, over the closed orders, in hours: to dispatch (立案→派遣, the last dispatch),
   accept (派遣→签收), handle (签收→处置反馈, the last feedback), close (立案→结案);
   median and p90 by nearest rank.
@@ -75,6 +77,8 @@ class Figures:
     assists: int = 0
     assists_handled: int = 0
     assists_returned: int = 0
+    visits: int = 0
+    satisfied: int = 0
     hours: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     def as_dict(self) -> dict:
@@ -87,7 +91,8 @@ class Figures:
                "dispatches": self.dispatches, "returns": self.returns,
                "return_rate": rate(self.returns, self.dispatches),
                "assists": self.assists, "assists_handled": self.assists_handled,
-               "assists_returned": self.assists_returned}
+               "assists_returned": self.assists_returned, "visits": self.visits,
+               "satisfaction_rate": rate(self.satisfied, self.visits)}
         for stage in STAGES:
             values = sorted(self.hours[stage])
             out[f"{stage}_hours_p50"] = quantile(values, 0.5)
@@ -128,6 +133,8 @@ class Evaluation:
         self.returns: Counter[tuple[str, str]] = Counter()
         # assist work: (day, department, "added" | "handled" | "returned") → count
         self.assist_work: Counter[tuple[str, str, str]] = Counter()
+        # visits: (day, department, satisfaction) → count
+        self.visits: Counter[tuple[str, str, str]] = Counter()
         self.finished = 0          # orders closed or cancelled, ever
         self.latest_day = ""       # the latest day a change was made on
         self.changed_days: set[str] = set()   # since the last checkpoint export
@@ -146,14 +153,18 @@ class Evaluation:
         day = self._day(at)
         if day > self.latest_day:
             self._new_day(day)
+        kind = change["type"]
         closed = self.closed_version.get(wo)
         if closed is not None:
+            if kind == "visited" and version > closed[0]:   # 回访 after 结案
+                self._count_visit(day, snap)
             self.closed_version[wo] = (max(version, closed[0]), closed[1])   # comments after 结案
             return
         seen, department = self.open.get(wo, (0, None))
         if version <= seen:
             return   # seen already (at-least-once delivery)
-        kind = change["type"]
+        if kind == "visited":
+            self._count_visit(day, snap)
         if kind == "dispatched" and snap.get("department"):
             self.dispatches[(day, sys.intern(snap["department"]))] += 1
         elif kind == "returned":
@@ -173,6 +184,11 @@ class Evaluation:
         else:
             dept = snap.get("department")
             self.open[wo] = (version, sys.intern(dept) if dept else None)
+
+    def _count_visit(self, day: str, snap: dict) -> None:
+        visit = (snap.get("visits") or [{}])[-1]
+        if visit.get("satisfaction"):
+            self.visits[(day, sys.intern(snap.get("department") or "unassigned"), visit["satisfaction"])] += 1
 
     def _new_day(self, day: str) -> None:
         """The log reached a new day: forget the versions of orders closed long before."""
@@ -210,7 +226,8 @@ class Evaluation:
                 "latest_day": self.latest_day,
                 "dispatches": [[d, dept, n] for (d, dept), n in self.dispatches.items()],
                 "returns": [[d, dept, n] for (d, dept), n in self.returns.items()],
-                "assist_work": [[d, dept, what, n] for (d, dept, what), n in self.assist_work.items()]}
+                "assist_work": [[d, dept, what, n] for (d, dept, what), n in self.assist_work.items()],
+                "visits": [[d, dept, how, n] for (d, dept, how), n in self.visits.items()]}
 
     def checkpoint_days(self, everything: bool = False) -> dict[str, dict]:
         """The days changed since the last call (``everything``: all), as JSON-ready data."""
@@ -231,6 +248,7 @@ class Evaluation:
         self.returns = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["returns"]})
         self.assist_work = Counter({(d, sys.intern(dept), what): n
                                     for d, dept, what, n in meta.get("assist_work", ())})
+        self.visits = Counter({(d, sys.intern(dept), how): n for d, dept, how, n in meta.get("visits", ())})
         self.days = {day: {sys.intern(dept): DayFigures.from_json(f) for dept, f in depts.items()}
                      for day, depts in days.items()}
         self.changed_days = set()
@@ -291,6 +309,11 @@ class Evaluation:
                         r.assists_handled += n
                     else:
                         r.assists_returned += n
+        for (day, dept, how), n in self.visits.items():
+            if first <= day <= last:
+                for r in row(dept):
+                    r.visits += n
+                    r.satisfied += n if how != "unsatisfied" else 0
         return {d: f.as_dict() for d, f in sorted(rows.items())}
 
     def period_of(self, at: datetime) -> str:

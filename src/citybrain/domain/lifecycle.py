@@ -20,6 +20,7 @@ actor's role may do it, and the actor's scope covers this order.
 | assist 协办 | any open | (same) + an assisting part (dispatched) | operator |
 | release_assist 解除协办 | any open | (same), the part released | operator |
 | set_emergency_level 应急响应 | any open | (same), emergency level set or ended | operator |
+| visit 回访 | handled, closed | (same) + the reporter's satisfaction; unsatisfied on handled → accepted (+1 rework) | operator |
 
 Joint handling (联动处置, DESIGN §12): an assisting department's ``accept`` / ``handle`` /
 ``return`` act on its own part (dispatched → accepted → handled; return releases it); an
@@ -34,7 +35,8 @@ from datetime import datetime
 
 from citybrain.domain.deadlines import Deadlines
 from citybrain.domain.escalation import EMERGENCY_RANK, add_assist, describe
-from citybrain.wire.models import Assist, Command, CommandRejection, Escalation, WorkOrder, WorkOrderChange
+from citybrain.wire.models import (Assist, Command, CommandRejection, Escalation, Visit, WorkOrder,
+                                   WorkOrderChange)
 
 OPEN = ("registered", "dispatched", "accepted", "handled")
 
@@ -55,6 +57,7 @@ RULES: dict[str, tuple[tuple[str, ...], str | None, str, frozenset[str]]] = {
     "assist": (OPEN, None, "assist_added", frozenset({"operator"})),
     "release_assist": (OPEN, None, "assist_released", frozenset({"operator"})),
     "set_emergency_level": (OPEN, None, "escalated", frozenset({"operator"})),
+    "visit": (("handled", "closed"), None, "visited", frozenset({"operator"})),
 }
 
 # An assisting part: action -> (allowed from part states, part state after, change type).
@@ -183,6 +186,16 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
         return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
                                               type=change_type, at=now, actor=cmd.actor, snapshot=new,
                                               part=held.department))
+    elif action == "visit":
+        if cmd.satisfaction is None:
+            return _refuse(order, cmd, "missing_field", "visit needs satisfaction "
+                           "(satisfied, basically_satisfied or unsatisfied)", now)
+        update["visits"] = [*order.visits, Visit(satisfaction=cmd.satisfaction, at=now, by=cmd.actor.id,
+                                                 report_id=cmd.report_id, note=cmd.note)]
+        if cmd.satisfaction == "unsatisfied" and order.status == "handled":
+            # 回访不满意 before 结案: the verification failed — back to the department (返工).
+            update.update(status="accepted", rework_count=order.rework_count + 1, handled_at=None,
+                          **deadlines.enter(order, "accepted", now))
     elif action == "set_emergency_level":
         if cmd.emergency_level is None:
             return _refuse(order, cmd, "missing_field", "set_emergency_level needs emergency_level "

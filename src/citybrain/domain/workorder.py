@@ -21,7 +21,8 @@ def event_ref(event: CityEvent) -> EventRef:
     return EventRef(event_id=event.event_id, source=event.source, kind=event.kind,
                     category=event.category, occurred_at=event.occurred_at,
                     finder=event.device_id or event.camera_id or event.reporter_id,
-                    lon=event.location.lon, lat=event.location.lat, level=event.level)
+                    lon=event.location.lon, lat=event.location.lat, level=event.level,
+                    report_id=event.report_id)
 
 
 def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:

@@ -30,6 +30,8 @@ class Topics:
         self.deadletter = f"{p}deadletter"
         # 应急指挥: every change of an order under emergency response (DESIGN §12).
         self.emergency = f"{p}command.emergency"
+        # 反馈: what became of each report, for the reporters' apps (DESIGN §13).
+        self.reporter_notifications = f"{p}notifications.reporters"
         # Internal: CityEvents keyed by fusion group, so every candidate order of an
         # event lives in one partition whatever border lies between them.
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
@@ -48,7 +50,8 @@ class Topics:
         unprefixed name; the broker's default when None); ``changelogs``: the stages'
         state topics (compacted, partitioned like their inputs)."""
         plain = [self.iot, self.video, self.reports, self.events, self.commands,
-                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox, self.emergency]
+                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox, self.emergency,
+                 self.reporter_notifications]
         plain += [self.dispatch(d) for d in departments]
         plain += [self.supervision(level) for level in supervision_levels]
 

@@ -24,7 +24,7 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.logfilter import ThrottledLog
 from citybrain.config import Config
-from citybrain.domain import lifecycle
+from citybrain.domain import followup, lifecycle
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, dead_letter_key
 from citybrain.domain.sensor_rules import DeviceState
@@ -355,6 +355,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             reached = (esc.warning_to if esc.warning_to != esc.warning_from
                        else esc.emergency_to if esc.emergency_to != esc.emergency_from else esc.priority_to)
             metrics.child(metrics.ESCALATED, snap.category, reached or "none").inc()
+        for note in followup.notifications(change):   # 反馈: the reporters hear of it
+            out.append(Output(topics.reporter_notifications, note.reporter_id.encode(), to_json(note)))
         # 应急指挥 follows every change while the order is under emergency response.
         if snap.emergency_level is not None or (old is not None and old.emergency_level is not None):
             out.append(Output(topics.emergency, key, body))

@@ -161,7 +161,7 @@ def _fold(records, add, label: str) -> None:
 def export_figures(figures: dict[str, dict]) -> None:
     """This month's evaluation figures as gauges (NaN where nothing was closed)."""
     for dept, row in figures.items():
-        for rate in ("on_time_closure", "rework", "return", "extension"):
+        for rate in ("on_time_closure", "rework", "return", "extension", "satisfaction"):
             value = row[f"{rate}_rate"]
             metrics.child(metrics.EVALUATION_RATE, dept, rate).set(float("nan") if value is None else value)
         metrics.child(metrics.EVALUATION_CLOSED, dept).set(row["closed"])

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from citybrain import metrics
 from citybrain.config import Config
+from citybrain.domain import followup
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import RULES
 from citybrain.domain.normalize import field_path
@@ -69,6 +70,7 @@ class Api:
         r.add_get("/city.geojson", self.city_layer)
         r.add_get("/api/v1/meta", self.meta)
         r.add_post("/api/v1/reports", self.post_report)
+        r.add_get("/api/v1/reports/{report_id}", self.get_report)
         r.add_get("/api/v1/workorders", self.list_orders)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
@@ -170,6 +172,30 @@ class Api:
                           "grid_code" if report.grid_code else "lon")
         await self._send(self.topics.reports, report.reporter_id.encode(), orjson.dumps(doc))
         return _json({"report_id": report.report_id, "grid_code": grid, "status": "accepted"}, 202)
+
+    async def get_report(self, request: web.Request) -> web.Response:
+        """反馈: what became of one report, for the reporter's app (a grid member within its
+        prefix, or the gateway that relays citizens' apps)."""
+        p = self.principal(request)
+        require(p, "operator", "grid", "gateway")
+        rid = request.match_info["report_id"]
+        wo = self.view.by_report.get(rid)
+        snap = self.view.snapshot(wo) if wo else None
+        if snap is None:
+            raise Refused(404, "not_found", f"report {rid} is on no work order (yet: a report joins one "
+                          "within seconds of its acceptance — or it was refused, see the dead letters)", "report_id")
+        if p.role == "grid" and not may_see(p, snap):
+            raise Refused(403, "out_of_scope", f"grid member sees only reports within {p.grid_prefix}…", "report_id")
+        shown = ("created", "dispatched", "accepted", "handled", "verified", "verification_rejected", "cancelled",
+                 "returned", "visited", "escalated")
+        steps = [{"at": e["at"], "type": e["type"], "label": e["label"], "status": e["status"]}
+                 for e in self.view.timeline(wo) if e["kind"] == "change" and e["type"] in shown]
+        return _json({"report_id": rid, "work_order_id": wo, "status": snap["status"],
+                      "status_zh": followup.STATUS_ZH.get(snap["status"], snap["status"]),
+                      "category": snap["category"], "category_name": snap["category_name"],
+                      "department": snap.get("department"), "closed_at": snap.get("closed_at"),
+                      "visits": [v for v in snap.get("visits") or () if v.get("report_id") in (None, rid)],
+                      "steps": steps})
 
     async def list_orders(self, request: web.Request) -> web.Response:
         p = self.principal(request)

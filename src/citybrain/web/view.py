@@ -53,6 +53,7 @@ class OrderView:
         self.subscribers: set[asyncio.Queue] = set()
         self.hot: set[str] = set()     # orders whose latest change is held uncompressed
         self._actors: dict[tuple, dict] = {}   # one shared dict per distinct actor (memory)
+        self.by_report: dict[str, str] = {}    # report id → the order it joined (反馈)
 
     def _actor(self, actor: dict) -> dict:
         key = (actor.get("role"), actor.get("id"), actor.get("department"), actor.get("grid_prefix"))
@@ -83,6 +84,10 @@ class OrderView:
             entry.version, entry.updated_at, entry.status = version, state["at"], sys.intern(snap["status"])
             entry.department, entry.latest, entry.packed = _intern(snap.get("department")), latest, False
         self.hot.add(wo)
+        events = snap.get("events") or ()
+        for e in events[-(version - known):] if known else events:
+            if e.get("report_id"):
+                self.by_report[e["report_id"]] = wo
         entry.assists = tuple(sys.intern(a["department"]) for a in snap.get("assists") or ())
         entry.emergency_level = snap.get("emergency_level")
         entry.steps = [(s["version"], sys.intern(s["type"]), s["at"], self._actor(s["actor"]), s.get("supervision"),
@@ -106,6 +111,7 @@ class OrderView:
             self.hot.discard(wo)
         if gone:
             self.by_created = [key for key in self.by_created if key[1] in self.orders]
+            self.by_report = {r: wo for r, wo in self.by_report.items() if wo in self.orders}
         return len(gone)
 
     def compact(self) -> int:

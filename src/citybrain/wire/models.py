@@ -220,6 +220,20 @@ class EventRef(BaseModel):
     lon: float
     lat: float
     level: WarningLevel | None = None
+    report_id: str | None = Field(None, description="a report's id: its reporter follows the order")
+
+
+Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
+
+
+class Visit(BaseModel):
+    """回访: what a reporter said of the outcome, recorded by an operator."""
+
+    satisfaction: Satisfaction
+    at: datetime
+    by: str = Field(description="the operator who called back")
+    report_id: str | None = None
+    note: str = ""
 
 
 AssistStatus = Literal["dispatched", "accepted", "handled", "released"]
@@ -291,13 +305,14 @@ class WorkOrder(BaseModel):
     emergency_set_by: str | None = Field(None, description="rule:<category>@<trigger> or operator:<id>")
     escalations: list[str] = Field(default_factory=list,
                                    description="one-off escalations done, e.g. finders@5")
+    visits: list[Visit] = Field(default_factory=list, description="回访 (reporter follow-up calls)")
     notes: list[str] = Field(default_factory=list)
     applied_commands: list[str] = Field(default_factory=list, description="command_ids applied")
 
 
 LifecycleAction = Literal["dispatch", "accept", "return", "handle", "verify", "reject_verification",
                           "cancel", "extend", "supervise", "comment", "assist", "release_assist",
-                          "set_emergency_level"]
+                          "set_emergency_level", "visit"]
 
 
 class Command(BaseModel):
@@ -315,6 +330,8 @@ class Command(BaseModel):
                                          "an operator's accept/handle/return of an assisting part")
     emergency_level: EmergencyLevel | Literal["none"] | None = Field(
         None, description="for set_emergency_level (none: end the emergency response)")
+    satisfaction: Satisfaction | None = Field(None, description="for visit (回访)")
+    report_id: Id | None = Field(None, description="for visit: the report whose reporter was called")
     evidence: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
     extend_minutes: Annotated[StrictInt, Field(gt=0, le=60 * 24 * 90)] | None = None
 
@@ -356,7 +373,7 @@ ChangeType = Literal["created", "dispatched", "evidence_added", "recovery_record
                      "returned", "handled", "verified", "verification_rejected", "cancelled",
                      "extended", "supervised", "commented", "escalated", "deescalated",
                      "assist_added", "assist_accepted", "assist_handled", "assist_returned",
-                     "assist_released"]
+                     "assist_released", "visited"]
 
 
 class WorkOrderChange(BaseModel):
@@ -406,5 +423,19 @@ class OrderState(BaseModel):
     steps_omitted: int = 0
 
 
+class ReporterNotification(BaseModel):
+    """`notifications.reporters` (key reporter_id): what became of a report (反馈)."""
+
+    reporter_id: str
+    report_id: str
+    work_order_id: str
+    version: int = Field(description="the order's version this tells of")
+    change: str = Field(description="the change type")
+    status: WorkOrderStatus
+    message: str = Field(description="for the reporter, in Chinese")
+    at: datetime
+
+
 WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange,
-                    "order_state": OrderState, "command": Command, "command_rejection": CommandRejection})
+                    "order_state": OrderState, "command": Command, "command_rejection": CommandRejection,
+                    "reporter_notification": ReporterNotification})

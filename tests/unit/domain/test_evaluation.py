@@ -208,3 +208,22 @@ def test_assist_work_is_counted_apart_from_the_leads(config):
     restored.restore(orjson.loads(orjson.dumps(ev.checkpoint_meta())),
                      orjson.loads(orjson.dumps(ev.checkpoint_days(everything=True))))
     assert restored.figures("2026-11") == got
+
+
+def test_satisfaction_rate_counts_visits_after_closure_once(config):
+    t = lambda day, hh: datetime(2026, 11, day, hh, tzinfo=CN)  # noqa: E731
+    log = as_log([
+        script(config, "V1", t(3, 9), [(0.5, "dispatch", OP, d("water")), (1, "accept", WATER, {}),
+                                       (2, "handle", WATER, {}), (3, "verify", OP, {}),
+                                       (20, "visit", OP, {"satisfaction": "basically_satisfied"})]),
+        script(config, "V2", t(4, 9), [(0.5, "dispatch", OP, d("water")), (1, "accept", WATER, {}),
+                                       (2, "handle", WATER, {}),
+                                       (3, "visit", OP, {"satisfaction": "unsatisfied"}),    # → rework
+                                       (5, "handle", WATER, {}), (6, "verify", OP, {}),
+                                       (30, "visit", OP, {"satisfaction": "satisfied"})]),
+    ])
+    ev = Evaluation()
+    for change in log + log[-3:]:
+        ev.add(change)
+    row = ev.figures("2026-11")["water"]
+    assert (row["visits"], row["satisfaction_rate"], row["closed"], row["rework_rate"]) == (3, 0.6667, 2, 0.5)
