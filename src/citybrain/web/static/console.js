@@ -12,7 +12,8 @@ const ACTION_ZH = {dispatch: "派遣 dispatch", accept: "签收 accept", return:
                    handle: "处置反馈 handled", verify: "核查通过 verify", reject_verification: "核查不通过 reject",
                    cancel: "作废 cancel", extend: "延期 extend", supervise: "督办 supervise", comment: "备注 comment",
                    assist: "增派协办 add assist", release_assist: "解除协办 release assist",
-                   set_emergency_level: "应急响应 emergency level"};
+                   set_emergency_level: "应急响应 emergency level", visit: "回访 visit"};
+const SATISFACTION_ZH = {satisfied: "满意", basically_satisfied: "基本满意", unsatisfied: "不满意"};
 const PART_ZH = {dispatched: "待签收", accepted: "已签收", handled: "已处置", released: "已解除"};
 const WARNING_ZH = {blue: "蓝色预警", yellow: "黄色预警", orange: "橙色预警", red: "红色预警"};
 const EMERGENCY_ZH = {IV: "Ⅳ级响应", III: "Ⅲ级响应", II: "Ⅱ级响应", I: "Ⅰ级响应"};
@@ -221,6 +222,7 @@ async function select(wo) {
       <dt>证据 evidence</dt><dd>${evidence}</dd>
       <dt>时限 due</dt><dd>结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
       <dt>督办 supervision</dt><dd>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " level " + o.supervision_level : "—"}</dd>
+      <dt>回访 visits</dt><dd data-testid="detail-visits">${(o.visits || []).map((v) => `${SATISFACTION_ZH[v.satisfaction]} ${esc(v.satisfaction)} (${esc(fmt(v.at))})`).join(" · ") || "—"}</dd>
       <dt>返工/退回/延期</dt><dd>rework ${o.rework_count} · return ${o.return_count} · extension ${o.extension_count}</dd>
     </dl>
     <div id="actions" data-testid="actions"></div>
@@ -243,6 +245,7 @@ function allowed(o) {
     if (s === "handled") acts.push("verify", "reject_verification");
     if (open) acts.push("supervise", "extend", "cancel");
     if (open) acts.push("assist", "set_emergency_level");
+    if (s === "handled" || s === "closed") acts.push("visit");
     if (open && (o.assists || []).some((a) => OPEN_PARTS.includes(a.status))) acts.push("release_assist");
   } else if (role === "department") {
     const part = myPart(o);
@@ -294,6 +297,12 @@ function renderActions(o) {
       for (const lv of ["IV", "III", "II", "I", "none"]) sel.add(new Option(EMERGENCY_ZH[lv] ? `${EMERGENCY_ZH[lv]} ${lv}` : "解除 none", lv));
       box.appendChild(sel);
     }
+    if (action === "visit") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "visit-satisfaction";
+      for (const [v, zh] of Object.entries(SATISFACTION_ZH)) sel.add(new Option(`${zh} ${v}`, v));
+      box.appendChild(sel);
+    }
     if (action === "extend") {
       const mins = Object.assign(document.createElement("input"), {type: "number", value: 60, min: 1, style: "width:5em"});
       mins.dataset.testid = "extend-minutes";
@@ -315,6 +324,7 @@ async function command(o, action) {
   if (action === "dispatch") body.department = document.querySelector('[data-testid="dispatch-department"]').value;
   if (action === "assist") body.department = document.querySelector('[data-testid="assist-department"]').value;
   if (action === "release_assist") body.department = document.querySelector('[data-testid="release-department"]').value;
+  if (action === "visit") body.satisfaction = document.querySelector('[data-testid="visit-satisfaction"]').value;
   if (action === "set_emergency_level") body.emergency_level = document.querySelector('[data-testid="emergency-select"]').value;
   if (action === "extend") {
     body.extend_minutes = parseInt(document.querySelector('[data-testid="extend-minutes"]').value, 10);
