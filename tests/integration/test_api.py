@@ -296,3 +296,37 @@ async def test_a_reporter_follows_the_order_and_a_visit_is_recorded(served, kafk
     assert [n["change"] for n in notes] == ["created", "dispatched", "accepted", "handled", "visited"]
     assert {n["reporter_id"] for n in notes} == {"GM-0107"} and all("工单号 " + wo in n["message"] for n in notes)
     print(f"\n  reporter {rid}: {len(notes)} notifications; unsatisfied visit → rework")
+
+
+async def test_a_street_desk_gets_its_streets_orders_and_works_them(served, kafka_bootstrap):
+    """属地处置 (DESIGN §13): street vending in 青年路街道 goes to its street desk's topic; the
+    desk's token sees the orders of its street and works the ones sent to it."""
+    from citybrain.config import Config
+
+    from .kafka_helpers import consume, decode
+    http, worker, topics = served
+    city = Config().city_map
+    grid = next(g for g in city.grid_codes if g.startswith("370306003"))
+    point = city.grid_polygon(grid).representative_point()
+    rid = f"R-desk-{uuid.uuid4().hex[:6]}"
+    status, body = await call(http, "POST", "/api/v1/reports", OPERATOR,
+                              {"report_id": rid, "reporter_id": "HL-1", "channel": "hotline_12345",
+                               "category": "street_vending", "description": "占道经营", "lon": point.x, "lat": point.y})
+    assert status == 202, body
+    desk = "demo-street-qingnian"
+    order = await wait_order(http, desk, lambda o: any(e.get("report_id") == rid for e in o["events"]))
+    assert order["department"] == "street.370306003" and order["route_rule"].startswith("override:370306003")
+    [sent] = [d for d in decode(await consume(kafka_bootstrap, topics.dispatch("street.370306003"), want=10**9,
+                                              timeout=5, settle=1)) if d["work_order_id"] == order["work_order_id"]]
+    assert (sent["type"], sent["role"]) == ("dispatched", "lead")
+    wo = order["work_order_id"]
+    status, body = await call(http, "POST", f"/api/v1/workorders/{wo}/commands", desk,
+                              {"command_id": f"{rid}-a", "action": "accept"})
+    assert status == 202, body
+    accepted = await wait_order(http, desk, lambda o: o["work_order_id"] == wo and o["status"] == "accepted")
+    assert accepted["status"] == "accepted"
+    # Out of its street: not seen.
+    status, body = await call(http, "GET", "/api/v1/workorders?limit=500", desk)
+    assert status == 200 and body["items"] and all(o["location"]["street_code"] == "370306003"
+                                                   or o["department"] == "street.370306003" for o in body["items"])
+    assert (await call(http, "GET", f"/api/v1/workorders/{wo}", WATER))[0] == 403

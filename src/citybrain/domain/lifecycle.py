@@ -16,7 +16,9 @@ actor's role may do it, and the actor's scope covers this order.
 | cancel 作废 | any open | cancelled | operator |
 | extend 延期 | any open | (same) order and running stage limits + extend_minutes, dues moved | the order's department, operator |
 | supervise 督办 | any open | (same) level +1 (≤ 3) | operator, system |
-| comment 备注 | any | (same) | operator, the order's department or an assist, grid member of its grid |
+| comment 备注 | any | (same) | operator, the order's department or an assist, the street desk of its street, grid member of its grid |
+
+A street desk (属地, role ``street``) acts as the department ``street.<street_code>``.
 | assist 协办 | any open | (same) + an assisting part (dispatched) | operator |
 | release_assist 解除协办 | any open | (same), the part released | operator |
 | set_emergency_level 应急响应 | any open | (same), emergency level set or ended | operator |
@@ -43,17 +45,17 @@ OPEN = ("registered", "dispatched", "accepted", "handled")
 # action -> (allowed from-states, target state or None for "unchanged", change type, roles)
 RULES: dict[str, tuple[tuple[str, ...], str | None, str, frozenset[str]]] = {
     "dispatch": (("registered",), "dispatched", "dispatched", frozenset({"operator"})),
-    "accept": (("dispatched",), "accepted", "accepted", frozenset({"department", "operator"})),
-    "return": (("dispatched",), "registered", "returned", frozenset({"department", "operator"})),
-    "handle": (("accepted",), "handled", "handled", frozenset({"department", "operator"})),
+    "accept": (("dispatched",), "accepted", "accepted", frozenset({"department", "street", "operator"})),
+    "return": (("dispatched",), "registered", "returned", frozenset({"department", "street", "operator"})),
+    "handle": (("accepted",), "handled", "handled", frozenset({"department", "street", "operator"})),
     "verify": (("handled",), "closed", "verified", frozenset({"grid", "operator", "system"})),
     "reject_verification": (("handled",), "accepted", "verification_rejected",
                             frozenset({"grid", "operator", "system"})),
     "cancel": (OPEN, "cancelled", "cancelled", frozenset({"operator"})),
-    "extend": (OPEN, None, "extended", frozenset({"department", "operator"})),
+    "extend": (OPEN, None, "extended", frozenset({"department", "street", "operator"})),
     "supervise": (OPEN, None, "supervised", frozenset({"operator", "system"})),
     "comment": (OPEN + ("closed", "cancelled"), None, "commented",
-                frozenset({"operator", "department", "grid"})),
+                frozenset({"operator", "department", "street", "grid"})),
     "assist": (OPEN, None, "assist_added", frozenset({"operator"})),
     "release_assist": (OPEN, None, "assist_released", frozenset({"operator"})),
     "set_emergency_level": (OPEN, None, "escalated", frozenset({"operator"})),
@@ -83,7 +85,9 @@ def _refuse(order: WorkOrder | None, cmd: Command, reason: str, detail: str, now
 def _in_scope(order: WorkOrder, cmd: Command) -> str | None:
     """None when the actor may act on this order, else why not."""
     actor = cmd.actor
-    if actor.role == "department" and actor.department != order.department \
+    if actor.role == "street" and cmd.action == "comment" and order.location.street_code == actor.street_code:
+        return None   # a street desk (属地) may note on any order of its street
+    if actor.role in ("department", "street") and actor.department != order.department \
             and not (cmd.action == "comment" and _part(order, actor.department) is not None):
         return (f"department {actor.department!r} acts only on its own orders and parts; this one is "
                 f"{order.department or 'not dispatched'}"
@@ -233,7 +237,7 @@ def _part_addressed(order: WorkOrder, cmd: Command) -> Assist | None:
     department that is not the lead), or the one an operator names."""
     if cmd.action not in PART_RULES:
         return None
-    if cmd.actor.role == "department" and cmd.actor.department != order.department:
+    if cmd.actor.role in ("department", "street") and cmd.actor.department != order.department:
         return _part(order, cmd.actor.department)
     if cmd.actor.role == "operator" and cmd.department and cmd.department != order.department:
         return _part(order, cmd.department)

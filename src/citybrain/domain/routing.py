@@ -5,6 +5,9 @@ Assisting departments (协办, DESIGN §12): ``[[assist]]`` entries name, per ca
 department that joins the lead — always, or once the order reaches a warning level or a
 priority (the escalation module asks again after every escalation).
 
+A route may name ``@street`` (属地处置, DESIGN §13): the order goes to the desk of the street it
+lies in, ``street.<street_code>`` (its topic ``dispatch.street.<street_code>``).
+
 Precedence: the asset owner from the device registry (a gas detector belongs to the
 gas utility); then the most specific area override (longest admin-code prefix) for
 the category or for ``*``; then the category's default.  No department → None, and
@@ -20,6 +23,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.sensor_rules import LEVEL_RANK
 from citybrain.domain.taxonomy import Priority, Taxonomy
+
+STREET = "@street"
+
+
+def street_desk(street_code: str) -> str:
+    """The dispatch target of a street's desk (its topic: dispatch.street.<code>)."""
+    return f"street.{street_code}"
+
 
 PRIORITY_RANK: dict[str | None, int] = {None: 0, "low": 1, "normal": 2, "high": 3, "urgent": 4}
 
@@ -92,7 +103,7 @@ class Router:
         for o in config.override:
             if o.category != "*" and taxonomy.category(o.category) is None:
                 raise ValueError(f"routing.toml override: unknown category {o.category!r}")
-            if o.department is not None and o.department not in known:
+            if o.department is not None and o.department != STREET and o.department not in known:
                 raise ValueError(f"routing.toml override: unknown department {o.department!r}")
         for a in config.assist:
             if taxonomy.category(a.category) is None:
@@ -141,6 +152,9 @@ class Router:
                 priority, prio_set = o.priority, True
         if asset_owner and asset_owner in self._known:
             department, rule = asset_owner, f"asset_owner:{asset_owner}"
+        if department == STREET:
+            street = next((c for c in area_codes if len(c) == 9), None)
+            department = street_desk(street) if street else None
         return Route(department, priority, rule)
 
     def assists(self, category: str, level: str | None, priority: str) -> list[tuple[str, str]]:

@@ -167,7 +167,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     class EvaluationCheckpointAtStop(mode.Service):
         async def on_stop(self) -> None:   # a clean stop leaves no tail to fold
             views.save_checkpoint()
-    tokens = TokenRegistry.load(config.auth_path, {d.code for d in config.taxonomy.departments})
+    tokens = TokenRegistry.load(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up)
     api.install(app.web.web_app)

@@ -280,7 +280,7 @@ class StateRefresh:
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
     deadlines = config.deadlines
-    departments = frozenset(d.code for d in config.taxonomy.departments)
+    departments = frozenset(config.desks)
     work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
     indexes: dict[int, FusionIndex] = {}
     escalator = config.escalator

@@ -22,7 +22,7 @@ def topic_specs(config: Config, topics: Topics | None = None, partitions: int | 
     s = config.settings
     topics = topics or Topics(s.kafka.topic_prefix)
     group = f"{topics.prefix}{s.worker.app_id}"
-    return topics.specs([d.code for d in config.taxonomy.departments], partitions or s.kafka.partitions,
+    return topics.specs(list(config.desks), partitions or s.kafka.partitions,
                         retention=config.topic_retention, changelogs=list(changelogs(group).values()))
 
 

@@ -55,7 +55,7 @@ class Api:
                  evaluation: Evaluation, tokens: TokenRegistry, city_map, ready):
         self.config, self.topics, self.bootstrap = config, topics, bootstrap
         self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
-        self.departments = {d.code: d.name_zh for d in config.taxonomy.departments}
+        self.departments = config.desks
         self.producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
 
@@ -199,7 +199,7 @@ class Api:
 
     async def list_orders(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         q = request.query
         status = {s for s in q.get("status", "").split(",") if s} or None
         if status and not status <= STATUSES:
@@ -260,14 +260,14 @@ class Api:
 
     async def get_order(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         wo, snap = self._order_in_scope(request, p)
         return _json({"work_order": self._with_overdue(snap, datetime.now(UTC)),
                       "timeline": self.view.timeline(wo)})
 
     async def post_command(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         wo, snap = self._order_in_scope(request, p)
         doc = await self._body(request)
         if "actor" in doc or "work_order_id" in doc:
@@ -289,20 +289,20 @@ class Api:
 
     async def kpis(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department")
+        require(p, "operator", "department", "street")
         period = request.query.get("period") or self.evaluation.period_of(datetime.now(UTC))
         try:
             figures = self.evaluation.figures(period)
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "period")
-        if p.role == "department":
+        if p.role in ("department", "street"):
             figures = {d: row for d, row in figures.items() if d == p.department}
         return _json({"period": period, "figures": figures,
                       "definitions": "docs/lifecycle.md#evaluation-综合评价"})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         metrics.child(metrics.API_REQUESTS, "/api/v1/stream", "200").inc()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})

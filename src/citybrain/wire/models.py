@@ -202,8 +202,10 @@ WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "cl
 
 class Actor(BaseModel):
     id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
-    role: Literal["system", "operator", "department", "grid", "gateway"]
-    department: str | None = Field(None, description="role department: whose orders it may act on")
+    role: Literal["system", "operator", "department", "street", "grid", "gateway"]
+    department: str | None = Field(None, description="role department: whose orders it may act on; role "
+                                                      "street: its desk, street.<street_code>")
+    street_code: str | None = Field(None, pattern=r"^\d{9}$", description="role street (属地): its street")
     grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$",
                                     description="role grid: the grid-code prefix it covers")
 

@@ -19,7 +19,9 @@ const WARNING_ZH = {blue: "蓝色预警", yellow: "黄色预警", orange: "橙�
 const EMERGENCY_ZH = {IV: "Ⅳ级响应", III: "Ⅲ级响应", II: "Ⅱ级响应", I: "Ⅰ级响应"};
 const OPEN_PARTS = ["dispatched", "accepted"];
 // The part of the order the signed-in department works: "lead", an assist, or null.
-const myPart = (o) => state.me.role !== "department" ? null
+// A street desk (属地) works as the department street.<street_code>.
+const isDesk = () => state.me.role === "department" || state.me.role === "street";
+const myPart = (o) => !isDesk() ? null
   : o.department === state.me.department ? "lead"
   : (o.assists || []).find((a) => a.department === state.me.department) || null;
 const warningChip = (o) => o.warning_level
@@ -77,6 +79,7 @@ function fillFilters() {
   if (state.me.role === "department") { dep.value = state.me.department; dep.disabled = true; }
   const st = $("f-street");
   for (const [code, name] of Object.entries(state.meta.streets)) st.add(new Option(`${name} ${code}`, code));
+  if (state.me.role === "street") { st.value = state.me.street_code; st.disabled = true; }
   for (const id of ["f-status", "f-department", "f-street", "f-emergency"]) $(id).addEventListener("change", loadOrders);
   $("f-grid").addEventListener("change", loadOrders);
 }
@@ -247,7 +250,7 @@ function allowed(o) {
     if (open) acts.push("assist", "set_emergency_level");
     if (s === "handled" || s === "closed") acts.push("visit");
     if (open && (o.assists || []).some((a) => OPEN_PARTS.includes(a.status))) acts.push("release_assist");
-  } else if (role === "department") {
+  } else if (isDesk()) {
     const part = myPart(o);
     if (part === "lead") {
       if (s === "dispatched") acts.push("accept", "return");
