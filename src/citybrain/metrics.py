@@ -77,6 +77,10 @@ FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
 TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by type", ["action"])
 WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
                         "Open work orders held by this worker's partitions", ["status", "department"])
+DEVICES = Gauge("citybrain_devices", "Devices heard by this worker's partitions, by state (online, offline, "
+                "fault); 完好率 = online / registered", ["district", "kind", "owner", "state"])
+DEVICES_REGISTERED = Gauge("citybrain_devices_registered", "Active devices in the registry (every worker "
+                           "reports the same: aggregate with max)", ["district", "kind", "owner"])
 ESCALATED = Counter("citybrain_workorders_escalated",
                     "Escalations (升级) of open work orders, by the level reached: a warning level "
                     "(blue..red), an emergency level (IV..I) or a priority", ["category", "to_level"])

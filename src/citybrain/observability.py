@@ -56,6 +56,9 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
      [("sum by (to_level) (increase(citybrain_workorders_escalated_total[1h]))", "升级 → {{to_level}}"),
       ("sum by (emergency_level) (citybrain_workorders_emergency_open)", "应急 {{emergency_level}} open")],
      "timeseries"),
+    ("设备完好率 (devices online / registered, by owner and kind)", "percentunit",
+     [('sum by (owner, kind) (citybrain_devices{state="online"}) / sum by (owner, kind) '
+       '(max by (district, kind, owner) (citybrain_devices_registered))', "{{owner}} {{kind}}")], "timeseries"),
     ("协办 (open assisting parts by department)", "short",
      [("sum by (department) (citybrain_assists_open)", "{{department}}")], "timeseries"),
 ]

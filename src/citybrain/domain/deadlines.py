@@ -28,6 +28,7 @@ from citybrain.domain.taxonomy import Priority
 from citybrain.wire.models import Actor, WorkOrder, WorkOrderChange
 
 Basis = Literal["natural", "working"]
+OPEN_STATUSES = ("registered", "dispatched", "accepted", "handled")
 Level = Literal["street", "district", "city"]
 LEVEL_RANK: dict[str, int] = {"street": 1, "district": 2, "city": 3}
 LEVEL_NAME = {"street": "街道", "district": "区", "city": "市"}
@@ -73,6 +74,9 @@ class AutoVerify(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     enabled: bool = True
     normal_minutes: float = Field(30, ge=0)
+    # Categories whose orders close once their devices are back, whatever stage they are
+    # in: the device coming back is the fix (设备故障).
+    on_recovery: list[str] = ["device_fault"]
 
 
 class Timers(BaseModel):
@@ -217,12 +221,16 @@ class Deadlines:
 
     def verify_at(self, order: WorkOrder) -> datetime | None:
         """When a sensor-opened, handled order closes by itself, if it will."""
-        if not self.config.auto_verify.enabled or order.status != "handled" or order.handled_at is None:
+        av = self.config.auto_verify
+        if not av.enabled:
+            return None
+        on_recovery = order.category in av.on_recovery and order.status in OPEN_STATUSES
+        if not on_recovery and (order.status != "handled" or order.handled_at is None):
             return None
         sensors = sensor_finders(order)
         if not sensors or not sensors <= set(order.recovered_finders) or order.last_recovery_at is None:
             return None
-        start = max(order.handled_at, order.last_recovery_at)
+        start = order.last_recovery_at if on_recovery else max(order.handled_at, order.last_recovery_at)
         return start + timedelta(minutes=self.config.auto_verify.normal_minutes)
 
     def auto_verify(self, order: WorkOrder, now: datetime) -> WorkOrderChange | None:
@@ -277,5 +285,7 @@ def _running_clock(order: WorkOrder) -> str | None:
 
 
 def sensor_finders(order: WorkOrder) -> set[str]:
-    """The sensors whose alarms are on this order (cameras and people do not recover)."""
-    return {e.finder for e in order.events if e.source == "iot" and e.kind == "alarm" and e.finder}
+    """The sensors whose alarms are on this order (cameras and people do not recover — but
+    a device fault of a camera does, when its platform reports it online)."""
+    return {e.finder for e in order.events
+            if e.kind == "alarm" and e.finder and (e.source == "iot" or e.category == "device_fault")}

@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 Op = Literal["gt", "ge", "lt", "le", "outside", "inside"]
 Level = Literal["blue", "yellow", "orange", "red"]
@@ -70,7 +70,15 @@ class SensorRule(BaseModel):
     alarm: Condition
     clear: Condition
     levels: dict[Level, Condition] = {}
+    # 设备完好率: how often the device reports, and after how many intervals of silence it
+    # is offline (docs/lifecycle.md, device health).
+    interval_seconds: float = Field(300.0, gt=0)
+    offline_after: float = Field(3.0, ge=1)
     _ordered: tuple = PrivateAttr(())
+
+    @property
+    def offline_seconds(self) -> float:
+        return self.interval_seconds * self.offline_after
 
     @model_validator(mode="after")
     def _graded(self) -> "SensorRule":

@@ -21,6 +21,8 @@ class Topics:
         self.iot = f"{p}ingest.iot.readings"
         self.video = f"{p}ingest.video.alerts"
         self.reports = f"{p}ingest.reports"
+        # 设备状态: camera platforms state their cameras' status (DESIGN §13).
+        self.device_status = f"{p}ingest.device.status"
         self.registry = f"{p}registry.devices"
         self.events = f"{p}events.normalized"
         self.commands = f"{p}workorders.commands"
@@ -49,7 +51,7 @@ class Topics:
         """Every topic with its settings.  ``retention``: a ``TopicRetention`` (days per
         unprefixed name; the broker's default when None); ``changelogs``: the stages'
         state topics (compacted, partitioned like their inputs)."""
-        plain = [self.iot, self.video, self.reports, self.events, self.commands,
+        plain = [self.iot, self.video, self.reports, self.device_status, self.events, self.commands,
                  self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox, self.emergency,
                  self.reporter_notifications]
         plain += [self.dispatch(d) for d in departments]
@@ -73,10 +75,10 @@ class Topics:
     def co_partitioned(self, changelogs: dict[str, str]) -> list[list[str]]:
         """Topics a stage reads by partition number together (``changelogs``: state name →
         topic): a stage's inputs, and each state with the input it follows."""
-        normalise = [self.iot, self.video, self.reports]
+        normalise = [self.iot, self.video, self.reports, self.device_status]
         fuse = [self.fusion_inbox]
         for state, topic in changelogs.items():
-            (normalise if state == "sensor_state" else fuse).append(topic)
+            (normalise if state in ("sensor_state", "device_health") else fuse).append(topic)
         return [normalise, fuse]
 
 

@@ -154,7 +154,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
-    stages = [normalise_stage(config, topics, normalizer, gid, dead_log), fuse_stage(config, topics, gid)]
+    stages = [normalise_stage(config, topics, normalizer, gid, dead_log, registry=lambda: registry.devices.values()),
+              fuse_stage(config, topics, gid)]
 
     @app.task
     async def load_registry() -> None:

@@ -26,7 +26,8 @@ from citybrain.logfilter import ThrottledLog
 from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
-from citybrain.domain.normalize import Normalizer, RecordMeta, Result, dead_letter_key
+from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
+from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
@@ -36,6 +37,10 @@ from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.topology import changelogs
 from citybrain.wire.models import CityEvent, Command, WorkOrder, WorkOrderChange
+
+
+def _utc_iso(epoch: float) -> str:
+    return _utc(epoch).isoformat(timespec="seconds")
 
 log = logging.getLogger("citybrain.stages")
 
@@ -52,10 +57,12 @@ class DeadLetterLog:
 
 
 def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
-                    dead_log: DeadLetterLog) -> Stage:
+                    dead_log: DeadLetterLog, registry=lambda: ()) -> Stage:
+    """``registry()``: every device of the registry (for the registered-devices gauge)."""
     router = config.router
     sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"])
     decoded: dict[tuple[int, str], DeviceState] = {}
+    health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
 
     def state_of(partition: int):
         def get(device_id: str) -> DeviceState:
@@ -89,6 +96,10 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         if m.topic == topics.iot:
             result = normalizer.reading(m.value, meta, state_of(m.partition))
             outputs_of("iot", result, meta, out)
+            if result.outcome != "deadletter":   # the device spoke: it is not silent
+                event = health.heard(m.partition, m.key.decode(), meta)
+                if event is not None:
+                    outputs_of("iot", Result("event", event=event), meta, out)
             if result.state is not None:
                 before = decoded.get((m.partition, result.state_key))
                 # A change of the alarm state itself is written with this batch; a
@@ -100,18 +111,156 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
                 decoded[(m.partition, result.state_key)] = result.state
         elif m.topic == topics.video:
             outputs_of("video", normalizer.video(m.value, meta), meta, out)
+        elif m.topic == topics.device_status:
+            result, status = normalizer.device_status(m.value, meta)
+            outputs_of("device", result, meta, out)
+            if status is not None:
+                event = health.stated(m.partition, status, meta)
+                if event is not None:
+                    outputs_of("device", Result("event", event=event), meta, out)
         else:
             outputs_of("report", normalizer.report(m.value, meta), meta, out)
 
-    sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report"}
+    sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report", topics.device_status: "device"}
 
     def forget(partitions: set[int]) -> None:
         for key in [k for k in decoded if k[0] in partitions]:
             del decoded[key]
 
-    return Stage("normalise", f"{group_id}-normalise", [topics.iot, topics.video, topics.reports],
-                 handle, lambda m: sources[m.topic], [sensor_state], state_topic=topics.iot,
-                 on_assigned=forget, on_revoked=forget)
+    def assigned(partitions: set[int]) -> None:
+        forget(partitions)
+        health.assigned(partitions)
+
+    def revoked(partitions: set[int]) -> None:
+        forget(partitions)
+        health.revoked(partitions)
+
+    def tick() -> list[Output]:
+        out: list[Output] = []
+        for partition, event, meta in health.due():
+            mine: list[Output] = []
+            outputs_of("iot", Result("event", event=event), meta, mine)
+            for o in mine:   # caused by the partition's clock, not an input
+                o.source = (topics.iot, partition, -1)
+            out += mine
+        return out
+
+    return Stage("normalise", f"{group_id}-normalise",
+                 [topics.iot, topics.video, topics.reports, topics.device_status],
+                 handle, lambda m: sources[m.topic], [sensor_state, health.state], state_topic=topics.iot,
+                 on_assigned=assigned, on_revoked=revoked, tick=tick, tick_seconds=1.0, clock=health.clock)
+
+
+class DeviceHealth:
+    """设备完好率 in the normalise stage: each device's health per partition (the
+    ``device_health`` changelog), silence judged per partition against its clock
+    (domain/device_health.py), and the devices gauge."""
+
+    GAUGE_EVERY = 10.0
+
+    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, changelog: str, devices):
+        self.normalizer, self.topics, self.devices = normalizer, topics, devices
+        self.state = ChangelogState("device_health", changelog)
+        rules = config.sensor_rules
+        registry = normalizer.registry
+
+        def limit_of(device_id: str) -> float | None:
+            device = registry(device_id)
+            rule = rules.get(device.sensor_type) if device is not None and device.kind == "sensor" else None
+            return rule.offline_seconds if rule is not None else None
+        self.watch = SilenceWatch(limit_of)
+        self.clock = PartitionClock()
+        self.owned: set[int] = set()
+        self.last_gauge = 0.0
+        self.gauge = GaugeCounts(metrics.DEVICES)
+        self.registered = GaugeCounts(metrics.DEVICES_REGISTERED)
+        self.labels: dict[str, tuple[str, str, str]] = {}   # device → (district, kind, owner)
+
+    def _store(self, partition: int, device: str, h: Health, lazy: bool) -> None:
+        self.state.set(partition, device, orjson.dumps(h.to_dict()), lazy=lazy)
+
+    def heard(self, partition: int, device: str, meta: RecordMeta) -> CityEvent | None:
+        h, came_back = self.watch.heard(partition, device, meta.timestamp)
+        self._store(partition, device, h, lazy=came_back is None)   # only "heard again" may lag behind
+        if came_back is None:
+            return None
+        return self.normalizer.health_event(device, "recovery", meta.timestamp, meta,
+                                            f"heard again after {came_back} (设备恢复)")
+
+    def stated(self, partition: int, status, meta: RecordMeta) -> CityEvent | None:
+        at = status.ts.timestamp()
+        before = self.watch.status(partition, status.device_id, status.status, at)
+        h = self.watch.health[partition][status.device_id]
+        self._store(partition, status.device_id, h, lazy=before is None)
+        if before is None:
+            return None
+        if status.status == ONLINE:
+            return self.normalizer.health_event(status.device_id, "recovery", at, meta,
+                                                f"platform reports online (was {before})")
+        if before != ONLINE:
+            return None   # offline ↔ fault: still one open fault
+        why = {"offline": "平台报告离线 platform reports offline", "fault": "平台报告故障 platform reports a fault"}
+        return self.normalizer.health_event(status.device_id, "alarm", at, meta,
+                                            why[status.status] + (f": {status.detail}" if status.detail else ""))
+
+    def due(self) -> list[tuple[int, CityEvent, RecordMeta]]:
+        out = []
+        for partition in sorted(self.owned):
+            reference = self.clock.reference(partition)
+            if reference is None:
+                continue
+            for device, h in self.watch.due(partition, reference):
+                self._store(partition, device, h, lazy=False)
+                meta = RecordMeta(self.topics.iot, partition, -1, reference, device.encode())
+                event = self.normalizer.health_event(device, "alarm", h.since, meta,
+                                                     f"silent since {_utc_iso(h.heard)} (设备离线 offline)")
+                if event is not None:
+                    out.append((partition, event, meta))
+        now = time.monotonic()
+        if now - self.last_gauge >= self.GAUGE_EVERY:
+            self.last_gauge = now
+            self.export()
+        return out
+
+    def assigned(self, partitions: set[int]) -> None:
+        self.owned |= partitions
+        for p in partitions:
+            for device, raw in self.state.items(p):
+                self.watch.load(p, device, Health.from_dict(orjson.loads(raw)))
+
+    def revoked(self, partitions: set[int]) -> None:
+        self.owned -= partitions
+        self.watch.drop(partitions)
+        self.clock.drop(partitions)
+
+    def _label(self, device_id: str) -> tuple[str, str, str] | None:
+        found = self.labels.get(device_id)
+        if found is None:
+            d = self.normalizer.registry(device_id)
+            if d is None:
+                return None
+            where = self.normalizer.city.locate(d.lon, d.lat)
+            found = self.labels[device_id] = (where.district_code if where else "", d.kind,
+                                              d.owner_department or "")
+        return found
+
+    def export(self) -> None:
+        """citybrain_devices{district,kind,owner,state} over the partitions held, and
+        citybrain_devices_registered{district,kind,owner} (the same on every worker)."""
+        counts: Counter = Counter()
+        for device, state in self.watch.counts().items():
+            label = self._label(device)
+            if label is not None:
+                counts[(*label, state)] += 1
+        self.gauge.set_all(counts)
+        registered: Counter = Counter()
+        for d in self.devices():
+            if d.status != "active":
+                continue
+            label = self._label(d.device_id)
+            if label is not None:
+                registered[label] += 1
+        self.registered.set_all(registered)
 
 
 def _closed_ts(snap: dict) -> float:

@@ -15,7 +15,8 @@ def group_id(config: Config) -> str:
 
 def changelogs(group: str) -> dict[str, str]:
     """State name → its compacted changelog topic (partitioned like the input it follows)."""
-    return {"sensor_state": f"{group}-sensor_state-changelog", "work_orders": f"{group}-work_orders-changelog"}
+    return {"sensor_state": f"{group}-sensor_state-changelog", "device_health": f"{group}-device_health-changelog",
+            "work_orders": f"{group}-work_orders-changelog"}
 
 
 def topic_specs(config: Config, topics: Topics | None = None, partitions: int | None = None) -> list[TopicSpec]:

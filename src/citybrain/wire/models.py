@@ -88,6 +88,15 @@ class IncidentReport(_Input):
     contact_phone: Annotated[StrictStr, Field(max_length=32)] | None = None
 
 
+class DeviceStatus(_Input):
+    """`ingest.device.status`, keyed by device_id: a platform's word on a device (cameras)."""
+
+    device_id: Id
+    status: Literal["online", "offline", "fault"]
+    ts: AwareDatetime
+    detail: Annotated[StrictStr, Field(max_length=500)] | None = None
+
+
 class RegistryRecord(BaseModel):
     """`registry.devices` (compacted; a null value retires the id)."""
 
@@ -168,7 +177,7 @@ class DeadLetter(BaseModel):
     reason: DeadLetterReason
     detail: str = Field(description="what was wrong, for a person")
     field: str | None = Field(None, description="the field at fault, dotted path")
-    source: Literal["iot", "video", "report", "registry", "command", "event"]
+    source: Literal["iot", "video", "report", "registry", "command", "event", "device"]
     exception_type: str | None = Field(None, description="for internal_error: the exception's type "
                                                          "(its stack is in the worker's log)")
     source_topic: str
@@ -190,6 +199,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "video_alert": VideoAlert,
     "incident_report": IncidentReport,
     "registry_record": RegistryRecord,
+    "device_status": DeviceStatus,
     "city_event": CityEvent,
     "dead_letter": DeadLetter,
 }
