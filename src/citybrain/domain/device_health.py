@@ -51,6 +51,7 @@ class SilenceWatch:
         self.limit_of = limit_of            # device id → offline limit in seconds, None: not watched
         self.health: dict[int, dict[str, Health]] = {}
         self.heaps: dict[int, list[tuple[float, str]]] = {}
+        self.watched: dict[int, set[str]] = {}    # devices with an entry in their partition's heap
 
     def load(self, partition: int, device: str, health: Health) -> None:
         """A device's stored health (a restart, a hand-over)."""
@@ -59,8 +60,10 @@ class SilenceWatch:
 
     def _watch(self, partition: int, device: str, health: Health) -> None:
         limit = self.limit_of(device)
-        if limit is not None and health.state == ONLINE:
+        watched = self.watched.setdefault(partition, set())
+        if limit is not None and health.state == ONLINE and device not in watched:
             heapq.heappush(self.heaps.setdefault(partition, []), (health.heard + limit, device))
+            watched.add(device)
 
     def heard(self, partition: int, device: str, at: float) -> tuple[Health, str | None]:
         """A record of the device arrived at Kafka time ``at``: its health, and the state
@@ -76,6 +79,8 @@ class SilenceWatch:
             h.state, h.since = ONLINE, at
             self._watch(partition, device, h)
             return h, OFFLINE
+        if device not in self.watched.get(partition, ()):   # e.g. the registry arrived after the state
+            self._watch(partition, device, h)
         return h, None
 
     def status(self, partition: int, device: str, state: str, at: float) -> str | None:
@@ -97,16 +102,19 @@ class SilenceWatch:
         heap = self.heaps.get(partition)
         out = []
         devices = self.health.get(partition, {})
+        watched = self.watched.setdefault(partition, set())
         while heap and heap[0][0] <= reference:
             _, device = heapq.heappop(heap)
             h = devices.get(device)
             limit = self.limit_of(device)
             if h is None or h.state != ONLINE or limit is None:
+                watched.discard(device)
                 continue
             if h.heard + limit > reference:          # heard since: look again later
                 heapq.heappush(heap, (h.heard + limit, device))
                 continue
             h.state, h.since = OFFLINE, h.heard + limit
+            watched.discard(device)
             out.append((device, h))
         return out
 
@@ -114,6 +122,7 @@ class SilenceWatch:
         for p in partitions:
             self.health.pop(p, None)
             self.heaps.pop(p, None)
+            self.watched.pop(p, None)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """device → state, over every partition held (for the gauges)."""

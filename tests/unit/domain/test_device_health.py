@@ -70,3 +70,14 @@ def test_a_worker_away_for_any_time_never_finds_reporting_devices_silent(gaps, d
         assert w.due(0, c.reference(0)) == []
     c.fetched(0, lag=0, fetched_at=t + 1.0)            # caught up, within the limit of the last reading
     assert w.due(0, c.reference(0)) == []
+
+
+def test_a_device_unknown_when_its_state_was_loaded_is_watched_once_the_registry_knows_it():
+    known: set[str] = set()
+    w = SilenceWatch(lambda d: LIMIT if d in known else None)
+    w.load(0, "WLV-9", Health(100.0))               # restored before the registry arrived
+    assert w.due(0, 1000.0) == []
+    known.add("WLV-9")
+    w.heard(0, "WLV-9", 1000.0)
+    assert w.due(0, 1029.0) == [] and w.due(0, 1031.0)[0][0] == "WLV-9"
+    assert len(w.heaps[0]) == 0 and w.watched[0] == set()
