@@ -11,7 +11,7 @@ import pytest
 from citybrain.promtext import samples
 from citybrain.simulate.traffic import iso
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
+from .kafka_helpers import consume, decode, produce, wait_for_metrics, worker_on_new_topics
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +45,8 @@ async def changes_of(bootstrap, topic, wo, done, timeout=40.0) -> list[dict]:
 
 @pytest.fixture
 async def running(kafka_bootstrap, tmp_path, request):
-    prefix = new_prefix(request.node.name[5:25].replace("_", "-"))
-    topics = await prepare(kafka_bootstrap, prefix)
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path).start()
-    try:
-        yield topics, worker
-    finally:
-        worker.stop()
+    async with worker_on_new_topics(kafka_bootstrap, request.node.name, tmp_path) as running:
+        yield running
 
 
 async def test_a_gas_leak_worked_by_three_departments_to_closure(kafka_bootstrap, running):

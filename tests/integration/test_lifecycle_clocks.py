@@ -17,7 +17,8 @@ import pytest
 from citybrain.promtext import samples
 from citybrain.simulate.traffic import iso
 
-from .kafka_helpers import WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce, wait_for_metrics
+from .kafka_helpers import (WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce,
+                            wait_for_metrics, worker_on_new_topics)
 
 pytestmark = pytest.mark.integration
 
@@ -109,13 +110,8 @@ def short_config(tmp_path_factory):
 
 @pytest.fixture
 async def running(kafka_bootstrap, tmp_path, short_config, request):
-    prefix = new_prefix(request.node.name[5:25].replace("_", "-"))
-    topics = await prepare(kafka_bootstrap, prefix)
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, config_dir=short_config).start()
-    try:
-        yield topics, worker
-    finally:
-        worker.stop()
+    async with worker_on_new_topics(kafka_bootstrap, request.node.name, tmp_path, short_config) as running:
+        yield running
 
 
 async def test_full_loop_with_a_return_and_a_rework(kafka_bootstrap, running):

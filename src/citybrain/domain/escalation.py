@@ -27,7 +27,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.deadlines import SYSTEM, Deadlines
-from citybrain.domain.routing import PRIORITY_RANK, Router
+from citybrain.domain.routing import PRIORITY_RANK, Router, Trigger
 from citybrain.domain.sensor_rules import LEVEL_RANK, LEVEL_ZH
 from citybrain.domain.taxonomy import Priority
 from citybrain.wire.models import Assist, Escalation, WorkOrder, WorkOrderChange
@@ -38,23 +38,14 @@ EMERGENCY_ZH = {"IV": "四级", "III": "三级", "II": "二级", "I": "一级"}
 PRIORITY_ZH = {"low": "低", "normal": "一般", "high": "紧急", "urgent": "特急"}
 
 
-class EmergencyRule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    category: str
+class EmergencyRule(Trigger):
     level: str = Field(pattern=r"^(IV|III|II|I)$")
-    at_level: str | None = Field(None, pattern=r"^(blue|yellow|orange|red)$")
-    at_priority: Priority | None = None
 
     @model_validator(mode="after")
     def _has_trigger(self) -> "EmergencyRule":
         if self.at_level is None and self.at_priority is None:
             raise ValueError(f"emergency rule for {self.category} needs at_level or at_priority")
         return self
-
-    def applies(self, level: str | None, priority: str) -> bool:
-        return ((self.at_level is not None and LEVEL_RANK[level] >= LEVEL_RANK[self.at_level])
-                or (self.at_priority is not None
-                    and PRIORITY_RANK[priority] >= PRIORITY_RANK[self.at_priority]))
 
     @property
     def trigger(self) -> str:
@@ -110,7 +101,7 @@ class Escalator:
         """The highest emergency level the category's rules give, and the rule that gave it."""
         best: tuple[str | None, str | None] = (None, None)
         for r in self.config.emergency.rule:
-            if r.category == category and r.applies(level, priority) \
+            if r.category == category and r.reached(level, priority) \
                     and EMERGENCY_RANK[r.level] > EMERGENCY_RANK[best[0]]:
                 best = (r.level, f"rule:{category}@{r.trigger}")
         return best

@@ -56,14 +56,26 @@ class Override(BaseModel):
         return self
 
 
-class AssistRule(BaseModel):
-    """A department that assists on a category's orders (at a level or priority, or always)."""
+class Trigger(BaseModel):
+    """When a rule applies to an order: once its warning level reaches ``at_level`` or its
+    priority reaches ``at_priority`` (either); with neither, always."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     category: str
-    department: str
     at_level: Literal["blue", "yellow", "orange", "red"] | None = None
     at_priority: Priority | None = None
+
+    def reached(self, level: str | None, priority: str) -> bool:
+        if self.at_level is None and self.at_priority is None:
+            return True
+        return ((self.at_level is not None and LEVEL_RANK[level] >= LEVEL_RANK[self.at_level])
+                or (self.at_priority is not None and PRIORITY_RANK[priority] >= PRIORITY_RANK[self.at_priority]))
+
+
+class AssistRule(Trigger):
+    """A department that assists on a category's orders (at a level or priority, or always)."""
+
+    department: str
 
     @property
     def rule(self) -> str:
@@ -160,13 +172,5 @@ class Router:
     def assists(self, category: str, level: str | None, priority: str) -> list[tuple[str, str]]:
         """(department, rule) of every assist the category's orders get at this warning
         level and priority."""
-        out = []
-        for a in self.config.assist:
-            if a.category != category:
-                continue
-            if a.at_level is not None and LEVEL_RANK[level] < LEVEL_RANK[a.at_level]:
-                continue
-            if a.at_priority is not None and PRIORITY_RANK[priority] < PRIORITY_RANK[a.at_priority]:
-                continue
-            out.append((a.department, a.rule))
-        return out
+        return [(a.department, a.rule) for a in self.config.assist
+                if a.category == category and a.reached(level, priority)]
