@@ -343,7 +343,8 @@ def cmd_bench(args) -> int:
     from citybrain.bench.common import drop_bench_topics
     try:
         if args.what == "normalize":
-            result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
+            result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed,
+                                                 sensors=args.sensors, cameras=args.cameras))
             text = normalize.report(result)
         elif args.what == "history":
             from citybrain.bench import history
@@ -617,6 +618,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--warmup", type=float, default=10.0,
                    help="dispatch: seconds of the same traffic before the windows (reported apart)")
     b.add_argument("--throughput-runs", type=int, default=3, help="dispatch: max-throughput runs (median ratio)")
+    b.add_argument("--sensors", type=int, default=0, help="normalize: generated sensors added to the registry "
+                                                          "(city scale: 110000), each heard once")
+    b.add_argument("--cameras", type=int, default=0, help="normalize: generated cameras added to the registry "
+                                                          "(city scale: 50000)")
     b.add_argument("--guarantees", default="",
                    help="dispatch: processing guarantees to measure in this run, e.g. "
                         "exactly_once,at_least_once (default: the configured one)")
