@@ -563,6 +563,21 @@ def cmd_kpis(args) -> int:
     print(f"综合评价 evaluation {period} ({source}: {n:,} changes read, {evaluation.orders:,} orders; "
           "orders closed in the period, by closing department)")
     print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
+    registry: dict[str, tuple[str, str] | None] = {}
+
+    def device(m) -> None:
+        doc = orjson.loads(m.value) if m.value else None
+        registry[m.key.decode()] = ((doc.get("owner_department") or "", doc["kind"])
+                                    if doc and doc.get("status", "active") == "active" else None)
+    if asyncio.run(_read_to_end(Topics(cfg.settings.kafka.topic_prefix).registry, device,
+                                "读取设备台账 reading registry.devices")) >= 0:
+        from collections import Counter
+        health = evaluation.device_health(Counter(v for v in registry.values() if v))
+        print("设备完好率 device health now (registered − devices with an open 设备故障 order) / registered:")
+        for key, row in health.items():
+            rate = "—" if row["intact_rate"] is None else f"{row['intact_rate']:.1%}"
+            who = "全部 all" if key == "*" else f"{names.get(row['owner'], row['owner'] or '无主 unowned')} {row['kind']}"
+            print(f"  {who:<28} {row['registered']:>7,} 台 registered  {row['faulty']:>5,} 故障 faulty  {rate}")
     return 0
 
 

@@ -20,6 +20,9 @@ the city's time zone):
   period of the change;
 - satisfaction rate (满意率): visits (回访) that found the reporter satisfied or basically
   satisfied / visits, in the period of the visit, under the order's lead department;
+- device health (设备完好率) per owner department and kind, now: 1 − devices with an open
+  device fault (设备故障) order / registered devices (the registry's counts come from the
+  caller);
 - times, over the closed orders, in hours: to dispatch (立案→派遣, the last dispatch),
   accept (派遣→签收), handle (签收→处置反馈, the last feedback), close (立案→结案);
   median and p90 by nearest rank.
@@ -135,6 +138,8 @@ class Evaluation:
         self.assist_work: Counter[tuple[str, str, str]] = Counter()
         # visits: (day, department, satisfaction) → count
         self.visits: Counter[tuple[str, str, str]] = Counter()
+        # open device-fault orders: order → [owner, kind, device count]
+        self.device_faults: dict[str, list] = {}
         self.finished = 0          # orders closed or cancelled, ever
         self.latest_day = ""       # the latest day a change was made on
         self.changed_days: set[str] = set()   # since the last checkpoint export
@@ -174,6 +179,12 @@ class Evaluation:
         elif kind in ASSIST_WORK and change.get("part"):
             self.assist_work[(day, sys.intern(change["part"]), ASSIST_WORK[kind])] += 1
         status = snap["status"]
+        if snap.get("category") == "device_fault":
+            if status in ("closed", "cancelled"):
+                self.device_faults.pop(wo, None)
+            else:
+                kind = "camera" if snap["events"] and snap["events"][0]["source"] == "video" else "sensor"
+                self.device_faults[wo] = [snap.get("department") or "", kind, len(snap.get("finders") or ()) or 1]
         if status in ("closed", "cancelled"):
             self.open.pop(wo, None)
             self.finished += 1
@@ -227,7 +238,8 @@ class Evaluation:
                 "dispatches": [[d, dept, n] for (d, dept), n in self.dispatches.items()],
                 "returns": [[d, dept, n] for (d, dept), n in self.returns.items()],
                 "assist_work": [[d, dept, what, n] for (d, dept, what), n in self.assist_work.items()],
-                "visits": [[d, dept, how, n] for (d, dept, how), n in self.visits.items()]}
+                "visits": [[d, dept, how, n] for (d, dept, how), n in self.visits.items()],
+                "device_faults": self.device_faults}
 
     def checkpoint_days(self, everything: bool = False) -> dict[str, dict]:
         """The days changed since the last call (``everything``: all), as JSON-ready data."""
@@ -249,6 +261,7 @@ class Evaluation:
         self.assist_work = Counter({(d, sys.intern(dept), what): n
                                     for d, dept, what, n in meta.get("assist_work", ())})
         self.visits = Counter({(d, sys.intern(dept), how): n for d, dept, how, n in meta.get("visits", ())})
+        self.device_faults = dict(meta.get("device_faults") or {})
         self.days = {day: {sys.intern(dept): DayFigures.from_json(f) for dept, f in depts.items()}
                      for day, depts in days.items()}
         self.changed_days = set()
@@ -315,6 +328,24 @@ class Evaluation:
                     r.visits += n
                     r.satisfied += n if how != "unsatisfied" else 0
         return {d: f.as_dict() for d, f in sorted(rows.items())}
+
+    def device_health(self, registered: Counter) -> dict[str, dict]:
+        """设备完好率 now, per ``owner/kind`` (and ``*`` for all): ``registered`` counts
+        active devices per (owner department or "", kind)."""
+        faulty: Counter = Counter()
+        for owner, kind, n in self.device_faults.values():
+            faulty[(owner, kind)] += n
+        rows: dict[str, dict] = {}
+        total_reg = total_bad = 0
+        for key in sorted(set(registered) | set(faulty)):
+            reg, bad = registered.get(key, 0), faulty.get(key, 0)
+            total_reg, total_bad = total_reg + reg, total_bad + bad
+            rows[f"{key[0] or 'unowned'}/{key[1]}"] = {
+                "owner": key[0], "kind": key[1], "registered": reg, "faulty": bad,
+                "intact_rate": round(max(reg - bad, 0) / reg, 4) if reg else None}
+        rows["*"] = {"owner": "*", "kind": "*", "registered": total_reg, "faulty": total_bad,
+                     "intact_rate": round(max(total_reg - total_bad, 0) / total_reg, 4) if total_reg else None}
+        return rows
 
     def period_of(self, at: datetime) -> str:
         return at.astimezone(self.tz).strftime("%Y-%m")

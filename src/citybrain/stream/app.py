@@ -170,7 +170,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             views.save_checkpoint()
     tokens = TokenRegistry.load(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
-              ready=views.caught_up)
+              ready=views.caught_up, devices=lambda: registry.devices.values())
     api.install(app.web.web_app)
 
     @app.service

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -52,9 +53,10 @@ def _validation(e: ValidationError) -> web.Response:
 
 class Api:
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
-                 evaluation: Evaluation, tokens: TokenRegistry, city_map, ready):
+                 evaluation: Evaluation, tokens: TokenRegistry, city_map, ready, devices=lambda: ()):
         self.config, self.topics, self.bootstrap = config, topics, bootstrap
         self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
+        self.devices = devices     # the registry's devices (for 设备完好率)
         self.departments = config.desks
         self.producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
@@ -295,9 +297,12 @@ class Api:
             figures = self.evaluation.figures(period)
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "period")
+        registered = Counter((d.owner_department or "", d.kind) for d in self.devices() if d.status == "active")
+        health = self.evaluation.device_health(registered)
         if p.role in ("department", "street"):
             figures = {d: row for d, row in figures.items() if d == p.department}
-        return _json({"period": period, "figures": figures,
+            health = {k: row for k, row in health.items() if row["owner"] == p.department}
+        return _json({"period": period, "figures": figures, "device_health": health,
                       "definitions": "docs/lifecycle.md#evaluation-综合评价"})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

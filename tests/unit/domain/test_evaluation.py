@@ -227,3 +227,26 @@ def test_satisfaction_rate_counts_visits_after_closure_once(config):
         ev.add(change)
     row = ev.figures("2026-11")["water"]
     assert (row["visits"], row["satisfaction_rate"], row["closed"], row["rework_rate"]) == (3, 0.6667, 2, 0.5)
+
+
+def test_device_health_counts_devices_with_an_open_fault_per_owner_and_kind():
+    from collections import Counter
+
+    def change(wo, version, status, source="iot", dept="gas_utility", finders=("GAS-1",)):
+        return {"work_order_id": wo, "version": version, "type": "created", "at": "2026-11-03T09:00:00+08:00",
+                "actor": {"id": "citybrain", "role": "system"},
+                "snapshot": {"category": "device_fault", "status": status, "department": dept,
+                             "finders": list(finders), "events": [{"source": source}]}}
+    ev = Evaluation()
+    for c in (change("F1", 1, "registered"), change("F2", 1, "dispatched", finders=("GAS-2",)),
+              change("F3", 1, "registered", source="video", dept=None, finders=("CAM-1",)),
+              change("F2", 2, "cancelled", finders=("GAS-2",))):
+        ev.add(c)
+    health = ev.device_health(Counter({("gas_utility", "sensor"): 10, ("", "camera"): 4}))
+    assert health["gas_utility/sensor"] == {"owner": "gas_utility", "kind": "sensor", "registered": 10,
+                                            "faulty": 1, "intact_rate": 0.9}
+    assert health["unowned/camera"]["intact_rate"] == 0.75
+    assert (health["*"]["registered"], health["*"]["faulty"]) == (14, 2)
+    restored = Evaluation()
+    restored.restore(orjson.loads(orjson.dumps(ev.checkpoint_meta())), {})
+    assert restored.device_health(Counter({("gas_utility", "sensor"): 10}))["gas_utility/sensor"]["faulty"] == 1
