@@ -45,6 +45,13 @@ def next_move(snapshot: dict, rng: random.Random) -> tuple[float, dict] | None:
         return rng.uniform(5, 15), {"action": "verify", "note": "现场核查通过 checked on site",
                                     "actor": {"id": f"GM-{community[-3:]}", "role": "grid",
                                               "grid_prefix": community}}
+    reports = [e.get("report_id") for e in snapshot.get("events") or () if e.get("report_id")]
+    if status == "closed" and reports and not snapshot.get("visits"):
+        # 回访: the hotline calls the first reporter back (mostly satisfied, as in practice).
+        roll = rng.random()
+        satisfaction = "satisfied" if roll < 0.8 else "basically_satisfied" if roll < 0.95 else "unsatisfied"
+        return rng.uniform(5, 15), {"action": "visit", "satisfaction": satisfaction, "report_id": reports[0],
+                                    "actor": {"id": "op-demo", "role": "operator"}, "note": "演示回访 demo call-back"}
     return None
 
 

@@ -35,3 +35,14 @@ def test_assisting_departments_work_their_parts_and_the_lead_waits_for_them():
     assert steps_of(o) == {"lead:accepted", "fire:accepted", "police:dispatched", "traffic:released"}
     o["assists"] = [{"department": "fire", "status": "handled"}, {"department": "police", "status": "released"}]
     assert [(step, f["action"]) for _, step, f in next_moves(o, rng)] == [("lead:accepted", "handle")]
+
+
+def test_a_closed_order_with_a_report_gets_one_visit():
+    rng = random.Random(3)
+    o = snap("closed")
+    o["events"] = [{"report_id": "R-1"}]
+    delay, fields = next_move(o, rng)
+    assert fields["action"] == "visit" and fields["report_id"] == "R-1" and fields["actor"]["role"] == "operator"
+    assert fields["satisfaction"] in ("satisfied", "basically_satisfied", "unsatisfied")
+    o["visits"] = [{"satisfaction": "satisfied"}]
+    assert next_move(o, rng) is None
