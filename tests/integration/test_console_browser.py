@@ -150,6 +150,7 @@ async def test_an_assisting_department_works_its_part_and_the_operator_raises_an
     # 2. The operator sees lead and assists, raises the emergency level: emergency management
     #    joins, and the board filtered by emergency level shows the order.
     op = await signed_in(browser, base, "demo-operator")
+    await expect(op.locator("[data-testid=devices]")).to_contain_text("设备完好率", timeout=15000)
     await op.locator(f"tr[data-wo='{wo}']").click()
     await expect(op.locator("[data-testid=detail-assists] tr[data-part=police]")).to_have_attribute(
         "data-part-status", "dispatched")

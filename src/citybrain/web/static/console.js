@@ -59,7 +59,7 @@ async function signIn(token) {
   }
   sessionStorage.setItem("citybrain-token", token);
   state.me = state.meta.me;
-  const roleZh = {operator: "值班员", department: "部门", grid: "网格员"}[state.me.role] || state.me.role;
+  const roleZh = {operator: "值班员", department: "部门", street: "街道属地", grid: "网格员"}[state.me.role] || state.me.role;
   $("who").textContent = `${roleZh} ${state.me.role}: ${state.me.name || state.me.id}` +
     (state.me.department ? ` · ${state.meta.departments[state.me.department] || ""} ${state.me.department}` : "") +
     (state.me.grid_prefix ? ` · ${state.me.grid_prefix}…` : "");
@@ -69,6 +69,23 @@ async function signIn(token) {
   initMap();
   await loadOrders();
   streamChanges();
+  if (state.me.role === "operator" || isDesk()) { loadDeviceHealth(); setInterval(loadDeviceHealth, 30000); }
+}
+
+// 设备完好率: devices without an open device fault / registered, from the evaluation.
+async function loadDeviceHealth() {
+  try {
+    const body = await api("/api/v1/kpis");
+    const rows = Object.entries(body.device_health || {});
+    const all = state.me.role === "operator" ? (body.device_health || {})["*"]
+      : rows.map(([, r]) => r).reduce((a, r) => ({registered: a.registered + r.registered, faulty: a.faulty + r.faulty}),
+                                      {registered: 0, faulty: 0});
+    if (!all || !all.registered) { $("devices").textContent = ""; return; }
+    const rate = (all.registered - all.faulty) / all.registered;
+    $("devices").textContent = `设备完好率 devices intact ${(rate * 100).toFixed(1)}% · 故障 faulty ${all.faulty} / ${all.registered}`;
+    $("devices").title = rows.filter(([k]) => k !== "*").map(([k, r]) =>
+      `${k}: ${r.intact_rate === null ? "—" : (r.intact_rate * 100).toFixed(1) + "%"} (${r.faulty}/${r.registered})`).join("\n");
+  } catch (e) { /* the board works without it */ }
 }
 
 function fillFilters() {
