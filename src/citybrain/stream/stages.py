@@ -157,6 +157,8 @@ class DeviceHealth:
     (domain/device_health.py), and the devices gauge."""
 
     GAUGE_EVERY = 10.0
+    # Counted as states change (never by walking every device: at city scale, 160k devices
+    # walked on the event loop every few seconds would be a stall of tens of ms each time).
 
     def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, changelog: str, devices):
         self.normalizer, self.topics, self.devices = normalizer, topics, devices
@@ -175,12 +177,26 @@ class DeviceHealth:
         self.gauge = GaugeCounts(metrics.DEVICES)
         self.registered = GaugeCounts(metrics.DEVICES_REGISTERED)
         self.labels: dict[str, tuple[str, str, str]] = {}   # device → (district, kind, owner)
+        self.counts: Counter = Counter()                     # (district, kind, owner, state) → devices
+        self.registered_size = -1
+
+    def _moved(self, device: str, before: str | None, after: str | None) -> None:
+        label = self._label(device)
+        if label is None or before == after:
+            return
+        if before is not None:
+            self.counts[(*label, before)] -= 1
+        if after is not None:
+            self.counts[(*label, after)] += 1
 
     def _store(self, partition: int, device: str, h: Health, lazy: bool) -> None:
         self.state.set(partition, device, orjson.dumps(h.to_dict()), lazy=lazy)
 
     def heard(self, partition: int, device: str, meta: RecordMeta) -> CityEvent | None:
+        new = device not in self.watch.health.get(partition, ())
         h, came_back = self.watch.heard(partition, device, meta.timestamp)
+        if new or came_back is not None:
+            self._moved(device, None if new else came_back, ONLINE)
         self._store(partition, device, h, lazy=came_back is None)   # only "heard again" may lag behind
         if came_back is None:
             return None
@@ -189,8 +205,11 @@ class DeviceHealth:
 
     def stated(self, partition: int, status, meta: RecordMeta) -> CityEvent | None:
         at = status.ts.timestamp()
+        known = self.watch.health.get(partition, {}).get(status.device_id)
+        was = known.state if known is not None else None
         before = self.watch.status(partition, status.device_id, status.status, at)
         h = self.watch.health[partition][status.device_id]
+        self._moved(status.device_id, was, h.state)
         self._store(partition, status.device_id, h, lazy=before is None)
         if before is None:
             return None
@@ -210,6 +229,7 @@ class DeviceHealth:
             if reference is None:
                 continue
             for device, h in self.watch.due(partition, reference):
+                self._moved(device, ONLINE, h.state)
                 self._store(partition, device, h, lazy=False)
                 meta = RecordMeta(self.topics.iot, partition, -1, reference, device.encode())
                 event = self.normalizer.health_event(device, "alarm", h.since, meta,
@@ -226,10 +246,15 @@ class DeviceHealth:
         self.owned |= partitions
         for p in partitions:
             for device, raw in self.state.items(p):
-                self.watch.load(p, device, Health.from_dict(orjson.loads(raw)))
+                h = Health.from_dict(orjson.loads(raw))
+                self.watch.load(p, device, h)
+                self._moved(device, None, h.state)
 
     def revoked(self, partitions: set[int]) -> None:
         self.owned -= partitions
+        for p in partitions:
+            for device, h in self.watch.health.get(p, {}).items():
+                self._moved(device, h.state, None)
         self.watch.drop(partitions)
         self.clock.drop(partitions)
 
@@ -247,14 +272,13 @@ class DeviceHealth:
     def export(self) -> None:
         """citybrain_devices{district,kind,owner,state} over the partitions held, and
         citybrain_devices_registered{district,kind,owner} (the same on every worker)."""
-        counts: Counter = Counter()
-        for device, state in self.watch.counts().items():
-            label = self._label(device)
-            if label is not None:
-                counts[(*label, state)] += 1
-        self.gauge.set_all(counts)
+        self.gauge.set_all(Counter({k: n for k, n in self.counts.items() if n > 0}))
+        devices = self.devices()
+        if len(devices) == self.registered_size:
+            return    # (a registry update that keeps the size is picked up at the next change)
+        self.registered_size = len(devices)
         registered: Counter = Counter()
-        for d in self.devices():
+        for d in devices:
             if d.status != "active":
                 continue
             label = self._label(d.device_id)
