@@ -159,7 +159,7 @@ async def test_an_assisting_department_works_its_part_and_the_operator_raises_an
     await expect(op.locator("[data-testid=detail-emergency]")).to_contain_text("III", timeout=20000)
     await expect(op.locator("[data-testid=detail-assists] tr[data-part=emergency]")).to_have_count(1)
     await op.select_option("[data-testid=f-emergency]", "I,II,III,IV")
-    await expect(op.locator("tbody tr")).to_have_count(1, timeout=10000)
+    await expect(op.locator("[data-testid=rows] tr")).to_have_count(1, timeout=10000)
     await expect(op.locator(f"tr[data-wo='{wo}'] [data-testid=emergency-level]")).to_contain_text("Ⅲ级")
     await op.screenshot(path=shot("6-emergency"))
     assert fire.errors == [] and op.errors == []

@@ -472,7 +472,7 @@ class StageRunner:
                 # that as lost records after a rebalance).
                 self._fetch_again(batch)
                 return
-            await self._tick()
+            await self._tick(batch)
             records, offsets = [], {}
             clock = self.stage.clock
             for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
@@ -600,18 +600,21 @@ class StageRunner:
         self.checkpoint.committed_ok(offsets)
         metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
 
-    def _report_lag(self) -> None:
+    def _report_lag(self, pending: dict) -> None:
         for tp, pos in self.position.items():
             high = self.consumer.highwater(tp)
             if high is not None:
                 metrics.child(metrics.CONSUMER_LAG, self.stage.name, tp.topic, str(tp.partition)).set(
                     max(0, high - pos))
         if self.stage.clock is not None:
-            self._report_progress(self.stage.clock)
+            self._report_progress(self.stage.clock, pending)
 
-    def _report_progress(self, clock) -> None:
+    def _report_progress(self, clock, pending: dict) -> None:
         """How far behind the state topic's partitions are, as of the last fetch of each
-        (the stage judges device silence against it: domain/device_health.py)."""
+        (the stage judges device silence against it: domain/device_health.py).
+        ``pending``: the batch just fetched and not yet handled — the fetcher's position
+        already counts it as read, so a partition is at its end only past it (a restarted
+        worker reading its first batch once found every device silent)."""
         for tp in self.assigned_now:
             if tp.topic != self.state_topic or tp.partition not in self.owned:
                 continue
@@ -620,7 +623,8 @@ class StageRunner:
                 end = self.consumer.last_stable_offset(tp)
                 if end is None or end < 0:
                     end = self.consumer.highwater(tp)
-                pos = self.position.get(tp)
+                recs = pending.get(tp)
+                pos = recs[0].offset if recs else self.position.get(tp)
                 if pos is None:   # nothing read since assignment: where the fetcher stands
                     state = self.consumer._subscription.subscription.assignment.state_value(tp)
                     pos = state.position if state.has_valid_position else None
@@ -630,11 +634,11 @@ class StageRunner:
                 continue
             clock.fetched(tp.partition, end - pos, polled / 1000)
 
-    async def _tick(self) -> None:
+    async def _tick(self, pending: dict) -> None:
         now = time.monotonic()
         if now - self.last_lag >= 1.0:
             self.last_lag = now
-            self._report_lag()
+            self._report_lag(pending)
         if self.stage.tick is None or now - self.last_tick < self.stage.tick_seconds or not self.owned:
             return
         self.last_tick = now

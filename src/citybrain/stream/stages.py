@@ -75,9 +75,12 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
             return st
         return get
 
-    def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output]) -> None:
+    def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output],
+                   derived: bool = False) -> None:
         """Serialised before anything is counted or stored: if this raises, the record
-        becomes an internal_error dead letter with nothing half done."""
+        becomes an internal_error dead letter with nothing half done.  ``derived``: an
+        event besides the record's own outcome (a device heard again, a silence found by
+        the clock) — counted as an event, not as a second input."""
         if result.event is not None:
             ev = result.event
             body = to_json(ev)
@@ -89,7 +92,8 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         elif result.dead is not None:
             out.append(Output(topics.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
             dead_log.note(source, result.dead.reason, result.dead.detail)
-        metrics.count_outcome(source, result.outcome, result.reason)
+        if not derived:
+            metrics.count_outcome(source, result.outcome, result.reason)
 
     def handle(m: ConsumerRecord, out: list[Output]) -> None:
         meta = record_meta(m)
@@ -99,7 +103,7 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
             if result.outcome != "deadletter":   # the device spoke: it is not silent
                 event = health.heard(m.partition, m.key.decode(), meta)
                 if event is not None:
-                    outputs_of("iot", Result("event", event=event), meta, out)
+                    outputs_of("iot", Result("event", event=event), meta, out, derived=True)
             if result.state is not None:
                 before = decoded.get((m.partition, result.state_key))
                 # A change of the alarm state itself is written with this batch; a
@@ -113,11 +117,9 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
             outputs_of("video", normalizer.video(m.value, meta), meta, out)
         elif m.topic == topics.device_status:
             result, status = normalizer.device_status(m.value, meta)
-            outputs_of("device", result, meta, out)
-            if status is not None:
-                event = health.stated(m.partition, status, meta)
-                if event is not None:
-                    outputs_of("device", Result("event", event=event), meta, out)
+            event = health.stated(m.partition, status, meta) if status is not None else None
+            # A status that opens or closes a fault has that event as its outcome.
+            outputs_of("device", result if event is None else Result("event", event=event), meta, out)
         else:
             outputs_of("report", normalizer.report(m.value, meta), meta, out)
 
@@ -139,7 +141,7 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         out: list[Output] = []
         for partition, event, meta in health.due():
             mine: list[Output] = []
-            outputs_of("iot", Result("event", event=event), meta, mine)
+            outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
             for o in mine:   # caused by the partition's clock, not an input
                 o.source = (topics.iot, partition, -1)
             out += mine
@@ -229,6 +231,9 @@ class DeviceHealth:
             if reference is None:
                 continue
             for device, h in self.watch.due(partition, reference):
+                log.info("设备离线 device offline: %s (partition %d) last heard %s, judged at %s (%s)",
+                         device, partition, _utc_iso(h.heard), _utc_iso(reference),
+                         "at the end" if partition in self.clock.at_end else "behind: latest record read")
                 self._moved(device, ONLINE, h.state)
                 self._store(partition, device, h, lazy=False)
                 meta = RecordMeta(self.topics.iot, partition, -1, reference, device.encode())
