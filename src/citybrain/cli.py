@@ -318,8 +318,19 @@ async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
     for c in latest.values():
         snap = c["snapshot"]
         if any(f in scripted for f in snap["finders"]):
-            print(f"    {snap['work_order_id']}  {snap['category_name']} → {snap['department']}  "
-                  f"{len(snap['events'])} events, finders {', '.join(sorted(snap['finders']))}")
+            assists = ", ".join(f"{a['department']}({a['status']})" for a in snap.get("assists") or ())
+            levels = (f"  预警 warning {snap['warning_level'] or '—'}"
+                      + (f" · 应急 emergency {snap['emergency_level']}" if snap.get("emergency_level") else ""))
+            print(f"    {snap['work_order_id']}  {snap['category_name']} → 主办 lead {snap['department']}"
+                  + (f" + 协办 assists {assists}" if assists else "")
+                  + f"  {snap['status']}  {len(snap['events'])} events{levels}")
+    joint = Counter(c["type"] for c in changes if c["type"] in ("escalated", "deescalated", "assist_added",
+                                                                  "assist_handled"))
+    if joint:
+        print("  联动与升级 joint handling and escalation: "
+              f"协办派遣 assists added ×{joint['assist_added']}, 协办处置 handled ×{joint['assist_handled']}, "
+              f"升级 escalated ×{joint['escalated']}, 降级 de-escalated ×{joint['deescalated']}; "
+              f"应急指挥 command.emergency ×{sum(1 for c in changes if c['snapshot'].get('emergency_level'))}")
 
 
 def cmd_bench(args) -> int:
@@ -332,7 +343,8 @@ def cmd_bench(args) -> int:
     from citybrain.bench.common import drop_bench_topics
     try:
         if args.what == "normalize":
-            result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed))
+            result = asyncio.run(normalize.bench(_bootstrap(), args.records, seed=args.seed,
+                                                 sensors=args.sensors, cameras=args.cameras))
             text = normalize.report(result)
         elif args.what == "history":
             from citybrain.bench import history
@@ -418,7 +430,9 @@ KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结�
                ("rework_rate", "返工率 rework"), ("return_rate", "退回率 return"),
                ("extension_rate", "延期率 extension"), ("dispatch_hours_p50", "派遣 p50"),
                ("accept_hours_p50", "签收 p50"), ("handle_hours_p50", "处置 p50"),
-               ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90")]
+               ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90"),
+               ("assists", "协办 assists"), ("assists_handled", "协办处置 handled"),
+               ("assists_returned", "协办退回 returned"), ("satisfaction_rate", "满意率 satisfied")]
 
 
 def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:
@@ -549,6 +563,21 @@ def cmd_kpis(args) -> int:
     print(f"综合评价 evaluation {period} ({source}: {n:,} changes read, {evaluation.orders:,} orders; "
           "orders closed in the period, by closing department)")
     print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
+    registry: dict[str, tuple[str, str] | None] = {}
+
+    def device(m) -> None:
+        doc = orjson.loads(m.value) if m.value else None
+        registry[m.key.decode()] = ((doc.get("owner_department") or "", doc["kind"])
+                                    if doc and doc.get("status", "active") == "active" else None)
+    if asyncio.run(_read_to_end(Topics(cfg.settings.kafka.topic_prefix).registry, device,
+                                "读取设备台账 reading registry.devices")) >= 0:
+        from collections import Counter
+        health = evaluation.device_health(Counter(v for v in registry.values() if v))
+        print("设备完好率 device health now (registered − devices with an open 设备故障 order) / registered:")
+        for key, row in health.items():
+            rate = "—" if row["intact_rate"] is None else f"{row['intact_rate']:.1%}"
+            who = "全部 all" if key == "*" else f"{names.get(row['owner'], row['owner'] or '无主 unowned')} {row['kind']}"
+            print(f"  {who:<28} {row['registered']:>7,} 台 registered  {row['faulty']:>5,} 故障 faulty  {rate}")
     return 0
 
 
@@ -604,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--warmup", type=float, default=10.0,
                    help="dispatch: seconds of the same traffic before the windows (reported apart)")
     b.add_argument("--throughput-runs", type=int, default=3, help="dispatch: max-throughput runs (median ratio)")
+    b.add_argument("--sensors", type=int, default=0, help="normalize: generated sensors added to the registry "
+                                                          "(city scale: 110000), each heard once")
+    b.add_argument("--cameras", type=int, default=0, help="normalize: generated cameras added to the registry "
+                                                          "(city scale: 50000)")
     b.add_argument("--guarantees", default="",
                    help="dispatch: processing guarantees to measure in this run, e.g. "
                         "exactly_once,at_least_once (default: the configured one)")

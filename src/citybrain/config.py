@@ -14,7 +14,8 @@ from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.geo import CityMap
-from citybrain.domain.routing import Router, RoutingConfig
+from citybrain.domain.escalation import EscalationConfig, Escalator
+from citybrain.domain.routing import Router, RoutingConfig, street_desk
 from citybrain.domain.sensor_rules import SensorRule
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.paths import config_dir
@@ -188,6 +189,20 @@ class Config:
         c = self.lifecycle.calendar
         calendar = WorkCalendar.load([self.directory / f for f in c.files], c.working_hours, c.timezone)
         return Deadlines(self.lifecycle, calendar)
+
+    @cached_property
+    def desks(self) -> dict[str, str]:
+        """Every desk an order can be dispatched to, code → 中文 name: the line departments
+        and a street desk (属地, ``street.<street_code>``) per street of the city (DESIGN §13)."""
+        desks = {d.code: d.name_zh for d in self.taxonomy.departments}
+        desks.update({street_desk(code): f"{name}街道办" if not name.endswith(("街道", "镇")) else f"{name}（属地）"
+                      for code, name in self.city_map.street_names.items()})
+        return desks
+
+    @cached_property
+    def escalator(self) -> Escalator:
+        cfg = EscalationConfig.model_validate(_read_toml(self.directory / "escalation.toml"))
+        return Escalator(cfg, self.router, self.deadlines, frozenset(self.desks))
 
     def new_evaluation(self) -> Evaluation:
         """An empty evaluation as the worker and ``citybrain kpis`` keep it: a closed

@@ -77,6 +77,18 @@ FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
 TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by type", ["action"])
 WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
                         "Open work orders held by this worker's partitions", ["status", "department"])
+DEVICES = Gauge("citybrain_devices", "Devices heard by this worker's partitions, by state (online, offline, "
+                "fault); 完好率 = online / registered", ["district", "kind", "owner", "state"])
+DEVICES_REGISTERED = Gauge("citybrain_devices_registered", "Active devices in the registry (every worker "
+                           "reports the same: aggregate with max)", ["district", "kind", "owner"])
+ESCALATED = Counter("citybrain_workorders_escalated",
+                    "Escalations (升级) of open work orders, by the level reached: a warning level "
+                    "(blue..red), an emergency level (IV..I) or a priority", ["category", "to_level"])
+WORKORDERS_EMERGENCY = Gauge("citybrain_workorders_emergency_open",
+                             "Open work orders under emergency response (应急响应), by level, held by "
+                             "this worker", ["emergency_level"])
+ASSISTS_OPEN = Gauge("citybrain_assists_open", "Open assisting parts (协办) by department, held by this worker",
+                     ["department"])
 COMMANDS_REJECTED = Counter("citybrain_commands_rejected", "Lifecycle commands refused", ["reason"])
 WORKORDERS_OVERDUE = Gauge("citybrain_workorders_overdue",
                            "Open work orders past their order or stage due time, held by this worker",
@@ -89,6 +101,9 @@ EVALUATION_RATE = Gauge("citybrain_evaluation_rate",
                         ["department", "rate"])
 EVALUATION_CLOSED = Gauge("citybrain_evaluation_closed", "Orders closed this month per department (* = all)",
                           ["department"])
+EVALUATION_ASSISTS = Gauge("citybrain_evaluation_assists",
+                           "Assist work (协办) this month per department: parts received, handled, returned",
+                           ["department", "work"])
 EVALUATION_HOURS = Gauge("citybrain_evaluation_hours",
                          "Hours to dispatch | accept | handle | close, median and p90, orders closed this month",
                          ["department", "stage", "quantile"])

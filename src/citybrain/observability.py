@@ -52,6 +52,15 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
     ("接口拒绝 (API refusals by reason)", "ops",
      [("sum by (reason) (rate(citybrain_auth_refusals_total[5m]))", "{{reason}}")], "timeseries"),
     ("工作进程 (workers up)", "short", [('sum(up{job="citybrain"})', "up")], "stat"),
+    ("升级与应急响应 (escalations per hour by level reached; open orders under emergency response)", "short",
+     [("sum by (to_level) (increase(citybrain_workorders_escalated_total[1h]))", "升级 → {{to_level}}"),
+      ("sum by (emergency_level) (citybrain_workorders_emergency_open)", "应急 {{emergency_level}} open")],
+     "timeseries"),
+    ("设备完好率 (devices online / registered, by owner and kind)", "percentunit",
+     [('sum by (owner, kind) (citybrain_devices{state="online"}) / sum by (owner, kind) '
+       '(max by (district, kind, owner) (citybrain_devices_registered))', "{{owner}} {{kind}}")], "timeseries"),
+    ("协办 (open assisting parts by department)", "short",
+     [("sum by (department) (citybrain_assists_open)", "{{department}}")], "timeseries"),
 ]
 
 

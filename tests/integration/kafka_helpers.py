@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -100,6 +101,18 @@ class WorkerProcess(citybrain_worker.WorkerProcess):
     def start(self, timeout: float = 90.0, wait: bool = True) -> "WorkerProcess":
         super().start()
         return self.wait_ready(timeout) if wait else self
+
+
+@contextlib.asynccontextmanager
+async def worker_on_new_topics(bootstrap: str, test_name: str, state_dir: Path, config_dir: Path | None = None):
+    """Fresh topics named after the test and one worker on them: (topics, worker)."""
+    prefix = new_prefix(test_name[5:25].replace("_", "-"))
+    topics = await prepare(bootstrap, prefix)
+    worker = WorkerProcess(bootstrap, prefix, state_dir, config_dir=config_dir).start()
+    try:
+        yield topics, worker
+    finally:
+        worker.stop()
 
 
 async def wait_for_metrics(worker: WorkerProcess, predicate, timeout: float = 60.0) -> str:

@@ -256,3 +256,77 @@ async def test_field_app_flow_report_to_verification_by_the_same_grid_member(ser
     body = (await call(http, "GET", f"/api/v1/workorders/{wo}", GRID))[1]
     verified = [e for e in body["timeline"] if e["type"] == "verified"]
     assert closed["status"] == "closed" and verified and verified[0]["actor"] == "grid:GM-0107(370306002001)"
+
+
+async def test_a_reporter_follows_the_order_and_a_visit_is_recorded(served, kafka_bootstrap):
+    """反馈 and 回访 (DESIGN §13): every change of the order reaches the reporter on
+    notifications.reporters, the report's status is served to the grid member's app, and
+    an unsatisfied visit before closure sends the order back for rework."""
+    from .kafka_helpers import consume, decode
+    http, worker, topics = served
+    rid = f"R-follow-{uuid.uuid4().hex[:6]}"
+    status, body = await call(http, "POST", "/api/v1/reports", GRID,
+                              report(rid, UNDERPASS, 60, 40, category="garbage_overflow", description="垃圾桶满溢"))
+    assert status == 202, body
+    order = await wait_order(http, OPERATOR, lambda o: any(e.get("report_id") == rid for e in o["events"]))
+    wo = order["work_order_id"]
+    for token in (GRID, GATEWAY, OPERATOR):
+        status, body = await call(http, "GET", f"/api/v1/reports/{rid}", token)
+        assert status == 200 and body["work_order_id"] == wo and body["status_zh"], (token, body)
+    assert (await call(http, "GET", f"/api/v1/reports/{rid}", WATER))[0] == 403          # a department: no
+    status, body = await call(http, "GET", "/api/v1/reports/R-never-sent", GRID)
+    assert status == 404 and body["error"]["field"] == "report_id"
+    for i, (action, token, extra) in enumerate([("accept", CITY, {}), ("handle", CITY, {}),
+                                                ("visit", OPERATOR, {"satisfaction": "unsatisfied",
+                                                                     "report_id": rid, "note": "仍有积水"})]):
+        status, body = await call(http, "POST", f"/api/v1/workorders/{wo}/commands", token,
+                                  {"command_id": f"{rid}-{i}", "action": action, **extra})
+        assert status == 202, body
+        await asyncio.sleep(1.0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = await call(http, "GET", f"/api/v1/reports/{rid}", GRID)
+        if body.get("visits"):
+            break
+        await asyncio.sleep(0.5)
+    assert body["status"] == "accepted" and body["visits"][0]["satisfaction"] == "unsatisfied"
+    assert [s["type"] for s in body["steps"]][-3:] == ["accepted", "handled", "visited"]
+    notes = [n for n in decode(await consume(kafka_bootstrap, topics.reporter_notifications, want=10**9,
+                                             timeout=5, settle=1)) if n["report_id"] == rid]
+    assert [n["change"] for n in notes] == ["created", "dispatched", "accepted", "handled", "visited"]
+    assert {n["reporter_id"] for n in notes} == {"GM-0107"} and all("工单号 " + wo in n["message"] for n in notes)
+    print(f"\n  reporter {rid}: {len(notes)} notifications; unsatisfied visit → rework")
+
+
+async def test_a_street_desk_gets_its_streets_orders_and_works_them(served, kafka_bootstrap):
+    """属地处置 (DESIGN §13): street vending in 青年路街道 goes to its street desk's topic; the
+    desk's token sees the orders of its street and works the ones sent to it."""
+    from citybrain.config import Config
+
+    from .kafka_helpers import consume, decode
+    http, worker, topics = served
+    city = Config().city_map
+    grid = next(g for g in city.grid_codes if g.startswith("370306003"))
+    point = city.grid_polygon(grid).representative_point()
+    rid = f"R-desk-{uuid.uuid4().hex[:6]}"
+    status, body = await call(http, "POST", "/api/v1/reports", OPERATOR,
+                              {"report_id": rid, "reporter_id": "HL-1", "channel": "hotline_12345",
+                               "category": "street_vending", "description": "占道经营", "lon": point.x, "lat": point.y})
+    assert status == 202, body
+    desk = "demo-street-qingnian"
+    order = await wait_order(http, desk, lambda o: any(e.get("report_id") == rid for e in o["events"]))
+    assert order["department"] == "street.370306003" and order["route_rule"].startswith("override:370306003")
+    [sent] = [d for d in decode(await consume(kafka_bootstrap, topics.dispatch("street.370306003"), want=10**9,
+                                              timeout=5, settle=1)) if d["work_order_id"] == order["work_order_id"]]
+    assert (sent["type"], sent["role"]) == ("dispatched", "lead")
+    wo = order["work_order_id"]
+    status, body = await call(http, "POST", f"/api/v1/workorders/{wo}/commands", desk,
+                              {"command_id": f"{rid}-a", "action": "accept"})
+    assert status == 202, body
+    accepted = await wait_order(http, desk, lambda o: o["work_order_id"] == wo and o["status"] == "accepted")
+    assert accepted["status"] == "accepted"
+    # Out of its street: not seen.
+    status, body = await call(http, "GET", "/api/v1/workorders?limit=500", desk)
+    assert status == 200 and body["items"] and all(o["location"]["street_code"] == "370306003"
+                                                   or o["department"] == "street.370306003" for o in body["items"])
+    assert (await call(http, "GET", f"/api/v1/workorders/{wo}", WATER))[0] == 403

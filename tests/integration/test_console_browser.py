@@ -120,3 +120,46 @@ async def test_wrong_token_is_refused_in_the_console(console):
     await page.click("[data-testid=sign-in]")
     await expect(page.locator("#login-error")).to_contain_text("401", timeout=10000)
     await expect(page.locator("#app")).to_be_hidden()
+
+
+async def test_an_assisting_department_works_its_part_and_the_operator_raises_an_emergency(console, kafka_bootstrap):
+    browser, base, t = console
+    report = {"report_id": "R-C-gas", "reporter_id": "GM-0107", "category": "gas_leak",
+              "description": "闻到燃气味 smell of gas", "ts": iso(time.time() - 10), "lon": 117.8625, "lat": 36.7935}
+    await produce(kafka_bootstrap, [(t.reports, b"GM-0107", orjson.dumps(report))])
+
+    # 1. Fire assists the gas utility: its view lists the order, it accepts and handles its part.
+    fire = await signed_in(browser, base, "demo-fire", "/department")
+    row = fire.locator("tr[data-wo^='WO-gas_leak-']")
+    await expect(row).to_have_count(1, timeout=30000)
+    await expect(row.locator("[data-testid=row-assists]")).to_contain_text("fire")
+    wo = await row.get_attribute("data-wo")
+    await row.click()
+    part = fire.locator("[data-testid=detail-assists] tr[data-part=fire]")
+    await expect(part).to_have_attribute("data-part-status", "dispatched", timeout=20000)
+    await expect(fire.locator("button[data-action=extend]")).to_have_count(0)     # the lead's, not a part's
+    await fire.click("button[data-action=accept]")
+    await expect(part).to_have_attribute("data-part-status", "accepted", timeout=20000)
+    await expect(fire.locator("[data-testid=detail-status]")).to_contain_text("dispatched")   # the lead's own state
+    await fire.fill("[data-testid=note]", "已警戒疏散 cordoned, evacuated")
+    await fire.click("button[data-action=handle]")
+    await expect(part).to_have_attribute("data-part-status", "handled", timeout=20000)
+    await expect(fire.locator("[data-testid=timeline] li[data-type=assist_handled]")).to_have_count(1)
+    await fire.screenshot(path=shot("5-assist-handled"))
+
+    # 2. The operator sees lead and assists, raises the emergency level: emergency management
+    #    joins, and the board filtered by emergency level shows the order.
+    op = await signed_in(browser, base, "demo-operator")
+    await expect(op.locator("[data-testid=devices]")).to_contain_text("设备完好率", timeout=15000)
+    await op.locator(f"tr[data-wo='{wo}']").click()
+    await expect(op.locator("[data-testid=detail-assists] tr[data-part=police]")).to_have_attribute(
+        "data-part-status", "dispatched")
+    await op.select_option("[data-testid=emergency-select]", "III")
+    await op.click("button[data-action=set_emergency_level]")
+    await expect(op.locator("[data-testid=detail-emergency]")).to_contain_text("III", timeout=20000)
+    await expect(op.locator("[data-testid=detail-assists] tr[data-part=emergency]")).to_have_count(1)
+    await op.select_option("[data-testid=f-emergency]", "I,II,III,IV")
+    await expect(op.locator("[data-testid=rows] tr")).to_have_count(1, timeout=10000)
+    await expect(op.locator(f"tr[data-wo='{wo}'] [data-testid=emergency-level]")).to_contain_text("Ⅲ级")
+    await op.screenshot(path=shot("6-emergency"))
+    assert fire.errors == [] and op.errors == []

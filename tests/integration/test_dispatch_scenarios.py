@@ -67,8 +67,8 @@ async def city(kafka_bootstrap, tmp_path_factory):
         (t.reports, b"GM-0107", report("R-other", "other", EAST_DIP, 900, 900, 100, "不明异味")),
     ]
     await produce(kafka_bootstrap, records)
-    # flood: created, dispatched, 6 × evidence; east: 2; gas manhole: 2; other: 1
-    changes = decode(await consume(kafka_bootstrap, t.workorder_events, want=13, timeout=60, settle=3))
+    # flood: created, dispatched, 6 × evidence, escalated (the 5th finder); east: 2; gas manhole: 2; other: 1
+    changes = decode(await consume(kafka_bootstrap, t.workorder_events, want=14, timeout=60, settle=3))
     yield kafka_bootstrap, t, worker, changes
     worker.stop()
 
@@ -89,9 +89,15 @@ async def test_rainstorm_is_one_order_to_water_with_all_evidence(city):
     cs = flood[0]
     assert [c["version"] for c in cs] == list(range(1, len(cs) + 1))          # monotonic
     assert [c["type"] for c in cs[:2]] == ["created", "dispatched"]
-    assert {c["type"] for c in cs[2:]} == {"evidence_added"}
+    assert sorted(c["type"] for c in cs[2:]) == ["escalated"] + ["evidence_added"] * 6
+    # Five distinct finders (three gauges, two cameras; the grid member is the sixth) raise
+    # the priority one step, once; the gauges alarm at blue, which asks for no more.
+    [up] = [c for c in cs if c["type"] == "escalated"]
+    assert (up["escalation"]["reason"], up["escalation"]["priority_from"], up["escalation"]["priority_to"]) == (
+        "finders", "high", "urgent")
     final = cs[-1]["snapshot"]
     assert final["department"] == "water" and final["status"] == "dispatched"
+    assert (final["priority"], final["warning_level"], final["assists"]) == ("urgent", "blue", [])
     assert final["work_order_id"].startswith("WO-flooding-")
     assert set(final["finders"]) == {"WLV-UP-01", "WLV-UP-02", "WLV-UP-03", "CAM-UP-01", "CAM-UP-02"}
     assert len(final["events"]) == 7

@@ -17,7 +17,8 @@ import pytest
 from citybrain.promtext import samples
 from citybrain.simulate.traffic import iso
 
-from .kafka_helpers import WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce, wait_for_metrics
+from .kafka_helpers import (WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce,
+                            wait_for_metrics, worker_on_new_topics)
 
 pytestmark = pytest.mark.integration
 
@@ -109,13 +110,8 @@ def short_config(tmp_path_factory):
 
 @pytest.fixture
 async def running(kafka_bootstrap, tmp_path, short_config, request):
-    prefix = new_prefix(request.node.name[5:25].replace("_", "-"))
-    topics = await prepare(kafka_bootstrap, prefix)
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, config_dir=short_config).start()
-    try:
-        yield topics, worker
-    finally:
-        worker.stop()
+    async with worker_on_new_topics(kafka_bootstrap, request.node.name, tmp_path, short_config) as running:
+        yield running
 
 
 async def test_full_loop_with_a_return_and_a_rework(kafka_bootstrap, running):
@@ -195,7 +191,8 @@ async def test_a_sensor_order_is_verified_automatically(kafka_bootstrap, running
                                     (t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.01, now - 90, 4))])
     mine = await changes_of(kafka_bootstrap, t, wo, "verified")
     moves = [c["type"] for c in mine if c["type"] != "supervised"]
-    assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "verified"]
+    # The gauge alarmed (at blue, the lowest level); its recovery takes the level away (recorded).
+    assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "deescalated", "verified"]
     verified = mine[-1]
     assert verified["actor"]["role"] == "system" and verified["snapshot"]["status"] == "closed"
     handled_at = next(datetime.fromisoformat(c["at"]) for c in mine if c["type"] == "handled")
@@ -213,11 +210,12 @@ async def test_an_alarm_back_before_closure_sends_the_order_back_for_rework(kafk
                                     (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.01, now - 280, 4)),
                                     (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.30, now - 200, 5)),
                                     (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.31, now - 120, 6))])
-    mine = await changes_of(kafka_bootstrap, t, wo, "verification_rejected")
+    mine = await changes_of(kafka_bootstrap, t, wo, "escalated")
     moves = [c["type"] for c in mine if c["type"] != "supervised"]
-    assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "evidence_added",
-                     "verification_rejected"]
-    back = mine[-1]
+    # The returning alarm sends it back for rework and raises the warning level (blue) again.
+    assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "deescalated",
+                     "evidence_added", "verification_rejected", "escalated"]
+    back = next(c for c in mine if c["type"] == "verification_rejected")
     assert back["actor"]["role"] == "system"
     assert (back["snapshot"]["status"], back["snapshot"]["rework_count"]) == ("accepted", 1)
     await asyncio.sleep(8)   # longer than the 6 s wait: it must not close itself now

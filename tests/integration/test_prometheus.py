@@ -57,7 +57,7 @@ async def prometheus_and_worker(kafka_bootstrap, tmp_path):
                             stdout=log, stderr=subprocess.STDOUT)
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, CITYBRAIN_TOPIC_PREFIX=prefix,
                CITYBRAIN_CONFIG_DIR=str(config))
-    load = subprocess.Popen([sys.executable, "-m", "citybrain", "simulate", "--rate", "100", "--duration", "40",
+    load = subprocess.Popen([sys.executable, "-m", "citybrain", "simulate", "--rate", "100", "--duration", "50",
                              "--respond", "--linger", "100"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

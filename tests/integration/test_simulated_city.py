@@ -30,7 +30,8 @@ async def test_simulated_city_end_to_end(kafka_bootstrap, tmp_path):
         sent = result["by_source"]
         text = await wait_for_metrics(
             worker, lambda m: {s: r.get("received", 0) for s, r in outcomes(m).items()}
-            == {"iot": sent["iot"], "video": sent["video"], "report": sent["report"]}, timeout=120)
+            == {"iot": sent["iot"], "video": sent["video"], "report": sent["report"], "device": sent["device"]},
+            timeout=120)
         table = outcomes(text)
         for source, row in table.items():
             assert row["received"] == sent[source], source       # nothing lost
@@ -45,8 +46,8 @@ async def test_simulated_city_end_to_end(kafka_bootstrap, tmp_path):
         assert got_dead == expected_dead
         assert table["iot"]["suppressed"] == labels["duplicate"]
 
-        events = decode(await consume(kafka_bootstrap, topics.events, want=table["iot"]["event"]
-                                      + table["video"]["event"] + table["report"]["event"], timeout=60))
+        events = decode(await consume(kafka_bootstrap, topics.events, want=sum(
+            table[s].get("event", 0) for s in ("iot", "video", "report", "device")), timeout=60))
         alarms = {e["device_id"] for e in events if e["source"] == "iot" and e["kind"] == "alarm"}
         assert {"WLV-UP-01", "WLV-UP-02", "WLV-UP-03", "WLV-EP-01", "GAS-LEAK-01",
                 "CBT-FIRE-01", "RCM-FIRE-01", "SMK-FIRE-01"} <= alarms
@@ -57,5 +58,27 @@ async def test_simulated_city_end_to_end(kafka_bootstrap, tmp_path):
         hotline = next(e for e in events if e.get("reporter_id") == "HL-12345")
         assert "13905331234" not in hotline["description"]
         assert len({e["event_id"] for e in events}) == len(events)
+
+        # Joint handling and escalation (DESIGN §12): the gas leak is worked by three
+        # departments and, its detector at orange, emergency management joins; the
+        # underpass gauges climb blue → orange and its order escalates the same way.
+        latest: dict[str, dict] = {}
+        for c in decode(await consume(kafka_bootstrap, topics.workorder_events, want=10**9, timeout=10, settle=2)):
+            if c["version"] > latest.get(c["work_order_id"], {}).get("version", 0):
+                latest[c["work_order_id"]] = c
+        def order_of(finder):
+            return next(c["snapshot"] for c in latest.values() if finder in c["snapshot"]["finders"])
+        gas_order = order_of("GAS-LEAK-01")
+        assert gas_order["department"] == "gas_utility"
+        assert [a["department"] for a in gas_order["assists"]] == ["fire", "police", "emergency"]
+        assert (gas_order["warning_level"], gas_order["emergency_level"]) == ("orange", "IV")
+        flood = order_of("WLV-UP-01")
+        assert (flood["warning_level"], flood["emergency_level"]) == ("orange", "IV")
+        assert [a["department"] for a in flood["assists"]] == ["traffic", "emergency"]
+        faults = [(e["kind"], e["camera_id"]) for e in events if e["category"] == "device_fault"]
+        assert faults == [("alarm", "CAM-EP-01"), ("recovery", "CAM-EP-01")]     # 设备故障, back online
+        command_centre = {c["work_order_id"] for c in decode(await consume(
+            kafka_bootstrap, topics.emergency, want=10**9, timeout=5, settle=1))}
+        assert {gas_order["work_order_id"], flood["work_order_id"]} <= command_centre
     finally:
         worker.stop()

@@ -15,7 +15,8 @@ def test_shipped_config_loads_and_matches_the_contract():
     assert depts == {"city_mgmt", "water", "fire", "emergency", "police", "traffic",
                      "environment", "housing", "gas_utility", "power_utility", "health"}
     cats = {c.code: c for c in cfg.taxonomy.categories}
-    assert len(cats) == 20
+    assert len(cats) == 21          # DESIGN §4a's twenty and §13's device_fault (设备故障)
+    assert cats["device_fault"].department == ""
     assert cats["gas_leak"].department == "gas_utility" and cats["gas_leak"].priority == "urgent"
     assert cats["other"].department == ""
     assert cfg.taxonomy.for_algorithm("forest_smoke").code == "forest_fire"

@@ -28,7 +28,8 @@ def test_every_topic_has_its_settings():
 def test_co_partitioned_groups_follow_the_stages():
     groups = co_partitioned(Config(), Topics("p."))
     assert groups == [["p.ingest.iot.readings", "p.ingest.video.alerts", "p.ingest.reports",
-                       "p.citybrain-sensor_state-changelog"],
+                       "p.ingest.device.status", "p.citybrain-sensor_state-changelog",
+                       "p.citybrain-device_health-changelog"],
                       ["p.citybrain.fusion.inbox", "p.citybrain-work_orders-changelog"]]
 
 

@@ -180,7 +180,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     topics, _ = await fresh_topics(bootstrap, "lat")
     worker = await BenchWorker(bootstrap, topics).ready()
     cfg = Config()
-    dispatch_topics = [topics.dispatch(d.code) for d in cfg.taxonomy.departments]
+    dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
         lat: list[tuple[float, float]] = []
         last_hop: list[tuple[float, float]] = []

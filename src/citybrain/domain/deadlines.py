@@ -28,6 +28,7 @@ from citybrain.domain.taxonomy import Priority
 from citybrain.wire.models import Actor, WorkOrder, WorkOrderChange
 
 Basis = Literal["natural", "working"]
+OPEN_STATUSES = ("registered", "dispatched", "accepted", "handled")
 Level = Literal["street", "district", "city"]
 LEVEL_RANK: dict[str, int] = {"street": 1, "district": 2, "city": 3}
 LEVEL_NAME = {"street": "街道", "district": "区", "city": "市"}
@@ -73,6 +74,9 @@ class AutoVerify(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     enabled: bool = True
     normal_minutes: float = Field(30, ge=0)
+    # Categories whose orders close once their devices are back, whatever stage they are
+    # in: the device coming back is the fix (设备故障).
+    on_recovery: list[str] = ["device_fault"]
 
 
 class Timers(BaseModel):
@@ -105,10 +109,12 @@ class Due:
     at: float           # share of the limit
     level: str
     when: datetime
+    department: str | None = None   # an assisting part's clock; None: the lead's
 
     @property
     def key(self) -> str:
-        return f"{self.clock}@{self.at:g}"
+        part = f"{self.department}/" if self.department else ""
+        return f"{part}{self.clock}@{self.at:g}"
 
 
 class Deadlines:
@@ -165,18 +171,24 @@ class Deadlines:
         ``first_only``, the earliest of each clock: shares rise, so it comes first)."""
         if order.status not in ("registered", "dispatched", "accepted", "handled"):
             return []
-        clocks = [("order", order.created_at, order.time_limit_hours)]
+        clocks = [("order", order.created_at, order.time_limit_hours, None)]
         running = _running_clock(order)
         if running is not None and order.stage_started_at is not None:
-            clocks.append((running, order.stage_started_at, getattr(order, f"{running}_limit_hours")))
+            clocks.append((running, order.stage_started_at, getattr(order, f"{running}_limit_hours"), None))
+        for part in order.assists:   # each assisting department's own clocks (协办时限)
+            clock = {"dispatched": "accept", "accepted": "handle"}.get(part.status)
+            if clock is not None and part.stage_started_at is not None:
+                clocks.append((clock, part.stage_started_at, getattr(order, f"{clock}_limit_hours"),
+                               part.department))
         out = []
         done = set(order.supervision_steps)
-        for clock, start, limit in clocks:
+        for clock, start, limit, department in clocks:
+            prefix = f"{department}/" if department else ""
             for step in self.config.supervision.step:
-                if f"{clock}@{step.at:g}" in done:
+                if f"{prefix}{clock}@{step.at:g}" in done:
                     continue
                 out.append(Due(clock, step.at, step.level,
-                               self.add(start, limit * step.at, order.time_limit_basis)))
+                               self.add(start, limit * step.at, order.time_limit_basis), department))
                 if first_only:
                     break
         return out
@@ -189,7 +201,8 @@ class Deadlines:
             if due.when > now:
                 continue
             rank = LEVEL_RANK[due.level]
-            note = (f"{now.isoformat()} system:citybrain 自动督办 {LEVEL_NAME[due.level]}级 ({due.level}): "
+            part = f" 协办 {due.department}" if due.department else ""
+            note = (f"{now.isoformat()} system:citybrain 自动督办 {LEVEL_NAME[due.level]}级 ({due.level}){part}: "
                     f"{CLOCK_NAME[due.clock]}时限 {due.clock} limit at {due.at:.0%}, due {due.when.isoformat()}")
             order = order.model_copy(update={
                 "version": order.version + 1,
@@ -200,19 +213,24 @@ class Deadlines:
             changes.append(WorkOrderChange(work_order_id=order.work_order_id, version=order.version,
                                            type="supervised", at=now, actor=SYSTEM, snapshot=order,
                                            supervision={"clock": due.clock, "share": due.at,
-                                                        "level": due.level, "due_at": due.when}))
+                                                        "level": due.level, "due_at": due.when,
+                                                        "department": due.department}))
         return changes
 
     # -- automatic verification ------------------------------------------------------
 
     def verify_at(self, order: WorkOrder) -> datetime | None:
         """When a sensor-opened, handled order closes by itself, if it will."""
-        if not self.config.auto_verify.enabled or order.status != "handled" or order.handled_at is None:
+        av = self.config.auto_verify
+        if not av.enabled:
+            return None
+        on_recovery = order.category in av.on_recovery and order.status in OPEN_STATUSES
+        if not on_recovery and (order.status != "handled" or order.handled_at is None):
             return None
         sensors = sensor_finders(order)
         if not sensors or not sensors <= set(order.recovered_finders) or order.last_recovery_at is None:
             return None
-        start = max(order.handled_at, order.last_recovery_at)
+        start = order.last_recovery_at if on_recovery else max(order.handled_at, order.last_recovery_at)
         return start + timedelta(minutes=self.config.auto_verify.normal_minutes)
 
     def auto_verify(self, order: WorkOrder, now: datetime) -> WorkOrderChange | None:
@@ -267,5 +285,7 @@ def _running_clock(order: WorkOrder) -> str | None:
 
 
 def sensor_finders(order: WorkOrder) -> set[str]:
-    """The sensors whose alarms are on this order (cameras and people do not recover)."""
-    return {e.finder for e in order.events if e.source == "iot" and e.kind == "alarm" and e.finder}
+    """The sensors whose alarms are on this order (cameras and people do not recover — but
+    a device fault of a camera does, when its platform reports it online)."""
+    return {e.finder for e in order.events
+            if e.kind == "alarm" and e.finder and (e.source == "iot" or e.category == "device_fault")}

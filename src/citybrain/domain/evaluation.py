@@ -15,6 +15,14 @@ the city's time zone):
 - extension rate (延期率): closed orders extended at least once / closed;
 - return rate (退回率): returns (退回) by the department in the period / dispatches (派遣)
   to it in the period;
+- assist work (协办), counted apart from the lead's: parts received (``assist_added``), parts
+  handled and parts returned (``assist_returned``) by the assisting department, in the
+  period of the change;
+- satisfaction rate (满意率): visits (回访) that found the reporter satisfied or basically
+  satisfied / visits, in the period of the visit, under the order's lead department;
+- device health (设备完好率) per owner department and kind, now: 1 − devices with an open
+  device fault (设备故障) order / registered devices (the registry's counts come from the
+  caller);
 - times, over the closed orders, in hours: to dispatch (立案→派遣, the last dispatch),
   accept (派遣→签收), handle (签收→处置反馈, the last feedback), close (立案→结案);
   median and p90 by nearest rank.
@@ -33,6 +41,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 STAGES = ("dispatch", "accept", "handle", "close")
+ASSIST_WORK = {"assist_added": "added", "assist_handled": "handled", "assist_returned": "returned"}
 ALL = "*"   # the row for every department together
 
 
@@ -68,6 +77,11 @@ class Figures:
     extended: int = 0
     dispatches: int = 0
     returns: int = 0
+    assists: int = 0
+    assists_handled: int = 0
+    assists_returned: int = 0
+    visits: int = 0
+    satisfied: int = 0
     hours: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     def as_dict(self) -> dict:
@@ -78,7 +92,10 @@ class Figures:
                "rework_rate": rate(self.reworked, self.closed),
                "extension_rate": rate(self.extended, self.closed),
                "dispatches": self.dispatches, "returns": self.returns,
-               "return_rate": rate(self.returns, self.dispatches)}
+               "return_rate": rate(self.returns, self.dispatches),
+               "assists": self.assists, "assists_handled": self.assists_handled,
+               "assists_returned": self.assists_returned, "visits": self.visits,
+               "satisfaction_rate": rate(self.satisfied, self.visits)}
         for stage in STAGES:
             values = sorted(self.hours[stage])
             out[f"{stage}_hours_p50"] = quantile(values, 0.5)
@@ -117,6 +134,12 @@ class Evaluation:
         self.days: dict[str, dict[str, DayFigures]] = {}        # closing day → department → figures
         self.dispatches: Counter[tuple[str, str]] = Counter()   # (day, department)
         self.returns: Counter[tuple[str, str]] = Counter()
+        # assist work: (day, department, "added" | "handled" | "returned") → count
+        self.assist_work: Counter[tuple[str, str, str]] = Counter()
+        # visits: (day, department, satisfaction) → count
+        self.visits: Counter[tuple[str, str, str]] = Counter()
+        # open device-fault orders: order → [owner, kind, device count]
+        self.device_faults: dict[str, list] = {}
         self.finished = 0          # orders closed or cancelled, ever
         self.latest_day = ""       # the latest day a change was made on
         self.changed_days: set[str] = set()   # since the last checkpoint export
@@ -135,21 +158,33 @@ class Evaluation:
         day = self._day(at)
         if day > self.latest_day:
             self._new_day(day)
+        kind = change["type"]
         closed = self.closed_version.get(wo)
         if closed is not None:
+            if kind == "visited" and version > closed[0]:   # 回访 after 结案
+                self._count_visit(day, snap)
             self.closed_version[wo] = (max(version, closed[0]), closed[1])   # comments after 结案
             return
         seen, department = self.open.get(wo, (0, None))
         if version <= seen:
             return   # seen already (at-least-once delivery)
-        kind = change["type"]
+        if kind == "visited":
+            self._count_visit(day, snap)
         if kind == "dispatched" and snap.get("department"):
             self.dispatches[(day, sys.intern(snap["department"]))] += 1
         elif kind == "returned":
             who = department or (change.get("actor") or {}).get("department")
             if who:
                 self.returns[(day, who)] += 1
+        elif kind in ASSIST_WORK and change.get("part"):
+            self.assist_work[(day, sys.intern(change["part"]), ASSIST_WORK[kind])] += 1
         status = snap["status"]
+        if snap.get("category") == "device_fault":
+            if status in ("closed", "cancelled"):
+                self.device_faults.pop(wo, None)
+            else:
+                kind = "camera" if snap["events"] and snap["events"][0]["source"] == "video" else "sensor"
+                self.device_faults[wo] = [snap.get("department") or "", kind, len(snap.get("finders") or ()) or 1]
         if status in ("closed", "cancelled"):
             self.open.pop(wo, None)
             self.finished += 1
@@ -160,6 +195,11 @@ class Evaluation:
         else:
             dept = snap.get("department")
             self.open[wo] = (version, sys.intern(dept) if dept else None)
+
+    def _count_visit(self, day: str, snap: dict) -> None:
+        visit = (snap.get("visits") or [{}])[-1]
+        if visit.get("satisfaction"):
+            self.visits[(day, sys.intern(snap.get("department") or "unassigned"), visit["satisfaction"])] += 1
 
     def _new_day(self, day: str) -> None:
         """The log reached a new day: forget the versions of orders closed long before."""
@@ -196,7 +236,10 @@ class Evaluation:
         return {"open": self.open, "closed_version": self.closed_version, "finished": self.finished,
                 "latest_day": self.latest_day,
                 "dispatches": [[d, dept, n] for (d, dept), n in self.dispatches.items()],
-                "returns": [[d, dept, n] for (d, dept), n in self.returns.items()]}
+                "returns": [[d, dept, n] for (d, dept), n in self.returns.items()],
+                "assist_work": [[d, dept, what, n] for (d, dept, what), n in self.assist_work.items()],
+                "visits": [[d, dept, how, n] for (d, dept, how), n in self.visits.items()],
+                "device_faults": self.device_faults}
 
     def checkpoint_days(self, everything: bool = False) -> dict[str, dict]:
         """The days changed since the last call (``everything``: all), as JSON-ready data."""
@@ -215,6 +258,10 @@ class Evaluation:
         self.finished, self.latest_day = meta["finished"], meta["latest_day"]
         self.dispatches = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["dispatches"]})
         self.returns = Counter({(d, sys.intern(dept)): n for d, dept, n in meta["returns"]})
+        self.assist_work = Counter({(d, sys.intern(dept), what): n
+                                    for d, dept, what, n in meta.get("assist_work", ())})
+        self.visits = Counter({(d, sys.intern(dept), how): n for d, dept, how, n in meta.get("visits", ())})
+        self.device_faults = dict(meta.get("device_faults") or {})
         self.days = {day: {sys.intern(dept): DayFigures.from_json(f) for dept, f in depts.items()}
                      for day, depts in days.items()}
         self.changed_days = set()
@@ -266,7 +313,39 @@ class Evaluation:
             if first <= day <= last:
                 for r in row(dept):
                     r.returns += n
+        for (day, dept, what), n in self.assist_work.items():
+            if first <= day <= last:
+                for r in row(dept):
+                    if what == "added":
+                        r.assists += n
+                    elif what == "handled":
+                        r.assists_handled += n
+                    else:
+                        r.assists_returned += n
+        for (day, dept, how), n in self.visits.items():
+            if first <= day <= last:
+                for r in row(dept):
+                    r.visits += n
+                    r.satisfied += n if how != "unsatisfied" else 0
         return {d: f.as_dict() for d, f in sorted(rows.items())}
+
+    def device_health(self, registered: Counter) -> dict[str, dict]:
+        """设备完好率 now, per ``owner/kind`` (and ``*`` for all): ``registered`` counts
+        active devices per (owner department or "", kind)."""
+        faulty: Counter = Counter()
+        for owner, kind, n in self.device_faults.values():
+            faulty[(owner, kind)] += n
+        rows: dict[str, dict] = {}
+        total_reg = total_bad = 0
+        for key in sorted(set(registered) | set(faulty)):
+            reg, bad = registered.get(key, 0), faulty.get(key, 0)
+            total_reg, total_bad = total_reg + reg, total_bad + bad
+            rows[f"{key[0] or 'unowned'}/{key[1]}"] = {
+                "owner": key[0], "kind": key[1], "registered": reg, "faulty": bad,
+                "intact_rate": round(max(reg - bad, 0) / reg, 4) if reg else None}
+        rows["*"] = {"owner": "*", "kind": "*", "registered": total_reg, "faulty": total_bad,
+                     "intact_rate": round(max(total_reg - total_bad, 0) / total_reg, 4) if total_reg else None}
+        return rows
 
     def period_of(self, at: datetime) -> str:
         return at.astimezone(self.tz).strftime("%Y-%m")

@@ -16,7 +16,18 @@ actor's role may do it, and the actor's scope covers this order.
 | cancel 作废 | any open | cancelled | operator |
 | extend 延期 | any open | (same) order and running stage limits + extend_minutes, dues moved | the order's department, operator |
 | supervise 督办 | any open | (same) level +1 (≤ 3) | operator, system |
-| comment 备注 | any | (same) | operator, the order's department, grid member of its grid |
+| comment 备注 | any | (same) | operator, the order's department or an assist, the street desk of its street, grid member of its grid |
+
+A street desk (属地, role ``street``) acts as the department ``street.<street_code>``.
+| assist 协办 | any open | (same) + an assisting part (dispatched) | operator |
+| release_assist 解除协办 | any open | (same), the part released | operator |
+| set_emergency_level 应急响应 | any open | (same), emergency level set or ended | operator |
+| visit 回访 | handled, closed | (same) + the reporter's satisfaction; unsatisfied on handled → accepted (+1 rework) | operator |
+
+Joint handling (联动处置, DESIGN §12): an assisting department's ``accept`` / ``handle`` /
+``return`` act on its own part (dispatched → accepted → handled; return releases it); an
+operator names the part with ``department``.  The lead's ``handle`` is refused while any
+part is still dispatched or accepted.
 """
 
 from __future__ import annotations
@@ -25,25 +36,39 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from citybrain.domain.deadlines import Deadlines
-from citybrain.wire.models import Command, CommandRejection, WorkOrder, WorkOrderChange
+from citybrain.domain.escalation import EMERGENCY_RANK, add_assist, describe
+from citybrain.wire.models import (Assist, Command, CommandRejection, Escalation, Visit, WorkOrder,
+                                   WorkOrderChange)
 
 OPEN = ("registered", "dispatched", "accepted", "handled")
 
 # action -> (allowed from-states, target state or None for "unchanged", change type, roles)
 RULES: dict[str, tuple[tuple[str, ...], str | None, str, frozenset[str]]] = {
     "dispatch": (("registered",), "dispatched", "dispatched", frozenset({"operator"})),
-    "accept": (("dispatched",), "accepted", "accepted", frozenset({"department", "operator"})),
-    "return": (("dispatched",), "registered", "returned", frozenset({"department", "operator"})),
-    "handle": (("accepted",), "handled", "handled", frozenset({"department", "operator"})),
+    "accept": (("dispatched",), "accepted", "accepted", frozenset({"department", "street", "operator"})),
+    "return": (("dispatched",), "registered", "returned", frozenset({"department", "street", "operator"})),
+    "handle": (("accepted",), "handled", "handled", frozenset({"department", "street", "operator"})),
     "verify": (("handled",), "closed", "verified", frozenset({"grid", "operator", "system"})),
     "reject_verification": (("handled",), "accepted", "verification_rejected",
                             frozenset({"grid", "operator", "system"})),
     "cancel": (OPEN, "cancelled", "cancelled", frozenset({"operator"})),
-    "extend": (OPEN, None, "extended", frozenset({"department", "operator"})),
+    "extend": (OPEN, None, "extended", frozenset({"department", "street", "operator"})),
     "supervise": (OPEN, None, "supervised", frozenset({"operator", "system"})),
     "comment": (OPEN + ("closed", "cancelled"), None, "commented",
-                frozenset({"operator", "department", "grid"})),
+                frozenset({"operator", "department", "street", "grid"})),
+    "assist": (OPEN, None, "assist_added", frozenset({"operator"})),
+    "release_assist": (OPEN, None, "assist_released", frozenset({"operator"})),
+    "set_emergency_level": (OPEN, None, "escalated", frozenset({"operator"})),
+    "visit": (("handled", "closed"), None, "visited", frozenset({"operator"})),
 }
+
+# An assisting part: action -> (allowed from part states, part state after, change type).
+PART_RULES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "accept": (("dispatched",), "accepted", "assist_accepted"),
+    "handle": (("accepted",), "handled", "assist_handled"),
+    "return": (("dispatched",), "released", "assist_returned"),
+}
+OPEN_PARTS = ("dispatched", "accepted")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +85,13 @@ def _refuse(order: WorkOrder | None, cmd: Command, reason: str, detail: str, now
 def _in_scope(order: WorkOrder, cmd: Command) -> str | None:
     """None when the actor may act on this order, else why not."""
     actor = cmd.actor
-    if actor.role == "department" and actor.department != order.department:
-        return (f"department {actor.department!r} acts only on its own orders; this one is "
-                f"{order.department or 'not dispatched'}")
+    if actor.role == "street" and cmd.action == "comment" and order.location.street_code == actor.street_code:
+        return None   # a street desk (属地) may note on any order of its street
+    if actor.role in ("department", "street") and actor.department != order.department \
+            and not (cmd.action == "comment" and _part(order, actor.department) is not None):
+        return (f"department {actor.department!r} acts only on its own orders and parts; this one is "
+                f"{order.department or 'not dispatched'}"
+                + (f", assisted by {', '.join(a.department for a in order.assists)}" if order.assists else ""))
     if actor.role == "grid":
         if not actor.grid_prefix or not order.location.grid_code.startswith(actor.grid_prefix):
             return (f"grid member of {actor.grid_prefix or '?'} acts only within that grid prefix; "
@@ -77,6 +106,9 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
     if cmd.command_id in order.applied_commands:
         return _refuse(order, cmd, "duplicate_command",
                        f"command {cmd.command_id} was applied already; applying it again changes nothing", now)
+    part = _part_addressed(order, cmd)
+    if part is not None:
+        return _apply_part(order, cmd, part, now, deadlines)
     allowed_from, target, change_type, roles = RULES[cmd.action]
     if order.status not in allowed_from:
         return _refuse(order, cmd, "not_allowed_in_state",
@@ -112,6 +144,11 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
     elif action == "return":
         update.update(department=None, return_count=order.return_count + 1)
     elif action == "handle":
+        still = [a.department for a in order.assists if a.status in OPEN_PARTS]
+        if still:
+            return _refuse(order, cmd, "assist_open",
+                           f"协办未完成 assists still open: {', '.join(still)} — each must handle or be "
+                           "released before the lead's handle", now)
         update["handled_at"] = now
     elif action == "verify":
         update["closed_at"] = now
@@ -128,6 +165,110 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
         if order.supervision_level >= 3:
             return _refuse(order, cmd, "not_allowed_in_state", "already supervised at city level", now)
         update["supervision_level"] = order.supervision_level + 1
+    elif action == "assist":
+        if not cmd.department:
+            return _refuse(order, cmd, "missing_field", "assist needs a department", now)
+        if cmd.department not in departments:
+            return _refuse(order, cmd, "unknown_department", f"no department {cmd.department!r}", now)
+        held = _part(order, cmd.department)
+        if cmd.department == order.department or (held is not None and held.status in OPEN_PARTS):
+            return _refuse(order, cmd, "not_allowed_in_state",
+                           f"{cmd.department} already works this order", now)
+        change = add_assist(order.model_copy(update={k: v for k, v in update.items() if k != "version"}),
+                            cmd.department, f"operator:{cmd.actor.id}", now, deadlines, cmd.actor)
+        return Outcome(change=change)
+    elif action == "release_assist":
+        held = _part(order, cmd.department) if cmd.department else None
+        if held is None or held.status not in OPEN_PARTS:
+            return _refuse(order, cmd, "missing_field" if not cmd.department else "not_allowed_in_state",
+                           f"release_assist needs the department of an open assist "
+                           f"(open: {', '.join(a.department for a in order.assists if a.status in OPEN_PARTS) or 'none'})",
+                           now)
+        update["assists"] = _with_part(order, held.model_copy(update={
+            "status": "released", "released_at": now, "accept_due_at": None, "handle_due_at": None}))
+        new = order.model_copy(update=update)
+        return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+                                              type=change_type, at=now, actor=cmd.actor, snapshot=new,
+                                              part=held.department))
+    elif action == "visit":
+        if cmd.satisfaction is None:
+            return _refuse(order, cmd, "missing_field", "visit needs satisfaction "
+                           "(satisfied, basically_satisfied or unsatisfied)", now)
+        update["visits"] = [*order.visits, Visit(satisfaction=cmd.satisfaction, at=now, by=cmd.actor.id,
+                                                 report_id=cmd.report_id, note=cmd.note)]
+        if cmd.satisfaction == "unsatisfied" and order.status == "handled":
+            # 回访不满意 before 结案: the verification failed — back to the department (返工).
+            update.update(status="accepted", rework_count=order.rework_count + 1, handled_at=None,
+                          **deadlines.enter(order, "accepted", now))
+    elif action == "set_emergency_level":
+        if cmd.emergency_level is None:
+            return _refuse(order, cmd, "missing_field", "set_emergency_level needs emergency_level "
+                           "(IV, III, II, I or none)", now)
+        level = None if cmd.emergency_level == "none" else cmd.emergency_level
+        if level == order.emergency_level:
+            return _refuse(order, cmd, "not_allowed_in_state", f"the emergency level is {level or 'none'} already", now)
+        esc = Escalation(reason="operator", warning_from=order.warning_level, warning_to=order.warning_level,
+                         priority_from=order.priority, priority_to=order.priority,
+                         emergency_from=order.emergency_level, emergency_to=level)
+        update.update(emergency_level=level, emergency_set_by=f"operator:{cmd.actor.id}" if level else None)
+        update["notes"] = [*update.get("notes", order.notes),
+                           f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} {describe(esc)}"]
+        new = order.model_copy(update=update)
+        up = EMERGENCY_RANK[level] > EMERGENCY_RANK[order.emergency_level]
+        return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+                                              type="escalated" if up else "deescalated", at=now,
+                                              actor=cmd.actor, snapshot=new, escalation=esc))
     new = order.model_copy(update=update)
     return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
-                                          type=change_type, at=now, actor=cmd.actor, snapshot=new))
+                                          type=change_type, at=now, actor=cmd.actor, snapshot=new,
+                                          role="lead" if change_type == "dispatched" else None))
+
+
+def _part(order: WorkOrder, department: str | None) -> Assist | None:
+    return next((a for a in order.assists if a.department == department), None)
+
+
+def _with_part(order: WorkOrder, part: Assist) -> list[Assist]:
+    return [part if a.department == part.department else a for a in order.assists]
+
+
+def _part_addressed(order: WorkOrder, cmd: Command) -> Assist | None:
+    """The assisting part an accept / handle / return acts on: the actor's own (a
+    department that is not the lead), or the one an operator names."""
+    if cmd.action not in PART_RULES:
+        return None
+    if cmd.actor.role in ("department", "street") and cmd.actor.department != order.department:
+        return _part(order, cmd.actor.department)
+    if cmd.actor.role == "operator" and cmd.department and cmd.department != order.department:
+        return _part(order, cmd.department)
+    return None
+
+
+def _apply_part(order: WorkOrder, cmd: Command, part: Assist, now: datetime,
+                deadlines: Deadlines) -> Outcome:
+    allowed_from, target, change_type = PART_RULES[cmd.action]
+    if order.status not in OPEN:
+        return _refuse(order, cmd, "not_allowed_in_state",
+                       f"{cmd.action} is not allowed when the order is {order.status}", now)
+    if part.status not in allowed_from:
+        return _refuse(order, cmd, "not_allowed_in_state",
+                       f"协办 {part.department}: {cmd.action} is not allowed when its part is {part.status}", now)
+    moved: dict = {"status": target, "accept_due_at": None, "handle_due_at": None, "stage_started_at": None}
+    if target == "accepted":
+        moved.update(accepted_at=now, stage_started_at=now,
+                     handle_due_at=deadlines.add(now, order.handle_limit_hours, order.time_limit_basis))
+    elif target == "handled":
+        moved["handled_at"] = now
+    else:
+        moved["released_at"] = now
+    update: dict = {"version": order.version + 1, "applied_commands": [*order.applied_commands, cmd.command_id],
+                    "assists": _with_part(order, part.model_copy(update=moved))}
+    if cmd.note:
+        update["notes"] = [*order.notes, f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} "
+                                         f"[协办 {part.department}] {cmd.note}"]
+    if cmd.evidence:
+        update["evidence"] = order.evidence + [u for u in cmd.evidence if u not in order.evidence]
+    new = order.model_copy(update=update)
+    return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+                                          type=change_type, at=now, actor=cmd.actor, snapshot=new,
+                                          part=part.department))

@@ -20,14 +20,14 @@ from pydantic import BaseModel, ValidationError
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
 from citybrain.domain.masking import mask_phone, mask_text
-from citybrain.domain.sensor_rules import DeviceState, Outcome, SensorRule, apply_reading
+from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, Outcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.wire.models import (
-    CityEvent, DeadLetter, IncidentReport, IotReading, Location, RegistryRecord, SourceRef,
+    CityEvent, DeadLetter, DeviceStatus, IncidentReport, IotReading, Location, RegistryRecord, SourceRef,
     VideoAlert,
 )
 
-Source = Literal["iot", "video", "report"]
+Source = Literal["iot", "video", "report", "device"]
 OutcomeName = Literal["normal", "event", "suppressed", "deadletter"]
 
 
@@ -122,18 +122,61 @@ class Normalizer:
             changed = new_state != state
             return Result("normal", state=new_state if changed else None,
                           state_key=r.device_id if changed else None)
-        kind = "alarm" if outcome is Outcome.ALARM else "recovery"
+        # A level move is an alarm of the device at its new level (预警升级/降级).
+        kind = "recovery" if outcome is Outcome.RECOVERY else "alarm"
+        level = new_state.level if kind == "alarm" else None
+        shown = f" {LEVEL_ZH[level]}预警 {level}" if level else ""
         event = CityEvent(
             event_id=stable_id("ev", "iot", r.device_id, kind, ts, r.seq),
             source="iot", kind=kind, category=category.code, category_name=category.name_zh,
             severity=category.priority, occurred_at=r.ts,
             ingested_at=_utc(meta.timestamp), location=_location(lon, lat, where),
             device_id=r.device_id, sensor_type=r.sensor_type,
-            asset_owner=device.owner_department, value=float(r.value),
-            description=f"{category.name_zh}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
+            asset_owner=device.owner_department, value=float(r.value), level=level,
+            description=f"{category.name_zh}{shown}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
             source_ref=_ref(meta, r),
         )
         return Result("event", event=event, state=new_state, state_key=r.device_id)
+
+    def device_status(self, raw: bytes | None, meta: RecordMeta) -> tuple[Result, DeviceStatus | None]:
+        """``ingest.device.status``: a platform's word on one of its devices (no event by
+        itself: the stage knows whether the status changed)."""
+        try:
+            st: DeviceStatus = self._parse(raw, DeviceStatus)
+            if meta.key != st.device_id.encode("utf-8"):
+                raise Rejected("wrong_key", f"record key {_show_key(meta.key)} is not the device_id "
+                               f"{st.device_id!r}; platforms must key statuses by device_id", "key")
+            device = self.registry(st.device_id)
+            if device is None:
+                raise Rejected("unknown_device", f"{st.device_id} is not in the device registry", "device_id")
+            if device.status == "retired":
+                raise Rejected("retired_device", f"{st.device_id} is retired in the registry", "device_id")
+            self._not_future(st.ts, meta)
+        except Rejected as why:
+            return self._dead("device", raw, meta, why), None
+        return Result("normal"), st
+
+    def health_event(self, device_id: str, kind: str, at: float, meta: RecordMeta, why: str) -> CityEvent | None:
+        """设备故障: a ``device_fault`` alarm (silent, offline, fault) or its recovery, for a
+        registered device; None when the registry no longer knows it (or it is retired)."""
+        device = self.registry(device_id)
+        category = self.taxonomy.category("device_fault")
+        if device is None or device.status == "retired" or category is None:
+            return None
+        where = self.city.locate(device.lon, device.lat)
+        if where is None:
+            return None
+        occurred = _utc(at)
+        what = "设备恢复 back online" if kind == "recovery" else "设备故障"
+        return CityEvent(
+            event_id=stable_id("ev", "health", device_id, kind, at),
+            source="video" if device.kind == "camera" else "iot", kind=kind, category=category.code,
+            category_name=category.name_zh, severity=category.priority, occurred_at=occurred,
+            ingested_at=_utc(meta.timestamp), location=_location(device.lon, device.lat, where),
+            device_id=device_id if device.kind == "sensor" else None,
+            camera_id=device_id if device.kind == "camera" else None, sensor_type=device.sensor_type,
+            asset_owner=device.owner_department, description=f"{what}: {device_id} {why}",
+            source_ref=SourceRef(topic=meta.topic, partition=meta.partition, offset=meta.offset))
 
     def video(self, raw: bytes | None, meta: RecordMeta) -> Result:
         try:

@@ -1,6 +1,13 @@
 """Routing (分类分办): which department, at which priority (the priority's time limits
 are in ``config/lifecycle.toml``, see ``deadlines``).
 
+Assisting departments (协办, DESIGN §12): ``[[assist]]`` entries name, per category, a
+department that joins the lead — always, or once the order reaches a warning level or a
+priority (the escalation module asks again after every escalation).
+
+A route may name ``@street`` (属地处置, DESIGN §13): the order goes to the desk of the street it
+lies in, ``street.<street_code>`` (its topic ``dispatch.street.<street_code>``).
+
 Precedence: the asset owner from the device registry (a gas detector belongs to the
 gas utility); then the most specific area override (longest admin-code prefix) for
 the category or for ``*``; then the category's default.  No department → None, and
@@ -10,10 +17,22 @@ the order stays registered for an operator to triage.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from citybrain.domain.sensor_rules import LEVEL_RANK
 from citybrain.domain.taxonomy import Priority, Taxonomy
+
+STREET = "@street"
+
+
+def street_desk(street_code: str) -> str:
+    """The dispatch target of a street's desk (its topic: dispatch.street.<code>)."""
+    return f"street.{street_code}"
+
+
+PRIORITY_RANK: dict[str | None, int] = {None: 0, "low": 1, "normal": 2, "high": 3, "urgent": 4}
 
 
 class CategoryFusion(BaseModel):
@@ -37,6 +56,33 @@ class Override(BaseModel):
         return self
 
 
+class Trigger(BaseModel):
+    """When a rule applies to an order: once its warning level reaches ``at_level`` or its
+    priority reaches ``at_priority`` (either); with neither, always."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    category: str
+    at_level: Literal["blue", "yellow", "orange", "red"] | None = None
+    at_priority: Priority | None = None
+
+    def reached(self, level: str | None, priority: str) -> bool:
+        if self.at_level is None and self.at_priority is None:
+            return True
+        return ((self.at_level is not None and LEVEL_RANK[level] >= LEVEL_RANK[self.at_level])
+                or (self.at_priority is not None and PRIORITY_RANK[priority] >= PRIORITY_RANK[self.at_priority]))
+
+
+class AssistRule(Trigger):
+    """A department that assists on a category's orders (at a level or priority, or always)."""
+
+    department: str
+
+    @property
+    def rule(self) -> str:
+        when = (f"@{self.at_level}" if self.at_level else "") + (f"@{self.at_priority}" if self.at_priority else "")
+        return f"routing:{self.category}{when}"
+
+
 class Defaults(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     radius_m: float = 100
@@ -48,6 +94,7 @@ class RoutingConfig(BaseModel):
     defaults: Defaults
     category: dict[str, CategoryFusion] = {}
     override: list[Override] = []
+    assist: list[AssistRule] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +115,13 @@ class Router:
         for o in config.override:
             if o.category != "*" and taxonomy.category(o.category) is None:
                 raise ValueError(f"routing.toml override: unknown category {o.category!r}")
-            if o.department is not None and o.department not in known:
+            if o.department is not None and o.department != STREET and o.department not in known:
                 raise ValueError(f"routing.toml override: unknown department {o.department!r}")
+        for a in config.assist:
+            if taxonomy.category(a.category) is None:
+                raise ValueError(f"routing.toml assist: unknown category {a.category!r}")
+            if a.department not in known:
+                raise ValueError(f"routing.toml assist: unknown department {a.department!r}")
         self._known = known
         self._group_radius: dict[str, float] = {}
         for c in taxonomy.categories:
@@ -112,4 +164,13 @@ class Router:
                 priority, prio_set = o.priority, True
         if asset_owner and asset_owner in self._known:
             department, rule = asset_owner, f"asset_owner:{asset_owner}"
+        if department == STREET:
+            street = next((c for c in area_codes if len(c) == 9), None)
+            department = street_desk(street) if street else None
         return Route(department, priority, rule)
+
+    def assists(self, category: str, level: str | None, priority: str) -> list[tuple[str, str]]:
+        """(department, rule) of every assist the category's orders get at this warning
+        level and priority."""
+        return [(a.department, a.rule) for a in self.config.assist
+                if a.category == category and a.reached(level, priority)]

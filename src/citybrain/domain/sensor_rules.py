@@ -8,6 +8,12 @@ accepted (by ``seq`` when the device sends one, else by ``ts``) changes nothing.
 A ``seq`` that stops advancing while event time moves on by more than
 ``SEQ_RESET_SECONDS`` is a counter that was reset or wrapped (a reboot, a 32-bit
 counter, one corrupt value): it is adopted, so one bad ``seq`` cannot silence a device.
+
+Graded warnings (预警分级, DESIGN §12): a rule may define ``levels`` — blue, yellow,
+orange, red, each a condition with its own hold time.  An alarm starts at the lowest
+defined level; while in alarm, a device's level moves to the highest one whose condition
+holds (at least the lowest) once that has held for the hold time of the higher of the
+two levels (going up and coming down alike) — an outcome ``LEVEL``.
 """
 
 from __future__ import annotations
@@ -16,9 +22,13 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 Op = Literal["gt", "ge", "lt", "le", "outside", "inside"]
+Level = Literal["blue", "yellow", "orange", "red"]
+LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
+LEVEL_RANK: dict[str | None, int] = {None: 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
+LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
 
 
 class Condition(BaseModel):
@@ -59,6 +69,31 @@ class SensorRule(BaseModel):
     valid_range: tuple[float, float]
     alarm: Condition
     clear: Condition
+    levels: dict[Level, Condition] = {}
+    # 设备完好率: how often the device reports, and after how many intervals of silence it
+    # is offline (docs/lifecycle.md, device health).
+    interval_seconds: float = Field(300.0, gt=0)
+    offline_after: float = Field(3.0, ge=1)
+    _ordered: tuple = PrivateAttr(())
+
+    @property
+    def offline_seconds(self) -> float:
+        return self.interval_seconds * self.offline_after
+
+    @model_validator(mode="after")
+    def _graded(self) -> "SensorRule":
+        # Levels in rank order; each higher level's condition implies the lower ones'
+        # (probed over the valid range), so "the highest that holds" is well defined.
+        ordered = [lv for lv in LEVELS if lv in self.levels]
+        self._ordered = tuple((lv, self.levels[lv]) for lv in ordered)
+        lo, hi = self.valid_range
+        probes = [lo + (hi - lo) * i / 400 for i in range(401)]
+        for low, high in zip(ordered, ordered[1:]):
+            for v in probes:
+                if self.levels[high].holds(v) and not self.levels[low].holds(v):
+                    raise ValueError(f"level {high} holds at {v} where {low} does not: "
+                                     "each level must lie within the one below")
+        return self
 
     @model_validator(mode="after")
     def _hysteresis(self) -> "SensorRule":
@@ -75,11 +110,30 @@ class SensorRule(BaseModel):
     def in_range(self, v: float) -> bool:
         return self.valid_range[0] <= v <= self.valid_range[1]
 
+    def level_of(self, v: float) -> str | None:
+        """The highest level whose condition holds at ``v``, at least the lowest defined
+        (a device in alarm is at least at the first level); None without levels."""
+        ordered = self.__pydantic_private__["_ordered"]   # not __getattr__: ~3 µs
+        if not ordered:
+            return None
+        found = ordered[0][0]
+        for lv, cond in ordered[1:]:
+            if not cond.holds(v):
+                break
+            found = lv
+        return found
+
+    def level_hold(self, a: str | None, b: str | None) -> float:
+        """The hold time for a move between two levels: the higher level's."""
+        high = a if LEVEL_RANK[a] >= LEVEL_RANK[b] else b
+        return self.levels[high].hold_seconds if high in self.levels else 0.0
+
 
 class Outcome(enum.Enum):
     NORMAL = "normal"          # accepted, no event (may have started a pending timer)
     ALARM = "alarm"
     RECOVERY = "recovery"
+    LEVEL = "level"            # still in alarm, at another warning level
     DUPLICATE = "duplicate"    # same seq/ts as one already seen
     OUT_OF_ORDER = "out_of_order"
 
@@ -93,17 +147,25 @@ class DeviceState:
     last_ts: float | None = None
     last_seq: int | None = None
     alarm_since: float | None = None     # ts of the reading that raised the alarm
+    level: str | None = None             # warning level while in alarm (graded rules)
+    level_pending: tuple[str, float] | None = None   # (another level, since ts)
 
     def to_dict(self) -> dict:
-        return {"a": self.alarm, "p": self.pending_since, "t": self.last_ts,
-                "s": self.last_seq, "as": self.alarm_since}
+        d = {"a": self.alarm, "p": self.pending_since, "t": self.last_ts,
+             "s": self.last_seq, "as": self.alarm_since}
+        if self.level is not None:
+            d["lv"] = self.level
+            if self.level_pending is not None:
+                d["lp"] = list(self.level_pending)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "DeviceState":
         if not d:
             return cls()
+        lp = d.get("lp")
         return cls(alarm=d["a"], pending_since=d["p"], last_ts=d["t"], last_seq=d["s"],
-                   alarm_since=d.get("as"))
+                   alarm_since=d.get("as"), level=d.get("lv"), level_pending=(lp[0], lp[1]) if lp else None)
 
 
 SEQ_RESET_SECONDS = 60.0
@@ -128,10 +190,34 @@ def apply_reading(rule: SensorRule, state: DeviceState, value: float, ts: float,
     seq = seq if seq is not None else state.last_seq
     toward = rule.clear if state.alarm else rule.alarm
     if not toward.holds(value):
+        if state.alarm and rule.levels:
+            return _graded(rule, state, value, ts, seq, None)
         return DeviceState(state.alarm, None, ts, seq, state.alarm_since), Outcome.NORMAL
     since = state.pending_since if state.pending_since is not None else ts
     if ts - since >= toward.hold_seconds:
         if state.alarm:
             return DeviceState(False, None, ts, seq, None), Outcome.RECOVERY
-        return DeviceState(True, None, ts, seq, ts), Outcome.ALARM
+        if not rule.levels:
+            return DeviceState(True, None, ts, seq, ts), Outcome.ALARM
+        # An alarm starts at the lowest level and climbs as each level holds: the value
+        # rose during the alarm's own hold, but no higher level has held for its time yet.
+        lowest, now = rule.__pydantic_private__["_ordered"][0][0], rule.level_of(value)
+        pending = (now, ts) if now != lowest else None
+        return DeviceState(True, None, ts, seq, ts, lowest, pending), Outcome.ALARM
+    if state.alarm and rule.levels:
+        return _graded(rule, state, value, ts, seq, since)
     return DeviceState(state.alarm, since, ts, seq, state.alarm_since), Outcome.NORMAL
+
+
+def _graded(rule: SensorRule, state: DeviceState, value: float, ts: float, seq: int | None,
+            pending_since: float | None) -> tuple[DeviceState, Outcome]:
+    """A reading of a device in alarm, under a graded rule: its level may move."""
+    now = rule.level_of(value)
+    if now == state.level:
+        return DeviceState(True, pending_since, ts, seq, state.alarm_since, state.level), Outcome.NORMAL
+    since = (state.level_pending[1] if state.level_pending is not None and state.level_pending[0] == now
+             else ts)
+    if ts - since >= rule.level_hold(now, state.level):
+        return DeviceState(True, pending_since, ts, seq, state.alarm_since, now), Outcome.LEVEL
+    return (DeviceState(True, pending_since, ts, seq, state.alarm_since, state.level, (now, since)),
+            Outcome.NORMAL)

@@ -8,10 +8,14 @@ from datetime import datetime
 TYPE_ZH = {"created": "立案", "dispatched": "派遣", "evidence_added": "新增证据", "recovery_recorded": "设备恢复",
            "accepted": "签收", "returned": "退回", "handled": "处置反馈", "verified": "核查结案",
            "verification_rejected": "核查不通过/返工", "cancelled": "作废", "extended": "延期",
-           "supervised": "督办", "commented": "备注"}
+           "supervised": "督办", "commented": "备注",
+           "escalated": "升级", "deescalated": "降级", "assist_added": "协办派遣", "assist_accepted": "协办签收",
+           "assist_handled": "协办处置反馈", "assist_returned": "协办退回", "assist_released": "协办解除",
+           "visited": "回访"}
 REASON_ZH = {"duplicate_command": "重复指令", "not_allowed_in_state": "当前状态不允许", "forbidden_role": "角色无权",
              "out_of_scope": "超出职责范围", "missing_field": "缺少字段", "unknown_department": "未知部门",
-             "unknown_work_order": "无此工单"}
+             "unknown_work_order": "无此工单",
+             "assist_open": "协办未完成"}
 
 
 def _actor(a: dict) -> str:
@@ -31,7 +35,8 @@ def timeline(changes: list[dict], rejections: list[dict]) -> list[dict]:
             note = notes[-1] if len(notes) > noted else None
         noted = max(noted, len(notes))
         entries[("change", c["version"])] = {
-            "at": c["at"], "kind": "change", "type": c["type"], "label": TYPE_ZH.get(c["type"], c["type"]),
+            "at": c["at"], "kind": "change", "type": c["type"],
+            "label": TYPE_ZH.get(c["type"], c["type"]) + (f" {c['part']}" if c.get("part") else ""),
             "version": c["version"], "actor": _actor(c["actor"]), "status": c["snapshot"]["status"],
             "note": note}
     for r in rejections:

@@ -21,7 +21,8 @@ def event_ref(event: CityEvent) -> EventRef:
     return EventRef(event_id=event.event_id, source=event.source, kind=event.kind,
                     category=event.category, occurred_at=event.occurred_at,
                     finder=event.device_id or event.camera_id or event.reporter_id,
-                    lon=event.location.lon, lat=event.location.lat)
+                    lon=event.location.lon, lat=event.location.lat, level=event.level,
+                    report_id=event.report_id)
 
 
 def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:
@@ -40,13 +41,14 @@ def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
         description=event.description, opened_at=event.occurred_at, created_at=now,
         source_ingested_at=event.ingested_at, events=[event_ref(event)],
         evidence=list(event.evidence), finders=[finder] if finder else [],
+        warning_level=event.level, sensor_levels={event.device_id: event.level} if event.level else {},
         **deadlines.on_open(event.category, route.priority, now),
     )
     changes = [_change(order, "created", now)]
     if route.department:
         order = order.model_copy(update={"version": 2, "status": "dispatched", "dispatched_at": now,
                                          **deadlines.enter(order, "dispatched", now)})
-        changes.append(_change(order, "dispatched", now))
+        changes.append(_change(order, "dispatched", now).model_copy(update={"role": "lead"}))
     return changes
 
 
@@ -62,11 +64,15 @@ def attach(order: WorkOrder, event: CityEvent, now: datetime) -> WorkOrderChange
         if finder and finder not in order.recovered_finders:
             update["recovered_finders"] = [*order.recovered_finders, finder]
         update["last_recovery_at"] = max(filter(None, (order.last_recovery_at, event.occurred_at)))
+        if finder in order.sensor_levels:   # the level itself falls in escalation.follow
+            update["sensor_levels"] = {d: lv for d, lv in order.sensor_levels.items() if d != finder}
         kind = "recovery_recorded"
     else:
         if finder and finder not in order.finders:
             update["finders"] = [*order.finders, finder]
         if finder in order.recovered_finders:  # the alarm came back
             update["recovered_finders"] = [f for f in order.recovered_finders if f != finder]
+        if event.level is not None and event.device_id:
+            update["sensor_levels"] = {**order.sensor_levels, event.device_id: event.level}
         kind = "evidence_added"
     return _change(order.model_copy(update=update), kind, now)

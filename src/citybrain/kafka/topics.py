@@ -21,6 +21,8 @@ class Topics:
         self.iot = f"{p}ingest.iot.readings"
         self.video = f"{p}ingest.video.alerts"
         self.reports = f"{p}ingest.reports"
+        # 设备状态: camera platforms state their cameras' status (DESIGN §13).
+        self.device_status = f"{p}ingest.device.status"
         self.registry = f"{p}registry.devices"
         self.events = f"{p}events.normalized"
         self.commands = f"{p}workorders.commands"
@@ -28,6 +30,10 @@ class Topics:
         self.workorder_state = f"{p}workorders.state"
         self.rejected = f"{p}workorders.rejected"
         self.deadletter = f"{p}deadletter"
+        # 应急指挥: every change of an order under emergency response (DESIGN §12).
+        self.emergency = f"{p}command.emergency"
+        # 反馈: what became of each report, for the reporters' apps (DESIGN §13).
+        self.reporter_notifications = f"{p}notifications.reporters"
         # Internal: CityEvents keyed by fusion group, so every candidate order of an
         # event lives in one partition whatever border lies between them.
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
@@ -45,8 +51,9 @@ class Topics:
         """Every topic with its settings.  ``retention``: a ``TopicRetention`` (days per
         unprefixed name; the broker's default when None); ``changelogs``: the stages'
         state topics (compacted, partitioned like their inputs)."""
-        plain = [self.iot, self.video, self.reports, self.events, self.commands,
-                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox]
+        plain = [self.iot, self.video, self.reports, self.device_status, self.events, self.commands,
+                 self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox, self.emergency,
+                 self.reporter_notifications]
         plain += [self.dispatch(d) for d in departments]
         plain += [self.supervision(level) for level in supervision_levels]
 
@@ -68,10 +75,10 @@ class Topics:
     def co_partitioned(self, changelogs: dict[str, str]) -> list[list[str]]:
         """Topics a stage reads by partition number together (``changelogs``: state name →
         topic): a stage's inputs, and each state with the input it follows."""
-        normalise = [self.iot, self.video, self.reports]
+        normalise = [self.iot, self.video, self.reports, self.device_status]
         fuse = [self.fusion_inbox]
         for state, topic in changelogs.items():
-            (normalise if state == "sensor_state" else fuse).append(topic)
+            (normalise if state in ("sensor_state", "device_health") else fuse).append(topic)
         return [normalise, fuse]
 
 

@@ -17,7 +17,7 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
               progress: Progress | None = None, linger_ms: int = 5, pace_every: float = 0.02) -> dict:
     """Send every record; with ``paced`` each simulated second takes a wall second, sent
     in bursts at most ``pace_every`` seconds apart."""
-    target = {"iot": topics.iot, "video": topics.video, "report": topics.reports}
+    target = {"iot": topics.iot, "video": topics.video, "report": topics.reports, "device": topics.device_status}
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
                                 max_request_size=2 * 1024 * 1024, acks="all",
                                 client_id="citybrain-simulator")

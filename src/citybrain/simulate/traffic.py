@@ -3,7 +3,8 @@
 Mostly normal IoT readings; sensor drift and flapping; camera alerts, most below
 their confidence threshold; citizen and grid-member reports (some with phone
 numbers to mask); duplicates; a share of malformed records of every class; and
-three scripted incidents (rainstorm at an underpass, a cable fire, a gas leak).
+three scripted incidents (rainstorm at an underpass, a cable fire, a gas leak); a camera
+whose platform reports a fault and, a minute later, the camera back online.
 Pure: no Kafka here, the runner produces what this yields.
 """
 
@@ -213,10 +214,12 @@ class CitySimulator:
             return self.by_id[device_id]
 
         # Rainstorm: three gauges at the underpass, rising from t=10 s, reported
-        # every 5 s; two cameras; a grid member and a hotline caller.
+        # every 5 s — blue (0.15 m) at ~80 s, yellow (0.30) ~100 s, orange (0.50) ~120 s:
+        # the order escalates and emergency command joins; two cameras; a grid member and
+        # a hotline caller.
         t0 = 10
         if tick >= t0 and (tick - t0) % 5 == 0:
-            level = min(0.02 + 0.006 * (tick - t0), 0.45)
+            level = min(0.02 + 0.012 * (tick - t0), 0.62)
             for i, gauge in enumerate(("WLV-UP-01", "WLV-UP-02", "WLV-UP-03")):
                 yield self._reading(dev(gauge), tick + 0.1 * i,
                                     value=level - 0.01 * i, label="scenario:rainstorm")
@@ -244,6 +247,13 @@ class CitySimulator:
         if tick == t0 + 60:
             yield self._video(tick + 0.5, dev("CAM-EP-01"), "road_ponding", 0.83,
                               "scenario:rainstorm")
+        # 设备故障: the east camera's platform reports a fault at t=40 s, back online at t=100 s.
+        for at, status in ((40, "fault"), (100, "online")):
+            if tick == at:
+                body = {"device_id": "CAM-EP-01", "status": status, "ts": iso(self.start + tick + 0.55),
+                        "detail": "视频信号丢失 video signal lost" if status == "fault" else None}
+                yield SimRecord("device", b"CAM-EP-01", orjson.dumps({k: v for k, v in body.items() if v}),
+                                tick + 0.55, "scenario:device_fault")
         # Gas leak at a restaurant from t=20 s: readings every 2 s.
         g0 = 20
         if tick >= g0 and (tick - g0) % 2 == 0:

@@ -154,7 +154,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
-    stages = [normalise_stage(config, topics, normalizer, gid, dead_log), fuse_stage(config, topics, gid)]
+    stages = [normalise_stage(config, topics, normalizer, gid, dead_log, registry=lambda: registry.devices.values()),
+              fuse_stage(config, topics, gid)]
 
     @app.task
     async def load_registry() -> None:
@@ -167,9 +168,9 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     class EvaluationCheckpointAtStop(mode.Service):
         async def on_stop(self) -> None:   # a clean stop leaves no tail to fold
             views.save_checkpoint()
-    tokens = TokenRegistry.load(config.auth_path, {d.code for d in config.taxonomy.departments})
+    tokens = TokenRegistry.load(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
-              ready=views.caught_up)
+              ready=views.caught_up, devices=lambda: registry.devices.values())
     api.install(app.web.web_app)
 
     @app.service

@@ -97,6 +97,9 @@ class ChangelogState:
     def values(self, partition: int):
         return (self._unpack(v) for v in self.data.get(partition, {}).values())
 
+    def items(self, partition: int):
+        return ((k, self._unpack(v)) for k, v in self.data.get(partition, {}).items())
+
     def drain(self, now: float | None = None, everything: bool = False) -> list[Output]:
         """The changed keys since the last drain, once each, for the changelog; the lazy
         ones only every ``lazy_seconds`` (``everything``: now, at a hand-over)."""
@@ -200,6 +203,9 @@ class Stage:
     # each output's ``source`` names the partition it belongs to.
     tick: Callable[[], list[Output]] | None = None
     tick_seconds: float = 1.0
+    # Told what the stage has read of each partition of ``state_topic`` and how far behind
+    # it is (a ``device_health.PartitionClock``), for timers judged on the stream's time.
+    clock: object | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -466,8 +472,9 @@ class StageRunner:
                 # that as lost records after a rebalance).
                 self._fetch_again(batch)
                 return
-            await self._tick()
+            await self._tick(batch)
             records, offsets = [], {}
+            clock = self.stage.clock
             for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
                 recs = batch[tp]
                 if tp not in self.assigned_now or (tp.topic == self.state_topic and tp.partition not in self.owned):
@@ -476,6 +483,8 @@ class StageRunner:
                 records.extend(recs)
                 offsets[tp] = recs[-1].offset + 1
                 self.position[tp] = recs[-1].offset + 1
+                if clock is not None and tp.topic == self.state_topic:
+                    clock.read(tp.partition, recs[-1].timestamp / 1000)
             if batch and not records:
                 await asyncio.sleep(0.05)
                 return
@@ -591,18 +600,45 @@ class StageRunner:
         self.checkpoint.committed_ok(offsets)
         metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
 
-    def _report_lag(self) -> None:
+    def _report_lag(self, pending: dict) -> None:
         for tp, pos in self.position.items():
             high = self.consumer.highwater(tp)
             if high is not None:
                 metrics.child(metrics.CONSUMER_LAG, self.stage.name, tp.topic, str(tp.partition)).set(
                     max(0, high - pos))
+        if self.stage.clock is not None:
+            self._report_progress(self.stage.clock, pending)
 
-    async def _tick(self) -> None:
+    def _report_progress(self, clock, pending: dict) -> None:
+        """How far behind the state topic's partitions are, as of the last fetch of each
+        (the stage judges device silence against it: domain/device_health.py).
+        ``pending``: the batch just fetched and not yet handled — the fetcher's position
+        already counts it as read, so a partition is at its end only past it (a restarted
+        worker reading its first batch once found every device silent)."""
+        for tp in self.assigned_now:
+            if tp.topic != self.state_topic or tp.partition not in self.owned:
+                continue
+            try:
+                polled = self.consumer.last_poll_timestamp(tp)
+                end = self.consumer.last_stable_offset(tp)
+                if end is None or end < 0:
+                    end = self.consumer.highwater(tp)
+                recs = pending.get(tp)
+                pos = recs[0].offset if recs else self.position.get(tp)
+                if pos is None:   # nothing read since assignment: where the fetcher stands
+                    state = self.consumer._subscription.subscription.assignment.state_value(tp)
+                    pos = state.position if state.has_valid_position else None
+            except (AssertionError, AttributeError):   # revoked meanwhile, or an aiokafka without these
+                continue
+            if polled is None or end is None or pos is None:
+                continue
+            clock.fetched(tp.partition, end - pos, polled / 1000)
+
+    async def _tick(self, pending: dict) -> None:
         now = time.monotonic()
         if now - self.last_lag >= 1.0:
             self.last_lag = now
-            self._report_lag()
+            self._report_lag(pending)
         if self.stage.tick is None or now - self.last_tick < self.stage.tick_seconds or not self.owned:
             return
         self.last_tick = now

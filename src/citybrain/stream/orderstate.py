@@ -62,9 +62,14 @@ class OrderRecord:
         """The change becomes the latest snapshot and a step of the timeline."""
         snap = change.snapshot
         note = snap.notes[-1] if len(snap.notes) > (len(before.notes) if before else 0) else None
-        step = to_json({"version": change.version, "type": change.type, "at": change.at,
-                        "actor": change.actor.model_dump(exclude_none=True), "status": snap.status,
-                        "supervision": change.supervision, "note": note})
+        fields = {"version": change.version, "type": change.type, "at": change.at,
+                  "actor": change.actor.model_dump(exclude_none=True), "status": snap.status,
+                  "supervision": change.supervision, "note": note}
+        if change.part is not None:
+            fields["part"] = change.part
+        if change.escalation is not None:
+            fields["escalation"] = change.escalation
+        step = to_json(fields)
         self.snapshot = to_json(snap)
         self.at = orjson.loads(to_json(change.at))
         if self.count >= MAX_STEPS:

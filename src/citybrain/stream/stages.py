@@ -24,9 +24,10 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.logfilter import ThrottledLog
 from citybrain.config import Config
-from citybrain.domain import lifecycle
+from citybrain.domain import followup, lifecycle
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
-from citybrain.domain.normalize import Normalizer, RecordMeta, Result, dead_letter_key
+from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
+from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
@@ -36,6 +37,10 @@ from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.topology import changelogs
 from citybrain.wire.models import CityEvent, Command, WorkOrder, WorkOrderChange
+
+
+def _utc_iso(epoch: float) -> str:
+    return _utc(epoch).isoformat(timespec="seconds")
 
 log = logging.getLogger("citybrain.stages")
 
@@ -52,10 +57,12 @@ class DeadLetterLog:
 
 
 def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
-                    dead_log: DeadLetterLog) -> Stage:
+                    dead_log: DeadLetterLog, registry=lambda: ()) -> Stage:
+    """``registry()``: every device of the registry (for the registered-devices gauge)."""
     router = config.router
     sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"])
     decoded: dict[tuple[int, str], DeviceState] = {}
+    health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
 
     def state_of(partition: int):
         def get(device_id: str) -> DeviceState:
@@ -68,9 +75,12 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
             return st
         return get
 
-    def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output]) -> None:
+    def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output],
+                   derived: bool = False) -> None:
         """Serialised before anything is counted or stored: if this raises, the record
-        becomes an internal_error dead letter with nothing half done."""
+        becomes an internal_error dead letter with nothing half done.  ``derived``: an
+        event besides the record's own outcome (a device heard again, a silence found by
+        the clock) — counted as an event, not as a second input."""
         if result.event is not None:
             ev = result.event
             body = to_json(ev)
@@ -82,13 +92,18 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         elif result.dead is not None:
             out.append(Output(topics.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
             dead_log.note(source, result.dead.reason, result.dead.detail)
-        metrics.count_outcome(source, result.outcome, result.reason)
+        if not derived:
+            metrics.count_outcome(source, result.outcome, result.reason)
 
     def handle(m: ConsumerRecord, out: list[Output]) -> None:
         meta = record_meta(m)
         if m.topic == topics.iot:
             result = normalizer.reading(m.value, meta, state_of(m.partition))
             outputs_of("iot", result, meta, out)
+            if result.outcome != "deadletter":   # the device spoke: it is not silent
+                event = health.heard(m.partition, m.key.decode(), meta)
+                if event is not None:
+                    outputs_of("iot", Result("event", event=event), meta, out, derived=True)
             if result.state is not None:
                 before = decoded.get((m.partition, result.state_key))
                 # A change of the alarm state itself is written with this batch; a
@@ -100,18 +115,181 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
                 decoded[(m.partition, result.state_key)] = result.state
         elif m.topic == topics.video:
             outputs_of("video", normalizer.video(m.value, meta), meta, out)
+        elif m.topic == topics.device_status:
+            result, status = normalizer.device_status(m.value, meta)
+            event = health.stated(m.partition, status, meta) if status is not None else None
+            # A status that opens or closes a fault has that event as its outcome.
+            outputs_of("device", result if event is None else Result("event", event=event), meta, out)
         else:
             outputs_of("report", normalizer.report(m.value, meta), meta, out)
 
-    sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report"}
+    sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report", topics.device_status: "device"}
 
     def forget(partitions: set[int]) -> None:
         for key in [k for k in decoded if k[0] in partitions]:
             del decoded[key]
 
-    return Stage("normalise", f"{group_id}-normalise", [topics.iot, topics.video, topics.reports],
-                 handle, lambda m: sources[m.topic], [sensor_state], state_topic=topics.iot,
-                 on_assigned=forget, on_revoked=forget)
+    def assigned(partitions: set[int]) -> None:
+        forget(partitions)
+        health.assigned(partitions)
+
+    def revoked(partitions: set[int]) -> None:
+        forget(partitions)
+        health.revoked(partitions)
+
+    def tick() -> list[Output]:
+        out: list[Output] = []
+        for partition, event, meta in health.due():
+            mine: list[Output] = []
+            outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
+            for o in mine:   # caused by the partition's clock, not an input
+                o.source = (topics.iot, partition, -1)
+            out += mine
+        return out
+
+    return Stage("normalise", f"{group_id}-normalise",
+                 [topics.iot, topics.video, topics.reports, topics.device_status],
+                 handle, lambda m: sources[m.topic], [sensor_state, health.state], state_topic=topics.iot,
+                 on_assigned=assigned, on_revoked=revoked, tick=tick, tick_seconds=1.0, clock=health.clock)
+
+
+class DeviceHealth:
+    """设备完好率 in the normalise stage: each device's health per partition (the
+    ``device_health`` changelog), silence judged per partition against its clock
+    (domain/device_health.py), and the devices gauge."""
+
+    GAUGE_EVERY = 10.0
+    # Counted as states change (never by walking every device: at city scale, 160k devices
+    # walked on the event loop every few seconds would be a stall of tens of ms each time).
+
+    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, changelog: str, devices):
+        self.normalizer, self.topics, self.devices = normalizer, topics, devices
+        self.state = ChangelogState("device_health", changelog)
+        rules = config.sensor_rules
+        registry = normalizer.registry
+
+        def limit_of(device_id: str) -> float | None:
+            device = registry(device_id)
+            rule = rules.get(device.sensor_type) if device is not None and device.kind == "sensor" else None
+            return rule.offline_seconds if rule is not None else None
+        self.watch = SilenceWatch(limit_of)
+        self.clock = PartitionClock()
+        self.owned: set[int] = set()
+        self.last_gauge = 0.0
+        self.gauge = GaugeCounts(metrics.DEVICES)
+        self.registered = GaugeCounts(metrics.DEVICES_REGISTERED)
+        self.labels: dict[str, tuple[str, str, str]] = {}   # device → (district, kind, owner)
+        self.counts: Counter = Counter()                     # (district, kind, owner, state) → devices
+        self.registered_size = -1
+
+    def _moved(self, device: str, before: str | None, after: str | None) -> None:
+        label = self._label(device)
+        if label is None or before == after:
+            return
+        if before is not None:
+            self.counts[(*label, before)] -= 1
+        if after is not None:
+            self.counts[(*label, after)] += 1
+
+    def _store(self, partition: int, device: str, h: Health, lazy: bool) -> None:
+        self.state.set(partition, device, orjson.dumps(h.to_dict()), lazy=lazy)
+
+    def heard(self, partition: int, device: str, meta: RecordMeta) -> CityEvent | None:
+        new = device not in self.watch.health.get(partition, ())
+        h, came_back = self.watch.heard(partition, device, meta.timestamp)
+        if new or came_back is not None:
+            self._moved(device, None if new else came_back, ONLINE)
+        self._store(partition, device, h, lazy=came_back is None)   # only "heard again" may lag behind
+        if came_back is None:
+            return None
+        return self.normalizer.health_event(device, "recovery", meta.timestamp, meta,
+                                            f"heard again after {came_back} (设备恢复)")
+
+    def stated(self, partition: int, status, meta: RecordMeta) -> CityEvent | None:
+        at = status.ts.timestamp()
+        known = self.watch.health.get(partition, {}).get(status.device_id)
+        was = known.state if known is not None else None
+        before = self.watch.status(partition, status.device_id, status.status, at)
+        h = self.watch.health[partition][status.device_id]
+        self._moved(status.device_id, was, h.state)
+        self._store(partition, status.device_id, h, lazy=before is None)
+        if before is None:
+            return None
+        if status.status == ONLINE:
+            return self.normalizer.health_event(status.device_id, "recovery", at, meta,
+                                                f"platform reports online (was {before})")
+        if before != ONLINE:
+            return None   # offline ↔ fault: still one open fault
+        why = {"offline": "平台报告离线 platform reports offline", "fault": "平台报告故障 platform reports a fault"}
+        return self.normalizer.health_event(status.device_id, "alarm", at, meta,
+                                            why[status.status] + (f": {status.detail}" if status.detail else ""))
+
+    def due(self) -> list[tuple[int, CityEvent, RecordMeta]]:
+        out = []
+        for partition in sorted(self.owned):
+            reference = self.clock.reference(partition)
+            if reference is None:
+                continue
+            for device, h in self.watch.due(partition, reference):
+                log.info("设备离线 device offline: %s (partition %d) last heard %s, judged at %s (%s)",
+                         device, partition, _utc_iso(h.heard), _utc_iso(reference),
+                         "at the end" if partition in self.clock.at_end else "behind: latest record read")
+                self._moved(device, ONLINE, h.state)
+                self._store(partition, device, h, lazy=False)
+                meta = RecordMeta(self.topics.iot, partition, -1, reference, device.encode())
+                event = self.normalizer.health_event(device, "alarm", h.since, meta,
+                                                     f"silent since {_utc_iso(h.heard)} (设备离线 offline)")
+                if event is not None:
+                    out.append((partition, event, meta))
+        now = time.monotonic()
+        if now - self.last_gauge >= self.GAUGE_EVERY:
+            self.last_gauge = now
+            self.export()
+        return out
+
+    def assigned(self, partitions: set[int]) -> None:
+        self.owned |= partitions
+        for p in partitions:
+            for device, raw in self.state.items(p):
+                h = Health.from_dict(orjson.loads(raw))
+                self.watch.load(p, device, h)
+                self._moved(device, None, h.state)
+
+    def revoked(self, partitions: set[int]) -> None:
+        self.owned -= partitions
+        for p in partitions:
+            for device, h in self.watch.health.get(p, {}).items():
+                self._moved(device, h.state, None)
+        self.watch.drop(partitions)
+        self.clock.drop(partitions)
+
+    def _label(self, device_id: str) -> tuple[str, str, str] | None:
+        found = self.labels.get(device_id)
+        if found is None:
+            d = self.normalizer.registry(device_id)
+            if d is None:
+                return None
+            where = self.normalizer.city.locate(d.lon, d.lat)
+            found = self.labels[device_id] = (where.district_code if where else "", d.kind,
+                                              d.owner_department or "")
+        return found
+
+    def export(self) -> None:
+        """citybrain_devices{district,kind,owner,state} over the partitions held, and
+        citybrain_devices_registered{district,kind,owner} (the same on every worker)."""
+        self.gauge.set_all(Counter({k: n for k, n in self.counts.items() if n > 0}))
+        devices = self.devices()
+        if len(devices) == self.registered_size:
+            return    # (a registry update that keeps the size is picked up at the next change)
+        self.registered_size = len(devices)
+        registered: Counter = Counter()
+        for d in devices:
+            if d.status != "active":
+                continue
+            label = self._label(d.device_id)
+            if label is not None:
+                registered[label] += 1
+        self.registered.set_all(registered)
 
 
 def _closed_ts(snap: dict) -> float:
@@ -119,7 +297,7 @@ def _closed_ts(snap: dict) -> float:
 
 
 def _alarm_state(s: DeviceState) -> tuple:
-    return (s.alarm, s.pending_since, s.alarm_since)
+    return (s.alarm, s.pending_since, s.alarm_since, s.level, s.level_pending)
 
 
 class GaugeCounts:
@@ -136,19 +314,32 @@ class GaugeCounts:
 
 
 class OpenOrderGauge(GaugeCounts):
-    def __init__(self):
-        super().__init__(metrics.WORKORDERS_OPEN)
+    """Open orders counted by ``keys(order)`` (an order may count under several keys)."""
+
+    def __init__(self, metric=metrics.WORKORDERS_OPEN, keys=None):
+        super().__init__(metric)
+        self.keys = keys or (lambda o: [(o.status, o.department or "")])
+
+    def of(self, order: WorkOrder | None) -> list[tuple]:
+        return self.keys(order) if order is not None and order.status in OPEN_STATUSES else []
 
     def moved(self, old: WorkOrder | None, new: WorkOrder) -> None:
-        """Only the (at most two) series the change touches."""
-        before = (old.status, old.department or "") if old is not None and old.status in OPEN_STATUSES else None
-        after = (new.status, new.department or "") if new.status in OPEN_STATUSES else None
+        """Only the series the change touches."""
+        before, after = self.of(old), self.of(new)
         if before == after:
             return
-        for key, step in ((before, -1), (after, 1)):
-            if key is not None:
+        for keys, step in ((before, -1), (after, 1)):
+            for key in keys:
                 self.counts[key] += step
-                metrics.child(metrics.WORKORDERS_OPEN, *key).set(self.counts[key])
+                metrics.child(self.metric, *key).set(self.counts[key])
+
+
+def _emergency_keys(order: WorkOrder) -> list[tuple]:
+    return [(order.emergency_level,)] if order.emergency_level else []
+
+
+def _assist_keys(order: WorkOrder) -> list[tuple]:
+    return [(a.department,) for a in order.assists if a.status in ("dispatched", "accepted")]
 
 
 class PartitionHeaps:
@@ -267,10 +458,12 @@ class StateRefresh:
 def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     router = config.router
     deadlines = config.deadlines
-    departments = frozenset(d.code for d in config.taxonomy.departments)
+    departments = frozenset(config.desks)
     work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
     indexes: dict[int, FusionIndex] = {}
-    gauge = OpenOrderGauge()
+    escalator = config.escalator
+    gauges = [OpenOrderGauge(), OpenOrderGauge(metrics.WORKORDERS_EMERGENCY, _emergency_keys),
+              OpenOrderGauge(metrics.ASSISTS_OPEN, _assist_keys)]
     timers = Timers()
     overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
     closed_orders = ClosedOrders(config.settings.worker.closed_state_days * 86400)
@@ -281,7 +474,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         (the gauge follows whatever this worker holds now)."""
         for p in partitions:
             indexes[p] = FusionIndex()
-        counts: Counter = Counter()
+        counts: list[Counter] = [Counter() for _ in gauges]
         for p, index in indexes.items():
             for raw in work_orders.values(p):
                 record = OrderRecord.unpack(raw)
@@ -291,13 +484,19 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
                         closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
                     continue
-                counts[(snap["status"], snap["department"] or "")] += 1
+                counts[0][(snap["status"], snap["department"] or "")] += 1
+                if snap.get("emergency_level"):
+                    counts[1][(snap["emergency_level"],)] += 1
+                for a in snap.get("assists") or ():
+                    if a["status"] in ("dispatched", "accepted"):
+                        counts[2][(a["department"],)] += 1
                 if p in partitions:
                     order = WorkOrder.model_validate(snap)
                     index.add(open_entry(order))
                     timers.schedule(p, order, deadlines)  # what fell due while away fires next tick
                     refresh.written(p, order.work_order_id, record.written_at)
-        gauge.set_all(counts)
+        for gauge, counted in zip(gauges, counts):
+            gauge.set_all(counted)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in indexes.values()), sorted(indexes))
 
@@ -316,16 +515,29 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         key = change.work_order_id.encode()
         out.append(Output(topics.workorder_events, key, body))
         metrics.child(metrics.TRANSITIONS, change.type).inc()
-        gauge.moved(old, change.snapshot)
+        snap = change.snapshot
+        for gauge in gauges:
+            gauge.moved(old, snap)
         if change.type == "supervised" and change.supervision is not None:
             out.append(Output(topics.supervision(change.supervision.level), key, body))
             metrics.child(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock).inc()
         if change.type == "dispatched":
-            snap = change.snapshot
             out.append(Output(topics.dispatch(snap.department), key, body))
             if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
+        elif change.type == "assist_added":
+            out.append(Output(topics.dispatch(change.part), key, body))
+        elif change.type == "escalated" and change.escalation is not None:
+            esc = change.escalation
+            reached = (esc.warning_to if esc.warning_to != esc.warning_from
+                       else esc.emergency_to if esc.emergency_to != esc.emergency_from else esc.priority_to)
+            metrics.child(metrics.ESCALATED, snap.category, reached or "none").inc()
+        for note in followup.notifications(change):   # 反馈: the reporters hear of it
+            out.append(Output(topics.reporter_notifications, note.reporter_id.encode(), to_json(note)))
+        # 应急指挥 follows every change while the order is under emergency response.
+        if snap.emergency_level is not None or (old is not None and old.emergency_level is not None):
+            out.append(Output(topics.emergency, key, body))
 
     def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
                     record: OrderRecord) -> WorkOrder | None:
@@ -361,8 +573,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             return
         change = outcome.change
         record = record or OrderRecord(b"")
-        publish(change, old, out, record)
-        store(partition, record, change.snapshot, out)
+        changes = [change, *escalator.follow(change.snapshot, change.at)]
+        store(partition, record, publish_all(changes, old, out, record), out)
 
     def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
         index = indexes[partition]
@@ -375,6 +587,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                                                   loc.street_code, loc.district_code), event.asset_owner)
             changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
                                  deadlines)
+            changes += escalator.follow(changes[-1].snapshot, now)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
             record = OrderRecord(b"")
             store(partition, record, publish_all(changes, None, out, record), out)
@@ -385,12 +598,17 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             change = attach(old, event, now)
             publish(change, old, out, record)
             new = change.snapshot
-            rework = (deadlines.alarm_returned(new, event.device_id, now)
-                      if event.source == "iot" and event.kind == "alarm" else None)
+            # Only an alarm after the device's recovery "came back"; a level move is the
+            # same alarm, graded.
+            came_back = event.source == "iot" and event.kind == "alarm" and event.device_id in old.recovered_finders
+            rework = deadlines.alarm_returned(new, event.device_id, now) if came_back else None
             if rework is not None:  # the alarm came back before verification: 返工
                 publish(rework, new, out, record)
                 new = rework.snapshot
-            store(partition, record, new, out, timed=change.type == "recovery_recorded" or rework is not None)
+            escalated = escalator.follow(new, now)
+            new = publish_all(escalated, new, out, record) if escalated else new
+            store(partition, record, new, out,
+                  timed=change.type == "recovery_recorded" or rework is not None or bool(escalated))
 
     last_overdue = [0.0]
 

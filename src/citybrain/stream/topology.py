@@ -15,14 +15,15 @@ def group_id(config: Config) -> str:
 
 def changelogs(group: str) -> dict[str, str]:
     """State name → its compacted changelog topic (partitioned like the input it follows)."""
-    return {"sensor_state": f"{group}-sensor_state-changelog", "work_orders": f"{group}-work_orders-changelog"}
+    return {"sensor_state": f"{group}-sensor_state-changelog", "device_health": f"{group}-device_health-changelog",
+            "work_orders": f"{group}-work_orders-changelog"}
 
 
 def topic_specs(config: Config, topics: Topics | None = None, partitions: int | None = None) -> list[TopicSpec]:
     s = config.settings
     topics = topics or Topics(s.kafka.topic_prefix)
     group = f"{topics.prefix}{s.worker.app_id}"
-    return topics.specs([d.code for d in config.taxonomy.departments], partitions or s.kafka.partitions,
+    return topics.specs(list(config.desks), partitions or s.kafka.partitions,
                         retention=config.topic_retention, changelogs=list(changelogs(group).values()))
 
 

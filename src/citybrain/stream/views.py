@@ -161,10 +161,13 @@ def _fold(records, add, label: str) -> None:
 def export_figures(figures: dict[str, dict]) -> None:
     """This month's evaluation figures as gauges (NaN where nothing was closed)."""
     for dept, row in figures.items():
-        for rate in ("on_time_closure", "rework", "return", "extension"):
+        for rate in ("on_time_closure", "rework", "return", "extension", "satisfaction"):
             value = row[f"{rate}_rate"]
             metrics.child(metrics.EVALUATION_RATE, dept, rate).set(float("nan") if value is None else value)
         metrics.child(metrics.EVALUATION_CLOSED, dept).set(row["closed"])
+        for work in ("assists", "assists_handled", "assists_returned"):
+            metrics.child(metrics.EVALUATION_ASSISTS, dept, work.removeprefix("assists_") if work != "assists"
+                          else "received").set(row[work])
         for stage in STAGES:
             for q, key in (("0.5", "p50"), ("0.9", "p90")):
                 value = row[f"{stage}_hours_{key}"]

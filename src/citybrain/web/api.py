@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from citybrain import metrics
 from citybrain.config import Config
+from citybrain.domain import followup
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import RULES
 from citybrain.domain.normalize import field_path
@@ -29,6 +31,7 @@ from citybrain.wire.models import Command, IncidentReport, WorkOrder
 log = logging.getLogger("citybrain.api")
 MAX_BODY = 64 * 1024
 STATUSES = {"registered", "dispatched", "accepted", "handled", "closed", "cancelled"}
+EMERGENCY_LEVELS = {"I", "II", "III", "IV", "none"}
 STATIC = Path(str(resources.files("citybrain.web") / "static"))
 
 
@@ -50,10 +53,11 @@ def _validation(e: ValidationError) -> web.Response:
 
 class Api:
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
-                 evaluation: Evaluation, tokens: TokenRegistry, city_map, ready):
+                 evaluation: Evaluation, tokens: TokenRegistry, city_map, ready, devices=lambda: ()):
         self.config, self.topics, self.bootstrap = config, topics, bootstrap
         self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
-        self.departments = {d.code: d.name_zh for d in config.taxonomy.departments}
+        self.devices = devices     # the registry's devices (for 设备完好率)
+        self.departments = config.desks
         self.producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
 
@@ -68,6 +72,7 @@ class Api:
         r.add_get("/city.geojson", self.city_layer)
         r.add_get("/api/v1/meta", self.meta)
         r.add_post("/api/v1/reports", self.post_report)
+        r.add_get("/api/v1/reports/{report_id}", self.get_report)
         r.add_get("/api/v1/workorders", self.list_orders)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
@@ -170,9 +175,33 @@ class Api:
         await self._send(self.topics.reports, report.reporter_id.encode(), orjson.dumps(doc))
         return _json({"report_id": report.report_id, "grid_code": grid, "status": "accepted"}, 202)
 
+    async def get_report(self, request: web.Request) -> web.Response:
+        """反馈: what became of one report, for the reporter's app (a grid member within its
+        prefix, or the gateway that relays citizens' apps)."""
+        p = self.principal(request)
+        require(p, "operator", "grid", "gateway")
+        rid = request.match_info["report_id"]
+        wo = self.view.by_report.get(rid)
+        snap = self.view.snapshot(wo) if wo else None
+        if snap is None:
+            raise Refused(404, "not_found", f"report {rid} is on no work order (yet: a report joins one "
+                          "within seconds of its acceptance — or it was refused, see the dead letters)", "report_id")
+        if p.role == "grid" and not may_see(p, snap):
+            raise Refused(403, "out_of_scope", f"grid member sees only reports within {p.grid_prefix}…", "report_id")
+        shown = ("created", "dispatched", "accepted", "handled", "verified", "verification_rejected", "cancelled",
+                 "returned", "visited", "escalated")
+        steps = [{"at": e["at"], "type": e["type"], "label": e["label"], "status": e["status"]}
+                 for e in self.view.timeline(wo) if e["kind"] == "change" and e["type"] in shown]
+        return _json({"report_id": rid, "work_order_id": wo, "status": snap["status"],
+                      "status_zh": followup.STATUS_ZH.get(snap["status"], snap["status"]),
+                      "category": snap["category"], "category_name": snap["category_name"],
+                      "department": snap.get("department"), "closed_at": snap.get("closed_at"),
+                      "visits": [v for v in snap.get("visits") or () if v.get("report_id") in (None, rid)],
+                      "steps": steps})
+
     async def list_orders(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         q = request.query
         status = {s for s in q.get("status", "").split(",") if s} or None
         if status and not status <= STATUSES:
@@ -190,6 +219,10 @@ class Api:
             if grid is not None and not grid.startswith(p.grid_prefix):
                 raise Refused(403, "out_of_scope", f"grid member sees only {p.grid_prefix}…", "grid")
             grid = grid or p.grid_prefix
+        emergency = set(q["emergency"].split(",")) if q.get("emergency") else None
+        if emergency is not None and not emergency <= EMERGENCY_LEVELS:
+            return _error(400, "invalid_field", "emergency must be levels of I, II, III, IV, none "
+                          "(comma-separated)", "emergency")
         since = None
         if q.get("since"):
             try:
@@ -208,7 +241,7 @@ class Api:
             page, cursor = self.view.query(status=status, department=department, grid=grid,
                                            street=q.get("street") or None, since=since,
                                            visible=lambda s: may_see(p, s), limit=limit,
-                                           cursor=q.get("cursor") or None)
+                                           cursor=q.get("cursor") or None, emergency=emergency)
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "cursor")
         now = datetime.now(UTC)
@@ -229,14 +262,14 @@ class Api:
 
     async def get_order(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         wo, snap = self._order_in_scope(request, p)
         return _json({"work_order": self._with_overdue(snap, datetime.now(UTC)),
                       "timeline": self.view.timeline(wo)})
 
     async def post_command(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         wo, snap = self._order_in_scope(request, p)
         doc = await self._body(request)
         if "actor" in doc or "work_order_id" in doc:
@@ -258,20 +291,23 @@ class Api:
 
     async def kpis(self, request: web.Request) -> web.Response:
         p = self.principal(request)
-        require(p, "operator", "department")
+        require(p, "operator", "department", "street")
         period = request.query.get("period") or self.evaluation.period_of(datetime.now(UTC))
         try:
             figures = self.evaluation.figures(period)
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "period")
-        if p.role == "department":
+        registered = Counter((d.owner_department or "", d.kind) for d in self.devices() if d.status == "active")
+        health = self.evaluation.device_health(registered)
+        if p.role in ("department", "street"):
             figures = {d: row for d, row in figures.items() if d == p.department}
-        return _json({"period": period, "figures": figures,
+            health = {k: row for k, row in health.items() if row["owner"] == p.department}
+        return _json({"period": period, "figures": figures, "device_health": health,
                       "definitions": "docs/lifecycle.md#evaluation-综合评价"})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         p = self.principal(request)
-        require(p, "operator", "department", "grid")
+        require(p, "operator", "department", "street", "grid")
         metrics.child(metrics.API_REQUESTS, "/api/v1/stream", "200").inc()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})

@@ -18,9 +18,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from citybrain.domain.routing import street_desk
 from citybrain.wire.models import Actor
 
-Role = Literal["operator", "department", "grid", "gateway"]
+Role = Literal["operator", "department", "street", "grid", "gateway"]
 
 
 class TokenEntry(BaseModel):
@@ -30,6 +31,7 @@ class TokenEntry(BaseModel):
     role: Role
     department: str | None = None
     grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$")
+    street_code: str | None = Field(None, pattern=r"^\d{9}$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
@@ -38,6 +40,8 @@ class TokenEntry(BaseModel):
             raise ValueError(f"token {self.id}: a department token needs department")
         if self.role == "grid" and not self.grid_prefix:
             raise ValueError(f"token {self.id}: a grid token needs grid_prefix")
+        if self.role == "street" and not self.street_code:
+            raise ValueError(f"token {self.id}: a street token (属地) needs street_code")
         return self
 
 
@@ -48,13 +52,15 @@ class Principal:
     role: Role
     department: str | None = None
     grid_prefix: str | None = None
+    street_code: str | None = None
 
     def actor(self) -> Actor:
-        return Actor(id=self.id, role=self.role, department=self.department, grid_prefix=self.grid_prefix)
+        return Actor(id=self.id, role=self.role, department=self.department, grid_prefix=self.grid_prefix,
+                     street_code=self.street_code)
 
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "role": self.role, "department": self.department,
-                "grid_prefix": self.grid_prefix}
+                "grid_prefix": self.grid_prefix, "street_code": self.street_code}
 
 
 class Refused(Exception):
@@ -102,7 +108,9 @@ class TokenRegistry:
                 found = entry
         if found is None:
             raise Refused(401, "bad_token", "unknown or revoked token", "Authorization")
-        return Principal(found.id, found.name, found.role, found.department, found.grid_prefix)
+        # A street desk (属地) works as the department street.<street_code>.
+        department = street_desk(found.street_code) if found.role == "street" else found.department
+        return Principal(found.id, found.name, found.role, department, found.grid_prefix, found.street_code)
 
 
 def require(principal: Principal, *roles: str) -> None:
@@ -111,12 +119,17 @@ def require(principal: Principal, *roles: str) -> None:
 
 
 def may_see(principal: Principal, snapshot: dict) -> bool:
-    """An order is in scope: operators see all, departments their own, grid members
-    those in their grid prefix."""
+    """An order is in scope: operators see all, departments those they lead or assist,
+    a street desk (属地) every order in its street and those sent to it, grid members those
+    in their grid prefix."""
     if principal.role == "operator":
         return True
     if principal.role == "department":
-        return snapshot.get("department") == principal.department
+        return (snapshot.get("department") == principal.department
+                or any(a["department"] == principal.department for a in snapshot.get("assists") or ()))
+    if principal.role == "street":
+        return (snapshot["location"]["street_code"] == principal.street_code
+                or snapshot.get("department") == principal.department)
     if principal.role == "grid":
         return snapshot["location"]["grid_code"].startswith(principal.grid_prefix or "-")
     return False

@@ -37,7 +37,9 @@ class _Entry:
     street_code: str
     latest: bytes                  # {"snapshot": …} JSON; packed once it goes quiet
     packed: bool = False
-    steps: list[tuple] = field(default_factory=list)       # (version, type, at, actor, supervision, status, note)
+    steps: list[tuple] = field(default_factory=list)       # (version, type, at, actor, supervision, status, note, part)
+    assists: tuple[str, ...] = ()   # assisting departments (any part state)
+    emergency_level: str | None = None
     refusals: list[dict] = field(default_factory=list)
 
 
@@ -51,6 +53,7 @@ class OrderView:
         self.subscribers: set[asyncio.Queue] = set()
         self.hot: set[str] = set()     # orders whose latest change is held uncompressed
         self._actors: dict[tuple, dict] = {}   # one shared dict per distinct actor (memory)
+        self.by_report: dict[str, str] = {}    # report id → the order it joined (反馈)
 
     def _actor(self, actor: dict) -> dict:
         key = (actor.get("role"), actor.get("id"), actor.get("department"), actor.get("grid_prefix"))
@@ -81,8 +84,14 @@ class OrderView:
             entry.version, entry.updated_at, entry.status = version, state["at"], sys.intern(snap["status"])
             entry.department, entry.latest, entry.packed = _intern(snap.get("department")), latest, False
         self.hot.add(wo)
+        events = snap.get("events") or ()
+        for e in events[-(version - known):] if known else events:
+            if e.get("report_id"):
+                self.by_report[e["report_id"]] = wo
+        entry.assists = tuple(sys.intern(a["department"]) for a in snap.get("assists") or ())
+        entry.emergency_level = snap.get("emergency_level")
         entry.steps = [(s["version"], sys.intern(s["type"]), s["at"], self._actor(s["actor"]), s.get("supervision"),
-                        sys.intern(s["status"]), s.get("note")) for s in state["steps"]]
+                        sys.intern(s["status"]), s.get("note"), s.get("part")) for s in state["steps"]]
         if self.subscribers:
             for step in state["steps"]:
                 if step["version"] > known:
@@ -102,6 +111,7 @@ class OrderView:
             self.hot.discard(wo)
         if gone:
             self.by_created = [key for key in self.by_created if key[1] in self.orders]
+            self.by_report = {r: wo for r, wo in self.by_report.items() if wo in self.orders}
         return len(gone)
 
     def compact(self) -> int:
@@ -149,14 +159,17 @@ class OrderView:
         if entry is None:
             return []
         changes = [{"work_order_id": wo, "version": v, "type": t, "at": at, "actor": actor,
-                    "supervision": sup, "note": note, "snapshot": {"status": st}}
-                   for v, t, at, actor, sup, st, note in entry.steps]
+                    "supervision": sup, "note": note, "snapshot": {"status": st}, "part": part}
+                   for v, t, at, actor, sup, st, note, part in entry.steps]
         return timeline(changes, entry.refusals)
 
     def query(self, *, status: set[str] | None = None, department: str | None = None,
               grid: str | None = None, street: str | None = None, since: datetime | None = None,
-              visible=None, limit: int = 50, cursor: str | None = None) -> tuple[list[dict], str | None]:
-        """Newest first by creation, keyset-paged: ``cursor`` is opaque to clients."""
+              visible=None, limit: int = 50, cursor: str | None = None,
+              emergency: set[str] | None = None) -> tuple[list[dict], str | None]:
+        """Newest first by creation, keyset-paged: ``cursor`` is opaque to clients.
+        ``department`` matches the lead and the assisting departments; ``emergency``:
+        emergency levels (``none`` for orders without one)."""
         after = decode_cursor(cursor) if cursor else None
         keys = self.by_created
         i = bisect.bisect_left(keys, after) if after is not None else len(keys)
@@ -168,7 +181,9 @@ class OrderView:
             e = self.orders[key[1]]
             if status and e.status not in status:
                 continue
-            if department is not None and e.department != department:
+            if department is not None and e.department != department and department not in e.assists:
+                continue
+            if emergency and (e.emergency_level or "none") not in emergency:
                 continue
             if grid and not e.grid_code.startswith(grid):
                 continue

@@ -29,6 +29,10 @@ Algorithm = Literal[
 ]
 Channel = Literal["grid_app", "hotline_12345", "citizen_app"]
 Severity = Literal["low", "normal", "high", "urgent"]
+# 预警分级 (DESIGN §12): blue < yellow < orange < red.
+WarningLevel = Literal["blue", "yellow", "orange", "red"]
+# 应急响应级别: IV (四级, the lowest) … I (一级, the highest).
+EmergencyLevel = Literal["IV", "III", "II", "I"]
 
 
 class _Input(BaseModel):
@@ -82,6 +86,15 @@ class IncidentReport(_Input):
     address: Annotated[StrictStr, Field(max_length=500)] | None = None
     photos: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
     contact_phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+
+
+class DeviceStatus(_Input):
+    """`ingest.device.status`, keyed by device_id: a platform's word on a device (cameras)."""
+
+    device_id: Id
+    status: Literal["online", "offline", "fault"]
+    ts: AwareDatetime
+    detail: Annotated[StrictStr, Field(max_length=500)] | None = None
 
 
 class RegistryRecord(BaseModel):
@@ -140,6 +153,8 @@ class CityEvent(BaseModel):
     channel: str | None = None
     asset_owner: str | None = Field(None, description="owner_department from the registry")
     value: float | None = None
+    level: WarningLevel | None = Field(None, description="an alarm's warning level (预警等级), for "
+                                                          "sensor rules that grade it")
     confidence: float | None = None
     evidence: list[str] = Field(default_factory=list)
     description: str = Field("", description="masked (脱敏)")
@@ -162,7 +177,7 @@ class DeadLetter(BaseModel):
     reason: DeadLetterReason
     detail: str = Field(description="what was wrong, for a person")
     field: str | None = Field(None, description="the field at fault, dotted path")
-    source: Literal["iot", "video", "report", "registry", "command", "event"]
+    source: Literal["iot", "video", "report", "registry", "command", "event", "device"]
     exception_type: str | None = Field(None, description="for internal_error: the exception's type "
                                                          "(its stack is in the worker's log)")
     source_topic: str
@@ -184,6 +199,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "video_alert": VideoAlert,
     "incident_report": IncidentReport,
     "registry_record": RegistryRecord,
+    "device_status": DeviceStatus,
     "city_event": CityEvent,
     "dead_letter": DeadLetter,
 }
@@ -196,8 +212,10 @@ WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "cl
 
 class Actor(BaseModel):
     id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
-    role: Literal["system", "operator", "department", "grid", "gateway"]
-    department: str | None = Field(None, description="role department: whose orders it may act on")
+    role: Literal["system", "operator", "department", "street", "grid", "gateway"]
+    department: str | None = Field(None, description="role department: whose orders it may act on; role "
+                                                      "street: its desk, street.<street_code>")
+    street_code: str | None = Field(None, pattern=r"^\d{9}$", description="role street (属地): its street")
     grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$",
                                     description="role grid: the grid-code prefix it covers")
 
@@ -213,6 +231,40 @@ class EventRef(BaseModel):
     finder: str | None = Field(None, description="device_id, camera_id or reporter_id")
     lon: float
     lat: float
+    level: WarningLevel | None = None
+    report_id: str | None = Field(None, description="a report's id: its reporter follows the order")
+
+
+Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
+
+
+class Visit(BaseModel):
+    """回访: what a reporter said of the outcome, recorded by an operator."""
+
+    satisfaction: Satisfaction
+    at: datetime
+    by: str = Field(description="the operator who called back")
+    report_id: str | None = None
+    note: str = ""
+
+
+AssistStatus = Literal["dispatched", "accepted", "handled", "released"]
+
+
+class Assist(BaseModel):
+    """One assisting department's part of an order (协办), with its own clocks."""
+
+    department: str
+    status: AssistStatus
+    added_by: str = Field(description="what brought it in: routing:<rule>, emergency:<level>, "
+                                      "operator:<id>")
+    dispatched_at: datetime
+    accepted_at: datetime | None = None
+    handled_at: datetime | None = None
+    released_at: datetime | None = None
+    stage_started_at: datetime | None = Field(None, description="when its running stage began")
+    accept_due_at: datetime | None = Field(None, description="set while dispatched")
+    handle_due_at: datetime | None = Field(None, description="set while accepted")
 
 
 class WorkOrder(BaseModel):
@@ -257,12 +309,22 @@ class WorkOrder(BaseModel):
     rework_count: int = 0
     extension_count: int = 0
     supervision_level: int = Field(0, ge=0, le=3, description="0 none, 1 street, 2 district, 3 city")
+    assists: list[Assist] = Field(default_factory=list, description="assisting departments (协办)")
+    warning_level: WarningLevel | None = Field(None, description="the highest level of its alarming sensors")
+    sensor_levels: dict[str, WarningLevel] = Field(default_factory=dict,
+                                                   description="device_id → its current warning level")
+    emergency_level: EmergencyLevel | None = Field(None, description="应急响应级别, None: no emergency response")
+    emergency_set_by: str | None = Field(None, description="rule:<category>@<trigger> or operator:<id>")
+    escalations: list[str] = Field(default_factory=list,
+                                   description="one-off escalations done, e.g. finders@5")
+    visits: list[Visit] = Field(default_factory=list, description="回访 (reporter follow-up calls)")
     notes: list[str] = Field(default_factory=list)
     applied_commands: list[str] = Field(default_factory=list, description="command_ids applied")
 
 
 LifecycleAction = Literal["dispatch", "accept", "return", "handle", "verify", "reject_verification",
-                          "cancel", "extend", "supervise", "comment"]
+                          "cancel", "extend", "supervise", "comment", "assist", "release_assist",
+                          "set_emergency_level", "visit"]
 
 
 class Command(BaseModel):
@@ -276,7 +338,12 @@ class Command(BaseModel):
     actor: Actor
     ts: AwareDatetime
     note: Annotated[StrictStr, Field(max_length=2000)] = ""
-    department: StrictStr | None = Field(None, description="for dispatch")
+    department: StrictStr | None = Field(None, description="for dispatch, assist and release_assist; "
+                                         "an operator's accept/handle/return of an assisting part")
+    emergency_level: EmergencyLevel | Literal["none"] | None = Field(
+        None, description="for set_emergency_level (none: end the emergency response)")
+    satisfaction: Satisfaction | None = Field(None, description="for visit (回访)")
+    report_id: Id | None = Field(None, description="for visit: the report whose reporter was called")
     evidence: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
     extend_minutes: Annotated[StrictInt, Field(gt=0, le=60 * 24 * 90)] | None = None
 
@@ -286,7 +353,7 @@ class CommandRejection(BaseModel):
 
     command: Command
     reason: Literal["duplicate_command", "not_allowed_in_state", "forbidden_role", "out_of_scope",
-                    "missing_field", "unknown_department", "unknown_work_order"]
+                    "missing_field", "unknown_department", "unknown_work_order", "assist_open"]
     detail: str
     status: WorkOrderStatus | None = None
     at: datetime
@@ -296,23 +363,46 @@ class SupervisionInfo(BaseModel):
     """Which clock and step raised an automatic supervision (督办)."""
 
     clock: Literal["order", "accept", "handle"]
+    department: str | None = Field(None, description="an assisting department's part; None: the lead's")
     share: float = Field(description="share of the clock's limit, 1.0 = due")
     level: Literal["street", "district", "city"]
     due_at: datetime
 
 
+class Escalation(BaseModel):
+    """What an ``escalated`` / ``deescalated`` change moved, and why."""
+
+    reason: Literal["warning_level", "finders", "operator", "alarm_cleared"]
+    warning_from: WarningLevel | None = None
+    warning_to: WarningLevel | None = None
+    priority_from: Severity
+    priority_to: Severity
+    emergency_from: EmergencyLevel | None = None
+    emergency_to: EmergencyLevel | None = None
+
+
+ChangeType = Literal["created", "dispatched", "evidence_added", "recovery_recorded", "accepted",
+                     "returned", "handled", "verified", "verification_rejected", "cancelled",
+                     "extended", "supervised", "commented", "escalated", "deescalated",
+                     "assist_added", "assist_accepted", "assist_handled", "assist_returned",
+                     "assist_released", "visited"]
+
+
 class WorkOrderChange(BaseModel):
-    """`workorders.events` (and the records on `dispatch.<department>`): one change."""
+    """`workorders.events` (and the records on `dispatch.<department>` and
+    `command.emergency`): one change."""
 
     work_order_id: str
     version: int
-    type: Literal["created", "dispatched", "evidence_added", "recovery_recorded", "accepted",
-                  "returned", "handled", "verified", "verification_rejected", "cancelled",
-                  "extended", "supervised", "commented"]
+    type: ChangeType
     at: datetime
     actor: Actor
     snapshot: WorkOrder
     supervision: SupervisionInfo | None = Field(None, description="for type supervised by the timers")
+    role: Literal["lead", "assist"] | None = Field(
+        None, description="on dispatch.<department>: whether that department leads (主办) or assists (协办)")
+    part: str | None = Field(None, description="assist_*: the assisting department whose part changed")
+    escalation: Escalation | None = Field(None, description="for escalated / deescalated")
 
 
 class OrderStep(BaseModel):
@@ -325,6 +415,8 @@ class OrderStep(BaseModel):
     status: str = Field(description="the order's status after the change")
     supervision: SupervisionInfo | None = None
     note: str | None = Field(None, description="the note this change added, if any")
+    part: str | None = Field(None, description="assist_*: the assisting department")
+    escalation: Escalation | None = None
 
 
 class OrderState(BaseModel):
@@ -343,5 +435,19 @@ class OrderState(BaseModel):
     steps_omitted: int = 0
 
 
+class ReporterNotification(BaseModel):
+    """`notifications.reporters` (key reporter_id): what became of a report (反馈)."""
+
+    reporter_id: str
+    report_id: str
+    work_order_id: str
+    version: int = Field(description="the order's version this tells of")
+    change: str = Field(description="the change type")
+    status: WorkOrderStatus
+    message: str = Field(description="for the reporter, in Chinese")
+    at: datetime
+
+
 WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange,
-                    "order_state": OrderState, "command": Command, "command_rejection": CommandRejection})
+                    "order_state": OrderState, "command": Command, "command_rejection": CommandRejection,
+                    "reporter_notification": ReporterNotification})

@@ -13,7 +13,7 @@ from citybrain.domain.lifecycle import apply
 from citybrain.wire.models import Actor, Command, EventRef, Location, WorkOrder, WorkOrderChange
 
 CN = ZoneInfo("Asia/Shanghai")
-DEPTS = frozenset({"water", "city_mgmt"})
+DEPTS = frozenset({"water", "city_mgmt", "environment"})
 OP = Actor(id="op-1", role="operator")
 WATER = Actor(id="w-1", role="department", department="water")
 CITY = Actor(id="c-1", role="department", department="city_mgmt")
@@ -183,3 +183,70 @@ def test_closed_versions_are_forgotten_after_the_keep_time_not_before(month):
     # are within 3 days; the rest are forgotten, and still counted.
     assert set(ev.closed_version) == {"F", "G"} and ev.orders == 8
     assert ev.figures("2026-11")["*"]["closed"] == 6
+
+
+def test_assist_work_is_counted_apart_from_the_leads(config):
+    t = lambda day, hh: datetime(2026, 11, day, hh, tzinfo=CN)  # noqa: E731
+    log = as_log([
+        # water leads, city_mgmt assists and handles its part
+        script(config, "J1", t(3, 9), [(0.5, "dispatch", OP, d("water")), (0.6, "assist", OP, d("city_mgmt")),
+                                       (1, "accept", CITY, {}), (2, "handle", CITY, {}),
+                                       (2.5, "accept", WATER, {}), (4, "handle", WATER, {}), (5, "verify", OP, {})]),
+        # city_mgmt is asked again on another order and returns its part (not theirs)
+        script(config, "J2", t(4, 9), [(0.5, "dispatch", OP, d("water")), (0.6, "assist", OP, d("city_mgmt")),
+                                       (1, "return", CITY, {"note": "非本部门 not ours"})]),
+    ])
+    ev = Evaluation()
+    for change in log + log[:5]:          # redelivered changes count once
+        ev.add(change)
+    got = ev.figures("2026-11")
+    assert {k: got["city_mgmt"][k] for k in ("closed", "dispatches", "returns", "assists", "assists_handled",
+                                             "assists_returned")} == {
+        "closed": 0, "dispatches": 0, "returns": 0, "assists": 2, "assists_handled": 1, "assists_returned": 1}
+    assert (got["water"]["closed"], got["water"]["dispatches"], got["water"]["assists"]) == (1, 2, 0)
+    restored = Evaluation()
+    restored.restore(orjson.loads(orjson.dumps(ev.checkpoint_meta())),
+                     orjson.loads(orjson.dumps(ev.checkpoint_days(everything=True))))
+    assert restored.figures("2026-11") == got
+
+
+def test_satisfaction_rate_counts_visits_after_closure_once(config):
+    t = lambda day, hh: datetime(2026, 11, day, hh, tzinfo=CN)  # noqa: E731
+    log = as_log([
+        script(config, "V1", t(3, 9), [(0.5, "dispatch", OP, d("water")), (1, "accept", WATER, {}),
+                                       (2, "handle", WATER, {}), (3, "verify", OP, {}),
+                                       (20, "visit", OP, {"satisfaction": "basically_satisfied"})]),
+        script(config, "V2", t(4, 9), [(0.5, "dispatch", OP, d("water")), (1, "accept", WATER, {}),
+                                       (2, "handle", WATER, {}),
+                                       (3, "visit", OP, {"satisfaction": "unsatisfied"}),    # → rework
+                                       (5, "handle", WATER, {}), (6, "verify", OP, {}),
+                                       (30, "visit", OP, {"satisfaction": "satisfied"})]),
+    ])
+    ev = Evaluation()
+    for change in log + log[-3:]:
+        ev.add(change)
+    row = ev.figures("2026-11")["water"]
+    assert (row["visits"], row["satisfaction_rate"], row["closed"], row["rework_rate"]) == (3, 0.6667, 2, 0.5)
+
+
+def test_device_health_counts_devices_with_an_open_fault_per_owner_and_kind():
+    from collections import Counter
+
+    def change(wo, version, status, source="iot", dept="gas_utility", finders=("GAS-1",)):
+        return {"work_order_id": wo, "version": version, "type": "created", "at": "2026-11-03T09:00:00+08:00",
+                "actor": {"id": "citybrain", "role": "system"},
+                "snapshot": {"category": "device_fault", "status": status, "department": dept,
+                             "finders": list(finders), "events": [{"source": source}]}}
+    ev = Evaluation()
+    for c in (change("F1", 1, "registered"), change("F2", 1, "dispatched", finders=("GAS-2",)),
+              change("F3", 1, "registered", source="video", dept=None, finders=("CAM-1",)),
+              change("F2", 2, "cancelled", finders=("GAS-2",))):
+        ev.add(c)
+    health = ev.device_health(Counter({("gas_utility", "sensor"): 10, ("", "camera"): 4}))
+    assert health["gas_utility/sensor"] == {"owner": "gas_utility", "kind": "sensor", "registered": 10,
+                                            "faulty": 1, "intact_rate": 0.9}
+    assert health["unowned/camera"]["intact_rate"] == 0.75
+    assert (health["*"]["registered"], health["*"]["faulty"]) == (14, 2)
+    restored = Evaluation()
+    restored.restore(orjson.loads(orjson.dumps(ev.checkpoint_meta())), {})
+    assert restored.device_health(Counter({("gas_utility", "sensor"): 10}))["gas_utility/sensor"]["faulty"] == 1

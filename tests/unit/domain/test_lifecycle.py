@@ -191,3 +191,15 @@ class LoopMachine(RuleBasedStateMachine):
 
 LoopMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 TestLoopMachine = LoopMachine.TestCase
+
+
+def test_a_street_desk_works_the_orders_sent_to_it_and_notes_on_any_of_its_street():
+    desk = Actor(id="street-dajie", role="street", department="street.370306002", street_code="370306002")
+    o = order(department="street.370306002")
+    o = run(o, cmd("accept", desk), cmd("handle", desk, note="已劝离 vendors moved on"))
+    assert o.status == "handled"
+    water = order()      # the water department's order, in the desk's street
+    assert apply(water, cmd("accept", desk), DEPTS, NOW, DL).rejection.reason == "out_of_scope"
+    assert apply(water, cmd("comment", desk, note="现场有积水 seen on patrol"), DEPTS, NOW, DL).change is not None
+    other = Actor(id="street-x", role="street", department="street.370306005", street_code="370306005")
+    assert apply(water, cmd("comment", other, note="x"), DEPTS, NOW, DL).rejection.reason == "out_of_scope"

@@ -61,3 +61,13 @@ def test_bad_routing_config_is_refused(config):
         RoutingConfig.model_validate({
             "defaults": {},
             "override": [{"area": "370306"}]})
+
+
+def test_a_route_to_the_street_desk_goes_to_the_street_of_the_location(config):
+    """属地处置 (DESIGN §13): the SAMPLE sends street vending in 青年路街道 to its street desk."""
+    router = config.router
+    route = router.route("street_vending", ("370306003001001", "370306003001", "370306003", "370306"))
+    assert route.department == "street.370306003" and route.rule == "override:370306003:street_vending"
+    elsewhere = router.route("street_vending", ("370306005001001", "370306005001", "370306005", "370306"))
+    assert elsewhere.department == "city_mgmt"
+    assert "street.370306003" in config.desks and config.desks["street.370306003"].startswith("青年路")

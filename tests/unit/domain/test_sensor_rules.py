@@ -161,3 +161,62 @@ def test_whatever_the_seqs_a_reading_a_window_later_is_never_suppressed(seqs):
         state, _ = apply_reading(WATER, state, 0.01, t, seq)
     _, out = apply_reading(WATER, state, 0.01, t + SEQ_RESET_SECONDS + 1, 0)
     assert out is Outcome.NORMAL
+
+
+# -- graded warnings (预警分级) ------------------------------------------------------
+
+def _graded():
+    return Config().sensor_rules["water_level"]   # blue 0.15 / yellow 0.30 / orange 0.50 (60 s), red 0.80 (30 s)
+
+
+def _feed(rule, readings, state=None):
+    state = state or DeviceState()
+    seen = []
+    for ts, v in readings:
+        state, outcome = apply_reading(rule, state, v, ts)
+        seen.append((ts, outcome.value, state.level))
+    return state, seen
+
+
+def test_a_rising_gauge_climbs_level_by_level_after_each_hold():
+    rule = _graded()
+    state, seen = _feed(rule, [(0, 0.2), (60, 0.2), (70, 0.4), (100, 0.4), (130, 0.4),
+                               (140, 0.6), (200, 0.6), (210, 0.9), (240, 0.9)])
+    events = [(ts, lv) for ts, outcome, lv in seen if outcome in ("alarm", "level")]
+    assert events == [(60, "blue"), (130, "yellow"), (200, "orange"), (240, "red")]
+
+
+def test_a_level_that_does_not_hold_long_enough_changes_nothing():
+    rule = _graded()
+    state, seen = _feed(rule, [(0, 0.2), (60, 0.2), (70, 0.9), (90, 0.9), (95, 0.2), (200, 0.2)])
+    assert [o for _, o, _ in seen].count("level") == 0 and state.level == "blue"
+
+
+def test_a_falling_level_waits_for_the_higher_levels_hold_and_recovery_clears_it():
+    rule = _graded()
+    state, seen = _feed(rule, [(0, 0.9), (60, 0.9), (90, 0.9)])   # an alarm starts at blue, red holds 30 s
+    assert [(o, lv) for _, o, lv in seen] == [("normal", None), ("alarm", "blue"), ("level", "red")]
+    assert state.alarm and state.level == "red"
+    state, seen = _feed(rule, [(100, 0.2), (120, 0.2), (130, 0.2)], state)
+    assert [o for _, o, _ in seen] == ["normal", "normal", "level"] and state.level == "blue"
+    state, seen = _feed(rule, [(140, 0.01), (440, 0.01)], state)
+    assert seen[-1][1] == "recovery" and state.level is None and not state.alarm
+
+
+def test_levels_survive_the_state_dict_and_old_state_reads_without_them():
+    s = DeviceState(True, None, 10.0, 3, 5.0, "orange", ("red", 9.0))
+    assert DeviceState.from_dict(s.to_dict()) == s
+    assert DeviceState.from_dict({"a": True, "p": None, "t": 1.0, "s": None}).level is None
+
+
+def test_levels_must_nest():
+    with pytest.raises(ValueError, match="within the one below"):
+        SensorRule(unit="m", valid_range=(0, 10), alarm={"op": "gt", "threshold": 1},
+                   clear={"op": "lt", "threshold": 0.5},
+                   levels={"blue": {"op": "gt", "threshold": 5}, "red": {"op": "gt", "threshold": 2}})
+
+
+def test_ungraded_rules_carry_no_level():
+    rule = Config().sensor_rules["manhole_tilt"]
+    state, seen = _feed(rule, [(0, 20), (10, 20), (20, 40)])
+    assert seen[1][1] == "alarm" and state.level is None and seen[2][1] == "normal"

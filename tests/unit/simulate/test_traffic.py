@@ -30,6 +30,7 @@ def test_traffic_mix_and_scenarios(config):
         assert labels[f"malformed:{reason}"] > 0, reason
     for scenario in ("rainstorm", "gas_leak", "cable_fire"):
         assert labels[f"scenario:{scenario}"] > 0, scenario
+    assert labels["scenario:device_fault"] == 2          # the camera's fault and its recovery
     sources = Counter(r.source for r in records)
     assert sources["iot"] > sources["video"] > sources["report"] > 0
     times = [r.at for r in records]

@@ -108,3 +108,42 @@ async def test_a_failed_background_commit_surfaces_at_the_next_call():
     with pytest.raises(KafkaConnectionError):
         await r._commit(force=False)
     assert r.checkpoint.committed == {}
+
+
+class FetchedAhead:
+    """A consumer whose fetcher has handed out records up to the partition's end (its
+    own position counts them as read) before the stage has handled them."""
+
+    class _State:
+        position, has_valid_position = 46, True
+
+    def __init__(self):
+        class Assignment:
+            state_value = staticmethod(lambda tp: FetchedAhead._State)
+        self._subscription = type("S", (), {"subscription": type("Sub", (), {"assignment": Assignment})})
+
+    def last_poll_timestamp(self, tp):
+        return 1_800_000_100_000
+
+    def last_stable_offset(self, tp):
+        return 46
+
+    def highwater(self, tp):
+        return 46
+
+
+async def test_a_partition_is_at_its_end_only_past_the_batch_not_yet_handled():
+    from citybrain.domain.device_health import PartitionClock
+    r = runner()
+    r.consumer = FetchedAhead()
+    tp = TopicPartition("in", 0)
+    r.state_topic, r.assigned_now, r.owned = "in", {tp}, {0}
+    clock = PartitionClock()
+    # A restarted worker's first batch (offsets 30..45): not at the end, so silence is
+    # judged on the records' own time, not on the fetch's wall clock.
+    r._report_progress(clock, {tp: [record(o, b"r") for o in range(30, 46)]})
+    assert clock.reference(0) is None
+    # Handled, nothing new fetched: at the end as of the last fetch.
+    r.position[tp] = 46
+    r._report_progress(clock, {})
+    assert clock.reference(0) == 1_800_000_100.0

@@ -10,7 +10,24 @@ const COLORS = {registered: "#f97316", dispatched: "#3b82f6", accepted: "#a855f7
                 closed: "#6b7280", cancelled: "#52525b"};
 const ACTION_ZH = {dispatch: "派遣 dispatch", accept: "签收 accept", return: "退回 return",
                    handle: "处置反馈 handled", verify: "核查通过 verify", reject_verification: "核查不通过 reject",
-                   cancel: "作废 cancel", extend: "延期 extend", supervise: "督办 supervise", comment: "备注 comment"};
+                   cancel: "作废 cancel", extend: "延期 extend", supervise: "督办 supervise", comment: "备注 comment",
+                   assist: "增派协办 add assist", release_assist: "解除协办 release assist",
+                   set_emergency_level: "应急响应 emergency level", visit: "回访 visit"};
+const SATISFACTION_ZH = {satisfied: "满意", basically_satisfied: "基本满意", unsatisfied: "不满意"};
+const PART_ZH = {dispatched: "待签收", accepted: "已签收", handled: "已处置", released: "已解除"};
+const WARNING_ZH = {blue: "蓝色预警", yellow: "黄色预警", orange: "橙色预警", red: "红色预警"};
+const EMERGENCY_ZH = {IV: "Ⅳ级响应", III: "Ⅲ级响应", II: "Ⅱ级响应", I: "Ⅰ级响应"};
+const OPEN_PARTS = ["dispatched", "accepted"];
+// The part of the order the signed-in department works: "lead", an assist, or null.
+// A street desk (属地) works as the department street.<street_code>.
+const isDesk = () => state.me.role === "department" || state.me.role === "street";
+const myPart = (o) => !isDesk() ? null
+  : o.department === state.me.department ? "lead"
+  : (o.assists || []).find((a) => a.department === state.me.department) || null;
+const warningChip = (o) => o.warning_level
+  ? `<span class="level lv-${o.warning_level}" data-testid="warning-level">${WARNING_ZH[o.warning_level]} ${o.warning_level}</span>` : "";
+const emergencyChip = (o) => o.emergency_level
+  ? `<span class="emergency em-${o.emergency_level}" data-testid="emergency-level">${EMERGENCY_ZH[o.emergency_level]} ${o.emergency_level}</span>` : "";
 
 const state = {token: sessionStorage.getItem("citybrain-token") || "", me: null, meta: null,
                orders: new Map(), selected: null, map: null, markers: new Map(), layer: null};
@@ -42,7 +59,7 @@ async function signIn(token) {
   }
   sessionStorage.setItem("citybrain-token", token);
   state.me = state.meta.me;
-  const roleZh = {operator: "值班员", department: "部门", grid: "网格员"}[state.me.role] || state.me.role;
+  const roleZh = {operator: "值班员", department: "部门", street: "街道属地", grid: "网格员"}[state.me.role] || state.me.role;
   $("who").textContent = `${roleZh} ${state.me.role}: ${state.me.name || state.me.id}` +
     (state.me.department ? ` · ${state.meta.departments[state.me.department] || ""} ${state.me.department}` : "") +
     (state.me.grid_prefix ? ` · ${state.me.grid_prefix}…` : "");
@@ -52,6 +69,23 @@ async function signIn(token) {
   initMap();
   await loadOrders();
   streamChanges();
+  if (state.me.role === "operator" || isDesk()) { loadDeviceHealth(); setInterval(loadDeviceHealth, 30000); }
+}
+
+// 设备完好率: devices without an open device fault / registered, from the evaluation.
+async function loadDeviceHealth() {
+  try {
+    const body = await api("/api/v1/kpis");
+    const rows = Object.entries(body.device_health || {});
+    const all = state.me.role === "operator" ? (body.device_health || {})["*"]
+      : rows.map(([, r]) => r).reduce((a, r) => ({registered: a.registered + r.registered, faulty: a.faulty + r.faulty}),
+                                      {registered: 0, faulty: 0});
+    if (!all || !all.registered) { $("devices").textContent = ""; return; }
+    const rate = (all.registered - all.faulty) / all.registered;
+    $("devices").textContent = `设备完好率 devices intact ${(rate * 100).toFixed(1)}% · 故障 faulty ${all.faulty} / ${all.registered}`;
+    $("devices").title = rows.filter(([k]) => k !== "*").map(([k, r]) =>
+      `${k}: ${r.intact_rate === null ? "—" : (r.intact_rate * 100).toFixed(1) + "%"} (${r.faulty}/${r.registered})`).join("\n");
+  } catch (e) { /* the board works without it */ }
 }
 
 function fillFilters() {
@@ -62,7 +96,8 @@ function fillFilters() {
   if (state.me.role === "department") { dep.value = state.me.department; dep.disabled = true; }
   const st = $("f-street");
   for (const [code, name] of Object.entries(state.meta.streets)) st.add(new Option(`${name} ${code}`, code));
-  for (const id of ["f-status", "f-department", "f-street"]) $(id).addEventListener("change", loadOrders);
+  if (state.me.role === "street") { st.value = state.me.street_code; st.disabled = true; }
+  for (const id of ["f-status", "f-department", "f-street", "f-emergency"]) $(id).addEventListener("change", loadOrders);
   $("f-grid").addEventListener("change", loadOrders);
 }
 
@@ -72,13 +107,17 @@ function query() {
   if ($("f-department").value) p.set("department", $("f-department").value);
   if ($("f-street").value) p.set("street", $("f-street").value);
   if ($("f-grid").value.trim()) p.set("grid", $("f-grid").value.trim());
+  if ($("f-emergency").value) p.set("emergency", $("f-emergency").value);
   return p;
 }
 
 function matches(o) {
   const status = $("f-status").value;
   if (status ? o.status !== status : !OPEN.includes(o.status)) return false;
-  if ($("f-department").value && o.department !== $("f-department").value) return false;
+  const dep = $("f-department").value;
+  if (dep && o.department !== dep && !(o.assists || []).some((a) => a.department === dep)) return false;
+  const em = $("f-emergency").value;
+  if (em && !em.split(",").includes(o.emergency_level || "none")) return false;
   if ($("f-street").value && o.location.street_code !== $("f-street").value) return false;
   if ($("f-grid").value.trim() && !o.location.grid_code.startsWith($("f-grid").value.trim())) return false;
   return true;
@@ -109,12 +148,14 @@ function row(o) {
   tr.dataset.status = o.status;
   if (isOverdue(o)) tr.classList.add("overdue");
   if (o.supervision_level > 0) tr.classList.add("supervised");
+  if (o.emergency_level) tr.classList.add("emergency-row");
+  const assists = (o.assists || []).filter((a) => a.status !== "released");
   if (state.selected === o.work_order_id) tr.classList.add("selected");
   const street = state.meta.streets[o.location.street_code] || o.location.street_code;
   const due = o.accept_due_at || o.handle_due_at || o.due_at;
   tr.innerHTML = `<td>${esc(o.work_order_id)}</td><td>${esc(o.category_name)} <span class="muted">${esc(o.category)}</span></td>
-    <td><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span></td>
-    <td>${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : '<span class="muted">待分拨 triage</span>'}</td>
+    <td><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span> ${warningChip(o)} ${emergencyChip(o)}</td>
+    <td>${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : '<span class="muted">待分拨 triage</span>'}${assists.length ? ` <span class="muted" data-testid="row-assists">+协办 ${esc(assists.map((a) => a.department).join(", "))}</span>` : ""}</td>
     <td>${esc(street)} · ${esc(o.location.grid_code)}</td>
     <td>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " L" + o.supervision_level : "—"}</td>
     <td>${isOverdue(o) ? "超时 overdue " : ""}${esc(new Date(due).toLocaleString("zh-CN", {hour12: false}))}</td>`;
@@ -187,13 +228,21 @@ async function select(wo) {
   d.innerHTML = `<h2 data-testid="detail-title">${esc(o.category_name)} · ${esc(o.work_order_id)}</h2>
     <dl>
       <dt>状态 status</dt><dd data-testid="detail-status"><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span>${o.overdue ? ' <b class="error">超时 overdue</b>' : ""}</dd>
-      <dt>部门 department</dt><dd data-testid="detail-department">${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : "待分拨 triage"}</dd>
+      <dt>主办 lead</dt><dd data-testid="detail-department">${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : "待分拨 triage"}</dd>
+      <dt>协办 assists</dt><dd data-testid="detail-assists">${(o.assists || []).length ? `<table class="parts">${o.assists.map((a) =>
+        `<tr data-part="${esc(a.department)}" data-part-status="${esc(a.status)}"><td>${esc((state.meta.departments[a.department] || "") + " " + a.department)}</td>
+         <td><span class="part pt-${esc(a.status)}">${PART_ZH[a.status] || ""} ${esc(a.status)}</span></td>
+         <td class="muted">${a.accept_due_at ? "签收时限 " + esc(fmt(a.accept_due_at)) : a.handle_due_at ? "处置时限 " + esc(fmt(a.handle_due_at)) : a.handled_at ? "处置 " + esc(fmt(a.handled_at)) : ""}</td>
+         <td class="muted">${esc(a.added_by)}</td></tr>`).join("")}</table>` : "—"}</dd>
+      <dt>预警 warning</dt><dd data-testid="detail-warning">${warningChip(o) || "—"} · 优先级 priority ${esc(o.priority)}</dd>
+      <dt>应急 emergency</dt><dd data-testid="detail-emergency">${emergencyChip(o) || "—"}</dd>
       <dt>位置 where</dt><dd>${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
       <dt>证据 evidence</dt><dd>${evidence}</dd>
       <dt>时限 due</dt><dd>结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
       <dt>督办 supervision</dt><dd>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " level " + o.supervision_level : "—"}</dd>
+      <dt>回访 visits</dt><dd data-testid="detail-visits">${(o.visits || []).map((v) => `${SATISFACTION_ZH[v.satisfaction]} ${esc(v.satisfaction)} (${esc(fmt(v.at))})`).join(" · ") || "—"}</dd>
       <dt>返工/退回/延期</dt><dd>rework ${o.rework_count} · return ${o.return_count} · extension ${o.extension_count}</dd>
     </dl>
     <div id="actions" data-testid="actions"></div>
@@ -215,10 +264,19 @@ function allowed(o) {
     if (s === "accepted") acts.push("handle");
     if (s === "handled") acts.push("verify", "reject_verification");
     if (open) acts.push("supervise", "extend", "cancel");
-  } else if (role === "department") {
-    if (s === "dispatched") acts.push("accept", "return");
-    if (s === "accepted") acts.push("handle");
-    if (open) acts.push("extend");
+    if (open) acts.push("assist", "set_emergency_level");
+    if (s === "handled" || s === "closed") acts.push("visit");
+    if (open && (o.assists || []).some((a) => OPEN_PARTS.includes(a.status))) acts.push("release_assist");
+  } else if (isDesk()) {
+    const part = myPart(o);
+    if (part === "lead") {
+      if (s === "dispatched") acts.push("accept", "return");
+      if (s === "accepted") acts.push("handle");
+      if (open) acts.push("extend");
+    } else if (part && open) {          // an assisting department works its own part
+      if (part.status === "dispatched") acts.push("accept", "return");
+      if (part.status === "accepted") acts.push("handle");
+    }
   } else if (role === "grid") {
     if (s === "handled") acts.push("verify", "reject_verification");
   }
@@ -237,6 +295,32 @@ function renderActions(o) {
       const sel = document.createElement("select");
       sel.dataset.testid = "dispatch-department";
       for (const [code, name] of Object.entries(state.meta.departments)) sel.add(new Option(`${name} ${code}`, code));
+      box.appendChild(sel);
+    }
+    if (action === "assist") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "assist-department";
+      for (const [code, name] of Object.entries(state.meta.departments)) {
+        if (code !== o.department) sel.add(new Option(`${name} ${code}`, code));
+      }
+      box.appendChild(sel);
+    }
+    if (action === "release_assist") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "release-department";
+      for (const a of o.assists.filter((a) => OPEN_PARTS.includes(a.status))) sel.add(new Option(a.department, a.department));
+      box.appendChild(sel);
+    }
+    if (action === "set_emergency_level") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "emergency-select";
+      for (const lv of ["IV", "III", "II", "I", "none"]) sel.add(new Option(EMERGENCY_ZH[lv] ? `${EMERGENCY_ZH[lv]} ${lv}` : "解除 none", lv));
+      box.appendChild(sel);
+    }
+    if (action === "visit") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "visit-satisfaction";
+      for (const [v, zh] of Object.entries(SATISFACTION_ZH)) sel.add(new Option(`${zh} ${v}`, v));
       box.appendChild(sel);
     }
     if (action === "extend") {
@@ -258,6 +342,10 @@ async function command(o, action) {
   const body = {command_id: crypto.randomUUID(), action,
                 note: document.querySelector('[data-testid="note"]').value.trim()};
   if (action === "dispatch") body.department = document.querySelector('[data-testid="dispatch-department"]').value;
+  if (action === "assist") body.department = document.querySelector('[data-testid="assist-department"]').value;
+  if (action === "release_assist") body.department = document.querySelector('[data-testid="release-department"]').value;
+  if (action === "visit") body.satisfaction = document.querySelector('[data-testid="visit-satisfaction"]').value;
+  if (action === "set_emergency_level") body.emergency_level = document.querySelector('[data-testid="emergency-select"]').value;
   if (action === "extend") {
     body.extend_minutes = parseInt(document.querySelector('[data-testid="extend-minutes"]').value, 10);
     if (!body.note) { flash("延期需要说明理由 an extension needs a reason (note)", true); return; }
