@@ -21,14 +21,21 @@ class AdminLocation:
 
 
 class CityMap:
-    """The grid layer of one city.  ``locate`` returns None outside every grid."""
+    """The grid layer of one city of one or more districts (区县).  ``locate`` returns
+    None outside every grid."""
 
     MEMO_SIZE = 65536
+    # A point within this of a grid (≈ 0.1 m) but in none — on a border where the two
+    # sides' rounded vertices left a hairline gap — belongs to the nearest grid.
+    BORDER_TOLERANCE = 1e-6
 
     def __init__(self, geojson: dict):
         self._memo: dict[tuple[float, float], AdminLocation | None] = {}
-        self.district_code = geojson["district"]["district_code"]
-        self.district_name = geojson["district"]["district_name"]
+        districts = geojson.get("districts") or [geojson["district"]]
+        self.district_names = {d["district_code"]: d["district_name"] for d in districts}
+        city = geojson.get("city") or {}
+        self.city_code = city.get("city_code", "")
+        self.city_name = city.get("city_name") or "、".join(self.district_names.values())
         self.street_names = {s["street_code"]: s["street_name"] for s in geojson["streets"]}
         self.community_names = {c["community_code"]: c["community_name"]
                                 for c in geojson["communities"]}
@@ -65,12 +72,19 @@ class CityMap:
     def _locate(self, lon: float, lat: float) -> AdminLocation | None:
         if not (math.isfinite(lon) and math.isfinite(lat)):
             return None
-        hits = self._tree.query(Point(lon, lat), predicate="covered_by")
+        point = Point(lon, lat)
+        hits = self._tree.query(point, predicate="covered_by")
         if len(hits) == 0:
-            return None
+            hits = self._tree.query_nearest(point, max_distance=self.BORDER_TOLERANCE)
+            if len(hits) == 0:
+                return None
         # A point exactly on a shared border is covered by both grids; the lowest
         # code wins so every worker maps it the same way.
         return min((self._locations[i] for i in hits), key=lambda loc: loc.grid_code)
+
+    def district_of(self, street_code: str) -> str:
+        """The district code of a street (the national codes nest: 6 digits of 9)."""
+        return street_code[:6]
 
     def grid(self, grid_code: str) -> AdminLocation | None:
         return self._by_grid.get(grid_code)

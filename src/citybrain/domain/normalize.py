@@ -293,7 +293,7 @@ class Normalizer:
         where = self.city.locate(float(lon), float(lat))
         if where is None:
             raise Rejected("out_of_area", f"({lon}, {lat}) is outside every grid of "
-                                          f"{self.city.district_name} {self.city.district_code}", "lon")
+                                          f"{self.city.city_name} {self.city.city_code}".rstrip(), "lon")
         return float(lon), float(lat), where
 
     def _dead(self, source: Source, raw: bytes | None, meta: RecordMeta, why: Rejected) -> Result:

@@ -1,9 +1,12 @@
-"""Builds the SAMPLE city geography: Zhoucun district (周村区, 370306).
+"""Builds the SAMPLE city geography: Zhoucun district (周村区, 370306) and three
+synthetic neighbours sharing its borders — 淄川区 370302 (south), 张店区 370303 (east)
+and 桓台县 370321 (north) — one city of four districts (DESIGN §13).
 
-The street/town names and the district code are real; every boundary, community
-and grid polygon is synthetic (a clipped rectangle layout), good for demos and
-tests only.  Output: ``config/city/zhoucun.geojson`` — one Feature per unit grid
-(单元网格) with its admin chain, plus the district outline and the street list.
+District names and codes are real; Zhoucun's street names and codes are real, the
+neighbours' street names are real-sounding and their codes made up; every boundary,
+community and grid polygon is synthetic (clipped rectangles), good for demos and tests
+only.  Output: ``config/city/zibo-sample.geojson`` — one Feature per unit grid (单元网格)
+with its admin chain, plus each district's outline and the street list.
 
 Run ``citybrain sample build-city`` to regenerate.
 """
@@ -14,6 +17,7 @@ import json
 from pathlib import Path
 
 from shapely.geometry import Polygon, box, mapping
+from shapely.ops import unary_union
 
 DISTRICT_CODE = "370306"
 DISTRICT_NAME = "周村区"
@@ -42,6 +46,32 @@ STREETS = {
 }
 ORDINALS = ["一", "二", "三", "四"]
 GRIDS_PER_SIDE = 4  # each community is cut into 4x4 unit grids
+
+CITY_CODE, CITY_NAME = "370300", "淄博市"
+# The neighbours: each a frame minus Zhoucun (so the shared border is Zhoucun's own
+# edges, vertex for vertex), cut 2 × 2 into streets, each street 2 × 2 communities of
+# 3 × 3 grids.  (row from south, column from west) → (street code, name).
+NEIGHBOURS = [
+    ("370302", "淄川区", [(117.740, 36.600, 118.100, 36.720)], {
+        (0, 0): ("370302001", "般阳路街道"), (0, 1): ("370302002", "松龄路街道"),
+        (1, 0): ("370302003", "钟楼街道"), (1, 1): ("370302004", "将军路街道")}),
+    ("370303", "张店区", [(117.930, 36.720, 118.100, 36.900)], {
+        (0, 0): ("370303001", "车站街道"), (0, 1): ("370303002", "公园街道"),
+        (1, 0): ("370303003", "和平街道"), (1, 1): ("370303004", "科苑街道")}),
+    ("370321", "桓台县", [(117.740, 36.850, 117.930, 37.000), (117.930, 36.900, 118.100, 37.000)], {
+        (0, 0): ("370321001", "索镇街道"), (0, 1): ("370321002", "少海街道"),
+        (1, 0): ("370321100", "起凤镇"), (1, 1): ("370321101", "田庄镇")}),
+]
+NEIGHBOUR_GRIDS_PER_SIDE = 3
+
+
+def district_shapes() -> dict[str, tuple[str, object]]:
+    """district code → (name, polygon) for every district of the sample city."""
+    zhoucun = Polygon(DISTRICT_OUTLINE)
+    out = {DISTRICT_CODE: (DISTRICT_NAME, zhoucun)}
+    for code, name, frames, _ in NEIGHBOURS:
+        out[code] = (name, unary_union([box(*f) for f in frames]).difference(zhoucun))
+    return out
 
 
 def _split(rect: tuple[float, float, float, float], n: int):
@@ -109,18 +139,64 @@ def build() -> dict:
                         },
                         "geometry": _round_polygon(geom),
                     })
+    shapes = district_shapes()
+    for code, name, _, layout in NEIGHBOURS:
+        _neighbour(code, name, shapes[code][1], layout, features, streets, communities)
     return {
         "type": "FeatureCollection",
-        "name": "zhoucun-sample-grids",
+        "name": "zibo-sample-grids",
         "sample_data": True,
-        "note": "SAMPLE DATA: real district/street names and codes, synthetic boundaries, "
-                "communities and grids. 示例数据，边界为虚构。",
-        "district": {"district_code": DISTRICT_CODE, "district_name": DISTRICT_NAME,
-                     "outline": [list(p) for p in DISTRICT_OUTLINE]},
+        "note": "SAMPLE DATA: real district names and codes, synthetic boundaries, "
+                "communities and grids; the neighbours' street codes are made up. 示例数据，边界为虚构。",
+        "city": {"city_code": CITY_CODE, "city_name": CITY_NAME},
+        "districts": [{"district_code": code, "district_name": name, "geometry": _round_polygon(geom)}
+                      for code, (name, geom) in shapes.items()],
         "streets": streets,
         "communities": communities,
         "features": features,
     }
+
+
+def _neighbour(code: str, name: str, geom, layout: dict, features: list, streets: list,
+               communities: list) -> None:
+    minx, miny, maxx, maxy = geom.bounds
+    for row, col, street_rect in _split((minx, miny, maxx, maxy), 2):
+        street_code, street_name = layout[(row, col)]
+        is_town = street_name.endswith("镇")
+        street_geom = box(*street_rect).intersection(geom)
+        if street_geom.is_empty:
+            continue
+        streets.append({"street_code": street_code, "street_name": street_name,
+                        "kind": "town" if is_town else "subdistrict"})
+        short = street_name[:-1] if is_town else street_name[:-2]
+        for k, (_, _, comm_rect) in enumerate(_split(street_geom.bounds, 2)):
+            comm_geom = box(*comm_rect).intersection(street_geom)
+            if comm_geom.is_empty or comm_geom.area < 1e-7:
+                continue
+            comm_code = f"{street_code}{200 + k:03d}" if is_town else f"{street_code}{1 + k:03d}"
+            comm_name = f"{short}{ORDINALS[k]}村" if is_town else f"{short}第{ORDINALS[k]}社区"
+            communities.append({"community_code": comm_code, "community_name": comm_name,
+                                "street_code": street_code})
+            serial = 0
+            for _, _, cell in _split(comm_rect, NEIGHBOUR_GRIDS_PER_SIDE):
+                cell_geom = box(*cell).intersection(comm_geom)
+                if cell_geom.is_empty or cell_geom.area < 1e-7:
+                    continue
+                for part in getattr(cell_geom, "geoms", [cell_geom]):   # one grid per piece
+                    if part.geom_type != "Polygon" or part.area < 1e-7:
+                        continue
+                    serial += 1
+                    features.append({
+                        "type": "Feature",
+                        "properties": {
+                            "grid_code": f"{comm_code}{serial:03d}",
+                            "grid_name": f"{comm_name}{serial}号网格",
+                            "community_code": comm_code, "community_name": comm_name,
+                            "street_code": street_code, "street_name": street_name,
+                            "district_code": code, "district_name": name,
+                        },
+                        "geometry": _round_polygon(part),
+                    })
 
 
 def write(path: Path) -> int:

@@ -1,7 +1,9 @@
 """Builds the SAMPLE device/camera registry (一源一码): ``config/registry/devices.jsonl``.
 
-150 sensors of every sensor type and 200 cameras at random points inside the
-district, plus the scenario devices of ``sites.py``; deterministic for the seed.
+150 sensors of every sensor type and 200 cameras at random points inside Zhoucun, the
+scenario devices of ``sites.py``, and in each of the city's other districts 10 sensors
+of every type and 40 cameras (ids ``<type>-<district code>-<n>``); deterministic for
+the seed.
 Run ``citybrain sample build-registry`` to regenerate.
 """
 
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from shapely.geometry import Point, Polygon
 
-from citybrain.sample.city_builder import DISTRICT_OUTLINE
+from citybrain.sample.city_builder import DISTRICT_CODE, DISTRICT_OUTLINE, district_shapes
 from citybrain.sample.sites import SCENARIO_DEVICES
 
 SENSOR_ABBR = {
@@ -35,6 +37,8 @@ OWNER_SHARE = {"cable_temperature": ("power_utility", 0.3), "gas_lel": ("gas_uti
 PER_SENSOR_TYPE = 150
 CAMERAS = 200
 RETIRED_EVERY = 250  # a few retired devices, so `retired_device` has real examples
+NEIGHBOUR_PER_SENSOR_TYPE = 10
+NEIGHBOUR_CAMERAS = 40
 
 
 def build(seed: int = 20261122) -> list[dict]:
@@ -76,7 +80,41 @@ def build(seed: int = 20261122) -> list[dict]:
         if owner:
             rec["owner_department"] = owner
         records.append(rec)
+    records += _neighbours(random.Random(seed + 1))
     return records
+
+
+def _neighbours(rng: random.Random) -> list[dict]:
+    """The other districts' devices (a separate random stream: Zhoucun's stay put)."""
+    out = []
+    for code, (_, geom) in district_shapes().items():
+        if code == DISTRICT_CODE:
+            continue
+        inner = geom.buffer(-0.0005)
+        minx, miny, maxx, maxy = inner.bounds
+
+        def point() -> tuple[float, float]:
+            while True:
+                lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+                if inner.contains(Point(lon, lat)):
+                    return round(lon, 6), round(lat, 6)
+        for sensor_type, abbr in SENSOR_ABBR.items():
+            for i in range(1, NEIGHBOUR_PER_SENSOR_TYPE + 1):
+                lon, lat = point()
+                device_id = f"{abbr}-{code}-{i:03d}"
+                rec = {"device_id": device_id, "kind": "sensor", "sensor_type": sensor_type,
+                       "name": f"{SENSOR_NAME[sensor_type]} {device_id}", "lon": lon, "lat": lat,
+                       "status": "active"}
+                owner = OWNER_SHARE.get(sensor_type)
+                if owner and rng.random() < owner[1]:
+                    rec["owner_department"] = owner[0]
+                out.append(rec)
+        for i in range(1, NEIGHBOUR_CAMERAS + 1):
+            lon, lat = point()
+            device_id = f"CAM-{code}-{i:03d}"
+            out.append({"device_id": device_id, "kind": "camera", "name": f"视频监控点 {device_id}",
+                        "lon": lon, "lat": lat, "status": "active"})
+    return out
 
 
 def write(path: Path, seed: int = 20261122) -> int:
