@@ -315,6 +315,10 @@ async def _print_recent_events(bootstrap: str, limit: int = 12) -> None:
     depts = Counter(c["snapshot"]["department"] or "— 待分拨 triage" for c in latest.values())
     print(f"  工单 work orders: {len(latest):,} from {len(events):,} events — by department: "
           + ", ".join(f"{k} ×{v}" for k, v in depts.most_common()))
+    districts = cfg.city_map.district_names
+    by_district = Counter(c["snapshot"]["location"]["district_code"] for c in latest.values())
+    print(f"  区县 by district ({cfg.city_map.city_name}, one worker): "
+          + ", ".join(f"{districts.get(k, k)} {k} ×{v}" for k, v in by_district.most_common()))
     for c in latest.values():
         snap = c["snapshot"]
         if any(f in scripted for f in snap["finders"]):
@@ -435,7 +439,7 @@ KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结�
                ("assists_returned", "协办退回 returned"), ("satisfaction_rate", "满意率 satisfied")]
 
 
-def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:
+def kpi_table(figures: dict[str, dict], names: dict[str, str], first: str = "部门 department") -> str:
     def cell(key: str, v) -> str:
         if v is None:
             return "—"
@@ -444,7 +448,7 @@ def kpi_table(figures: dict[str, dict], names: dict[str, str]) -> str:
         if key.endswith(("_p50", "_p90")):   # hours, shown in the unit an operator reads at a glance
             return f"{v * 3600:.0f}s" if v < 1 / 60 else f"{v * 60:.1f}min" if v < 1 else f"{v:.1f}h"
         return str(v)
-    head = ["部门 department"] + [title for _, title in KPI_COLUMNS]
+    head = [first] + [title for _, title in KPI_COLUMNS]
     rows = [[f"{names.get(d, '全部' if d == '*' else d)} {d}"] + [cell(k, r[k]) for k, _ in KPI_COLUMNS]
             for d, r in figures.items()]
     widths = [max(_width(x) for x in col) for col in zip(head, *rows)]
@@ -558,11 +562,16 @@ def cmd_kpis(args) -> int:
     figures = evaluation.figures(period)
     names = {d.code: d.name_zh for d in cfg.taxonomy.departments}
     if args.json:
-        print(orjson.dumps({"period": period, "figures": figures}).decode())
+        print(orjson.dumps({"period": period, "figures": figures,
+                            "by_district": evaluation.figures(period, by="district")}).decode())
         return 0
     print(f"综合评价 evaluation {period} ({source}: {n:,} changes read, {evaluation.orders:,} orders; "
           "orders closed in the period, by closing department)")
     print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
+    by_district = evaluation.figures(period, by="district")
+    if len(by_district) > 2:   # a city of several districts: 市/区县 figures too
+        print("按区县 by district (where the order lies):")
+        print(kpi_table(by_district, {**cfg.city_map.district_names, "*": "全市"}, "区县 district"))
     registry: dict[str, tuple[str, str] | None] = {}
 
     def device(m) -> None:

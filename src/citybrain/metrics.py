@@ -68,7 +68,7 @@ DISPATCH_LATENCY = Histogram(
     ["department", "priority"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
 WORKORDERS_OPENED = Counter("citybrain_workorders_opened", "Work orders opened (立案)",
-                            ["category", "department"])
+                            ["category", "department", "district"])
 EVIDENCE_ATTACHED = Counter("citybrain_evidence_attached",
                             "Events attached to an existing open order (一事一单)", ["category", "kind"])
 FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
@@ -76,7 +76,7 @@ FUSION_OUTCOME = Counter("citybrain_fusion_outcome",
                          "orphan_recovery", ["action"])
 TRANSITIONS = Counter("citybrain_workorder_transitions", "Work-order changes by type", ["action"])
 WORKORDERS_OPEN = Gauge("citybrain_workorders_open",
-                        "Open work orders held by this worker's partitions", ["status", "department"])
+                        "Open work orders held by this worker's partitions", ["status", "department", "district"])
 DEVICES = Gauge("citybrain_devices", "Devices heard by this worker's partitions, by state (online, offline, "
                 "fault); 完好率 = online / registered", ["district", "kind", "owner", "state"])
 DEVICES_REGISTERED = Gauge("citybrain_devices_registered", "Active devices in the registry (every worker "

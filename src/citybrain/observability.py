@@ -61,6 +61,12 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
        '(max by (district, kind, owner) (citybrain_devices_registered))', "{{owner}} {{kind}}")], "timeseries"),
     ("协办 (open assisting parts by department)", "short",
      [("sum by (department) (citybrain_assists_open)", "{{department}}")], "timeseries"),
+    ("各区县工单 (orders opened per hour and open orders, by district)", "short",
+     [("sum by (district) (increase(citybrain_workorders_opened_total[1h]))", "{{district}} 立案/h opened"),
+      ("sum by (district) (citybrain_workorders_open)", "{{district}} 在办 open")], "timeseries"),
+    ("各区县设备完好率 (devices online / registered, by district)", "percentunit",
+     [('sum by (district) (citybrain_devices{state="online"}) / sum by (district) '
+       '(max by (district, kind, owner) (citybrain_devices_registered))', "{{district}}")], "timeseries"),
 ]
 
 

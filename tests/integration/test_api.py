@@ -125,9 +125,14 @@ async def test_orders_list_detail_and_scope(served):
     assert (await call(http, "GET", "/api/v1/workorders", GATEWAY))[1]["error"]["reason"] == "forbidden_role"
     # Validation of the query.
     for q, field in (("status=lost", "status"), ("limit=0", "limit"), ("since=tuesday", "since"),
-                     ("since=2026-11-22T10:00:00", "since"), ("cursor=zzz", "cursor"), ("grid=abc", "grid")):
+                     ("since=2026-11-22T10:00:00", "since"), ("cursor=zzz", "cursor"), ("grid=abc", "grid"),
+                     ("district=370399", "district")):
         status, body = await call(http, "GET", f"/api/v1/workorders?{q}", OPERATOR)
         assert (status, body["error"]["field"]) == (400, field), q
+    # Districts: the order is in 周村区, not in 张店区.
+    in_district = {d: {o["work_order_id"] for o in (await call(
+        http, "GET", f"/api/v1/workorders?district={d}", OPERATOR))[1]["items"]} for d in ("370306", "370303")}
+    assert wo in in_district["370306"] and wo not in in_district["370303"]
     # The order with its timeline; unknown ids.
     status, body = await call(http, "GET", f"/api/v1/workorders/{wo}", WATER)
     assert status == 200 and [e["type"] for e in body["timeline"]][:2] == ["created", "dispatched"]
@@ -188,8 +193,9 @@ async def test_kpis(served):
     http, worker, _ = served
     status, body = await call(http, "GET", "/api/v1/kpis?period=2026-11", OPERATOR)
     assert status == 200 and body["period"] == "2026-11" and isinstance(body["figures"], dict)
+    assert set(body["by_district"]) <= {"*", "370306", "370302", "370303", "370321"}
     status, body = await call(http, "GET", "/api/v1/kpis", WATER)
-    assert status == 200 and set(body["figures"]) <= {"water"}
+    assert status == 200 and set(body["figures"]) <= {"water"} and body["by_district"] == {}
     assert (await call(http, "GET", "/api/v1/kpis", GRID))[0] == 403
     status, body = await call(http, "GET", "/api/v1/kpis?period=2026-13-45x", OPERATOR)
     assert (status, body["error"]["field"]) == (400, "period")

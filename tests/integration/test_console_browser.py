@@ -163,3 +163,31 @@ async def test_an_assisting_department_works_its_part_and_the_operator_raises_an
     await expect(op.locator(f"tr[data-wo='{wo}'] [data-testid=emergency-level]")).to_contain_text("Ⅲ级")
     await op.screenshot(path=shot("6-emergency"))
     assert fire.errors == [] and op.errors == []
+
+
+async def test_the_operator_narrows_the_board_to_one_district_of_the_city(console, kafka_bootstrap):
+    """A city of several districts (DESIGN §13): one worker serves them all; the board's
+    district filter shows one district's orders, its streets only, and the map its outline."""
+    browser, base, t = console
+    now = time.time()
+    reports = [  # a pothole in 张店区 (370303) and one in 周村区 (370306)
+        {"report_id": "R-D-zd", "reporter_id": "GM-0303", "category": "road_damage", "description": "路面坑洼 张店",
+         "ts": iso(now - 10), "lon": 118.02, "lat": 36.80},
+        {"report_id": "R-D-zc", "reporter_id": "GM-0306", "category": "road_damage", "description": "路面坑洼 周村",
+         "ts": iso(now - 10), "lon": 117.80, "lat": 36.74},
+    ]
+    await produce(kafka_bootstrap, [(t.reports, r["reporter_id"].encode(), orjson.dumps(r)) for r in reports])
+    op = await signed_in(browser, base, "demo-operator")
+    potholes = op.locator("[data-testid=rows] tr[data-wo^='WO-road_damage-']")
+    await expect(potholes).to_have_count(2, timeout=30000)
+    await op.select_option("[data-testid=f-district]", "370303")
+    await expect(potholes).to_have_count(1, timeout=10000)
+    await expect(potholes).to_contain_text("张店区")
+    streets = await op.locator("[data-testid=f-street] option").all_inner_texts()
+    assert streets[1:] and all("370303" in s for s in streets[1:]), streets
+    await potholes.click()
+    await expect(op.locator("[data-testid=detail-where]")).to_contain_text("张店区")
+    await op.select_option("[data-testid=f-district]", "")
+    await expect(potholes).to_have_count(2, timeout=10000)
+    await op.screenshot(path=shot("7-districts"))
+    assert op.errors == []

@@ -146,6 +146,7 @@ async def test_dispatch_latency_is_measured_by_department_and_priority(city):
     opened = {(lab["category"], lab["department"]): v
               for lab, v in samples(text, "citybrain_workorders_opened_total")}
     assert opened[("waterlogging", "water")] == 2 and opened[("other", "")] == 1
+    assert {lab["district"] for lab, _ in samples(text, "citybrain_workorders_opened_total")} == {"370306"}
 
 
 async def test_restarted_worker_carries_on_with_the_same_open_orders(city):

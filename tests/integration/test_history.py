@@ -77,6 +77,8 @@ async def test_restarts_start_from_the_state_topic_and_the_checkpoint(kafka_boot
         for month in months:
             status, body = await asyncio.to_thread(get, worker, f"/api/v1/kpis?period={month}")
             assert status == 200 and body["figures"] == reference.figures(month), month
+            assert body["by_district"] == reference.figures(month, by="district"), month
+            assert len(body["by_district"]) > 2    # the history spans the city's districts
 
         # The view: open orders however old, with their whole timeline; closed ones within
         # the console's retention; an order closed a month ago is not held.

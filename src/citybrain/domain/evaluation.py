@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 STAGES = ("dispatch", "accept", "handle", "close")
 ASSIST_WORK = {"assist_added": "added", "assist_handled": "handled", "assist_returned": "returned"}
 ALL = "*"   # the row for every department together
+DISTRICT = "@"   # rows kept per district beside the departments' (key "@370306"): 市/区县 figures
 
 
 class DayFigures:
@@ -101,6 +102,10 @@ class Figures:
             out[f"{stage}_hours_p50"] = quantile(values, 0.5)
             out[f"{stage}_hours_p90"] = quantile(values, 0.9)
         return out
+
+
+def _district(snap: dict) -> str:
+    return sys.intern(DISTRICT + ((snap.get("location") or {}).get("district_code") or ""))
 
 
 def quantile(sorted_values: list[float], q: float) -> float | None:
@@ -170,12 +175,15 @@ class Evaluation:
             return   # seen already (at-least-once delivery)
         if kind == "visited":
             self._count_visit(day, snap)
+        district = _district(snap)
         if kind == "dispatched" and snap.get("department"):
             self.dispatches[(day, sys.intern(snap["department"]))] += 1
+            self.dispatches[(day, district)] += 1
         elif kind == "returned":
             who = department or (change.get("actor") or {}).get("department")
             if who:
                 self.returns[(day, who)] += 1
+                self.returns[(day, district)] += 1
         elif kind in ASSIST_WORK and change.get("part"):
             self.assist_work[(day, sys.intern(change["part"]), ASSIST_WORK[kind])] += 1
         status = snap["status"]
@@ -200,6 +208,7 @@ class Evaluation:
         visit = (snap.get("visits") or [{}])[-1]
         if visit.get("satisfaction"):
             self.visits[(day, sys.intern(snap.get("department") or "unassigned"), visit["satisfaction"])] += 1
+            self.visits[(day, _district(snap), visit["satisfaction"])] += 1
 
     def _new_day(self, day: str) -> None:
         """The log reached a new day: forget the versions of orders closed long before."""
@@ -215,17 +224,19 @@ class Evaluation:
                  (t["accepted_at"], t["handled_at"]), (t["created_at"], t["closed_at"]))
         closed = t["closed_at"]
         day = self._day(closed)
-        dept = sys.intern(snap.get("department") or "unassigned")
-        f = self.days.setdefault(day, {}).get(dept)
-        if f is None:
-            f = self.days[day][dept] = DayFigures()
-        f.closed += 1
-        f.on_time += t["due_at"] is not None and closed <= t["due_at"]
-        f.reworked += snap.get("rework_count", 0) > 0
-        f.extended += snap.get("extension_count", 0) > 0
-        for values, (a, b) in zip(f.hours, spans):
-            if a is not None and b is not None and b >= a:
-                values.append((b - a).total_seconds() / 3600)
+        hours = [(b - a).total_seconds() / 3600 if a is not None and b is not None and b >= a else None
+                 for a, b in spans]
+        for row in (sys.intern(snap.get("department") or "unassigned"), _district(snap)):
+            f = self.days.setdefault(day, {}).get(row)
+            if f is None:
+                f = self.days[day][row] = DayFigures()
+            f.closed += 1
+            f.on_time += t["due_at"] is not None and closed <= t["due_at"]
+            f.reworked += snap.get("rework_count", 0) > 0
+            f.extended += snap.get("extension_count", 0) > 0
+            for values, h in zip(f.hours, hours):
+                if h is not None:
+                    values.append(h)
         self.changed_days.add(day)
         return day
 
@@ -282,13 +293,20 @@ class Evaluation:
             raise ValueError(f"period must be YYYY-MM or YYYY-MM-DD, not {period!r}")
         return start, end
 
-    def figures(self, period: str) -> dict[str, dict]:
-        """department → figures for the period, plus ``*`` for all departments."""
+    def figures(self, period: str, by: str = "department") -> dict[str, dict]:
+        """department (``by="district"``: district code) → figures for the period, plus
+        ``*`` for the whole city.  Assist work is a department's only."""
+        if by not in ("department", "district"):
+            raise ValueError(f"by must be department or district, not {by!r}")
         start, end = self.period_range(period)
         first, last = start.strftime("%Y-%m-%d"), (end - timedelta(days=1)).strftime("%Y-%m-%d")
         rows: dict[str, Figures] = {}
+        districts = by == "district"
 
-        def row(dept: str) -> list[Figures]:
+        def row(key: str) -> list[Figures]:
+            if key.startswith(DISTRICT) != districts:
+                return []
+            dept = key[1:] if districts else key
             for d in (dept, ALL):
                 if d not in rows:
                     rows[d] = Figures(d)
@@ -314,7 +332,7 @@ class Evaluation:
                 for r in row(dept):
                     r.returns += n
         for (day, dept, what), n in self.assist_work.items():
-            if first <= day <= last:
+            if first <= day <= last and not districts:
                 for r in row(dept):
                     if what == "added":
                         r.assists += n
@@ -327,7 +345,11 @@ class Evaluation:
                 for r in row(dept):
                     r.visits += n
                     r.satisfied += n if how != "unsatisfied" else 0
-        return {d: f.as_dict() for d, f in sorted(rows.items())}
+        out = {d: f.as_dict() for d, f in sorted(rows.items())}
+        if districts:
+            for key, r in out.items():
+                r["district"] = r.pop("department")
+        return out
 
     def device_health(self, registered: Counter) -> dict[str, dict]:
         """设备完好率 now, per ``owner/kind`` (and ``*`` for all): ``registered`` counts

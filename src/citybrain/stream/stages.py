@@ -318,7 +318,7 @@ class OpenOrderGauge(GaugeCounts):
 
     def __init__(self, metric=metrics.WORKORDERS_OPEN, keys=None):
         super().__init__(metric)
-        self.keys = keys or (lambda o: [(o.status, o.department or "")])
+        self.keys = keys or (lambda o: [(o.status, o.department or "", o.location.district_code)])
 
     def of(self, order: WorkOrder | None) -> list[tuple]:
         return self.keys(order) if order is not None and order.status in OPEN_STATUSES else []
@@ -588,7 +588,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
                                  deadlines)
             changes += escalator.follow(changes[-1].snapshot, now)
-            metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "").inc()
+            metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code).inc()
             record = OrderRecord(b"")
             store(partition, record, publish_all(changes, None, out, record), out)
         elif decision.action in ("join", "recovery"):

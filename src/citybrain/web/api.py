@@ -145,7 +145,9 @@ class Api:
         streets = self.city.street_names
         return _json({"me": p.public(), "departments": self.departments,
                       "categories": {c.code: c.name_zh for c in self.config.taxonomy.categories},
-                      "streets": streets, "statuses": sorted(STATUSES),
+                      "streets": streets, "districts": self.city.district_names,
+                      "city": {"code": self.city.city_code, "name": self.city.city_name},
+                      "statuses": sorted(STATUSES),
                       "tile_url": self.config.settings.console.tile_url,
                       "view_ready": self.ready()})
 
@@ -219,6 +221,10 @@ class Api:
             if grid is not None and not grid.startswith(p.grid_prefix):
                 raise Refused(403, "out_of_scope", f"grid member sees only {p.grid_prefix}…", "grid")
             grid = grid or p.grid_prefix
+        district = q.get("district") or None
+        if district is not None and district not in self.city.district_names:
+            return _error(400, "invalid_field", f"district must be one of {sorted(self.city.district_names)}",
+                          "district")
         emergency = set(q["emergency"].split(",")) if q.get("emergency") else None
         if emergency is not None and not emergency <= EMERGENCY_LEVELS:
             return _error(400, "invalid_field", "emergency must be levels of I, II, III, IV, none "
@@ -239,7 +245,7 @@ class Api:
             return _error(400, "invalid_field", "limit must be an integer 1..500", "limit")
         try:
             page, cursor = self.view.query(status=status, department=department, grid=grid,
-                                           street=q.get("street") or None, since=since,
+                                           street=q.get("street") or None, district=district, since=since,
                                            visible=lambda s: may_see(p, s), limit=limit,
                                            cursor=q.get("cursor") or None, emergency=emergency)
         except ValueError as e:
@@ -302,8 +308,11 @@ class Api:
         if p.role in ("department", "street"):
             figures = {d: row for d, row in figures.items() if d == p.department}
             health = {k: row for k, row in health.items() if row["owner"] == p.department}
-        return _json({"period": period, "figures": figures, "device_health": health,
-                      "definitions": "docs/lifecycle.md#evaluation-综合评价"})
+            by_district = {}
+        else:   # 市/区县: the figures of the orders lying in each district, and the city's
+            by_district = self.evaluation.figures(period, by="district")
+        return _json({"period": period, "figures": figures, "by_district": by_district,
+                      "device_health": health, "definitions": "docs/lifecycle.md#evaluation-综合评价"})
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         p = self.principal(request)

@@ -164,7 +164,8 @@ class OrderView:
         return timeline(changes, entry.refusals)
 
     def query(self, *, status: set[str] | None = None, department: str | None = None,
-              grid: str | None = None, street: str | None = None, since: datetime | None = None,
+              grid: str | None = None, street: str | None = None, district: str | None = None,
+              since: datetime | None = None,
               visible=None, limit: int = 50, cursor: str | None = None,
               emergency: set[str] | None = None) -> tuple[list[dict], str | None]:
         """Newest first by creation, keyset-paged: ``cursor`` is opaque to clients.
@@ -188,6 +189,8 @@ class OrderView:
             if grid and not e.grid_code.startswith(grid):
                 continue
             if street and e.street_code != street:
+                continue
+            if district and not e.street_code.startswith(district):   # codes nest: 6 of 9 digits
                 continue
             if since is not None and datetime.fromisoformat(e.updated_at) < since:
                 continue

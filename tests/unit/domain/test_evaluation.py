@@ -114,6 +114,29 @@ def test_scripted_month_matches_the_hand_computed_table(month):
         assert {k: got[dept][k] for k in row} == row, dept
 
 
+def test_the_same_month_by_district_sums_to_the_whole_city(month):
+    """E and F lie in 张店区 (370303), the rest in 周村区: per district the same figures,
+    the city row equal to the departments' city row, and no district row among them."""
+    log = as_log(month)
+    for change in log:
+        if change["work_order_id"] in ("E", "F"):
+            change["snapshot"]["location"].update(district_code="370303", street_code="370303001",
+                                                  community_code="370303001001", grid_code="370303001001001")
+    ev = Evaluation()
+    for change in log:
+        ev.add(change)
+    by_district = ev.figures("2026-11", by="district")
+    assert set(by_district) == {"370306", "370303", "*"}
+    assert (by_district["370303"]["closed"], by_district["370303"]["dispatches"]) == (1, 2)
+    assert (by_district["370306"]["closed"], by_district["370306"]["dispatches"]) == (5, 6)
+    assert by_district["370306"]["returns"] == 1 and by_district["370303"]["on_time_closure_rate"] == 1.0
+    city = {k: v for k, v in by_district["*"].items() if k != "district"}
+    assert city == {k: v for k, v in ev.figures("2026-11")["*"].items() if k != "department"}
+    assert set(ev.figures("2026-11")) == set(EXPECTED)
+    with pytest.raises(ValueError):
+        ev.figures("2026-11", by="street")
+
+
 def test_same_log_same_figures_whatever_the_interleaving_and_redelivery(month):
     per_order = [as_log([changes]) for changes in month]
     reference = Evaluation()

@@ -71,3 +71,15 @@ def test_a_route_to_the_street_desk_goes_to_the_street_of_the_location(config):
     elsewhere = router.route("street_vending", ("370306005001001", "370306005001", "370306005", "370306"))
     assert elsewhere.department == "city_mgmt"
     assert "street.370306003" in config.desks and config.desks["street.370306003"].startswith("青年路")
+
+
+def test_a_district_wide_override_reaches_every_street_of_that_district_only(config):
+    """A city of several districts: the SAMPLE sends 桓台县's overflowing bins to the street
+    desk of wherever they are; 张店区's go to the category default."""
+    router = config.router
+    for street in ("370321100", "370321002"):
+        codes = (f"{street}200001", f"{street}200", street, "370321")
+        assert router.route("garbage_overflow", codes).department == f"street.{street}"
+    zhangdian = router.route("garbage_overflow", ("370303001001001", "370303001001", "370303001", "370303"))
+    assert zhangdian.department == config.taxonomy.category("garbage_overflow").department
+    assert {f"street.{s}" for s in config.city_map.street_names} <= set(config.desks)

@@ -94,17 +94,33 @@ function fillFilters() {
     dep.add(new Option(`${name} ${code}`, code));
   }
   if (state.me.role === "department") { dep.value = state.me.department; dep.disabled = true; }
-  const st = $("f-street");
-  for (const [code, name] of Object.entries(state.meta.streets)) st.add(new Option(`${name} ${code}`, code));
-  if (state.me.role === "street") { st.value = state.me.street_code; st.disabled = true; }
+  const dis = $("f-district");
+  for (const [code, name] of Object.entries(state.meta.districts || {})) dis.add(new Option(`${name} ${code}`, code));
+  fillStreets();
+  if (state.me.role === "street") {
+    dis.value = state.me.street_code.slice(0, 6); dis.disabled = true;
+    fillStreets();
+    $("f-street").value = state.me.street_code; $("f-street").disabled = true;
+  }
+  dis.addEventListener("change", () => { fillStreets(); zoomToDistrict(); loadOrders(); });
   for (const id of ["f-status", "f-department", "f-street", "f-emergency"]) $(id).addEventListener("change", loadOrders);
   $("f-grid").addEventListener("change", loadOrders);
+}
+
+// The street list follows the district chosen (street codes begin with their district's).
+function fillStreets() {
+  const st = $("f-street"), district = $("f-district").value;
+  while (st.options.length > 1) st.remove(1);
+  for (const [code, name] of Object.entries(state.meta.streets)) {
+    if (!district || code.startsWith(district)) st.add(new Option(`${name} ${code}`, code));
+  }
 }
 
 function query() {
   const p = new URLSearchParams({limit: "500"});
   p.set("status", $("f-status").value || OPEN.join(","));
   if ($("f-department").value) p.set("department", $("f-department").value);
+  if ($("f-district").value) p.set("district", $("f-district").value);
   if ($("f-street").value) p.set("street", $("f-street").value);
   if ($("f-grid").value.trim()) p.set("grid", $("f-grid").value.trim());
   if ($("f-emergency").value) p.set("emergency", $("f-emergency").value);
@@ -118,6 +134,7 @@ function matches(o) {
   if (dep && o.department !== dep && !(o.assists || []).some((a) => a.department === dep)) return false;
   const em = $("f-emergency").value;
   if (em && !em.split(",").includes(o.emergency_level || "none")) return false;
+  if ($("f-district").value && o.location.district_code !== $("f-district").value) return false;
   if ($("f-street").value && o.location.street_code !== $("f-street").value) return false;
   if ($("f-grid").value.trim() && !o.location.grid_code.startsWith($("f-grid").value.trim())) return false;
   return true;
@@ -151,7 +168,8 @@ function row(o) {
   if (o.emergency_level) tr.classList.add("emergency-row");
   const assists = (o.assists || []).filter((a) => a.status !== "released");
   if (state.selected === o.work_order_id) tr.classList.add("selected");
-  const street = state.meta.streets[o.location.street_code] || o.location.street_code;
+  const district = (state.meta.districts || {})[o.location.district_code];
+  const street = (district ? district + " " : "") + (state.meta.streets[o.location.street_code] || o.location.street_code);
   const due = o.accept_due_at || o.handle_due_at || o.due_at;
   tr.innerHTML = `<td>${esc(o.work_order_id)}</td><td>${esc(o.category_name)} <span class="muted">${esc(o.category)}</span></td>
     <td><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span> ${warningChip(o)} ${emergencyChip(o)}</td>
@@ -193,9 +211,20 @@ async function initMap() {
   const res = await fetch("/city.geojson");
   const geo = await res.json();
   state.layer = L.geoJSON(geo, {style: {color: "#2d5a88", weight: 0.6, fillOpacity: 0.04},
-    onEachFeature: (f, layer) => layer.bindTooltip(`${f.properties.grid_name} ${f.properties.grid_code}`)}).addTo(state.map);
+    onEachFeature: (f, layer) => layer.bindTooltip(
+      `${f.properties.district_name} ${f.properties.street_name} · ${f.properties.grid_name} ${f.properties.grid_code}`)}).addTo(state.map);
+  // District outlines over the grids; the board's district filter zooms to one.
+  state.districts = new Map((geo.districts || []).map((d) => [d.district_code,
+    L.geoJSON(d.geometry, {style: {color: "#1e3a5f", weight: 2.2, fill: false}, interactive: false}).addTo(state.map)]));
   state.map.fitBounds(state.layer.getBounds());
+  zoomToDistrict();
   drawMarkers([...state.orders.values()].filter(matches));
+}
+
+function zoomToDistrict() {
+  if (!state.map || !state.districts) return;
+  const chosen = state.districts.get($("f-district").value);
+  state.map.fitBounds(chosen ? chosen.getBounds() : state.layer.getBounds());
 }
 
 function drawMarkers(list) {
@@ -236,7 +265,7 @@ async function select(wo) {
          <td class="muted">${esc(a.added_by)}</td></tr>`).join("")}</table>` : "—"}</dd>
       <dt>预警 warning</dt><dd data-testid="detail-warning">${warningChip(o) || "—"} · 优先级 priority ${esc(o.priority)}</dd>
       <dt>应急 emergency</dt><dd data-testid="detail-emergency">${emergencyChip(o) || "—"}</dd>
-      <dt>位置 where</dt><dd>${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
+      <dt>位置 where</dt><dd data-testid="detail-where">${esc((state.meta.districts || {})[o.location.district_code] || "")} ${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
       <dt>证据 evidence</dt><dd>${evidence}</dd>
