@@ -43,6 +43,19 @@ class Health:
         return cls(d["h"], d["s"], d["t"])
 
 
+def offline_limit(device, rules: dict) -> float | None:
+    """Seconds of silence after which a registered sensor is offline: its own interval
+    (the registry's ``interval_seconds``) or its type's, times the type's
+    ``offline_after``; None for cameras (their platform states their status), unknown
+    devices and types without a rule."""
+    if device is None or device.kind != "sensor":
+        return None
+    rule = rules.get(device.sensor_type)
+    if rule is None:
+        return None
+    return (device.interval_seconds or rule.interval_seconds) * rule.offline_after
+
+
 class SilenceWatch:
     """Per partition: each device's health, and a heap of when each online, watched device
     falls due (one entry per device, moved on lazily when it has been heard since)."""

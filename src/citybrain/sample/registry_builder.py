@@ -16,7 +16,7 @@ from pathlib import Path
 from shapely.geometry import Point, Polygon
 
 from citybrain.sample.city_builder import DISTRICT_CODE, DISTRICT_OUTLINE, district_shapes
-from citybrain.sample.sites import SCENARIO_DEVICES
+from citybrain.sample.sites import GATEWAY_GAUGE, GATEWAY_INTERVAL, SCENARIO_DEVICES
 
 SENSOR_ABBR = {
     "water_level": "WLV", "manhole_tilt": "MHT", "smoke": "SMK", "residual_current": "RCM",
@@ -79,6 +79,8 @@ def build(seed: int = 20261122) -> list[dict]:
             rec["sensor_type"] = sensor_type
         if owner:
             rec["owner_department"] = owner
+        if device_id == GATEWAY_GAUGE:
+            rec["interval_seconds"] = GATEWAY_INTERVAL
         records.append(rec)
     records += _neighbours(random.Random(seed + 1))
     return records

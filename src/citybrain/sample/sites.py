@@ -25,6 +25,10 @@ CABLE_ROOM = Site("永安商厦配电间 Yong'an mall switch room", 117.8520, 36
 RESTAURANT = Site("丝绸路餐饮店 Silk Road restaurant", 117.8780, 36.7850)
 
 # Scenario devices: (device_id, kind, sensor_type, site, east_m, north_m, owner)
+# A water-main pressure gauge on a gateway that reports every 5 s (its own interval in the
+# registry): in the demo it falls silent for a minute and comes back (设备完好率).
+GATEWAY_GAUGE, GATEWAY_INTERVAL = "PIP-GW-01", 5.0
+
 SCENARIO_DEVICES = [
     ("WLV-UP-01", "sensor", "water_level", UNDERPASS, 0, 0, None),
     ("WLV-UP-02", "sensor", "water_level", UNDERPASS, 35, 10, None),
@@ -38,4 +42,5 @@ SCENARIO_DEVICES = [
     ("SMK-FIRE-01", "sensor", "smoke", CABLE_ROOM, 8, 4, None),
     ("CAM-FIRE-01", "camera", None, CABLE_ROOM, 30, 30, None),
     ("GAS-LEAK-01", "sensor", "gas_lel", RESTAURANT, 0, 0, "gas_utility"),
+    (GATEWAY_GAUGE, "sensor", "pipe_pressure", EAST_DIP, -60, 40, "water"),
 ]

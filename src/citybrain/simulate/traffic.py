@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from citybrain.sample.sites import RESTAURANT, SCENARIO_DEVICES, UNDERPASS
+from citybrain.sample.sites import GATEWAY_GAUGE, GATEWAY_INTERVAL, RESTAURANT, SCENARIO_DEVICES, UNDERPASS
 
 CST = timezone(timedelta(hours=8))
 
@@ -254,6 +254,10 @@ class CitySimulator:
                         "detail": "视频信号丢失 video signal lost" if status == "fault" else None}
                 yield SimRecord("device", b"CAM-EP-01", orjson.dumps({k: v for k, v in body.items() if v}),
                                 tick + 0.55, "scenario:device_fault")
+        # 设备离线: the gateway's pressure gauge reports every 5 s, silent from t=60 s to
+        # t=120 s (offline after 15 s of silence), then back: a device fault that closes itself.
+        if tick % int(GATEWAY_INTERVAL) == 0 and not 60 <= tick < 120:
+            yield self._reading(dev(GATEWAY_GAUGE), tick + 0.65, value=0.32, label="scenario:gateway")
         # Gas leak at a restaurant from t=20 s: readings every 2 s.
         g0 = 20
         if tick >= g0 and (tick - g0) % 2 == 0:

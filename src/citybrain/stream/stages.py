@@ -27,7 +27,7 @@ from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
-from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch
+from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch, offline_limit
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
@@ -168,11 +168,7 @@ class DeviceHealth:
         rules = config.sensor_rules
         registry = normalizer.registry
 
-        def limit_of(device_id: str) -> float | None:
-            device = registry(device_id)
-            rule = rules.get(device.sensor_type) if device is not None and device.kind == "sensor" else None
-            return rule.offline_seconds if rule is not None else None
-        self.watch = SilenceWatch(limit_of)
+        self.watch = SilenceWatch(lambda device_id: offline_limit(registry(device_id), rules))
         self.clock = PartitionClock()
         self.owned: set[int] = set()
         self.last_gauge = 0.0

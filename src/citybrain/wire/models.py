@@ -110,6 +110,8 @@ class RegistryRecord(BaseModel):
     lat: Lat
     owner_department: StrictStr | None = None
     status: Literal["active", "retired"] = "active"
+    interval_seconds: float | None = Field(None, gt=0, description="the device's own reporting interval "
+                                           "(overrides its sensor type's; 设备完好率)")
 
 
 class Location(BaseModel):

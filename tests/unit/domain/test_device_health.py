@@ -81,3 +81,15 @@ def test_a_device_unknown_when_its_state_was_loaded_is_watched_once_the_registry
     w.heard(0, "WLV-9", 1000.0)
     assert w.due(0, 1029.0) == [] and w.due(0, 1031.0)[0][0] == "WLV-9"
     assert len(w.heaps[0]) == 0 and w.watched[0] == set()
+
+
+def test_the_offline_limit_is_the_devices_own_interval_or_its_types_times_offline_after(config):
+    from citybrain.domain.device_health import offline_limit
+    from citybrain.wire.models import RegistryRecord
+    rule = config.sensor_rules["water_level"]
+    gauge = RegistryRecord(device_id="WLV-X", kind="sensor", sensor_type="water_level", lon=117.86, lat=36.79)
+    assert offline_limit(gauge, config.sensor_rules) == rule.interval_seconds * rule.offline_after
+    own = gauge.model_copy(update={"interval_seconds": 5.0})
+    assert offline_limit(own, config.sensor_rules) == 5.0 * rule.offline_after
+    camera = RegistryRecord(device_id="CAM-X", kind="camera", lon=117.86, lat=36.79)
+    assert offline_limit(camera, config.sensor_rules) is None and offline_limit(None, config.sensor_rules) is None

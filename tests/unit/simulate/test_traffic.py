@@ -3,6 +3,7 @@
 from collections import Counter
 
 import orjson
+import pytest
 
 from citybrain.sample.registry_builder import load
 from citybrain.simulate.traffic import MALFORMED, CitySimulator
@@ -48,3 +49,23 @@ def test_background_leaves_scripted_devices_alone(config):
     scripted = {b"WLV-UP-01", b"GAS-LEAK-01", b"CAM-UP-01"}
     for r in make(config, duration=5).records():   # before any scenario starts
         assert r.key not in scripted
+
+
+def test_the_gateway_gauge_falls_silent_past_its_own_limit_and_comes_back(config):
+    """The demo's 设备离线: judged as the stage judges it, the gateway's gauge (its own 5 s
+    interval in the registry, offline after 3) goes offline once and is heard again."""
+    from citybrain.domain.device_health import OFFLINE, SilenceWatch, offline_limit
+    from citybrain.wire.models import RegistryRecord
+    device = RegistryRecord(**next(d for d in load(config.registry_path) if d["device_id"] == "PIP-GW-01"))
+    limit = offline_limit(device, config.sensor_rules)
+    assert limit == 15.0
+    watch = SilenceWatch(lambda d: limit)
+    offline, back = [], []
+    for r in make(config).records():
+        if r.key != b"PIP-GW-01":
+            continue
+        offline += [h.since for _, h in watch.due(0, r.at)]
+        _, was = watch.heard(0, "PIP-GW-01", r.at)
+        if was == OFFLINE:
+            back.append(r.at)
+    assert offline == [pytest.approx(55.65 + 15)] and back == [pytest.approx(120.65)]
