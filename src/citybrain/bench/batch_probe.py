@@ -28,7 +28,7 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
                             video_thresholds=cfg.video_thresholds, city=cfg.city_map,
                             registry=registry.get)
     states: dict[str, DeviceState] = {}
-    consumer = kafka_consumer(topics.iot, topics.video, topics.reports, bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(*topics.ingest, bootstrap_servers=bootstrap,
                                 group_id=f"{topics.prefix}probe", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=2000)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")

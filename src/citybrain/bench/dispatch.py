@@ -206,7 +206,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     stop = asyncio.Event()
     counter = [0, 0.0, 0.0]
     collector = asyncio.create_task(_collect(bootstrap, [out_topic], stop, lat))
-    loop = asyncio.create_task(_baseline_loop(bootstrap, [topics.iot, topics.video, topics.reports],
+    loop = asyncio.create_task(_baseline_loop(bootstrap, topics.ingest,
                                               out_topic, stop, counter, f"{topics.prefix}loop"))
     await asyncio.sleep(2.0)
     started = time.time()
@@ -263,7 +263,7 @@ async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
         worker.stop()
     stop = asyncio.Event()
     counter = [0, 0.0, 0.0]   # records, first and last processing time (the loop's own clock)
-    loop = asyncio.create_task(_baseline_loop(bootstrap, [topics.iot, topics.video, topics.reports],
+    loop = asyncio.create_task(_baseline_loop(bootstrap, topics.ingest,
                                               out_topic, stop, counter, f"{topics.prefix}loop"))
     await _drain(lambda: counter[0], total, "  loop drain")
     stop.set()

@@ -26,7 +26,7 @@ from citybrain.promtext import outcomes
 
 async def _baseline(bootstrap: str, topics: Topics, total: int, out_topic: str) -> dict:
     """The plainest correct loop: consume in a group, parse, produce, commit."""
-    consumer = kafka_consumer(topics.iot, topics.video, topics.reports, bootstrap_servers=bootstrap,
+    consumer = kafka_consumer(*topics.ingest, bootstrap_servers=bootstrap,
                                 group_id=f"baseline-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 max_poll_records=1000)

@@ -38,6 +38,11 @@ class Topics:
         # event lives in one partition whatever border lies between them.
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
 
+    @property
+    def ingest(self) -> list[str]:
+        """Every ingest topic, the normalise stage's inputs (the benchmarks' loops read the same)."""
+        return [self.iot, self.video, self.reports, self.device_status]
+
     def dispatch(self, department: str) -> str:
         return f"{self.prefix}dispatch.{department}"
 
@@ -51,7 +56,7 @@ class Topics:
         """Every topic with its settings.  ``retention``: a ``TopicRetention`` (days per
         unprefixed name; the broker's default when None); ``changelogs``: the stages'
         state topics (compacted, partitioned like their inputs)."""
-        plain = [self.iot, self.video, self.reports, self.device_status, self.events, self.commands,
+        plain = [*self.ingest, self.events, self.commands,
                  self.workorder_events, self.rejected, self.deadletter, self.fusion_inbox, self.emergency,
                  self.reporter_notifications]
         plain += [self.dispatch(d) for d in departments]
@@ -75,7 +80,7 @@ class Topics:
     def co_partitioned(self, changelogs: dict[str, str]) -> list[list[str]]:
         """Topics a stage reads by partition number together (``changelogs``: state name →
         topic): a stage's inputs, and each state with the input it follows."""
-        normalise = [self.iot, self.video, self.reports, self.device_status]
+        normalise = list(self.ingest)
         fuse = [self.fusion_inbox]
         for state, topic in changelogs.items():
             (normalise if state in ("sensor_state", "device_health") else fuse).append(topic)

@@ -148,7 +148,7 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         return out
 
     return Stage("normalise", f"{group_id}-normalise",
-                 [topics.iot, topics.video, topics.reports, topics.device_status],
+                 topics.ingest,
                  handle, lambda m: sources[m.topic], [sensor_state, health.state], state_topic=topics.iot,
                  on_assigned=assigned, on_revoked=revoked, tick=tick, tick_seconds=1.0, clock=health.clock)
 
