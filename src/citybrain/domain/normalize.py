@@ -20,10 +20,11 @@ from pydantic import BaseModel, ValidationError
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
 from citybrain.domain.masking import mask_phone, mask_text
+from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, Outcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.wire.models import (
-    CityEvent, DeadLetter, DeviceStatus, IncidentReport, IotReading, Location, RegistryRecord, SourceRef,
+    CityEvent, DeadLetter, DeviceStatus, IncidentReport, IotReading, Location, SourceRef,
     VideoAlert,
 )
 
@@ -77,7 +78,7 @@ _FIELDS: dict[type, frozenset[str]] = {}
 class Normalizer:
     def __init__(self, *, taxonomy: Taxonomy, sensor_rules: dict[str, SensorRule],
                  video_thresholds: dict[str, float], city: CityMap,
-                 registry: Callable[[str], RegistryRecord | None],
+                 registry: Callable[[str], Device | None],
                  limits: IngestLimits = IngestLimits()):
         self.taxonomy = taxonomy
         self.sensor_rules = sensor_rules
@@ -265,7 +266,7 @@ class Normalizer:
             reason, field, err = validation_failure(e)
             raise Rejected(reason, f"{field}: {err['msg']}", field) from None
 
-    def _device(self, device_id: str, kind: str, sensor_type: str | None) -> RegistryRecord:
+    def _device(self, device_id: str, kind: str, sensor_type: str | None) -> Device:
         field = "device_id" if kind == "sensor" else "camera_id"
         device = self.registry(device_id)
         if device is None:
@@ -285,7 +286,7 @@ class Normalizer:
                            f"ts is {ahead:.0f}s ahead of the record's Kafka time "
                            f"(limit {self.limits.max_future_seconds:.0f}s)", "ts")
 
-    def _where(self, lon, lat, device: RegistryRecord | None) -> tuple[float, float, AdminLocation]:
+    def _where(self, lon, lat, device: Device | None) -> tuple[float, float, AdminLocation]:
         if lon is None or lat is None:
             if device is None:
                 raise Rejected("missing_location", "no lon/lat", "lon")

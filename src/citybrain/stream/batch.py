@@ -50,6 +50,10 @@ class ValueTooLarge(ValueError):
     """A state value past the changelog's record limit (refused before anything changes)."""
 
 
+def _exact_size(value: bytes) -> bytes:
+    return bytes(memoryview(value))
+
+
 class ChangelogState:
     """key → value bytes per partition, backed by a compacted changelog topic."""
 
@@ -59,7 +63,9 @@ class ChangelogState:
         """``compress``: hold values compressed in memory (``citybrain.packing``: work-order
         snapshots 1.3 KB of JSON → a few hundred bytes, for ~10 µs per read)."""
         self.name, self.topic = name, topic
-        self._pack = packing.pack if compress else (lambda v: v)
+        # Held values are copied to their exact size: orjson's output carries a 4 KB
+        # buffer whatever its length (110k sensors' states: 450 MB instead of 10).
+        self._pack = packing.pack if compress else _exact_size
         self._unpack = packing.unpack if compress else (lambda v: v)
         self.data: dict[int, dict[str, bytes]] = {}
         self.dirty: dict[int, dict[str, bytes | None]] = {}   # None: a tombstone

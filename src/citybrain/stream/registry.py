@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from citybrain import metrics
 from citybrain.domain.normalize import validation_failure
+from citybrain.domain.registry import Device
 from citybrain.stream.logreader import TopicReader
 from citybrain.wire.models import RegistryRecord
 
@@ -33,10 +34,10 @@ class RegistryCache:
         self.topic = topic
         self.on_bad = on_bad
         self.max_record_bytes = max_record_bytes
-        self.devices: dict[str, RegistryRecord] = {}
+        self.devices: dict[str, Device] = {}
         self.loaded = asyncio.Event()
 
-    def get(self, device_id: str) -> RegistryRecord | None:
+    def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
 
     async def apply(self, msg) -> None:
@@ -58,7 +59,7 @@ class RegistryCache:
             except ValidationError as e:
                 reason, field, _ = validation_failure(e)
                 return await self._bad(msg, reason, str(e).splitlines()[0], field)
-            self.devices[rec.device_id] = rec
+            self.devices[rec.device_id] = Device.of(rec)
         except Exception as e:  # noqa: BLE001 - one record never stops the reader
             log.exception("台账记录内部错误 internal error on registry record %s[%d]@%d", msg.topic,
                           msg.partition, msg.offset)
