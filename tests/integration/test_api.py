@@ -72,7 +72,7 @@ async def test_probes_and_errors_are_json(served):
     async with http.get("/static/vendor/leaflet/leaflet.js") as r:
         assert r.status == 200                                  # vendored, no CDN
     async with http.get("/city.geojson") as r:
-        assert r.status == 200 and len((await r.json(content_type=None))["features"]) == 545
+        assert r.status == 200 and len((await r.json(content_type=None))["features"]) == 938
 
 
 async def test_reports_roles_and_validation(served):

@@ -128,7 +128,7 @@ class CitySimulator:
                 value += self.drift_rate[dev] * at * max(abs(base), 1.0)
             elif kind == "flap" and st in FLAP_HIGH and int(at) % 20 < 3:
                 value = FLAP_HIGH[st]  # above for ~3 s, below for the rest: no alarm
-            value = min(max(value, lo), hi) if kind != "drift" else max(value, lo)
+            value = min(max(value, lo), hi)   # a drifting sensor rises to its scale's end, no further
         seq = self.seq.get(dev, 0) + 1
         self.seq[dev] = seq
         body = {"device_id": dev, "sensor_type": st, "value": round(value, 4),

@@ -480,7 +480,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
                         closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
                     continue
-                counts[0][(snap["status"], snap["department"] or "")] += 1
+                # The same keys as OpenOrderGauge's (status, department, district).
+                counts[0][(snap["status"], snap["department"] or "", snap["location"]["district_code"])] += 1
                 if snap.get("emergency_level"):
                     counts[1][(snap["emergency_level"],)] += 1
                 for a in snap.get("assists") or ():
