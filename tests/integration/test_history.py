@@ -4,11 +4,9 @@ checkpoint, folding only the tail of ``workorders.events`` — and the figures o
 month are still those a full replay gives, from the API and from ``citybrain kpis``."""
 
 import asyncio
-import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 

@@ -100,45 +100,9 @@ def build() -> dict:
     communities = []
     for row in range(3):
         for col in range(3):
-            street_code, street_name = STREETS[(row, col)]
-            is_town = street_name.endswith("镇")
             street_rect = (LON_CUTS[col], LAT_CUTS[row], LON_CUTS[col + 1], LAT_CUTS[row + 1])
-            street_geom = box(*street_rect).intersection(district)
-            streets.append({"street_code": street_code, "street_name": street_name,
-                            "kind": "town" if is_town else "subdistrict"})
-            # Clip the street rectangle to the district before cutting communities,
-            # so no community lies wholly outside.
-            sminx, sminy, smaxx, smaxy = street_geom.bounds
-            for k, (_, _, comm_rect) in enumerate(_split((sminx, sminy, smaxx, smaxy), 2)):
-                short = street_name[:-2] if not is_town else street_name[:-1]
-                if is_town:
-                    comm_code = f"{street_code}{200 + k:03d}"
-                    comm_name = f"{short}{ORDINALS[k]}村"
-                else:
-                    comm_code = f"{street_code}{1 + k:03d}"
-                    comm_name = f"{short}第{ORDINALS[k]}社区"
-                communities.append({"community_code": comm_code, "community_name": comm_name,
-                                    "street_code": street_code})
-                serial = 0
-                for _, _, cell in _split(comm_rect, GRIDS_PER_SIDE):
-                    geom = box(*cell).intersection(street_geom)
-                    if geom.is_empty or geom.area < 1e-7:
-                        continue
-                    serial += 1
-                    features.append({
-                        "type": "Feature",
-                        "properties": {
-                            "grid_code": f"{comm_code}{serial:03d}",
-                            "grid_name": f"{comm_name}{serial}号网格",
-                            "community_code": comm_code,
-                            "community_name": comm_name,
-                            "street_code": street_code,
-                            "street_name": street_name,
-                            "district_code": DISTRICT_CODE,
-                            "district_name": DISTRICT_NAME,
-                        },
-                        "geometry": _round_polygon(geom),
-                    })
+            _street(STREETS[(row, col)], box(*street_rect).intersection(district), (DISTRICT_CODE, DISTRICT_NAME),
+                    GRIDS_PER_SIDE, features, streets, communities)
     shapes = district_shapes()
     for code, name, _, layout in NEIGHBOURS:
         _neighbour(code, name, shapes[code][1], layout, features, streets, communities)
@@ -159,44 +123,38 @@ def build() -> dict:
 
 def _neighbour(code: str, name: str, geom, layout: dict, features: list, streets: list,
                communities: list) -> None:
-    minx, miny, maxx, maxy = geom.bounds
-    for row, col, street_rect in _split((minx, miny, maxx, maxy), 2):
-        street_code, street_name = layout[(row, col)]
-        is_town = street_name.endswith("镇")
+    for row, col, street_rect in _split(geom.bounds, 2):
         street_geom = box(*street_rect).intersection(geom)
-        if street_geom.is_empty:
+        if not street_geom.is_empty:
+            _street(layout[(row, col)], street_geom, (code, name), NEIGHBOUR_GRIDS_PER_SIDE,
+                    features, streets, communities)
+
+
+def _street(street: tuple[str, str], street_geom, district: tuple[str, str], grids_per_side: int,
+            features: list, streets: list, communities: list) -> None:
+    """A street clipped to its district, cut 2 × 2 into communities over its bounds (so
+    none lies wholly outside), each cut into grids; a grid cell split by the outline
+    gives one grid per piece."""
+    street_code, street_name = street
+    is_town = street_name.endswith("镇")
+    streets.append({"street_code": street_code, "street_name": street_name,
+                    "kind": "town" if is_town else "subdistrict"})
+    short = street_name[:-1] if is_town else street_name[:-2]
+    for k, (_, _, comm_rect) in enumerate(_split(street_geom.bounds, 2)):
+        comm_geom = box(*comm_rect).intersection(street_geom)
+        if comm_geom.is_empty or comm_geom.area < 1e-7:
             continue
-        streets.append({"street_code": street_code, "street_name": street_name,
-                        "kind": "town" if is_town else "subdistrict"})
-        short = street_name[:-1] if is_town else street_name[:-2]
-        for k, (_, _, comm_rect) in enumerate(_split(street_geom.bounds, 2)):
-            comm_geom = box(*comm_rect).intersection(street_geom)
-            if comm_geom.is_empty or comm_geom.area < 1e-7:
-                continue
-            comm_code = f"{street_code}{200 + k:03d}" if is_town else f"{street_code}{1 + k:03d}"
-            comm_name = f"{short}{ORDINALS[k]}村" if is_town else f"{short}第{ORDINALS[k]}社区"
-            communities.append({"community_code": comm_code, "community_name": comm_name,
-                                "street_code": street_code})
-            serial = 0
-            for _, _, cell in _split(comm_rect, NEIGHBOUR_GRIDS_PER_SIDE):
-                cell_geom = box(*cell).intersection(comm_geom)
-                if cell_geom.is_empty or cell_geom.area < 1e-7:
+        comm_code, comm_name = _community(street_code, short, is_town, k)
+        communities.append({"community_code": comm_code, "community_name": comm_name,
+                            "street_code": street_code})
+        serial = 0
+        for _, _, cell in _split(comm_rect, grids_per_side):
+            cell_geom = box(*cell).intersection(comm_geom)
+            for part in getattr(cell_geom, "geoms", [cell_geom]):
+                if part.is_empty or part.geom_type != "Polygon" or part.area < 1e-7:
                     continue
-                for part in getattr(cell_geom, "geoms", [cell_geom]):   # one grid per piece
-                    if part.geom_type != "Polygon" or part.area < 1e-7:
-                        continue
-                    serial += 1
-                    features.append({
-                        "type": "Feature",
-                        "properties": {
-                            "grid_code": f"{comm_code}{serial:03d}",
-                            "grid_name": f"{comm_name}{serial}号网格",
-                            "community_code": comm_code, "community_name": comm_name,
-                            "street_code": street_code, "street_name": street_name,
-                            "district_code": code, "district_name": name,
-                        },
-                        "geometry": _round_polygon(part),
-                    })
+                serial += 1
+                features.append(_grid(serial, (comm_code, comm_name), street, district, part))
 
 
 def write(path: Path) -> int:
@@ -204,3 +162,25 @@ def write(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return len(data["features"])
+
+
+def _community(street_code: str, short: str, is_town: bool, k: int) -> tuple[str, str]:
+    """The k-th community of a street: villages (村, 200…) in a town, 社区 (001…) in a 街道."""
+    if is_town:
+        return f"{street_code}{200 + k:03d}", f"{short}{ORDINALS[k]}村"
+    return f"{street_code}{1 + k:03d}", f"{short}第{ORDINALS[k]}社区"
+
+
+def _grid(serial: int, community: tuple[str, str], street: tuple[str, str], district: tuple[str, str],
+          geom) -> dict:
+    (comm_code, comm_name), (street_code, street_name), (district_code, district_name) = community, street, district
+    return {
+        "type": "Feature",
+        "properties": {
+            "grid_code": f"{comm_code}{serial:03d}", "grid_name": f"{comm_name}{serial}号网格",
+            "community_code": comm_code, "community_name": comm_name,
+            "street_code": street_code, "street_name": street_name,
+            "district_code": district_code, "district_name": district_name,
+        },
+        "geometry": _round_polygon(geom),
+    }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from shapely.geometry import Point, Polygon
@@ -46,31 +47,17 @@ def build(seed: int = 20261122) -> list[dict]:
     district = Polygon(DISTRICT_OUTLINE)
     minx, miny, maxx, maxy = district.bounds
 
-    def point() -> tuple[float, float]:
-        while True:
-            lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
-            # Keep 50 m inside the outline so devices are never on the border.
-            if district.buffer(-0.0005).contains(Point(lon, lat)):
-                return round(lon, 6), round(lat, 6)
-
+    # Keep 50 m inside the outline so devices are never on the border.
+    point = _points(rng, district.buffer(-0.0005), (minx, miny, maxx, maxy))
     records: list[dict] = []
     n = 0
     for sensor_type, abbr in SENSOR_ABBR.items():
         for i in range(1, PER_SENSOR_TYPE + 1):
             n += 1
-            lon, lat = point()
-            rec = {"device_id": f"{abbr}-{i:05d}", "kind": "sensor", "sensor_type": sensor_type,
-                   "name": f"{SENSOR_NAME[sensor_type]} {abbr}-{i:05d}", "lon": lon, "lat": lat,
-                   "status": "retired" if n % RETIRED_EVERY == 0 else "active"}
-            owner = OWNER_SHARE.get(sensor_type)
-            if owner and rng.random() < owner[1]:
-                rec["owner_department"] = owner[0]
-            records.append(rec)
+            records.append(_sensor(rng, f"{abbr}-{i:05d}", sensor_type, point(),
+                                   "retired" if n % RETIRED_EVERY == 0 else "active"))
     for i in range(1, CAMERAS + 1):
-        lon, lat = point()
-        records.append({"device_id": f"CAM-{i:05d}", "kind": "camera",
-                        "name": f"视频监控点 CAM-{i:05d}", "lon": lon, "lat": lat,
-                        "status": "active"})
+        records.append(_camera(f"CAM-{i:05d}", point()))
     for device_id, kind, sensor_type, site, east, north, owner in SCENARIO_DEVICES:
         lon, lat = site.offset(east, north)
         rec = {"device_id": device_id, "kind": kind, "name": f"{site.name} {device_id}",
@@ -93,30 +80,40 @@ def _neighbours(rng: random.Random) -> list[dict]:
         if code == DISTRICT_CODE:
             continue
         inner = geom.buffer(-0.0005)
-        minx, miny, maxx, maxy = inner.bounds
-
-        def point() -> tuple[float, float]:
-            while True:
-                lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
-                if inner.contains(Point(lon, lat)):
-                    return round(lon, 6), round(lat, 6)
+        point = _points(rng, inner, inner.bounds)
         for sensor_type, abbr in SENSOR_ABBR.items():
             for i in range(1, NEIGHBOUR_PER_SENSOR_TYPE + 1):
-                lon, lat = point()
-                device_id = f"{abbr}-{code}-{i:03d}"
-                rec = {"device_id": device_id, "kind": "sensor", "sensor_type": sensor_type,
-                       "name": f"{SENSOR_NAME[sensor_type]} {device_id}", "lon": lon, "lat": lat,
-                       "status": "active"}
-                owner = OWNER_SHARE.get(sensor_type)
-                if owner and rng.random() < owner[1]:
-                    rec["owner_department"] = owner[0]
-                out.append(rec)
+                out.append(_sensor(rng, f"{abbr}-{code}-{i:03d}", sensor_type, point()))
         for i in range(1, NEIGHBOUR_CAMERAS + 1):
-            lon, lat = point()
-            device_id = f"CAM-{code}-{i:03d}"
-            out.append({"device_id": device_id, "kind": "camera", "name": f"视频监控点 {device_id}",
-                        "lon": lon, "lat": lat, "status": "active"})
+            out.append(_camera(f"CAM-{code}-{i:03d}", point()))
     return out
+
+
+def _points(rng: random.Random, inside, bounds) -> Callable[[], tuple[float, float]]:
+    """Random points inside ``inside`` drawn from its ``bounds`` (6 decimals)."""
+    minx, miny, maxx, maxy = bounds
+
+    def point() -> tuple[float, float]:
+        while True:
+            lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+            if inside.contains(Point(lon, lat)):
+                return round(lon, 6), round(lat, 6)
+    return point
+
+
+def _sensor(rng: random.Random, device_id: str, sensor_type: str, where: tuple[float, float],
+            status: str = "active") -> dict:
+    rec = {"device_id": device_id, "kind": "sensor", "sensor_type": sensor_type,
+           "name": f"{SENSOR_NAME[sensor_type]} {device_id}", "lon": where[0], "lat": where[1], "status": status}
+    owner = OWNER_SHARE.get(sensor_type)
+    if owner and rng.random() < owner[1]:
+        rec["owner_department"] = owner[0]
+    return rec
+
+
+def _camera(device_id: str, where: tuple[float, float]) -> dict:
+    return {"device_id": device_id, "kind": "camera", "name": f"视频监控点 {device_id}",
+            "lon": where[0], "lat": where[1], "status": "active"}
 
 
 def write(path: Path, seed: int = 20261122) -> int:

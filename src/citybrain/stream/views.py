@@ -20,7 +20,7 @@ import orjson
 
 from citybrain import metrics
 from citybrain.config import Config
-from citybrain.domain.evaluation import STAGES, Evaluation
+from citybrain.domain.evaluation import STAGES
 from citybrain.kafka.topics import Topics
 from citybrain.memory import release_free_memory
 from citybrain.stream.evalcheckpoint import EvaluationCheckpoint
