@@ -193,7 +193,9 @@ def cmd_simulate(args) -> int:
                         duration=args.duration,
                         # unpaced: the whole span lies in the past, so no ts is "future"
                         start=time.time() - (args.duration if args.unpaced else 0),
-                        malformed_share=args.malformed, scenarios=not args.no_scenarios)
+                        malformed_share=args.malformed, scenarios=not args.no_scenarios,
+                        # the gateway's silence is judged on Kafka time: only when paced
+                        gateway=not args.no_scenarios and not args.unpaced)
     progress = Progress(f"模拟 simulate {args.rate:g}/s × {args.duration:g}s", total=args.duration)
     topics = Topics(cfg.settings.kafka.topic_prefix)
 

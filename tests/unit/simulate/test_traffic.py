@@ -9,9 +9,9 @@ from citybrain.sample.registry_builder import load
 from citybrain.simulate.traffic import MALFORMED, CitySimulator
 
 
-def make(config, seed=5, duration=200, rate=300):
+def make(config, seed=5, duration=200, rate=300, gateway=False):
     return CitySimulator(load(config.registry_path), seed=seed, rate=rate, duration=duration,
-                         start=1_800_000_000.0, malformed_share=0.02)
+                         start=1_800_000_000.0, malformed_share=0.02, gateway=gateway)
 
 
 def test_same_seed_same_records(config):
@@ -61,7 +61,8 @@ def test_the_gateway_gauge_falls_silent_past_its_own_limit_and_comes_back(config
     assert limit == 15.0
     watch = SilenceWatch(lambda d: limit)
     offline, back = [], []
-    for r in make(config).records():
+    assert not any(r.key == b"PIP-GW-01" for r in make(config, duration=30).records())   # off unless asked
+    for r in make(config, gateway=True).records():
         if r.key != b"PIP-GW-01":
             continue
         offline += [h.since for _, h in watch.due(0, r.at)]
