@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,6 +26,10 @@ class WorkCalendar:
     holidays: frozenset[date] = frozenset()
     workdays: frozenset[date] = frozenset()  # weekend days worked (调休)
     years: frozenset[int] = frozenset()      # years whose holidays are known
+    # An order's clocks are computed again at each of its changes from the same starts
+    # (created_at, stage_started_at): memoised, bounded like the city map's lookups.
+    _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    MEMO_SIZE = 65_536
 
     def __post_init__(self):
         last = time.min
@@ -100,6 +104,18 @@ class WorkCalendar:
         working time, the clock starts at the next working window."""
         if hours < 0:
             raise ValueError("hours must not be negative")
+        key = (start, hours)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        found = self._add_working_hours(start, hours)
+        if len(self._memo) >= self.MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+    def _add_working_hours(self, start: datetime, hours: float) -> datetime:
         remaining = hours * 3600
         if remaining == 0:
             return start.astimezone(UTC)

@@ -111,3 +111,24 @@ def test_adding_working_hours_is_monotonic_and_measured_back(cal, start, h1, h2)
     if h1 > 0:
         t = a.astimezone(CN)
         assert cal.is_working_day(t.date())
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=instants, hours=st.floats(0, 200))
+def test_a_remembered_clock_is_the_clock_computed_afresh(cal, start, hours):
+    fresh = WorkCalendar(cal.tz, cal.windows, cal.holidays, cal.workdays, cal.years)
+    first = cal.add_working_hours(start, hours)
+    # The same instant written in UTC is the same key: the same answer, in UTC.
+    again = cal.add_working_hours(start.astimezone(UTC), hours)
+    assert first == again == fresh.add_working_hours(start, hours)
+    assert again.utcoffset() == timedelta(0)
+
+
+def test_the_memo_stays_bounded(cal, monkeypatch):
+    fresh = WorkCalendar(cal.tz, cal.windows, cal.holidays, cal.workdays, cal.years)
+    monkeypatch.setattr(WorkCalendar, "MEMO_SIZE", 10)
+    start = local(2026, 9, 28, 9)
+    for i in range(25):
+        fresh.add_working_hours(start + timedelta(minutes=i), 4)
+        assert len(fresh._memo) <= 10
+    assert fresh.add_working_hours(start, 4) == cal.add_working_hours(start, 4)
