@@ -1,5 +1,5 @@
 # The two commands of the README.  Each one installs what it needs.
-.PHONY: demo test bootstrap kafka-stop schemas
+.PHONY: demo test lint bootstrap kafka-stop schemas
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -8,8 +8,13 @@ demo: bootstrap
 	.venv/bin/citybrain demo
 
 test: bootstrap
+	@echo "▸ 代码检查 lint (ruff: pyflakes, isort, bugbear, pyupgrade) …"
+	.venv/bin/ruff check src tests
 	@scripts/ensure-test-tools.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap
+	.venv/bin/ruff check src tests
 
 kafka-stop: bootstrap
 	.venv/bin/citybrain kafka stop

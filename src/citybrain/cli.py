@@ -127,7 +127,6 @@ def cmd_worker(args) -> int:
     from faust.worker import Worker
 
     from citybrain import logfilter
-
     from citybrain.kafka.admin import TopicMismatch, cluster_id
     from citybrain.stream.app import create_app
     from citybrain.stream.topology import topic_specs
@@ -453,8 +452,8 @@ def kpi_table(figures: dict[str, dict], names: dict[str, str], first: str = "部
     head = [first] + [title for _, title in KPI_COLUMNS]
     rows = [[f"{names.get(d, '全部' if d == '*' else d)} {d}"] + [cell(k, r[k]) for k, _ in KPI_COLUMNS]
             for d, r in figures.items()]
-    widths = [max(_width(x) for x in col) for col in zip(head, *rows)]
-    return "\n".join("  ".join(c + " " * (w - _width(c)) for c, w in zip(line, widths)) for line in [head, *rows])
+    widths = [max(_width(x) for x in col) for col in zip(head, *rows, strict=True)]
+    return "\n".join("  ".join(c + " " * (w - _width(c)) for c, w in zip(line, widths, strict=True)) for line in [head, *rows])
 
 
 def _width(s: str) -> int:

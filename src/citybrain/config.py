@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
+from citybrain.domain.escalation import EscalationConfig, Escalator
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.geo import CityMap
-from citybrain.domain.escalation import EscalationConfig, Escalator
 from citybrain.domain.routing import Router, RoutingConfig, street_desk
 from citybrain.domain.sensor_rules import SensorRule
 from citybrain.domain.taxonomy import Taxonomy

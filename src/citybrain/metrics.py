@@ -154,7 +154,7 @@ def observe_many(histogram_child, seconds: float, n: int) -> None:
             histogram_child.observe(seconds)
         return
     total.inc(seconds * n)
-    for bound, bucket in zip(bounds, buckets):
+    for bound, bucket in zip(bounds, buckets, strict=True):
         if seconds <= bound:
             bucket.inc(n)
             break

@@ -22,14 +22,14 @@ class WorkerProcess:
             self.args += ["--data-dir", str(data_dir)]
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:   # appended: a restart keeps the earlier run
             self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
         return self
 
-    def wait_ready(self, timeout: float = 120.0) -> "WorkerProcess":
+    def wait_ready(self, timeout: float = 120.0) -> WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -71,7 +71,7 @@ class OutputReader:
         self.last_change = time.monotonic()
         self._task: asyncio.Task | None = None
 
-    async def start(self) -> "OutputReader":
+    async def start(self) -> OutputReader:
         departments = [d.code for d in Config().taxonomy.departments]
         names = [self.topics.events, self.topics.deadletter, self.topics.workorder_events,
                  *(self.topics.dispatch(d) for d in departments)]

@@ -10,18 +10,18 @@ import time
 import uuid
 from pathlib import Path
 
-from citybrain.kafka.clients import kafka_consumer
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from citybrain import worker_process as citybrain_worker
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics
-from citybrain.stream.topology import topic_specs
 from citybrain.paths import PROJECT_ROOT
 from citybrain.sample.registry_builder import load
+from citybrain.stream.topology import topic_specs
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 PARTITIONS = 3
@@ -98,7 +98,7 @@ class WorkerProcess(citybrain_worker.WorkerProcess):
         super().__init__(env, port, ARTIFACTS / f"{prefix.rstrip('.')}-{name}.log",
                          data_dir=state_dir / f"{name}-data")
 
-    def start(self, timeout: float = 90.0, wait: bool = True) -> "WorkerProcess":
+    def start(self, timeout: float = 90.0, wait: bool = True) -> WorkerProcess:
         super().start()
         return self.wait_ready(timeout) if wait else self
 
@@ -131,5 +131,5 @@ def config_with(tmp: Path, lifecycle_toml: str) -> Path:
     target = tmp / "config"
     shutil.copytree(PROJECT_ROOT / "config", target)
     (target / "lifecycle.toml").write_text(lifecycle_toml, encoding="utf-8")
-    Config(target).deadlines   # fails here, not in the worker, if the text is wrong
+    _ = Config(target).deadlines   # fails here, not in the worker, if the text is wrong
     return target

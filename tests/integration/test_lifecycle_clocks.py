@@ -17,8 +17,17 @@ import pytest
 from citybrain.promtext import samples
 from citybrain.simulate.traffic import iso
 
-from .kafka_helpers import (WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce,
-                            wait_for_metrics, worker_on_new_topics)
+from .kafka_helpers import (
+    WorkerProcess,
+    config_with,
+    consume,
+    decode,
+    new_prefix,
+    prepare,
+    produce,
+    wait_for_metrics,
+    worker_on_new_topics,
+)
 
 pytestmark = pytest.mark.integration
 

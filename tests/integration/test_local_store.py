@@ -13,7 +13,6 @@ import orjson
 import pytest
 
 from citybrain.simulate.traffic import iso
-
 from citybrain.stream.topology import changelogs
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics

@@ -15,7 +15,13 @@ from citybrain.sample.registry_builder import load
 from citybrain.simulate.traffic import iso
 
 from .kafka_helpers import (
-    WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics,
+    WorkerProcess,
+    consume,
+    decode,
+    new_prefix,
+    prepare,
+    produce,
+    wait_for_metrics,
 )
 
 pytestmark = pytest.mark.integration
@@ -111,7 +117,7 @@ async def test_mixed_batch_lands_exactly_where_it_should(pipeline):
     # Every bad record is a dead letter with its reason, coordinates and original bytes.
     assert len(dead) == len(bad)
     got = {(d["source_topic"], d["source_partition"], d["source_offset"]): d for d in dead}
-    for (topic, key, value, reason), m in zip(bad, bad_metas):
+    for (topic, key, value, reason), m in zip(bad, bad_metas, strict=True):
         d = got[(topic, m.partition, m.offset)]
         assert d["reason"] == reason, (reason, d)
         original = value or b""

@@ -122,7 +122,7 @@ async def render_dashboard(http, base) -> None:
     end = time.time()
     n = len(observability.PANELS)
     fig, axes = plt.subplots((n + 1) // 2, 2, figsize=(14, 3.1 * ((n + 1) // 2)))
-    for ax, (title, unit, targets, _) in zip(axes.flat, observability.PANELS):
+    for ax, (title, _unit, targets, _) in zip(axes.flat, observability.PANELS, strict=False):
         for expr, legend in targets:
             async with http.get(f"{base}/api/v1/query_range",
                                 params={"query": expr, "start": end - 240, "end": end, "step": 2}) as r:

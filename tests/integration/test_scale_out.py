@@ -7,7 +7,6 @@ import time
 import urllib.request
 
 import orjson
-
 import pytest
 
 from citybrain.config import Config

@@ -34,7 +34,7 @@ def test_unknown_department_in_a_category_is_refused(tmp_path):
     p = tmp_path / "c" / "categories.toml"
     p.write_text(p.read_text().replace('department = "water"', 'department = "navy"', 1))
     with pytest.raises(ValidationError, match="navy"):
-        Config(tmp_path / "c").taxonomy
+        _ = Config(tmp_path / "c").taxonomy
 
 
 def test_unknown_setting_is_refused(tmp_path):

@@ -28,7 +28,7 @@ def test_city_file_is_the_builders_output(config):
     shipped = json.loads((config.directory / config.settings.city.geography).read_text())
     built = city_builder.build()
     assert [f["properties"] for f in shipped["features"]] == [f["properties"] for f in built["features"]]
-    for a, b in zip(shipped["features"], built["features"]):
+    for a, b in zip(shipped["features"], built["features"], strict=True):
         assert abs(shape(a["geometry"]).area - shape(b["geometry"]).area) < 1e-9
     assert shipped["sample_data"] is True
     assert len({c["community_code"] for c in shipped["communities"] if c["street_code"].startswith("370306")}) == 36

@@ -10,11 +10,11 @@ import time
 from aiokafka import AIOKafkaProducer
 from pydantic_core import to_json
 
-from citybrain.kafka.clients import kafka_consumer
 from citybrain.bench.common import fresh_topics, produce_backlog
 from citybrain.config import Config
 from citybrain.domain.normalize import Normalizer, RecordMeta
 from citybrain.domain.sensor_rules import DeviceState
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.sample.registry_builder import load
 from citybrain.wire.models import RegistryRecord
 

@@ -12,15 +12,14 @@ from pathlib import Path
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, delete_prefixed, publish_registry
 from citybrain.kafka.local_broker import free_port
-from citybrain.stream.topology import topic_specs
-from citybrain.kafka.topics import TopicSpec, Topics
+from citybrain.kafka.topics import Topics, TopicSpec
 from citybrain.progress import Progress
 from citybrain.promtext import outcomes, samples
 from citybrain.sample.registry_builder import load
 from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator
+from citybrain.stream.topology import topic_specs
 from citybrain.worker_process import WorkerProcess
-
 
 _made: list[str] = []   # this run's prefixes whose topics are still on the broker
 
@@ -71,7 +70,7 @@ class BenchWorker(WorkerProcess):
         super().__init__(env, port, state / "worker.log", loglevel="warn")
         self.start()
 
-    async def ready(self, timeout: float = 120.0) -> "BenchWorker":
+    async def ready(self, timeout: float = 120.0) -> BenchWorker:
         await asyncio.to_thread(self.wait_ready, timeout)
         return self
 

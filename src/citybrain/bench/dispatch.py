@@ -16,12 +16,12 @@ import asyncio
 import time
 from datetime import datetime
 
-from citybrain.kafka.clients import kafka_consumer
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from citybrain.bench.common import BenchWorker, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.progress import Progress
 from citybrain.sample.registry_builder import load
 from citybrain.sample.sites import UNDERPASS
@@ -244,7 +244,7 @@ def stage_latency(metrics_text: str, name: str = "citybrain_stage_latency_second
     for stage, rows in buckets.items():
         rows.sort()
         total = rows[-1][1] if rows else 0
-        def q(p: float) -> float | None:
+        def q(p: float, rows=rows, total=total) -> float | None:
             return next((round(le * 1000, 1) for le, c in rows if total and c >= p * total), None)
         out[stage] = {"n": int(total), "p50_ms_at_most": q(0.5), "p99_ms_at_most": q(0.99)}
     return out

@@ -195,7 +195,7 @@ def chart(result: dict, path: Path) -> None:
                f"target {TARGETS['restart_ready_s']:g} s", TARGETS["restart_ready_s"]),
               ("MB", "restart_rss_mb", "RSS after restart", "restart_peak_rss_mb", "peak RSS during the restart",
                f"target {TARGETS['rss_mb']:g} MB", TARGETS["rss_mb"]))
-    for ax, (unit, key, label, key2, label2, target_label, target) in zip(axes, panels):
+    for ax, (unit, key, label, key2, label2, target_label, target) in zip(axes, panels, strict=True):
         ax.plot(days, [r[key] for r in rows], "o-", label=label)
         ax.plot(days, [r[key2] for r in rows], "s--", label=label2)
         ax.axhline(target, color="grey", linestyle=":", label=target_label)

@@ -11,17 +11,17 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from citybrain.kafka.clients import kafka_consumer
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from citybrain.bench.common import BenchWorker, fresh_topics, produce_backlog
-from citybrain.kafka.admin import publish_registry
-from citybrain.sample.registry_builder import load
 from citybrain.config import Config
+from citybrain.kafka.admin import publish_registry
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain.promtext import outcomes
+from citybrain.sample.registry_builder import load
 
 
 async def _baseline(bootstrap: str, topics: Topics, total: int, out_topic: str) -> dict:

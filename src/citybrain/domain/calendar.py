@@ -41,7 +41,7 @@ class WorkCalendar:
             raise ValueError("a calendar needs at least one working window")
 
     @classmethod
-    def load(cls, files: Iterable[Path], windows: Iterable[tuple[str, str]], timezone: str) -> "WorkCalendar":
+    def load(cls, files: Iterable[Path], windows: Iterable[tuple[str, str]], timezone: str) -> WorkCalendar:
         holidays: set[date] = set()
         workdays: set[date] = set()
         years: set[int] = set()

@@ -62,7 +62,7 @@ class Supervision(BaseModel):
     step: list[SupervisionStep]
 
     @model_validator(mode="after")
-    def _climbs(self) -> "Supervision":
+    def _climbs(self) -> Supervision:
         ats = [s.at for s in self.step]
         ranks = [LEVEL_RANK[s.level] for s in self.step]
         if ats != sorted(set(ats)) or ranks != sorted(ranks):
@@ -95,7 +95,7 @@ class LifecycleConfig(BaseModel):
     timers: Timers = Timers()
 
     @model_validator(mode="after")
-    def _every_priority(self) -> "LifecycleConfig":
+    def _every_priority(self) -> LifecycleConfig:
         missing = {"low", "normal", "high", "urgent"} - set(self.time_limits)
         if missing:
             raise ValueError(f"time_limits needs every priority; missing {sorted(missing)}")

@@ -39,7 +39,7 @@ class Health:
         return {"h": self.heard, "s": self.state, "t": self.since}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Health":
+    def from_dict(cls, d: dict) -> Health:
         return cls(d["h"], d["s"], d["t"])
 
 

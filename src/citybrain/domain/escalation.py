@@ -42,7 +42,7 @@ class EmergencyRule(Trigger):
     level: str = Field(pattern=r"^(IV|III|II|I)$")
 
     @model_validator(mode="after")
-    def _has_trigger(self) -> "EmergencyRule":
+    def _has_trigger(self) -> EmergencyRule:
         if self.at_level is None and self.at_priority is None:
             raise ValueError(f"emergency rule for {self.category} needs at_level or at_priority")
         return self
@@ -70,7 +70,7 @@ class EscalationConfig(BaseModel):
     emergency: Emergency = Emergency()
 
     @model_validator(mode="after")
-    def _levels(self) -> "EscalationConfig":
+    def _levels(self) -> EscalationConfig:
         unknown = set(self.warning_priority) - set(LEVEL_RANK) - {None}
         if unknown:
             raise ValueError(f"warning_priority: unknown levels {sorted(unknown)}")

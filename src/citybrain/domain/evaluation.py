@@ -64,7 +64,7 @@ class DayFigures:
     def from_json(cls, d: dict) -> DayFigures:
         f = cls()
         f.closed, f.on_time, f.reworked, f.extended = d["closed"], d["on_time"], d["reworked"], d["extended"]
-        for a, b64 in zip(f.hours, d["hours"]):
+        for a, b64 in zip(f.hours, d["hours"], strict=False):
             a.frombytes(base64.b64decode(b64))
         return f
 
@@ -234,7 +234,7 @@ class Evaluation:
             f.on_time += t["due_at"] is not None and closed <= t["due_at"]
             f.reworked += snap.get("rework_count", 0) > 0
             f.extended += snap.get("extension_count", 0) > 0
-            for values, h in zip(f.hours, hours):
+            for values, h in zip(f.hours, hours, strict=True):
                 if h is not None:
                     values.append(h)
         self.changed_days.add(day)
@@ -321,7 +321,7 @@ class Evaluation:
                     r.on_time += f.on_time
                     r.reworked += f.reworked
                     r.extended += f.extended
-                    for stage, values in zip(STAGES, f.hours):
+                    for stage, values in zip(STAGES, f.hours, strict=True):
                         r.hours[stage].extend(values)
         for (day, dept), n in self.dispatches.items():
             if first <= day <= last:
@@ -347,7 +347,7 @@ class Evaluation:
                     r.satisfied += n if how != "unsatisfied" else 0
         out = {d: f.as_dict() for d, f in sorted(rows.items())}
         if districts:
-            for key, r in out.items():
+            for r in out.values():
                 r["district"] = r.pop("department")
         return out
 

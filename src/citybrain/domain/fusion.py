@@ -51,7 +51,7 @@ class OpenOrder:
                 "fd": sorted(self.finders), "e": sorted(self.event_ids)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "OpenOrder":
+    def from_dict(cls, d: dict) -> OpenOrder:
         return cls(d["id"], sys.intern(d["g"]), sys.intern(d["c"]), d["lon"], d["lat"], d["f"], d["l"],
                    tuple(d["fd"]), tuple(d["e"]))
 
@@ -69,7 +69,7 @@ class FusionEvent:
     finder: str | None   # device_id or camera_id
 
     @classmethod
-    def of(cls, event) -> "FusionEvent":
+    def of(cls, event) -> FusionEvent:
         return cls(event.event_id, event.kind, event.category, event.location.lon,
                    event.location.lat, _epoch(event.occurred_at),
                    event.device_id or event.camera_id)
@@ -111,7 +111,7 @@ class FusionIndex:
         return [o.to_dict() for o in self.orders.values()]
 
     @classmethod
-    def from_list(cls, data: list[dict] | None) -> "FusionIndex":
+    def from_list(cls, data: list[dict] | None) -> FusionIndex:
         return cls([OpenOrder.from_dict(d) for d in data or []])
 
     def add(self, order: OpenOrder) -> None:

@@ -53,7 +53,7 @@ class CityMap:
         self._by_grid = {loc.grid_code: loc for loc in self._locations}
 
     @classmethod
-    def load(cls, path: Path) -> "CityMap":
+    def load(cls, path: Path) -> CityMap:
         return cls(json.loads(path.read_text(encoding="utf-8")))
 
     def locate(self, lon: float, lat: float) -> AdminLocation | None:

@@ -37,8 +37,7 @@ from datetime import datetime
 
 from citybrain.domain.deadlines import Deadlines
 from citybrain.domain.escalation import EMERGENCY_RANK, add_assist, describe
-from citybrain.wire.models import (Assist, Command, CommandRejection, Escalation, Visit, WorkOrder,
-                                   WorkOrderChange)
+from citybrain.wire.models import Assist, Command, CommandRejection, Escalation, Visit, WorkOrder, WorkOrderChange
 
 OPEN = ("registered", "dispatched", "accepted", "handled")
 

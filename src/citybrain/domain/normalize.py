@@ -24,7 +24,13 @@ from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, Outcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.wire.models import (
-    CityEvent, DeadLetter, DeviceStatus, IncidentReport, IotReading, Location, SourceRef,
+    CityEvent,
+    DeadLetter,
+    DeviceStatus,
+    IncidentReport,
+    IotReading,
+    Location,
+    SourceRef,
     VideoAlert,
 )
 

@@ -50,7 +50,7 @@ class Override(BaseModel):
     priority: Priority | None = None
 
     @model_validator(mode="after")
-    def _does_something(self) -> "Override":
+    def _does_something(self) -> Override:
         if self.department is None and self.priority is None:
             raise ValueError(f"override for {self.area}/{self.category} sets neither department nor priority")
         return self

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
@@ -39,7 +40,7 @@ class Condition(BaseModel):
     hold_seconds: float = 0.0
 
     @model_validator(mode="after")
-    def _shape(self) -> "Condition":
+    def _shape(self) -> Condition:
         if self.op in ("outside", "inside"):
             if self.range is None or self.range[0] > self.range[1]:
                 raise ValueError(f"op {self.op} needs range = [low, high]")
@@ -81,14 +82,14 @@ class SensorRule(BaseModel):
         return self.interval_seconds * self.offline_after
 
     @model_validator(mode="after")
-    def _graded(self) -> "SensorRule":
+    def _graded(self) -> SensorRule:
         # Levels in rank order; each higher level's condition implies the lower ones'
         # (probed over the valid range), so "the highest that holds" is well defined.
         ordered = [lv for lv in LEVELS if lv in self.levels]
         self._ordered = tuple((lv, self.levels[lv]) for lv in ordered)
         lo, hi = self.valid_range
         probes = [lo + (hi - lo) * i / 400 for i in range(401)]
-        for low, high in zip(ordered, ordered[1:]):
+        for low, high in pairwise(ordered):
             for v in probes:
                 if self.levels[high].holds(v) and not self.levels[low].holds(v):
                     raise ValueError(f"level {high} holds at {v} where {low} does not: "
@@ -96,7 +97,7 @@ class SensorRule(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _hysteresis(self) -> "SensorRule":
+    def _hysteresis(self) -> SensorRule:
         # A value may not satisfy both conditions, or the state would flap.
         lo, hi = self.valid_range
         probes = [lo + (hi - lo) * i / 200 for i in range(201)]
@@ -160,7 +161,7 @@ class DeviceState:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "DeviceState":
+    def from_dict(cls, d: dict | None) -> DeviceState:
         if not d:
             return cls()
         lp = d.get("lp")

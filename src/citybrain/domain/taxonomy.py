@@ -35,7 +35,7 @@ class Taxonomy(BaseModel):
     categories: list[Category]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Taxonomy":
+    def _consistent(self) -> Taxonomy:
         dept_codes = {d.code for d in self.departments}
         seen_sensor: dict[str, str] = {}
         seen_algo: dict[str, str] = {}

@@ -15,10 +15,10 @@ import heapq
 import random
 import time
 
-from citybrain.kafka.clients import kafka_consumer
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.topics import Topics
 
 TRIAGE_DEPARTMENT = "city_mgmt"   # where the demo operator sends what nothing routed

@@ -22,7 +22,6 @@ import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-
 import faust
 import mode
 from aiokafka import AIOKafkaProducer
@@ -38,12 +37,12 @@ from citybrain.stream import commands
 from citybrain.stream.batch import RunnerSettings, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.records import record_meta
-from citybrain.web.api import MAX_BODY, Api
-from citybrain.web.auth import TokenRegistry
 from citybrain.stream.registry import RegistryCache
-from citybrain.stream.views import OrderLogViews
 from citybrain.stream.stages import DeadLetterLog, fuse_stage, normalise_stage
 from citybrain.stream.topology import group_id, topic_specs
+from citybrain.stream.views import OrderLogViews
+from citybrain.web.api import MAX_BODY, Api
+from citybrain.web.auth import TokenRegistry
 
 log = logging.getLogger("citybrain.worker")
 

@@ -33,11 +33,11 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError
 from pydantic_core import to_json
 
-from citybrain.kafka.clients import kafka_consumer
 from citybrain import metrics, packing
+from citybrain.domain.normalize import dead_letter, dead_letter_key
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.logfilter import ThrottledLog
 from citybrain.stream import chaos
-from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
 from citybrain.stream.localstore import LocalStore
 from citybrain.stream.output import Output
@@ -232,7 +232,7 @@ ProducerFactory = Callable[[str | None], AIOKafkaProducer]   # transactional id 
 
 
 class _Listener(ConsumerRebalanceListener):
-    def __init__(self, runner: "StageRunner"):
+    def __init__(self, runner: StageRunner):
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked):

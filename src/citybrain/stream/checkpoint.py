@@ -26,7 +26,10 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
-    CorruptRecordException, MessageSizeTooLargeError, ProducerFenced, RecordTooLargeError,
+    CorruptRecordException,
+    MessageSizeTooLargeError,
+    ProducerFenced,
+    RecordTooLargeError,
 )
 
 from citybrain.stream import chaos

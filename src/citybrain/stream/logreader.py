@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from aiokafka import ConsumerRecord, TopicPartition
 
-from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.admin import partitions_of
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.memory import release_free_memory
 
 log = logging.getLogger("citybrain.logreader")
@@ -67,7 +67,7 @@ class TopicReader:
                         trimmed_at = self.records
                         release_free_memory()
                     positions = [await consumer.position(tp) for tp in tps]
-                    if all(pos >= end[tp] for pos, tp in zip(positions, tps)):
+                    if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
                         self.caught_up.set()
                         log.info("%s: read %s to its end (%d records)", self.name, self.topic, self.records)
                         if self.on_caught_up:

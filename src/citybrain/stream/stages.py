@@ -22,15 +22,15 @@ from aiokafka import ConsumerRecord
 from pydantic_core import to_json
 
 from citybrain import metrics
-from citybrain.logfilter import ThrottledLog
 from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
+from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch, offline_limit
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
-from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch, offline_limit
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
 from citybrain.kafka.topics import Topics
+from citybrain.logfilter import ThrottledLog
 from citybrain.stream.batch import ChangelogState, Stage
 from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
@@ -492,7 +492,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                     index.add(open_entry(order))
                     timers.schedule(p, order, deadlines)  # what fell due while away fires next tick
                     refresh.written(p, order.work_order_id, record.written_at)
-        for gauge, counted in zip(gauges, counts):
+        for gauge, counted in zip(gauges, counts, strict=True):
             gauge.set_all(counted)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in indexes.values()), sorted(indexes))

@@ -328,7 +328,7 @@ class Api:
             while True:
                 try:
                     msg = await asyncio.wait_for(queue.get(), timeout=15.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
                 snap = msg.get("snapshot")

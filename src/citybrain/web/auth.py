@@ -35,7 +35,7 @@ class TokenEntry(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
     @model_validator(mode="after")
-    def _scoped(self) -> "TokenEntry":
+    def _scoped(self) -> TokenEntry:
         if self.role == "department" and not self.department:
             raise ValueError(f"token {self.id}: a department token needs department")
         if self.role == "grid" and not self.grid_prefix:
@@ -89,7 +89,7 @@ class TokenRegistry:
         self._hashes = [(bytes.fromhex(e.sha256), e) for e in entries]
 
     @classmethod
-    def load(cls, path: Path, departments: set[str] | None = None) -> "TokenRegistry":
+    def load(cls, path: Path, departments: set[str] | None = None) -> TokenRegistry:
         with path.open("rb") as f:
             raw = tomllib.load(f)
         return cls([TokenEntry.model_validate(t) for t in raw.get("token", [])], departments)

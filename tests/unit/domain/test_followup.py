@@ -5,7 +5,6 @@ from datetime import timedelta
 from citybrain.domain.followup import notifications
 from citybrain.domain.lifecycle import apply
 from citybrain.wire.models import Actor, Command, EventRef, WorkOrderChange
-
 from tests.unit.domain.test_lifecycle import DEPTS, DL, GRID_MEMBER, NOW, OPERATOR, WATER, order
 
 _n = iter(range(10**9))

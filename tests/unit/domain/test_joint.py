@@ -13,7 +13,6 @@ from citybrain.domain.lifecycle import OPEN_PARTS, apply
 from citybrain.domain.routing import PRIORITY_RANK
 from citybrain.domain.sensor_rules import LEVEL_RANK
 from citybrain.wire.models import Actor, Command, EventRef
-
 from tests.unit.domain.test_lifecycle import GRID_MEMBER, NOW, OPERATOR, order
 
 CONFIG = Config()

@@ -8,7 +8,6 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from pydantic_core import to_json
 
 from citybrain.domain.normalize import dead_letter_key

@@ -6,7 +6,12 @@ from hypothesis import strategies as st
 
 from citybrain.config import Config
 from citybrain.domain.sensor_rules import (
-    SEQ_RESET_SECONDS, Condition, DeviceState, Outcome, SensorRule, apply_reading,
+    SEQ_RESET_SECONDS,
+    Condition,
+    DeviceState,
+    Outcome,
+    SensorRule,
+    apply_reading,
 )
 
 WATER = SensorRule(unit="m", valid_range=(-1, 20),

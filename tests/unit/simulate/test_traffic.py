@@ -41,7 +41,7 @@ def test_traffic_mix_and_scenarios(config):
 def test_rainstorm_gauges_rise_past_the_alarm_threshold_and_hold(config):
     records = [r for r in make(config).records() if r.key == b"WLV-UP-01"]
     values = [orjson.loads(r.value)["value"] for r in records]
-    above = [r.at for r, v in zip(records, values) if v > 0.15]
+    above = [r.at for r, v in zip(records, values, strict=True) if v > 0.15]
     assert above and above[-1] - above[0] >= 60   # long enough to raise the alarm
 
 

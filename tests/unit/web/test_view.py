@@ -5,7 +5,6 @@ import pytest
 
 from citybrain.web.view import OrderView
 
-
 _steps: dict[str, list[dict]] = {}
 
 
