@@ -7,6 +7,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from citybrain.config import Config
@@ -30,7 +31,7 @@ async def drop_bench_topics(bootstrap: str) -> None:
         await delete_prefixed(bootstrap, _made.pop())
 
 
-async def fresh_topics(bootstrap: str, name: str, extra: list[str] = ()) -> tuple[Topics, list[str]]:
+async def fresh_topics(bootstrap: str, name: str, extra: Sequence[str] = ()) -> tuple[Topics, list[str]]:
     """A new prefix with every topic created and the registry published; the previous
     phase's topics are deleted first, so the broker never carries more than one phase's
     partitions (a full dispatch run would otherwise leave ~1,800)."""

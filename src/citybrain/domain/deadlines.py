@@ -124,7 +124,7 @@ class Deadlines:
         self.config, self.calendar = config, calendar
 
     def limits(self, category: str, priority: str) -> StageLimits:
-        return self.config.category_time_limits.get(category) or self.config.time_limits[priority]
+        return self.config.category_time_limits.get(category) or self.config.time_limits[priority]  # type: ignore[index]
 
     def add(self, start: datetime, hours: float, basis: str) -> datetime:
         return self.calendar.add(start, hours, basis)
@@ -171,7 +171,8 @@ class Deadlines:
         ``first_only``, the earliest of each clock: shares rise, so it comes first)."""
         if order.status not in ("registered", "dispatched", "accepted", "handled"):
             return []
-        clocks = [("order", order.created_at, order.time_limit_hours, None)]
+        clocks: list[tuple[str, datetime, float, str | None]] = [
+            ("order", order.created_at, order.time_limit_hours, None)]
         running = _running_clock(order)
         if running is not None and order.stage_started_at is not None:
             clocks.append((running, order.stage_started_at, getattr(order, f"{running}_limit_hours"), None))
@@ -230,12 +231,13 @@ class Deadlines:
         sensors = sensor_finders(order)
         if not sensors or not sensors <= set(order.recovered_finders) or order.last_recovery_at is None:
             return None
-        start = order.last_recovery_at if on_recovery else max(order.handled_at, order.last_recovery_at)
+        start = (order.last_recovery_at if on_recovery or order.handled_at is None
+                 else max(order.handled_at, order.last_recovery_at))
         return start + timedelta(minutes=self.config.auto_verify.normal_minutes)
 
     def auto_verify(self, order: WorkOrder, now: datetime) -> WorkOrderChange | None:
         at = self.verify_at(order)
-        if at is None or at > now:
+        if at is None or at > now or order.last_recovery_at is None:
             return None
         sensors = ", ".join(sorted(sensor_finders(order)))
         note = (f"{now.isoformat()} system:citybrain 自动核查通过 automatic verification: {sensors} "

@@ -137,7 +137,7 @@ class SilenceWatch:
             self.heaps.pop(p, None)
             self.watched.pop(p, None)
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self) -> dict[str, str]:
         """device → state, over every partition held (for the gauges)."""
         return {d: h.state for devices in self.health.values() for d, h in devices.items()}
 

@@ -129,7 +129,8 @@ class Escalator:
             by_finders = PRIORITIES[step] != priority
             priority, escalations = PRIORITIES[step], [*escalations, key]
         ruled, rule = self.emergency_for(order.category, warning, priority)
-        emergency, set_by = order.emergency_level, order.emergency_set_by
+        emergency: str | None = order.emergency_level
+        set_by = order.emergency_set_by
         by_operator = set_by is not None and set_by.startswith("operator:")
         if (not by_operator and ruled != emergency) or EMERGENCY_RANK[ruled] > EMERGENCY_RANK[emergency]:
             emergency, set_by = ruled, rule

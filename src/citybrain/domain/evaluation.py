@@ -121,6 +121,11 @@ def _dt(v) -> datetime | None:
     return datetime.fromisoformat(v)
 
 
+def _at(v) -> datetime:
+    """A time the record always has (a change's ``at``, a closed order's ``closed_at``)."""
+    return v if isinstance(v, datetime) else datetime.fromisoformat(v)
+
+
 class Evaluation:
     """Memory stays small however long the log: an open order is (version, department);
     a closed one is counts and hours in its closing day's ``DayFigures``, and its last
@@ -159,7 +164,7 @@ class Evaluation:
     def add(self, change: dict) -> None:
         """One ``workorders.events`` record, as parsed JSON."""
         wo, version, snap = change["work_order_id"], change["version"], change["snapshot"]
-        at = _dt(change["at"])
+        at = _at(change["at"])
         day = self._day(at)
         if day > self.latest_day:
             self._new_day(day)
@@ -222,7 +227,7 @@ class Evaluation:
                                            "closed_at", "due_at")}
         spans = ((t["created_at"], t["dispatched_at"]), (t["dispatched_at"], t["accepted_at"]),
                  (t["accepted_at"], t["handled_at"]), (t["created_at"], t["closed_at"]))
-        closed = t["closed_at"]
+        closed = _at(snap["closed_at"])
         day = self._day(closed)
         hours = [(b - a).total_seconds() / 3600 if a is not None and b is not None and b >= a else None
                  for a, b in spans]
@@ -231,7 +236,8 @@ class Evaluation:
             if f is None:
                 f = self.days[day][row] = DayFigures()
             f.closed += 1
-            f.on_time += t["due_at"] is not None and closed <= t["due_at"]
+            due = t["due_at"]
+            f.on_time += due is not None and closed <= due
             f.reworked += snap.get("rework_count", 0) > 0
             f.extended += snap.get("extension_count", 0) > 0
             for values, h in zip(f.hours, hours, strict=True):
@@ -287,7 +293,8 @@ class Evaluation:
             start = datetime(y, m, 1, tzinfo=self.tz)
             end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=self.tz)
         elif len(parts) == 3:
-            start = datetime(*parts, tzinfo=self.tz)
+            y, m, d = parts
+            start = datetime(y, m, d, tzinfo=self.tz)
             end = start + timedelta(days=1)
         else:
             raise ValueError(f"period must be YYYY-MM or YYYY-MM-DD, not {period!r}")
@@ -347,8 +354,8 @@ class Evaluation:
                     r.satisfied += n if how != "unsatisfied" else 0
         out = {d: f.as_dict() for d, f in sorted(rows.items())}
         if districts:
-            for r in out.values():
-                r["district"] = r.pop("department")
+            for shown in out.values():
+                shown["district"] = shown.pop("department")
         return out
 
     def device_health(self, registered: Counter) -> dict[str, dict]:

@@ -16,6 +16,7 @@ from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
@@ -354,7 +355,7 @@ def nested_deeper_than(value, limit: int) -> bool:
     return False
 
 
-def validation_failure(e: ValidationError) -> tuple[str, str | None, dict]:
+def validation_failure(e: ValidationError) -> tuple[str, str | None, ErrorDetails]:
     """A pydantic error as a dead-letter reason (``missing_field`` | ``invalid_field``),
     the field at fault, and the first error itself."""
     err = e.errors(include_url=False)[0]

@@ -12,6 +12,10 @@ def _shared(s: str | None) -> str | None:
     return None if s is None else sys.intern(s)
 
 
+def _word(s: str) -> str:
+    return sys.intern(s)
+
+
 @dataclass(frozen=True, slots=True)
 class Device:
     device_id: str
@@ -26,5 +30,5 @@ class Device:
     @classmethod
     def of(cls, record) -> Device:
         """From a validated ``RegistryRecord`` (the few distinct words shared)."""
-        return cls(record.device_id, _shared(record.kind), _shared(record.sensor_type), record.lon, record.lat,
-                   _shared(record.owner_department), _shared(record.status), record.interval_seconds)
+        return cls(record.device_id, _word(record.kind), _shared(record.sensor_type), record.lon, record.lat,
+                   _shared(record.owner_department), _word(record.status), record.interval_seconds)

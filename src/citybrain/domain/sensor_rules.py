@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -51,15 +51,16 @@ class Condition(BaseModel):
         return self
 
     def holds(self, v: float) -> bool:
-        op = self.op
-        if op == "gt":
-            return v > self.threshold
-        if op == "ge":
-            return v >= self.threshold
-        if op == "lt":
-            return v < self.threshold
-        if op == "le":
-            return v <= self.threshold
+        op, threshold = self.op, self.threshold
+        if threshold is not None:   # gt | ge | lt | le (_shape makes sure)
+            if op == "gt":
+                return v > threshold
+            if op == "ge":
+                return v >= threshold
+            if op == "lt":
+                return v < threshold
+            if op == "le":
+                return v <= threshold
         lo, hi = self.range  # type: ignore[misc]
         return (v < lo or v > hi) if op == "outside" else (lo <= v <= hi)
 
@@ -114,7 +115,7 @@ class SensorRule(BaseModel):
     def level_of(self, v: float) -> str | None:
         """The highest level whose condition holds at ``v``, at least the lowest defined
         (a device in alarm is at least at the first level); None without levels."""
-        ordered = self.__pydantic_private__["_ordered"]   # not __getattr__: ~3 µs
+        ordered = _private(self)["_ordered"]   # not __getattr__: ~3 µs
         if not ordered:
             return None
         found = ordered[0][0]
@@ -149,10 +150,10 @@ class DeviceState:
     last_seq: int | None = None
     alarm_since: float | None = None     # ts of the reading that raised the alarm
     level: str | None = None             # warning level while in alarm (graded rules)
-    level_pending: tuple[str, float] | None = None   # (another level, since ts)
+    level_pending: tuple[str | None, float] | None = None   # (another level, since ts)
 
     def to_dict(self) -> dict:
-        d = {"a": self.alarm, "p": self.pending_since, "t": self.last_ts,
+        d: dict[str, object] = {"a": self.alarm, "p": self.pending_since, "t": self.last_ts,
              "s": self.last_seq, "as": self.alarm_since}
         if self.level is not None:
             d["lv"] = self.level
@@ -202,7 +203,7 @@ def apply_reading(rule: SensorRule, state: DeviceState, value: float, ts: float,
             return DeviceState(True, None, ts, seq, ts), Outcome.ALARM
         # An alarm starts at the lowest level and climbs as each level holds: the value
         # rose during the alarm's own hold, but no higher level has held for its time yet.
-        lowest, now = rule.__pydantic_private__["_ordered"][0][0], rule.level_of(value)
+        lowest, now = _private(rule)["_ordered"][0][0], rule.level_of(value)
         pending = (now, ts) if now != lowest else None
         return DeviceState(True, None, ts, seq, ts, lowest, pending), Outcome.ALARM
     if state.alarm and rule.levels:
@@ -222,3 +223,9 @@ def _graded(rule: SensorRule, state: DeviceState, value: float, ts: float, seq: 
         return DeviceState(True, pending_since, ts, seq, state.alarm_since, now), Outcome.LEVEL
     return (DeviceState(True, pending_since, ts, seq, state.alarm_since, state.level, (now, since)),
             Outcome.NORMAL)
+
+
+def _private(model: BaseModel) -> dict[str, Any]:
+    """A model's private attributes, read without pydantic's ``__getattr__`` (always set:
+    every private attribute here has a default)."""
+    return model.__pydantic_private__  # type: ignore[return-value]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -68,13 +68,19 @@ class Taxonomy(BaseModel):
         self._departments = {d.code: d for d in self.departments}
 
     def category(self, code: str) -> Category | None:
-        return self.__pydantic_private__["_by_code"].get(code)
+        return _private(self)["_by_code"].get(code)
 
     def for_sensor(self, sensor_type: str) -> Category | None:
-        return self.__pydantic_private__["_by_sensor"].get(sensor_type)
+        return _private(self)["_by_sensor"].get(sensor_type)
 
     def for_algorithm(self, algorithm: str) -> Category | None:
-        return self.__pydantic_private__["_by_algorithm"].get(algorithm)
+        return _private(self)["_by_algorithm"].get(algorithm)
 
     def department(self, code: str) -> Department | None:
-        return self.__pydantic_private__["_departments"].get(code)
+        return _private(self)["_departments"].get(code)
+
+
+def _private(model: BaseModel) -> dict[str, Any]:
+    """A model's private attributes, read without pydantic's ``__getattr__`` (always set:
+    every private attribute here has a default)."""
+    return model.__pydantic_private__  # type: ignore[return-value]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -128,7 +129,7 @@ class TopicMismatch(RuntimeError):
 
 
 async def reconcile_topics(bootstrap: str, specs: list[TopicSpec],
-                           co_partitioned: list[list[str]] = ()) -> list[str]:
+                           co_partitioned: Sequence[Sequence[str]] = ()) -> list[str]:
     """Bring existing topics' settings to the specs (retention, cleanup policy) and check
     their partition counts.  Returns what was altered; raises ``TopicMismatch`` (every
     problem in one message) on partitions that differ — more partitions would move keys

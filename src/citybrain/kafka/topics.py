@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -52,7 +53,7 @@ class Topics:
 
     def specs(self, departments: list[str], partitions: int,
               supervision_levels: tuple[str, ...] = ("street", "district", "city"),
-              retention=None, changelogs: list[str] = ()) -> list[TopicSpec]:
+              retention=None, changelogs: Sequence[str] = ()) -> list[TopicSpec]:
         """Every topic with its settings.  ``retention``: a ``TopicRetention`` (days per
         unprefixed name; the broker's default when None); ``changelogs``: the stages'
         state topics (compacted, partitioned like their inputs)."""

@@ -95,9 +95,9 @@ def _round_polygon(geom) -> dict:
 
 def build() -> dict:
     district = Polygon(DISTRICT_OUTLINE)
-    features = []
-    streets = []
-    communities = []
+    features: list[dict] = []
+    streets: list[dict] = []
+    communities: list[dict] = []
     for row in range(3):
         for col in range(3):
             street_rect = (LON_CUTS[col], LAT_CUTS[row], LON_CUTS[col + 1], LAT_CUTS[row + 1])
