@@ -50,9 +50,9 @@ def cmd_kafka(args) -> int:
     if args.action == "stop":
         print("Kafka 已停止 stopped" if broker.stop() else "Kafka 未运行 was not running")
         return 0
-    address = broker.bootstrap()
-    if address:
-        print(f"Kafka {kafka_version()} 运行中 running at {address} (pid {broker.pid()})")
+    running = broker.bootstrap()
+    if running:
+        print(f"Kafka {kafka_version()} 运行中 running at {running} (pid {broker.pid()})")
         return 0
     print("Kafka 未运行 not running")
     return 3
@@ -268,7 +268,7 @@ def cmd_demo(args) -> int:
         subprocess.run([*exe, "kpis"], env=env, check=False)
         if args.keep:
             print("Ctrl-C 结束 to stop the worker and the broker.", flush=True)
-            worker.proc.wait()
+            worker.wait()
     except KeyboardInterrupt:
         pass
     finally:
@@ -509,11 +509,15 @@ def cmd_timeline(args) -> int:
     key = args.work_order_id.encode()
     changes: list[dict] = []
     refusals: list[dict] = []
-    if asyncio.run(_read_to_end(topics.workorder_events, lambda m: m.key == key and changes.append(
-            orjson.loads(m.value)), "读取 workorders.events")) < 0:
+    def into(found: list[dict]):
+        def take(m) -> None:
+            if m.key == key:
+                found.append(orjson.loads(m.value))
+        return take
+
+    if asyncio.run(_read_to_end(topics.workorder_events, into(changes), "读取 workorders.events")) < 0:
         return 1
-    asyncio.run(_read_to_end(topics.rejected, lambda m: m.key == key and refusals.append(orjson.loads(m.value)),
-                          "读取 workorders.rejected"))
+    asyncio.run(_read_to_end(topics.rejected, into(refusals), "读取 workorders.rejected"))
     if not changes and not refusals:
         print(f"无此工单 no work order {args.work_order_id}", file=sys.stderr)
         return 1
@@ -555,8 +559,9 @@ def cmd_kpis(args) -> int:
         else:
             meta, days, start = loaded
             evaluation.restore(meta, days)
-            checkpoint.close()
             source = f"checkpoint of {len(days)} days + the log's tail"
+        if checkpoint is not None:
+            checkpoint.close()
     n = asyncio.run(_read_to_end(topic, add, "读取工单日志 reading workorders.events", start=start))
     if n < 0:
         return 1

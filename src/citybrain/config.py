@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -127,13 +128,13 @@ def _read_toml(path: Path) -> dict:
 class Config:
     """Everything a worker or tool reads from ``config/``, validated once."""
 
-    def __init__(self, directory: Path | None = None, env: dict | None = None):
+    def __init__(self, directory: Path | None = None, env: Mapping[str, str] | None = None):
         self.directory = directory or config_dir()
-        env = os.environ if env is None else env
+        given: Mapping[str, str] = os.environ if env is None else env
         raw = _read_toml(self.directory / "citybrain.toml")
         for var, (section, key, cast) in _ENV.items():
-            if env.get(var) not in (None, ""):
-                raw.setdefault(section, {})[key] = cast(env[var])
+            if given.get(var) not in (None, ""):
+                raw.setdefault(section, {})[key] = cast(given[var])
         self.settings = Settings.model_validate(raw)
 
     @cached_property

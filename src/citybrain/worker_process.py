@@ -22,6 +22,11 @@ class WorkerProcess:
             self.args += ["--data-dir", str(data_dir)]
         self.proc: subprocess.Popen | None = None
 
+    def _proc(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError("the worker process was not started")
+        return self.proc
+
     def start(self) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:   # appended: a restart keeps the earlier run
@@ -32,9 +37,9 @@ class WorkerProcess:
     def wait_ready(self, timeout: float = 120.0) -> WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if self._proc().poll() is not None:
                 tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-                raise RuntimeError(f"the worker exited with code {self.proc.returncode}; "
+                raise RuntimeError(f"the worker exited with code {self._proc().returncode}; "
                                    f"{self.log_path}:\n" + "\n".join(tail))
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
@@ -52,7 +57,7 @@ class WorkerProcess:
     def cpu_seconds(self) -> float:
         """CPU time the process has used (user + system, all its threads)."""
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{self._proc().pid}/stat").read_text().rsplit(")", 1)[1].split()
             return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except FileNotFoundError:
             return 0.0
@@ -60,19 +65,23 @@ class WorkerProcess:
     def rss_mb(self, field: str = "VmRSS") -> float:
         """Resident memory now (``VmHWM``: the peak since the process started)."""
         try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            for line in Path(f"/proc/{self._proc().pid}/status").read_text().splitlines():
                 if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
         except FileNotFoundError:
             pass
         return 0.0
 
+    def wait(self) -> int:
+        """Until the process ends (its exit code)."""
+        return self._proc().wait()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.killpg(self.proc.pid, sig)
+        os.killpg(self._proc().pid, sig)
         try:
-            self.proc.wait(timeout=timeout)
+            self._proc().wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            os.killpg(self._proc().pid, signal.SIGKILL)
+            self._proc().wait()

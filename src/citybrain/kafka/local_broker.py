@@ -184,7 +184,10 @@ class LocalBroker:
         """Start again after ``stop()`` on the same port with the same data (the chaos
         suite's broker outage): what was committed before is there after."""
         props = self.state_dir / "server.properties"
-        port = re.search(r"advertised.listeners=PLAINTEXT://127.0.0.1:(\d+)", props.read_text()).group(1)
+        found = re.search(r"advertised.listeners=PLAINTEXT://127.0.0.1:(\d+)", props.read_text())
+        if found is None:
+            raise RuntimeError(f"{props} names no PLAINTEXT listener on 127.0.0.1; start the broker afresh")
+        port = found.group(1)
         return self._launch(ensure_jars(), props, f"127.0.0.1:{port}", timeout)
 
     def _launch(self, libs: Path, props: Path, address: str, timeout: float) -> str:

@@ -65,7 +65,7 @@ NEIGHBOURS = [
 NEIGHBOUR_GRIDS_PER_SIDE = 3
 
 
-def district_shapes() -> dict[str, tuple[str, object]]:
+def district_shapes() -> dict[str, tuple[str, Polygon]]:
     """district code → (name, polygon) for every district of the sample city."""
     zhoucun = Polygon(DISTRICT_OUTLINE)
     out = {DISTRICT_CODE: (DISTRICT_NAME, zhoucun)}

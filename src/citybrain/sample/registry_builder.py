@@ -58,12 +58,12 @@ def build(seed: int = 20261122) -> list[dict]:
                                    "retired" if n % RETIRED_EVERY == 0 else "active"))
     for i in range(1, CAMERAS + 1):
         records.append(_camera(f"CAM-{i:05d}", point()))
-    for device_id, kind, sensor_type, site, east, north, owner in SCENARIO_DEVICES:
+    for device_id, kind, scenario_type, site, east, north, owner in SCENARIO_DEVICES:
         lon, lat = site.offset(east, north)
         rec = {"device_id": device_id, "kind": kind, "name": f"{site.name} {device_id}",
                "lon": lon, "lat": lat, "status": "active"}
-        if sensor_type:
-            rec["sensor_type"] = sensor_type
+        if scenario_type:
+            rec["sensor_type"] = scenario_type
         if owner:
             rec["owner_department"] = owner
         if device_id == GATEWAY_GAUGE:

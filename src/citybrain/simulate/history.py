@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -57,8 +58,10 @@ class OrderHistory:
 
     def __init__(self, wo: str, place: Place, created: datetime, limit_hours: float):
         g = place.grid_code
-        self.wo, self.steps, self.changes = wo, [], []
-        self.snapshot = {
+        self.wo = wo
+        self.steps: list[dict[str, Any]] = []
+        self.changes: list[tuple[datetime, bytes]] = []   # (at, the change's JSON)
+        self.snapshot: dict[str, Any] = {
             "work_order_id": wo, "version": 0, "status": "registered", "category": place.category,
             "category_name": place.category_name, "fusion_group": place.fusion_group, "priority": place.priority,
             "department": None, "route_rule": f"category:{place.category}",

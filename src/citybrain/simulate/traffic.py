@@ -168,6 +168,7 @@ class CitySimulator:
             text = REPORT_TEXT[category]
             if self.rng.random() < 0.3:
                 text += f"，联系电话1{self.rng.randint(3, 9)}{self.rng.randint(0, 999999999):09d}"
+        assert lon is not None and lat is not None, "a report at a chosen place needs lon and lat"
         channel = channel or self.rng.choice(["grid_app", "hotline_12345", "citizen_app"])
         reporter = reporter or f"{'GM' if channel == 'grid_app' else 'CZ'}-{self.rng.randint(1, 400):04d}"
         self.counter += 1

@@ -133,10 +133,10 @@ class Api:
 
     # -- routes ------------------------------------------------------------------
 
-    async def console(self, request: web.Request) -> web.Response:
+    async def console(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")
 
-    async def city_layer(self, request: web.Request) -> web.Response:
+    async def city_layer(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(self.config.directory / self.config.settings.city.geography,
                                 headers={"Content-Type": "application/geo+json"})
 
@@ -171,7 +171,7 @@ class Api:
         if place is None:
             return _error(422, "out_of_area", f"({report.lon}, {report.lat}) is outside every grid", "lon")
         grid = report.grid_code or place.grid_code
-        if p.role == "grid" and not grid.startswith(p.grid_prefix):
+        if p.role == "grid" and not grid.startswith(p.grid_scope):
             raise Refused(403, "out_of_scope", f"grid {grid} is outside {p.grid_prefix}",
                           "grid_code" if report.grid_code else "lon")
         await self._send(self.topics.reports, report.reporter_id.encode(), orjson.dumps(doc))
@@ -185,7 +185,7 @@ class Api:
         rid = request.match_info["report_id"]
         wo = self.view.by_report.get(rid)
         snap = self.view.snapshot(wo) if wo else None
-        if snap is None:
+        if wo is None or snap is None:
             raise Refused(404, "not_found", f"report {rid} is on no work order (yet: a report joins one "
                           "within seconds of its acceptance — or it was refused, see the dead letters)", "report_id")
         if p.role == "grid" and not may_see(p, snap):
@@ -218,7 +218,7 @@ class Api:
         if grid is not None and not grid.isdigit():
             return _error(400, "invalid_field", "grid must be a grid-code prefix (digits)", "grid")
         if p.role == "grid":
-            if grid is not None and not grid.startswith(p.grid_prefix):
+            if grid is not None and not grid.startswith(p.grid_scope):
                 raise Refused(403, "out_of_scope", f"grid member sees only {p.grid_prefix}…", "grid")
             grid = grid or p.grid_prefix
         district = q.get("district") or None

@@ -54,6 +54,13 @@ class Principal:
     grid_prefix: str | None = None
     street_code: str | None = None
 
+    @property
+    def grid_scope(self) -> str:
+        """A grid member's prefix (every grid token has one: ``TokenEntry`` checks it)."""
+        if self.grid_prefix is None:
+            raise Refused(403, "out_of_scope", "this token has no grid prefix", "Authorization")
+        return self.grid_prefix
+
     def actor(self) -> Actor:
         return Actor(id=self.id, role=self.role, department=self.department, grid_prefix=self.grid_prefix,
                      street_code=self.street_code)
@@ -109,7 +116,8 @@ class TokenRegistry:
         if found is None:
             raise Refused(401, "bad_token", "unknown or revoked token", "Authorization")
         # A street desk (属地) works as the department street.<street_code>.
-        department = street_desk(found.street_code) if found.role == "street" else found.department
+        department = (street_desk(found.street_code) if found.role == "street" and found.street_code
+                      else found.department)
         return Principal(found.id, found.name, found.role, department, found.grid_prefix, found.street_code)
 
 

@@ -175,7 +175,8 @@ class OrderView:
         keys = self.by_created
         i = bisect.bisect_left(keys, after) if after is not None else len(keys)
         page: list[dict] = []
-        last_key, out = None, None
+        last_key: tuple[str, str] | None = None
+        out: str | None = None
         while i > 0:
             i -= 1
             key = keys[i]
@@ -195,10 +196,10 @@ class OrderView:
             if since is not None and datetime.fromisoformat(e.updated_at) < since:
                 continue
             snap = self.snapshot(key[1])
-            if visible is not None and not visible(snap):
+            if snap is None or (visible is not None and not visible(snap)):
                 continue
             if len(page) == limit:      # one more exists: the next page starts after the last
-                out = encode_cursor(last_key)
+                out = encode_cursor(last_key) if last_key is not None else None
                 break
             page.append(snap)
             last_key = key
