@@ -21,6 +21,7 @@ import time
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import faust
 import mode
@@ -170,7 +171,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     tokens = TokenRegistry.load(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up, devices=lambda: registry.devices.values())
-    api.install(app.web.web_app)
+    api.install(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver
 
     @app.service
     class ApiProducer(mode.Service):
@@ -206,7 +207,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             out = io.StringIO()
             for task in asyncio.all_tasks():
                 out.write(f"{task.get_name()}:\n")
-                coro = task.get_coro()
+                coro: Any = task.get_coro()
                 while coro is not None:   # the whole await chain, not only the outer frame
                     frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
                     if frame is not None:
@@ -274,7 +275,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                 "registry_devices": len(registry.devices), "stages": stage_ready}
         return web.json(body, status=200 if ready else 503)
 
-    app.citybrain_registry = registry  # for tests and the CLI
-    app.citybrain_evaluation = views.evaluation
-    app.citybrain_view = views.view
+    # For tests and the CLI (faust.App declares no such attributes).
+    app.citybrain_registry = registry  # type: ignore[attr-defined]
+    app.citybrain_evaluation = views.evaluation  # type: ignore[attr-defined]
+    app.citybrain_view = views.view  # type: ignore[attr-defined]
     return app

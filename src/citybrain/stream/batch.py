@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from aiokafka.errors import CommitFailedError
 from pydantic_core import to_json
 
 from citybrain import metrics, packing
+from citybrain.domain.device_health import PartitionClock
 from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.logfilter import ThrottledLog
@@ -119,13 +121,13 @@ class ChangelogState:
         self.dirty = {}
         return out
 
-    def drop(self, partitions: set[int]) -> None:
+    def drop(self, partitions: AbstractSet[int]) -> None:
         for p in partitions:
             self.data.pop(p, None)
             self.dirty.pop(p, None)
             self.lazy.pop(p, None)
 
-    async def restore(self, bootstrap: str, partitions: set[int]) -> tuple[int, int]:
+    async def restore(self, bootstrap: str, partitions: AbstractSet[int]) -> tuple[int, int]:
         """Read the partitions' state back: from the local copy and the changelog's tail
         when a usable copy exists, else the whole changelog.  Returns (changelog records
         read, keys taken from the local copy)."""
@@ -173,7 +175,7 @@ class ChangelogState:
             await consumer.stop()
         return n, local
 
-    async def save_local(self, bootstrap: str, partitions: set[int]) -> None:
+    async def save_local(self, bootstrap: str, partitions: AbstractSet[int]) -> None:
         """At a clean hand-over (everything acknowledged and committed): the partitions'
         state to the local copy, with the changelog offset it reflects."""
         if self.store is None or not partitions:
@@ -211,7 +213,7 @@ class Stage:
     tick_seconds: float = 1.0
     # Told what the stage has read of each partition of ``state_topic`` and how far behind
     # it is (a ``device_health.PartitionClock``), for timers judged on the stream's time.
-    clock: object | None = None
+    clock: PartitionClock | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -293,6 +295,17 @@ class StageRunner:
             for state in stage.states:
                 state.store = LocalStore(settings.store_dir, state.topic)
 
+    def _checkpoint(self) -> Checkpoint:
+        """at_least_once's checkpoint (made when the stage starts or recovers)."""
+        if self.checkpoint is None:
+            raise RuntimeError(f"stage {self.stage.name}: no checkpoint before it starts")
+        return self.checkpoint
+
+    def _producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            raise RuntimeError(f"stage {self.stage.name}: no producer before it starts")
+        return self.producer
+
     # -- partitions come and go ----------------------------------------------------
 
     async def assigned(self, partitions: set[TopicPartition]) -> None:
@@ -334,8 +347,8 @@ class StageRunner:
                     await self.transactions.commit({}, [], unwritten)
             else:
                 if unwritten:
-                    await self.checkpoint.add({}, [], unwritten)
-                await self.checkpoint.settle(0)
+                    await self._checkpoint().add({}, [], unwritten)
+                await self._checkpoint().settle(0)
                 await self._commit(force=True)
             for state in self.stage.states:
                 await state.save_local(self.bootstrap, numbers)
@@ -390,7 +403,7 @@ class StageRunner:
         if self.checkpoint is not None:
             self.checkpoint.abandon()
             try:   # let what is still in the producer settle before the changelog is read
-                await asyncio.wait_for(self.producer.flush(), 60)
+                await asyncio.wait_for(self._producer().flush(), 60)
             except Exception:  # noqa: BLE001 - failed sends are simply not committed
                 pass
         if isinstance(self.failed, ProduceFailed) and self.failed.fenced:
@@ -518,16 +531,17 @@ class StageRunner:
                 t0 = time.monotonic()
                 await self.transactions.commit(offsets, outputs, state)
                 metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
-                if records:
+                if records and arrived is not None:
                     metrics.observe_many(latency, time.monotonic() - arrived, records)
                 chaos.point("after_commit")
             return
         if offsets or outputs or state:
-            acked = await self.checkpoint.add(offsets, outputs, state)
-            if records:
-                _when_all_done(acked, lambda: metrics.observe_many(latency, time.monotonic() - arrived, records))
+            acked = await self._checkpoint().add(offsets, outputs, state)
+            if records and arrived is not None:
+                since = arrived
+                _when_all_done(acked, lambda: metrics.observe_many(latency, time.monotonic() - since, records))
             chaos.point("after_produce")
-        await self.checkpoint.settle(self.IN_FLIGHT if offsets else 0)
+        await self._checkpoint().settle(self.IN_FLIGHT if offsets else 0)
         await self._commit(force=False)
         chaos.point("after_commit")
 
@@ -546,7 +560,7 @@ class StageRunner:
                     if big is not None:
                         del out[mark:]
                         out.append(self._dead(m, "output_rejected", f"its output to {big.topic} would be "
-                                              f"{len(big.value)} bytes; the limit is {limit}"))
+                                              f"{len(big.value or b'')} bytes; the limit is {limit}"))
                 except Exception as e:  # noqa: BLE001 - one record never stops a stage
                     del out[mark:]
                     self.say(logging.ERROR, f"internal/{type(e).__name__}",
@@ -566,7 +580,7 @@ class StageRunner:
         return Output(self.settings.deadletter_topic, dead_letter_key(m.key), to_json(dead))
 
     async def _send_one(self, o: Output) -> asyncio.Future:
-        return await self.producer.send(o.topic, o.value, key=o.key, partition=o.partition)
+        return await self._producer().send(o.topic, o.value, key=o.key, partition=o.partition)
 
     async def _commit(self, force: bool) -> None:
         """Commit the offsets that became committable.  In the loop (not ``force``) the
@@ -579,7 +593,7 @@ class StageRunner:
             return
         await self._commit_settled()
         self.last_commit = now
-        offsets = self.checkpoint.to_commit(self.consumer.assignment())
+        offsets = self._checkpoint().to_commit(self.consumer.assignment())
         if not offsets:
             return
         if force:
@@ -603,7 +617,7 @@ class StageRunner:
         except CommitFailedError as e:   # a rebalance in flight: the next owner replays from the last commit
             log.warning("提交偏移失败 commit failed in %s: %r (will be retried)", self.stage.name, e)
             return
-        self.checkpoint.committed_ok(offsets)
+        self._checkpoint().committed_ok(offsets)
         metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
 
     def _report_lag(self, pending: dict) -> None:

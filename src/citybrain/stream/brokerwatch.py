@@ -23,7 +23,8 @@ class BrokerWatch:
 
     def _set(self, up: bool) -> None:
         if up and not self.up:
-            log.warning("Kafka 已恢复 broker reachable again after %.0fs", time.monotonic() - self.down_since)
+            down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
+            log.warning("Kafka 已恢复 broker reachable again after %.0fs", down)
         elif not up and self.up:
             self.down_since = time.monotonic()
             log.error("Kafka 不可达 broker unreachable: not ready until it answers again "

@@ -23,6 +23,7 @@ import asyncio
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
@@ -64,13 +65,33 @@ def _suspect(failed: list[tuple[BaseException, Output]]) -> Source | None:
     return max(blamed)[1] if blamed else None
 
 
+def _refusals(sent: list[tuple[asyncio.Future, Output]]) -> list[tuple[BaseException, Output]]:
+    """The finished sends the broker refused, with their outputs (unfinished and
+    cancelled ones left out: the caller is already failing)."""
+    return [(e, o) for f, o in sent
+            if f.done() and not f.cancelled() and (e := f.exception()) is not None]
+
+
 def _check(sent: list[tuple[asyncio.Future, Output]]) -> None:
-    failed = [(f.exception(), o) for f, o in sent if f.exception() is not None]
+    """Every send is finished; a refused one fails the batch (a cancelled one too:
+    ``exception()`` raises CancelledError for it)."""
+    failed = [(e, o) for f, o in sent if (e := f.exception()) is not None]
     if failed:
         raise ProduceFailed(failed[0][0], _suspect(failed))
 
 
 Send = Callable[[Output], Awaitable[asyncio.Future]]
+
+
+class TransactionalProducer(Protocol):
+    """What exactly_once needs of a producer (aiokafka's, or a test's fake)."""
+
+    async def begin_transaction(self) -> None: ...
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future: ...
+    async def send_offsets_to_transaction(self, offsets: Offsets, group_id: str) -> None: ...
+    async def commit_transaction(self) -> None: ...
+    async def abort_transaction(self) -> None: ...
 Offsets = dict[TopicPartition, int]
 
 
@@ -124,7 +145,7 @@ class Checkpoint:
                 b.state_sent = [(await self._send(o), o) for o in b.state]
             while self.pending and self.pending[0].state_done():
                 b = self.pending.popleft()
-                _check(b.state_sent)
+                _check(b.state_sent or [])
                 self.committable.update(b.offsets)
             if len(self.pending) <= limit:
                 return
@@ -161,15 +182,19 @@ class TransactionalCheckpoint:
     """exactly_once (see the module doc).  ``producer(partition)`` gives the started
     transactional producer of an input partition number."""
 
-    def __init__(self, producer: Callable[[int], object], group_id: str):
+    def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str):
         self.producer, self.group_id = producer, group_id
 
     async def commit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> None:
         """One transaction per input partition number the batch touches, in parallel."""
         parts: dict[int, tuple[list[Output], Offsets]] = defaultdict(lambda: ([], {}))
         for o in outputs:
+            if o.source is None:
+                raise ValueError(f"an output to {o.topic} names no input: it cannot join a transaction")
             parts[o.source[1]][0].append(o)     # every stage output names its input
         for o in state:
+            if o.partition is None:
+                raise ValueError(f"a changelog write to {o.topic} names no partition")
             parts[o.partition][0].append(o)     # changelog partition = input partition
         for tp, off in offsets.items():
             parts[tp.partition][1][tp] = off
@@ -211,7 +236,6 @@ class TransactionalCheckpoint:
                     pass
             if isinstance(e, ProduceFailed):
                 raise
-            failed = [(f.exception(), o) for f, o in sent if f.done() and not f.cancelled()
-                      and f.exception() is not None]
+            failed = _refusals(sent)
             refused = current.source if isinstance(e, RECORD_ERRORS) and current is not None else None
             raise ProduceFailed(e, _suspect(failed) or refused) from e

@@ -43,6 +43,7 @@ def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_O
         if kind == "rejected":
             metrics.COMMANDS_REJECTED.labels("unknown_work_order").inc()
             return await emit(topics.rejected, detail.command.work_order_id.encode(), to_json(detail))
+        assert value is not None   # judge routes only a command it parsed from these bytes
         await emit(topics.fusion_inbox, detail.encode(), value)
 
     @app.agent(commands, name="route_commands")

@@ -62,7 +62,7 @@ class OrderRecord:
         """The change becomes the latest snapshot and a step of the timeline."""
         snap = change.snapshot
         note = snap.notes[-1] if len(snap.notes) > (len(before.notes) if before else 0) else None
-        fields = {"version": change.version, "type": change.type, "at": change.at,
+        fields: dict[str, object] = {"version": change.version, "type": change.type, "at": change.at,
                   "actor": change.actor.model_dump(exclude_none=True), "status": snap.status,
                   "supervision": change.supervision, "note": note}
         if change.part is not None:

@@ -104,15 +104,16 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
                 event = health.heard(m.partition, m.key.decode(), meta)
                 if event is not None:
                     outputs_of("iot", Result("event", event=event), meta, out, derived=True)
-            if result.state is not None:
-                before = decoded.get((m.partition, result.state_key))
+            device = result.state_key
+            if result.state is not None and device is not None:
+                before = decoded.get((m.partition, device))
                 # A change of the alarm state itself is written with this batch; a
                 # change of only the dedupe marks (last ts/seq) may follow lazily: a
                 # replay after a crash re-applies readings that changed nothing else.
-                sensor_state.set(m.partition, result.state_key,
+                sensor_state.set(m.partition, device,
                                  orjson.dumps(result.state.to_dict()),
                                  lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
-                decoded[(m.partition, result.state_key)] = result.state
+                decoded[(m.partition, device)] = result.state
         elif m.topic == topics.video:
             outputs_of("video", normalizer.video(m.value, meta), meta, out)
         elif m.topic == topics.device_status:
@@ -518,12 +519,12 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         if change.type == "supervised" and change.supervision is not None:
             out.append(Output(topics.supervision(change.supervision.level), key, body))
             metrics.child(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock).inc()
-        if change.type == "dispatched":
+        if change.type == "dispatched" and snap.department is not None:
             out.append(Output(topics.dispatch(snap.department), key, body))
             if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
-        elif change.type == "assist_added":
+        elif change.type == "assist_added" and change.part is not None:
             out.append(Output(topics.dispatch(change.part), key, body))
         elif change.type == "escalated" and change.escalation is not None:
             esc = change.escalation
@@ -537,12 +538,12 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             out.append(Output(topics.emergency, key, body))
 
     def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
-                    record: OrderRecord) -> WorkOrder | None:
-        """Publish consecutive changes of one order; returns the latest snapshot."""
+                    record: OrderRecord) -> WorkOrder:
+        """Publish consecutive changes of one order (at least one); returns the latest snapshot."""
         for change in changes:
             publish(change, old, out, record)
             old = change.snapshot
-        return old
+        return changes[-1].snapshot
 
     def store(partition: int, record: OrderRecord, snap: WorkOrder, out: list[Output], timed: bool = True) -> None:
         """Hot state and ``workorders.state`` after an order's changes.  ``timed``: the
@@ -557,7 +558,8 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             timers.schedule(partition, snap, deadlines)
         if snap.status not in OPEN_STATUSES:
             indexes[partition].close(snap.work_order_id)
-            closed_orders.closed(partition, snap.work_order_id, (snap.closed_at or snap.cancelled_at).timestamp())
+            ended = snap.closed_at or snap.cancelled_at or datetime.now(UTC)   # one is set once it ended
+            closed_orders.closed(partition, snap.work_order_id, ended.timestamp())
 
     def on_command(partition: int, cmd: Command, out: list[Output]) -> None:
         raw = work_orders.get(partition, cmd.work_order_id)
@@ -569,6 +571,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             out.append(Output(topics.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
             return
         change = outcome.change
+        assert change is not None   # lifecycle.apply gives a rejection or a change
         record = record or OrderRecord(b"")
         changes = [change, *escalator.follow(change.snapshot, change.at)]
         store(partition, record, publish_all(changes, old, out, record), out)
@@ -578,18 +581,22 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
         decision = index.fuse(FusionEvent.of(event), router)
         metrics.child(metrics.FUSION_OUTCOME, decision.action).inc()
         now = datetime.now(UTC)
-        if decision.action == "open":
+        wo = decision.work_order_id
+        if decision.action == "open" and wo is not None:
             loc = event.location
             route = router.route(event.category, (loc.grid_code, loc.community_code,
                                                   loc.street_code, loc.district_code), event.asset_owner)
-            changes = open_order(decision.work_order_id, router.group(event.category), event, route, now,
+            changes = open_order(wo, router.group(event.category), event, route, now,
                                  deadlines)
             changes += escalator.follow(changes[-1].snapshot, now)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code).inc()
             record = OrderRecord(b"")
             store(partition, record, publish_all(changes, None, out, record), out)
-        elif decision.action in ("join", "recovery"):
-            record = OrderRecord.unpack(work_orders.get(partition, decision.work_order_id))
+        elif decision.action in ("join", "recovery") and wo is not None:
+            raw = work_orders.get(partition, wo)
+            if raw is None:
+                raise LookupError(f"{wo} is in the fusion index but has no stored record")
+            record = OrderRecord.unpack(raw)
             old = record.order()
             metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
             change = attach(old, event, now)
@@ -597,8 +604,10 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
             new = change.snapshot
             # Only an alarm after the device's recovery "came back"; a level move is the
             # same alarm, graded.
-            came_back = event.source == "iot" and event.kind == "alarm" and event.device_id in old.recovered_finders
-            rework = deadlines.alarm_returned(new, event.device_id, now) if came_back else None
+            device = event.device_id
+            came_back = (event.source == "iot" and event.kind == "alarm" and device is not None
+                         and device in old.recovered_finders)
+            rework = deadlines.alarm_returned(new, device, now) if came_back and device is not None else None
             if rework is not None:  # the alarm came back before verification: 返工
                 publish(rework, new, out, record)
                 new = rework.snapshot
