@@ -8,13 +8,14 @@ demo: bootstrap
 	.venv/bin/citybrain demo
 
 test: bootstrap
-	@echo "▸ 代码检查 lint (ruff: pyflakes, isort, bugbear, pyupgrade) …"
-	.venv/bin/ruff check src tests
+	@$(MAKE) --no-print-directory lint
 	@scripts/ensure-test-tools.sh
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: bootstrap
+	@echo "▸ 代码检查 lint: ruff (pyflakes, isort, bugbear, pyupgrade), then mypy over src/ …"
 	.venv/bin/ruff check src tests
+	.venv/bin/mypy
 
 kafka-stop: bootstrap
 	.venv/bin/citybrain kafka stop

@@ -72,6 +72,10 @@ class WorkerProcess:
             pass
         return 0.0
 
+    def poll(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self._proc().poll()
+
     def wait(self) -> int:
         """Until the process ends (its exit code)."""
         return self._proc().wait()

@@ -13,6 +13,7 @@ from pydantic_core import to_json
 from citybrain.bench.common import fresh_topics, produce_backlog
 from citybrain.config import Config
 from citybrain.domain.normalize import Normalizer, RecordMeta
+from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.sample.registry_builder import load
@@ -23,7 +24,7 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
     cfg = Config()
     topics, _ = await fresh_topics(bootstrap, "batch")
     total = await produce_backlog(bootstrap, topics, records, seed, "① backlog")
-    registry = {d["device_id"]: RegistryRecord.model_validate(d) for d in load(cfg.registry_path)}
+    registry = {d["device_id"]: Device.of(RegistryRecord.model_validate(d)) for d in load(cfg.registry_path)}
     normalizer = Normalizer(taxonomy=cfg.taxonomy, sensor_rules=cfg.sensor_rules,
                             video_thresholds=cfg.video_thresholds, city=cfg.city_map,
                             registry=registry.get)
@@ -34,19 +35,20 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
     await consumer.start()
     await producer.start()
-    seen, started = 0, None
+    seen, started = 0, time.monotonic()
+    fetched = False
     try:
         while seen < total:
             batch = await consumer.getmany(timeout_ms=500)
-            if batch and started is None:
-                started = time.monotonic()
+            if batch and not fetched:
+                started, fetched = time.monotonic(), True
             futures = []
-            for records in batch.values():
-                for m in records:
+            for fetched_records in batch.values():
+                for m in fetched_records:
                     meta = RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000, m.key)
                     if m.topic == topics.iot:
                         res = normalizer.reading(m.value, meta, lambda d: states.get(d, DeviceState()))
-                        if res.state is not None:
+                        if res.state is not None and res.state_key is not None:
                             states[res.state_key] = res.state
                     elif m.topic == topics.video:
                         res = normalizer.video(m.value, meta)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -118,7 +119,7 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
-                         counter: list[int], group: str) -> None:
+                         counter: list[float], group: str) -> None:
     """The plainest correct loop: consume in a group, parse, produce every record, commit.
     Reports and alerts go to the "dispatch" topic the latency is read from, the rest to a
     sink topic, so the loop does the I/O the worker does at least once per record."""
@@ -160,7 +161,7 @@ async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, sto
 # The traffic source sends like the floor's producer (linger 1 ms, every 2 ms), so that
 # the floor is one hop of exactly what the source's records cross; the simulator's own
 # defaults (linger 5 ms, bursts every 20 ms) added ~5 ms to ours and the loop alike.
-SOURCE = {"linger_ms": 1, "pace_every": 0.002}
+SOURCE: dict[str, Any] = {"linger_ms": 1, "pace_every": 0.002}
 
 
 def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator:
@@ -239,7 +240,8 @@ def stage_latency(metrics_text: str, name: str = "citybrain_stage_latency_second
     buckets: dict[str, list[tuple[float, float]]] = {}
     for labels, value in prom_samples(metrics_text, name):
         le = labels.get("le")
-        buckets.setdefault(labels.get("stage", "?"), []).append((float("inf") if le == "+Inf" else float(le), value))
+        bound = float("inf") if le in (None, "+Inf") else float(le)
+        buckets.setdefault(labels.get("stage", "?"), []).append((bound, value))
     out = {}
     for stage, rows in buckets.items():
         rows.sort()
@@ -276,24 +278,25 @@ async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
 
 async def _drain(count, total: int, title: str, worker: BenchWorker | None = None) -> dict:
     progress = Progress(title, total=total)
-    first = None
+    first: float | None = None
+    first_n, cpu0 = 0, 0.0
     n = 0
     while True:
-        if worker is not None and worker.proc.poll() is not None:
+        if worker is not None and (code := worker.poll()) is not None:
             progress.close()
-            raise RuntimeError(f"工作进程退出 the worker exited with code {worker.proc.returncode} during "
+            raise RuntimeError(f"工作进程退出 the worker exited with code {code} during "
                                f"'{title.strip()}'; see {worker.log_path}")
         n = count()
         now = time.monotonic()
         if n and first is None:
             first, first_n = now, n
-            cpu0 = worker.cpu_seconds() if worker is not None else None
+            cpu0 = worker.cpu_seconds() if worker is not None else 0.0
         progress.update(n, f"{n:,}/{total:,}")
         if n >= total * 0.995:
             break
         await asyncio.sleep(0.2)
     progress.close()
-    elapsed = max(now - first, 1e-9)
+    elapsed = max(now - (first if first is not None else now), 1e-9)
     out = {"records": n - first_n, "seconds": round(elapsed, 2), "rate": round((n - first_n) / elapsed, 1)}
     if worker is not None:   # the worker's CPU share while draining: is it CPU-bound or waiting?
         out["cpu_share"] = round((worker.cpu_seconds() - cpu0) / elapsed, 2)
@@ -372,7 +375,8 @@ def chart(result: dict, path) -> None:
     for who, style, name in (("ours", "-", "citybrain"), ("baseline", "--", "aiokafka loop"),
                              ("floor", ":", "broker echo floor")):
         for p, color in (("p50_ms", "tab:green"), ("p99_ms", "tab:red"), ("worst_window_p99_ms", "tab:purple")):
-            ax.plot(rates, [(r.get(who) or {}).get(p) for r in rows], style, color=color, marker="o",
+            shown = [(r.get(who) or {}).get(p) for r in rows]   # a missing figure: a gap (NaN)
+            ax.plot(rates, [float("nan") if v is None else v for v in shown], style, color=color, marker="o",
                     label=f"{name} {p.replace('_ms', '')}")
     ax.axhline(100, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("offered load (records/s)")

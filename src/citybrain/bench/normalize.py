@@ -139,7 +139,9 @@ async def bench(bootstrap: str, records: int, seed: int = 1, sensors: int = 0, c
     progress = Progress("② 工作进程处理 worker draining", total=total)
     peak_rss = 0.0
     try:
-        first = last = None
+        first: float | None = None
+        last = 0.0
+        first_count = 0
         received = 0
         while received < total:
             received = worker.received()
@@ -153,6 +155,8 @@ async def bench(bootstrap: str, records: int, seed: int = 1, sensors: int = 0, c
         progress.update(received, f"{received:,}/{total:,}", force=True)
         progress.close()
         # From the first record counted to the last; the first poll's count is excluded.
+        if first is None:
+            raise RuntimeError("工作进程未处理任何记录 the worker handled no record")
         elapsed = max(last - first, 1e-9)
         ours = {"records": received - first_count, "seconds": round(elapsed, 2),
                 "rate": round((received - first_count) / elapsed, 1), "peak_rss_mb": round(peak_rss, 1),
