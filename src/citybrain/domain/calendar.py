@@ -9,7 +9,7 @@ weekdays and ``covers()`` says so, so a missing file is visible rather than sile
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -28,10 +28,10 @@ class WorkCalendar:
     years: frozenset[int] = frozenset()      # years whose holidays are known
     # An order's clocks are computed again at each of its changes from the same starts
     # (created_at, stage_started_at): memoised, bounded like the city map's lookups.
-    _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+    _memo: dict[tuple[datetime, float], datetime] = field(default_factory=dict, compare=False, hash=False, repr=False)
     MEMO_SIZE = 65_536
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         last = time.min
         for start, end in self.windows:
             if not (last <= start < end):
@@ -82,7 +82,7 @@ class WorkCalendar:
     def _aware(self, local: datetime) -> datetime:
         return local.replace(tzinfo=self.tz).astimezone(UTC)
 
-    def _spans(self, start: datetime):
+    def _spans(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
         """The working spans (naive local datetimes: comparing aware ones costs a
         utcoffset() call each, which made a due time 100 µs) from ``start`` on."""
         local = self._local(start)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -131,17 +131,17 @@ class Deadlines:
 
     # -- the fields a new or moved order carries --------------------------------
 
-    def on_open(self, category: str, priority: str, now: datetime) -> dict:
+    def on_open(self, category: str, priority: str, now: datetime) -> dict[str, Any]:
         lim = self.limits(category, priority)
         return {"time_limit_basis": lim.basis, "time_limit_hours": lim.total_hours,
                 "accept_limit_hours": lim.accept_hours, "handle_limit_hours": lim.handle_hours,
                 "due_at": self.add(now, lim.total_hours, lim.basis)}
 
-    def enter(self, order: WorkOrder, status: str, now: datetime) -> dict:
+    def enter(self, order: WorkOrder, status: str, now: datetime) -> dict[str, Any]:
         """Updates for an order entering ``status``: the stage clock (re)starts, its
         supervision steps may fire again."""
         clock = {"dispatched": "accept", "accepted": "handle"}.get(status)
-        update: dict = {"accept_due_at": None, "handle_due_at": None, "stage_started_at": None}
+        update: dict[str, Any] = {"accept_due_at": None, "handle_due_at": None, "stage_started_at": None}
         if clock is None:
             return update
         limit = order.accept_limit_hours if clock == "accept" else order.handle_limit_hours
@@ -150,7 +150,7 @@ class Deadlines:
         update["supervision_steps"] = [k for k in order.supervision_steps if not k.startswith(clock + "@")]
         return update
 
-    def extend(self, order: WorkOrder, minutes: int) -> dict:
+    def extend(self, order: WorkOrder, minutes: int) -> dict[str, Any]:
         """``extend``: the order's limit and the running stage's limit grow; dues move."""
         hours = minutes / 60
         basis = order.time_limit_basis

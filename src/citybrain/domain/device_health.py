@@ -25,6 +25,11 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from citybrain.domain.registry import Device
+    from citybrain.domain.sensor_rules import SensorRule
 
 ONLINE, OFFLINE, FAULT = "online", "offline", "fault"
 
@@ -35,25 +40,26 @@ class Health:
     state: str = ONLINE          # online | offline | fault
     since: float = 0.0           # when the state began
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"h": self.heard, "s": self.state, "t": self.since}
 
     @classmethod
-    def from_dict(cls, d: dict) -> Health:
+    def from_dict(cls, d: dict[str, Any]) -> Health:
         return cls(d["h"], d["s"], d["t"])
 
 
-def offline_limit(device, rules: dict) -> float | None:
+def offline_limit(device: Device | None, rules: dict[str, SensorRule]) -> float | None:
     """Seconds of silence after which a registered sensor is offline: its own interval
     (the registry's ``interval_seconds``) or its type's, times the type's
     ``offline_after``; None for cameras (their platform states their status), unknown
     devices and types without a rule."""
-    if device is None or device.kind != "sensor":
+    if device is None or device.kind != "sensor" or device.sensor_type is None:
         return None
     rule = rules.get(device.sensor_type)
     if rule is None:
         return None
-    return (device.interval_seconds or rule.interval_seconds) * rule.offline_after
+    limit: float = (device.interval_seconds or rule.interval_seconds) * rule.offline_after
+    return limit
 
 
 class SilenceWatch:
@@ -147,7 +153,7 @@ class PartitionClock:
     docstring): the last fetch's time while at the end, else the Kafka time of the latest
     record read; None before anything is known."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.latest: dict[int, float] = {}     # Kafka time of the latest record read
         self.at_end: dict[int, float] = {}     # the time of the last fetch that found no lag
 

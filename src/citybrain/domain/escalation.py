@@ -22,6 +22,7 @@ Pure: snapshots in, changes out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -30,7 +31,7 @@ from citybrain.domain.deadlines import SYSTEM, Deadlines
 from citybrain.domain.routing import PRIORITY_RANK, Router, Trigger
 from citybrain.domain.sensor_rules import LEVEL_RANK, LEVEL_ZH
 from citybrain.domain.taxonomy import Priority
-from citybrain.wire.models import Assist, Escalation, WorkOrder, WorkOrderChange
+from citybrain.wire.models import Actor, Assist, Escalation, WorkOrder, WorkOrderChange
 
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
 EMERGENCY_RANK: dict[str | None, int] = {None: 0, "IV": 1, "III": 2, "II": 3, "I": 4}
@@ -77,7 +78,7 @@ class EscalationConfig(BaseModel):
         return self
 
 
-def _max_level(levels) -> str | None:
+def _max_level(levels: Iterable[str | None]) -> str | None:
     return max(levels, key=LEVEL_RANK.__getitem__, default=None)
 
 
@@ -194,7 +195,7 @@ def describe(esc: Escalation, finder_count: int = 0) -> str:
 
 
 def add_assist(order: WorkOrder, department: str, added_by: str, now: datetime, deadlines: Deadlines,
-               actor) -> WorkOrderChange:
+               actor: Actor) -> WorkOrderChange:
     """A department joins as an assist (again, if it was released): its 签收 clock starts."""
     part = Assist(department=department, status="dispatched", added_by=added_by, dispatched_at=now,
                   stage_started_at=now,

@@ -38,6 +38,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 STAGES = ("dispatch", "accept", "handle", "close")
@@ -52,16 +53,16 @@ class DayFigures:
 
     __slots__ = ("closed", "on_time", "reworked", "extended", "hours")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.closed = self.on_time = self.reworked = self.extended = 0
         self.hours = tuple(array("d") for _ in STAGES)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"closed": self.closed, "on_time": self.on_time, "reworked": self.reworked,
                 "extended": self.extended, "hours": [base64.b64encode(a.tobytes()).decode() for a in self.hours]}
 
     @classmethod
-    def from_json(cls, d: dict) -> DayFigures:
+    def from_json(cls, d: dict[str, Any]) -> DayFigures:
         f = cls()
         f.closed, f.on_time, f.reworked, f.extended = d["closed"], d["on_time"], d["reworked"], d["extended"]
         for a, b64 in zip(f.hours, d["hours"], strict=False):
@@ -85,7 +86,7 @@ class Figures:
     satisfied: int = 0
     hours: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         def rate(n: int, d: int) -> float | None:
             return round(n / d, 4) if d else None
         out = {"department": self.department, "closed": self.closed, "on_time": self.on_time,
@@ -104,7 +105,7 @@ class Figures:
         return out
 
 
-def _district(snap: dict) -> str:
+def _district(snap: dict[str, Any]) -> str:
     return sys.intern(DISTRICT + ((snap.get("location") or {}).get("district_code") or ""))
 
 
@@ -115,13 +116,13 @@ def quantile(sorted_values: list[float], q: float) -> float | None:
     return round(sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)], 4)
 
 
-def _dt(v) -> datetime | None:
+def _dt(v: str | datetime | None) -> datetime | None:
     if v is None or isinstance(v, datetime):
         return v
     return datetime.fromisoformat(v)
 
 
-def _at(v) -> datetime:
+def _at(v: str | datetime) -> datetime:
     """A time the record always has (a change's ``at``, a closed order's ``closed_at``)."""
     return v if isinstance(v, datetime) else datetime.fromisoformat(v)
 
@@ -149,7 +150,7 @@ class Evaluation:
         # visits: (day, department, satisfaction) → count
         self.visits: Counter[tuple[str, str, str]] = Counter()
         # open device-fault orders: order → [owner, kind, device count]
-        self.device_faults: dict[str, list] = {}
+        self.device_faults: dict[str, list[Any]] = {}
         self.finished = 0          # orders closed or cancelled, ever
         self.latest_day = ""       # the latest day a change was made on
         self.changed_days: set[str] = set()   # since the last checkpoint export
@@ -161,7 +162,7 @@ class Evaluation:
     def _day(self, at: datetime) -> str:
         return at.astimezone(self.tz).strftime("%Y-%m-%d")
 
-    def add(self, change: dict) -> None:
+    def add(self, change: dict[str, Any]) -> None:
         """One ``workorders.events`` record, as parsed JSON."""
         wo, version, snap = change["work_order_id"], change["version"], change["snapshot"]
         at = _at(change["at"])
@@ -209,7 +210,7 @@ class Evaluation:
             dept = snap.get("department")
             self.open[wo] = (version, sys.intern(dept) if dept else None)
 
-    def _count_visit(self, day: str, snap: dict) -> None:
+    def _count_visit(self, day: str, snap: dict[str, Any]) -> None:
         visit = (snap.get("visits") or [{}])[-1]
         if visit.get("satisfaction"):
             self.visits[(day, sys.intern(snap.get("department") or "unassigned"), visit["satisfaction"])] += 1
@@ -222,7 +223,7 @@ class Evaluation:
         for wo in [wo for wo, (_, d) in self.closed_version.items() if d < horizon]:
             del self.closed_version[wo]
 
-    def _count_closed(self, snap: dict) -> str:
+    def _count_closed(self, snap: dict[str, Any]) -> str:
         t = {k: _dt(snap.get(k)) for k in ("created_at", "dispatched_at", "accepted_at", "handled_at",
                                            "closed_at", "due_at")}
         spans = ((t["created_at"], t["dispatched_at"]), (t["dispatched_at"], t["accepted_at"]),
@@ -248,7 +249,7 @@ class Evaluation:
 
     # -- checkpoint ----------------------------------------------------------------
 
-    def checkpoint_meta(self) -> dict:
+    def checkpoint_meta(self) -> dict[str, Any]:
         """Everything but the days' figures, as JSON-ready data."""
         return {"open": self.open, "closed_version": self.closed_version, "finished": self.finished,
                 "latest_day": self.latest_day,
@@ -258,7 +259,7 @@ class Evaluation:
                 "visits": [[d, dept, how, n] for (d, dept, how), n in self.visits.items()],
                 "device_faults": self.device_faults}
 
-    def checkpoint_days(self, everything: bool = False) -> dict[str, dict]:
+    def checkpoint_days(self, everything: bool = False) -> dict[str, dict[str, Any]]:
         """The days changed since the last call (``everything``: all), as JSON-ready data."""
         days = self.days if everything else self.changed_days
         out = {day: {dept: f.to_json() for dept, f in self.days[day].items()} for day in days}
@@ -269,7 +270,7 @@ class Evaluation:
         self.restore({"open": {}, "closed_version": {}, "finished": 0, "latest_day": "", "dispatches": [],
                       "returns": []}, {})
 
-    def restore(self, meta: dict, days: dict[str, dict]) -> None:
+    def restore(self, meta: dict[str, Any], days: dict[str, dict[str, Any]]) -> None:
         self.open = {wo: (v, sys.intern(d) if d else None) for wo, (v, d) in meta["open"].items()}
         self.closed_version = {wo: (v, d) for wo, (v, d) in meta["closed_version"].items()}
         self.finished, self.latest_day = meta["finished"], meta["latest_day"]
@@ -300,7 +301,7 @@ class Evaluation:
             raise ValueError(f"period must be YYYY-MM or YYYY-MM-DD, not {period!r}")
         return start, end
 
-    def figures(self, period: str, by: str = "department") -> dict[str, dict]:
+    def figures(self, period: str, by: str = "department") -> dict[str, dict[str, Any]]:
         """department (``by="district"``: district code) → figures for the period, plus
         ``*`` for the whole city.  Assist work is a department's only."""
         if by not in ("department", "district"):
@@ -358,13 +359,13 @@ class Evaluation:
                 shown["district"] = shown.pop("department")
         return out
 
-    def device_health(self, registered: Counter) -> dict[str, dict]:
+    def device_health(self, registered: Counter[tuple[str, str]]) -> dict[str, dict[str, Any]]:
         """设备完好率 now, per ``owner/kind`` (and ``*`` for all): ``registered`` counts
         active devices per (owner department or "", kind)."""
-        faulty: Counter = Counter()
+        faulty: Counter[tuple[str, str]] = Counter()
         for owner, kind, n in self.device_faults.values():
             faulty[(owner, kind)] += n
-        rows: dict[str, dict] = {}
+        rows: dict[str, dict[str, Any]] = {}
         total_reg = total_bad = 0
         for key in sorted(set(registered) | set(faulty)):
             reg, bad = registered.get(key, 0), faulty.get(key, 0)

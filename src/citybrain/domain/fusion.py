@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from citybrain.domain.geo import distance_m
 from citybrain.domain.ids import stable_id
 from citybrain.domain.routing import Router
+from citybrain.wire.models import CityEvent, WorkOrder
 
 
 @dataclass(slots=True)
@@ -45,13 +47,13 @@ class OpenOrder:
     finders: tuple[str, ...] = ()       # device/camera ids
     event_ids: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.work_order_id, "g": self.group, "c": self.category, "lon": self.lon,
                 "lat": self.lat, "f": self.first_at, "l": self.last_at,
                 "fd": sorted(self.finders), "e": sorted(self.event_ids)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> OpenOrder:
+    def from_dict(cls, d: dict[str, Any]) -> OpenOrder:
         return cls(d["id"], sys.intern(d["g"]), sys.intern(d["c"]), d["lon"], d["lat"], d["f"], d["l"],
                    tuple(d["fd"]), tuple(d["e"]))
 
@@ -69,7 +71,7 @@ class FusionEvent:
     finder: str | None   # device_id or camera_id
 
     @classmethod
-    def of(cls, event) -> FusionEvent:
+    def of(cls, event: CityEvent) -> FusionEvent:
         return cls(event.event_id, event.kind, event.category, event.location.lon,
                    event.location.lat, _epoch(event.occurred_at),
                    event.device_id or event.camera_id)
@@ -107,11 +109,11 @@ class FusionIndex:
     def __len__(self) -> int:
         return len(self.orders)
 
-    def to_list(self) -> list[dict]:
+    def to_list(self) -> list[dict[str, Any]]:
         return [o.to_dict() for o in self.orders.values()]
 
     @classmethod
-    def from_list(cls, data: list[dict] | None) -> FusionIndex:
+    def from_list(cls, data: list[dict[str, Any]] | None) -> FusionIndex:
         return cls([OpenOrder.from_dict(d) for d in data or []])
 
     def add(self, order: OpenOrder) -> None:
@@ -125,13 +127,13 @@ class FusionIndex:
         for e in order.event_ids:
             self._by_event[e] = order.work_order_id
 
-    def retire(self, work_order_id: str, event_ids) -> None:
+    def retire(self, work_order_id: str, event_ids: Iterable[str]) -> None:
         """Remember the events of a closed or cancelled order: a replay of any of them is
         a duplicate (kept while the order is held in state — docs/architecture.md)."""
         for e in event_ids:
             self._retired[e] = work_order_id
 
-    def forget_retired(self, work_order_id: str, event_ids) -> None:
+    def forget_retired(self, work_order_id: str, event_ids: Iterable[str]) -> None:
         """The order left hot state (closed long enough ago that its inputs are gone)."""
         for e in event_ids:
             if self._retired.get(e) == work_order_id:
@@ -230,7 +232,7 @@ def group_of(work_order_id: str) -> str | None:
     return "-".join(parts[1:-1]) or None if len(parts) >= 3 and parts[0] == "WO" else None
 
 
-def open_entry(snapshot) -> OpenOrder:
+def open_entry(snapshot: WorkOrder) -> OpenOrder:
     """The index entry of an open work-order snapshot (rebuilding after a restart)."""
     alarms = [e for e in snapshot.events if e.kind != "recovery"] or snapshot.events
     return OpenOrder(

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import shapely
 from shapely import STRtree
@@ -29,7 +30,7 @@ class CityMap:
     # sides' rounded vertices left a hairline gap — belongs to the nearest grid.
     BORDER_TOLERANCE = 1e-6
 
-    def __init__(self, geojson: dict):
+    def __init__(self, geojson: dict[str, Any]):
         self._memo: dict[tuple[float, float], AdminLocation | None] = {}
         districts = geojson.get("districts") or [geojson["district"]]
         self.district_names = {d["district_code"]: d["district_name"] for d in districts}
@@ -80,7 +81,8 @@ class CityMap:
                 return None
         # A point exactly on a shared border is covered by both grids; the lowest
         # code wins so every worker maps it the same way.
-        return min((self._locations[i] for i in hits), key=lambda loc: loc.grid_code)
+        found: AdminLocation = min((self._locations[i] for i in hits), key=lambda loc: loc.grid_code)
+        return found
 
     def district_of(self, street_code: str) -> str:
         """The district code of a street (the national codes nest: 6 digits of 9)."""
@@ -93,7 +95,7 @@ class CityMap:
     def grid_codes(self) -> list[str]:
         return sorted(self._by_grid)
 
-    def grid_polygon(self, grid_code: str):
+    def grid_polygon(self, grid_code: str) -> Any:   # a shapely Polygon (shapely ships no types)
         return self._geoms[self._locations.index(self._by_grid[grid_code])]
 
 

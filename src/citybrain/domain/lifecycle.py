@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from citybrain.domain.deadlines import Deadlines
 from citybrain.domain.escalation import EMERGENCY_RANK, add_assist, describe
@@ -119,7 +120,7 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
     if why:
         return _refuse(order, cmd, "out_of_scope", why, now)
 
-    update: dict = {"version": order.version + 1,
+    update: dict[str, Any] = {"version": order.version + 1,
                     "applied_commands": [*order.applied_commands, cmd.command_id]}
     if target is not None:
         update["status"] = target
@@ -252,7 +253,7 @@ def _apply_part(order: WorkOrder, cmd: Command, part: Assist, now: datetime,
     if part.status not in allowed_from:
         return _refuse(order, cmd, "not_allowed_in_state",
                        f"协办 {part.department}: {cmd.action} is not allowed when its part is {part.status}", now)
-    moved: dict = {"status": target, "accept_due_at": None, "handle_due_at": None, "stage_started_at": None}
+    moved: dict[str, Any] = {"status": target, "accept_due_at": None, "handle_due_at": None, "stage_started_at": None}
     if target == "accepted":
         moved.update(accepted_at=now, stage_started_at=now,
                      handle_due_at=deadlines.add(now, order.handle_limit_hours, order.time_limit_basis))
@@ -260,7 +261,7 @@ def _apply_part(order: WorkOrder, cmd: Command, part: Assist, now: datetime,
         moved["handled_at"] = now
     else:
         moved["released_at"] = now
-    update: dict = {"version": order.version + 1, "applied_commands": [*order.applied_commands, cmd.command_id],
+    update: dict[str, Any] = {"version": order.version + 1, "applied_commands": [*order.applied_commands, cmd.command_id],
                     "assists": _with_part(order, part.model_copy(update=moved))}
     if cmd.note:
         update["notes"] = [*order.notes, f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} "

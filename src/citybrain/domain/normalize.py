@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -29,11 +29,14 @@ from citybrain.wire.models import (
     DeadLetter,
     DeviceStatus,
     IncidentReport,
+    InputRecord,
     IotReading,
     Location,
     SourceRef,
     VideoAlert,
 )
+
+M = TypeVar("M", bound=BaseModel)
 
 Source = Literal["iot", "video", "report", "device"]
 OutcomeName = Literal["normal", "event", "suppressed", "deadletter"]
@@ -247,7 +250,7 @@ class Normalizer:
 
     # -- shared checks -----------------------------------------------------------
 
-    def _parse(self, raw: bytes | None, model: type[BaseModel]):
+    def _parse(self, raw: bytes | None, model: type[M]) -> M:
         if raw is None:
             raise Rejected("not_json", "empty record (null value)")
         if len(raw) > self.limits.max_record_bytes:
@@ -293,7 +296,7 @@ class Normalizer:
                            f"ts is {ahead:.0f}s ahead of the record's Kafka time "
                            f"(limit {self.limits.max_future_seconds:.0f}s)", "ts")
 
-    def _where(self, lon, lat, device: Device | None) -> tuple[float, float, AdminLocation]:
+    def _where(self, lon: float | None, lat: float | None, device: Device | None) -> tuple[float, float, AdminLocation]:
         if lon is None or lat is None:
             if device is None:
                 raise Rejected("missing_location", "no lon/lat", "lon")
@@ -342,10 +345,10 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
     return hashlib.sha256(key).hexdigest().encode()
 
 
-def nested_deeper_than(value, limit: int) -> bool:
+def nested_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether a parsed JSON value nests dicts/lists more than ``limit`` levels (iterative:
     no recursion limit to hit, stops at the first branch too deep)."""
-    stack = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         v, depth = stack.pop()
         if depth > limit:
@@ -362,7 +365,7 @@ def validation_failure(e: ValidationError) -> tuple[str, str | None, ErrorDetail
     return ("missing_field" if err["type"] == "missing" else "invalid_field"), field_path(err["loc"]), err
 
 
-def field_path(loc: tuple) -> str | None:
+def field_path(loc: tuple[int | str, ...]) -> str | None:
     """Dotted path of the field at fault, without pydantic's union-member tags
     (``("value", "float")`` → ``value``; ``("photos", 3)`` → ``photos.3``)."""
     if not loc:
@@ -384,6 +387,6 @@ def _location(lon: float, lat: float, where: AdminLocation) -> Location:
                     grid_code=where.grid_code)
 
 
-def _ref(meta: RecordMeta, record) -> SourceRef:
+def _ref(meta: RecordMeta, record: InputRecord) -> SourceRef:
     return SourceRef(topic=meta.topic, partition=meta.partition, offset=meta.offset,
                      extra=record.extra_fields())

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from citybrain.wire.models import RegistryRecord
 
 
 def _shared(s: str | None) -> str | None:
@@ -28,7 +32,7 @@ class Device:
     interval_seconds: float | None   # its own reporting interval, else its type's
 
     @classmethod
-    def of(cls, record) -> Device:
+    def of(cls, record: RegistryRecord) -> Device:
         """From a validated ``RegistryRecord`` (the few distinct words shared)."""
         return cls(record.device_id, _word(record.kind), _shared(record.sensor_type), record.lon, record.lat,
                    _shared(record.owner_department), _word(record.status), record.interval_seconds)

@@ -76,7 +76,7 @@ class SensorRule(BaseModel):
     # is offline (docs/lifecycle.md, device health).
     interval_seconds: float = Field(300.0, gt=0)
     offline_after: float = Field(3.0, ge=1)
-    _ordered: tuple = PrivateAttr(())
+    _ordered: tuple[tuple[str, Condition], ...] = PrivateAttr(())
 
     @property
     def offline_seconds(self) -> float:
@@ -118,7 +118,7 @@ class SensorRule(BaseModel):
         ordered = _private(self)["_ordered"]   # not __getattr__: ~3 µs
         if not ordered:
             return None
-        found = ordered[0][0]
+        found: str = ordered[0][0]
         for lv, cond in ordered[1:]:
             if not cond.holds(v):
                 break
@@ -152,7 +152,7 @@ class DeviceState:
     level: str | None = None             # warning level while in alarm (graded rules)
     level_pending: tuple[str | None, float] | None = None   # (another level, since ts)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d: dict[str, object] = {"a": self.alarm, "p": self.pending_since, "t": self.last_ts,
              "s": self.last_seq, "as": self.alarm_since}
         if self.level is not None:
@@ -162,7 +162,7 @@ class DeviceState:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> DeviceState:
+    def from_dict(cls, d: dict[str, Any] | None) -> DeviceState:
         if not d:
             return cls()
         lp = d.get("lp")

@@ -61,23 +61,27 @@ class Taxonomy(BaseModel):
 
     # The lookups below read the private dict directly: ``self._by_sensor`` goes through
     # pydantic's ``__getattr__`` (~3 µs, a tenth of normalising a reading — measured).
-    def model_post_init(self, _ctx) -> None:
+    def model_post_init(self, _ctx: Any) -> None:
         self._by_code = {c.code: c for c in self.categories}
         self._by_sensor = {s: c for c in self.categories for s in c.sensor_types}
         self._by_algorithm = {a: c for c in self.categories for a in c.algorithms}
         self._departments = {d.code: d for d in self.departments}
 
     def category(self, code: str) -> Category | None:
-        return _private(self)["_by_code"].get(code)
+        found: Category | None = _private(self)["_by_code"].get(code)
+        return found
 
     def for_sensor(self, sensor_type: str) -> Category | None:
-        return _private(self)["_by_sensor"].get(sensor_type)
+        found: Category | None = _private(self)["_by_sensor"].get(sensor_type)
+        return found
 
     def for_algorithm(self, algorithm: str) -> Category | None:
-        return _private(self)["_by_algorithm"].get(algorithm)
+        found: Category | None = _private(self)["_by_algorithm"].get(algorithm)
+        return found
 
     def department(self, code: str) -> Department | None:
-        return _private(self)["_departments"].get(code)
+        found: Department | None = _private(self)["_departments"].get(code)
+        return found
 
 
 def _private(model: BaseModel) -> dict[str, Any]:

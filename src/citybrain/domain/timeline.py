@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 TYPE_ZH = {"created": "立案", "dispatched": "派遣", "evidence_added": "新增证据", "recovery_recorded": "设备恢复",
            "accepted": "签收", "returned": "退回", "handled": "处置反馈", "verified": "核查结案",
@@ -18,14 +19,14 @@ REASON_ZH = {"duplicate_command": "重复指令", "not_allowed_in_state": "当�
              "assist_open": "协办未完成"}
 
 
-def _actor(a: dict) -> str:
+def _actor(a: dict[str, Any]) -> str:
     who = a.get("department") or a.get("grid_prefix")
     return f"{a['role']}:{a['id']}" + (f"({who})" if who else "")
 
 
-def timeline(changes: list[dict], rejections: list[dict]) -> list[dict]:
+def timeline(changes: list[dict[str, Any]], rejections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Both lists as parsed JSON of one order; duplicates (redelivery) collapse."""
-    entries: dict[tuple, dict] = {}
+    entries: dict[tuple[Any, ...], dict[str, Any]] = {}
     noted = 0
     for c in sorted(changes, key=lambda c: c["version"]):
         notes = c["snapshot"].get("notes") or []

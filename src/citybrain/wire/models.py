@@ -8,7 +8,7 @@ Timestamps must be RFC 3339 *with* an offset.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
@@ -36,10 +36,15 @@ EmergencyLevel = Literal["IV", "III", "II", "I"]
 
 
 class _Input(BaseModel):
+    """What every input record shares: extra fields kept, frozen."""
+
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    def extra_fields(self) -> dict:
+    def extra_fields(self) -> dict[str, Any]:
         return dict(self.__pydantic_extra__ or {})
+
+
+InputRecord = _Input   # the public name of what the input models share
 
 
 class IotReading(_Input):
@@ -127,7 +132,7 @@ class SourceRef(BaseModel):
     topic: str
     partition: int
     offset: int
-    extra: dict = Field(default_factory=dict,
+    extra: dict[str, Any] = Field(default_factory=dict,
                         description="unknown fields of the source record, kept as sent")
 
 
