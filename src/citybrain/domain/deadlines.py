@@ -25,10 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.taxonomy import Priority
-from citybrain.wire.models import Actor, WorkOrder, WorkOrderChange
+from citybrain.wire.models import OPEN_STATUSES, Actor, WorkOrder, WorkOrderChange
 
 Basis = Literal["natural", "working"]
-OPEN_STATUSES = ("registered", "dispatched", "accepted", "handled")
 Level = Literal["street", "district", "city"]
 LEVEL_RANK: dict[str, int] = {"street": 1, "district": 2, "city": 3}
 LEVEL_NAME = {"street": "街道", "district": "区", "city": "市"}
@@ -169,7 +168,7 @@ class Deadlines:
     def steps(self, order: WorkOrder, first_only: bool = False) -> list[Due]:
         """Every supervision step of the running clocks that has not fired yet (with
         ``first_only``, the earliest of each clock: shares rise, so it comes first)."""
-        if order.status not in ("registered", "dispatched", "accepted", "handled"):
+        if order.status not in OPEN_STATUSES:
             return []
         clocks: list[tuple[str, datetime, float, str | None]] = [
             ("order", order.created_at, order.time_limit_hours, None)]
@@ -272,7 +271,7 @@ class Deadlines:
     def overdue_at(self, order: WorkOrder) -> datetime | None:
         """When an open order falls overdue: the earlier of the order's and the running
         stage's due time (None once it is closed or cancelled)."""
-        if order.status not in ("registered", "dispatched", "accepted", "handled"):
+        if order.status not in OPEN_STATUSES:
             return None
         stage_due = order.accept_due_at or order.handle_due_at
         return min(order.due_at, stage_due) if stage_due is not None else order.due_at

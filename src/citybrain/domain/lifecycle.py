@@ -34,39 +34,62 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from citybrain.domain.deadlines import Deadlines
 from citybrain.domain.escalation import EMERGENCY_RANK, add_assist, describe
-from citybrain.wire.models import Assist, Command, CommandRejection, Escalation, Visit, WorkOrder, WorkOrderChange
+from citybrain.wire.models import (
+    OPEN_STATUSES,
+    Assist,
+    Command,
+    CommandRejection,
+    Escalation,
+    Visit,
+    WorkOrder,
+    WorkOrderChange,
+)
 
-OPEN = ("registered", "dispatched", "accepted", "handled")
 
-# action -> (allowed from-states, target state or None for "unchanged", change type, roles)
-RULES: dict[str, tuple[tuple[str, ...], str | None, str, frozenset[str]]] = {
-    "dispatch": (("registered",), "dispatched", "dispatched", frozenset({"operator"})),
-    "accept": (("dispatched",), "accepted", "accepted", frozenset({"department", "street", "operator"})),
-    "return": (("dispatched",), "registered", "returned", frozenset({"department", "street", "operator"})),
-    "handle": (("accepted",), "handled", "handled", frozenset({"department", "street", "operator"})),
-    "verify": (("handled",), "closed", "verified", frozenset({"grid", "operator", "system"})),
-    "reject_verification": (("handled",), "accepted", "verification_rejected",
-                            frozenset({"grid", "operator", "system"})),
-    "cancel": (OPEN, "cancelled", "cancelled", frozenset({"operator"})),
-    "extend": (OPEN, None, "extended", frozenset({"department", "street", "operator"})),
-    "supervise": (OPEN, None, "supervised", frozenset({"operator", "system"})),
-    "comment": (OPEN + ("closed", "cancelled"), None, "commented",
-                frozenset({"operator", "department", "street", "grid"})),
-    "assist": (OPEN, None, "assist_added", frozenset({"operator"})),
-    "release_assist": (OPEN, None, "assist_released", frozenset({"operator"})),
-    "set_emergency_level": (OPEN, None, "escalated", frozenset({"operator"})),
-    "visit": (("handled", "closed"), None, "visited", frozenset({"operator"})),
+class Rule(NamedTuple):
+    """What a command may do to the order."""
+
+    allowed_from: tuple[str, ...]   # the statuses it applies in
+    target: str | None              # the status after it (None: unchanged)
+    change: str                     # the change type it records
+    roles: frozenset[str]           # who may send it
+
+
+class PartRule(NamedTuple):
+    """What an assisting department's command does to its part."""
+
+    allowed_from: tuple[str, ...]   # the part states it applies in
+    target: str                     # the part's state after it
+    change: str                     # the change type it records
+
+
+RULES: dict[str, Rule] = {
+    "dispatch": Rule(("registered",), "dispatched", "dispatched", frozenset({"operator"})),
+    "accept": Rule(("dispatched",), "accepted", "accepted", frozenset({"department", "street", "operator"})),
+    "return": Rule(("dispatched",), "registered", "returned", frozenset({"department", "street", "operator"})),
+    "handle": Rule(("accepted",), "handled", "handled", frozenset({"department", "street", "operator"})),
+    "verify": Rule(("handled",), "closed", "verified", frozenset({"grid", "operator", "system"})),
+    "reject_verification": Rule(("handled",), "accepted", "verification_rejected",
+                                frozenset({"grid", "operator", "system"})),
+    "cancel": Rule(OPEN_STATUSES, "cancelled", "cancelled", frozenset({"operator"})),
+    "extend": Rule(OPEN_STATUSES, None, "extended", frozenset({"department", "street", "operator"})),
+    "supervise": Rule(OPEN_STATUSES, None, "supervised", frozenset({"operator", "system"})),
+    "comment": Rule(OPEN_STATUSES + ("closed", "cancelled"), None, "commented",
+                    frozenset({"operator", "department", "street", "grid"})),
+    "assist": Rule(OPEN_STATUSES, None, "assist_added", frozenset({"operator"})),
+    "release_assist": Rule(OPEN_STATUSES, None, "assist_released", frozenset({"operator"})),
+    "set_emergency_level": Rule(OPEN_STATUSES, None, "escalated", frozenset({"operator"})),
+    "visit": Rule(("handled", "closed"), None, "visited", frozenset({"operator"})),
 }
 
-# An assisting part: action -> (allowed from part states, part state after, change type).
-PART_RULES: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "accept": (("dispatched",), "accepted", "assist_accepted"),
-    "handle": (("accepted",), "handled", "assist_handled"),
-    "return": (("dispatched",), "released", "assist_returned"),
+PART_RULES: dict[str, PartRule] = {
+    "accept": PartRule(("dispatched",), "accepted", "assist_accepted"),
+    "handle": PartRule(("accepted",), "handled", "assist_handled"),
+    "return": PartRule(("dispatched",), "released", "assist_returned"),
 }
 OPEN_PARTS = ("dispatched", "accepted")
 
@@ -247,7 +270,7 @@ def _part_addressed(order: WorkOrder, cmd: Command) -> Assist | None:
 def _apply_part(order: WorkOrder, cmd: Command, part: Assist, now: datetime,
                 deadlines: Deadlines) -> Outcome:
     allowed_from, target, change_type = PART_RULES[cmd.action]
-    if order.status not in OPEN:
+    if order.status not in OPEN_STATUSES:
         return _refuse(order, cmd, "not_allowed_in_state",
                        f"{cmd.action} is not allowed when the order is {order.status}", now)
     if part.status not in allowed_from:

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from citybrain.domain.deadlines import Deadlines
+from citybrain.domain.deadlines import SYSTEM, Deadlines
 from citybrain.domain.routing import Route
-from citybrain.wire.models import Actor, CityEvent, EventRef, WorkOrder, WorkOrderChange
-
-SYSTEM = Actor(id="citybrain", role="system")
-OPEN_STATUSES = frozenset({"registered", "dispatched", "accepted", "handled"})
+from citybrain.wire.models import CityEvent, EventRef, WorkOrder, WorkOrderChange
 
 
 def event_ref(event: CityEvent) -> EventRef:

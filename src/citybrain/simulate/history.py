@@ -24,7 +24,9 @@ from typing import Any
 
 import orjson
 
-SYSTEM = {"id": "citybrain", "role": "system"}
+from citybrain.domain import deadlines
+
+SYSTEM = deadlines.SYSTEM.model_dump(exclude_none=True)   # the lifecycle's own actor, as JSON
 OPERATOR = {"id": "operator", "role": "operator"}
 HOUR = timedelta(hours=1)
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.topics import Topics
+from citybrain.wire.models import OPEN_STATUSES
 
 TRIAGE_DEPARTMENT = "city_mgmt"   # where the demo operator sends what nothing routed
 
@@ -62,7 +63,7 @@ def next_moves(snapshot: dict, rng: random.Random) -> list[tuple[float, str, dic
     lead = next_move(snapshot, rng)
     if lead is not None:
         moves.append((lead[0], f"lead:{snapshot['status']}", lead[1]))
-    if snapshot["status"] in ("registered", "dispatched", "accepted", "handled"):
+    if snapshot["status"] in OPEN_STATUSES:
         for a in snapshot.get("assists") or ():
             dept = a["department"]
             actor = {"id": f"{dept}-demo", "role": "department", "department": dept}

@@ -28,7 +28,7 @@ from citybrain.domain.device_health import ONLINE, Health, PartitionClock, Silen
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
 from citybrain.domain.sensor_rules import DeviceState
-from citybrain.domain.workorder import OPEN_STATUSES, attach, open_order
+from citybrain.domain.workorder import attach, open_order
 from citybrain.kafka.topics import Topics
 from citybrain.logfilter import ThrottledLog
 from citybrain.stream.batch import ChangelogState, Stage
@@ -36,7 +36,7 @@ from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.topology import changelogs
-from citybrain.wire.models import CityEvent, Command, WorkOrder, WorkOrderChange
+from citybrain.wire.models import OPEN_STATUSES, CityEvent, Command, WorkOrder, WorkOrderChange
 
 
 def _utc_iso(epoch: float) -> str:

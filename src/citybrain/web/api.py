@@ -26,11 +26,11 @@ from citybrain.domain.normalize import field_path
 from citybrain.kafka.topics import Topics
 from citybrain.web.auth import Principal, Refused, TokenRegistry, may_see, require
 from citybrain.web.view import OrderView
-from citybrain.wire.models import Command, IncidentReport, WorkOrder
+from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")
 MAX_BODY = 64 * 1024
-STATUSES = {"registered", "dispatched", "accepted", "handled", "closed", "cancelled"}
+STATUSES = frozenset(WORK_ORDER_STATUSES)
 EMERGENCY_LEVELS = {"I", "II", "III", "IV", "none"}
 STATIC = Path(str(resources.files("citybrain.web") / "static"))
 
@@ -287,7 +287,7 @@ class Api:
             cmd = Command.model_validate(doc)
         except ValidationError as e:
             return _validation(e)
-        roles = RULES[cmd.action][3]
+        roles = RULES[cmd.action].roles
         if p.role not in roles:
             raise Refused(403, "forbidden_role",
                           f"role {p.role} may not {cmd.action} (allowed: {', '.join(sorted(roles))})", "action")

@@ -8,7 +8,7 @@ Timestamps must be RFC 3339 *with* an offset.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
@@ -215,6 +215,9 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
 # -- work orders (issue 3) ----------------------------------------------------------
 
 WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "closed", "cancelled"]
+WORK_ORDER_STATUSES: tuple[str, ...] = get_args(WorkOrderStatus)
+# Open (未结案): the lifecycle still runs — every status but closed and cancelled. The one list.
+OPEN_STATUSES: tuple[str, ...] = ("registered", "dispatched", "accepted", "handled")
 
 
 class Actor(BaseModel):
