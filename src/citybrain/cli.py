@@ -410,25 +410,16 @@ def cmd_tail(args) -> int:
     prefix = _config().settings.kafka.topic_prefix
     name = args.topic if args.topic.startswith(prefix) else prefix + args.topic
 
-    async def main() -> None:
-        consumer = kafka_consumer(name, bootstrap_servers=_bootstrap(), group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        try:
-            n = 0
-            while args.limit <= 0 or n < args.limit:
-                batch = await consumer.getmany(timeout_ms=2000, max_records=args.limit or 500)
-                if not batch:
-                    break
-                for records in batch.values():
-                    for m in records:
-                        print(m.value.decode("utf-8", "replace"))
-                        n += 1
-        finally:
-            await consumer.stop()
+    shown = [0]
 
-    asyncio.run(main())
-    return 0
+    def show(m) -> None:
+        if args.limit <= 0 or shown[0] < args.limit:
+            print(m.value.decode("utf-8", "replace") if m.value is not None else "null (tombstone)")
+            shown[0] += 1
+
+    # Up to the end the topic has now (not "until a fetch comes back empty"), or the limit.
+    n = asyncio.run(_read_to_end(name, show, f"读取 {name}", enough=lambda: 0 < args.limit <= shown[0]))
+    return 0 if n >= 0 else 1
 
 
 KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结案率 on-time"),
@@ -461,13 +452,14 @@ def _width(s: str) -> int:
 
 
 async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None = None,
-                       start: dict[int, int] | None = None) -> int:
+                       start: dict[int, int] | None = None, enough=None) -> int:
     """Read every partition of ``topic`` up to its current end, with progress; -1 when
     the topic does not exist.  ``start``: the offset to begin at per partition (else the
-    beginning)."""
+    beginning); ``enough()``: stop early once it says so."""
     from aiokafka import TopicPartition
 
     from citybrain.kafka.admin import partitions_of
+    from citybrain.kafka.reading import read_until, remaining, seek_to_first
     from citybrain.progress import Progress
 
     bootstrap = bootstrap or _bootstrap()
@@ -479,19 +471,20 @@ async def _read_to_end(topic: str, on_record, title: str, bootstrap: str | None 
     await consumer.start()
     try:
         consumer.assign(tps)
-        first = await consumer.beginning_offsets(tps)
-        for tp in tps:   # explicit offsets (seek_to_beginning is a reset request the assignment's can overtake)
-            consumer.seek(tp, max(first[tp], start.get(tp.partition, 0)) if start else first[tp])
+        first = await seek_to_first(consumer, tps)
+        for tp in tps:
+            if start and start.get(tp.partition, 0) > first[tp]:
+                consumer.seek(tp, start[tp.partition])
         end = await consumer.end_offsets(tps)
-        total = sum([end[tp] - await consumer.position(tp) for tp in tps])
+        total = await remaining(consumer, end)
         progress = Progress(title, total=max(total, 1))
-        n = 0
-        while any([await consumer.position(tp) < end[tp] for tp in tps]):
-            for records in (await consumer.getmany(timeout_ms=1000, max_records=5000)).values():
-                for m in records:
-                    on_record(m)
-                n += len(records)
-            progress.update(n, f"{n:,}/{total:,}")
+
+        def each(_tp, records) -> None:
+            for m in records:
+                on_record(m)
+
+        n = await read_until(consumer, end, each, timeout_ms=1000, enough=enough,
+                             after_batch=lambda n: progress.update(n, f"{n:,}/{total:,}"))
         progress.close()
         return n
     finally:

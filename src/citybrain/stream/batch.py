@@ -38,6 +38,7 @@ from citybrain import metrics, packing
 from citybrain.domain.device_health import PartitionClock
 from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.reading import read_until, seek_to_first
 from citybrain.logfilter import ThrottledLog
 from citybrain.stream import chaos
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed, TransactionalCheckpoint
@@ -137,12 +138,22 @@ class ChangelogState:
         consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                                   client_id=f"citybrain-restore-{self.name}")
         await consumer.start()
-        n = local = 0
+        local = 0
+
+        def take(tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+            part = self.data[tp.partition]
+            for m in records:
+                key = m.key.decode()
+                if m.value is None:
+                    part.pop(key, None)
+                else:
+                    part[key] = self._pack(m.value)
+
         try:
             tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             end = await consumer.end_offsets(tps)
-            start = await consumer.beginning_offsets(tps)
+            start = await seek_to_first(consumer, tps)
             for tp in tps:
                 copy = self.store.load(tp.partition) if self.store is not None else None
                 if copy is not None and start[tp] <= copy[1] <= end[tp]:
@@ -150,27 +161,8 @@ class ChangelogState:
                     local += len(copy[0])
                     consumer.seek(tp, copy[1])
                 else:
-                    # An explicit offset, not seek_to_beginning: that one is a reset request
-                    # which the assignment's own reset could overtake, and a partition then
-                    # read from its end — found by test_local_store: a restore without a
-                    # local copy read 35 of 44 records, one partition skipped whole.
                     self.data[tp.partition] = {}
-                    consumer.seek(tp, start[tp])
-            pending = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-            while pending:
-                batch = await consumer.getmany(*pending, timeout_ms=500, max_records=10000)
-                for tp, records in batch.items():
-                    part = self.data[tp.partition]
-                    for m in records:
-                        key = m.key.decode()
-                        if m.value is None:
-                            part.pop(key, None)
-                        else:
-                            part[key] = self._pack(m.value)
-                        n += 1
-                for tp in list(pending):
-                    if await consumer.position(tp) >= end[tp]:
-                        pending.discard(tp)
+            n = await read_until(consumer, end, take, max_records=10000)
         finally:
             await consumer.stop()
         return n, local

@@ -15,6 +15,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from citybrain.kafka.admin import partitions_of
 from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.reading import seek_to_first
 from citybrain.memory import release_free_memory
 
 log = logging.getLogger("citybrain.logreader")
@@ -76,9 +77,7 @@ class TopicReader:
             await consumer.stop()
 
     async def _seek_start(self, consumer, tps: list[TopicPartition], end: dict) -> None:
-        first = await consumer.beginning_offsets(tps)
-        for tp in tps:   # explicit offsets, not seek_to_beginning (a reset request; see ChangelogState.restore)
-            consumer.seek(tp, first[tp])
+        first = await seek_to_first(consumer, tps)
         if self.start_offsets is not None:
             offsets = self.start_offsets()
             if any(offsets.get(tp.partition, 0) > end[tp] for tp in tps) or set(offsets) - {
