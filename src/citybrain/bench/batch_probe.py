@@ -12,11 +12,12 @@ from pydantic_core import to_json
 
 from citybrain.bench.common import fresh_topics, produce_backlog
 from citybrain.config import Config
-from citybrain.domain.normalize import Normalizer, RecordMeta
+from citybrain.domain.normalize import Normalizer
 from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.sample.registry_builder import load
+from citybrain.stream.records import record_meta
 from citybrain.wire.models import RegistryRecord
 
 
@@ -45,7 +46,7 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
             futures = []
             for fetched_records in batch.values():
                 for m in fetched_records:
-                    meta = RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000, m.key)
+                    meta = record_meta(m)
                     if m.topic == topics.iot:
                         res = normalizer.reading(m.value, meta, lambda d: states.get(d, DeviceState()))
                         if res.state is not None and res.state_key is not None:

@@ -78,7 +78,7 @@ class AutoVerify(BaseModel):
     on_recovery: list[str] = ["device_fault"]
 
 
-class Timers(BaseModel):
+class TimerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     tick_seconds: float = Field(1.0, gt=0, le=60)
     evaluation_seconds: float = Field(15.0, gt=0, le=3600)
@@ -91,7 +91,7 @@ class LifecycleConfig(BaseModel):
     category_time_limits: dict[str, StageLimits] = {}
     supervision: Supervision
     auto_verify: AutoVerify = AutoVerify()
-    timers: Timers = Timers()
+    timers: TimerSettings = TimerSettings()
 
     @model_validator(mode="after")
     def _every_priority(self) -> LifecycleConfig:

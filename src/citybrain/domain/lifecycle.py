@@ -95,13 +95,13 @@ OPEN_PARTS = ("dispatched", "accepted")
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class CommandOutcome:
     change: WorkOrderChange | None = None
     rejection: CommandRejection | None = None
 
 
-def _refuse(order: WorkOrder | None, cmd: Command, reason: str, detail: str, now: datetime) -> Outcome:
-    return Outcome(rejection=CommandRejection(command=cmd, reason=reason, detail=detail,
+def _refuse(order: WorkOrder | None, cmd: Command, reason: str, detail: str, now: datetime) -> CommandOutcome:
+    return CommandOutcome(rejection=CommandRejection(command=cmd, reason=reason, detail=detail,
                                               status=order.status if order else None, at=now))
 
 
@@ -123,7 +123,7 @@ def _in_scope(order: WorkOrder, cmd: Command) -> str | None:
 
 
 def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
-          now: datetime, deadlines: Deadlines) -> Outcome:
+          now: datetime, deadlines: Deadlines) -> CommandOutcome:
     if order is None:
         return _refuse(None, cmd, "unknown_work_order", f"no work order {cmd.work_order_id}", now)
     if cmd.command_id in order.applied_commands:
@@ -199,7 +199,7 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
                            f"{cmd.department} already works this order", now)
         change = add_assist(order.model_copy(update={k: v for k, v in update.items() if k != "version"}),
                             cmd.department, f"operator:{cmd.actor.id}", now, deadlines, cmd.actor)
-        return Outcome(change=change)
+        return CommandOutcome(change=change)
     elif action == "release_assist":
         held = _part(order, cmd.department) if cmd.department else None
         if held is None or held.status not in OPEN_PARTS:
@@ -210,7 +210,7 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
         update["assists"] = _with_part(order, held.model_copy(update={
             "status": "released", "released_at": now, "accept_due_at": None, "handle_due_at": None}))
         new = order.model_copy(update=update)
-        return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+        return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
                                               type=change_type, at=now, actor=cmd.actor, snapshot=new,
                                               part=held.department))
     elif action == "visit":
@@ -238,11 +238,11 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
                            f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} {describe(esc)}"]
         new = order.model_copy(update=update)
         up = EMERGENCY_RANK[level] > EMERGENCY_RANK[order.emergency_level]
-        return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+        return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
                                               type="escalated" if up else "deescalated", at=now,
                                               actor=cmd.actor, snapshot=new, escalation=esc))
     new = order.model_copy(update=update)
-    return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+    return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
                                           type=change_type, at=now, actor=cmd.actor, snapshot=new,
                                           role="lead" if change_type == "dispatched" else None))
 
@@ -268,7 +268,7 @@ def _part_addressed(order: WorkOrder, cmd: Command) -> Assist | None:
 
 
 def _apply_part(order: WorkOrder, cmd: Command, part: Assist, now: datetime,
-                deadlines: Deadlines) -> Outcome:
+                deadlines: Deadlines) -> CommandOutcome:
     allowed_from, target, change_type = PART_RULES[cmd.action]
     if order.status not in OPEN_STATUSES:
         return _refuse(order, cmd, "not_allowed_in_state",
@@ -292,6 +292,6 @@ def _apply_part(order: WorkOrder, cmd: Command, part: Assist, now: datetime,
     if cmd.evidence:
         update["evidence"] = order.evidence + [u for u in cmd.evidence if u not in order.evidence]
     new = order.model_copy(update=update)
-    return Outcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+    return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
                                           type=change_type, at=now, actor=cmd.actor, snapshot=new,
                                           part=part.department))

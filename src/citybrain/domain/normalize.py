@@ -22,7 +22,7 @@ from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
 from citybrain.domain.masking import mask_phone, mask_text
 from citybrain.domain.registry import Device
-from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, Outcome, SensorRule, apply_reading
+from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, ReadingOutcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
 from citybrain.wire.models import (
     CityEvent,
@@ -127,14 +127,14 @@ class Normalizer:
         ts = r.ts.timestamp()
         state = state_of(r.device_id)
         new_state, outcome = apply_reading(rule, state, float(r.value), ts, r.seq)
-        if outcome in (Outcome.DUPLICATE, Outcome.OUT_OF_ORDER):
+        if outcome in (ReadingOutcome.DUPLICATE, ReadingOutcome.OUT_OF_ORDER):
             return Result("suppressed", reason=outcome.value)
-        if outcome is Outcome.NORMAL:
+        if outcome is ReadingOutcome.NORMAL:
             changed = new_state != state
             return Result("normal", state=new_state if changed else None,
                           state_key=r.device_id if changed else None)
         # A level move is an alarm of the device at its new level (预警升级/降级).
-        kind = "recovery" if outcome is Outcome.RECOVERY else "alarm"
+        kind = "recovery" if outcome is ReadingOutcome.RECOVERY else "alarm"
         level = new_state.level if kind == "alarm" else None
         shown = f" {LEVEL_ZH[level]}预警 {level}" if level else ""
         event = CityEvent(

@@ -131,7 +131,7 @@ class SensorRule(BaseModel):
         return self.levels[high].hold_seconds if high in self.levels else 0.0
 
 
-class Outcome(enum.Enum):
+class ReadingOutcome(enum.Enum):
     NORMAL = "normal"          # accepted, no event (may have started a pending timer)
     ALARM = "alarm"
     RECOVERY = "recovery"
@@ -174,55 +174,55 @@ SEQ_RESET_SECONDS = 60.0
 
 
 def apply_reading(rule: SensorRule, state: DeviceState, value: float, ts: float,
-                  seq: int | None = None) -> tuple[DeviceState, Outcome]:
+                  seq: int | None = None) -> tuple[DeviceState, ReadingOutcome]:
     """Fold one reading into the device's state.  Pure: returns the new state."""
     reset = (seq is not None and state.last_seq is not None and seq <= state.last_seq
              and state.last_ts is not None and ts > state.last_ts + SEQ_RESET_SECONDS)
     if seq is not None and state.last_seq is not None and not reset:
         if seq == state.last_seq:
-            return state, Outcome.DUPLICATE
+            return state, ReadingOutcome.DUPLICATE
         if seq < state.last_seq:
-            return state, Outcome.OUT_OF_ORDER
+            return state, ReadingOutcome.OUT_OF_ORDER
     if state.last_ts is not None:
         if ts < state.last_ts:
-            return state, Outcome.OUT_OF_ORDER
+            return state, ReadingOutcome.OUT_OF_ORDER
         if ts == state.last_ts and (seq is None or state.last_seq is None):
-            return state, Outcome.DUPLICATE
+            return state, ReadingOutcome.DUPLICATE
     # Plain constructor calls: dataclasses.replace was 6 % of the worker's time.
     seq = seq if seq is not None else state.last_seq
     toward = rule.clear if state.alarm else rule.alarm
     if not toward.holds(value):
         if state.alarm and rule.levels:
             return _graded(rule, state, value, ts, seq, None)
-        return DeviceState(state.alarm, None, ts, seq, state.alarm_since), Outcome.NORMAL
+        return DeviceState(state.alarm, None, ts, seq, state.alarm_since), ReadingOutcome.NORMAL
     since = state.pending_since if state.pending_since is not None else ts
     if ts - since >= toward.hold_seconds:
         if state.alarm:
-            return DeviceState(False, None, ts, seq, None), Outcome.RECOVERY
+            return DeviceState(False, None, ts, seq, None), ReadingOutcome.RECOVERY
         if not rule.levels:
-            return DeviceState(True, None, ts, seq, ts), Outcome.ALARM
+            return DeviceState(True, None, ts, seq, ts), ReadingOutcome.ALARM
         # An alarm starts at the lowest level and climbs as each level holds: the value
         # rose during the alarm's own hold, but no higher level has held for its time yet.
         lowest, now = _private(rule)["_ordered"][0][0], rule.level_of(value)
         pending = (now, ts) if now != lowest else None
-        return DeviceState(True, None, ts, seq, ts, lowest, pending), Outcome.ALARM
+        return DeviceState(True, None, ts, seq, ts, lowest, pending), ReadingOutcome.ALARM
     if state.alarm and rule.levels:
         return _graded(rule, state, value, ts, seq, since)
-    return DeviceState(state.alarm, since, ts, seq, state.alarm_since), Outcome.NORMAL
+    return DeviceState(state.alarm, since, ts, seq, state.alarm_since), ReadingOutcome.NORMAL
 
 
 def _graded(rule: SensorRule, state: DeviceState, value: float, ts: float, seq: int | None,
-            pending_since: float | None) -> tuple[DeviceState, Outcome]:
+            pending_since: float | None) -> tuple[DeviceState, ReadingOutcome]:
     """A reading of a device in alarm, under a graded rule: its level may move."""
     now = rule.level_of(value)
     if now == state.level:
-        return DeviceState(True, pending_since, ts, seq, state.alarm_since, state.level), Outcome.NORMAL
+        return DeviceState(True, pending_since, ts, seq, state.alarm_since, state.level), ReadingOutcome.NORMAL
     since = (state.level_pending[1] if state.level_pending is not None and state.level_pending[0] == now
              else ts)
     if ts - since >= rule.level_hold(now, state.level):
-        return DeviceState(True, pending_since, ts, seq, state.alarm_since, now), Outcome.LEVEL
+        return DeviceState(True, pending_since, ts, seq, state.alarm_since, now), ReadingOutcome.LEVEL
     return (DeviceState(True, pending_since, ts, seq, state.alarm_since, state.level, (now, since)),
-            Outcome.NORMAL)
+            ReadingOutcome.NORMAL)
 
 
 def _private(model: BaseModel) -> dict[str, Any]:

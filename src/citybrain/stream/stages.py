@@ -361,7 +361,7 @@ class PartitionHeaps:
         return [entry for p in partitions for entry in self.heaps.pop(p, [])]
 
 
-class Timers:
+class OrderTimers:
     """Per partition: when each open order next needs a look (supervision step or
     automatic verification), as a heap with lazy invalidation, and when each open order
     falls overdue (for the overdue gauge)."""
@@ -461,7 +461,7 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
     escalator = config.escalator
     gauges = [OpenOrderGauge(), OpenOrderGauge(metrics.WORKORDERS_EMERGENCY, _emergency_keys),
               OpenOrderGauge(metrics.ASSISTS_OPEN, _assist_keys)]
-    timers = Timers()
+    timers = OrderTimers()
     overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
     closed_orders = ClosedOrders(config.settings.worker.closed_state_days * 86400)
     refresh = StateRefresh()

@@ -9,7 +9,7 @@ from citybrain.domain.sensor_rules import (
     SEQ_RESET_SECONDS,
     Condition,
     DeviceState,
-    Outcome,
+    ReadingOutcome,
     SensorRule,
     apply_reading,
 )
@@ -31,16 +31,16 @@ def feed(rule, readings, state=None):
 
 def test_alarm_needs_condition_to_hold_for_the_duration():
     state, outs = feed(WATER, [(0.2, 0), (0.2, 30), (0.2, 59)])
-    assert outs == [Outcome.NORMAL] * 3 and not state.alarm
+    assert outs == [ReadingOutcome.NORMAL] * 3 and not state.alarm
     state, outs = feed(WATER, [(0.2, 60)], state)
-    assert outs == [Outcome.ALARM] and state.alarm and state.alarm_since == 60
+    assert outs == [ReadingOutcome.ALARM] and state.alarm and state.alarm_since == 60
 
 
 def test_a_dip_below_threshold_restarts_the_hold():
     state, outs = feed(WATER, [(0.2, 0), (0.2, 50), (0.1, 55), (0.2, 70), (0.2, 125)])
-    assert Outcome.ALARM not in outs
+    assert ReadingOutcome.ALARM not in outs
     state, outs = feed(WATER, [(0.2, 130)], state)
-    assert outs == [Outcome.ALARM]
+    assert outs == [ReadingOutcome.ALARM]
 
 
 def test_recovery_uses_hysteresis():
@@ -48,46 +48,46 @@ def test_recovery_uses_hysteresis():
     assert state.alarm
     # 0.1 is below the alarm threshold but not below the clear threshold: still alarm.
     state, outs = feed(WATER, [(0.1, 100), (0.1, 500)], state)
-    assert outs == [Outcome.NORMAL, Outcome.NORMAL] and state.alarm
+    assert outs == [ReadingOutcome.NORMAL, ReadingOutcome.NORMAL] and state.alarm
     state, outs = feed(WATER, [(0.01, 600), (0.01, 899)], state)
-    assert outs == [Outcome.NORMAL, Outcome.NORMAL] and state.alarm
+    assert outs == [ReadingOutcome.NORMAL, ReadingOutcome.NORMAL] and state.alarm
     state, outs = feed(WATER, [(0.01, 900)], state)
-    assert outs == [Outcome.RECOVERY] and not state.alarm
+    assert outs == [ReadingOutcome.RECOVERY] and not state.alarm
 
 
 def test_zero_hold_alarms_on_the_first_reading():
     smoke = Config().sensor_rules["smoke"]
     _, outs = feed(smoke, [(0.3, 0)])
-    assert outs == [Outcome.ALARM]
+    assert outs == [ReadingOutcome.ALARM]
 
 
 def test_duplicates_and_out_of_order_do_not_change_state():
     state, _ = feed(WATER, [(0.2, 0, 1), (0.2, 30, 2)])
     same, out = apply_reading(WATER, state, 0.9, 40, 2)
-    assert out is Outcome.DUPLICATE and same == state
+    assert out is ReadingOutcome.DUPLICATE and same == state
     same, out = apply_reading(WATER, state, 0.9, 10, 1)
-    assert out is Outcome.OUT_OF_ORDER and same == state
+    assert out is ReadingOutcome.OUT_OF_ORDER and same == state
     # Without seq: same ts is a duplicate, an older ts is out of order.
     state, _ = feed(WATER, [(0.2, 0), (0.2, 30)])
-    assert apply_reading(WATER, state, 0.0, 30)[1] is Outcome.DUPLICATE
-    assert apply_reading(WATER, state, 0.0, 29)[1] is Outcome.OUT_OF_ORDER
+    assert apply_reading(WATER, state, 0.0, 30)[1] is ReadingOutcome.DUPLICATE
+    assert apply_reading(WATER, state, 0.0, 29)[1] is ReadingOutcome.OUT_OF_ORDER
 
 
 def test_late_reading_cannot_complete_a_hold():
     """A late reading with an old ts must not be used to reach the hold time."""
     state, _ = feed(WATER, [(0.2, 100, 5)])
     state, out = apply_reading(WATER, state, 0.2, 10, 2)
-    assert out is Outcome.OUT_OF_ORDER and not state.alarm
+    assert out is ReadingOutcome.OUT_OF_ORDER and not state.alarm
 
 
 def test_two_sided_ph_rule():
     ph = Config().sensor_rules["water_ph"]
     state, outs = feed(ph, [(5.0, 0), (5.0, 600)])
-    assert outs[-1] is Outcome.ALARM
+    assert outs[-1] is ReadingOutcome.ALARM
     state, outs = feed(ph, [(8.8, 700), (8.8, 2000)], state)  # outside clear band: stays alarm
-    assert Outcome.RECOVERY not in outs
+    assert ReadingOutcome.RECOVERY not in outs
     state, outs = feed(ph, [(7.0, 2100), (7.0, 3000)], state)
-    assert outs[-1] is Outcome.RECOVERY
+    assert outs[-1] is ReadingOutcome.RECOVERY
 
 
 def test_state_round_trips_through_its_dict():
@@ -117,8 +117,8 @@ readings = st.lists(st.tuples(st.floats(0, 1, allow_nan=False), st.integers(0, 3
 def test_alarms_and_recoveries_alternate(rs):
     """Invariant: events alternate alarm, recovery, alarm … starting with an alarm."""
     _, outs = feed(WATER, [(v, t) for v, t in rs])
-    flips = [o for o in outs if o in (Outcome.ALARM, Outcome.RECOVERY)]
-    assert all(f is (Outcome.ALARM if i % 2 == 0 else Outcome.RECOVERY) for i, f in enumerate(flips))
+    flips = [o for o in outs if o in (ReadingOutcome.ALARM, ReadingOutcome.RECOVERY)]
+    assert all(f is (ReadingOutcome.ALARM if i % 2 == 0 else ReadingOutcome.RECOVERY) for i, f in enumerate(flips))
 
 
 @settings(max_examples=200, deadline=None)
@@ -134,7 +134,7 @@ def test_replaying_delivered_readings_in_any_order_after_the_fact_changes_nothin
     rnd.shuffle(replay)
     after, outs = feed(WATER, replay, state)
     assert after == state
-    assert set(outs) <= {Outcome.DUPLICATE, Outcome.OUT_OF_ORDER}
+    assert set(outs) <= {ReadingOutcome.DUPLICATE, ReadingOutcome.OUT_OF_ORDER}
 
 
 @settings(max_examples=200, deadline=None)
@@ -150,11 +150,11 @@ def test_a_sequence_counter_that_jumps_or_wraps_cannot_silence_a_device():
     """Issue 11: one reading with seq 2**64-1 made every later reading out of order."""
     state, _ = feed(WATER, [(0.01, 0, 5), (0.01, 10, 2**63 - 1)])
     # Within the reset window a smaller seq is still taken for out of order …
-    assert apply_reading(WATER, state, 0.3, 10 + SEQ_RESET_SECONDS, 6)[1] is Outcome.OUT_OF_ORDER
+    assert apply_reading(WATER, state, 0.3, 10 + SEQ_RESET_SECONDS, 6)[1] is ReadingOutcome.OUT_OF_ORDER
     # … once event time has moved on past it, the counter was reset: adopted.
     state, outs = feed(WATER, [(0.3, 11 + SEQ_RESET_SECONDS, 6), (0.3, 40 + SEQ_RESET_SECONDS, 7),
                                (0.3, 80 + SEQ_RESET_SECONDS, 8)], state)
-    assert outs == [Outcome.NORMAL, Outcome.NORMAL, Outcome.ALARM] and state.last_seq == 8
+    assert outs == [ReadingOutcome.NORMAL, ReadingOutcome.NORMAL, ReadingOutcome.ALARM] and state.last_seq == 8
 
 
 @given(st.lists(st.tuples(st.integers(0, 2**63 - 1), st.integers(1, 600)), min_size=1, max_size=30))
@@ -165,7 +165,7 @@ def test_whatever_the_seqs_a_reading_a_window_later_is_never_suppressed(seqs):
         t += gap
         state, _ = apply_reading(WATER, state, 0.01, t, seq)
     _, out = apply_reading(WATER, state, 0.01, t + SEQ_RESET_SECONDS + 1, 0)
-    assert out is Outcome.NORMAL
+    assert out is ReadingOutcome.NORMAL
 
 
 # -- graded warnings (预警分级) ------------------------------------------------------
