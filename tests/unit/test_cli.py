@@ -4,7 +4,7 @@ import pytest
 
 from citybrain.cli import main
 
-COMMANDS = ["kafka", "topics", "registry", "worker", "simulate", "demo", "bench", "tail",
+COMMANDS = ["kafka", "topics", "registry", "worker", "simulate", "demo", "bench", "tail", "timeline", "kpis", "dashboard",
             "schemas", "sample"]
 
 

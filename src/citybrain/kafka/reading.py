@@ -8,6 +8,7 @@ restore once read a partition from its end (35 of 44 changelog records, test_loc
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -51,3 +52,41 @@ async def read_until(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int],
             if done is not None:
                 await done
     return n
+
+
+async def read_topic_to_end(bootstrap: str, topic: str, on_record: Callable[[ConsumerRecord], None], title: str,
+                            start: dict[int, int] | None = None, enough: Callable[[], bool] | None = None) -> int:
+    """Every partition of ``topic`` up to the end it has now, record by record, with
+    progress (the CLI's readers, the demo's summary); -1 when the topic does not exist.
+    ``start``: the offset to begin at per partition (else the first retained);
+    ``enough()``: stop early once it says so."""
+    from citybrain.kafka.admin import partitions_of
+    from citybrain.kafka.clients import kafka_consumer
+    from citybrain.progress import Progress
+
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    if not tps:
+        print(f"主题不存在 topic {topic} does not exist yet (run the demo or `citybrain topics`)", file=sys.stderr)
+        return -1
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        first = await seek_to_first(consumer, tps)
+        for tp in tps:
+            if start and start.get(tp.partition, 0) > first[tp]:
+                consumer.seek(tp, start[tp.partition])
+        end = await consumer.end_offsets(tps)
+        total = await remaining(consumer, end)
+        progress = Progress(title, total=max(total, 1))
+
+        def each(_tp: TopicPartition, records: list[ConsumerRecord]) -> None:
+            for m in records:
+                on_record(m)
+
+        n = await read_until(consumer, end, each, timeout_ms=1000, enough=enough,
+                             after_batch=lambda n: progress.update(n, f"{n:,}/{total:,}"))
+        progress.close()
+        return n
+    finally:
+        await consumer.stop()

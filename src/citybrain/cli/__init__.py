@@ -1,0 +1,119 @@
+"""``citybrain`` command line.  Every message is for an operator: 中文 + English.
+One module per command group; the parser is here."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from citybrain.cli.bench import cmd_bench
+from citybrain.cli.read import cmd_kpis, cmd_tail, cmd_timeline
+from citybrain.cli.setup import cmd_dashboard, cmd_kafka, cmd_registry, cmd_sample, cmd_schemas, cmd_topics
+from citybrain.cli.simulate import cmd_demo, cmd_simulate
+from citybrain.cli.worker import cmd_worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="citybrain", description="城市大脑事件流处理 city-brain event stream processor")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("kafka", help="local Apache Kafka for the demo and tests")
+    k.add_argument("action", choices=["start", "stop", "status"])
+    k.add_argument("--port", type=int, default=9092, help="preferred port (a free one if taken)")
+    k.set_defaults(func=cmd_kafka)
+
+    t = sub.add_parser("topics", help="create the contract's topics (idempotent)")
+    t.set_defaults(func=cmd_topics)
+
+    r = sub.add_parser("registry", help="publish the device registry to registry.devices")
+    r.add_argument("action", choices=["publish"])
+    r.add_argument("--file", help="JSON-lines registry (default: config's sample registry)")
+    r.set_defaults(func=cmd_registry)
+
+    w = sub.add_parser("worker", help="run a stream worker (Faust)")
+    w.add_argument("--web-port", type=int)
+    w.add_argument("--data-dir")
+    w.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
+    w.set_defaults(func=cmd_worker)
+
+    s = sub.add_parser("simulate", help="produce simulated city traffic")
+    s.add_argument("--rate", type=float, default=200.0, help="records per second")
+    s.add_argument("--duration", type=float, default=60.0, help="seconds")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--malformed", type=float, default=0.01, help="share of malformed records")
+    s.add_argument("--no-scenarios", action="store_true")
+    s.add_argument("--unpaced", action="store_true", help="send as fast as possible")
+    s.add_argument("--respond", action="store_true",
+                   help="simulated departments accept/handle, an operator triages, grid members verify")
+    s.add_argument("--linger", type=float, default=0.0, help="with --respond: keep responding this long after")
+    s.set_defaults(func=cmd_simulate)
+
+    d = sub.add_parser("demo", help="broker + worker + simulated traffic")
+    d.add_argument("--rate", type=float, default=200.0)
+    d.add_argument("--duration", type=float, default=180.0)
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--keep", action="store_true", help="keep running after the simulation")
+    d.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
+    d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
+    b.add_argument("what", choices=["normalize", "dispatch", "history", "normalize-batch-probe"])
+    b.add_argument("--records", type=int, default=60_000, help="backlog size for max throughput")
+    b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
+    b.add_argument("--duration", type=float, default=30.0, help="dispatch: seconds per window")
+    b.add_argument("--windows", type=int, default=5, help="dispatch: windows per load, each with its own percentiles")
+    b.add_argument("--warmup", type=float, default=10.0,
+                   help="dispatch: seconds of the same traffic before the windows (reported apart)")
+    b.add_argument("--throughput-runs", type=int, default=3, help="dispatch: max-throughput runs (median ratio)")
+    b.add_argument("--sensors", type=int, default=0, help="normalize: generated sensors added to the registry "
+                                                          "(city scale: 110000), each heard once")
+    b.add_argument("--cameras", type=int, default=0, help="normalize: generated cameras added to the registry "
+                                                          "(city scale: 50000)")
+    b.add_argument("--guarantees", default="",
+                   help="dispatch: processing guarantees to measure in this run, e.g. "
+                        "exactly_once,at_least_once (default: the configured one)")
+    b.add_argument("--state-sizes", default="1000,10000,100000",
+                   help="dispatch: open orders held in state for the size test")
+    b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each")
+    b.add_argument("--orders-per-day", type=int, default=3000, help="history: orders a day")
+    b.add_argument("--open", type=int, default=10_000, help="history: orders still open at the end")
+    b.add_argument("--requests", type=int, default=300, help="history: API requests per kind")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--out", help="JSON result path (default var/bench/)")
+    b.set_defaults(func=cmd_bench)
+
+    tl = sub.add_parser("tail", help="print a topic's records")
+    tl.add_argument("topic")
+    tl.add_argument("--limit", type=int, default=20)
+    tl.set_defaults(func=cmd_tail)
+
+    tm = sub.add_parser("timeline", help="an order's changes and refused commands, in time order")
+    tm.add_argument("work_order_id")
+    tm.set_defaults(func=cmd_timeline)
+
+    kp = sub.add_parser("kpis", help="综合评价: evaluation figures of a month (YYYY-MM) or day")
+    kp.add_argument("--period", help="YYYY-MM or YYYY-MM-DD, city time (default: this month)")
+    kp.add_argument("--data-dir", help="a worker's data directory: start from its evaluation checkpoint "
+                                       "and read only the log's tail (default: replay the whole log)")
+    kp.add_argument("--json", action="store_true", help="the figures as JSON")
+    kp.set_defaults(func=cmd_kpis)
+
+    db = sub.add_parser("dashboard", help="check (default) or --write deploy/grafana/dashboards/citybrain.json")
+    db.add_argument("--write", action="store_true")
+    db.set_defaults(func=cmd_dashboard)
+
+    sc = sub.add_parser("schemas", help="check (default) or --write schemas/ from the wire models")
+    sc.add_argument("--write", action="store_true")
+    sc.set_defaults(func=cmd_schemas)
+
+    sm = sub.add_parser("sample", help="regenerate the SAMPLE city data")
+    sm.add_argument("what", choices=["build-city", "build-registry"])
+    sm.set_defaults(func=cmd_sample)
+
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    if args.command != "worker":
+        # Tools print their own progress; the Kafka client's group chatter is noise there.
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    return args.func(args)
+

@@ -1,0 +1,115 @@
+"""Setting up: the local broker, topics, the registry, schemas, sample data, the dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from citybrain.cli.common import broker_address, load_config
+from citybrain.paths import SCHEMAS_DIR
+
+
+def cmd_kafka(args) -> int:
+    from citybrain.kafka.admin import local_broker
+    from citybrain.kafka.local_broker import BrokerError, kafka_version
+    broker = local_broker()
+    if args.action == "start":
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+            print(f"KAFKA_BOOTSTRAP_SERVERS is set ({os.environ['KAFKA_BOOTSTRAP_SERVERS']}); "
+                  "not starting a local broker 不启动本地 Kafka")
+            return 0
+        try:
+            address = broker.start(port=args.port)
+        except BrokerError as e:
+            print(f"错误 Kafka failed to start: {e}", file=sys.stderr)
+            return 1
+        print(f"Kafka {kafka_version()} 已启动 running at {address} "
+              f"(pid {broker.pid()}, log {broker.log_file})")
+        return 0
+    if args.action == "stop":
+        print("Kafka 已停止 stopped" if broker.stop() else "Kafka 未运行 was not running")
+        return 0
+    running = broker.bootstrap()
+    if running:
+        print(f"Kafka {kafka_version()} 运行中 running at {running} (pid {broker.pid()})")
+        return 0
+    print("Kafka 未运行 not running")
+    return 3
+
+
+def cmd_topics(args) -> int:
+    from citybrain.stream.topology import topic_specs
+    cfg = load_config()
+    specs = topic_specs(cfg)
+    created = asyncio.run(ensure_topics(cfg, broker_address(), specs))
+    print(f"主题 topics: {len(specs)} in all, created {len(created)}"
+          + (": " + ", ".join(created) if created else " (all existed)"))
+    return 0
+
+
+async def ensure_topics(cfg, bootstrap: str, specs) -> list[str]:
+    """Create the missing topics, then reconcile every one with the configuration
+    (retention altered; partitions that differ stop here with the reason)."""
+    from citybrain.kafka.admin import create_topics, reconcile_topics
+    from citybrain.stream.topology import co_partitioned
+    created = await create_topics(bootstrap, specs, cfg.settings.kafka.replication_factor)
+    for line in await reconcile_topics(bootstrap, specs, co_partitioned(cfg)):
+        print(f"主题设置已更新 topic setting reconciled: {line}", flush=True)
+    return created
+
+
+def cmd_registry(args) -> int:
+    from citybrain.kafka.admin import publish_registry
+    from citybrain.kafka.topics import Topics
+    from citybrain.sample.registry_builder import load
+    cfg = load_config()
+    path = Path(args.file) if args.file else cfg.registry_path
+    records = load(path)
+    topic = Topics(cfg.settings.kafka.topic_prefix).registry
+    n = asyncio.run(publish_registry(broker_address(), topic, records))
+    print(f"设备台账已发布 registry published: {n:,} devices/cameras from {path} → {topic}")
+    return 0
+
+
+def cmd_schemas(args) -> int:
+    from citybrain.wire.schemas import drifted, write_all
+    if args.write:
+        for p in write_all(SCHEMAS_DIR):
+            print(f"wrote {p}")
+        return 0
+    bad = drifted(SCHEMAS_DIR)
+    if bad:
+        print("schemas/ 与模型不一致 drifted from the models: " + ", ".join(bad)
+              + " — run `citybrain schemas --write`", file=sys.stderr)
+        return 1
+    print("schemas/ 与模型一致 up to date")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from citybrain.sample import city_builder, registry_builder
+    cfg = load_config()
+    if args.what == "build-city":
+        n = city_builder.write(cfg.directory / cfg.settings.city.geography)
+        print(f"wrote {n} grids")
+    else:
+        n = registry_builder.write(cfg.registry_path)
+        print(f"wrote {n} devices")
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    """Check (default) or --write the Grafana dashboard generated from citybrain.observability."""
+    from citybrain import observability
+    if args.write:
+        print(f"wrote {observability.write()}")
+        return 0
+    current = observability.DASHBOARD_PATH.read_text(encoding="utf-8") if observability.DASHBOARD_PATH.exists() else ""
+    if current != observability.render():
+        print(f"过期 {observability.DASHBOARD_PATH} differs from citybrain.observability: "
+              "run `citybrain dashboard --write`", file=sys.stderr)
+        return 1
+    print(f"一致 {observability.DASHBOARD_PATH} is up to date ({len(observability.PANELS)} panels)")
+    return 0
