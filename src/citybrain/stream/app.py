@@ -35,11 +35,11 @@ from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
-from citybrain.stream.batch import RunnerSettings, StageRunner
+from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.records import record_meta
 from citybrain.stream.registry import RegistryCache
-from citybrain.stream.stages import DeadLetterLog, fuse_stage, normalise_stage
+from citybrain.stream.stages import DeadLetterLog, FuseStage, NormaliseStage
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
 from citybrain.web.api import MAX_BODY, Api
@@ -154,8 +154,9 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
-    stages = [normalise_stage(config, topics, normalizer, gid, dead_log, registry=lambda: registry.devices.values()),
-              fuse_stage(config, topics, gid)]
+    stages: list[Stage] = [NormaliseStage(config, topics, normalizer, gid, dead_log,
+                                          registry=lambda: registry.devices.values()),
+                           FuseStage(config, topics, gid)]
 
     @app.task
     async def load_registry() -> None:

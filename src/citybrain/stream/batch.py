@@ -25,8 +25,9 @@ import logging
 import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -184,29 +185,38 @@ class ChangelogState:
             self.store.save(tp.partition, self.data[tp.partition], end[tp])
 
 
-RecordHandler = Callable[[ConsumerRecord, list[Output]], None]
 
 
-@dataclass
-class Stage:
+class Stage(Protocol):
+    """A batch stage as the runner drives it (stages.NormaliseStage, stages.FuseStage)."""
+
     name: str
-    group_id: str
-    topics: list[str]
-    handle: RecordHandler                # one call per record, appending its outputs
-    source_of: Callable[[ConsumerRecord], str]   # the dead-letter ``source`` of an input record
-    states: list[ChangelogState] = field(default_factory=list)
-    state_topic: str | None = None       # the input topic whose partitions the states follow
-    on_assigned: Callable[[set[int]], None] | None = None
-    on_revoked: Callable[[set[int]], None] | None = None
-    # Timers: called about every ``tick_seconds`` (between batches, and when idle) for
-    # outputs that time rather than input causes (supervision, automatic verification);
-    # each output's ``source`` names the partition it belongs to.
-    tick: Callable[[], list[Output]] | None = None
-    tick_seconds: float = 1.0
+    group_id: str                        # its consumer group
+    topics: list[str]                    # its inputs
+    states: list[ChangelogState]
+    state_topic: str | None              # the input topic whose partitions the states follow
+    tick_seconds: float
     # Told what the stage has read of each partition of ``state_topic`` and how far behind
     # it is (a ``device_health.PartitionClock``), for timers judged on the stream's time.
-    clock: PartitionClock | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    clock: PartitionClock | None
+    ready: asyncio.Event                 # set while it runs with its partitions restored
+
+    def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
+        """One call per record, appending its outputs."""
+
+    def source_of(self, m: ConsumerRecord) -> str:
+        """The dead-letter ``source`` of an input record."""
+
+    def on_assigned(self, partitions: set[int]) -> None:
+        """Partitions whose state is restored and now this stage's."""
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        """Partitions no longer this stage's (their state is dropped)."""
+
+    def tick(self) -> list[Output]:
+        """About every ``tick_seconds`` (between batches, and when idle): outputs that
+        time rather than an input causes (supervision, automatic verification); each
+        output's ``source`` names the partition it belongs to."""
 
 
 @dataclass(frozen=True)
@@ -354,7 +364,7 @@ class StageRunner:
             state.drop(numbers)
         held = numbers & self.owned
         self.owned -= numbers
-        if held and self.stage.on_revoked:
+        if held:
             self.stage.on_revoked(held)
         for p in numbers:
             producer = self.producers.pop(p, None)
@@ -379,8 +389,7 @@ class StageRunner:
                          "in %.2fs", state.name, local, n, sorted(numbers), time.monotonic() - started)
         self.owned |= numbers
         self.unrestored -= numbers
-        if self.stage.on_assigned:
-            self.stage.on_assigned(numbers)
+        self.stage.on_assigned(numbers)
 
     # -- failure and recovery ------------------------------------------------------
 
@@ -651,7 +660,7 @@ class StageRunner:
         if now - self.last_lag >= 1.0:
             self.last_lag = now
             self._report_lag(pending)
-        if self.stage.tick is None or now - self.last_tick < self.stage.tick_seconds or not self.owned:
+        if now - self.last_tick < self.stage.tick_seconds or not self.owned:
             return
         self.last_tick = now
         outputs = self.stage.tick()

@@ -1,4 +1,5 @@
-"""The hot path's two stages, as batch handlers around the pure domain.
+"""The hot path's two stages (``NormaliseStage``, ``FuseStage``: the runner's ``Stage``
+protocol), thin shells around the pure domain.
 
 - normalise: ingest.iot.readings / ingest.video.alerts / ingest.reports →
   events.normalized + fusion inbox | deadletter; per-device alarm state in the
@@ -11,10 +12,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 
 import orjson
@@ -27,11 +30,13 @@ from citybrain.domain import followup, lifecycle
 from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch, offline_limit
 from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
+from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import attach, open_order
+from citybrain.gauges import GaugeCounts, OpenOrderGauge, assist_keys, emergency_keys
 from citybrain.kafka.topics import Topics
 from citybrain.logfilter import ThrottledLog
-from citybrain.stream.batch import ChangelogState, Stage
+from citybrain.stream.batch import ChangelogState
 from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
@@ -56,26 +61,41 @@ class DeadLetterLog:
                  detail[:300])
 
 
-def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
-                    dead_log: DeadLetterLog, registry=lambda: ()) -> Stage:
-    """``registry()``: every device of the registry (for the registered-devices gauge)."""
-    router = config.router
-    sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"])
-    decoded: dict[tuple[int, str], DeviceState] = {}
-    health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
+class NormaliseStage:
+    """The normalise stage: every ingest record to one outcome, each device's alarm state
+    (``sensor_state``) and health (``device_health``).  ``registry()``: every device of
+    the registry (for the registered-devices gauge)."""
 
-    def state_of(partition: int):
+    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
+                 dead_log: DeadLetterLog, registry: Callable[[], Collection[Device]] = lambda: ()):
+        self.config, self.topic_names, self.normalizer = config, topics, normalizer
+        self.dead_log, self.registry = dead_log, registry
+        self.router = config.router
+        self.sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"])
+        self.decoded: dict[tuple[int, str], DeviceState] = {}   # parsed sensor_state, per (partition, device)
+        self.health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
+        self.sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report",
+                        topics.device_status: "device"}
+        # What the runner reads (the Stage protocol).
+        self.name, self.group_id, self.topics = "normalise", f"{group_id}-normalise", topics.ingest
+        self.states = [self.sensor_state, self.health.state]
+        self.state_topic: str | None = topics.iot
+        self.tick_seconds = 1.0
+        self.clock: PartitionClock | None = self.health.clock
+        self.ready = asyncio.Event()
+
+    def state_of(self, partition: int) -> Callable[[str], DeviceState]:
         def get(device_id: str) -> DeviceState:
             key = (partition, device_id)
-            st = decoded.get(key)
+            st = self.decoded.get(key)
             if st is None:
-                raw = sensor_state.get(partition, device_id)
+                raw = self.sensor_state.get(partition, device_id)
                 st = DeviceState.from_dict(orjson.loads(raw)) if raw else DeviceState()
-                decoded[key] = st
+                self.decoded[key] = st
             return st
         return get
 
-    def outputs_of(source: str, result: Result, meta: RecordMeta, out: list[Output],
+    def outputs_of(self, source: str, result: Result, meta: RecordMeta, out: list[Output],
                    derived: bool = False) -> None:
         """Serialised before anything is counted or stored: if this raises, the record
         becomes an internal_error dead letter with nothing half done.  ``derived``: an
@@ -84,74 +104,70 @@ def normalise_stage(config: Config, topics: Topics, normalizer: Normalizer, grou
         if result.event is not None:
             ev = result.event
             body = to_json(ev)
-            out.append(Output(topics.events, ev.location.street_code.encode(), body))
+            out.append(Output(self.topic_names.events, ev.location.street_code.encode(), body))
             # Straight on to fusion, keyed by fusion group (one hop less than
             # re-reading events.normalized).
-            out.append(Output(topics.fusion_inbox, router.group(ev.category).encode(), body))
+            out.append(Output(self.topic_names.fusion_inbox, self.router.group(ev.category).encode(), body))
             metrics.child(metrics.EVENTS, source, ev.kind, ev.category).inc()
         elif result.dead is not None:
-            out.append(Output(topics.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
-            dead_log.note(source, result.dead.reason, result.dead.detail)
+            out.append(Output(self.topic_names.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
+            self.dead_log.note(source, result.dead.reason, result.dead.detail)
         if not derived:
             metrics.count_outcome(source, result.outcome, result.reason)
 
-    def handle(m: ConsumerRecord, out: list[Output]) -> None:
+    def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
         meta = record_meta(m)
-        if m.topic == topics.iot:
-            result = normalizer.reading(m.value, meta, state_of(m.partition))
-            outputs_of("iot", result, meta, out)
+        if m.topic == self.topic_names.iot:
+            result = self.normalizer.reading(m.value, meta, self.state_of(m.partition))
+            self.outputs_of("iot", result, meta, out)
             if result.outcome != "deadletter":   # the device spoke: it is not silent
-                event = health.heard(m.partition, m.key.decode(), meta)
+                event = self.health.heard(m.partition, m.key.decode(), meta)
                 if event is not None:
-                    outputs_of("iot", Result("event", event=event), meta, out, derived=True)
+                    self.outputs_of("iot", Result("event", event=event), meta, out, derived=True)
             device = result.state_key
             if result.state is not None and device is not None:
-                before = decoded.get((m.partition, device))
+                before = self.decoded.get((m.partition, device))
                 # A change of the alarm state itself is written with this batch; a
                 # change of only the dedupe marks (last ts/seq) may follow lazily: a
                 # replay after a crash re-applies readings that changed nothing else.
-                sensor_state.set(m.partition, device,
-                                 orjson.dumps(result.state.to_dict()),
-                                 lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
-                decoded[(m.partition, device)] = result.state
-        elif m.topic == topics.video:
-            outputs_of("video", normalizer.video(m.value, meta), meta, out)
-        elif m.topic == topics.device_status:
-            result, status = normalizer.device_status(m.value, meta)
-            event = health.stated(m.partition, status, meta) if status is not None else None
+                self.sensor_state.set(m.partition, device, orjson.dumps(result.state.to_dict()),
+                                      lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
+                self.decoded[(m.partition, device)] = result.state
+        elif m.topic == self.topic_names.video:
+            self.outputs_of("video", self.normalizer.video(m.value, meta), meta, out)
+        elif m.topic == self.topic_names.device_status:
+            result, status = self.normalizer.device_status(m.value, meta)
+            event = self.health.stated(m.partition, status, meta) if status is not None else None
             # A status that opens or closes a fault has that event as its outcome.
-            outputs_of("device", result if event is None else Result("event", event=event), meta, out)
+            self.outputs_of("device", result if event is None else Result("event", event=event), meta, out)
         else:
-            outputs_of("report", normalizer.report(m.value, meta), meta, out)
+            self.outputs_of("report", self.normalizer.report(m.value, meta), meta, out)
 
-    sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report", topics.device_status: "device"}
+    def source_of(self, m: ConsumerRecord) -> str:
+        return self.sources[m.topic]
 
-    def forget(partitions: set[int]) -> None:
-        for key in [k for k in decoded if k[0] in partitions]:
-            del decoded[key]
+    def forget(self, partitions: set[int]) -> None:
+        for key in [k for k in self.decoded if k[0] in partitions]:
+            del self.decoded[key]
 
-    def assigned(partitions: set[int]) -> None:
-        forget(partitions)
-        health.assigned(partitions)
+    def on_assigned(self, partitions: set[int]) -> None:
+        self.forget(partitions)
+        self.health.assigned(partitions)
 
-    def revoked(partitions: set[int]) -> None:
-        forget(partitions)
-        health.revoked(partitions)
+    def on_revoked(self, partitions: set[int]) -> None:
+        self.forget(partitions)
+        self.health.revoked(partitions)
 
-    def tick() -> list[Output]:
+    def tick(self) -> list[Output]:
         out: list[Output] = []
-        for partition, event, meta in health.due():
+        for partition, event, meta in self.health.due():
             mine: list[Output] = []
-            outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
+            self.outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
             for o in mine:   # caused by the partition's clock, not an input
-                o.source = (topics.iot, partition, -1)
+                o.source = (self.topic_names.iot, partition, -1)
             out += mine
         return out
 
-    return Stage("normalise", f"{group_id}-normalise",
-                 topics.ingest,
-                 handle, lambda m: sources[m.topic], [sensor_state, health.state], state_topic=topics.iot,
-                 on_assigned=assigned, on_revoked=revoked, tick=tick, tick_seconds=1.0, clock=health.clock)
 
 
 class DeviceHealth:
@@ -297,48 +313,6 @@ def _alarm_state(s: DeviceState) -> tuple:
     return (s.alarm, s.pending_since, s.alarm_since, s.level, s.level_pending)
 
 
-class GaugeCounts:
-    """A labelled gauge set from counts: series that drop out of the counts go to 0."""
-
-    def __init__(self, metric):
-        self.metric = metric
-        self.counts: Counter[tuple] = Counter()
-
-    def set_all(self, counts: Counter) -> None:
-        for key in set(self.counts) | set(counts):
-            metrics.child(self.metric, *key).set(counts.get(key, 0))
-        self.counts = counts
-
-
-class OpenOrderGauge(GaugeCounts):
-    """Open orders counted by ``keys(order)`` (an order may count under several keys)."""
-
-    def __init__(self, metric=metrics.WORKORDERS_OPEN, keys=None):
-        super().__init__(metric)
-        self.keys = keys or (lambda o: [(o.status, o.department or "", o.location.district_code)])
-
-    def of(self, order: WorkOrder | None) -> list[tuple]:
-        return self.keys(order) if order is not None and order.status in OPEN_STATUSES else []
-
-    def moved(self, old: WorkOrder | None, new: WorkOrder) -> None:
-        """Only the series the change touches."""
-        before, after = self.of(old), self.of(new)
-        if before == after:
-            return
-        for keys, step in ((before, -1), (after, 1)):
-            for key in keys:
-                self.counts[key] += step
-                metrics.child(self.metric, *key).set(self.counts[key])
-
-
-def _emergency_keys(order: WorkOrder) -> list[tuple]:
-    return [(order.emergency_level,)] if order.emergency_level else []
-
-
-def _assist_keys(order: WorkOrder) -> list[tuple]:
-    return [(a.department,) for a in order.assists if a.status in ("dispatched", "accepted")]
-
-
 class PartitionHeaps:
     """Per partition, a heap of (when, work-order id): what falls due first comes first."""
 
@@ -452,34 +426,46 @@ class StateRefresh:
         self.scheduled.difference_update(wo for _, wo in self.heaps.drop(partitions))
 
 
-def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
-    router = config.router
-    deadlines = config.deadlines
-    departments = frozenset(config.desks)
-    work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
-    indexes: dict[int, FusionIndex] = {}
-    escalator = config.escalator
-    gauges = [OpenOrderGauge(), OpenOrderGauge(metrics.WORKORDERS_EMERGENCY, _emergency_keys),
-              OpenOrderGauge(metrics.ASSISTS_OPEN, _assist_keys)]
-    timers = OrderTimers()
-    overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
-    closed_orders = ClosedOrders(config.settings.worker.closed_state_days * 86400)
-    refresh = StateRefresh()
+class FuseStage:
+    """The fuse stage: fusion, routing and the lifecycle of the orders of its partitions."""
 
-    def rebuild(partitions: set[int]) -> None:
+    def __init__(self, config: Config, topics: Topics, group_id: str):
+        self.config, self.topic_names = config, topics
+        self.router = self.config.router
+        self.deadlines = self.config.deadlines
+        self.departments = frozenset(self.config.desks)
+        self.work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
+        self.indexes: dict[int, FusionIndex] = {}
+        self.escalator = self.config.escalator
+        self.gauges = [OpenOrderGauge(), OpenOrderGauge(metrics.WORKORDERS_EMERGENCY, emergency_keys),
+                       OpenOrderGauge(metrics.ASSISTS_OPEN, assist_keys)]
+        self.timers = OrderTimers()
+        self.overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
+        self.closed_orders = ClosedOrders(self.config.settings.worker.closed_state_days * 86400)
+        self.refresh = StateRefresh()
+        self.last_overdue = 0.0   # when the overdue gauge and the eviction last ran
+        # What the runner reads (the Stage protocol).
+        self.name, self.group_id, self.topics = "fuse", f"{group_id}-fuse", [topics.fusion_inbox]
+        self.states = [self.work_orders]
+        self.state_topic: str | None = topics.fusion_inbox
+        self.tick_seconds = config.lifecycle.timers.tick_seconds
+        self.clock: PartitionClock | None = None
+        self.ready = asyncio.Event()
+
+    def on_assigned(self, partitions: set[int]) -> None:
         """Index the newly assigned partitions; recount open orders over all held ones
         (the gauge follows whatever this worker holds now)."""
         for p in partitions:
-            indexes[p] = FusionIndex()
-        counts: list[Counter] = [Counter() for _ in gauges]
-        for p, index in indexes.items():
-            for raw in work_orders.values(p):
+            self.indexes[p] = FusionIndex()
+        counts: list[Counter] = [Counter() for _ in self.gauges]
+        for p, index in self.indexes.items():
+            for raw in self.work_orders.values(p):
                 record = OrderRecord.unpack(raw)
                 snap = record.summary()
                 if snap["status"] not in OPEN_STATUSES:
                     if p in partitions:   # its events stay known: a replay of one is a duplicate
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
-                        closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
+                        self.closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
                     continue
                 # The same keys as OpenOrderGauge's (status, department, district).
                 counts[0][(snap["status"], snap["department"] or "", snap["location"]["district_code"])] += 1
@@ -491,205 +477,202 @@ def fuse_stage(config: Config, topics: Topics, group_id: str) -> Stage:
                 if p in partitions:
                     order = WorkOrder.model_validate(snap)
                     index.add(open_entry(order))
-                    timers.schedule(p, order, deadlines)  # what fell due while away fires next tick
-                    refresh.written(p, order.work_order_id, record.written_at)
-        for gauge, counted in zip(gauges, counts, strict=True):
+                    self.timers.schedule(p, order, self.deadlines)  # what fell due while away fires next tick
+                    self.refresh.written(p, order.work_order_id, record.written_at)
+        for gauge, counted in zip(self.gauges, counts, strict=True):
             gauge.set_all(counted)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
-                 sum(len(i) for i in indexes.values()), sorted(indexes))
+                 sum(len(i) for i in self.indexes.values()), sorted(self.indexes))
 
-    def drop(partitions: set[int]) -> None:
+    def on_revoked(self, partitions: set[int]) -> None:
         for p in partitions:
-            indexes.pop(p, None)
-        timers.drop(partitions)
-        closed_orders.drop(partitions)
-        refresh.drop(partitions)
+            self.indexes.pop(p, None)
+        self.timers.drop(partitions)
+        self.closed_orders.drop(partitions)
+        self.refresh.drop(partitions)
 
-    def publish(change: WorkOrderChange, old: WorkOrder | None, out: list[Output], record: OrderRecord) -> None:
+    def publish(self, change: WorkOrderChange, old: WorkOrder | None, out: list[Output], record: OrderRecord) -> None:
         """The change on workorders.events (and dispatch / supervision topics); it becomes
         the record's latest snapshot and a step of its timeline."""
         record.add(change, old)
         body = to_json(change)
         key = change.work_order_id.encode()
-        out.append(Output(topics.workorder_events, key, body))
+        out.append(Output(self.topic_names.workorder_events, key, body))
         metrics.child(metrics.TRANSITIONS, change.type).inc()
         snap = change.snapshot
-        for gauge in gauges:
+        for gauge in self.gauges:
             gauge.moved(old, snap)
         if change.type == "supervised" and change.supervision is not None:
-            out.append(Output(topics.supervision(change.supervision.level), key, body))
+            out.append(Output(self.topic_names.supervision(change.supervision.level), key, body))
             metrics.child(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock).inc()
         if change.type == "dispatched" and snap.department is not None:
-            out.append(Output(topics.dispatch(snap.department), key, body))
+            out.append(Output(self.topic_names.dispatch(snap.department), key, body))
             if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
                 metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
                     time.time() - snap.source_ingested_at.timestamp())
         elif change.type == "assist_added" and change.part is not None:
-            out.append(Output(topics.dispatch(change.part), key, body))
+            out.append(Output(self.topic_names.dispatch(change.part), key, body))
         elif change.type == "escalated" and change.escalation is not None:
             esc = change.escalation
             reached = (esc.warning_to if esc.warning_to != esc.warning_from
                        else esc.emergency_to if esc.emergency_to != esc.emergency_from else esc.priority_to)
             metrics.child(metrics.ESCALATED, snap.category, reached or "none").inc()
         for note in followup.notifications(change):   # 反馈: the reporters hear of it
-            out.append(Output(topics.reporter_notifications, note.reporter_id.encode(), to_json(note)))
+            out.append(Output(self.topic_names.reporter_notifications, note.reporter_id.encode(), to_json(note)))
         # 应急指挥 follows every change while the order is under emergency response.
         if snap.emergency_level is not None or (old is not None and old.emergency_level is not None):
-            out.append(Output(topics.emergency, key, body))
+            out.append(Output(self.topic_names.emergency, key, body))
 
-    def publish_all(changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
+    def publish_all(self, changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
                     record: OrderRecord) -> WorkOrder:
         """Publish consecutive changes of one order (at least one); returns the latest snapshot."""
         for change in changes:
-            publish(change, old, out, record)
+            self.publish(change, old, out, record)
             old = change.snapshot
         return changes[-1].snapshot
 
-    def store(partition: int, record: OrderRecord, snap: WorkOrder, out: list[Output], timed: bool = True) -> None:
+    def store(self, partition: int, record: OrderRecord, snap: WorkOrder, out: list[Output], timed: bool = True) -> None:
         """Hot state and ``workorders.state`` after an order's changes.  ``timed``: the
         change may have moved a clock (every change but new evidence)."""
         wo = snap.work_order_id
         record.written_at = time.time()
-        work_orders.set(partition, wo, record.pack())
-        out.append(Output(topics.workorder_state, wo.encode(), record.state_record(wo, snap.version)))
+        self.work_orders.set(partition, wo, record.pack())
+        out.append(Output(self.topic_names.workorder_state, wo.encode(), record.state_record(wo, snap.version)))
         if snap.status in OPEN_STATUSES:
-            refresh.written(partition, wo, record.written_at)
+            self.refresh.written(partition, wo, record.written_at)
         if timed:
-            timers.schedule(partition, snap, deadlines)
+            self.timers.schedule(partition, snap, self.deadlines)
         if snap.status not in OPEN_STATUSES:
-            indexes[partition].close(snap.work_order_id)
+            self.indexes[partition].close(snap.work_order_id)
             ended = snap.closed_at or snap.cancelled_at or datetime.now(UTC)   # one is set once it ended
-            closed_orders.closed(partition, snap.work_order_id, ended.timestamp())
+            self.closed_orders.closed(partition, snap.work_order_id, ended.timestamp())
 
-    def on_command(partition: int, cmd: Command, out: list[Output]) -> None:
-        raw = work_orders.get(partition, cmd.work_order_id)
+    def on_command(self, partition: int, cmd: Command, out: list[Output]) -> None:
+        raw = self.work_orders.get(partition, cmd.work_order_id)
         record = OrderRecord.unpack(raw) if raw else None
         old = record.order() if record else None
-        outcome = lifecycle.apply(old, cmd, departments, datetime.now(UTC), deadlines)
+        outcome = lifecycle.apply(old, cmd, self.departments, datetime.now(UTC), self.deadlines)
         if outcome.rejection is not None:
             metrics.child(metrics.COMMANDS_REJECTED, outcome.rejection.reason).inc()
-            out.append(Output(topics.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
+            out.append(Output(self.topic_names.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
             return
         change = outcome.change
         assert change is not None   # lifecycle.apply gives a rejection or a change
         record = record or OrderRecord(b"")
-        changes = [change, *escalator.follow(change.snapshot, change.at)]
-        store(partition, record, publish_all(changes, old, out, record), out)
+        changes = [change, *self.escalator.follow(change.snapshot, change.at)]
+        self.store(partition, record, self.publish_all(changes, old, out, record), out)
 
-    def on_event(partition: int, event: CityEvent, out: list[Output]) -> None:
-        index = indexes[partition]
-        decision = index.fuse(FusionEvent.of(event), router)
+    def on_event(self, partition: int, event: CityEvent, out: list[Output]) -> None:
+        index = self.indexes[partition]
+        decision = index.fuse(FusionEvent.of(event), self.router)
         metrics.child(metrics.FUSION_OUTCOME, decision.action).inc()
         now = datetime.now(UTC)
         wo = decision.work_order_id
         if decision.action == "open" and wo is not None:
             loc = event.location
-            route = router.route(event.category, (loc.grid_code, loc.community_code,
+            route = self.router.route(event.category, (loc.grid_code, loc.community_code,
                                                   loc.street_code, loc.district_code), event.asset_owner)
-            changes = open_order(wo, router.group(event.category), event, route, now,
-                                 deadlines)
-            changes += escalator.follow(changes[-1].snapshot, now)
+            changes = open_order(wo, self.router.group(event.category), event, route, now,
+                                 self.deadlines)
+            changes += self.escalator.follow(changes[-1].snapshot, now)
             metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code).inc()
             record = OrderRecord(b"")
-            store(partition, record, publish_all(changes, None, out, record), out)
+            self.store(partition, record, self.publish_all(changes, None, out, record), out)
         elif decision.action in ("join", "recovery") and wo is not None:
-            raw = work_orders.get(partition, wo)
+            raw = self.work_orders.get(partition, wo)
             if raw is None:
                 raise LookupError(f"{wo} is in the fusion index but has no stored record")
             record = OrderRecord.unpack(raw)
             old = record.order()
             metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
             change = attach(old, event, now)
-            publish(change, old, out, record)
+            self.publish(change, old, out, record)
             new = change.snapshot
             # Only an alarm after the device's recovery "came back"; a level move is the
             # same alarm, graded.
             device = event.device_id
             came_back = (event.source == "iot" and event.kind == "alarm" and device is not None
                          and device in old.recovered_finders)
-            rework = deadlines.alarm_returned(new, device, now) if came_back and device is not None else None
+            rework = self.deadlines.alarm_returned(new, device, now) if came_back and device is not None else None
             if rework is not None:  # the alarm came back before verification: 返工
-                publish(rework, new, out, record)
+                self.publish(rework, new, out, record)
                 new = rework.snapshot
-            escalated = escalator.follow(new, now)
-            new = publish_all(escalated, new, out, record) if escalated else new
-            store(partition, record, new, out,
+            escalated = self.escalator.follow(new, now)
+            new = self.publish_all(escalated, new, out, record) if escalated else new
+            self.store(partition, record, new, out,
                   timed=change.type == "recovery_recorded" or rework is not None or bool(escalated))
 
-    last_overdue = [0.0]
-
-    def of_partition(partition: int, outputs: list[Output]) -> list[Output]:
+    def of_partition(self, partition: int, outputs: list[Output]) -> list[Output]:
         """Outputs a timer caused, not an input: they belong to the partition of their order."""
         for o in outputs:
-            o.source = (topics.fusion_inbox, partition, -1)
+            o.source = (self.topic_names.fusion_inbox, partition, -1)
         return outputs
 
-    def tick() -> list[Output]:
+    def tick(self) -> list[Output]:
         """Supervision steps and automatic verifications that have fallen due."""
         out: list[Output] = []
         now_ts = time.time()
         now = datetime.fromtimestamp(now_ts, UTC)
-        for partition, wo in timers.due(now_ts):
-            raw = work_orders.get(partition, wo)
+        for partition, wo in self.timers.due(now_ts):
+            raw = self.work_orders.get(partition, wo)
             if raw is None:
                 continue
             record = OrderRecord.unpack(raw)
             order = record.order()
-            changes = deadlines.supervise_due(order, now)
+            changes = self.deadlines.supervise_due(order, now)
             latest = changes[-1].snapshot if changes else order
-            verified = deadlines.auto_verify(latest, now)
+            verified = self.deadlines.auto_verify(latest, now)
             if verified is not None:
                 changes.append(verified)
             if not changes:   # nothing fell due after all: only the next look is scheduled
-                timers.schedule(partition, order, deadlines)
+                self.timers.schedule(partition, order, self.deadlines)
                 continue
             mine: list[Output] = []
-            store(partition, record, publish_all(changes, order, mine, record), mine)
-            out += of_partition(partition, mine)
-        for partition, wo in refresh.due(now_ts):
-            raw = work_orders.get(partition, wo) if partition in indexes else None
+            self.store(partition, record, self.publish_all(changes, order, mine, record), mine)
+            out += self.of_partition(partition, mine)
+        for partition, wo in self.refresh.due(now_ts):
+            raw = self.work_orders.get(partition, wo) if partition in self.indexes else None
             if raw is None:
                 continue
             record = OrderRecord.unpack(raw)
             order = record.order()
             if order.status not in OPEN_STATUSES:
                 continue
-            if now_ts - record.written_at < refresh.every:   # written since: look again later
-                refresh.written(partition, wo, record.written_at)
+            if now_ts - record.written_at < self.refresh.every:   # written since: look again later
+                self.refresh.written(partition, wo, record.written_at)
                 continue
             mine = []
-            store(partition, record, order, mine, timed=False)
-            out += of_partition(partition, mine)
-        if now_ts - last_overdue[0] >= 5.0:
-            last_overdue[0] = now_ts
-            overdue_gauge.set_all(timers.overdue_counts(now_ts))
-            evict_closed(now_ts)
+            self.store(partition, record, order, mine, timed=False)
+            out += self.of_partition(partition, mine)
+        if now_ts - self.last_overdue >= 5.0:
+            self.last_overdue = now_ts
+            self.overdue_gauge.set_all(self.timers.overdue_counts(now_ts))
+            self.evict_closed(now_ts)
         return out
 
-    def evict_closed(now_ts: float) -> None:
+    def evict_closed(self, now_ts: float) -> None:
         """Closed orders past ``closed_state_days`` leave hot state: a tombstone on the
         changelog (the next batch carries it), and fusion forgets their events."""
-        for partition, wo in closed_orders.due(now_ts):
-            raw = work_orders.get(partition, wo)
-            if raw is None or partition not in indexes:
+        for partition, wo in self.closed_orders.due(now_ts):
+            raw = self.work_orders.get(partition, wo)
+            if raw is None or partition not in self.indexes:
                 continue
             snap = OrderRecord.unpack(raw).summary()
             if snap["status"] in OPEN_STATUSES:
                 continue
-            indexes[partition].forget_retired(wo, [e["event_id"] for e in snap["events"]])
-            work_orders.delete(partition, wo)
+            self.indexes[partition].forget_retired(wo, [e["event_id"] for e in snap["events"]])
+            self.work_orders.delete(partition, wo)
             metrics.STATE_EVICTED.inc()
 
-    def handle(m: ConsumerRecord, out: list[Output]) -> None:
+    def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
         doc = orjson.loads(m.value)
         if "command_id" in doc:  # the inbox carries commands as well as events
-            on_command(m.partition, Command.model_validate(doc), out)
+            self.on_command(m.partition, Command.model_validate(doc), out)
         else:
-            on_event(m.partition, CityEvent.model_validate(doc), out)
+            self.on_event(m.partition, CityEvent.model_validate(doc), out)
 
-    def source_of(m: ConsumerRecord) -> str:
+    def source_of(self, m: ConsumerRecord) -> str:
         return "command" if m.value is not None and b'"command_id"' in m.value else "event"
 
-    return Stage("fuse", f"{group_id}-fuse", [topics.fusion_inbox], handle, source_of, [work_orders],
-                 state_topic=topics.fusion_inbox, on_assigned=rebuild, on_revoked=drop,
-                 tick=tick, tick_seconds=config.lifecycle.timers.tick_seconds)
+
+

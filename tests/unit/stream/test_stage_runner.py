@@ -10,7 +10,7 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
+from citybrain.stream.batch import RunnerSettings, StageRunner
 from citybrain.stream.checkpoint import Checkpoint
 from citybrain.stream.output import Output
 
@@ -30,9 +30,36 @@ def handle(m, out):
     out.append(Output("events", None, m.value))
 
 
+class FakeStage:
+    """The least a stage is (the Stage protocol): ``handle`` above, no state, no timers."""
+
+    name, group_id, topics = "normalise", "grp", ["in"]
+    states: list = []
+    state_topic = None
+    tick_seconds = 1.0
+    clock = None
+
+    def __init__(self):
+        self.ready = asyncio.Event()
+
+    def handle(self, m, out):
+        handle(m, out)
+
+    def source_of(self, m):
+        return "iot"
+
+    def on_assigned(self, partitions):
+        pass
+
+    def on_revoked(self, partitions):
+        pass
+
+    def tick(self):
+        return []
+
+
 def runner() -> StageRunner:
-    stage = Stage("normalise", "grp", ["in"], handle, lambda m: "iot")
-    return StageRunner(stage, RunnerSettings("127.0.0.1:1", deadletter_topic="dead"), lambda txn: None)
+    return StageRunner(FakeStage(), RunnerSettings("127.0.0.1:1", deadletter_topic="dead"), lambda txn: None)
 
 
 def dead(o: Output) -> dict:
