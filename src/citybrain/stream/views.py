@@ -23,10 +23,10 @@ from citybrain.config import Config
 from citybrain.domain.evaluation import STAGES
 from citybrain.kafka.topics import Topics
 from citybrain.memory import release_free_memory
+from citybrain.readmodels.orders import OrderView
 from citybrain.stream.evalcheckpoint import EvaluationCheckpoint
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.orderstate import REFRESH_SECONDS
-from citybrain.web.view import OrderView
 
 log = logging.getLogger("citybrain.views")
 _SKIPPABLE = (orjson.JSONDecodeError, KeyError, TypeError, ValueError)

@@ -24,8 +24,8 @@ from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import RULES
 from citybrain.domain.normalize import field_path
 from citybrain.kafka.topics import Topics
+from citybrain.readmodels.orders import OrderView
 from citybrain.web.auth import Principal, Refused, TokenRegistry, may_see, require
-from citybrain.web.view import OrderView
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")

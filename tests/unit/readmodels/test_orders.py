@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from citybrain.web.view import OrderView
+from citybrain.readmodels.orders import OrderView
 
 _steps: dict[str, list[dict]] = {}
 
