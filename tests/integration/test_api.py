@@ -2,12 +2,16 @@
 every refusal (DESIGN §7)."""
 
 import asyncio
+import json
+import socket
 import time
 import uuid
 
 import aiohttp
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from citybrain.promtext import samples
 from citybrain.sample.sites import EAST_DIP, UNDERPASS
@@ -35,6 +39,25 @@ async def call(http, method, path, token=None, body=None, raw=None):
     data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
     async with http.request(method, path, headers=headers, data=data) as r:
         return r.status, await r.json(content_type=None)
+
+
+def _own_grid() -> str:
+    from citybrain.config import Config
+    return next(g for g in Config().city_map.grid_codes if g.startswith("370306002001"))
+
+
+OWN_GRID = _own_grid()   # a grid of the grid member's own prefix (demo-grid-0107)
+
+
+def raw_http(port: int, request: bytes) -> tuple[int, bytes]:
+    """One request as raw bytes (headers no client library would send), the status and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
 
 
 def report(rid, site=UNDERPASS, e=10, n=-10, **extra):
@@ -88,12 +111,25 @@ async def test_reports_roles_and_validation(served):
         (GRID, report("R-a8", category="ufo"), 422, "unknown_category", "category"),
         (OPERATOR, {**report("R-a9", reporter_id="op-1"), "ts": "yesterday"}, 422, "invalid_field", "ts"),
         (OPERATOR, report("R-a10"), 422, "invalid_field", "reporter_id"),   # only grid members default it
+        # Scope is judged on where the point is: naming a grid of its own prefix does not help.
+        (GRID, report("R-a11", site=EAST_DIP, e=900, n=900, grid_code=OWN_GRID), 403, "out_of_scope", "lon"),
+        # What the pipeline would dead-letter is refused here.
+        (OPERATOR, report("R-a12", reporter_id="op-1", grid_code="370306999999999"), 422, "invalid_field",
+         "grid_code"),
+        (OPERATOR, report("R-a13", reporter_id="op-1", ts="2099-01-01T00:00:00+08:00"), 422, "future_timestamp",
+         "ts"),
     ]
     for token, body, status, reason, field in cases:
         got_status, got = await call(http, "POST", "/api/v1/reports", token, body)
         assert (got_status, got["error"]["reason"], got["error"]["field"]) == (status, reason, field), (body, got)
     assert (await call(http, "POST", "/api/v1/reports", GRID, raw=b"{nope"))[1]["error"]["reason"] == "not_json"
     assert (await call(http, "POST", "/api/v1/reports", GRID, raw=b"[1]"))[0] == 400
+    deep: object = 1
+    for _ in range(300):   # ~300 levels: parsed, but past what can be serialised again
+        deep = {"x": deep}
+    status, body = await call(http, "POST", "/api/v1/reports", GRID,
+                              raw=json.dumps({**report("R-deep"), "extra": deep}).encode())
+    assert (status, body["error"]["reason"], body["error"]["field"]) == (422, "invalid_field", "extra")
     big = {**report("R-big"), "description": "x" * 70_000}
     status, body = await call(http, "POST", "/api/v1/reports", GRID, body=big)
     assert (status, body["error"]["reason"], body["error"]["field"]) == (413, "too_large", "body")
@@ -336,3 +372,51 @@ async def test_a_street_desk_gets_its_streets_orders_and_works_them(served, kafk
     assert status == 200 and body["items"] and all(o["location"]["street_code"] == "370306003"
                                                    or o["department"] == "street.370306003" for o in body["items"])
     assert (await call(http, "GET", f"/api/v1/workorders/{wo}", WATER))[0] == 403
+
+
+async def test_generated_credentials_and_bodies_never_5xx_nor_echoed(served):
+    """Whatever bytes a client puts in Authorization, or in a report body: a 4xx, and the
+    credential never comes back in the answer (hypothesis, raw HTTP)."""
+    http, worker, _ = served
+    seen: list[bytes] = []
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(token=st.binary(min_size=1, max_size=200).filter(lambda b: b"\r" not in b and b"\n" not in b))
+    def credentials(token):
+        status, body = raw_http(worker.port, b"GET /api/v1/workorders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                b"Authorization: Bearer " + token + b"\r\nConnection: close\r\n\r\n")
+        assert 400 <= status < 500, (token, status, body[:200])
+        if len(token) >= 8:
+            seen.append(token)
+            assert token not in body
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                               | st.text(max_size=20),
+                               lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                             max_size=4),
+                               max_leaves=20)
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(doc=st.dictionaries(st.sampled_from(["report_id", "category", "description", "lon", "lat", "ts",
+                                                "grid_code", "photos", "channel", "reporter_id", "extra"]),
+                               json_values, max_size=8))
+    def bodies(doc):
+        raw = json.dumps(doc).encode()
+        status, body = raw_http(worker.port, b"POST /api/v1/reports HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                b"Authorization: Bearer demo-grid-0107\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: " + str(len(raw)).encode() + b"\r\nConnection: close\r\n\r\n" + raw)
+        assert status < 500, (doc, status, body[:300])
+        if status >= 400:
+            assert orjson.loads(body)["error"]["reason"]   # a JSON error with its reason
+
+    credentials()
+    bodies()
+    # Past aiohttp's 8,190-byte header limit: refused before any route — and not echoed.
+    long_token = b"L0ngT0ken" * 1000
+    status, body = raw_http(worker.port, b"GET /api/v1/workorders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Authorization: Bearer " + long_token + b"\r\nConnection: close\r\n\r\n")
+    assert 400 <= status < 500 and b"L0ngT0ken" not in body, (status, body[:300])
+    seen.append(b"L0ngT0ken")
+    log = worker.log_path.read_text(errors="replace").encode("utf-8", "surrogateescape")
+    leaked = [t for t in seen if t in log]
+    assert leaked == [], leaked[:3]

@@ -264,12 +264,10 @@ class Normalizer:
             raise Rejected("not_json", f"not JSON: {e}") from None
         if not isinstance(obj, dict):
             raise Rejected("not_object", f"expected a JSON object, got {type(obj).__name__}")
-        fields = _FIELDS.get(model) or _FIELDS.setdefault(model, frozenset(model.model_fields))
-        for name, value in obj.items():
-            if (name not in fields and isinstance(value, (dict, list))
-                    and nested_deeper_than(value, self.limits.max_extra_depth)):
-                raise Rejected("invalid_field", f"extra field {name!r} is nested more than "
-                                                f"{self.limits.max_extra_depth} levels deep", name)
+        too_deep = extra_nested_too_deep(obj, model, self.limits.max_extra_depth)
+        if too_deep is not None:
+            raise Rejected("invalid_field", f"extra field {too_deep!r} is nested more than "
+                                            f"{self.limits.max_extra_depth} levels deep", too_deep)
         try:
             return model.model_validate(obj)
         except ValidationError as e:
@@ -343,6 +341,16 @@ def dead_letter_key(key: bytes | None) -> bytes | None:
     if key is None or len(key) <= KEEP_KEY_BYTES:
         return key
     return hashlib.sha256(key).hexdigest().encode()
+
+
+def extra_nested_too_deep(obj: dict[str, Any], model: type[BaseModel], limit: int) -> str | None:
+    """The first extra field (not one of ``model``'s) nested deeper than ``limit``, if any:
+    kept extras are serialised again downstream, and serialisers refuse past ~255 levels."""
+    fields = _FIELDS.get(model) or _FIELDS.setdefault(model, frozenset(model.model_fields))
+    for name, value in obj.items():
+        if name not in fields and isinstance(value, (dict, list)) and nested_deeper_than(value, limit):
+            return name
+    return None
 
 
 def nested_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:

@@ -22,7 +22,7 @@ from citybrain.config import Config
 from citybrain.domain import followup
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import RULES
-from citybrain.domain.normalize import field_path
+from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.web.auth import Principal, Refused, TokenRegistry, may_see, require
@@ -51,6 +51,33 @@ def _validation(e: ValidationError) -> web.Response:
     return _error(422, "invalid_field", f"{errors[0]['field']}: {errors[0]['message']}", errors[0]["field"], errors)
 
 
+def _refuse_unreadable_requests() -> None:
+    """A request aiohttp cannot even parse (a header over 8,190 bytes, bytes no header may
+    hold, not HTTP) is answered before any route: by default with the parser's message,
+    which quotes the offending bytes — an Authorization header among them — in the 400
+    and in the log line. Answer it as JSON and log only what kind of error it was."""
+    from aiohttp import web_protocol
+
+    original = web_protocol.RequestHandler.handle_error
+    if getattr(original, "citybrain", False):
+        return
+
+    def handle_error(self, request, status=500, exc=None, message=None):
+        if status >= 500:
+            return original(self, request, status, exc, message)
+        log.warning("无法解析的请求 unreadable request from %s: %s (%d; the bytes are not logged)",
+                    request.remote, type(exc).__name__ if exc is not None else "bad request", status)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was sent already; cannot send the error")
+        response = _error(status, "bad_request", "the request could not be read (a header too long or "
+                          "malformed, or not HTTP)")
+        response.force_close()
+        return response
+
+    handle_error.citybrain = True  # type: ignore[attr-defined]
+    web_protocol.RequestHandler.handle_error = handle_error  # type: ignore[method-assign]
+
+
 class Api:
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
                  evaluation: Evaluation, tokens: TokenRegistry, city_map, ready, devices=lambda: ()):
@@ -64,6 +91,7 @@ class Api:
     # -- plumbing ----------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
+        _refuse_unreadable_requests()
         app.middlewares.append(self.middleware)
         r = app.router
         r.add_get("/", self.console)
@@ -159,7 +187,14 @@ class Api:
             doc.setdefault("reporter_id", p.id)
             if doc["reporter_id"] != p.id:
                 raise Refused(403, "out_of_scope", f"a grid member reports as itself ({p.id})", "reporter_id")
-        doc.setdefault("ts", datetime.now(UTC).isoformat())
+        now = datetime.now(UTC)
+        doc.setdefault("ts", now.isoformat())
+        # What the pipeline would refuse is refused here, with the field (not a 202 and a
+        # dead letter later).
+        too_deep = extra_nested_too_deep(doc, IncidentReport, IngestLimits.max_extra_depth)
+        if too_deep is not None:
+            return _error(422, "invalid_field", f"extra field {too_deep!r} is nested more than "
+                          f"{IngestLimits.max_extra_depth} levels deep", too_deep)
         try:
             report = IncidentReport.model_validate(doc)
         except ValidationError as e:
@@ -167,13 +202,23 @@ class Api:
         if self.config.taxonomy.category(report.category) is None:
             return _error(422, "unknown_category", f"category {report.category!r} is not in the taxonomy",
                           "category")
+        ahead = (report.ts - now).total_seconds()
+        if ahead > self.config.settings.ingest.max_future_seconds:
+            return _error(422, "future_timestamp", f"ts is {ahead:.0f}s in the future", "ts")
         place = self.city.locate(report.lon, report.lat)
         if place is None:
             return _error(422, "out_of_area", f"({report.lon}, {report.lat}) is outside every grid", "lon")
+        if report.grid_code is not None and self.city.grid(report.grid_code) is None:
+            return _error(422, "invalid_field", f"grid_code {report.grid_code} is not a grid of this city",
+                          "grid_code")
         grid = report.grid_code or place.grid_code
-        if p.role == "grid" and not grid.startswith(p.grid_scope):
-            raise Refused(403, "out_of_scope", f"grid {grid} is outside {p.grid_prefix}",
-                          "grid_code" if report.grid_code else "lon")
+        if p.role == "grid":
+            # Scope is judged on where the point is, not on the grid the app names.
+            if not place.grid_code.startswith(p.grid_scope):
+                raise Refused(403, "out_of_scope", f"the point lies in grid {place.grid_code}, outside "
+                              f"{p.grid_prefix}", "lon")
+            if not grid.startswith(p.grid_scope):
+                raise Refused(403, "out_of_scope", f"grid {grid} is outside {p.grid_prefix}", "grid_code")
         await self._send(self.topics.reports, report.reporter_id.encode(), orjson.dumps(doc))
         return _json({"report_id": report.report_id, "grid_code": grid, "status": "accepted"}, 202)
 

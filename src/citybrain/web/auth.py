@@ -108,7 +108,10 @@ class TokenRegistry:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "bad_token", "the Authorization header must be 'Bearer <token>'", "Authorization")
-        digest = hashlib.sha256(token.strip().encode("utf-8")).digest()
+        try:
+            digest = hashlib.sha256(token.strip().encode("utf-8")).digest()
+        except UnicodeEncodeError:   # bytes that are no text (aiohttp keeps them as surrogates)
+            raise Refused(401, "bad_token", "the token is not valid text", "Authorization") from None
         found = None
         for h, entry in self._hashes:        # every hash compared: constant time whatever matches
             if hmac.compare_digest(h, digest):

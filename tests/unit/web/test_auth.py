@@ -1,6 +1,8 @@
 """Bearer tokens: hashes only, every refusal with its reason."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from citybrain.web.auth import Refused, TokenEntry, TokenRegistry, hash_token, may_see, require
 
@@ -57,3 +59,16 @@ def test_scope(tokens):
     with pytest.raises(Refused) as e:
         require(g, "operator", "department")
     assert (e.value.status, e.value.reason) == (403, "forbidden_role")
+
+
+@settings(max_examples=300, deadline=None)
+@given(header=st.one_of(st.text(), st.builds(lambda b: "Bearer " + b.decode("utf-8", "surrogateescape"),
+                                             st.binary(max_size=64))))
+def test_any_header_is_a_principal_or_a_401_never_an_error(tokens, header):
+    """aiohttp hands over non-UTF-8 header bytes as surrogates: still a 401, not a 500."""
+    try:
+        tokens.authenticate(header)
+    except Refused as e:
+        assert e.status == 401 and e.field == "Authorization"
+        token = header.partition(" ")[2].strip()
+        assert len(token) < 4 or token not in e.detail
