@@ -56,6 +56,10 @@ class IngestSettings(BaseModel):
     max_record_bytes: int = Field(65536, ge=1024)
     max_future_seconds: float = Field(300, ge=0)
     max_description_chars: int = 2000
+    # A dead letter's copy of the original (personal data at rest, docs/security.md):
+    # masked (phone and ID-card numbers), full, or none — the reason, field, coordinates,
+    # length and SHA-256 stay; the original itself is on its source topic for its retention.
+    dead_letter_original: Literal["masked", "full", "none"] = "masked"
     # The largest record a stage sends (events, orders, dead letters): below the broker's
     # message.max.bytes (1 MB by default); a larger output makes its input an
     # output_rejected dead letter instead of a produce the broker would refuse.

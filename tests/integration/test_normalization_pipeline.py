@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from citybrain.config import Config
+from citybrain.domain.masking import mask_bytes
 from citybrain.promtext import conservation_ok, outcomes, samples
 from citybrain.sample.registry_builder import load
 from citybrain.simulate.traffic import iso
@@ -121,7 +122,9 @@ async def test_mixed_batch_lands_exactly_where_it_should(pipeline):
         d = got[(topic, m.partition, m.offset)]
         assert d["reason"] == reason, (reason, d)
         original = value or b""
-        assert base64.b64decode(d["original_b64"]) == original[:65536]   # bounded: the rest is on its topic
+        # bounded (the rest is on its topic) and masked by default (personal data at rest)
+        assert d["original_kept"] == "masked"
+        assert base64.b64decode(d["original_b64"]) == mask_bytes(original[:65536])
         assert d["original_size"] == len(original)
         assert d["original_sha256"] == hashlib.sha256(original).hexdigest()
         assert d["original_key_b64"] == base64.b64encode(key).decode()

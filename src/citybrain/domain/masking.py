@@ -20,6 +20,12 @@ def mask_text(text: str) -> str:
     return _LANDLINE.sub(lambda m: f"{m.group(1)}-****{m.group(2)}", text)
 
 
+def mask_bytes(raw: bytes) -> bytes:
+    """``mask_text`` over raw record bytes, whatever their encoding: read as latin-1 (one
+    character per byte, so every other byte comes back as it was), digits masked."""
+    return mask_text(raw.decode("latin-1")).encode("latin-1")
+
+
 def mask_phone(phone: str) -> str:
     """A contact phone in masked form; anything unrecognised keeps only its last 4 digits."""
     masked = mask_text(phone.strip())

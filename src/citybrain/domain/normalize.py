@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
-from citybrain.domain.masking import mask_phone, mask_text
+from citybrain.domain.masking import mask_bytes, mask_phone, mask_text
 from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, ReadingOutcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
@@ -39,6 +39,7 @@ from citybrain.wire.models import (
 M = TypeVar("M", bound=BaseModel)
 
 Source = Literal["iot", "video", "report", "device"]
+OriginalKept = Literal["masked", "full", "none"]
 OutcomeName = Literal["normal", "event", "suppressed", "deadletter"]
 
 
@@ -78,6 +79,7 @@ class IngestLimits:
     # Unknown extra fields are kept, but not nested deeper than this: the record is
     # serialised again downstream, and pydantic refuses (raises) past ~255 levels.
     max_extra_depth: int = 32
+    dead_letter_original: OriginalKept = "masked"
 
 
 # Each wire model's field names (``model.model_fields`` is a computed property: looked up
@@ -307,7 +309,8 @@ class Normalizer:
 
     def _dead(self, source: Source, raw: bytes | None, meta: RecordMeta, why: Rejected) -> Result:
         return Result("deadletter", reason=why.reason, dead=dead_letter(
-            source, raw, meta, why.reason, why.detail, why.field, keep_bytes=self.limits.max_record_bytes))
+            source, raw, meta, why.reason, why.detail, why.field, keep_bytes=self.limits.max_record_bytes,
+            keep_original=self.limits.dead_letter_original))
 
 
 KEEP_ORIGINAL_BYTES = 65536   # a dead letter's copy of the original; the rest is on its source topic
@@ -317,19 +320,27 @@ MAX_DETAIL_CHARS = 1000
 
 def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, detail: str,
                 field: str | None = None, *, keep_bytes: int = KEEP_ORIGINAL_BYTES,
-                exception_type: str | None = None) -> DeadLetter:
+                exception_type: str | None = None, keep_original: OriginalKept = "masked") -> DeadLetter:
     """A bounded dead letter: whatever the original's size, the record stays well under
     the broker's limit — a larger original is kept as its first ``keep_bytes`` with its
-    length and SHA-256 (the whole record stays on its source topic)."""
+    length and SHA-256 (the whole record stays on its source topic).  ``keep_original``
+    (personal data at rest, DESIGN §11 / docs/security.md): ``masked`` keeps the bytes
+    with phone and ID-card numbers masked, ``full`` as they came, ``none`` nothing — the
+    reason, field, coordinates, length and hash of the original stay in every case."""
     raw = raw or b""
     key = meta.key[:KEEP_KEY_BYTES] if meta.key is not None else None
+    kept = raw[:keep_bytes]
+    if keep_original == "masked":
+        kept = mask_bytes(kept)
+    elif keep_original == "none":
+        kept = b""
     return DeadLetter(
         reason=reason, detail=detail[:MAX_DETAIL_CHARS], field=(field or "")[:200] or None, source=source,
         exception_type=exception_type,
         source_topic=meta.topic, source_partition=meta.partition, source_offset=meta.offset,
         source_timestamp=_utc(meta.timestamp) if meta.timestamp else None,
         original_key_b64=base64.b64encode(key).decode() if key is not None else None,
-        original_b64=base64.b64encode(raw[:keep_bytes]).decode(), original_size=len(raw),
+        original_b64=base64.b64encode(kept).decode(), original_kept=keep_original, original_size=len(raw),
         original_truncated=len(raw) > keep_bytes, original_sha256=hashlib.sha256(raw).hexdigest(),
         dead_at=datetime.now(UTC),
     )

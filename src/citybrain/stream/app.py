@@ -140,7 +140,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
 
     async def on_bad_registry(msg, reason: str, detail: str, field: str | None, exc: str | None = None) -> None:
         dead = dead_letter("registry", msg.value, record_meta(msg), reason, detail, field, keep_bytes=keep,
-                           exception_type=exc)
+                           exception_type=exc, keep_original=s.ingest.dead_letter_original)
         dead_log.note("registry", reason, detail)
         metrics.count_dead("registry", reason)
         await emit(topics.deadletter, dead_letter_key(msg.key), to_json(dead))
@@ -150,7 +150,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         taxonomy=config.taxonomy, sensor_rules=config.sensor_rules,
         video_thresholds=config.video_thresholds, city=config.city_map,
         registry=registry.get,
-        limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds),
+        limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds,
+                            dead_letter_original=s.ingest.dead_letter_original),
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
@@ -227,6 +228,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         settings = RunnerSettings(
             bootstrap, guarantee=s.worker.processing_guarantee, deadletter_topic=topics.deadletter,
             max_output_bytes=s.ingest.max_output_bytes, keep_original_bytes=keep,
+            keep_original=s.ingest.dead_letter_original,
             session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
             heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000),
             store_dir=data_dir / "stage-state" if s.worker.store == "rocksdb://" else None)
@@ -256,7 +258,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             log.exception("批处理阶段失败 a batch stage failed for good; stopping the worker")
             raise
 
-    commands.install(app, topics, emit, keep_bytes=keep)
+    commands.install(app, topics, emit, keep_bytes=keep, keep_original=s.ingest.dead_letter_original)
 
     @app.page("/metrics")
     async def metrics_page(web, request):

@@ -37,7 +37,7 @@ from pydantic_core import to_json
 
 from citybrain import metrics, packing
 from citybrain.domain.device_health import PartitionClock
-from citybrain.domain.normalize import dead_letter, dead_letter_key
+from citybrain.domain.normalize import OriginalKept, dead_letter, dead_letter_key
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.reading import read_until, seek_to_first
 from citybrain.logfilter import ThrottledLog
@@ -226,6 +226,7 @@ class RunnerSettings:
     deadletter_topic: str = "deadletter"
     max_output_bytes: int = 1_000_000       # an output past this is refused before it is sent
     keep_original_bytes: int = 65536        # a dead letter's copy of the original
+    keep_original: OriginalKept = "masked"  # … masked, full or none (IngestSettings.dead_letter_original)
     session_timeout_ms: int = 10000
     heartbeat_ms: int = 3000
     backoff_seconds: tuple[float, float] = (0.5, 30.0)
@@ -576,7 +577,8 @@ class StageRunner:
     def _dead(self, m: ConsumerRecord, reason: str, detail: str, exception_type: str | None = None) -> Output:
         source = self.stage.source_of(m)
         dead = dead_letter(source, m.value, record_meta(m), reason, detail,
-                           keep_bytes=self.settings.keep_original_bytes, exception_type=exception_type)
+                           keep_bytes=self.settings.keep_original_bytes, exception_type=exception_type,
+                           keep_original=self.settings.keep_original)
         metrics.count_dead(source, reason)
         return Output(self.settings.deadletter_topic, dead_letter_key(m.key), to_json(dead))
 

@@ -16,7 +16,13 @@ from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.domain.fusion import group_of
-from citybrain.domain.normalize import KEEP_ORIGINAL_BYTES, dead_letter, dead_letter_key, validation_failure
+from citybrain.domain.normalize import (
+    KEEP_ORIGINAL_BYTES,
+    OriginalKept,
+    dead_letter,
+    dead_letter_key,
+    validation_failure,
+)
 from citybrain.kafka.topics import Topics
 from citybrain.stream.records import record_meta
 from citybrain.wire.models import Command, CommandRejection
@@ -25,7 +31,8 @@ Emit = Callable[[str, bytes | None, bytes], Awaitable[None]]
 log = logging.getLogger("citybrain.commands")
 
 
-def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_ORIGINAL_BYTES) -> None:
+def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_ORIGINAL_BYTES,
+            keep_original: OriginalKept = "masked") -> None:
     commands = app.topic(topics.commands, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
@@ -34,7 +41,7 @@ def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_O
         metrics.count_dead("command", reason)
         await emit(topics.deadletter, dead_letter_key(m.key), to_json(dead_letter(
             "command", value, record_meta(m, timestamp_ms=False), reason, detail, field,
-            keep_bytes=keep_bytes, exception_type=exc)))
+            keep_bytes=keep_bytes, exception_type=exc, keep_original=keep_original)))
 
     async def route(m, value: bytes | None) -> None:
         kind, detail = judge(value, keep_bytes)

@@ -195,6 +195,9 @@ class DeadLetter(BaseModel):
     original_b64: str = Field(description="the original record bytes, base64 — only the first "
                                           "bytes when original_truncated (the whole record stays on "
                                           "its source topic for the topic's retention)")
+    original_kept: Literal["masked", "full", "none"] = Field(
+        "full", description="how original_b64 holds the original: masked (phone and ID-card numbers "
+                            "masked, the default), full, or none (empty)")
     original_size: int = Field(description="the original record's length in bytes")
     original_truncated: bool = False
     original_sha256: str = Field("", description="SHA-256 of the whole original, hex")

@@ -1,7 +1,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from citybrain.domain.masking import mask_phone, mask_text
+from citybrain.domain.masking import mask_bytes, mask_phone, mask_text
 
 
 def test_mobile_numbers_are_masked():
@@ -39,3 +39,16 @@ def test_no_mobile_number_survives(phone, text):
 def test_no_id_card_survives(idcard):
     out = mask_text(f"身份证{idcard}。")
     assert idcard not in out and out.startswith(f"身份证{idcard[:3]}")
+
+
+@given(raw=st.binary(max_size=200).filter(lambda b: not any(48 <= c <= 57 for c in b)))
+def test_bytes_without_digits_are_kept_as_they_are(raw):
+    assert mask_bytes(raw) == raw
+
+
+@given(prefix=st.binary(max_size=40), middle=st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+       suffix=st.binary(max_size=40))
+def test_no_mobile_number_survives_in_raw_bytes_whatever_surrounds_it(prefix, middle, suffix):
+    # Bytes around it end in a non-digit, as in a JSON string.
+    raw = prefix + b" " + middle.encode() + b" " + suffix
+    assert middle.encode() not in mask_bytes(raw)

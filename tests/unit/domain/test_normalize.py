@@ -279,3 +279,23 @@ def test_numbers_beyond_64_bits_are_dead_letters_not_crashes(normalizer, meta):
     raw = reading(value=0).replace(b'"value":0', b'"value":1' + b"0" * 40)
     r = normalizer.reading(raw, meta(key=b"WLV-UP-01", timestamp=NOW), fresh)
     assert r.outcome == "deadletter" and r.reason in ("not_json", "value_out_of_range")
+
+
+@pytest.mark.parametrize("keep", ["masked", "full", "none"])
+def test_a_dead_letters_copy_of_personal_data_is_masked_unless_a_setting_allows(meta, keep):
+    """Personal data at rest (issue 17): a refused report's phone and ID-card numbers are
+    masked in its dead letter by default; its length and hash stay whatever is kept."""
+    from citybrain.domain.normalize import dead_letter
+    raw = '{"description": "联系电话13905331234，身份证370306199001011234", "lon": "x"}'.encode()
+    d = dead_letter("report", raw, meta("ingest.reports"), "invalid_field", "lon: not a number", "lon",
+                    keep_original=keep)
+    kept = base64.b64decode(d.original_b64)
+    assert d.original_kept == keep and d.original_size == len(raw)
+    assert d.original_sha256 == hashlib.sha256(raw).hexdigest()
+    if keep == "full":
+        assert kept == raw
+    elif keep == "none":
+        assert kept == b""
+    else:
+        assert b"13905331234" not in kept and b"370306199001011234" not in kept
+        assert "联系电话139****1234".encode() in kept and b'"lon": "x"' in kept
