@@ -109,7 +109,8 @@ EVALUATION_HOURS = Gauge("citybrain_evaluation_hours",
                          ["department", "stage", "quantile"])
 API_REQUESTS = Counter("citybrain_api_requests", "HTTP API requests by route and status code", ["route", "code"])
 AUTH_REFUSALS = Counter("citybrain_auth_refusals",
-                        "API requests refused: missing_token | bad_token | forbidden_role | out_of_scope",
+                        "API requests refused: missing_token | bad_token | revoked_token | expired_token | "
+                        "forbidden_role | out_of_scope",
                         ["reason"])
 CONSUMER_LAG = Gauge("citybrain_consumer_lag",
                      "Records between a stage's processed position and the partition's end (per owned "

@@ -43,7 +43,7 @@ from citybrain.stream.stages import DeadLetterLog, FuseStage, NormaliseStage
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
 from citybrain.web.api import MAX_BODY, Api
-from citybrain.web.auth import TokenRegistry
+from citybrain.web.auth import ReloadingTokens
 
 log = logging.getLogger("citybrain.worker")
 
@@ -170,7 +170,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     class EvaluationCheckpointAtStop(mode.Service):
         async def on_stop(self) -> None:   # a clean stop leaves no tail to fold
             views.save_checkpoint()
-    tokens = TokenRegistry.load(config.auth_path, set(config.desks))
+    tokens = ReloadingTokens(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up, devices=lambda: registry.devices.values())
     api.install(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver

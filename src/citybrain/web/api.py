@@ -25,7 +25,7 @@ from citybrain.domain.lifecycle import RULES
 from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
-from citybrain.web.auth import Principal, Refused, TokenRegistry, may_see, require
+from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")
@@ -80,7 +80,8 @@ def _refuse_unreadable_requests() -> None:
 
 class Api:
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
-                 evaluation: Evaluation, tokens: TokenRegistry, city_map, ready, devices=lambda: ()):
+                 evaluation: Evaluation, tokens: TokenRegistry | ReloadingTokens, city_map, ready,
+                 devices=lambda: ()):
         self.config, self.topics, self.bootstrap = config, topics, bootstrap
         self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
         self.devices = devices     # the registry's devices (for 设备完好率)

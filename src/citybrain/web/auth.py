@@ -3,25 +3,31 @@
 Tokens are configured only as SHA-256 hashes (``config/auth.toml``); a presented token
 is hashed and compared with every configured hash in constant time, so neither the
 token nor a timing difference gives anything away.  Tokens are never logged: refusals
-log the reason and the route only.
+log the reason and the route only.  A token may carry an expiry (``expires_at``); the
+file's ``revoked`` list (token ids) refuses tokens at once; a running worker reads the file
+again when it changes (``ReloadingTokens``), so neither needs a restart.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.routing import street_desk
 from citybrain.wire.models import Actor
 
 Role = Literal["operator", "department", "street", "grid", "gateway"]
+log = logging.getLogger("citybrain.auth")
 
 
 class TokenEntry(BaseModel):
@@ -33,6 +39,7 @@ class TokenEntry(BaseModel):
     grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$")
     street_code: str | None = Field(None, pattern=r"^\d{9}$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    expires_at: AwareDatetime | None = None   # refused from this moment on (expired_token)
 
     @model_validator(mode="after")
     def _scoped(self) -> TokenEntry:
@@ -85,7 +92,8 @@ def new_token() -> str:
 
 
 class TokenRegistry:
-    def __init__(self, entries: list[TokenEntry], departments: set[str] | None = None):
+    def __init__(self, entries: list[TokenEntry], departments: set[str] | None = None,
+                 revoked: set[str] | frozenset[str] = frozenset()):
         ids = [e.id for e in entries]
         if len(ids) != len(set(ids)):
             raise ValueError("auth: token ids must be unique")
@@ -93,13 +101,17 @@ class TokenRegistry:
             if departments is not None and e.department and e.department not in departments:
                 raise ValueError(f"auth: token {e.id} names unknown department {e.department!r}")
         self.entries = entries
+        self.revoked = frozenset(revoked)
         self._hashes = [(bytes.fromhex(e.sha256), e) for e in entries]
 
     @classmethod
     def load(cls, path: Path, departments: set[str] | None = None) -> TokenRegistry:
         with path.open("rb") as f:
             raw = tomllib.load(f)
-        return cls([TokenEntry.model_validate(t) for t in raw.get("token", [])], departments)
+        revoked = raw.get("revoked", [])
+        if not isinstance(revoked, list) or not all(isinstance(r, str) for r in revoked):
+            raise ValueError("auth: revoked must be a list of token ids")
+        return cls([TokenEntry.model_validate(t) for t in raw.get("token", [])], departments, set(revoked))
 
     def authenticate(self, header: str | None) -> Principal:
         if not header:
@@ -118,10 +130,53 @@ class TokenRegistry:
                 found = entry
         if found is None:
             raise Refused(401, "bad_token", "unknown or revoked token", "Authorization")
+        if found.id in self.revoked:
+            raise Refused(401, "revoked_token", f"token {found.id} is revoked", "Authorization")
+        if found.expires_at is not None and datetime.now(UTC) >= found.expires_at:
+            raise Refused(401, "expired_token", f"token {found.id} expired at {found.expires_at.isoformat()}",
+                          "Authorization")
         # A street desk (属地) works as the department street.<street_code>.
         department = (street_desk(found.street_code) if found.role == "street" and found.street_code
                       else found.department)
         return Principal(found.id, found.name, found.role, department, found.grid_prefix, found.street_code)
+
+
+class ReloadingTokens:
+    """The token file, read again when it changes (looked at most every ``every`` seconds,
+    on a request): a revocation or a new token takes effect without a restart. A file that
+    no longer loads keeps the tokens last loaded, with an error in the log."""
+
+    def __init__(self, path: Path, departments: set[str] | None = None, every: float = 1.0):
+        self.path, self.departments, self.every = path, departments, every
+        self.stamp = self._stamp()
+        self.registry = TokenRegistry.load(path, departments)
+        self.looked = time.monotonic()
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def current(self) -> TokenRegistry:
+        now = time.monotonic()
+        if now - self.looked >= self.every:
+            self.looked = now
+            stamp = self._stamp()
+            if stamp != self.stamp:
+                self.stamp = stamp
+                try:
+                    self.registry = TokenRegistry.load(self.path, self.departments)
+                    log.warning("令牌文件已重新加载 token file reloaded: %d tokens, %d revoked",
+                                len(self.registry.entries), len(self.registry.revoked))
+                except (OSError, ValueError) as e:   # pydantic's ValidationError is a ValueError
+                    log.error("令牌文件无效 token file %s does not load, keeping the tokens loaded before: %s",
+                              self.path, str(e)[:300])
+        return self.registry
+
+    def authenticate(self, header: str | None) -> Principal:
+        return self.current().authenticate(header)
 
 
 def require(principal: Principal, *roles: str) -> None:

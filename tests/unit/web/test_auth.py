@@ -72,3 +72,42 @@ def test_any_header_is_a_principal_or_a_401_never_an_error(tokens, header):
         assert e.status == 401 and e.field == "Authorization"
         token = header.partition(" ")[2].strip()
         assert len(token) < 4 or token not in e.detail
+
+
+def test_an_expired_or_revoked_token_is_refused_with_its_reason():
+    from datetime import UTC, datetime, timedelta
+    now = datetime.now(UTC)
+    reg = TokenRegistry([
+        TokenEntry(id="old", role="operator", sha256=hash_token("t-old"), expires_at=now - timedelta(seconds=1)),
+        TokenEntry(id="new", role="operator", sha256=hash_token("t-new"), expires_at=now + timedelta(days=1)),
+        TokenEntry(id="gone", role="operator", sha256=hash_token("t-gone")),
+    ], revoked={"gone"})
+    assert reg.authenticate("Bearer t-new").id == "new"
+    for header, reason in (("Bearer t-old", "expired_token"), ("Bearer t-gone", "revoked_token")):
+        with pytest.raises(Refused) as e:
+            reg.authenticate(header)
+        assert (e.value.status, e.value.reason) == (401, reason) and "t-" not in e.value.detail
+
+
+def test_a_running_worker_reads_the_token_file_again_when_it_changes(tmp_path):
+    """Revoking a token, or adding one, takes effect without a restart; a broken file
+    keeps the tokens loaded before."""
+    from citybrain.web.auth import ReloadingTokens
+    path = tmp_path / "auth.toml"
+
+    def write(revoked: list[str], extra: str = "") -> None:
+        path.write_text(f"revoked = {revoked!r}\n" + "".join(
+            f'[[token]]\nid = "{i}"\nrole = "operator"\nsha256 = "{hash_token("t-" + i)}"\n' for i in ("a", "b"))
+            + extra)
+
+    write([])
+    tokens = ReloadingTokens(path, every=0.0)
+    assert tokens.authenticate("Bearer t-a").id == "a"
+    write(["a"])
+    with pytest.raises(Refused) as e:
+        tokens.authenticate("Bearer t-a")
+    assert e.value.reason == "revoked_token" and tokens.authenticate("Bearer t-b").id == "b"
+    path.write_text("this is [not toml")
+    assert tokens.authenticate("Bearer t-b").id == "b"          # the last good file still holds
+    write([], '[[token]]\nid = "c"\nrole = "operator"\nsha256 = "' + hash_token("t-c") + '"\n')
+    assert tokens.authenticate("Bearer t-c").id == "c" and tokens.authenticate("Bearer t-a").id == "a"
