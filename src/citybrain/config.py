@@ -82,6 +82,15 @@ class ConsoleSettings(BaseModel):
     closed_retention_days: float = Field(7.0, gt=0)
 
 
+class ApiSettings(BaseModel):
+    """Per-token limits on the HTTP API (per worker): beyond them a 429 with Retry-After."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests_per_second: float = Field(50.0, gt=0)
+    request_burst: int = Field(200, ge=1)
+    max_streams_per_token: int = Field(8, ge=1)   # live SSE streams open at once
+
+
 # What can reach fusion again if replayed: the raw inputs and the fusion inbox.
 REPLAYABLE_BY_FUSION = ("ingest.iot.readings", "ingest.video.alerts", "ingest.reports", "citybrain.fusion.inbox")
 
@@ -108,6 +117,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kafka: KafkaSettings = KafkaSettings()
     console: ConsoleSettings = ConsoleSettings()
+    api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
     city: CitySettings

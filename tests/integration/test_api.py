@@ -420,3 +420,36 @@ async def test_generated_credentials_and_bodies_never_5xx_nor_echoed(served):
     log = worker.log_path.read_text(errors="replace").encode("utf-8", "surrogateescape")
     leaked = [t for t in seen if t in log]
     assert leaked == [], leaked[:3]
+
+
+async def test_per_token_limits_answer_429_with_retry_after(served):
+    """A token past its live streams, or past its request rate, is told to come back
+    later: a 429 with Retry-After and the reason — the others are not affected."""
+    http, worker, _ = served
+    headers = {"Authorization": f"Bearer {CITY}"}
+    streams = [await http.get("/api/v1/stream", headers=headers) for _ in range(8)]
+    try:
+        assert all(r.status == 200 for r in streams)
+        async with http.get("/api/v1/stream", headers=headers) as r:
+            body = await r.json(content_type=None)
+            assert (r.status, body["error"]["reason"], r.headers["Retry-After"]) == (429, "too_many_streams", "5")
+        async with http.get("/api/v1/stream", headers={"Authorization": f"Bearer {WATER}"}) as r:
+            assert r.status == 200                 # another token has its own streams
+    finally:
+        for r in streams:
+            r.close()
+    await asyncio.sleep(2.5)                       # a client gone is noticed within a second
+    async with http.get("/api/v1/stream", headers=headers) as r:
+        assert r.status == 200                     # the streams given back are free again
+
+    async def one():
+        async with http.get("/api/v1/workorders?limit=1", headers=headers) as r:
+            return r.status, r.headers.get("Retry-After"), await r.read()
+
+    answers = await asyncio.gather(*(one() for _ in range(400)))
+    limited = [a for a in answers if a[0] == 429]
+    assert limited and all(a[1] and int(a[1]) >= 1 for a in limited), {a[0] for a in answers}
+    assert orjson.loads(limited[0][2])["error"]["reason"] == "rate_limited"
+    assert {a[0] for a in answers} <= {200, 429}
+    await asyncio.sleep(5)                         # refilled for the tests after this one
+    assert (await call(http, "GET", "/api/v1/workorders?limit=1", CITY))[0] == 200

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from importlib import resources
@@ -26,6 +28,7 @@ from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, fiel
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
+from citybrain.web.limits import RequestRate, StreamSlots
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")
@@ -88,6 +91,9 @@ class Api:
         self.departments = config.desks
         self.producer: AIOKafkaProducer | None = None
         self._producer_lock = asyncio.Lock()
+        limits = config.settings.api
+        self.rate = RequestRate(limits.requests_per_second, limits.request_burst)
+        self.streams = StreamSlots(limits.max_streams_per_token)
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -114,10 +120,12 @@ class Api:
         try:
             response = await handler(request)
         except Refused as r:
-            if r.status in (401, 403):
+            if r.status in (401, 403, 429):
                 metrics.child(metrics.AUTH_REFUSALS, r.reason).inc()
                 log.warning("拒绝访问 refused %s %s: %s (%s)", request.method, route, r.reason, r.detail)
             response = _error(r.status, r.reason, r.detail, r.field)
+            if r.retry_after is not None:
+                response.headers["Retry-After"] = str(max(1, math.ceil(r.retry_after)))
         except web.HTTPRequestEntityTooLarge:
             response = _error(413, "too_large", f"the body is larger than {MAX_BODY} bytes", "body")
         except web.HTTPException as e:
@@ -132,7 +140,12 @@ class Api:
         return response
 
     def principal(self, request: web.Request) -> Principal:
-        return self.tokens.authenticate(request.headers.get("Authorization"))
+        p = self.tokens.authenticate(request.headers.get("Authorization"))
+        wait = self.rate.wait(p.id)
+        if wait > 0:
+            raise Refused(429, "rate_limited", f"more than {self.rate.rate:g} requests a second with this token",
+                          "Authorization", retry_after=wait)
+        return p
 
     async def _body(self, request: web.Request) -> dict:
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -363,6 +376,15 @@ class Api:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         p = self.principal(request)
         require(p, "operator", "department", "street", "grid")
+        if not self.streams.take(p.id):
+            raise Refused(429, "too_many_streams", f"this token has {self.streams.most} live streams open already",
+                          "Authorization", retry_after=5)
+        try:
+            return await self._stream(request, p)
+        finally:
+            self.streams.give_back(p.id)
+
+    async def _stream(self, request: web.Request, p: Principal) -> web.StreamResponse:
         metrics.child(metrics.API_REQUESTS, "/api/v1/stream", "200").inc()
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
@@ -371,12 +393,20 @@ class Api:
         self.view.subscribers.add(queue)
         try:
             await response.write(b": citybrain stream\n\n")
+            quiet_since = time.monotonic()
             while True:
                 try:
-                    msg = await asyncio.wait_for(queue.get(), timeout=15.0)
+                    msg = await asyncio.wait_for(queue.get(), timeout=1.0)
                 except TimeoutError:
-                    await response.write(b": keep-alive\n\n")
+                    # A client gone is noticed within a second (its slot is given back),
+                    # not only at the next keep-alive.
+                    if request.transport is None or request.transport.is_closing():
+                        break
+                    if time.monotonic() - quiet_since >= 15.0:
+                        await response.write(b": keep-alive\n\n")
+                        quiet_since = time.monotonic()
                     continue
+                quiet_since = time.monotonic()
                 snap = msg.get("snapshot")
                 if snap is None or not may_see(p, snap):
                     continue

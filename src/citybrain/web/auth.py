@@ -78,9 +78,11 @@ class Principal:
 
 
 class Refused(Exception):
-    def __init__(self, status: int, reason: str, detail: str, field: str | None = None):
+    def __init__(self, status: int, reason: str, detail: str, field: str | None = None,
+                 retry_after: float | None = None):
         super().__init__(detail)
         self.status, self.reason, self.detail, self.field = status, reason, detail, field
+        self.retry_after = retry_after   # a 429's Retry-After, seconds
 
 
 def hash_token(token: str) -> str:
