@@ -409,8 +409,24 @@ async def test_generated_credentials_and_bodies_never_5xx_nor_echoed(served):
         if status >= 400:
             assert orjson.loads(body)["error"]["reason"]   # a JSON error with its reason
 
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(params=st.dictionaries(st.sampled_from(["status", "department", "grid", "street", "district", "since",
+                                                   "limit", "cursor", "emergency", "period", "by"]),
+                                  st.text(max_size=40), max_size=4),
+           path=st.sampled_from(["/api/v1/workorders", "/api/v1/kpis", "/api/v1/workorders/WO-x",
+                                 "/api/v1/reports/R-x"]))
+    def queries(params, path):
+        from urllib.parse import quote
+        query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in params.items())
+        status, body = raw_http(worker.port, f"GET {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                             f"Authorization: Bearer {OPERATOR}\r\nConnection: close\r\n\r\n".encode())
+        assert status < 500, (path, params, status, body[:300])
+        if status >= 400:
+            assert orjson.loads(body)["error"]["reason"]
+
     credentials()
     bodies()
+    queries()
     # Past aiohttp's 8,190-byte header limit: refused before any route — and not echoed.
     long_token = b"L0ngT0ken" * 1000
     status, body = raw_http(worker.port, b"GET /api/v1/workorders HTTP/1.1\r\nHost: 127.0.0.1\r\n"
