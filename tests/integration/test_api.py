@@ -118,6 +118,9 @@ async def test_reports_roles_and_validation(served):
          "grid_code"),
         (OPERATOR, report("R-a13", reporter_id="op-1", ts="2099-01-01T00:00:00+08:00"), 422, "future_timestamp",
          "ts"),
+        # ts is RFC 3339 text (a number is not read as epoch seconds), and not from year 0001.
+        (OPERATOR, report("R-a14", reporter_id="op-1", ts=1764000000), 422, "invalid_field", "ts"),
+        (OPERATOR, report("R-a15", reporter_id="op-1", ts="0001-01-01T00:00:00+00:00"), 422, "invalid_field", "ts"),
     ]
     for token, body, status, reason, field in cases:
         got_status, got = await call(http, "POST", "/api/v1/reports", token, body)

@@ -10,9 +10,37 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 Number = StrictFloat | StrictInt
+
+
+def _not_a_number(v: object) -> object:
+    # pydantic would read a number as epoch seconds; the contract says RFC 3339 text.
+    if isinstance(v, (int, float)):
+        raise ValueError("ts must be RFC 3339 text with an offset, not a number")
+    return v
+
+
+def _this_era(v: datetime) -> datetime:
+    if v.year < 2000:
+        raise ValueError(f"ts {v.isoformat()} is before the year 2000")
+    return v
+
+
+# Every input's and command's ts: RFC 3339 with an offset (a number is refused, not read as
+# epoch seconds), from the year 2000 on (a year 0001 is a broken clock, not an incident).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_not_a_number), AfterValidator(_this_era)]
 Id = Annotated[StrictStr, Field(min_length=1, max_length=128)]
 Lon = Annotated[Number, Field(ge=-180, le=180)]
 Lat = Annotated[Number, Field(ge=-90, le=90)]
@@ -54,7 +82,7 @@ class IotReading(_Input):
     sensor_type: SensorType
     value: Number
     unit: StrictStr | None = None
-    ts: AwareDatetime
+    ts: Timestamp
     seq: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
     lon: Lon | None = None
     lat: Lat | None = None
@@ -68,7 +96,7 @@ class VideoAlert(_Input):
     camera_id: Id
     algorithm: Algorithm
     confidence: Annotated[Number, Field(ge=0, le=1)]
-    ts: AwareDatetime
+    ts: Timestamp
     lon: Lon | None = None
     lat: Lat | None = None
     snapshot_url: Annotated[StrictStr, Field(max_length=2048)] | None = None
@@ -84,7 +112,7 @@ class IncidentReport(_Input):
     reporter_id: Id
     category: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     description: Annotated[StrictStr, Field(max_length=2000)] = ""
-    ts: AwareDatetime
+    ts: Timestamp
     lon: Lon
     lat: Lat
     grid_code: Annotated[StrictStr, Field(pattern=r"^\d{15}$")] | None = None
@@ -98,7 +126,7 @@ class DeviceStatus(_Input):
 
     device_id: Id
     status: Literal["online", "offline", "fault"]
-    ts: AwareDatetime
+    ts: Timestamp
     detail: Annotated[StrictStr, Field(max_length=500)] | None = None
 
 
@@ -349,7 +377,7 @@ class Command(BaseModel):
     work_order_id: Id
     action: LifecycleAction
     actor: Actor
-    ts: AwareDatetime
+    ts: Timestamp
     note: Annotated[StrictStr, Field(max_length=2000)] = ""
     department: StrictStr | None = Field(None, description="for dispatch, assist and release_assist; "
                                          "an operator's accept/handle/return of an assisting part")

@@ -195,6 +195,12 @@ def test_video_alert_above_threshold_is_an_event(normalizer, meta):
     assert ev.evidence == ["https://v/1.jpg"] and ev.alert_id == "VA-1"
 
 
+@pytest.mark.parametrize("key", [None, b"CAM-OTHER"])
+def test_a_video_alert_is_taken_whatever_its_key(normalizer, meta, key):
+    """Decided (issue 17, docs/normalisation.md): no per-camera state hangs on the key."""
+    assert normalizer.video(alert(), meta("ingest.video.alerts", key, timestamp=NOW)).outcome == "event"
+
+
 def test_video_alert_below_threshold_is_suppressed(normalizer, meta):
     r = normalizer.video(alert(confidence=0.69), meta("ingest.video.alerts", b"CAM-UP-01", timestamp=NOW))
     assert (r.outcome, r.reason) == ("suppressed", "low_confidence")
@@ -299,3 +305,10 @@ def test_a_dead_letters_copy_of_personal_data_is_masked_unless_a_setting_allows(
     else:
         assert b"13905331234" not in kept and b"370306199001011234" not in kept
         assert "联系电话139****1234".encode() in kept and b'"lon": "x"' in kept
+
+
+@pytest.mark.parametrize("ts", [1764000000, 1764000000.5, "0001-01-01T00:00:00+00:00", "1999-12-31T23:59:59+08:00"])
+def test_a_ts_that_is_a_number_or_from_a_broken_clock_is_refused(normalizer, meta, ts):
+    raw = orjson.dumps({"device_id": "WLV-UP-01", "sensor_type": "water_level", "value": 0.1, "ts": ts})
+    r = normalizer.reading(raw, meta("ingest.iot.readings", key=b"WLV-UP-01"), lambda d: DeviceState())
+    assert (r.outcome, r.reason, r.dead.field) == ("deadletter", "invalid_field", "ts")
