@@ -51,7 +51,8 @@ async def test_reads_every_partition_to_its_end_from_the_first_retained_offset()
     seen: list[bytes] = []
     counts: list[int] = []
     n = await read_until(c, end, lambda tp, recs: seen.extend(r.value for r in recs), after_batch=counts.append)
-    assert n == 5 and seen == [b"a1", b"a2", b"b0", b"a3", b"a4"]
+    assert n == 5 and sorted(seen) == [b"a1", b"a2", b"a3", b"a4", b"b0"]
+    assert [v for v in seen if v.startswith(b"a")] == [b"a1", b"a2", b"a3", b"a4"]   # in order per partition
     assert counts == [3, 5]
     assert c.asked[-1] == {A}            # a partition at its end is not fetched again
 
