@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaProducer
 from pydantic_core import to_json
 
 from citybrain.bench.common import fresh_topics, produce_backlog
@@ -15,7 +14,7 @@ from citybrain.config import Config
 from citybrain.domain.normalize import Normalizer
 from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.sample.registry_builder import load
 from citybrain.stream.records import record_meta
 from citybrain.wire.models import RegistryRecord
@@ -33,7 +32,7 @@ async def bench(bootstrap: str, records: int, seed: int = 1) -> dict:
     consumer = kafka_consumer(*topics.ingest, bootstrap_servers=bootstrap,
                                 group_id=f"{topics.prefix}probe", auto_offset_reset="earliest",
                                 enable_auto_commit=False, max_poll_records=2000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all")
     await consumer.start()
     await producer.start()
     seen, started = 0, time.monotonic()

@@ -18,11 +18,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from citybrain.bench.common import BenchWorker, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.progress import Progress
 from citybrain.sample.registry_builder import load
 from citybrain.sample.sites import UNDERPASS
@@ -83,7 +82,7 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
     stop = asyncio.Event()
     consumer = kafka_consumer(probe, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
                               fetch_max_wait_ms=20, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", max_batch_size=1024 * 1024)
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", max_batch_size=1024 * 1024)
     await consumer.start()
     await producer.start()
 
@@ -126,7 +125,7 @@ async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, sto
     consumer = kafka_consumer(*sources, bootstrap_servers=bootstrap, group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 fetch_max_wait_ms=5, max_poll_records=1000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
                                 max_request_size=2 * 1024 * 1024)
     await consumer.start()
     await producer.start()
@@ -330,7 +329,7 @@ async def state_size(bootstrap: str, open_orders: int, probe_records: int, seed:
     worker = await BenchWorker(bootstrap, topics).ready()
     try:
         rss_empty = worker.rss_mb()
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20)
         await producer.start()
         try:
             ts = iso(time.time() - 120)

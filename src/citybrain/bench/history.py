@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from citybrain.bench.common import fresh_topics, percentiles
 from citybrain.config import Config
+from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
@@ -40,7 +40,7 @@ TARGETS = {"restart_ready_s": 60.0, "rss_mb": 500.0, "api_p99_ms": 50.0, "growth
 
 async def write_history(bootstrap: str, topics: Topics, config: Config, days: int, per_day: int,
                         open_orders: int, seed: int) -> dict:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type="zstd", linger_ms=50,
+    producer = kafka_producer(bootstrap_servers=bootstrap, compression_type="zstd", linger_ms=50,
                                 max_batch_size=1 << 20, max_request_size=8 << 20, acks=1)
     await producer.start()
     progress = Progress(f"写入历史 writing {days} days × {per_day:,} orders", total=estimate_records(days, per_day))

@@ -12,12 +12,11 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from citybrain.bench.common import BenchWorker, fresh_topics, produce_backlog
 from citybrain.config import Config
 from citybrain.kafka.admin import publish_registry
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain.promtext import outcomes
@@ -30,7 +29,7 @@ async def _baseline(bootstrap: str, topics: Topics, total: int, out_topic: str) 
                                 group_id=f"baseline-{uuid.uuid4().hex[:6]}",
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 max_poll_records=1000)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
                                 max_request_size=2 * 1024 * 1024)
     await consumer.start()
     await producer.start()
@@ -91,7 +90,7 @@ def city_scale_registry(sensors: int, cameras: int, seed: int = 7) -> list[dict]
 
 async def _hear_every_sensor(bootstrap: str, topics: Topics, devices: list[dict], rules) -> int:
     """One normal reading from each generated sensor (so each is watched for silence)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
                                 client_id="citybrain-bench-registry")
     await producer.start()
     ts = datetime.fromtimestamp(time.time() - 30, UTC).isoformat()

@@ -7,11 +7,11 @@ import os
 from collections.abc import Sequence
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from citybrain.kafka.clients import kafka_admin, kafka_producer
 from citybrain.kafka.local_broker import LocalBroker
 from citybrain.kafka.topics import TopicSpec
 from citybrain.paths import state_dir
@@ -39,7 +39,7 @@ def bootstrap_servers() -> str:
 
 async def create_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1) -> list[str]:
     """Create the missing topics; return the names created.  Idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -75,7 +75,7 @@ async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:
     earlier runs answered slower for everyone."""
     if not prefix:
         raise ValueError("refusing to delete topics without a prefix")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(prefix)]
@@ -88,7 +88,7 @@ async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:
 
 async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     """The topic's partition numbers; [] when it does not exist (yet)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -102,7 +102,7 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
 
 
 async def cluster_id(bootstrap: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
         return (await admin.describe_cluster())["cluster_id"]
@@ -111,7 +111,7 @@ async def cluster_id(bootstrap: str) -> str:
 
 
 async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
                                 client_id="citybrain-registry-publisher")
     await producer.start()
     try:
@@ -134,7 +134,7 @@ async def reconcile_topics(bootstrap: str, specs: list[TopicSpec],
     their partition counts.  Returns what was altered; raises ``TopicMismatch`` (every
     problem in one message) on partitions that differ — more partitions would move keys
     and the state that follows them, so that is a decision for a person, not for a start."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
         wanted = {s.name: s for s in specs}

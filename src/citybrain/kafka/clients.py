@@ -1,16 +1,101 @@
-"""The project's Kafka consumers, made in one place: every reader of stage outputs reads
-``read_committed`` (DESIGN §11) — under exactly_once a reader must never see a change
-whose transaction a crash then aborted — and a reader with no position starts at the
-beginning unless it asks for ``latest``: aiokafka's own default (``latest``) also applies
-on assignment, where it could overtake a ``seek_to_beginning`` and skip a partition whole
-(a state restore once read 35 of 44 changelog records)."""
+"""The project's Kafka clients, made in one place.
+
+Every reader of stage outputs reads ``read_committed`` (DESIGN §11) — under exactly_once a
+reader must never see a change whose transaction a crash then aborted — and a reader with
+no position starts at the beginning unless it asks for ``latest``: aiokafka's own default
+(``latest``) also applies on assignment, where it could overtake a ``seek_to_beginning``
+and skip a partition whole (a state restore once read 35 of 44 changelog records).
+
+Every client — stages, Faust, readers, the API, the CLI, the simulator, the benchmarks —
+also takes the cluster's security settings from here (issue 17, docs/security.md):
+
+| variable | meaning |
+|---|---|
+| ``KAFKA_SECURITY_PROTOCOL`` | ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` |
+| ``KAFKA_SASL_MECHANISM`` | ``SCRAM-SHA-512`` (default with SASL), ``SCRAM-SHA-256`` or ``PLAIN`` |
+| ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD`` | the SASL user |
+| ``KAFKA_SSL_CAFILE`` | the CA (PEM) the brokers' certificates are checked against (else the system's) |
+"""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
-def kafka_consumer(*topics: str, **settings) -> AIOKafkaConsumer:
+class KafkaSecurityError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    protocol: str = "PLAINTEXT"
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = None
+    cafile: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> KafkaSecurity:
+        protocol = (env.get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").strip().upper()
+        if protocol not in PROTOCOLS:
+            raise KafkaSecurityError(f"KAFKA_SECURITY_PROTOCOL {protocol!r} is none of {', '.join(PROTOCOLS)}")
+        sasl = protocol.startswith("SASL")
+        mechanism = (env.get("KAFKA_SASL_MECHANISM") or ("SCRAM-SHA-512" if sasl else "")).strip().upper() or None
+        if sasl and mechanism not in MECHANISMS:
+            raise KafkaSecurityError(f"KAFKA_SASL_MECHANISM {mechanism!r} is none of {', '.join(MECHANISMS)}")
+        username, password = env.get("KAFKA_SASL_USERNAME"), env.get("KAFKA_SASL_PASSWORD")
+        if sasl and not (username and password):
+            raise KafkaSecurityError(f"{protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        cafile = env.get("KAFKA_SSL_CAFILE") or None
+        if cafile and not os.path.isfile(cafile):
+            raise KafkaSecurityError(f"KAFKA_SSL_CAFILE {cafile} is not a file")
+        return cls(protocol, mechanism if sasl else None, username if sasl else None,
+                   password if sasl else None, cafile)
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return create_ssl_context(cafile=self.cafile) if self.tls else None
+
+    def client_settings(self) -> dict[str, Any]:
+        """aiokafka's keyword arguments for this security (none for PLAINTEXT)."""
+        if self.protocol == "PLAINTEXT":
+            return {}
+        out: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.tls:
+            out["ssl_context"] = self.ssl_context()
+        if self.mechanism:
+            out.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
+                       sasl_plain_password=self.password)
+        return out
+
+
+def _secured(settings: dict[str, Any]) -> dict[str, Any]:
+    return {**KafkaSecurity.from_env().client_settings(), **settings}
+
+
+def kafka_consumer(*topics: str, **settings: Any) -> AIOKafkaConsumer:
     settings.setdefault("isolation_level", "read_committed")
     settings.setdefault("auto_offset_reset", "earliest")
-    return AIOKafkaConsumer(*topics, **settings)
+    return AIOKafkaConsumer(*topics, **_secured(settings))
+
+
+def kafka_producer(**settings: Any) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**_secured(settings))
+
+
+def kafka_admin(**settings: Any) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**_secured(settings))

@@ -12,6 +12,7 @@ import base64
 import ctypes
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -115,11 +116,74 @@ log.retention.hours=168
 """
 
 
+_SECURE_PROPERTIES = """\
+# A SASL_SSL listener beside the plain one (issue 17): TLS with a CA generated for this
+# broker, SCRAM-SHA-512 users created when the storage is formatted.
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port},SASL_SSL://127.0.0.1:{secure_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_SSL://127.0.0.1:{secure_port}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PKCS12
+ssl.keystore.location={keystore}
+ssl.keystore.password={store_password}
+ssl.key.password={store_password}
+"""
+
+
+@dataclass(frozen=True)
+class SecureListener:
+    """Where and how a client reaches the SASL_SSL listener."""
+
+    address: str
+    username: str
+    password: str
+    cafile: Path
+
+    def env(self) -> dict[str, str]:
+        """The environment a citybrain process needs to use it (kafka/clients.py)."""
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.address, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": self.username,
+                "KAFKA_SASL_PASSWORD": self.password, "KAFKA_SSL_CAFILE": str(self.cafile)}
+
+
+def make_tls_files(directory: Path, password: str) -> tuple[Path, Path]:
+    """A CA and a broker certificate it signed (for 127.0.0.1 and localhost), with Java's
+    keytool: the broker's PKCS12 keystore and the CA's PEM for clients."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_store, broker_store = directory / "ca.p12", directory / "broker.p12"
+    csr, signed, ca_pem = directory / "broker.csr", directory / "broker.pem", directory / "ca.pem"
+    for f in (ca_store, broker_store, csr, signed, ca_pem):
+        f.unlink(missing_ok=True)
+    common = ["-storetype", "PKCS12", "-storepass", password, "-keypass", password]
+
+    def keytool(*args: str) -> None:
+        done = subprocess.run(["keytool", *args], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BrokerError(f"keytool {args[0]} failed: {done.stdout}{done.stderr}")
+
+    keytool("-genkeypair", "-alias", "ca", "-keyalg", "RSA", "-keysize", "2048", "-validity", "30",
+            "-dname", "CN=citybrain local CA", "-ext", "bc:c", "-keystore", str(ca_store), *common)
+    keytool("-exportcert", "-rfc", "-alias", "ca", "-file", str(ca_pem), "-keystore", str(ca_store),
+            "-storetype", "PKCS12", "-storepass", password)
+    keytool("-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "30",
+            "-dname", "CN=localhost", "-keystore", str(broker_store), *common)
+    keytool("-certreq", "-alias", "broker", "-file", str(csr), "-keystore", str(broker_store), *common)
+    keytool("-gencert", "-alias", "ca", "-infile", str(csr), "-outfile", str(signed), "-rfc",
+            "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-validity", "30", "-keystore", str(ca_store), *common)
+    keytool("-importcert", "-noprompt", "-alias", "ca", "-file", str(ca_pem), "-keystore", str(broker_store),
+            *common)
+    keytool("-importcert", "-noprompt", "-alias", "broker", "-file", str(signed), "-keystore", str(broker_store),
+            *common)
+    return broker_store, ca_pem
+
+
 @dataclass
 class LocalBroker:
     """A broker whose files live in ``state_dir`` (pid, port, config, data, log)."""
 
     state_dir: Path
+    secure: SecureListener | None = None   # set by start(secure=True)
 
     @property
     def pid_file(self) -> Path:
@@ -153,8 +217,9 @@ class LocalBroker:
             return None
 
     def start(self, port: int | None = None, *, die_with_parent: bool = False,
-              timeout: float = 90.0, heap: str = "768m") -> str:
-        """Start the broker (or return the running one's address)."""
+              timeout: float = 90.0, heap: str = "768m", secure: bool = False) -> str:
+        """Start the broker (or return the running one's address).  ``secure``: a SASL_SSL
+        listener beside the plain one (``self.secure`` says how to reach it)."""
         running = self.bootstrap()
         if running:
             return running
@@ -168,12 +233,25 @@ class LocalBroker:
         # stale cluster id from an earlier format would refuse to start.
         shutil.rmtree(data, ignore_errors=True)
         props = self.state_dir / "server.properties"
-        props.write_text(_SERVER_PROPERTIES.format(
-            port=port, controller_port=controller_port, log_dir=data))
+        text = _SERVER_PROPERTIES.format(port=port, controller_port=controller_port, log_dir=data)
+        scram: list[str] = []
+        if secure:
+            password = secrets.token_urlsafe(16)
+            keystore, cafile = make_tls_files(self.state_dir / "tls", password)
+            secure_port = free_port()
+            kept = [line for line in text.splitlines()
+                    if not line.startswith(("listeners=", "advertised.listeners=", "listener.security.protocol.map="))]
+            text = "\n".join(kept) + "\n" + _SECURE_PROPERTIES.format(
+                port=port, controller_port=controller_port, secure_port=secure_port, keystore=keystore,
+                store_password=password)
+            self.secure = SecureListener(f"127.0.0.1:{secure_port}", "citybrain", secrets.token_urlsafe(16), cafile)
+            scram = ["--add-scram",
+                     f"SCRAM-SHA-512=[name={self.secure.username},password={self.secure.password}]"]
+        props.write_text(text)
         cluster_id = new_cluster_id()
         java = ["java", "-cp", f"{libs}/*"]
         fmt = subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *scram],
             capture_output=True, text=True)
         if fmt.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{fmt.stdout}{fmt.stderr}")

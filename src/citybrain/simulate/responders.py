@@ -16,9 +16,8 @@ import random
 import time
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.wire.models import OPEN_STATUSES
 
@@ -84,7 +83,7 @@ async def respond(bootstrap: str, topics: Topics, stop: asyncio.Event, seed: int
     rng = random.Random(seed)
     consumer = kafka_consumer(topics.workorder_events, bootstrap_servers=bootstrap, group_id=None,
                                 auto_offset_reset="latest", enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="citybrain-responders")
+    producer = kafka_producer(bootstrap_servers=bootstrap, acks="all", client_id="citybrain-responders")
     await consumer.start()
     await producer.start()
     due: list[tuple[float, int, str, str, int, dict]] = []

@@ -6,8 +6,7 @@ import asyncio
 import time
 from collections import Counter
 
-from aiokafka import AIOKafkaProducer
-
+from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain.simulate.traffic import CitySimulator
@@ -18,7 +17,7 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
     """Send every record; with ``paced`` each simulated second takes a wall second, sent
     in bursts at most ``pace_every`` seconds apart."""
     target = {"iot": topics.iot, "video": topics.video, "report": topics.reports, "device": topics.device_status}
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
+    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
                                 max_request_size=2 * 1024 * 1024, acks="all",
                                 client_id="citybrain-simulator")
     await producer.start()

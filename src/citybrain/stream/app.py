@@ -33,6 +33,7 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
+from citybrain.kafka.clients import KafkaSecurity, kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
@@ -46,6 +47,17 @@ from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import ReloadingTokens
 
 log = logging.getLogger("citybrain.worker")
+
+
+def _faust_security(security: KafkaSecurity) -> dict[str, Any]:
+    """faust.App's keyword arguments for the cluster's security (kafka/clients.py)."""
+    if security.protocol == "PLAINTEXT":
+        return {}
+    if security.mechanism:
+        return {"broker_credentials": faust.SASLCredentials(
+            username=security.username, password=security.password, ssl_context=security.ssl_context(),
+            mechanism=security.mechanism)}
+    return {"broker_credentials": security.ssl_context()}
 
 
 def _broker_urls(bootstrap: str) -> list[str]:
@@ -79,7 +91,7 @@ class StageProducers:
         # answered CONCURRENT_TRANSACTIONS while the commit markers are written, and
         # aiokafka waits the retry backoff (100 ms by default) before asking again — the
         # Java client retries that case after 20 ms.
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=1, acks="all",
+        producer = kafka_producer(bootstrap_servers=self.bootstrap, linger_ms=1, acks="all",
                                     max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
                                     transactional_id=transactional_id,
                                     retry_backoff_ms=10 if transactional_id else 100,
@@ -126,6 +138,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         web_application_options={"client_max_size": MAX_BODY},
         broker_session_timeout=s.worker.session_timeout_seconds,
         broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
+        **_faust_security(KafkaSecurity.from_env()),   # TLS / SASL, as every other client
     )
     # Faust's own consumer and producer (the command routing) measured beside ours, in
     # the same registry: citybrain_faust_consumer_commit_latency, …_total_rebalances,

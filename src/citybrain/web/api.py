@@ -25,6 +25,7 @@ from citybrain.domain import followup
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import RULES
 from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
+from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
@@ -164,7 +165,7 @@ class Api:
     async def _send(self, topic: str, key: bytes, value: bytes) -> None:
         async with self._producer_lock:
             if self.producer is None:
-                self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=1,
+                self.producer = kafka_producer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=1,
                                                  client_id="citybrain-api")
                 await self.producer.start()
         await self.producer.send_and_wait(topic, value, key=key)   # 202 means: in Kafka
