@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from citybrain import worker_process as citybrain_worker
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics
 from citybrain.paths import PROJECT_ROOT
@@ -42,7 +42,7 @@ async def prepare(bootstrap: str, prefix: str) -> Topics:
 
 async def produce(bootstrap: str, records: list[tuple]) -> list:
     """Send (topic, key, value[, timestamp_ms]) records in order; return their RecordMetadata."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024,
+    producer = kafka_producer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024,
                                 acks="all", linger_ms=5)
     await producer.start()
     try:

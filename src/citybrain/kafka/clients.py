@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -99,3 +100,8 @@ def kafka_producer(**settings: Any) -> AIOKafkaProducer:
 
 def kafka_admin(**settings: Any) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**_secured(settings))
+
+
+def kafka_client(**settings: Any) -> AIOKafkaClient:
+    """The bare client (metadata only: the broker watch)."""
+    return AIOKafkaClient(**_secured(settings))

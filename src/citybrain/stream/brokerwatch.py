@@ -8,9 +8,8 @@ import asyncio
 import logging
 import time
 
-from aiokafka.client import AIOKafkaClient
-
 from citybrain import metrics
+from citybrain.kafka.clients import kafka_client
 
 log = logging.getLogger("citybrain.broker")
 
@@ -33,7 +32,7 @@ class BrokerWatch:
         metrics.BROKER_UP.set(1 if up else 0)
 
     async def run(self) -> None:
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, client_id="citybrain-brokerwatch",
+        client = kafka_client(bootstrap_servers=self.bootstrap, client_id="citybrain-brokerwatch",
                                 request_timeout_ms=int(self.timeout * 1000))
         try:
             while True:
