@@ -27,6 +27,13 @@ class KafkaSettings(BaseModel):
     topic_prefix: str = ""
     partitions: int = Field(6, ge=1, le=1000)
     replication_factor: int = Field(1, ge=1)
+    # Security to the cluster (docs/security.md; kafka/clients.py reads these, the
+    # environment's KAFKA_SECURITY_PROTOCOL … override; the SASL password comes only from
+    # KAFKA_SASL_PASSWORD).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    ssl_cafile: str | None = None
 
 
 class WorkerSettings(BaseModel):

@@ -54,8 +54,7 @@ async def test_a_worker_works_over_sasl_ssl_and_a_plain_client_gets_nothing(secu
     finally:
         worker.stop()
     # Without TLS and SASL the listener gives nothing away.
-    plain = AIOKafkaConsumer(topics.events, bootstrap_servers=secure.address, request_timeout_ms=3000,
-                             api_version="2.0.0")
+    plain = AIOKafkaConsumer(topics.events, bootstrap_servers=secure.address, request_timeout_ms=3000)
     with pytest.raises((KafkaConnectionError, KafkaError, asyncio.TimeoutError, OSError)):
         await asyncio.wait_for(plain.start(), 10)
     await plain.stop()

@@ -7,7 +7,10 @@ no position starts at the beginning unless it asks for ``latest``: aiokafka's ow
 and skip a partition whole (a state restore once read 35 of 44 changelog records).
 
 Every client — stages, Faust, readers, the API, the CLI, the simulator, the benchmarks —
-also takes the cluster's security settings from here (issue 17, docs/security.md):
+also takes the cluster's security settings from here (issue 17, docs/security.md): from
+the environment, else from ``[kafka]`` in ``citybrain.toml`` (``security_protocol``,
+``sasl_mechanism``, ``sasl_username``, ``ssl_cafile``; the password only from the
+environment, never a file in the repository):
 
 | variable | meaning |
 |---|---|
@@ -19,8 +22,10 @@ also takes the cluster's security settings from here (issue 17, docs/security.md
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +34,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
+
+from citybrain.paths import ConfigNotFound, config_dir
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -84,8 +91,32 @@ class KafkaSecurity:
         return out
 
 
+_FILE_KEYS = {"security_protocol": "KAFKA_SECURITY_PROTOCOL", "sasl_mechanism": "KAFKA_SASL_MECHANISM",
+              "sasl_username": "KAFKA_SASL_USERNAME", "ssl_cafile": "KAFKA_SSL_CAFILE"}
+
+
+@functools.lru_cache(maxsize=8)
+def _from_file(path: str) -> tuple[tuple[str, str], ...]:
+    """The ``[kafka]`` security keys of ``citybrain.toml``, as the variables they stand for."""
+    try:
+        with open(path, "rb") as f:
+            kafka = tomllib.load(f).get("kafka", {})
+    except FileNotFoundError:
+        return ()
+    return tuple((var, str(kafka[key])) for key, var in _FILE_KEYS.items() if kafka.get(key))
+
+
+def security() -> KafkaSecurity:
+    """The cluster's security: the environment over the configuration file."""
+    try:
+        path = str(config_dir() / "citybrain.toml")
+    except ConfigNotFound:
+        path = ""
+    return KafkaSecurity.from_env({**dict(_from_file(path) if path else ()), **os.environ})
+
+
 def _secured(settings: dict[str, Any]) -> dict[str, Any]:
-    return {**KafkaSecurity.from_env().client_settings(), **settings}
+    return {**security().client_settings(), **settings}
 
 
 def kafka_consumer(*topics: str, **settings: Any) -> AIOKafkaConsumer:

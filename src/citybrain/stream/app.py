@@ -33,7 +33,7 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
-from citybrain.kafka.clients import KafkaSecurity, kafka_producer
+from citybrain.kafka.clients import KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
@@ -138,7 +138,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         web_application_options={"client_max_size": MAX_BODY},
         broker_session_timeout=s.worker.session_timeout_seconds,
         broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
-        **_faust_security(KafkaSecurity.from_env()),   # TLS / SASL, as every other client
+        **_faust_security(security()),   # TLS / SASL, as every other client
     )
     # Faust's own consumer and producer (the command routing) measured beside ours, in
     # the same registry: citybrain_faust_consumer_commit_latency, …_total_rebalances,

@@ -1,0 +1,47 @@
+"""The cluster's security settings: the environment over citybrain.toml's [kafka]."""
+
+import pytest
+
+from citybrain.kafka import clients
+from citybrain.kafka.clients import KafkaSecurity, KafkaSecurityError
+
+
+def test_plaintext_by_default_adds_nothing():
+    assert KafkaSecurity.from_env({}).client_settings() == {}
+
+
+def test_sasl_ssl_settings_for_aiokafka():
+    sec = KafkaSecurity.from_env({"KAFKA_SECURITY_PROTOCOL": "sasl_ssl", "KAFKA_SASL_USERNAME": "u",
+                                  "KAFKA_SASL_PASSWORD": "p"})
+    got = sec.client_settings()
+    assert (got["security_protocol"], got["sasl_mechanism"], got["sasl_plain_username"]) == \
+        ("SASL_SSL", "SCRAM-SHA-512", "u")
+    assert got["ssl_context"] is not None
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL"),
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME"),
+    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI", "KAFKA_SASL_USERNAME": "u",
+      "KAFKA_SASL_PASSWORD": "p"}, "KAFKA_SASL_MECHANISM"),
+    ({"KAFKA_SSL_CAFILE": "/nowhere/ca.pem"}, "KAFKA_SSL_CAFILE"),
+])
+def test_a_wrong_setting_names_itself(env, names):
+    with pytest.raises(KafkaSecurityError, match=names):
+        KafkaSecurity.from_env(env)
+
+
+def test_the_environment_wins_over_the_file_and_the_password_comes_from_the_environment(tmp_path, monkeypatch):
+    (tmp_path / "citybrain.toml").write_text(
+        '[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "SCRAM-SHA-256"\nsasl_username = "from-file"\n')
+    monkeypatch.setenv("CITYBRAIN_CONFIG_DIR", str(tmp_path))
+    for var in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SSL_CAFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "secret")
+    clients._from_file.cache_clear()
+    sec = clients.security()
+    assert (sec.protocol, sec.mechanism, sec.username, sec.password) == \
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256", "from-file", "secret")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "from-env")
+    assert clients.security().username == "from-env"
+    clients._from_file.cache_clear()
