@@ -122,11 +122,11 @@ class Normalizer:
                 raise Rejected("value_out_of_range",
                                f"value {r.value} outside the sensor's range {lo}..{hi} {rule.unit}",
                                "value")
-            self._not_future(r.ts, meta)
+            ts = r.ts.timestamp()   # once: an aware datetime's timestamp() is not cheap
+            self._not_future(ts, meta)
             lon, lat, where = self._where(r.lon, r.lat, device)
         except Rejected as why:
             return self._dead("iot", raw, meta, why)
-        ts = r.ts.timestamp()
         state = state_of(r.device_id)
         new_state, outcome = apply_reading(rule, state, float(r.value), ts, r.seq)
         if outcome in (ReadingOutcome.DUPLICATE, ReadingOutcome.OUT_OF_ORDER):
@@ -164,7 +164,7 @@ class Normalizer:
                 raise Rejected("unknown_device", f"{st.device_id} is not in the device registry", "device_id")
             if device.status == "retired":
                 raise Rejected("retired_device", f"{st.device_id} is retired in the registry", "device_id")
-            self._not_future(st.ts, meta)
+            self._not_future(st.ts.timestamp(), meta)
         except Rejected as why:
             return self._dead("device", raw, meta, why), None
         return Result("normal"), st
@@ -198,7 +198,7 @@ class Normalizer:
             category = self.taxonomy.for_algorithm(a.algorithm)
             if category is None:
                 raise Rejected("invalid_field", f"algorithm {a.algorithm} has no category", "algorithm")
-            self._not_future(a.ts, meta)
+            self._not_future(a.ts.timestamp(), meta)
             lon, lat, where = self._where(a.lon, a.lat, camera)
         except Rejected as why:
             return self._dead("video", raw, meta, why)
@@ -225,7 +225,7 @@ class Normalizer:
             if category is None:
                 raise Rejected("unknown_category", f"category {r.category!r} is not in the taxonomy",
                                "category")
-            self._not_future(r.ts, meta)
+            self._not_future(r.ts.timestamp(), meta)
             lon, lat, where = self._where(r.lon, r.lat, None)
             if r.grid_code is not None and r.grid_code != where.grid_code:
                 # The app's own grid wins when it names a real grid: grid members
@@ -289,8 +289,8 @@ class Normalizer:
                            f"not {kind}/{sensor_type}", field)
         return device
 
-    def _not_future(self, ts: datetime, meta: RecordMeta) -> None:
-        ahead = ts.timestamp() - meta.timestamp
+    def _not_future(self, ts: float, meta: RecordMeta) -> None:
+        ahead = ts - meta.timestamp
         if ahead > self.limits.max_future_seconds:
             raise Rejected("future_timestamp",
                            f"ts is {ahead:.0f}s ahead of the record's Kafka time "

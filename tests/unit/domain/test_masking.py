@@ -52,3 +52,22 @@ def test_no_mobile_number_survives_in_raw_bytes_whatever_surrounds_it(prefix, mi
     # Bytes around it end in a non-digit, as in a JSON string.
     raw = prefix + b" " + middle.encode() + b" " + suffix
     assert middle.encode() not in mask_bytes(raw)
+
+
+def _mask_whole(text: str) -> str:
+    """The three patterns over the whole text: what mask_text must give, only faster."""
+    from citybrain.domain import masking
+    return masking._mask_run(text)
+
+
+@given(st.text(alphabet="0123456789 -+Xxa中１", max_size=80))
+def test_masking_inside_digit_runs_gives_what_the_patterns_give_over_the_whole_text(text):
+    assert mask_text(text) == _mask_whole(text)
+
+
+@given(st.lists(st.sampled_from(["13812345678", "+86 138-1234-5678", "370306199001011234",
+                                 "37030619900101123X", "0533-6123456", "x", " ", "-", "+", "9",
+                                 "2026-11-24", "A", "订单"]), max_size=12))
+def test_masking_numbers_side_by_side_gives_what_the_patterns_give(parts):
+    text = "".join(parts)
+    assert mask_text(text) == _mask_whole(text)
