@@ -29,10 +29,16 @@ from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator, iso
 
 
-def _source_ts(value: bytes) -> float:
-    """The dispatch record's source Kafka timestamp (ours) or the stamp the loop copied."""
+def _source_ts(value: bytes) -> float | None:
+    """The dispatch record's source Kafka timestamp (ours) or the stamp the loop copied.
+    Only a ``dispatched`` change is a dispatch: an assisting department's ``assist_added``
+    shares the topic, and one an escalation adds seconds later (a gauge climbing to orange)
+    would count its wait for the level as dispatch latency (the 8 s maxima of runs since
+    issue 14)."""
     doc = orjson.loads(value)
     if "snapshot" in doc:
+        if doc.get("type") != "dispatched":
+            return None
         return datetime.fromisoformat(doc["snapshot"]["source_ingested_at"]).timestamp()
     return doc["_source_ts"]
 
@@ -53,9 +59,12 @@ async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: 
             batch = await consumer.getmany(timeout_ms=50)
             now = time.time()
             for records in batch.values():
-                out.extend((now, now - source_ts(m.value)) for m in records)
-                if last_hop is not None:
-                    last_hop.extend((now, now - m.timestamp / 1000.0) for m in records)
+                for m in records:
+                    if (ts := source_ts(m.value)) is None:
+                        continue
+                    out.append((now, now - ts))
+                    if last_hop is not None:
+                        last_hop.append((now, now - m.timestamp / 1000.0))
     finally:
         await consumer.stop()
 

@@ -1,5 +1,9 @@
 """The dispatch benchmark's windows: every window's own percentiles, none dropped."""
 
+from datetime import datetime
+
+import orjson
+
 from citybrain.bench.dispatch import report, stage_latency, windows
 
 
@@ -31,3 +35,14 @@ def test_stage_latency_from_the_histogram_buckets():
         'citybrain_stage_latency_seconds_sum{stage="fuse"} 0.9',
     ]) + "\n"
     assert stage_latency(text) == {"fuse": {"n": 100, "p50_ms_at_most": 5.0, "p99_ms_at_most": 50.0}}
+
+
+def test_only_a_dispatched_change_is_a_dispatch_sample():
+    from citybrain.bench.dispatch import _source_ts
+    snap = {"source_ingested_at": "2026-11-24T10:00:00+08:00"}
+    dispatched = orjson.dumps({"type": "dispatched", "snapshot": snap})
+    # An assist an escalation added later shares dispatch.<department>; it is no dispatch.
+    assist = orjson.dumps({"type": "assist_added", "snapshot": snap})
+    assert _source_ts(dispatched) == datetime.fromisoformat(snap["source_ingested_at"]).timestamp()
+    assert _source_ts(assist) is None
+    assert _source_ts(orjson.dumps({"_source_ts": 12.5})) == 12.5   # the plain loop's record
