@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -34,13 +37,44 @@ def child(metric, *values: str):
     return c
 
 
+# Increments gathered while the runner handles a batch, added once at its end (see batched).
+_pending: Tally[tuple[object, tuple[str, ...]]] | None = None
+
+
+@contextmanager
+def batched() -> Iterator[None]:
+    """Counts made inside are added to their counters once, on leaving: prometheus-client
+    takes a lock on every ``inc()``, and two a record were 8 % of the normalise stage's
+    CPU (cProfile over a 61k-record backlog).  For synchronous code only (a stage's
+    handling of one batch): nothing else runs in between, so nothing counts half."""
+    global _pending
+    if _pending is not None:   # already inside one
+        yield
+        return
+    _pending = Tally()
+    try:
+        yield
+    finally:
+        pending, _pending = _pending, None
+        for (metric, values), n in pending.items():
+            child(metric, *values).inc(n)
+
+
+def inc(metric, *values: str) -> None:
+    """``child(metric, *values).inc()``, gathered while inside ``batched()``."""
+    if _pending is not None:
+        _pending[(metric, values)] += 1
+    else:
+        child(metric, *values).inc()
+
+
 def count_outcome(source: str, outcome: str, reason: str | None = None) -> None:
-    child(INGESTED, source).inc()
-    child(INGEST_OUTCOME, source, outcome).inc()
+    inc(INGESTED, source)
+    inc(INGEST_OUTCOME, source, outcome)
     if outcome == "deadletter":
-        child(DEADLETTER, source, reason or "unknown").inc()
+        inc(DEADLETTER, source, reason or "unknown")
     elif outcome == "suppressed":
-        child(SUPPRESSED, source, reason or "unknown").inc()
+        inc(SUPPRESSED, source, reason or "unknown")
 
 
 def count_dead(source: str, reason: str) -> None:
@@ -49,7 +83,7 @@ def count_dead(source: str, reason: str) -> None:
     if source in INGEST_SOURCES:
         count_outcome(source, "deadletter", reason)
     else:
-        child(DEADLETTER, source, reason).inc()
+        inc(DEADLETTER, source, reason)
 
 
 INGEST_SOURCES = ("iot", "video", "report")

@@ -71,7 +71,8 @@ class NormaliseStage:
         self.config, self.topic_names, self.normalizer = config, topics, normalizer
         self.dead_log, self.registry = dead_log, registry
         self.router = config.router
-        self.sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"])
+        self.sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"],
+                                           encode=_encode_state)
         self.decoded: dict[tuple[int, str], DeviceState] = {}   # parsed sensor_state, per (partition, device)
         self.health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
         self.sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report",
@@ -108,7 +109,7 @@ class NormaliseStage:
             # Straight on to fusion, keyed by fusion group (one hop less than
             # re-reading events.normalized).
             out.append(Output(self.topic_names.fusion_inbox, self.router.group(ev.category).encode(), body))
-            metrics.child(metrics.EVENTS, source, ev.kind, ev.category).inc()
+            metrics.inc(metrics.EVENTS, source, ev.kind, ev.category)
         elif result.dead is not None:
             out.append(Output(self.topic_names.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
             self.dead_log.note(source, result.dead.reason, result.dead.detail)
@@ -130,8 +131,10 @@ class NormaliseStage:
                 # A change of the alarm state itself is written with this batch; a
                 # change of only the dedupe marks (last ts/seq) may follow lazily: a
                 # replay after a crash re-applies readings that changed nothing else.
-                self.sensor_state.set(m.partition, device, orjson.dumps(result.state.to_dict()),
-                                      lazy=before is not None and _alarm_state(before) == _alarm_state(result.state))
+                if before is not None and _alarm_state(before) == _alarm_state(result.state):
+                    self.sensor_state.set_later(m.partition, device, result.state)   # frozen
+                else:
+                    self.sensor_state.set(m.partition, device, _encode_state(result.state))
                 self.decoded[(m.partition, device)] = result.state
         elif m.topic == self.topic_names.video:
             self.outputs_of("video", self.normalizer.video(m.value, meta), meta, out)
@@ -181,7 +184,7 @@ class DeviceHealth:
 
     def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, changelog: str, devices):
         self.normalizer, self.topics, self.devices = normalizer, topics, devices
-        self.state = ChangelogState("device_health", changelog)
+        self.state = ChangelogState("device_health", changelog, encode=_encode_health)
         rules = config.sensor_rules
         registry = normalizer.registry
 
@@ -205,7 +208,11 @@ class DeviceHealth:
             self.counts[(*label, after)] += 1
 
     def _store(self, partition: int, device: str, h: Health, lazy: bool) -> None:
-        self.state.set(partition, device, orjson.dumps(h.to_dict()), lazy=lazy)
+        # Lazily: a Health changes in place (SilenceWatch), and every change stores it again.
+        if lazy:
+            self.state.set_later(partition, device, h)
+        else:
+            self.state.set(partition, device, _encode_health(h))
 
     def heard(self, partition: int, device: str, meta: RecordMeta) -> CityEvent | None:
         new = device not in self.watch.health.get(partition, ())
@@ -307,6 +314,14 @@ class DeviceHealth:
 
 def _closed_ts(snap: dict) -> float:
     return datetime.fromisoformat(snap.get("closed_at") or snap["cancelled_at"]).timestamp()
+
+
+def _encode_state(s: DeviceState) -> bytes:
+    return orjson.dumps(s.to_dict())
+
+
+def _encode_health(h: Health) -> bytes:
+    return orjson.dumps(h.to_dict())
 
 
 def _alarm_state(s: DeviceState) -> tuple:
@@ -498,13 +513,13 @@ class FuseStage:
         body = to_json(change)
         key = change.work_order_id.encode()
         out.append(Output(self.topic_names.workorder_events, key, body))
-        metrics.child(metrics.TRANSITIONS, change.type).inc()
+        metrics.inc(metrics.TRANSITIONS, change.type)
         snap = change.snapshot
         for gauge in self.gauges:
             gauge.moved(old, snap)
         if change.type == "supervised" and change.supervision is not None:
             out.append(Output(self.topic_names.supervision(change.supervision.level), key, body))
-            metrics.child(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock).inc()
+            metrics.inc(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock)
         if change.type == "dispatched" and snap.department is not None:
             out.append(Output(self.topic_names.dispatch(snap.department), key, body))
             if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
@@ -516,7 +531,7 @@ class FuseStage:
             esc = change.escalation
             reached = (esc.warning_to if esc.warning_to != esc.warning_from
                        else esc.emergency_to if esc.emergency_to != esc.emergency_from else esc.priority_to)
-            metrics.child(metrics.ESCALATED, snap.category, reached or "none").inc()
+            metrics.inc(metrics.ESCALATED, snap.category, reached or "none")
         for note in followup.notifications(change):   # 反馈: the reporters hear of it
             out.append(Output(self.topic_names.reporter_notifications, note.reporter_id.encode(), to_json(note)))
         # 应急指挥 follows every change while the order is under emergency response.
@@ -553,7 +568,7 @@ class FuseStage:
         old = record.order() if record else None
         outcome = lifecycle.apply(old, cmd, self.departments, datetime.now(UTC), self.deadlines)
         if outcome.rejection is not None:
-            metrics.child(metrics.COMMANDS_REJECTED, outcome.rejection.reason).inc()
+            metrics.inc(metrics.COMMANDS_REJECTED, outcome.rejection.reason)
             out.append(Output(self.topic_names.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
             return
         change = outcome.change
@@ -565,7 +580,7 @@ class FuseStage:
     def on_event(self, partition: int, event: CityEvent, out: list[Output]) -> None:
         index = self.indexes[partition]
         decision = index.fuse(FusionEvent.of(event), self.router)
-        metrics.child(metrics.FUSION_OUTCOME, decision.action).inc()
+        metrics.inc(metrics.FUSION_OUTCOME, decision.action)
         now = datetime.now(UTC)
         wo = decision.work_order_id
         if decision.action == "open" and wo is not None:
@@ -575,7 +590,7 @@ class FuseStage:
             changes = open_order(wo, self.router.group(event.category), event, route, now,
                                  self.deadlines)
             changes += self.escalator.follow(changes[-1].snapshot, now)
-            metrics.child(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code).inc()
+            metrics.inc(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code)
             record = OrderRecord(b"")
             self.store(partition, record, self.publish_all(changes, None, out, record), out)
         elif decision.action in ("join", "recovery") and wo is not None:
@@ -584,7 +599,7 @@ class FuseStage:
                 raise LookupError(f"{wo} is in the fusion index but has no stored record")
             record = OrderRecord.unpack(raw)
             old = record.order()
-            metrics.child(metrics.EVIDENCE_ATTACHED, event.category, event.kind).inc()
+            metrics.inc(metrics.EVIDENCE_ATTACHED, event.category, event.kind)
             change = attach(old, event, now)
             self.publish(change, old, out, record)
             new = change.snapshot

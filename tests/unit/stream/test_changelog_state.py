@@ -1,5 +1,7 @@
 """The batch stages' state: what reaches the changelog, and when."""
 
+from hypothesis import given, strategies
+
 from citybrain.stream.batch import ChangelogState
 
 
@@ -51,3 +53,80 @@ def test_compressed_state_reads_back_and_drains_plain_json():
     assert len(state.data[1]["WO-x"]) < len(body) / 3        # held compressed
     [out] = state.drain(now=0.0)
     assert (out.key, out.value, out.partition) == (b"WO-x", body, 1)   # the changelog gets JSON
+
+
+def counted_encoder():
+    calls = []
+
+    def encode(v):
+        calls.append(v)
+        return str(v).encode()
+    return encode, calls
+
+
+def test_a_deferred_value_is_encoded_once_when_due_or_read():
+    encode, calls = counted_encoder()
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode)
+    t0 = st.last_lazy_drain
+    for v in range(100):                       # a device's marks, reading after reading
+        st.set_later(0, "a", v)
+    assert calls == []
+    assert st.drain(now=t0 + 1) == [] and calls == []          # not due yet
+    assert keys(st.drain(now=t0 + 2.5)) == [(0, "a", b"99")] and calls == [99]
+    st.set_later(0, "b", 7)
+    assert st.get(0, "b") == b"7" and calls == [99, 7]         # read: encoded then
+    assert keys(st.drain(now=t0 + 5)) == [(0, "b", b"7")]
+
+
+def test_deferred_values_follow_eager_writes_deletes_and_drops():
+    encode, _ = counted_encoder()
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode)
+    t0 = st.last_lazy_drain
+    st.set_later(0, "a", 1)
+    st.set(0, "a", b"alarm")                   # an eager write supersedes the deferred one
+    st.set_later(0, "a", 2)                    # … and a later one rides along with it
+    st.set_later(0, "gone", 3)
+    st.delete(0, "gone")
+    st.set_later(5, "dropped", 4)
+    st.drop({5})
+    assert keys(st.drain(now=t0 + 1)) == [(0, "a", b"2"), (0, "gone", None)]
+    assert st.drain(now=t0 + 2.5) == [] and st.get(5, "dropped") is None
+    st.set_later(1, "x", 8)
+    assert list(st.items(1)) == [("x", b"8")] and list(st.values(1)) == [b"8"]
+
+
+@given(strategies.lists(strategies.tuples(
+    strategies.sampled_from(["eager", "lazy", "later", "delete", "drain", "get", "drop"]),
+    strategies.integers(0, 2), strategies.sampled_from("abc"), strategies.integers(0, 9)), max_size=60))
+def test_set_later_is_seen_as_a_lazy_set_of_the_encoded_value(ops):
+    """Whatever the sequence, deferring the encoding changes neither what is read nor the
+    latest value each drain sends per key."""
+    def encode(v):
+        return str(v).encode()
+    plain = ChangelogState("s", "s-changelog", lazy_seconds=2)
+    later = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode)
+    now = plain.last_lazy_drain = later.last_lazy_drain = 0.0
+    for op, p, k, v in ops:
+        if op == "eager":
+            plain.set(p, k, encode(v))
+            later.set(p, k, encode(v))
+        elif op == "lazy":
+            plain.set(p, k, encode(v), lazy=True)
+            later.set(p, k, encode(v), lazy=True)
+        elif op == "later":
+            plain.set(p, k, encode(v), lazy=True)
+            later.set_later(p, k, v)
+        elif op == "delete":
+            plain.delete(p, k)
+            later.delete(p, k)
+        elif op == "drop":
+            plain.drop({p})
+            later.drop({p})
+        elif op == "get":
+            assert plain.get(p, k) == later.get(p, k)
+        else:
+            now += v / 3
+            assert keys(plain.drain(now=now)) == keys(later.drain(now=now))
+    assert keys(plain.drain(everything=True)) == keys(later.drain(everything=True))
+    for p in range(3):
+        assert sorted(plain.items(p)) == sorted(later.items(p))
