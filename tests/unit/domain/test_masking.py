@@ -71,3 +71,11 @@ def test_masking_inside_digit_runs_gives_what_the_patterns_give_over_the_whole_t
 def test_masking_numbers_side_by_side_gives_what_the_patterns_give(parts):
     text = "".join(parts)
     assert mask_text(text) == _mask_whole(text)
+
+
+@given(st.lists(st.one_of(st.binary(max_size=12), st.sampled_from(
+    [b"13812345678", b"+86 138-1234-5678", b"370306199001011234", b"0533-1234567", b"\xff1\xef\xbc\x91",
+     b"12 34", b"X", b"-"])), max_size=12))
+def test_masking_bytes_is_masking_their_latin_1_text(parts):
+    raw = b"".join(parts)
+    assert mask_bytes(raw) == mask_text(raw.decode("latin-1")).encode("latin-1")
