@@ -46,3 +46,15 @@ def test_only_a_dispatched_change_is_a_dispatch_sample():
     assert _source_ts(dispatched) == datetime.fromisoformat(snap["source_ingested_at"]).timestamp()
     assert _source_ts(assist) is None
     assert _source_ts(orjson.dumps({"_source_ts": 12.5})) == 12.5   # the plain loop's record
+
+
+def drain_result(ours_seconds: float, loop_seconds: float) -> dict:
+    run = {"ours": {"rate": 20000.0, "seconds": ours_seconds, "cpu_share": 0.9},
+           "baseline": {"rate": 60000.0, "seconds": loop_seconds}, "ratio": 0.33}
+    return {"windows": 5, "window_s": 20.0, "latency": [], "max_throughput": {"runs": [run], "median_ratio": 0.33}}
+
+
+def test_a_drain_too_short_to_measure_is_flagged_with_its_error():
+    text = report(drain_result(ours_seconds=2.0, loop_seconds=1.0))
+    assert "a drain took 1.0 s" in text and "±20%" in text and "--records" in text
+    assert "排空过快" not in report(drain_result(ours_seconds=15.0, loop_seconds=5.0))
