@@ -112,8 +112,13 @@ class _Batch:
 class Checkpoint:
     """at_least_once (see the module doc)."""
 
-    def __init__(self, send: Send):
+    def __init__(self, send: Send, send_state: Send | None = None):
+        """``send_state``: where the changelog writes go (by default ``send``).  A stage
+        gives them a producer of their own: aiokafka keeps one produce request in flight
+        per producer and broker, and a batch's changelog request — sent once its outputs
+        are acknowledged — held the next batch's outputs back for a round trip."""
         self._send = send
+        self._send_state = send_state or send
         self.pending: deque[_Batch] = deque()
         self.committable: Offsets = {}
         self.committed: Offsets = {}
@@ -142,7 +147,7 @@ class Checkpoint:
                 if not b.outputs_done():
                     break
                 _check(b.outputs)
-                b.state_sent = [(await self._send(o), o) for o in b.state]
+                b.state_sent = [(await self._send_state(o), o) for o in b.state]
             while self.pending and self.pending[0].state_done():
                 b = self.pending.popleft()
                 _check(b.state_sent or [])

@@ -147,6 +147,31 @@ async def test_settle_waits_only_beyond_the_in_flight_limit():
     assert len(cp.pending) <= 1
 
 
+async def test_changelog_writes_go_to_their_own_sender_and_still_follow_the_outputs():
+    """The stage's outputs and its changelog writes on two producers (one produce request
+    in flight each): the next batch's outputs leave while the last batch's changelog write
+    is unacknowledged, and still no offset is committable before its state is written."""
+    outputs, state = FakeSend(), FakeSend()
+    cp = Checkpoint(outputs, state)
+    await cp.add({TP0: 11}, [out("events", 10)], [changelog()])
+    await settle_soon(cp, 1)
+    assert outputs.topics() == ["events"] and state.topics() == []   # state only after the acks
+    outputs.ack()
+    await settle_soon(cp, 1)
+    assert outputs.topics() == ["events"] and state.topics() == ["changelog"]
+    await cp.add({TP0: 12}, [out("events", 11)], [changelog()])      # batch 1's state still unacknowledged
+    assert outputs.topics() == ["events", "events"]
+    outputs.ack()
+    await settle_soon(cp, 2)
+    assert cp.to_commit({TP0}) == {}              # batch 1's changelog write is not acknowledged
+    state.ack()
+    await settle_soon(cp, 1)
+    assert state.topics() == ["changelog", "changelog"]
+    state.ack()
+    await settle_soon(cp, 0)
+    assert cp.to_commit({TP0}) == {TP0: 12}
+
+
 # -- exactly_once ------------------------------------------------------------------
 
 class FakeTxnProducer:

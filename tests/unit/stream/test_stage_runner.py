@@ -4,6 +4,7 @@ never hold the loop up (issue 13)."""
 
 import asyncio
 import base64
+import time
 
 import orjson
 import pytest
@@ -84,6 +85,50 @@ async def test_an_input_whose_output_the_broker_refused_is_dead_lettered_on_the_
     r.poison.add(("in", 0, 5))
     out = r._handle([record(5, b"fine-but-refused"), record(6, b"ok")])
     assert dead(out[0])["reason"] == "output_rejected" and out[1].value == b"ok"
+
+
+async def test_a_long_batch_gives_the_event_loop_back_between_slices():
+    """Handling a batch longer than a slice lets other tasks run in between (the other
+    stage's fetches and acknowledgements), with each record's outcome as in one go."""
+    r = runner()
+    r.SLICE_SECONDS, r.SLICE_RECORDS = 0.002, 1
+    slow = r.stage.handle
+
+    def handle_slowly(m, out):
+        until = time.perf_counter() + 0.001
+        while time.perf_counter() < until:   # CPU-bound, as a stage's handling is
+            pass
+        slow(m, out)
+    r.stage.handle = handle_slowly
+    ran_between: list[int] = []
+    handled: list[Output] = []
+
+    async def other_task():
+        while True:
+            ran_between.append(len(handled))
+            await asyncio.sleep(0)
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    records = [record(i, b"boom" if i == 7 else f"ok-{i}".encode()) for i in range(40)]
+    handled = await r._handle_in_slices(records)
+    other.cancel()
+    assert [o.source for o in handled] == [("in", 0, i) for i in range(40)]
+    assert dead(handled[7])["reason"] == "internal_error"
+    assert [o.value for o in handled if o.topic == "events"] == [f"ok-{i}".encode() for i in range(40) if i != 7]
+    assert len(ran_between) >= 10   # 40 ms of work in 2 ms slices: the loop came back ~20 times
+
+
+async def test_a_short_batch_is_handled_without_yielding():
+    r = runner()
+    steps = []
+
+    async def other_task():
+        steps.append("other")
+    other = asyncio.create_task(other_task())
+    out = await r._handle_in_slices([record(0, b"ok")])
+    steps.append("handled")
+    await other
+    assert [o.value for o in out] == [b"ok"] and steps == ["handled", "other"]
 
 
 class SlowCommits:
