@@ -1,8 +1,9 @@
 """The hot-path benchmark (`citybrain bench dispatch`).
 
 1. Latency at fixed offered loads: simulated city traffic at L records/s for D s; a
-   consumer outside the worker reads every ``dispatch.*`` record and takes
-   (receipt time − the source record's Kafka timestamp, which its producer stamped).
+   consumer outside the worker, in a process of its own (bench/collector.py), reads every
+   ``dispatch.*`` record and takes (receipt time − the source record's Kafka timestamp,
+   which its producer stamped).
    Beside it, in the same run on the same broker, a plain aiokafka
    consume → parse → produce loop over the same kind of traffic, measured the same way.
 2. Maximum sustained throughput: a backlog drained by one worker, then by the loop.
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from citybrain.bench.collector import CollectorProcess
 from citybrain.bench.common import BenchWorker, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
@@ -27,46 +28,6 @@ from citybrain.sample.registry_builder import load
 from citybrain.sample.sites import UNDERPASS
 from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator, iso
-
-
-def _source_ts(value: bytes) -> float | None:
-    """The dispatch record's source Kafka timestamp (ours) or the stamp the loop copied.
-    Only a ``dispatched`` change is a dispatch: an assisting department's ``assist_added``
-    shares the topic, and one an escalation adds seconds later (a gauge climbing to orange)
-    would count its wait for the level as dispatch latency (the 8 s maxima of runs since
-    issue 14)."""
-    doc = orjson.loads(value)
-    if "snapshot" in doc:
-        if doc.get("type") != "dispatched":
-            return None
-        return datetime.fromisoformat(doc["snapshot"]["source_ingested_at"]).timestamp()
-    return doc["_source_ts"]
-
-
-async def _collect(bootstrap: str, topics: list[str], stop: asyncio.Event, out: list[tuple[float, float]],
-                   source_ts=_source_ts, last_hop: list[tuple[float, float]] | None = None) -> None:
-    """(receipt time, latency) of every record on ``topics`` from now on; ``last_hop``
-    gathers receipt − the record's own Kafka timestamp (stamped by the producer that wrote
-    it: the fuse stage), which splits a dispatch's latency into the stages' part and the
-    last hop's."""
-    consumer = kafka_consumer(*topics, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", fetch_max_wait_ms=5,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await asyncio.sleep(0.5)  # let the assignment settle before traffic starts
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=50)
-            now = time.time()
-            for records in batch.values():
-                for m in records:
-                    if (ts := source_ts(m.value)) is None:
-                        continue
-                    out.append((now, now - ts))
-                    if last_hop is not None:
-                        last_hop.append((now, now - m.timestamp / 1000.0))
-    finally:
-        await consumer.stop()
 
 
 def windows(samples: list[tuple[float, float]], start: float, count: int, seconds: float) -> dict:
@@ -84,27 +45,13 @@ def windows(samples: list[tuple[float, float]], start: float, count: int, second
 
 async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, warmup: float = 0.0) -> dict:
     """The broker's own floor: one produce → consume hop on a probe topic at the same rate,
-    with the stages' client settings (producer linger 1 ms, acks=all, 1 MB batches; consumer
-    read_committed, 20 ms fetch wait), records of an event's size."""
+    with the stages' producer settings (linger 1 ms, acks=all, 1 MB batches), records of an
+    event's size, received by the collector process like ours and the loop's."""
     topics, (probe,) = await fresh_topics(bootstrap, "floor", ["floor.probe"])
-    samples: list[tuple[float, float]] = []
-    stop = asyncio.Event()
-    consumer = kafka_consumer(probe, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
-                              fetch_max_wait_ms=20, enable_auto_commit=False)
+    collector = await CollectorProcess(bootstrap, [probe], kind="probe").start()
     producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", max_batch_size=1024 * 1024)
-    await consumer.start()
     await producer.start()
-
-    async def read() -> None:
-        while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=50)
-            now = time.time()
-            for records in batch.values():
-                samples.extend((now, now - float(m.key)) for m in records)
-
-    reader = asyncio.create_task(read())
     try:
-        await asyncio.sleep(1.0)
         pad = b"x" * 850
         started = time.time()
         progress = Progress(f"  floor {rate:g}/s", total=warmup + count * seconds)
@@ -119,11 +66,9 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
         progress.close()
         await asyncio.sleep(2.0)
     finally:
-        stop.set()
-        await reader
         await producer.stop()
-        await consumer.stop()
-    return {"sent": sent, **windows(samples, started + warmup, count, seconds)}
+        got = await collector.finish()
+    return {"sent": sent, **windows(got["samples"], started + warmup, count, seconds)}
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
@@ -191,40 +136,39 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     cfg = Config()
     dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
-        lat: list[tuple[float, float]] = []
-        last_hop: list[tuple[float, float]] = []
-        stop = asyncio.Event()
-        collector = asyncio.create_task(_collect(bootstrap, dispatch_topics, stop, lat, last_hop=last_hop))
-        await asyncio.sleep(1.0)
+        collector = await CollectorProcess(bootstrap, dispatch_topics).start()
         started = time.time()
-        sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
-                                    progress=Progress(f"  ours {rate:g}/s", total=duration), **SOURCE)
-        await asyncio.sleep(3.0)
-        stop.set()
-        await collector
+        try:
+            sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
+                                        progress=Progress(f"  ours {rate:g}/s", total=duration), **SOURCE)
+            await asyncio.sleep(3.0)
+        finally:
+            got = await collector.finish()
         ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
                 "stage_latency": stage_latency(text := worker.metrics()), "gc": gc_pauses(text),
                 "event_loop_lag": stage_latency(text, "citybrain_event_loop_lag_seconds_bucket").get("?"),
-                "last_hop": percentiles([v for at, v in last_hop if at >= started + warmup]),
-                **windows(lat, started + warmup, count, seconds)}
+                "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
+                **windows(got["samples"], started + warmup, count, seconds)}
     finally:
         worker.stop()
     # The baseline loop, same traffic shape, same broker.
     topics, (out_topic, _) = await fresh_topics(bootstrap, "latb", ["baseline.dispatch", "baseline.dispatch.sink"])
-    lat = []
     stop = asyncio.Event()
     counter = [0, 0.0, 0.0]
-    collector = asyncio.create_task(_collect(bootstrap, [out_topic], stop, lat))
+    collector = await CollectorProcess(bootstrap, [out_topic]).start()
     loop = asyncio.create_task(_baseline_loop(bootstrap, topics.ingest,
                                               out_topic, stop, counter, f"{topics.prefix}loop"))
     await asyncio.sleep(2.0)
     started = time.time()
-    sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
-                                progress=Progress(f"  loop {rate:g}/s", total=duration), **SOURCE)
-    await asyncio.sleep(3.0)
-    stop.set()
-    await asyncio.gather(collector, loop)
-    baseline = {"sent": sent["sent"], **windows(lat, started + warmup, count, seconds)}
+    try:
+        sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
+                                    progress=Progress(f"  loop {rate:g}/s", total=duration), **SOURCE)
+        await asyncio.sleep(3.0)
+    finally:
+        stop.set()
+        got = await collector.finish()
+        await loop
+    baseline = {"sent": sent["sent"], **windows(got["samples"], started + warmup, count, seconds)}
     floor = await echo_floor(bootstrap, rate, count, seconds, warmup)
     ratio = (round(ours["p99_ms"] / floor["p99_ms"], 2) if ours.get("p99_ms") and floor.get("p99_ms") else None)
     return {"rate": rate, "ours": ours, "baseline": baseline, "floor": floor, "p99_over_floor": ratio}

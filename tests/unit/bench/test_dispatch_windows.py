@@ -38,7 +38,7 @@ def test_stage_latency_from_the_histogram_buckets():
 
 
 def test_only_a_dispatched_change_is_a_dispatch_sample():
-    from citybrain.bench.dispatch import _source_ts
+    from citybrain.bench.collector import dispatch_source_ts as _source_ts
     snap = {"source_ingested_at": "2026-11-24T10:00:00+08:00"}
     dispatched = orjson.dumps({"type": "dispatched", "snapshot": snap})
     # An assist an escalation added later shares dispatch.<department>; it is no dispatch.

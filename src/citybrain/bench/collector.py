@@ -1,0 +1,134 @@
+"""The dispatch benchmark's receiving end, in a process of its own.
+
+Measured (docs/performance.md, issue 13): the collector read every department's topic —
+32 desks × 6 partitions — with one consumer, in the benchmark's own event loop beside the
+traffic source.  The broker's echo floor received by a consumer that also held 192 idle
+partitions had p50 8–11 ms against 2.9 ms alone (aiokafka lists every partition in every
+fetch, and parses every partition of every answer in Python).  So a dispatch's receipt
+measured the collector as much as the worker, and ours alone paid for it: the loop's and
+the floor's consumers held 6 partitions.  Now each topic is read by a consumer of its own,
+as each department reads its own, in a process of its own, for ours, the loop and the floor
+alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from citybrain.kafka.clients import kafka_consumer
+
+# A fetch is answered as soon as a record arrives (fetch_min_bytes 1); the wait bounds only
+# the polls of an idle topic, which the Java client's default keeps cheap.
+FETCH_MAX_WAIT_MS = 500
+
+
+def dispatch_source_ts(value: bytes, key: bytes | None = None) -> float | None:
+    """The dispatch record's source Kafka timestamp (ours) or the stamp the loop copied.
+    Only a ``dispatched`` change is a dispatch: an assisting department's ``assist_added``
+    shares the topic, and one an escalation adds seconds later (a gauge climbing to orange)
+    would count its wait for the level as dispatch latency (the 8 s maxima of runs since
+    issue 14)."""
+    doc = orjson.loads(value)
+    if "snapshot" in doc:
+        if doc.get("type") != "dispatched":
+            return None
+        return datetime.fromisoformat(doc["snapshot"]["source_ingested_at"]).timestamp()
+    return float(doc["_source_ts"])
+
+
+def probe_source_ts(value: bytes, key: bytes | None = None) -> float | None:
+    """The floor's probe record: its key is the send time."""
+    return float(key) if key is not None else None
+
+
+KINDS: dict[str, Callable[[bytes, bytes | None], float | None]] = {
+    "dispatch": dispatch_source_ts, "probe": probe_source_ts}
+
+
+async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[], bool],
+                  on_ready: Callable[[], None] = lambda: None) -> dict[str, list[tuple[float, float]]]:
+    """(receipt time, latency) of every record on ``topics`` from now until ``stop()``;
+    ``last_hop``: receipt − the record's own Kafka timestamp (stamped by the producer that
+    wrote it: for ours the fuse stage), which splits a dispatch's latency into the stages'
+    part and the last hop's."""
+    source_ts = KINDS[kind]
+    samples: list[tuple[float, float]] = []
+    last_hop: list[tuple[float, float]] = []
+    consumers = [kafka_consumer(t, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
+                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS, enable_auto_commit=False)
+                 for t in topics]
+
+    async def ready(consumer: AIOKafkaConsumer, topic: str) -> None:
+        """Every partition assigned and at its end before the traffic starts."""
+        await consumer.start()
+        while not (parts := consumer.partitions_for_topic(topic)) or len(consumer.assignment()) < len(parts):
+            await asyncio.sleep(0.05)
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+
+    async def read(consumer: AIOKafkaConsumer) -> None:
+        while not stop():
+            batch = await consumer.getmany(timeout_ms=50)
+            now = time.time()
+            for records in batch.values():
+                for m in records:
+                    if (ts := source_ts(m.value, m.key)) is None:
+                        continue
+                    samples.append((now, now - ts))
+                    last_hop.append((now, now - m.timestamp / 1000.0))
+    try:
+        await asyncio.gather(*(ready(c, t) for c, t in zip(consumers, topics, strict=True)))
+        on_ready()
+        await asyncio.gather(*(read(c) for c in consumers))
+    finally:
+        await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
+    return {"samples": samples, "last_hop": last_hop}
+
+
+def _main(bootstrap: str, topics: list[str], kind: str, ready: Any, stop: Any, results: Any) -> None:
+    out = asyncio.run(collect(bootstrap, topics, kind, stop.is_set, ready.set))
+    results.send(out)
+    results.close()
+
+
+class CollectorProcess:
+    """``collect`` in a spawned process: ``await start()`` returns once it reads every
+    partition from its end; ``await finish()`` stops it and returns its samples."""
+
+    def __init__(self, bootstrap: str, topics: list[str], kind: str = "dispatch"):
+        ctx = multiprocessing.get_context("spawn")
+        self.ready, self.stop = ctx.Event(), ctx.Event()
+        self.results, child_end = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_main, args=(bootstrap, topics, kind, self.ready, self.stop, child_end),
+                                   name="citybrain-bench-collector", daemon=True)
+        self.child_end = child_end
+
+    async def start(self, timeout: float = 60.0) -> CollectorProcess:
+        self.process.start()
+        self.child_end.close()   # the child holds its end now
+        deadline = time.monotonic() + timeout
+        while not self.ready.is_set():
+            if not self.process.is_alive():
+                raise RuntimeError(f"收集进程退出 the benchmark's collector exited with code {self.process.exitcode}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("收集进程未就绪 the benchmark's collector was not ready in time")
+            await asyncio.sleep(0.05)
+        return self
+
+    async def finish(self, timeout: float = 60.0) -> dict[str, list[tuple[float, float]]]:
+        self.stop.set()
+        ok = await asyncio.to_thread(self.results.poll, timeout)
+        if not ok:
+            self.process.kill()
+            raise TimeoutError("收集进程无结果 the benchmark's collector gave no result in time")
+        out: dict[str, list[tuple[float, float]]] = self.results.recv()
+        await asyncio.to_thread(self.process.join, 10)
+        return out
