@@ -159,6 +159,12 @@ STAGE_LATENCY = Histogram("citybrain_stage_latency_seconds",
                           "(exactly_once: its transaction's commit) — where a dispatch-latency tail sits",
                           ["stage"],
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5))
+STAGE_WAIT = Histogram("citybrain_stage_wait_seconds",
+                       "How long records waited for their stage to fetch them: fetch time − the record's "
+                       "Kafka timestamp (its producer's clock), for the oldest record of each partition in a "
+                       "batch — the broker hop in front of each stage; with stage_latency it splits a "
+                       "dispatch's latency into hops and stages", ["stage"],
+                       buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5))
 LOOP_LAG = Histogram("citybrain_event_loop_lag_seconds",
                      "How late a 10 ms timer wakes up: anything that holds the event loop (a long batch, "
                      "a view reading, a collector pass) shows here — every stage waits for it",

@@ -25,9 +25,12 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
     ("派单延迟 p99 按部门与优先级 (dispatch p99 by department and priority)", "s",
      [("histogram_quantile(0.99, sum by (le, department, priority) "
        "(rate(citybrain_dispatch_latency_seconds_bucket[5m])))", "{{department}} {{priority}}")], "timeseries"),
-    ("阶段延迟 p99 按阶段 (stage latency p99: fetch → outputs acknowledged, by stage; event-loop lag)", "s",
+    ("阶段延迟 p99 按阶段 (stage latency p99: fetch → outputs acknowledged, and the wait before the "
+     "fetch, by stage; event-loop lag)", "s",
      [("histogram_quantile(0.99, sum by (le, stage) (rate(citybrain_stage_latency_seconds_bucket[5m])))",
        "{{stage}}"),
+      ("histogram_quantile(0.99, sum by (le, stage) (rate(citybrain_stage_wait_seconds_bucket[5m])))",
+       "{{stage}} wait"),
       ("histogram_quantile(0.99, sum by (le) (rate(citybrain_event_loop_lag_seconds_bucket[5m])))",
        "event-loop lag")], "timeseries"),
     ("在办工单 (open orders by department and status)", "short",

@@ -146,6 +146,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
             got = await collector.finish()
         ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
                 "stage_latency": stage_latency(text := worker.metrics()), "gc": gc_pauses(text),
+                "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
                 "event_loop_lag": stage_latency(text, "citybrain_event_loop_lag_seconds_bucket").get("?"),
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
                 **windows(got["samples"], started + warmup, count, seconds)}
@@ -387,6 +388,9 @@ def report(result: dict) -> str:
         lines.append(f"          ours p99 / floor p99 = {r.get('p99_over_floor')}; stages (bucket bounds): "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("stage_latency") or {}).items())
+                     + "; waits before the fetch: "
+                     + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
+                                 for st, v in (r["ours"].get("stage_wait") or {}).items())
                      + f"; event-loop lag {r['ours'].get('event_loop_lag')}"
                      + "; last hop (fuse's produce → receipt) p50 {} p99 {} ms".format(
                          (r["ours"].get("last_hop") or {}).get("p50_ms"), (r["ours"].get("last_hop") or {}).get("p99_ms"))

@@ -219,3 +219,47 @@ async def test_a_partition_is_at_its_end_only_past_the_batch_not_yet_handled():
     r.position[tp] = 46
     r._report_progress(clock, {})
     assert clock.reference(0) == 1_800_000_100.0
+
+
+class OneBatch:
+    """A consumer whose one fetch holds records of two partitions, written ``age`` ago."""
+
+    def __init__(self, age: float):
+        now_ms = int((time.time() - age) * 1000)
+        self.batch = {TopicPartition("in", p): [
+            ConsumerRecord("in", p, o, now_ms + 50 * o, 0, b"k", b"ok", None, 1, 2, []) for o in range(3)]
+            for p in (0, 1)}
+        self.committed: list[dict] = []
+
+    async def getmany(self, timeout_ms):
+        batch, self.batch = self.batch, {}
+        return batch
+
+    def assignment(self):
+        return {TopicPartition("in", 0), TopicPartition("in", 1)}
+
+    async def commit(self, offsets):
+        self.committed.append(dict(offsets))
+
+
+async def test_the_wait_before_the_fetch_is_observed_per_partition_from_its_oldest_record():
+    from prometheus_client import REGISTRY
+
+    def observed() -> tuple[float, float]:
+        labels = {"stage": "normalise"}
+        return (REGISTRY.get_sample_value("citybrain_stage_wait_seconds_count", labels) or 0.0,
+                REGISTRY.get_sample_value("citybrain_stage_wait_seconds_sum", labels) or 0.0)
+
+    async def acked(o):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+    r = runner()
+    r.consumer = OneBatch(age=0.4)
+    r.assigned_now = r.consumer.assignment()
+    r.checkpoint = Checkpoint(acked)
+    count, total = observed()
+    await r._step()
+    count2, total2 = observed()
+    assert count2 - count == 2                     # one per partition, not one per record
+    assert 0.4 <= (total2 - total) / 2 < 5.0       # the oldest record's age, not the newest's
