@@ -154,17 +154,19 @@ COMMIT_LATENCY = Histogram("citybrain_commit_latency_seconds",
                            "Offset commit round trips per stage (exactly_once: a batch's transactions, "
                            "first send to commit)", ["stage"],
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+# A stage's time and the wait in front of it, on one scale: read side by side.
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 STAGE_LATENCY = Histogram("citybrain_stage_latency_seconds",
                           "Per record: from its arrival in the stage's fetch to its outputs' acknowledgement "
                           "(exactly_once: its transaction's commit) — where a dispatch-latency tail sits",
                           ["stage"],
-                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5))
+                          buckets=STAGE_BUCKETS)
 STAGE_WAIT = Histogram("citybrain_stage_wait_seconds",
                        "How long records waited for their stage to fetch them: fetch time − the record's "
                        "Kafka timestamp (its producer's clock), for the oldest record of each partition in a "
                        "batch — the broker hop in front of each stage; with stage_latency it splits a "
                        "dispatch's latency into hops and stages", ["stage"],
-                       buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5))
+                       buckets=STAGE_BUCKETS)
 LOOP_LAG = Histogram("citybrain_event_loop_lag_seconds",
                      "How late a 10 ms timer wakes up: anything that holds the event loop (a long batch, "
                      "a view reading, a collector pass) shows here — every stage waits for it",

@@ -38,14 +38,14 @@ def test_stage_latency_from_the_histogram_buckets():
 
 
 def test_only_a_dispatched_change_is_a_dispatch_sample():
-    from citybrain.bench.collector import dispatch_source_ts as _source_ts
+    from citybrain.bench.collector import dispatch_source_ts
     snap = {"source_ingested_at": "2026-11-24T10:00:00+08:00"}
     dispatched = orjson.dumps({"type": "dispatched", "snapshot": snap})
     # An assist an escalation added later shares dispatch.<department>; it is no dispatch.
     assist = orjson.dumps({"type": "assist_added", "snapshot": snap})
-    assert _source_ts(dispatched) == datetime.fromisoformat(snap["source_ingested_at"]).timestamp()
-    assert _source_ts(assist) is None
-    assert _source_ts(orjson.dumps({"_source_ts": 12.5})) == 12.5   # the plain loop's record
+    assert dispatch_source_ts(dispatched) == datetime.fromisoformat(snap["source_ingested_at"]).timestamp()
+    assert dispatch_source_ts(assist) is None
+    assert dispatch_source_ts(orjson.dumps({"_source_ts": 12.5})) == 12.5   # the plain loop's record
 
 
 def drain_result(ours_seconds: float, loop_seconds: float) -> dict:
