@@ -35,6 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 
+from citybrain.kafka.partitioner import kafka_partition
 from citybrain.paths import ConfigNotFound, config_dir
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -126,6 +127,7 @@ def kafka_consumer(*topics: str, **settings: Any) -> AIOKafkaConsumer:
 
 
 def kafka_producer(**settings: Any) -> AIOKafkaProducer:
+    settings.setdefault("partitioner", kafka_partition)   # aiokafka's own, with a native hash
     return AIOKafkaProducer(**_secured(settings))
 
 
