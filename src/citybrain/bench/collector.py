@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -53,18 +53,42 @@ KINDS: dict[str, Callable[[bytes, bytes | None], float | None]] = {
     "dispatch": dispatch_source_ts, "probe": probe_source_ts}
 
 
+def opener_event_id(value: bytes) -> str | None:
+    """The event a dispatched order was opened by (the first of its events)."""
+    events = orjson.loads(value).get("snapshot", {}).get("events") or ()
+    return events[0]["event_id"] if events else None
+
+
+def hops(dispatches: list[tuple[float, float, float, str | None]],
+         inbox: dict[str, float]) -> list[tuple[float, float, float, float]]:
+    """Each dispatch's latency in its three hops, (receipt, normalise, fuse, last) in
+    seconds: source → the fusion inbox record's Kafka timestamp (stamped when the
+    normalise stage sent it), → the dispatch's own timestamp (when the fuse stage sent
+    it), → receipt.  A dispatch whose inbox record was not seen is left out."""
+    out = []
+    for receipt, source, dispatched, event_id in dispatches:
+        at = inbox.get(event_id) if event_id is not None else None
+        if at is not None:
+            out.append((receipt, at - source, dispatched - at, receipt - dispatched))
+    return out
+
+
 async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[], bool],
-                  on_ready: Callable[[], None] = lambda: None) -> dict[str, list[tuple[float, float]]]:
+                  on_ready: Callable[[], None] = lambda: None,
+                  trace: Sequence[str] = ()) -> dict[str, list]:
     """(receipt time, latency) of every record on ``topics`` from now until ``stop()``;
     ``last_hop``: receipt − the record's own Kafka timestamp (stamped by the producer that
     wrote it: for ours the fuse stage), which splits a dispatch's latency into the stages'
-    part and the last hop's."""
+    part and the last hop's.  ``trace``: topics of events (ours: the fusion inbox) whose
+    Kafka timestamps split the stages' part further (``hops``)."""
     source_ts = KINDS[kind]
     samples: list[tuple[float, float]] = []
     last_hop: list[tuple[float, float]] = []
+    dispatches: list[tuple[float, float, float, str | None]] = []
+    inbox: dict[str, float] = {}
     consumers = [kafka_consumer(t, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
                                 fetch_max_wait_ms=FETCH_MAX_WAIT_MS, enable_auto_commit=False)
-                 for t in topics]
+                 for t in [*topics, *trace]]
 
     async def ready(consumer: AIOKafkaConsumer, topic: str) -> None:
         """Every partition assigned and at its end before the traffic starts."""
@@ -84,17 +108,28 @@ async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[
                         continue
                     samples.append((now, now - ts))
                     last_hop.append((now, now - m.timestamp / 1000.0))
+                    if trace:
+                        dispatches.append((now, ts, m.timestamp / 1000.0, opener_event_id(m.value)))
+
+    async def note(consumer: AIOKafkaConsumer) -> None:
+        while not stop():
+            batch = await consumer.getmany(timeout_ms=50)
+            for records in batch.values():
+                for m in records:
+                    inbox[orjson.loads(m.value)["event_id"]] = m.timestamp / 1000.0
     try:
-        await asyncio.gather(*(ready(c, t) for c, t in zip(consumers, topics, strict=True)))
+        await asyncio.gather(*(ready(c, t) for c, t in zip(consumers, [*topics, *trace], strict=True)))
         on_ready()
-        await asyncio.gather(*(read(c) for c in consumers))
+        await asyncio.gather(*(read(c) for c in consumers[:len(topics)]),
+                             *(note(c) for c in consumers[len(topics):]))
     finally:
         await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
-    return {"samples": samples, "last_hop": last_hop}
+    return {"samples": samples, "last_hop": last_hop, "hops": hops(dispatches, inbox)}
 
 
-def _main(bootstrap: str, topics: list[str], kind: str, ready: Any, stop: Any, results: Any) -> None:
-    out = asyncio.run(collect(bootstrap, topics, kind, stop.is_set, ready.set))
+def _main(bootstrap: str, topics: list[str], kind: str, trace: Sequence[str], ready: Any, stop: Any,
+          results: Any) -> None:
+    out = asyncio.run(collect(bootstrap, topics, kind, stop.is_set, ready.set, trace))
     results.send(out)
     results.close()
 
@@ -103,11 +138,11 @@ class CollectorProcess:
     """``collect`` in a spawned process: ``await start()`` returns once it reads every
     partition from its end; ``await finish()`` stops it and returns its samples."""
 
-    def __init__(self, bootstrap: str, topics: list[str], kind: str = "dispatch"):
+    def __init__(self, bootstrap: str, topics: list[str], kind: str = "dispatch", trace: Sequence[str] = ()):
         ctx = multiprocessing.get_context("spawn")
         self.ready, self.stop = ctx.Event(), ctx.Event()
         self.results, child_end = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_main, args=(bootstrap, topics, kind, self.ready, self.stop, child_end),
+        self.process = ctx.Process(target=_main, args=(bootstrap, topics, kind, list(trace), self.ready, self.stop, child_end),
                                    name="citybrain-bench-collector", daemon=True)
         self.child_end = child_end
 
@@ -123,12 +158,12 @@ class CollectorProcess:
             await asyncio.sleep(0.05)
         return self
 
-    async def finish(self, timeout: float = 60.0) -> dict[str, list[tuple[float, float]]]:
+    async def finish(self, timeout: float = 60.0) -> dict[str, list]:
         self.stop.set()
         ok = await asyncio.to_thread(self.results.poll, timeout)
         if not ok:
             self.process.kill()
             raise TimeoutError("收集进程无结果 the benchmark's collector gave no result in time")
-        out: dict[str, list[tuple[float, float]]] = self.results.recv()
+        out: dict[str, list] = self.results.recv()
         await asyncio.to_thread(self.process.join, 10)
         return out

@@ -136,7 +136,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     cfg = Config()
     dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
-        collector = await CollectorProcess(bootstrap, dispatch_topics).start()
+        collector = await CollectorProcess(bootstrap, dispatch_topics, trace=[topics.fusion_inbox]).start()
         started = time.time()
         try:
             sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
@@ -149,6 +149,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
                 "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
                 "event_loop_lag": stage_latency(text, "citybrain_event_loop_lag_seconds_bucket").get("?"),
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
+                "hops": split_by_hop([h for h in got["hops"] if h[0] >= started + warmup]),
                 **windows(got["samples"], started + warmup, count, seconds)}
     finally:
         worker.stop()
@@ -173,6 +174,28 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     floor = await echo_floor(bootstrap, rate, count, seconds, warmup)
     ratio = (round(ours["p99_ms"] / floor["p99_ms"], 2) if ours.get("p99_ms") and floor.get("p99_ms") else None)
     return {"rate": rate, "ours": ours, "baseline": baseline, "floor": floor, "p99_over_floor": ratio}
+
+
+HOPS = ("normalise", "fuse", "last")
+
+
+def split_by_hop(rows: list[tuple[float, float, float, float]]) -> dict:
+    """Where a dispatch's time goes, hop by hop (collector.hops: receipt, then source →
+    normalise's send, → fuse's send, → receipt): each hop's percentiles over every
+    dispatch, and over the tail alone — the dispatches at or past the whole's p99 — each
+    hop's median there and how many of the tail it is the largest hop of."""
+    if not rows:
+        return {"n": 0}
+    total = sorted(sum(r[1:]) for r in rows)
+    p99 = total[min(len(total) - 1, int(0.99 * len(total)))]
+    tail = [r for r in rows if sum(r[1:]) >= p99]
+    out: dict = {"n": len(rows), "tail_n": len(tail), "tail_from_ms": round(p99 * 1000, 2)}
+    for i, hop in enumerate(HOPS, start=1):
+        in_tail = sorted(r[i] for r in tail)
+        out[hop] = {**percentiles([r[i] for r in rows]),
+                    "tail_p50_ms": round(in_tail[len(in_tail) // 2] * 1000, 2),
+                    "tail_largest": sum(1 for r in tail if r[i] == max(r[1:]))}
+    return out
 
 
 def gc_pauses(metrics_text: str) -> dict:
@@ -229,16 +252,25 @@ async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
             "ratio": round(ours["rate"] / base["rate"], 3)}
 
 
-# Ours is polled from the worker's /metrics every 0.2 s: a shorter drain than this is
-# reported with a warning (a 60,000-record drain took 1.2–2.7 s by 2026-11-24 evening).
-SHORT_DRAIN_SECONDS = 5.0
+# A drain is polled every DRAIN_POLL_SECONDS: a shorter one than this is reported with a
+# warning (a 60,000-record drain took 1.2–2.7 s by 2026-11-24 evening).
+SHORT_DRAIN_SECONDS = 10.0
+
+
+DRAIN_POLL_SECONDS = 1.0
 
 
 async def _drain(count, total: int, title: str, worker: BenchWorker | None = None) -> dict:
+    """A backlog drained: the rate from the first poll that saw records to the last one
+    that still saw the drain under way, so neither the start-up before nor the idle poll
+    after counts.  Polled once a second: ours is counted from the worker's /metrics, and a
+    page rendered every 0.2 s was ~5 % of the worker's CPU in a drain (py-spy), which a
+    Prometheus scraping every 15 s never costs."""
     progress = Progress(title, total=total)
     first: float | None = None
     first_n, cpu0 = 0, 0.0
     n = 0
+    busy: tuple[float, int, float] | None = None   # the last poll with the drain under way
     while True:
         if worker is not None and (code := worker.poll()) is not None:
             progress.close()
@@ -246,18 +278,23 @@ async def _drain(count, total: int, title: str, worker: BenchWorker | None = Non
                                f"'{title.strip()}'; see {worker.log_path}")
         n = count()
         now = time.monotonic()
+        cpu = worker.cpu_seconds() if worker is not None else 0.0
         if n and first is None:
-            first, first_n = now, n
-            cpu0 = worker.cpu_seconds() if worker is not None else 0.0
+            first, first_n, cpu0 = now, n, cpu
         progress.update(n, f"{n:,}/{total:,}")
         if n >= total * 0.995:
             break
-        await asyncio.sleep(0.2)
+        if first is not None and now > first:
+            busy = (now, n, cpu)
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
     progress.close()
-    elapsed = max(now - (first if first is not None else now), 1e-9)
-    out = {"records": n - first_n, "seconds": round(elapsed, 2), "rate": round((n - first_n) / elapsed, 1)}
+    if busy is None:   # done within a poll: the end is the best there is
+        busy = (now, n, cpu)
+    end, end_n, cpu1 = busy
+    elapsed = max(end - (first if first is not None else end), 1e-9)
+    out = {"records": end_n - first_n, "seconds": round(elapsed, 2), "rate": round((end_n - first_n) / elapsed, 1)}
     if worker is not None:   # the worker's CPU share while draining: is it CPU-bound or waiting?
-        out["cpu_share"] = round((worker.cpu_seconds() - cpu0) / elapsed, 2)
+        out["cpu_share"] = round((cpu1 - cpu0) / elapsed, 2)
     return out
 
 
@@ -396,6 +433,12 @@ def report(result: dict) -> str:
                          (r["ours"].get("last_hop") or {}).get("p50_ms"), (r["ours"].get("last_hop") or {}).get("p99_ms"))
                      + "; gc " + ", ".join(f"{g} {v.get('passes')} passes {v.get('ms')} ms"
                                            for g, v in sorted((r["ours"].get("gc") or {}).items())))
+        h = r["ours"].get("hops") or {}
+        if h.get("n"):
+            lines.append(f"          hops (ms; source → normalise sent → fuse sent → receipt; tail = the "
+                         f"{h['tail_n']} dispatches ≥ {h['tail_from_ms']}): " + "; ".join(
+                             f"{hop} p50 {h[hop]['p50_ms']} p99 {h[hop]['p99_ms']}, in the tail p50 "
+                             f"{h[hop]['tail_p50_ms']} and largest in {h[hop]['tail_largest']}" for hop in HOPS))
     m = result.get("max_throughput")
     if m:
         runs = "; ".join(f"ours {x['ours']['rate']:,.0f}/s (worker CPU {x['ours'].get('cpu_share', '-')} of a core) "
@@ -405,7 +448,8 @@ def report(result: dict) -> str:
         short = min(min(x["ours"]["seconds"], x["baseline"]["seconds"]) for x in m["runs"])
         if short < SHORT_DRAIN_SECONDS:
             lines.append(f"  ⚠ 排空过快 a drain took {short:.1f} s: ours is read from the worker's metrics every "
-                         f"0.2 s, so a drain under {SHORT_DRAIN_SECONDS:g} s is off by up to ±{0.2 / short:.0%}; "
+                         f"{DRAIN_POLL_SECONDS:g} s, so a drain under {SHORT_DRAIN_SECONDS:g} s is off by up to "
+                         f"±{DRAIN_POLL_SECONDS / short:.0%}; "
                          "give --records a larger backlog (300,000 drains in 5–15 s here)")
     for s in result.get("state", []):
         lines.append(f"状态 state {s['open_orders']:,} open orders (opened in {s['open_seconds']}s): "

@@ -55,6 +55,54 @@ def drain_result(ours_seconds: float, loop_seconds: float) -> dict:
 
 
 def test_a_drain_too_short_to_measure_is_flagged_with_its_error():
-    text = report(drain_result(ours_seconds=2.0, loop_seconds=1.0))
-    assert "a drain took 1.0 s" in text and "±20%" in text and "--records" in text
-    assert "排空过快" not in report(drain_result(ours_seconds=15.0, loop_seconds=5.0))
+    text = report(drain_result(ours_seconds=8.0, loop_seconds=4.0))
+    assert "a drain took 4.0 s" in text and "±25%" in text and "--records" in text
+    assert "排空过快" not in report(drain_result(ours_seconds=25.0, loop_seconds=12.0))
+
+
+async def test_a_drains_rate_counts_neither_the_start_nor_the_idle_poll_after(monkeypatch):
+    """Polled once a second (a worker's /metrics page is not free); the rate is taken
+    between the first poll that saw records and the last that saw the drain under way."""
+    from citybrain.bench import dispatch
+    clock = [100.0]
+    monkeypatch.setattr(dispatch.time, "monotonic", lambda: clock[0])
+
+    async def tick(seconds: float) -> None:
+        clock[0] += seconds
+    monkeypatch.setattr(dispatch.asyncio, "sleep", tick)
+    # 0 while starting, then 1,000 records a second, done half-way between two polls.
+    counts = iter([0, 0, 500, 1500, 2500, 3500, 4000])
+    polls: list[float] = []
+
+    def count() -> int:
+        polls.append(clock[0])
+        return next(counts)
+    got = await dispatch._drain(count, total=4000, title="t")
+    assert polls == [100.0 + i * dispatch.DRAIN_POLL_SECONDS for i in range(7)]
+    assert (got["records"], got["seconds"], got["rate"]) == (3000, 3.0, 1000.0)
+
+
+def test_each_dispatch_is_split_into_its_hops_and_the_tail_says_which_hop_it_is():
+    from citybrain.bench.collector import hops, opener_event_id
+    from citybrain.bench.dispatch import split_by_hop
+    change = orjson.dumps({"type": "dispatched", "snapshot": {"events": [{"event_id": "ev-1"}, {"event_id": "ev-2"}]}})
+    assert opener_event_id(change) == "ev-1"
+    assert opener_event_id(orjson.dumps({"_source_ts": 1.0})) is None
+    # (receipt, source ts, dispatch's Kafka ts, opener); the inbox: event → its Kafka ts.
+    got = hops([(10.050, 10.000, 10.030, "ev-1"), (11.0, 10.9, 10.95, "unseen"), (12.0, 11.9, 11.95, None)],
+               {"ev-1": 10.010})
+    assert len(got) == 1
+    receipt, normalise, fuse, last = got[0]
+    assert (receipt, round(normalise, 3), round(fuse, 3), round(last, 3)) == (10.050, 0.010, 0.020, 0.020)
+    # 99 quick dispatches (2 + 3 + 1 ms) and one whose fuse hop took 90 ms.
+    rows = [(float(i), 0.002, 0.003, 0.001) for i in range(99)] + [(99.0, 0.004, 0.090, 0.002)]
+    split = split_by_hop(rows)
+    assert (split["n"], split["tail_n"], split["tail_from_ms"]) == (100, 1, 96.0)
+    assert split["fuse"]["tail_p50_ms"] == 90.0 and split["fuse"]["tail_largest"] == 1
+    assert split["normalise"]["tail_largest"] == split["last"]["tail_largest"] == 0
+    assert split["normalise"]["p50_ms"] == 2.0
+    assert split_by_hop([]) == {"n": 0}
+    text = report({"windows": 1, "window_s": 10.0, "latency": [
+        {"rate": 1000, "ours": {"n": 0, "stage_latency": {}, "hops": split}, "baseline": {}, "floor": {},
+         "p99_over_floor": None}]})
+    assert "fuse p50 3.0 p99 90.0, in the tail p50 90.0 and largest in 1" in text
