@@ -9,19 +9,27 @@ def keys(outputs):
     return sorted((o.partition, o.key.decode(), o.value) for o in outputs)
 
 
+class FakeClock:
+    def __init__(self, now: float = 100.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_changes_are_drained_once_per_key_with_their_partition():
     st = ChangelogState("s", "s-changelog", lazy_seconds=2)
     st.set(0, "a", b"1")
     st.set(0, "a", b"2")
     st.set(3, "b", b"x")
-    assert keys(st.drain(now=st.last_lazy_drain)) == [(0, "a", b"2"), (3, "b", b"x")]
-    assert st.drain(now=st.last_lazy_drain) == []
+    assert keys(st.drain()) == [(0, "a", b"2"), (3, "b", b"x")]
+    assert st.drain() == []
     assert st.get(0, "a") == b"2" and st.get(1, "a") is None
 
 
 def test_lazy_changes_wait_for_their_interval_but_eager_ones_overtake_them():
-    st = ChangelogState("s", "s-changelog", lazy_seconds=2)
-    t0 = st.last_lazy_drain
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, clock=FakeClock())
+    t0 = st.clock()
     st.set(0, "a", b"marks-1", lazy=True)
     assert st.drain(now=t0 + 1) == [] and st.get(0, "a") == b"marks-1"
     st.set(0, "b", b"marks", lazy=True)
@@ -42,7 +50,7 @@ def test_a_lazy_change_after_an_eager_one_in_the_same_batch_is_not_lost():
     st = ChangelogState("s", "s-changelog", lazy_seconds=2)
     st.set(0, "a", b"alarm")
     st.set(0, "a", b"alarm+marks", lazy=True)
-    assert keys(st.drain(now=st.last_lazy_drain)) == [(0, "a", b"alarm+marks")]
+    assert keys(st.drain()) == [(0, "a", b"alarm+marks")]
 
 
 def test_compressed_state_reads_back_and_drains_plain_json():
@@ -66,8 +74,8 @@ def counted_encoder():
 
 def test_a_deferred_value_is_encoded_once_when_due_or_read():
     encode, calls = counted_encoder()
-    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode)
-    t0 = st.last_lazy_drain
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode, clock=FakeClock())
+    t0 = st.clock()
     for v in range(100):                       # a device's marks, reading after reading
         st.set_later(0, "a", v)
     assert calls == []
@@ -80,8 +88,8 @@ def test_a_deferred_value_is_encoded_once_when_due_or_read():
 
 def test_deferred_values_follow_eager_writes_deletes_and_drops():
     encode, _ = counted_encoder()
-    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode)
-    t0 = st.last_lazy_drain
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode, clock=FakeClock())
+    t0 = st.clock()
     st.set_later(0, "a", 1)
     st.set(0, "a", b"alarm")                   # an eager write supersedes the deferred one
     st.set_later(0, "a", 2)                    # … and a later one rides along with it
@@ -103,9 +111,9 @@ def test_set_later_is_seen_as_a_lazy_set_of_the_encoded_value(ops):
     latest value each drain sends per key."""
     def encode(v):
         return str(v).encode()
-    plain = ChangelogState("s", "s-changelog", lazy_seconds=2)
-    later = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode)
-    now = plain.last_lazy_drain = later.last_lazy_drain = 0.0
+    clock = FakeClock(0.0)
+    plain = ChangelogState("s", "s-changelog", lazy_seconds=2, clock=clock)
+    later = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode, clock=clock)
     for op, p, k, v in ops:
         if op == "eager":
             plain.set(p, k, encode(v))
@@ -125,8 +133,62 @@ def test_set_later_is_seen_as_a_lazy_set_of_the_encoded_value(ops):
         elif op == "get":
             assert plain.get(p, k) == later.get(p, k)
         else:
-            now += v / 3
-            assert keys(plain.drain(now=now)) == keys(later.drain(now=now))
+            clock.now += v / 3
+            assert keys(plain.drain()) == keys(later.drain())
     assert keys(plain.drain(everything=True)) == keys(later.drain(everything=True))
     for p in range(3):
         assert sorted(plain.items(p)) == sorted(later.items(p))
+
+
+def test_lazy_keys_are_due_each_after_its_own_first_change_not_all_at_once():
+    """1,000 devices read evenly over 2 s, drained every 10 ms: each drain sends the few
+    that came due, not all 1,000 in one batch (the normalise hop's tail was that burst)."""
+    encode, _ = counted_encoder()
+    clock = FakeClock(0.0)
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=encode, clock=clock)
+    sizes, first_sent = [], {}
+    for tick in range(600):                       # 6 s of 10 ms batches
+        clock.now = tick / 100
+        for d in range(tick * 1000 // 200 % 1000, (tick + 1) * 1000 // 200 % 1000 or 1000):
+            st.set_later(d % 3, f"dev-{d}", tick)   # each device read once every 2 s
+        out = st.drain()
+        sizes.append(len(out))
+        for o in out:
+            first_sent.setdefault(o.key, clock.now)
+    assert len(first_sent) == 1000                # every device's marks reached the changelog
+    assert max(sizes[300:]) <= 10                 # ~5 a batch in the steady state
+    assert sum(sizes[300:]) <= 3 * 1000 + 10      # each key once per 2 s window at most
+
+
+@given(strategies.lists(strategies.tuples(
+    strategies.sampled_from(["eager", "lazy", "later", "delete", "drain", "get", "drop", "wait"]),
+    strategies.integers(0, 2), strategies.sampled_from("abc"), strategies.integers(0, 9)), max_size=60))
+def test_no_lazy_change_waits_longer_than_lazy_seconds_past_a_drain(ops):
+    """A lazy change reaches a drain at most ``lazy_seconds`` after it was made."""
+    clock = FakeClock(0.0)
+    st = ChangelogState("s", "s-changelog", lazy_seconds=2, encode=lambda v: str(v).encode(), clock=clock)
+    waiting: dict[tuple[int, str], float] = {}    # lazy changes not yet drained: since when
+    for op, p, k, v in ops:
+        if op in ("lazy", "later"):
+            if op == "lazy":
+                st.set(p, k, str(v).encode(), lazy=True)
+            else:
+                st.set_later(p, k, v)
+            waiting.setdefault((p, k), clock.now)
+        elif op == "eager":
+            st.set(p, k, str(v).encode())
+            waiting.pop((p, k), None)          # goes with the next drain whatever comes after
+        elif op == "delete":
+            st.delete(p, k)
+            waiting.pop((p, k), None)
+        elif op == "drop":
+            st.drop({p})
+            waiting = {key: t for key, t in waiting.items() if key[0] != p}
+        elif op == "get":
+            st.get(p, k)
+        elif op == "wait":
+            clock.now += v / 3
+        else:
+            sent = {(o.partition, o.key.decode()) for o in st.drain()}
+            waiting = {key: t for key, t in waiting.items() if key not in sent}
+            assert all(clock.now - t < 2 for t in waiting.values()), (clock.now, waiting)
