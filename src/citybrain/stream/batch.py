@@ -103,7 +103,10 @@ class ChangelogState:
             raise ValueTooLarge(f"{self.name}[{key}] would be {len(value)} bytes; the changelog "
                                 f"takes at most {self.MAX_VALUE_BYTES}")
         self.data.setdefault(partition, {})[key] = self._pack(value)
-        was_deferred = self.deferred.get(partition, {}).pop(key, None) is not None
+        held, was_deferred = self.deferred.get(partition), False
+        if held is not None and key in held:
+            del held[key]
+            was_deferred = True
         pending = self.dirty.get(partition)
         if lazy and pending is not None and key in pending:
             pending[key] = value   # rides along with the eager write already due
@@ -159,7 +162,7 @@ class ChangelogState:
         self._settle(partition)
         return ((k, self._unpack(v)) for k, v in self.data.get(partition, {}).items())
 
-    def drain(self, now: float | None = None, everything: bool = False) -> list[Output]:
+    def drain(self, everything: bool = False) -> list[Output]:
         """The changed keys since the last drain, once each, for the changelog; a lazy
         one when ``lazy_seconds`` have passed since its first change not yet drained
         (``everything``: all of them now, at a hand-over)."""
@@ -171,7 +174,7 @@ class ChangelogState:
             self.lazy = {}
             self.lazy_since.clear()
         else:
-            self._drain_due(self.clock() if now is None else now)
+            self._drain_due(self.clock())
         out = [Output(self.topic, k.encode(), v, p) for p, kv in self.dirty.items() for k, v in kv.items()]
         self.dirty = {}
         return out

@@ -17,6 +17,12 @@ class FakeClock:
         return self.now
 
 
+def drain_at(st: ChangelogState, now: float) -> list:
+    """The state's drain with its (fake) clock at ``now``."""
+    st.clock.now = now
+    return st.drain()
+
+
 def test_changes_are_drained_once_per_key_with_their_partition():
     st = ChangelogState("s", "s-changelog", lazy_seconds=2)
     st.set(0, "a", b"1")
@@ -31,11 +37,11 @@ def test_lazy_changes_wait_for_their_interval_but_eager_ones_overtake_them():
     st = ChangelogState("s", "s-changelog", lazy_seconds=2, clock=FakeClock())
     t0 = st.clock()
     st.set(0, "a", b"marks-1", lazy=True)
-    assert st.drain(now=t0 + 1) == [] and st.get(0, "a") == b"marks-1"
+    assert drain_at(st, t0 + 1) == [] and st.get(0, "a") == b"marks-1"
     st.set(0, "b", b"marks", lazy=True)
     st.set(0, "b", b"alarm", lazy=False)           # an eager write supersedes the lazy one
-    assert keys(st.drain(now=t0 + 1)) == [(0, "b", b"alarm")]
-    assert keys(st.drain(now=t0 + 2.5)) == [(0, "a", b"marks-1")]
+    assert keys(drain_at(st, t0 + 1)) == [(0, "b", b"alarm")]
+    assert keys(drain_at(st, t0 + 2.5)) == [(0, "a", b"marks-1")]
 
 
 def test_dropping_partitions_forgets_their_pending_changes():
@@ -59,7 +65,7 @@ def test_compressed_state_reads_back_and_drains_plain_json():
     state.set(1, "WO-x", body)
     assert state.get(1, "WO-x") == body and list(state.values(1)) == [body]
     assert len(state.data[1]["WO-x"]) < len(body) / 3        # held compressed
-    [out] = state.drain(now=0.0)
+    [out] = state.drain()
     assert (out.key, out.value, out.partition) == (b"WO-x", body, 1)   # the changelog gets JSON
 
 
@@ -79,11 +85,11 @@ def test_a_deferred_value_is_encoded_once_when_due_or_read():
     for v in range(100):                       # a device's marks, reading after reading
         st.set_later(0, "a", v)
     assert calls == []
-    assert st.drain(now=t0 + 1) == [] and calls == []          # not due yet
-    assert keys(st.drain(now=t0 + 2.5)) == [(0, "a", b"99")] and calls == [99]
+    assert drain_at(st, t0 + 1) == [] and calls == []          # not due yet
+    assert keys(drain_at(st, t0 + 2.5)) == [(0, "a", b"99")] and calls == [99]
     st.set_later(0, "b", 7)
     assert st.get(0, "b") == b"7" and calls == [99, 7]         # read: encoded then
-    assert keys(st.drain(now=t0 + 5)) == [(0, "b", b"7")]
+    assert keys(drain_at(st, t0 + 5)) == [(0, "b", b"7")]
 
 
 def test_deferred_values_follow_eager_writes_deletes_and_drops():
@@ -97,8 +103,8 @@ def test_deferred_values_follow_eager_writes_deletes_and_drops():
     st.delete(0, "gone")
     st.set_later(5, "dropped", 4)
     st.drop({5})
-    assert keys(st.drain(now=t0 + 1)) == [(0, "a", b"2"), (0, "gone", None)]
-    assert st.drain(now=t0 + 2.5) == [] and st.get(5, "dropped") is None
+    assert keys(drain_at(st, t0 + 1)) == [(0, "a", b"2"), (0, "gone", None)]
+    assert drain_at(st, t0 + 2.5) == [] and st.get(5, "dropped") is None
     st.set_later(1, "x", 8)
     assert list(st.items(1)) == [("x", b"8")] and list(st.values(1)) == [b"8"]
 
