@@ -181,6 +181,9 @@ STAGE_FAILURES = Counter("citybrain_stage_failures",
                          "Stage failures (a produce or commit the broker did not take, the broker gone): "
                          "each one rewinds the stage to its committed offsets and retries", ["stage", "kind"])
 BROKER_UP = Gauge("citybrain_broker_up", "1 while this worker reaches the Kafka cluster (metadata answered)")
+STATE_DROPPED = Counter("citybrain_state_dropped",
+                        "Held state values that encoded past the changelog's record limit and were dropped "
+                        "(the key starts afresh; logged)", ["state"])
 STATE_EVICTED = Counter("citybrain_state_evicted",
                         "Closed/cancelled orders that left the fuse stage's hot state after closed_state_days "
                         "(a changelog tombstone)")

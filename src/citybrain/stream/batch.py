@@ -143,9 +143,23 @@ class ChangelogState:
         assert self.encode is not None   # set_later is only for states made with one
         items = [(key, part[key])] if key is not None else list(part.items())
         for k, value in items:
-            self.set(partition, k, self.encode(value), lazy=True)   # which takes it out of deferred
+            self._set_encoded(partition, k, value, lazy=True)   # which takes it out of deferred
         if not part:
-            del self.deferred[partition]
+            self.deferred.pop(partition, None)
+
+    def _set_encoded(self, partition: int, key: str, value: Any, lazy: bool) -> None:
+        """A deferred value made bytes and set.  One that encodes past the changelog's
+        limit is dropped (a tombstone, logged and counted), not raised: it is encoded after
+        the record that made it was handled — in a drain or in another key's read — where
+        raising would stop the stage or dead-letter an unrelated record, and a lazy value
+        is by contract one whose loss a replay repairs."""
+        assert self.encode is not None   # set_later is only for states made with one
+        try:
+            self.set(partition, key, self.encode(value), lazy=lazy)
+        except ValueTooLarge as e:
+            log.error("状态值过大 state value too large, dropped (the key starts afresh): %s", e)
+            metrics.child(metrics.STATE_DROPPED, self.name).inc()
+            self.delete(partition, key)
 
     def delete(self, partition: int, key: str) -> None:
         """Forget a key: a tombstone on the changelog, so a restore forgets it too."""
@@ -187,10 +201,9 @@ class ChangelogState:
             _, p, key = since.popleft()
             part = self.deferred.get(p)
             if part is not None and key in part:
-                assert self.encode is not None   # set_later is only for states made with one
-                self.set(p, key, self.encode(part[key]))   # held and due now, as an eager write
+                self._set_encoded(p, key, part[key], lazy=False)   # held and due now, as an eager write
                 if not part:
-                    del self.deferred[p]
+                    self.deferred.pop(p, None)
                 continue
             part = self.lazy.get(p)
             if part is not None and key in part:

@@ -198,3 +198,21 @@ def test_no_lazy_change_waits_longer_than_lazy_seconds_past_a_drain(ops):
             sent = {(o.partition, o.key.decode()) for o in st.drain()}
             waiting = {key: t for key, t in waiting.items() if key not in sent}
             assert all(clock.now - t < 2 for t in waiting.values()), (clock.now, waiting)
+
+
+def test_a_deferred_value_too_large_for_the_changelog_is_dropped_not_raised(caplog):
+    # Encoded after its record was handled (when due, or when another key's read settles
+    # the partition): raising there would stop the stage or dead-letter the wrong record.
+    big = "x" * (ChangelogState.MAX_VALUE_BYTES + 1)
+    st = ChangelogState("health", "h-changelog", lazy_seconds=2, clock=FakeClock(),
+                        encode=lambda v: v.encode())
+    t0 = st.clock()
+    st.set(0, "dev-ok", b"old")
+    st.drain()
+    st.set_later(0, "dev-big", big)
+    st.set_later(0, "dev-ok", "new")
+    assert dict(st.items(0)) == {"dev-ok": b"new"}        # a read of the partition goes on
+    st.set_later(1, "dev-big", big)
+    assert keys(drain_at(st, t0 + 3)) == [(0, "dev-big", None), (0, "dev-ok", b"new"), (1, "dev-big", None)]
+    assert st.get(1, "dev-big") is None and st.drain() == []
+    assert "state value too large" in caplog.text
