@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
@@ -36,6 +36,14 @@ class KafkaSettings(BaseModel):
     ssl_cafile: str | None = None
 
 
+StageName = Literal["normalise", "fuse"]
+STAGE_NAMES: tuple[StageName, ...] = ("normalise", "fuse")
+
+
+def _names(v: str) -> list[str]:
+    return [x.strip() for x in v.split(",") if x.strip()]
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     app_id: str = "citybrain"
@@ -56,6 +64,17 @@ class WorkerSettings(BaseModel):
     # Until then a replay of any of its events is a duplicate; it must outlast the
     # retention of every topic fusion can replay (checked at start).
     closed_state_days: float = Field(14.0, gt=0)
+    # The hot path's stages this worker process hosts.  Both by default; one each in two
+    # processes (a normalise worker and a fuse worker, each with a core of its own) keeps
+    # one stage's batches from holding the other's event loop — docs/performance.md.
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
+
+    @field_validator("stages")
+    @classmethod
+    def _each_stage_once(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each stage at most once: {v}")
+        return v
 
 
 class IngestSettings(BaseModel):
@@ -130,7 +149,7 @@ class Settings(BaseModel):
     city: CitySettings
 
 
-_ENV = {
+_ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "CITYBRAIN_TOPIC_PREFIX": ("kafka", "topic_prefix", str),
     "CITYBRAIN_PARTITIONS": ("kafka", "partitions", int),
     "CITYBRAIN_APP_ID": ("worker", "app_id", str),
@@ -138,6 +157,7 @@ _ENV = {
     "CITYBRAIN_WEB_HOST": ("worker", "web_host", str),
     "CITYBRAIN_STORE": ("worker", "store", str),
     "CITYBRAIN_PROCESSING_GUARANTEE": ("worker", "processing_guarantee", str),
+    "CITYBRAIN_STAGES": ("worker", "stages", _names),
 }
 
 

@@ -1,6 +1,7 @@
 """Scale-out on the local broker: two workers in one consumer group split the partitions,
 each serves /metrics, the orders they make match what one worker makes of the same seeded
-input, and each worker's API answers for all of them."""
+input, and each worker's API answers for all of them; so do a normalise worker and a fuse
+worker (worker.stages: one stage per process)."""
 
 import asyncio
 import time
@@ -32,11 +33,14 @@ def totals(workers) -> tuple[int, int, int]:
     return int(received), int(events), int(fused)
 
 
-async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float):
+async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float, stages=None):
+    """``stages``: per worker, the hot-path stages it hosts (worker.stages; all by default)."""
     prefix = new_prefix(name)
     topics = await prepare(bootstrap, prefix)
     (tmp_path / name).mkdir()
-    workers = [WorkerProcess(bootstrap, prefix, tmp_path / name, f"w{i}") for i in range(n_workers)]
+    workers = [WorkerProcess(bootstrap, prefix, tmp_path / name, f"w{i}",
+                             env={"CITYBRAIN_STAGES": ",".join(stages[i])} if stages else None)
+               for i in range(n_workers)]
     for w in workers:   # all in the group before the input arrives: each is ready once it owns partitions
         super(WorkerProcess, w).start()
     for w in workers:
@@ -98,3 +102,11 @@ async def test_two_workers_split_the_partitions_and_make_the_same_orders(kafka_b
     assert sorted(two.values()) == sorted(one.values())
     same_id = sum(1 for wo, v in two.items() if one.get(wo) == v)
     assert same_id >= len(one) - 3, (same_id, len(one))
+
+    # One stage per process: a normalise worker and a fuse worker make the same orders.
+    split, per_worker, sent3 = await run_city(kafka_bootstrap, tmp_path, "split", 2, start,
+                                              stages=[["normalise"], ["fuse"]])
+    assert sent3 == sent
+    shares = [sum(row.get("received", 0) for row in table.values()) for table in per_worker]
+    assert shares == [sent, 0], shares   # the fuse worker reads no ingest topic
+    assert sorted(split.values()) == sorted(one.values())

@@ -43,3 +43,15 @@ def test_unknown_setting_is_refused(tmp_path):
     p.write_text(p.read_text().replace("partitions = 6", "partitons = 6"))
     with pytest.raises(ValidationError, match="partitons"):
         Config(tmp_path / "c")
+
+
+def test_a_worker_hosts_both_stages_unless_told_which():
+    assert Config(env={}).settings.worker.stages == ["normalise", "fuse"]
+    assert Config(env={"CITYBRAIN_STAGES": "fuse"}).settings.worker.stages == ["fuse"]
+    assert Config(env={"CITYBRAIN_STAGES": " normalise , fuse "}).settings.worker.stages == ["normalise", "fuse"]
+
+
+@pytest.mark.parametrize("given, fault", [("fuze", "fuze"), ("fuse,fuse", "at most once"), (",", "at least 1")])
+def test_a_stage_list_that_names_no_stage_or_one_twice_is_refused(given, fault):
+    with pytest.raises(ValidationError, match=fault):
+        Config(env={"CITYBRAIN_STAGES": given})

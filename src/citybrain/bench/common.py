@@ -60,14 +60,61 @@ async def produce_backlog(bootstrap: str, topics: Topics, records: int, seed: in
     return result["sent"]
 
 
-class BenchWorker(WorkerProcess):
-    """A worker on a fresh prefix, in its own state dir (its log is kept there)."""
+class PipelineReadings:
+    """What the benchmarks read from the workers' /metrics, summed over each process's
+    own page (``pages()``): every process primes the outcome series at 0, so one page
+    may not stand for another."""
 
-    def __init__(self, bootstrap: str, topics: Topics):
+    def pages(self) -> list[str]:
+        raise NotImplementedError
+
+    def _sum(self, name: str) -> int:
+        try:
+            return int(sum(v for text in self.pages() for _, v in samples(text, name)))
+        except OSError:
+            return 0
+
+    def _outcome(self, column: str) -> int:
+        try:
+            return int(sum(row.get(column, 0) for text in self.pages() for row in outcomes(text).values()))
+        except OSError:
+            return 0
+
+    def received(self) -> int:
+        return self._outcome("received")
+
+    def opened(self) -> int:
+        return self._sum("citybrain_workorders_opened_total")
+
+    def pipeline(self) -> int:
+        """Records through both stages: the ingested count less the events the fusion
+        stage has not decided on yet."""
+        try:
+            pages = self.pages()
+        except OSError:
+            return 0
+        tables = [outcomes(text) for text in pages]
+        received = int(sum(row.get("received", 0) for t in tables for row in t.values()))
+        events = int(sum(row.get("event", 0) for t in tables for row in t.values()))
+        fused = int(sum(v for text in pages for _, v in samples(text, "citybrain_fusion_outcome_total")))
+        return received - max(0, events - fused)
+
+    def fused(self) -> int:
+        """Events the fusion stage has decided on (open, join, duplicate, …)."""
+        return self._sum("citybrain_fusion_outcome_total")
+
+
+class BenchWorker(WorkerProcess, PipelineReadings):
+    """A worker on a fresh prefix, in its own state dir (its log is kept there);
+    ``stages``: the hot-path stages it hosts (worker.stages; all by default)."""
+
+    def __init__(self, bootstrap: str, topics: Topics, stages: Sequence[str] = ()):
         port = free_port()
         state = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=topics.prefix,
                    CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_STATE_DIR=str(state))
+        if stages:
+            env["CITYBRAIN_STAGES"] = ",".join(stages)
         super().__init__(env, port, state / "worker.log", loglevel="warn")
         self.start()
 
@@ -75,37 +122,43 @@ class BenchWorker(WorkerProcess):
         await asyncio.to_thread(self.wait_ready, timeout)
         return self
 
-    def received(self) -> int:
-        try:
-            return int(sum(row.get("received", 0) for row in outcomes(self.metrics()).values()))
-        except OSError:
-            return 0
+    def pages(self) -> list[str]:
+        return [self.metrics()]
 
-    def opened(self) -> int:
-        try:
-            return int(sum(v for _, v in samples(self.metrics(), "citybrain_workorders_opened_total")))
-        except OSError:
-            return 0
 
-    def pipeline(self) -> int:
-        """Records through both stages: the ingested count less the events the fusion
-        stage has not decided on yet."""
-        try:
-            text = self.metrics()
-        except OSError:
-            return 0
-        table = outcomes(text)
-        received = int(sum(row.get("received", 0) for row in table.values()))
-        events = int(sum(row.get("event", 0) for row in table.values()))
-        fused = int(sum(v for _, v in samples(text, "citybrain_fusion_outcome_total")))
-        return received - max(0, events - fused)
+class BenchWorkers(PipelineReadings):
+    """The hot path in ``processes`` worker processes: 1, both stages in one; 2, the
+    normalise stage in one and the fuse stage in the other (worker.stages).  Read as one:
+    readings summed over the processes' pages, CPU and memory added, the first exit code."""
 
-    def fused(self) -> int:
-        """Events the fusion stage has decided on (open, join, duplicate, …)."""
-        try:
-            return int(sum(v for _, v in samples(self.metrics(), "citybrain_fusion_outcome_total")))
-        except OSError:
-            return 0
+    SPLITS = {1: [["normalise", "fuse"]], 2: [["normalise"], ["fuse"]]}
+
+    def __init__(self, bootstrap: str, topics: Topics, processes: int = 1):
+        if processes not in self.SPLITS:
+            raise ValueError(f"stage processes: 1 or 2, not {processes}")
+        self.workers = [BenchWorker(bootstrap, topics, stages if processes > 1 else ())
+                        for stages in self.SPLITS[processes]]
+        self.log_path = " ".join(str(w.log_path) for w in self.workers)
+
+    async def ready(self, timeout: float = 120.0) -> BenchWorkers:
+        await asyncio.gather(*(w.ready(timeout) for w in self.workers))
+        return self
+
+    def pages(self) -> list[str]:
+        return [w.metrics() for w in self.workers]
+
+    def cpu_seconds(self) -> float:
+        return sum(w.cpu_seconds() for w in self.workers)
+
+    def rss_mb(self) -> float:
+        return sum(w.rss_mb() for w in self.workers)
+
+    def poll(self) -> int | None:
+        return next((code for w in self.workers if (code := w.poll()) is not None), None)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
 
 
 def percentiles(values: list[float]) -> dict:

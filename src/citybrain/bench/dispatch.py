@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from citybrain.bench.collector import CollectorProcess
-from citybrain.bench.common import BenchWorker, fresh_topics, percentiles, produce_backlog
+from citybrain.bench.common import BenchWorkers, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.progress import Progress
@@ -123,7 +123,7 @@ def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator
 
 
 async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, seed: int,
-                     warmup: float = 10.0) -> dict:
+                     warmup: float = 10.0, processes: int = 1) -> dict:
     """Ours, the plain loop and the broker's echo floor at one offered load, one after
     the other on the same broker, each for ``count`` windows of ``seconds`` after
     ``warmup`` seconds of the same traffic (reported apart: right after a start the
@@ -132,7 +132,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     duration = warmup + count * seconds
     # Ours.
     topics, _ = await fresh_topics(bootstrap, "lat")
-    worker = await BenchWorker(bootstrap, topics).ready()
+    worker = await BenchWorkers(bootstrap, topics, processes).ready()
     cfg = Config()
     dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
@@ -144,10 +144,12 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
             await asyncio.sleep(3.0)
         finally:
             got = await collector.finish()
-        ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1),
-                "stage_latency": stage_latency(text := worker.metrics()), "gc": gc_pauses(text),
+        each = worker.pages()   # a process's own series (gc, event loop) read apart
+        text = "\n".join(each)
+        ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": processes,
+                "stage_latency": stage_latency(text), "gc": per_process(gc_pauses, each),
                 "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
-                "event_loop_lag": stage_latency(text, "citybrain_event_loop_lag_seconds_bucket").get("?"),
+                "event_loop_lag": [stage_latency(t, "citybrain_event_loop_lag_seconds_bucket").get("?") for t in each],
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
                 "hops": split_by_hop([h for h in got["hops"] if h[0] >= started + warmup]),
                 **windows(got["samples"], started + warmup, count, seconds)}
@@ -209,6 +211,14 @@ def gc_pauses(metrics_text: str) -> dict:
     return out
 
 
+def per_process(read, texts: list[str]) -> dict:
+    """``read`` of each process's /metrics: as it is for one process, keyed p1, p2, … apart
+    for more (a series every process has, like gc passes, would otherwise mix)."""
+    if len(texts) == 1:
+        return read(texts[0])
+    return {f"p{i} {k}": v for i, t in enumerate(texts, start=1) for k, v in read(t).items()}
+
+
 def stage_latency(metrics_text: str, name: str = "citybrain_stage_latency_seconds_bucket") -> dict:
     """Each stage's p50/p99 from its histogram buckets (upper bounds); a histogram without
     a stage label comes under "?"."""
@@ -228,11 +238,11 @@ def stage_latency(metrics_text: str, name: str = "citybrain_stage_latency_second
     return out
 
 
-async def max_throughput(bootstrap: str, records: int, seed: int) -> dict:
+async def max_throughput(bootstrap: str, records: int, seed: int, processes: int = 1) -> dict:
     topics, (out_topic, _) = await fresh_topics(bootstrap, "max", ["baseline.dispatch", "baseline.dispatch.sink"])
     await produce_backlog(bootstrap, topics, records, seed, "  backlog")
     total = records
-    worker = await BenchWorker(bootstrap, topics).ready()
+    worker = await BenchWorkers(bootstrap, topics, processes).ready()
     try:
         # Ours is done when the last record is normalised *and* fused (two stages).
         ours = await _drain(worker.pipeline, total, "  ours drain", worker)
@@ -260,7 +270,7 @@ SHORT_DRAIN_SECONDS = 10.0
 DRAIN_POLL_SECONDS = 1.0
 
 
-async def _drain(count, total: int, title: str, worker: BenchWorker | None = None) -> dict:
+async def _drain(count, total: int, title: str, worker: BenchWorkers | None = None) -> dict:
     """A backlog drained: the rate from the first poll that saw records to the last one
     that still saw the drain under way, so neither the start-up before nor the idle poll
     after counts.  Polled once a second: ours is counted from the worker's /metrics, and a
@@ -318,11 +328,11 @@ def _state_points(n: int, spacing_m: float = 100.0):
     return out
 
 
-async def state_size(bootstrap: str, open_orders: int, probe_records: int, seed: int) -> dict:
+async def state_size(bootstrap: str, open_orders: int, probe_records: int, seed: int, processes: int = 1) -> dict:
     """Open `open_orders` orders that cannot fuse, then measure memory and throughput."""
     points = _state_points(open_orders)
     topics, _ = await fresh_topics(bootstrap, f"state{open_orders}")
-    worker = await BenchWorker(bootstrap, topics).ready()
+    worker = await BenchWorkers(bootstrap, topics, processes).ready()
     try:
         rss_empty = worker.rss_mb()
         producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20)
@@ -387,29 +397,33 @@ def chart(result: dict, path) -> None:
 
 async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_records: int,
                 state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3,
-                warmup: float = 10.0) -> dict:
+                warmup: float = 10.0, processes: int = 1) -> dict:
+    """``processes``: the worker's stages in one process, or one process each (2)."""
     result: dict = {"windows": windows_per_load, "window_s": window_seconds, "warmup_s": warmup, "latency": [],
-                    "max_throughput": None}
+                    "max_throughput": None, "stage_processes": processes}
     for rate in rates:
         print(f"① 延迟 latency at {rate:g} records/s, {warmup:g} s warm-up + {windows_per_load} × "
               f"{window_seconds:g} s …", flush=True)
-        result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed, warmup))
+        result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed, warmup,
+                                                  processes))
     if max_records and throughput_runs:
         runs = []
         for i in range(throughput_runs):
             print(f"② 最大吞吐 max throughput over {max_records:,} records, run {i + 1}/{throughput_runs} …", flush=True)
-            runs.append(await max_throughput(bootstrap, max_records, seed + i))
+            runs.append(await max_throughput(bootstrap, max_records, seed + i, processes))
         ratios = sorted(r["ratio"] for r in runs)
         result["max_throughput"] = {"runs": runs, "median_ratio": ratios[len(ratios) // 2]}
     result["state"] = []
     for n in state_sizes:
         print(f"③ 状态规模 {n:,} open orders …", flush=True)
-        result["state"].append(await state_size(bootstrap, n, 20000, seed))
+        result["state"].append(await state_size(bootstrap, n, 20000, seed, processes))
     return result
 
 
 def report(result: dict) -> str:
-    lines = [f"派单延迟 dispatch latency (ms, receipt − source Kafka timestamp; {result.get('windows')} windows × "
+    where = ("both stages in one worker process" if result.get("stage_processes", 1) == 1
+             else "normalise and fuse each in a worker process of its own")
+    lines = [f"派单延迟 dispatch latency (ms, receipt − source Kafka timestamp; {where}; {result.get('windows')} windows × "
              f"{result.get('window_s'):g} s per load after {result.get('warmup_s', 0):g} s of warm-up; the floor: "
              "one produce → consume hop)",
              "  load/s  who      n      p50    p99    max  | window p99: worst  best  spread | every window's p99"

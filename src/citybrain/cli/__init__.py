@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--guarantees", default="",
                    help="dispatch: processing guarantees to measure in this run, e.g. "
                         "exactly_once,at_least_once (default: the configured one)")
+    b.add_argument("--stage-processes", type=int, choices=[1, 2], default=1,
+                   help="dispatch: the worker's two stages in one process (1) or one process each (2, "
+                        "worker.stages)")
     b.add_argument("--state-sizes", default="1000,10000,100000",
                    help="dispatch: open orders held in state for the size test")
     b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each")

@@ -49,7 +49,7 @@ def cmd_bench(args) -> int:
                 result[g] = asyncio.run(dispatch.bench(broker_address(), rates, args.duration, args.records, sizes,
                                                        seed=args.seed, windows_per_load=args.windows,
                                                        throughput_runs=args.throughput_runs,
-                                                       warmup=args.warmup))
+                                                       warmup=args.warmup, processes=args.stage_processes))
                 png = out.with_name(f"{out.stem}-{g}.png")
                 dispatch.chart(result[g], png)
                 texts.append(f"== {g}\n" + dispatch.report(result[g]) + f"\n  图 chart: {png}")

@@ -168,9 +168,12 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
-    stages: list[Stage] = [NormaliseStage(config, topics, normalizer, gid, dead_log,
-                                          registry=lambda: registry.devices.values()),
-                           FuseStage(config, topics, gid)]
+    stages: list[Stage] = []   # the ones this process hosts (worker.stages)
+    if "normalise" in s.worker.stages:
+        stages.append(NormaliseStage(config, topics, normalizer, gid, dead_log,
+                                     registry=lambda: registry.devices.values()))
+    if "fuse" in s.worker.stages:
+        stages.append(FuseStage(config, topics, gid))
 
     @app.task
     async def load_registry() -> None:
@@ -247,7 +250,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             store_dir=data_dir / "stage-state" if s.worker.store == "rocksdb://" else None)
         runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]
-        log.info("处理保证 processing guarantee: %s", s.worker.processing_guarantee)
+        log.info("处理保证 processing guarantee: %s; 本进程阶段 stages hosted here: %s",
+                 s.worker.processing_guarantee, ", ".join(st.name for st in stages))
         # The city map, registry, configuration and libraries live as long as the worker:
         # out of the collector's sight, a full collection no longer walks them (measured:
         # ~30 ms per gen-2 pass over them alone — a dispatch-latency tail).
