@@ -7,7 +7,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,7 +37,7 @@ class KafkaSettings(BaseModel):
 
 
 StageName = Literal["normalise", "fuse"]
-STAGE_NAMES: tuple[StageName, ...] = ("normalise", "fuse")
+STAGE_NAMES: tuple[StageName, ...] = get_args(StageName)
 
 
 def _names(v: str) -> list[str]:

@@ -10,8 +10,9 @@ import urllib.request
 import orjson
 import pytest
 
+from citybrain.bench.common import outcome_total, series_total
 from citybrain.config import Config
-from citybrain.promtext import outcomes, samples
+from citybrain.promtext import outcomes
 from citybrain.sample.registry_builder import load
 from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator
@@ -23,14 +24,9 @@ RECORDS_RATE, SECONDS = 100.0, 40.0
 
 
 def totals(workers) -> tuple[int, int, int]:
-    received = events = fused = 0
-    for w in workers:
-        text = w.metrics()
-        table = outcomes(text)
-        received += sum(row.get("received", 0) for row in table.values())
-        events += sum(row.get("event", 0) for row in table.values())
-        fused += sum(v for _, v in samples(text, "citybrain_fusion_outcome_total"))
-    return int(received), int(events), int(fused)
+    pages = [w.metrics() for w in workers]
+    return (outcome_total(pages, "received"), outcome_total(pages, "event"),
+            series_total(pages, "citybrain_fusion_outcome_total"))
 
 
 async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float, stages=None):

@@ -60,6 +60,16 @@ async def produce_backlog(bootstrap: str, topics: Topics, records: int, seed: in
     return result["sent"]
 
 
+def outcome_total(pages: Sequence[str], column: str) -> int:
+    """An ingest outcome column (received, event, …) summed over every source and page."""
+    return int(sum(row.get(column, 0) for text in pages for row in outcomes(text).values()))
+
+
+def series_total(pages: Sequence[str], name: str) -> int:
+    """Every series of one metric, summed over the pages."""
+    return int(sum(v for text in pages for _, v in samples(text, name)))
+
+
 class PipelineReadings:
     """What the benchmarks read from the workers' /metrics, summed over each process's
     own page (``pages()``): every process primes the outcome series at 0, so one page
@@ -68,40 +78,28 @@ class PipelineReadings:
     def pages(self) -> list[str]:
         raise NotImplementedError
 
-    def _sum(self, name: str) -> int:
+    def _pages(self) -> list[str]:
         try:
-            return int(sum(v for text in self.pages() for _, v in samples(text, name)))
-        except OSError:
-            return 0
-
-    def _outcome(self, column: str) -> int:
-        try:
-            return int(sum(row.get(column, 0) for text in self.pages() for row in outcomes(text).values()))
-        except OSError:
-            return 0
+            return self.pages()
+        except OSError:   # not answering (yet): nothing counted
+            return []
 
     def received(self) -> int:
-        return self._outcome("received")
+        return outcome_total(self._pages(), "received")
 
     def opened(self) -> int:
-        return self._sum("citybrain_workorders_opened_total")
+        return series_total(self._pages(), "citybrain_workorders_opened_total")
 
     def pipeline(self) -> int:
         """Records through both stages: the ingested count less the events the fusion
-        stage has not decided on yet."""
-        try:
-            pages = self.pages()
-        except OSError:
-            return 0
-        tables = [outcomes(text) for text in pages]
-        received = int(sum(row.get("received", 0) for t in tables for row in t.values()))
-        events = int(sum(row.get("event", 0) for t in tables for row in t.values()))
-        fused = int(sum(v for text in pages for _, v in samples(text, "citybrain_fusion_outcome_total")))
-        return received - max(0, events - fused)
+        stage has not decided on yet (one read of the pages for all three)."""
+        pages = self._pages()
+        fused = series_total(pages, "citybrain_fusion_outcome_total")
+        return outcome_total(pages, "received") - max(0, outcome_total(pages, "event") - fused)
 
     def fused(self) -> int:
         """Events the fusion stage has decided on (open, join, duplicate, …)."""
-        return self._sum("citybrain_fusion_outcome_total")
+        return series_total(self._pages(), "citybrain_fusion_outcome_total")
 
 
 class BenchWorker(WorkerProcess, PipelineReadings):
@@ -136,8 +134,7 @@ class BenchWorkers(PipelineReadings):
     def __init__(self, bootstrap: str, topics: Topics, processes: int = 1):
         if processes not in self.SPLITS:
             raise ValueError(f"stage processes: 1 or 2, not {processes}")
-        self.workers = [BenchWorker(bootstrap, topics, stages if processes > 1 else ())
-                        for stages in self.SPLITS[processes]]
+        self.workers = [BenchWorker(bootstrap, topics, stages) for stages in self.SPLITS[processes]]
         self.log_path = " ".join(str(w.log_path) for w in self.workers)
 
     async def ready(self, timeout: float = 120.0) -> BenchWorkers:
