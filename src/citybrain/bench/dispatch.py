@@ -22,7 +22,7 @@ import orjson
 from citybrain.bench.collector import CollectorProcess
 from citybrain.bench.common import BenchWorkers, fresh_topics, percentiles, produce_backlog
 from citybrain.config import Config
-from citybrain.kafka.clients import kafka_consumer, kafka_producer
+from citybrain.kafka.clients import HOT_PATH_PRODUCER, kafka_consumer, kafka_producer
 from citybrain.progress import Progress
 from citybrain.sample.registry_builder import load
 from citybrain.sample.sites import UNDERPASS
@@ -45,11 +45,11 @@ def windows(samples: list[tuple[float, float]], start: float, count: int, second
 
 async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, warmup: float = 0.0) -> dict:
     """The broker's own floor: one produce → consume hop on a probe topic at the same rate,
-    with the stages' producer settings (linger 1 ms, acks=all, 1 MB batches), records of an
+    with the stages' producer settings (``HOT_PATH_PRODUCER``), records of an
     event's size, received by the collector process like ours and the loop's."""
     topics, (probe,) = await fresh_topics(bootstrap, "floor", ["floor.probe"])
     collector = await CollectorProcess(bootstrap, [probe], kind="probe").start()
-    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all", max_batch_size=1024 * 1024)
+    producer = kafka_producer(bootstrap_servers=bootstrap, **HOT_PATH_PRODUCER)
     await producer.start()
     try:
         pad = b"x" * 850
@@ -79,7 +79,7 @@ async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, sto
     consumer = kafka_consumer(*sources, bootstrap_servers=bootstrap, group_id=group,
                                 auto_offset_reset="earliest", enable_auto_commit=False,
                                 fetch_max_wait_ms=5, max_poll_records=1000)
-    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=1, acks="all",
+    producer = kafka_producer(bootstrap_servers=bootstrap, **HOT_PATH_PRODUCER,
                                 max_request_size=2 * 1024 * 1024)
     await consumer.start()
     await producer.start()
@@ -111,10 +111,10 @@ async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, sto
         await consumer.stop()
 
 
-# The traffic source sends like the floor's producer (linger 1 ms, every 2 ms), so that
+# The traffic source sends like the floor's producer (its linger, every 2 ms), so that
 # the floor is one hop of exactly what the source's records cross; the simulator's own
 # defaults (linger 5 ms, bursts every 20 ms) added ~5 ms to ours and the loop alike.
-SOURCE: dict[str, Any] = {"linger_ms": 1, "pace_every": 0.002}
+SOURCE: dict[str, Any] = {"linger_ms": HOT_PATH_PRODUCER["linger_ms"], "pace_every": 0.002}
 
 
 def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator:

@@ -33,7 +33,7 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
-from citybrain.kafka.clients import KafkaSecurity, kafka_producer, security
+from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
@@ -78,10 +78,9 @@ async def _warm_metadata(producer: AIOKafkaProducer, names: list[str]) -> None:
 
 
 class StageProducers:
-    """The stages' producers, all alike but for their transactional id.  Measured:
-    aiokafka keeps one produce request in flight per broker and producer, so stages
-    never share one; ``max_batch_size``: a request carries at most one batch per
-    partition, and with the default 16 KB a burst of snapshots went a round trip each."""
+    """The stages' producers, all alike but for their transactional id
+    (``HOT_PATH_PRODUCER``).  Measured: aiokafka keeps one produce request in flight per
+    broker and producer, so stages never share one."""
 
     def __init__(self, bootstrap: str, client_id: str, warm: list[str]):
         self.bootstrap, self.client_id, self.warm = bootstrap, client_id, warm
@@ -91,8 +90,8 @@ class StageProducers:
         # answered CONCURRENT_TRANSACTIONS while the commit markers are written, and
         # aiokafka waits the retry backoff (100 ms by default) before asking again — the
         # Java client retries that case after 20 ms.
-        producer = kafka_producer(bootstrap_servers=self.bootstrap, linger_ms=1, acks="all",
-                                    max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024,
+        producer = kafka_producer(bootstrap_servers=self.bootstrap, **HOT_PATH_PRODUCER,
+                                    max_request_size=4 * 1024 * 1024,
                                     transactional_id=transactional_id,
                                     retry_backoff_ms=10 if transactional_id else 100,
                                     client_id=transactional_id or self.client_id)
