@@ -256,11 +256,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         # ~30 ms per gen-2 pass over them alone — a dispatch-latency tail).
         gc.collect()
         gc.freeze()
-        # Fewer, not longer, passes: the hot path's young objects die by reference count,
-        # so a gen-0 pass every 10,000 allocations finds little more than one every 700
-        # (measured at 2,000 records/s: 610 → 22 passes, 190 → 63 ms in all, stage p99
-        # bounds 35 → 20 ms; docs/performance.md).
-        gc.set_threshold(10_000, 20, 20)
+        # Young passes short enough not to be a tail: the hot path's young objects die by
+        # reference count, so a pass finds little whatever its size, but it walks all of
+        # them.  Measured: 700 → 10,000 cut 610 passes (190 ms in all) to 22 at 2,000/s,
+        # but each took 4–7 ms and a gen-1 pass ~50 ms; 2,000 (two alternating pairs at
+        # 1,000/s): 60 passes ~1.4 ms, gen-1 ~6 ms, ours p99 25.3/29.7 → 18.1/17.7 ms
+        # (docs/performance.md).
+        gc.set_threshold(2_000, 20, 20)
         metrics.watch_gc()   # the pauses that remain, measured (citybrain_gc_pause_seconds)
         try:
             # A stage that fails for good (it retries every broker fault in place) takes
