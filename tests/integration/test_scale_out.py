@@ -12,7 +12,6 @@ import pytest
 
 from citybrain.bench.common import outcome_total, series_total
 from citybrain.config import Config
-from citybrain.promtext import outcomes
 from citybrain.sample.registry_builder import load
 from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator
@@ -51,7 +50,7 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float,
                 break
             await asyncio.sleep(0.5)
         assert received == sent and fused == events, (received, sent, fused, events)
-        per_worker = [outcomes(w.metrics()) for w in workers]
+        pages = [w.metrics() for w in workers]
         changes = decode(await consume(bootstrap, topics.workorder_events, want=10**9, timeout=8, settle=0))
         served = [await asyncio.to_thread(api_order_ids, w) for w in workers]
     finally:
@@ -65,7 +64,7 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float,
                    tuple(sorted(e["event_id"] for e in c["snapshot"]["events"])))
               for wo, c in latest.items()}
     assert all(ids == set(latest) for ids in served), "every worker's API answers for every order"
-    return orders, per_worker, sent
+    return orders, pages, sent
 
 
 def api_order_ids(worker) -> set[str]:
@@ -85,10 +84,10 @@ def api_order_ids(worker) -> set[str]:
 async def test_two_workers_split_the_partitions_and_make_the_same_orders(kafka_bootstrap, tmp_path):
     start = time.time() - 300   # the same seeded traffic, in the past, for both runs
     one, _, sent = await run_city(kafka_bootstrap, tmp_path, "one", 1, start)
-    two, per_worker, sent2 = await run_city(kafka_bootstrap, tmp_path, "two", 2, start)
+    two, pages, sent2 = await run_city(kafka_bootstrap, tmp_path, "two", 2, start)
     assert sent == sent2 and len(one) > 50
     # Both workers took part: each normalised a share of the input …
-    shares = [sum(row.get("received", 0) for row in table.values()) for table in per_worker]
+    shares = [outcome_total([page], "received") for page in pages]
     assert all(s > 0 for s in shares) and sum(shares) == sent, shares
     # … and together they made the orders one worker makes: the same incidents, each with
     # the same events, department and status (一事一单 does not depend on who saw what).
@@ -100,9 +99,9 @@ async def test_two_workers_split_the_partitions_and_make_the_same_orders(kafka_b
     assert same_id >= len(one) - 3, (same_id, len(one))
 
     # One stage per process: a normalise worker and a fuse worker make the same orders.
-    split, per_worker, sent3 = await run_city(kafka_bootstrap, tmp_path, "split", 2, start,
+    split, pages, sent3 = await run_city(kafka_bootstrap, tmp_path, "split", 2, start,
                                               stages=[["normalise"], ["fuse"]])
     assert sent3 == sent
-    shares = [sum(row.get("received", 0) for row in table.values()) for table in per_worker]
+    shares = [outcome_total([page], "received") for page in pages]
     assert shares == [sent, 0], shares   # the fuse worker reads no ingest topic
     assert sorted(split.values()) == sorted(one.values())
