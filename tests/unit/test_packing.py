@@ -5,12 +5,19 @@ import zlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from citybrain.packing import pack, unpack
+from citybrain.packing import ZDICT, pack, unpack
 
 
 @given(st.binary(max_size=4000))
 def test_round_trip(data):
     assert unpack(pack(data)) == data
+
+
+@given(st.lists(st.binary(max_size=2000), max_size=5))
+def test_the_primed_compressor_gives_a_fresh_ones_bytes_call_after_call(chunks):
+    for data in chunks:
+        fresh = zlib.compressobj(1, zdict=ZDICT)
+        assert pack(data) == fresh.compress(data) + fresh.flush()
 
 
 def test_a_snapshot_packs_smaller_than_plain_zlib():

@@ -156,15 +156,3 @@ class BenchWorkers(PipelineReadings):
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
-
-
-def percentiles(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    v = sorted(values)
-
-    def q(p: float) -> float:
-        return round(v[min(len(v) - 1, int(p * len(v)))] * 1000, 2)
-
-    return {"n": len(v), "p50_ms": q(0.50), "p95_ms": q(0.95), "p99_ms": q(0.99),
-            "max_ms": round(v[-1] * 1000, 2)}

@@ -20,12 +20,14 @@ from typing import Any
 import orjson
 
 from citybrain.bench.collector import CollectorProcess
-from citybrain.bench.common import BenchWorkers, fresh_topics, percentiles, produce_backlog
+from citybrain.bench.common import BenchWorkers, fresh_topics, produce_backlog
+from citybrain.bench.stats import percentiles
 from citybrain.config import Config
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, kafka_consumer, kafka_producer
 from citybrain.progress import Progress
 from citybrain.sample.registry_builder import load
 from citybrain.sample.sites import UNDERPASS
+from citybrain.simulate.runner import AckLatency
 from citybrain.simulate.runner import run as run_simulation
 from citybrain.simulate.traffic import CitySimulator, iso
 
@@ -53,13 +55,14 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
     await producer.start()
     try:
         pad = b"x" * 850
+        acks = AckLatency()
         started = time.time()
         progress = Progress(f"  floor {rate:g}/s", total=warmup + count * seconds)
         sent = 0
         while (elapsed := time.time() - started) < warmup + count * seconds:
             due = int(elapsed * rate) - sent
             for _ in range(due):
-                await producer.send(probe, pad, key=repr(time.time()).encode())
+                (await producer.send(probe, pad, key=repr(time.time()).encode())).add_done_callback(acks.on_ack)
             sent += max(due, 0)
             progress.update(elapsed)
             await asyncio.sleep(0.002)
@@ -68,7 +71,8 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
     finally:
         await producer.stop()
         got = await collector.finish()
-    return {"sent": sent, **windows(got["samples"], started + warmup, count, seconds)}
+    return {"sent": sent, "source_ack_ms": acks.percentiles(),
+            **windows(got["samples"], started + warmup, count, seconds)}
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
@@ -146,7 +150,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
             got = await collector.finish()
         each = worker.pages()   # a process's own series (gc, event loop) read apart
         text = "\n".join(each)
-        ours = {"sent": sent["sent"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": processes,
+        ours = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": processes,
                 "stage_latency": stage_latency(text), "gc": per_process(gc_pauses, each),
                 "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
                 "event_loop_lag": [stage_latency(t, "citybrain_event_loop_lag_seconds_bucket").get("?") for t in each],
@@ -172,7 +176,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
         stop.set()
         got = await collector.finish()
         await loop
-    baseline = {"sent": sent["sent"], **windows(got["samples"], started + warmup, count, seconds)}
+    baseline = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], **windows(got["samples"], started + warmup, count, seconds)}
     floor = await echo_floor(bootstrap, rate, count, seconds, warmup)
     ratio = (round(ours["p99_ms"] / floor["p99_ms"], 2) if ours.get("p99_ms") and floor.get("p99_ms") else None)
     return {"rate": rate, "ours": ours, "baseline": baseline, "floor": floor, "p99_over_floor": ratio}
@@ -427,7 +431,7 @@ def report(result: dict) -> str:
              f"{result.get('window_s'):g} s per load after {result.get('warmup_s', 0):g} s of warm-up; the floor: "
              "one produce → consume hop)",
              "  load/s  who      n      p50    p99    max  | window p99: worst  best  spread | every window's p99"
-             " | warm-up p99"]
+             " | warm-up p99 | source's own produce → ack p99 / max"]
     for r in result["latency"]:
         for who, label in (("ours", "ours"), ("baseline", "loop"), ("floor", "floor")):
             w = r.get(who) or {}
@@ -435,7 +439,8 @@ def report(result: dict) -> str:
             lines.append(f"  {r['rate']:>6g}  {label:<5} {w.get('n', 0):>7} {w.get('p50_ms', '-'):>6} "
                          f"{w.get('p99_ms', '-'):>6} {w.get('max_ms', '-'):>6} | {w.get('worst_window_p99_ms', '-'):>17} "
                          f"{w.get('best_window_p99_ms', '-'):>5} {w.get('p99_spread_ms', '-'):>6} | {per}"
-                         f" | {(w.get('warmup') or {}).get('p99_ms', '-')}")
+                         f" | {(w.get('warmup') or {}).get('p99_ms', '-')}"
+                         f" | {(w.get('source_ack_ms') or {}).get('p99_ms', '-')} / {(w.get('source_ack_ms') or {}).get('max_ms', '-')}")
         lines.append(f"          ours p99 / floor p99 = {r.get('p99_over_floor')}; stages (bucket bounds): "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("stage_latency") or {}).items())

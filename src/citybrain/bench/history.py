@@ -25,7 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from citybrain.bench.common import fresh_topics, percentiles
+from citybrain.bench.common import fresh_topics
+from citybrain.bench.stats import percentiles
 from citybrain.config import Config
 from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.local_broker import free_port

@@ -22,6 +22,14 @@ def test_same_seed_same_records(config):
     assert a[:100] != c[:100]
 
 
+def test_slices_are_the_records_with_a_pause_after_every_few_generated(config):
+    sliced = list(make(config, duration=5).slices(every=32))
+    records = [(r.source, r.key, r.value, r.at) for r in make(config, duration=5).records()]
+    assert [(r.source, r.key, r.value, r.at) for r in sliced if r is not None] == records
+    # 300 background records a tick: a pause after each 32 generated, 9 a tick
+    assert sliced.count(None) == 5 * (300 // 32)
+
+
 def test_traffic_mix_and_scenarios(config):
     records = list(make(config).records())
     labels = Counter(r.label for r in records)
