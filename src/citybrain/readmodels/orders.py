@@ -10,9 +10,10 @@ changes fan out to the SSE subscribers.
 from __future__ import annotations
 
 import asyncio
-import base64
-import bisect
+import heapq
 import sys
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -20,10 +21,22 @@ import orjson
 
 from citybrain import packing
 from citybrain.domain.timeline import timeline
+from citybrain.readmodels.query import FACETS, PRIORITY_RANK, OrderQuery, Scope, decode_cursor, encode_cursor
+from citybrain.wire.models import OPEN_STATUSES
+
+_OPEN = frozenset(OPEN_STATUSES)
+_NO_DUE = float("inf")
+# Replayable live changes per worker: ids only (the replay sends each order's latest
+# snapshot), ~100 bytes each; at 100 changes/s this holds the last ~8 minutes.
+REPLAY_EVENTS = 50_000
 
 
 def _intern(s: str | None) -> str | None:
     return sys.intern(s) if s else None
+
+
+def _ts(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 @dataclass(slots=True)
@@ -41,19 +54,120 @@ class _Entry:
     assists: tuple[str, ...] = ()   # assisting departments (any part state)
     emergency_level: str | None = None
     refusals: list[dict] = field(default_factory=list)
+    # what lists filter, sort and count by (kept beside the packed snapshot)
+    created_ts: float = 0.0
+    updated_ts: float = 0.0
+    category: str = ""
+    priority: str = "normal"
+    warning_level: str | None = None
+    supervision_level: int = 0
+    sources: tuple[str, ...] = ()
+    due_ts: float = _NO_DUE          # when it falls overdue (the order's or the running stage's due time)
+    text: str = ""                   # casefolded ids, description, address, finders: what q= searches
+
+    def summarise(self, snap: dict) -> None:
+        self.category = sys.intern(snap.get("category") or "")
+        self.priority = sys.intern(snap.get("priority") or "normal")
+        self.warning_level = snap.get("warning_level")
+        self.supervision_level = int(snap.get("supervision_level") or 0)
+        events = snap.get("events") or ()
+        self.sources = tuple(sorted({sys.intern(e["source"]) for e in events if e.get("source")}))
+        due = None
+        if self.status in _OPEN:
+            stage = snap.get("accept_due_at") or snap.get("handle_due_at")
+            due = min(d for d in (_ts(snap.get("due_at")), _ts(stage)) if d is not None) \
+                if (snap.get("due_at") or stage) else None
+        self.due_ts = due if due is not None else _NO_DUE
+        loc = snap.get("location") or {}
+        words = [snap.get("work_order_id"), snap.get("description"), snap.get("address"), snap.get("category_name"),
+                 self.category, loc.get("grid_code"), *(snap.get("finders") or ()),
+                 *(e.get("report_id") for e in events), *(e.get("event_id") for e in events)]
+        self.text = " ".join(w for w in words if w).casefold()
+
+    def visible_to(self, scope: Scope) -> bool:
+        if scope.grid_prefix is not None and not self.grid_code.startswith(scope.grid_prefix):
+            return False
+        if scope.street_code is not None:
+            return self.street_code == scope.street_code or (
+                scope.department is not None and self.department == scope.department)
+        if scope.department is not None:
+            return self.department == scope.department or scope.department in self.assists
+        return True
+
+    def overdue(self, now: float) -> bool:
+        return now > self.due_ts
+
+    def sort_key(self, sort: str, wo: str) -> tuple:
+        if sort == "-created":
+            return (-self.created_ts, wo)
+        if sort == "created":
+            return (self.created_ts, wo)
+        if sort == "due":
+            return (self.due_ts if self.due_ts != _NO_DUE else 1e18, -self.created_ts, wo)
+        if sort == "-updated":
+            return (-self.updated_ts, wo)
+        if sort == "-priority":
+            return (-PRIORITY_RANK.get(self.priority, 1), -self.created_ts, wo)
+        raise ValueError(f"unknown sort {sort!r}")
+
+    def matches(self, q: OrderQuery, now: float, terms: list[str]) -> bool:  # noqa: C901 - one test a filter
+        if q.status is not None and self.status not in q.status:
+            return False
+        if q.category is not None and self.category not in q.category:
+            return False
+        if q.priority is not None and self.priority not in q.priority:
+            return False
+        if q.department is not None and self.department != q.department and q.department not in self.assists:
+            return False
+        if q.assist is not None and q.assist not in self.assists:
+            return False
+        if q.district is not None and not self.street_code.startswith(q.district):   # codes nest: 6 of 9 digits
+            return False
+        if q.street is not None and self.street_code != q.street:
+            return False
+        if q.grid is not None and not self.grid_code.startswith(q.grid):
+            return False
+        if q.warning is not None and (self.warning_level or "none") not in q.warning:
+            return False
+        if q.emergency is not None and (self.emergency_level or "none") not in q.emergency:
+            return False
+        if q.overdue is not None and self.overdue(now) != q.overdue:
+            return False
+        if q.supervision is not None and self.supervision_level not in q.supervision:
+            return False
+        if q.source is not None and not q.source.intersection(self.sources):
+            return False
+        if q.created_from is not None and self.created_ts < q.created_from.timestamp():
+            return False
+        if q.created_to is not None and self.created_ts >= q.created_to.timestamp():
+            return False
+        if q.updated_since is not None and self.updated_ts < q.updated_since.timestamp():
+            return False
+        return all(t in self.text for t in terms) and self.visible_to(q.scope)
+
+
+@dataclass(slots=True)
+class Page:
+    items: list[dict]
+    total: int                       # every order matching, not only this page
+    next_cursor: str | None
+    facets: dict[str, dict[str, int]] | None = None
 
 
 class OrderView:
     def __init__(self):
         self.orders: dict[str, _Entry] = {}
-        # (created_at, id) ascending: a page walks back from the newest and stops when full,
-        # so a list costs the page, not the orders held (measured 34k orders: see
-        # docs/performance.md "A year of history").
-        self.by_created: list[tuple[str, str]] = []
+        self.open: set[str] = set()    # the board's usual question is about these (a fraction of all)
         self.subscribers: set[asyncio.Queue] = set()
         self.hot: set[str] = set()     # orders whose latest change is held uncompressed
         self._actors: dict[tuple, dict] = {}   # one shared dict per distinct actor (memory)
         self.by_report: dict[str, str] = {}    # report id → the order it joined (反馈)
+        # Live changes carry ids "<epoch>.<seq>": a client reconnecting with the last id it
+        # saw gets what changed since (Last-Event-ID); one of another epoch (another worker,
+        # or this one restarted) or older than the ring is told to reload.
+        self.epoch = format(time.time_ns() // 1_000_000, "x")
+        self.seq = 0
+        self.recent: deque[tuple[int, str]] = deque(maxlen=REPLAY_EVENTS)
 
     def _actor(self, actor: dict) -> dict:
         key = (actor.get("role"), actor.get("id"), actor.get("department"), actor.get("grid_prefix"))
@@ -79,10 +193,16 @@ class OrderView:
             entry = self.orders[wo] = _Entry(version, snap["created_at"], state["at"], sys.intern(snap["status"]),
                                              _intern(snap.get("department")), sys.intern(loc["grid_code"]),
                                              sys.intern(loc["street_code"]), latest)
-            bisect.insort(self.by_created, (entry.created_at, wo))
+            entry.created_ts = _ts(snap["created_at"]) or 0.0
         else:
             entry.version, entry.updated_at, entry.status = version, state["at"], sys.intern(snap["status"])
             entry.department, entry.latest, entry.packed = _intern(snap.get("department")), latest, False
+        entry.updated_ts = _ts(state["at"]) or 0.0
+        entry.summarise(snap)
+        if entry.status in _OPEN:
+            self.open.add(wo)
+        else:
+            self.open.discard(wo)
         self.hot.add(wo)
         events = snap.get("events") or ()
         for e in events[-(version - known):] if known else events:
@@ -92,11 +212,12 @@ class OrderView:
         entry.emergency_level = snap.get("emergency_level")
         entry.steps = [(s["version"], sys.intern(s["type"]), s["at"], self._actor(s["actor"]), s.get("supervision"),
                         sys.intern(s["status"]), s.get("note"), s.get("part")) for s in state["steps"]]
+        event_id = self._changed(wo)
         if self.subscribers:
             for step in state["steps"]:
                 if step["version"] > known:
                     self._publish({"kind": "change", "work_order_id": wo, "version": step["version"],
-                                   "type": step["type"], "at": step["at"], "snapshot": snap})
+                                   "type": step["type"], "at": step["at"], "snapshot": snap, "id": event_id})
 
     def evict_closed(self, before: str) -> int:
         """Forget closed and cancelled orders last changed before ``before`` (ISO time): the
@@ -110,7 +231,6 @@ class OrderView:
             del self.orders[wo]
             self.hot.discard(wo)
         if gone:
-            self.by_created = [key for key in self.by_created if key[1] in self.orders]
             self.by_report = {r: wo for r, wo in self.by_report.items() if wo in self.orders}
         return len(gone)
 
@@ -135,9 +255,19 @@ class OrderView:
         if any((r["command"]["command_id"], r["reason"]) == key for r in entry.refusals):
             return
         entry.refusals.append(rejection)
-        self._publish({"kind": "refusal", "work_order_id": wo, "at": rejection["at"],
-                       "reason": rejection["reason"], "detail": rejection["detail"],
-                       "action": rejection["command"]["action"], "snapshot": self.snapshot(wo)})
+        event_id = self._changed(wo)
+        if self.subscribers:
+            self._publish({"kind": "refusal", "work_order_id": wo, "at": rejection["at"],
+                           "reason": rejection["reason"], "detail": rejection["detail"],
+                           "action": rejection["command"]["action"], "snapshot": self.snapshot(wo),
+                           "id": event_id})
+
+    def _changed(self, wo: str) -> str:
+        """Every change is numbered and remembered, with or without a client connected:
+        a console that was away asks for what changed since its last id."""
+        self.seq += 1
+        self.recent.append((self.seq, wo))
+        return self.event_id(self.seq)
 
     def _publish(self, message: dict) -> None:
         for q in list(self.subscribers):
@@ -163,56 +293,88 @@ class OrderView:
                    for v, t, at, actor, sup, st, note, part in entry.steps]
         return timeline(changes, entry.refusals)
 
-    def query(self, *, status: set[str] | None = None, department: str | None = None,
-              grid: str | None = None, street: str | None = None, district: str | None = None,
-              since: datetime | None = None,
-              visible=None, limit: int = 50, cursor: str | None = None,
-              emergency: set[str] | None = None) -> tuple[list[dict], str | None]:
-        """Newest first by creation, keyset-paged: ``cursor`` is opaque to clients.
-        ``department`` matches the lead and the assisting departments; ``emergency``:
-        emergency levels (``none`` for orders without one)."""
-        after = decode_cursor(cursor) if cursor else None
-        keys = self.by_created
-        i = bisect.bisect_left(keys, after) if after is not None else len(keys)
-        page: list[dict] = []
-        last_key: tuple[str, str] | None = None
-        out: str | None = None
-        while i > 0:
-            i -= 1
-            key = keys[i]
-            e = self.orders[key[1]]
-            if status and e.status not in status:
-                continue
-            if department is not None and e.department != department and department not in e.assists:
-                continue
-            if emergency and (e.emergency_level or "none") not in emergency:
-                continue
-            if grid and not e.grid_code.startswith(grid):
-                continue
-            if street and e.street_code != street:
-                continue
-            if district and not e.street_code.startswith(district):   # codes nest: 6 of 9 digits
-                continue
-            if since is not None and datetime.fromisoformat(e.updated_at) < since:
-                continue
-            snap = self.snapshot(key[1])
-            if snap is None or (visible is not None and not visible(snap)):
-                continue
-            if len(page) == limit:      # one more exists: the next page starts after the last
-                out = encode_cursor(last_key) if last_key is not None else None
+    # -- live changes: ids and replay ------------------------------------------------
+
+    def event_id(self, seq: int | None = None) -> str:
+        return f"{self.epoch}.{self.seq if seq is None else seq}"
+
+    def changed_since(self, last_event_id: str) -> list[str] | None:
+        """The orders changed after the change ``last_event_id`` (oldest change first, each
+        order once), or None when that id cannot be answered — another worker's or an
+        earlier run's epoch, or older than the ring holds: the client reloads."""
+        epoch, _, seq_text = last_event_id.partition(".")
+        if epoch != self.epoch or not seq_text.isdigit():
+            return None
+        seq = int(seq_text)
+        if seq > self.seq:
+            return None
+        oldest = self.recent[0][0] if self.recent else self.seq + 1
+        if seq < oldest - 1:
+            return None
+        changed: dict[str, None] = {}
+        for s, wo in reversed(self.recent):
+            if s <= seq:
                 break
-            page.append(snap)
-            last_key = key
-        return page, out
+            changed.setdefault(wo, None)   # walking back: an order's latest change counts
+        return list(reversed(changed))
+
+    # -- lists -----------------------------------------------------------------------
+
+    def query(self, q: OrderQuery, *, now: float | None = None) -> Page:
+        """One pass over the orders the query can match (the open ones when it asks only
+        for open statuses): the total, the facet counts if asked, and the page — the
+        ``limit`` smallest sort keys after the cursor (or past ``offset``)."""
+        now = time.time() if now is None else now
+        terms = q.terms()
+        candidates = self.open if q.status is not None and q.status <= _OPEN else self.orders.keys()
+        after = q.cursor
+        counts: dict[str, Counter] | None = {f: Counter() for f in FACETS} if q.facets else None
+        keyed: list[tuple] = []
+        total = 0
+        orders = self.orders
+        for wo in candidates:
+            e = orders[wo]
+            if not e.matches(q, now, terms):
+                continue
+            total += 1
+            if counts is not None:
+                _count(counts, e, now)
+            key = e.sort_key(q.sort, wo)
+            if after is None or key > after:
+                keyed.append(key)
+        wanted = q.offset + q.limit + 1
+        first = heapq.nsmallest(wanted, keyed) if len(keyed) > wanted else sorted(keyed)
+        window = first[q.offset:q.offset + q.limit + 1]
+        page = window[:q.limit]
+        items = []
+        for key in page:
+            snap = self.snapshot(key[-1])
+            if snap is not None:
+                items.append(snap)
+        more = len(window) > q.limit
+        facets = {f: dict(c.most_common()) for f, c in counts.items()} if counts is not None else None
+        return Page(items, total, encode_cursor(q.sort, page[-1]) if more and page else None, facets)
+
+    def overdue_at(self, wo: str) -> float | None:
+        e = self.orders.get(wo)
+        return None if e is None or e.due_ts == _NO_DUE else e.due_ts
 
 
-def encode_cursor(key: tuple[str, str]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
+def _count(counts: dict[str, Counter], e: _Entry, now: float) -> None:
+    counts["status"][e.status] += 1
+    counts["category"][e.category] += 1
+    counts["priority"][e.priority] += 1
+    counts["department"][e.department or "none"] += 1
+    for a in e.assists:
+        counts["assist"][a] += 1
+    counts["district"][e.street_code[:6]] += 1
+    counts["street"][e.street_code] += 1
+    counts["overdue"]["true" if e.overdue(now) else "false"] += 1
+    counts["supervision"][str(e.supervision_level)] += 1
+    counts["warning"][e.warning_level or "none"] += 1
+    counts["emergency"][e.emergency_level or "none"] += 1
+    for src in e.sources:
+        counts["source"][src] += 1
 
 
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        created, wo = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return str(created), str(wo)
-    except Exception as e:  # noqa: BLE001 - anything malformed is the client's cursor
-        raise ValueError("cursor is not one this server gave out") from e
+__all__ = ["OrderView", "Page", "OrderQuery", "Scope", "encode_cursor", "decode_cursor"]

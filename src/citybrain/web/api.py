@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -28,8 +29,10 @@ from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, fiel
 from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
+from citybrain.readmodels.query import OrderQuery
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
 from citybrain.web.limits import RequestRate, StreamSlots
+from citybrain.web.params import Vocabulary, order_query
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")
@@ -110,6 +113,7 @@ class Api:
         r.add_post("/api/v1/reports", self.post_report)
         r.add_get("/api/v1/reports/{report_id}", self.get_report)
         r.add_get("/api/v1/workorders", self.list_orders)
+        r.add_get("/api/v1/workorders/facets", self.facets)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
         r.add_get("/api/v1/stream", self.stream)
@@ -261,58 +265,40 @@ class Api:
                       "visits": [v for v in snap.get("visits") or () if v.get("report_id") in (None, rid)],
                       "steps": steps})
 
-    async def list_orders(self, request: web.Request) -> web.Response:
-        p = self.principal(request)
+    def _vocabulary(self) -> Vocabulary:
+        return Vocabulary(categories=[c.code for c in self.config.taxonomy.categories],
+                          departments=self.departments, districts=self.city.district_names)
+
+    def _list_query(self, request: web.Request, p: Principal, **fixed) -> OrderQuery:
         require(p, "operator", "department", "street", "grid")
-        q = request.query
-        status = {s for s in q.get("status", "").split(",") if s} or None
-        if status and not status <= STATUSES:
-            return _error(400, "invalid_field", f"unknown status {sorted(status - STATUSES)}", "status")
-        department = q.get("department") or None
-        if p.role == "department":
-            if department not in (None, p.department):
-                raise Refused(403, "out_of_scope", f"department {p.department} sees only its own orders",
-                              "department")
-            department = p.department
-        grid = q.get("grid") or None
-        if grid is not None and not grid.isdigit():
-            return _error(400, "invalid_field", "grid must be a grid-code prefix (digits)", "grid")
-        if p.role == "grid":
-            if grid is not None and not grid.startswith(p.grid_scope):
-                raise Refused(403, "out_of_scope", f"grid member sees only {p.grid_prefix}…", "grid")
-            grid = grid or p.grid_prefix
-        district = q.get("district") or None
-        if district is not None and district not in self.city.district_names:
-            return _error(400, "invalid_field", f"district must be one of {sorted(self.city.district_names)}",
-                          "district")
-        emergency = set(q["emergency"].split(",")) if q.get("emergency") else None
-        if emergency is not None and not emergency <= EMERGENCY_LEVELS:
-            return _error(400, "invalid_field", "emergency must be levels of I, II, III, IV, none "
-                          "(comma-separated)", "emergency")
-        since = None
-        if q.get("since"):
-            try:
-                since = datetime.fromisoformat(q["since"])
-                if since.tzinfo is None:
-                    raise ValueError("no time zone")
-            except ValueError:
-                return _error(400, "invalid_field", "since must be an RFC 3339 time with an offset", "since")
-        try:
-            limit = int(q.get("limit", "50"))
-            if not 1 <= limit <= 500:
-                raise ValueError
-        except ValueError:
-            return _error(400, "invalid_field", "limit must be an integer 1..500", "limit")
-        try:
-            page, cursor = self.view.query(status=status, department=department, grid=grid,
-                                           street=q.get("street") or None, district=district, since=since,
-                                           visible=lambda s: may_see(p, s), limit=limit,
-                                           cursor=q.get("cursor") or None, emergency=emergency)
-        except ValueError as e:
-            return _error(400, "invalid_field", str(e), "cursor")
-        now = datetime.now(UTC)
-        items = [self._with_overdue(snap, now) for snap in page]
-        return _json({"items": items, "next_cursor": cursor})
+        q = order_query(request.query, p, self._vocabulary())
+        return replace(q, **fixed) if fixed else q
+
+    def _item(self, snap: dict, now: float) -> dict:
+        due = self.view.overdue_at(snap["work_order_id"])
+        return {**snap, "overdue": due is not None and now > due,
+                "overdue_at": datetime.fromtimestamp(due, UTC).isoformat() if due is not None else None}
+
+    async def list_orders(self, request: web.Request) -> web.Response:
+        """A page of the orders matching every filter, with the exact total (and facet
+        counts with facets=true): the board is whole at any volume."""
+        p = self.principal(request)
+        q = self._list_query(request, p)
+        now = time.time()
+        page = self.view.query(q, now=now)
+        body = {"items": [self._item(s, now) for s in page.items], "total": page.total,
+                "next_cursor": page.next_cursor, "offset": q.offset, "limit": q.limit, "sort": q.sort,
+                "event_id": self.view.event_id()}
+        if page.facets is not None:
+            body["facets"] = page.facets
+        return _json(body)
+
+    async def facets(self, request: web.Request) -> web.Response:
+        """Counts by every dimension for the same filters as a list, in one call."""
+        p = self.principal(request)
+        q = self._list_query(request, p, facets=True, limit=1, offset=0, cursor=None)
+        page = self.view.query(q)
+        return _json({"total": page.total, "facets": page.facets, "event_id": self.view.event_id()})
 
     def _with_overdue(self, snap: dict, now: datetime) -> dict:
         return {**snap, "overdue": self.config.deadlines.overdue(WorkOrder.model_validate(snap), now)}
@@ -374,6 +360,11 @@ class Api:
         return _json({"period": period, "figures": figures, "by_district": by_district,
                       "device_health": health, "definitions": "docs/lifecycle.md#evaluation-综合评价"})
 
+    @staticmethod
+    async def _event(response: web.StreamResponse, kind: str, event_id: str, msg: dict) -> None:
+        await response.write(b"id: " + event_id.encode() + b"\nevent: " + kind.encode() + b"\ndata: "
+                             + orjson.dumps(msg) + b"\n\n")
+
     async def stream(self, request: web.Request) -> web.StreamResponse:
         p = self.principal(request)
         require(p, "operator", "department", "street", "grid")
@@ -391,9 +382,27 @@ class Api:
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
         queue: asyncio.Queue = asyncio.Queue(maxsize=2000)
+        # Subscribed before the replay is read: a change that lands in between is in both,
+        # and the client keeps the higher version.
         self.view.subscribers.add(queue)
         try:
             await response.write(b": citybrain stream\n\n")
+            last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+            changed = self.view.changed_since(last) if last else None
+            now_id = self.view.event_id()
+            if last and changed is None:
+                # Too old, another worker's or an earlier run's: the client reloads its lists.
+                await self._event(response, "reload", now_id, {"kind": "reload", "id": now_id,
+                                  "detail": "the changes since your last event are not held here: reload"})
+            else:
+                for wo in changed or ():
+                    snap = self.view.snapshot(wo)
+                    if snap is not None and may_see(p, snap):
+                        await self._event(response, "change", now_id, {
+                            "kind": "change", "work_order_id": wo, "version": snap["version"],
+                            "type": "replay", "id": now_id, "snapshot": snap})
+                await self._event(response, "hello", now_id, {"kind": "hello", "id": now_id,
+                                  "replayed": len(changed or ())})
             quiet_since = time.monotonic()
             while True:
                 try:
@@ -403,6 +412,8 @@ class Api:
                     # not only at the next keep-alive.
                     if request.transport is None or request.transport.is_closing():
                         break
+                    if queue not in self.view.subscribers and queue.empty():
+                        break      # dropped for falling behind: the client reconnects and replays
                     if time.monotonic() - quiet_since >= 15.0:
                         await response.write(b": keep-alive\n\n")
                         quiet_since = time.monotonic()
@@ -411,7 +422,7 @@ class Api:
                 snap = msg.get("snapshot")
                 if snap is None or not may_see(p, snap):
                     continue
-                await response.write(b"event: " + msg["kind"].encode() + b"\ndata: " + orjson.dumps(msg) + b"\n\n")
+                await self._event(response, msg["kind"], msg["id"], msg)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:

@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.routing import street_desk
+from citybrain.readmodels.query import Scope
 from citybrain.wire.models import Actor
 
 Role = Literal["operator", "department", "street", "grid", "gateway"]
@@ -71,6 +72,18 @@ class Principal:
     def actor(self) -> Actor:
         return Actor(id=self.id, role=self.role, department=self.department, grid_prefix=self.grid_prefix,
                      street_code=self.street_code)
+
+    def scope(self) -> Scope:
+        """The orders it may see, as the order view filters them (the same rule as may_see)."""
+        if self.role == "department":
+            return Scope(department=self.department)
+        if self.role == "street":
+            return Scope(street_code=self.street_code, department=self.department)
+        if self.role == "grid":
+            return Scope(grid_prefix=self.grid_prefix or "-")
+        if self.role == "operator":
+            return Scope()
+        return Scope(grid_prefix="-")      # no order lies in grid "-"
 
     def public(self) -> dict:
         return {"id": self.id, "name": self.name, "role": self.role, "department": self.department,

@@ -1,9 +1,15 @@
 """Every worker's order view: latest snapshot, filters, keyset paging, timeline."""
 
+from dataclasses import replace
+from datetime import datetime
+
 import orjson
 import pytest
 
 from citybrain.readmodels.orders import OrderView
+from citybrain.readmodels.query import OrderQuery, Scope, decode_cursor
+
+NOW = datetime.fromisoformat("2026-11-22T12:00:00+00:00").timestamp()
 
 _steps: dict[str, list[dict]] = {}
 
@@ -39,19 +45,39 @@ def test_latest_snapshot_and_redelivery(view):
     assert view.snapshot("WO-3")["department"] == "water" and view.orders["WO-3"].packed
 
 
+def ask(view, **kw):
+    cursor = kw.pop("cursor", None)
+    q = OrderQuery(**kw)
+    if cursor is not None:
+        q = replace(q, cursor=decode_cursor(cursor, q.sort))
+    return view.query(q, now=NOW)
+
+
+def ids(page):
+    return [o["work_order_id"] for o in page.items]
+
+
 def test_filters_and_keyset_paging_newest_first(view):
-    page, cursor = view.query(limit=3)
-    assert [o["work_order_id"] for o in page] == ["WO-6", "WO-5", "WO-4"] and cursor
-    page2, cursor2 = view.query(limit=3, cursor=cursor)
-    page3, cursor3 = view.query(limit=3, cursor=cursor2)
-    assert [o["work_order_id"] for o in page2 + page3] == ["WO-3", "WO-2", "WO-1", "WO-0"] and cursor3 is None
-    water, _ = view.query(department="water")
-    assert {o["work_order_id"] for o in water} == {"WO-1", "WO-3", "WO-5"}
-    assert view.query(status={"registered"})[0] == []
-    only_odd = view.query(visible=lambda s: s["department"] == "water", limit=2)
-    assert [o["work_order_id"] for o in only_odd[0]] == ["WO-5", "WO-3"]
+    page = ask(view, limit=3)
+    assert ids(page) == ["WO-6", "WO-5", "WO-4"] and page.next_cursor and page.total == 7
+    page2 = ask(view, limit=3, cursor=page.next_cursor)
+    page3 = ask(view, limit=3, cursor=page2.next_cursor)
+    assert ids(page2) + ids(page3) == ["WO-3", "WO-2", "WO-1", "WO-0"] and page3.next_cursor is None
+    assert {*ids(ask(view, department="water"))} == {"WO-1", "WO-3", "WO-5"}
+    assert ask(view, status=frozenset({"registered"})).items == [] and ask(view, status=frozenset({"registered"})).total == 0
+    only_water = ask(view, scope=Scope(department="water"), limit=2)
+    assert ids(only_water) == ["WO-5", "WO-3"] and only_water.total == 3
     with pytest.raises(ValueError, match="cursor"):
-        view.query(cursor="garbage")
+        decode_cursor("garbage", "-created")
+    with pytest.raises(ValueError, match="sort"):
+        decode_cursor(page.next_cursor, "due")
+
+
+def test_offset_pages_and_other_sorts(view):
+    assert ids(ask(view, sort="created", limit=2, offset=2)) == ["WO-2", "WO-3"]
+    assert ids(ask(view, sort="created", limit=10, offset=6)) == ["WO-6"]
+    assert ask(view, sort="created", limit=2, offset=6).next_cursor is None
+    assert ask(view, sort="created", limit=2, offset=4).next_cursor is not None
 
 
 def test_timeline_carries_refusals_and_each_note_once(view):
