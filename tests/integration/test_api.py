@@ -165,7 +165,8 @@ async def test_orders_list_detail_and_scope(served):
     # Validation of the query.
     for q, field in (("status=lost", "status"), ("limit=0", "limit"), ("since=tuesday", "since"),
                      ("since=2026-11-22T10:00:00", "since"), ("cursor=zzz", "cursor"), ("grid=abc", "grid"),
-                     ("district=370399", "district")):
+                     ("district=370399", "district"), ("category=nope", "category"), ("priority=extreme", "priority"),
+                     ("overdue=maybe", "overdue"), ("q2=x", "q2"), ("sort=name", "sort"), ("offset=-3", "offset")):
         status, body = await call(http, "GET", f"/api/v1/workorders?{q}", OPERATOR)
         assert (status, body["error"]["field"]) == (400, field), q
     # Districts: the order is in 周村区, not in 张店区.
@@ -194,7 +195,15 @@ async def test_cursor_paging_walks_every_order_once(served):
         cursor = body["next_cursor"]
         if not cursor:
             break
-    assert len(seen) == len(set(seen)) >= 4
+    assert len(seen) == len(set(seen)) >= 4 and body["total"] == len(seen)
+    # The same filters' facet counts, in one call, agree with the list's total.
+    status, facets = await call(http, "GET", "/api/v1/workorders/facets?status=dispatched,registered", OPERATOR)
+    assert status == 200 and facets["total"] == len(seen) == sum(facets["facets"]["status"].values())
+    assert facets["facets"]["category"]["road_damage"] >= 4
+    # Search and filters narrow it server-side; the total is exact.
+    status, body = await call(http, "GET", "/api/v1/workorders?category=road_damage&q=R-P2&facets=true", OPERATOR)
+    assert status == 200 and body["total"] == 1 and "R-P2" in str(body["items"][0]["evidence"] or body["items"][0])
+    assert body["facets"]["category"] == {"road_damage": 1} and "overdue_at" in body["items"][0]
 
 
 async def test_commands_roles_replay_and_timeline(served):
@@ -258,12 +267,59 @@ async def test_stream_delivers_changes_in_scope(served):
     assert (await call(http, "GET", "/api/v1/stream"))[0] == 401
     await call(http, "POST", "/api/v1/reports", GRID, report("R-S1", e=-60, n=-60))
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not any("R-S1" in str(m["snapshot"]["evidence"]) for m in ops):
+    while time.monotonic() < deadline and not any("R-S1" in str(m.get("snapshot", {}).get("evidence")) for m in ops):
         await asyncio.sleep(0.2)
     for t in tasks:
         t.cancel()
-    assert any(m["kind"] == "change" and "R-S1" in str(m["snapshot"]["evidence"]) for m in ops)
-    assert not any(m["snapshot"]["department"] != "city_mgmt" for m in city)   # only its own
+    assert ops[0]["kind"] == "hello" and ops[0]["id"]                  # where the stream starts
+    changes = [m for m in ops if m["kind"] == "change"]
+    assert any("R-S1" in str(m["snapshot"]["evidence"]) for m in changes) and all(m["id"] for m in changes)
+    assert not any(m["snapshot"]["department"] != "city_mgmt" for m in city if "snapshot" in m)   # only its own
+
+
+async def read_events(http, token, last_event_id=None, until=lambda events: False, seconds=5.0):
+    """The stream's events (kind, id, data) until ``until`` holds or the time is up."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if last_event_id:
+        headers["Last-Event-ID"] = last_event_id
+    events: list[dict] = []
+
+    async def run():
+        async with http.get("/api/v1/stream", headers=headers) as r:
+            event = {}
+            async for line in r.content:
+                line = line.decode().rstrip("\n")
+                if not line:
+                    if event:
+                        events.append(event)
+                        if until(events):
+                            return
+                    event = {}
+                elif line.startswith(("id: ", "event: ", "data: ")):
+                    k, _, v = line.partition(": ")
+                    event[k] = orjson.loads(v) if k == "data" else v
+    try:
+        await asyncio.wait_for(run(), seconds)
+    except TimeoutError:
+        pass
+    return events
+
+
+async def test_a_reconnect_with_last_event_id_replays_what_changed_meanwhile(served):
+    http, worker, _ = served
+    hello = await read_events(http, OPERATOR, until=lambda ev: ev[-1]["event"] == "hello")
+    last = hello[-1]["id"]
+    assert hello[-1]["data"]["id"] == last
+    # While nobody listens, a report becomes an order.
+    await call(http, "POST", "/api/v1/reports", GRID, report("R-S2", e=-90, n=90))
+    order = await wait_order(http, OPERATOR, lambda o: "R-S2" in str(o["evidence"]))
+    events = await read_events(http, OPERATOR, last, until=lambda ev: ev[-1]["event"] == "hello")
+    replayed = [e["data"] for e in events if e["event"] == "change"]
+    assert order["work_order_id"] in {m["work_order_id"] for m in replayed}, events
+    assert events[-1]["data"]["replayed"] == len(replayed) >= 1
+    # Another worker's (or an earlier run's) id cannot be answered: the client reloads.
+    stale = await read_events(http, OPERATOR, "0.1", until=lambda ev: True)
+    assert stale[0]["event"] == "reload"
 
 
 async def test_refusals_are_counted_and_tokens_never_logged(served):
