@@ -153,14 +153,46 @@ class Deadlines:
         """``extend``: the order's limit and the running stage's limit grow; dues move."""
         hours = minutes / 60
         basis = order.time_limit_basis
-        update = {"time_limit_hours": order.time_limit_hours + hours,
-                  "due_at": self.add(order.created_at, order.time_limit_hours + hours, basis)}
+        extended = dict(order.extended_hours)
+        extended["order"] = extended.get("order", 0.0) + hours
+        update: dict[str, Any] = {"time_limit_hours": order.time_limit_hours + hours,
+                                  "due_at": self.add(order.created_at, order.time_limit_hours + hours, basis)}
         clock = _running_clock(order)
         if clock is not None and order.stage_started_at is not None:
             name = f"{clock}_limit_hours"
             limit = getattr(order, name) + hours
             update[name] = limit
             update[f"{clock}_due_at"] = self.add(order.stage_started_at, limit, basis)
+            extended[clock] = extended.get(clock, 0.0) + hours
+        update["extended_hours"] = extended
+        return update
+
+    def relimit(self, order: WorkOrder, category: str, priority: str) -> dict[str, Any]:
+        """``recategorise`` / ``reprioritise``: the limits of the new category and priority,
+        plus what ``extend`` added to each clock; every running due time (the order's, the
+        running stage's, each open assisting part's) recomputed from its own start.  Steps
+        already fired stay fired (the supervision level does not fall); a shorter limit
+        whose steps have now passed fires them at the next tick."""
+        lim = self.limits(category, priority)
+        ext = order.extended_hours
+        basis = lim.basis
+        total = lim.total_hours + ext.get("order", 0.0)
+        limits = {"accept": lim.accept_hours + ext.get("accept", 0.0),
+                  "handle": lim.handle_hours + ext.get("handle", 0.0)}
+        update: dict[str, Any] = {"time_limit_basis": basis, "time_limit_hours": total,
+                                  "accept_limit_hours": limits["accept"], "handle_limit_hours": limits["handle"],
+                                  "due_at": self.add(order.created_at, total, basis)}
+        clock = _running_clock(order)
+        if clock is not None and order.stage_started_at is not None:
+            update[f"{clock}_due_at"] = self.add(order.stage_started_at, limits[clock], basis)
+        parts = []
+        for part in order.assists:
+            part_clock = {"dispatched": "accept", "accepted": "handle"}.get(part.status)
+            if part_clock is not None and part.stage_started_at is not None:
+                part = part.model_copy(update={f"{part_clock}_due_at": self.add(
+                    part.stage_started_at, limits[part_clock], basis)})
+            parts.append(part)
+        update["assists"] = parts
         return update
 
     # -- supervision ---------------------------------------------------------------

@@ -31,7 +31,7 @@ from citybrain.domain.deadlines import SYSTEM, Deadlines
 from citybrain.domain.routing import PRIORITY_RANK, Router, Trigger
 from citybrain.domain.sensor_rules import LEVEL_RANK, LEVEL_ZH
 from citybrain.domain.taxonomy import Priority
-from citybrain.wire.models import Actor, Assist, Escalation, WorkOrder, WorkOrderChange
+from citybrain.wire.models import CLOSED_STATUSES, Actor, Assist, Escalation, WorkOrder, WorkOrderChange
 
 PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
 EMERGENCY_RANK: dict[str | None, int] = {None: 0, "IV": 1, "III": 2, "II": 3, "I": 4}
@@ -109,7 +109,7 @@ class Escalator:
 
     def follow(self, order: WorkOrder, now: datetime) -> list[WorkOrderChange]:
         """The changes that bring an open order's levels and assists up to date."""
-        if order.status in ("closed", "cancelled"):
+        if order.status in CLOSED_STATUSES:
             return []
         changes = []
         leveled = self._levels(order, now)

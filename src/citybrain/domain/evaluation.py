@@ -8,7 +8,7 @@ Definitions (docs/lifecycle.md), per department and period (a calendar month, or
 the city's time zone):
 
 - the orders counted are those **closed (结案) in the period**, under the department
-  that closed them; cancelled (作废) orders are not rated;
+  that closed them; cancelled (作废) and merged (并单) orders are not rated;
 - on-time closure rate (按期结案率): closed with ``closed_at ≤ due_at`` (the due time
   after extensions) / closed;
 - rework rate (返工率): closed orders that were reworked at least once / closed;
@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from citybrain.wire.models import CLOSED_STATUSES
 
 STAGES = ("dispatch", "accept", "handle", "close")
 ASSIST_WORK = {"assist_added": "added", "assist_handled": "handled", "assist_returned": "returned"}
@@ -151,7 +153,7 @@ class Evaluation:
         self.visits: Counter[tuple[str, str, str]] = Counter()
         # open device-fault orders: order → [owner, kind, device count]
         self.device_faults: dict[str, list[Any]] = {}
-        self.finished = 0          # orders closed or cancelled, ever
+        self.finished = 0          # orders ended (closed, cancelled, merged), ever
         self.latest_day = ""       # the latest day a change was made on
         self.changed_days: set[str] = set()   # since the last checkpoint export
 
@@ -194,12 +196,12 @@ class Evaluation:
             self.assist_work[(day, sys.intern(change["part"]), ASSIST_WORK[kind])] += 1
         status = snap["status"]
         if snap.get("category") == "device_fault":
-            if status in ("closed", "cancelled"):
+            if status in CLOSED_STATUSES:
                 self.device_faults.pop(wo, None)
             else:
                 kind = "camera" if snap["events"] and snap["events"][0]["source"] == "video" else "sensor"
                 self.device_faults[wo] = [snap.get("department") or "", kind, len(snap.get("finders") or ()) or 1]
-        if status in ("closed", "cancelled"):
+        if status in CLOSED_STATUSES:
             self.open.pop(wo, None)
             self.finished += 1
             closing_day = day

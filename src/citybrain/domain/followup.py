@@ -13,14 +13,21 @@ from citybrain.domain.timeline import TYPE_ZH
 from citybrain.wire.models import ReporterNotification, WorkOrderChange
 
 STATUS_ZH = {"registered": "已立案，待分拨", "dispatched": "已派遣至处置部门", "accepted": "处置部门已签收",
-             "handled": "已处置，待核查", "closed": "已办结", "cancelled": "已作废"}
+             "handled": "已处置，待核查", "closed": "已办结", "cancelled": "已作废",
+             "merged": "已并入其他工单"}
 QUIET = ("evidence_added", "recovery_recorded")
+# Changes no reporter is told of: the priority is the city's own business; a merged or split
+# order's reporters hear of it from the order their report went to (merge_absorbed, created).
+SILENT = ("reprioritised", "merged", "split")
 
 
 def notifications(change: WorkOrderChange) -> list[ReporterNotification]:
     snap = change.snapshot
+    if change.type in SILENT:
+        return []
+    moved = set(change.merge.events) if change.type == "merge_absorbed" and change.merge is not None else None
     reports = [(e.finder, e.report_id) for e in snap.events
-               if e.source == "report" and e.report_id and e.finder]
+               if e.source == "report" and e.report_id and e.finder and (moved is None or e.event_id in moved)]
     if change.type in QUIET:
         newest = snap.events[-1] if snap.events else None
         reports = [(newest.finder, newest.report_id)] if (
@@ -37,8 +44,9 @@ def notifications(change: WorkOrderChange) -> list[ReporterNotification]:
 def message(change: WorkOrderChange, report_id: str) -> str:
     snap = change.snapshot
     what = TYPE_ZH.get(change.type, change.type)
-    if change.type in QUIET or (change.type == "created" and snap.events and snap.events[0].report_id == report_id
-                                and len(snap.events) == 1):
+    joined = change.type in QUIET or change.type == "merge_absorbed"   # the report joined this order
+    if joined or (change.type == "created" and snap.events and snap.events[0].report_id == report_id
+                  and len(snap.events) == 1):
         lead = "已受理" if change.type == "created" else "已并入工单"
     else:
         lead = what

@@ -12,11 +12,12 @@ TYPE_ZH = {"created": "立案", "dispatched": "派遣", "evidence_added": "新�
            "supervised": "督办", "commented": "备注",
            "escalated": "升级", "deescalated": "降级", "assist_added": "协办派遣", "assist_accepted": "协办签收",
            "assist_handled": "协办处置反馈", "assist_returned": "协办退回", "assist_released": "协办解除",
-           "visited": "回访"}
+           "visited": "回访", "recategorised": "改类", "reprioritised": "调整优先级", "merged": "并单（并入他单）",
+           "merge_absorbed": "并单（并入重复件）", "split": "拆单"}
 REASON_ZH = {"duplicate_command": "重复指令", "not_allowed_in_state": "当前状态不允许", "forbidden_role": "角色无权",
              "out_of_scope": "超出职责范围", "missing_field": "缺少字段", "unknown_department": "未知部门",
              "unknown_work_order": "无此工单",
-             "assist_open": "协办未完成"}
+             "assist_open": "协办未完成", "unknown_category": "未知类别", "invalid_field": "字段无效"}
 
 
 def _actor(a: dict[str, Any]) -> str:

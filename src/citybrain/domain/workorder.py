@@ -19,7 +19,7 @@ def event_ref(event: CityEvent) -> EventRef:
                     category=event.category, occurred_at=event.occurred_at,
                     finder=event.device_id or event.camera_id or event.reporter_id,
                     lon=event.location.lon, lat=event.location.lat, level=event.level,
-                    report_id=event.report_id)
+                    report_id=event.report_id, evidence=list(event.evidence))
 
 
 def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:

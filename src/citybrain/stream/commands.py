@@ -1,6 +1,7 @@
 """``route_commands`` (a Faust agent: commands are a low-rate stream): workorders.commands,
 keyed by work-order id, forwarded to the fusion inbox partition that owns the order —
-the group named in the id.  Malformed, oversized or otherwise unusable commands are dead
+the group named in the id (a ``merge`` goes first to the group of its ``into``, the
+survivor: docs/lifecycle.md "Merge and split").  Malformed, oversized or otherwise unusable commands are dead
 letters; ids that are not ours are refused on workorders.rejected.  No record stops the
 agent: whatever happens to one command is that command's outcome."""
 
@@ -84,4 +85,12 @@ def judge(value: bytes | None, keep_bytes: int = KEEP_ORIGINAL_BYTES):
         return "rejected", CommandRejection(command=cmd, reason="unknown_work_order",
                                             detail=f"{cmd.work_order_id} is not a work-order id",
                                             at=datetime.now(UTC))
+    if cmd.action == "merge" and cmd.into:
+        # 并单 starts where the survivor lives: it must be open to take the duplicate.
+        into = group_of(cmd.into)
+        if into is None:
+            return "rejected", CommandRejection(command=cmd, reason="unknown_work_order",
+                                                detail=f"merge into {cmd.into}: not a work-order id",
+                                                at=datetime.now(UTC))
+        return "forward", into
     return "forward", group

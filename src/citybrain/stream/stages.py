@@ -4,8 +4,9 @@ protocol), thin shells around the pure domain.
 - normalise: ingest.iot.readings / ingest.video.alerts / ingest.reports →
   events.normalized + fusion inbox | deadletter; per-device alarm state in the
   ``sensor_state`` changelog (partitions follow ingest.iot.readings, keyed by device_id).
-- fuse: fusion inbox (CityEvents and lifecycle commands, keyed by fusion group) →
-  workorders.events, workorders.state, dispatch.<department>, workorders.rejected;
+- fuse: fusion inbox (CityEvents, lifecycle commands and a merge's hops, keyed by fusion
+  group) → workorders.events, workorders.state, dispatch.<department>, workorders.rejected,
+  the fusion inbox again (a merge's next hop);
   snapshots with their timelines in the ``work_orders`` changelog (``OrderRecord``), an
   in-memory FusionIndex per partition.
 """
@@ -28,7 +29,7 @@ from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
 from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch, offline_limit
-from citybrain.domain.fusion import FusionEvent, FusionIndex, open_entry
+from citybrain.domain.fusion import FusionEvent, FusionIndex, group_of, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
 from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
@@ -41,7 +42,15 @@ from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.topology import changelogs
-from citybrain.wire.models import OPEN_STATUSES, CityEvent, Command, WorkOrder, WorkOrderChange
+from citybrain.wire.models import (
+    OPEN_STATUSES,
+    CityEvent,
+    Command,
+    CommandRejection,
+    MergeTransfer,
+    WorkOrder,
+    WorkOrderChange,
+)
 
 
 def _utc_iso(epoch: float) -> str:
@@ -313,7 +322,7 @@ class DeviceHealth:
 
 
 def _closed_ts(snap: dict) -> float:
-    return datetime.fromisoformat(snap.get("closed_at") or snap["cancelled_at"]).timestamp()
+    return datetime.fromisoformat(snap.get("closed_at") or snap.get("cancelled_at") or snap["merged_at"]).timestamp()
 
 
 def _encode_state(s: DeviceState) -> bytes:
@@ -363,7 +372,7 @@ class OrderTimers:
     def schedule(self, partition: int, order: WorkOrder, deadlines) -> None:
         wo = order.work_order_id
         due = deadlines.overdue_at(order)
-        if due is None:   # closed or cancelled
+        if due is None:   # ended: closed, cancelled or merged
             self.next_at.pop(wo, None)
             self.overdue_at.get(partition, {}).pop(wo, None)
             return
@@ -402,7 +411,7 @@ class OrderTimers:
 
 
 class ClosedOrders:
-    """Per partition: when each closed or cancelled order leaves hot state."""
+    """Per partition: when each ended (closed, cancelled, merged) order leaves hot state."""
 
     def __init__(self, keep_seconds: float):
         self.keep = keep_seconds
@@ -449,6 +458,7 @@ class FuseStage:
         self.router = self.config.router
         self.deadlines = self.config.deadlines
         self.departments = frozenset(self.config.desks)
+        self.locate = self.config.city_map.locate   # a split's new order: the area of its first finding
         self.work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
         self.indexes: dict[int, FusionIndex] = {}
         self.escalator = self.config.escalator
@@ -559,23 +569,102 @@ class FuseStage:
             self.timers.schedule(partition, snap, self.deadlines)
         if snap.status not in OPEN_STATUSES:
             self.indexes[partition].close(snap.work_order_id)
-            ended = snap.closed_at or snap.cancelled_at or datetime.now(UTC)   # one is set once it ended
+            ended = snap.closed_at or snap.cancelled_at or snap.merged_at or datetime.now(UTC)   # one is set
             self.closed_orders.closed(partition, snap.work_order_id, ended.timestamp())
 
+    def refuse(self, rejection: CommandRejection, out: list[Output]) -> None:
+        metrics.inc(metrics.COMMANDS_REJECTED, rejection.reason)
+        out.append(Output(self.topic_names.rejected, rejection.command.work_order_id.encode(), to_json(rejection)))
+
+    def hop(self, transfer: MergeTransfer, to: str, out: list[Output]) -> None:
+        """A merge's next hop, to the inbox partition of the order ``to`` (its fusion group)."""
+        group = group_of(to)
+        assert group is not None   # route_commands refused ids that are not work-order ids
+        out.append(Output(self.topic_names.fusion_inbox, group.encode(), to_json(transfer)))
+
     def on_command(self, partition: int, cmd: Command, out: list[Output]) -> None:
+        if cmd.action == "merge":
+            # 并单, hop 1, where the survivor lives (route_commands keys a merge by its
+            # ``into``): only an open survivor takes a duplicate.
+            raw = self.work_orders.get(partition, cmd.into) if cmd.into else None
+            now = datetime.now(UTC)
+            refused = lifecycle.merge_check(OrderRecord.unpack(raw).order() if raw else None, cmd, now)
+            if refused is not None:
+                return self.refuse(refused, out)
+            return self.hop(MergeTransfer(transfer="close", command=cmd, at=now), cmd.work_order_id, out)
+        self.apply(partition, cmd, out)
+
+    def apply(self, partition: int, cmd: Command, out: list[Output]) -> WorkOrder | None:
+        """A command on the order it names; returns the order as it was, if it changed."""
         raw = self.work_orders.get(partition, cmd.work_order_id)
         record = OrderRecord.unpack(raw) if raw else None
         old = record.order() if record else None
-        outcome = lifecycle.apply(old, cmd, self.departments, datetime.now(UTC), self.deadlines)
+        outcome = lifecycle.apply(old, cmd, self.departments, datetime.now(UTC), self.deadlines,
+                                  router=self.router, locate=self.locate)
         if outcome.rejection is not None:
-            metrics.inc(metrics.COMMANDS_REJECTED, outcome.rejection.reason)
-            out.append(Output(self.topic_names.rejected, cmd.work_order_id.encode(), to_json(outcome.rejection)))
-            return
+            self.refuse(outcome.rejection, out)
+            return None
         change = outcome.change
         assert change is not None   # lifecycle.apply gives a rejection or a change
         record = record or OrderRecord(b"")
-        changes = [change, *self.escalator.follow(change.snapshot, change.at)]
-        self.store(partition, record, self.publish_all(changes, old, out, record), out)
+        changes = [change, *outcome.followups]
+        changes += self.escalator.follow(changes[-1].snapshot, change.at)
+        new = self.publish_all(changes, old, out, record)
+        self.store(partition, record, new, out)
+        if new.status in OPEN_STATUSES and cmd.action in ("recategorise", "split"):
+            self.indexes[partition].add(open_entry(new))   # fusion follows its category / the findings left
+        if outcome.opened:   # 拆单: the new order, on this partition (its id names the same group)
+            self.open_changes(partition, list(outcome.opened), out)
+        return old
+
+    def open_changes(self, partition: int, changes: list[WorkOrderChange], out: list[Output]) -> None:
+        first = changes[0].snapshot
+        metrics.inc(metrics.WORKORDERS_OPENED, first.category, first.department or "", first.location.district_code)
+        changes += self.escalator.follow(changes[-1].snapshot, changes[-1].at)
+        record = OrderRecord(b"")
+        new = self.publish_all(changes, None, out, record)
+        self.store(partition, record, new, out)
+        if new.status in OPEN_STATUSES:
+            self.indexes[partition].add(open_entry(new))
+
+    def on_transfer(self, partition: int, t: MergeTransfer, out: list[Output]) -> None:
+        """并单, hops 2 and 3 (docs/lifecycle.md "Merge and split")."""
+        cmd = t.command
+        assert cmd.into is not None   # merge_check refused a merge without one
+        if t.transfer == "close":
+            # Where the duplicate lives: it ends as merged (the usual checks: state, role,
+            # reason, idempotency) and its findings go on to the survivor, in the same batch.
+            before = self.apply(partition, cmd, out)
+            if before is not None:
+                self.hop(MergeTransfer(transfer="absorb", command=cmd, duplicate=before, visited=[cmd.into],
+                                       at=datetime.now(UTC)), cmd.into, out)
+            return
+        duplicate = t.duplicate
+        assert duplicate is not None   # an absorb carries the duplicate
+        target = t.visited[-1] if t.visited else cmd.into
+        raw = self.work_orders.get(partition, target)
+        now = datetime.now(UTC)
+        if raw is None:   # gone from hot state between the hops: only an eviction does that
+            log.error("并单失败 merge of %s: %s is not held here any more; its findings are recorded on its "
+                      "merged change", duplicate.work_order_id, target)
+            return self.refuse(CommandRejection(
+                command=cmd, reason="unknown_work_order", status="merged", at=now,
+                detail=f"merge into {target}: the order is gone; the findings stay recorded on the merged change"),
+                out)
+        record = OrderRecord.unpack(raw)
+        survivor = record.order()
+        onward = survivor.merged_into
+        if onward is not None and onward not in t.visited and onward != duplicate.work_order_id:
+            # The survivor was merged on meanwhile: its own survivor takes the findings.
+            return self.hop(t.model_copy(update={"visited": [*t.visited, onward]}), onward, out)
+        change = lifecycle.absorb(survivor, duplicate, cmd, now)
+        if change is None:   # absorbed already (a replay)
+            return
+        changes = [change, *self.escalator.follow(change.snapshot, now)]
+        new = self.publish_all(changes, survivor, out, record)
+        self.store(partition, record, new, out)
+        if new.status in OPEN_STATUSES:
+            self.indexes[partition].add(open_entry(new))   # the duplicate's finders and events lead here now
 
     def on_event(self, partition: int, event: CityEvent, out: list[Output]) -> None:
         index = self.indexes[partition]
@@ -681,7 +770,9 @@ class FuseStage:
 
     def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
         doc = orjson.loads(m.value)
-        if "command_id" in doc:  # the inbox carries commands as well as events
+        if "transfer" in doc:    # a merge's next hop
+            self.on_transfer(m.partition, MergeTransfer.model_validate(doc), out)
+        elif "command_id" in doc:  # the inbox carries commands as well as events
             self.on_command(m.partition, Command.model_validate(doc), out)
         else:
             self.on_event(m.partition, CityEvent.model_validate(doc), out)

@@ -245,10 +245,12 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
 
 # -- work orders (issue 3) ----------------------------------------------------------
 
-WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "closed", "cancelled"]
+WorkOrderStatus = Literal["registered", "dispatched", "accepted", "handled", "closed", "cancelled", "merged"]
 WORK_ORDER_STATUSES: tuple[str, ...] = get_args(WorkOrderStatus)
-# Open (未结案): the lifecycle still runs — every status but closed and cancelled. The one list.
+# Open (未结案): the lifecycle still runs — every status but the ends. The one list.
 OPEN_STATUSES: tuple[str, ...] = ("registered", "dispatched", "accepted", "handled")
+# Ended (终态): closed (结案), cancelled (作废), merged into another order (并单). The other list.
+CLOSED_STATUSES: tuple[str, ...] = tuple(s for s in WORK_ORDER_STATUSES if s not in OPEN_STATUSES)
 
 
 class Actor(BaseModel):
@@ -274,6 +276,8 @@ class EventRef(BaseModel):
     lat: float
     level: WarningLevel | None = None
     report_id: str | None = Field(None, description="a report's id: its reporter follows the order")
+    evidence: list[str] = Field(default_factory=list, description="the evidence URLs this finding brought "
+                                                                  "(a split moves them with it)")
 
 
 Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
@@ -346,9 +350,17 @@ class WorkOrder(BaseModel):
     handled_at: datetime | None = None
     closed_at: datetime | None = None
     cancelled_at: datetime | None = None
+    merged_at: datetime | None = Field(None, description="when it was merged into another order (并单)")
+    merged_into: str | None = Field(None, description="status merged: the order that took its findings")
+    merged_from: list[str] = Field(default_factory=list, description="orders merged into this one")
+    split_from: str | None = Field(None, description="the order this one was split from (拆单)")
+    split_into: list[str] = Field(default_factory=list, description="orders split from this one")
     return_count: int = 0
     rework_count: int = 0
     extension_count: int = 0
+    extended_hours: dict[str, float] = Field(
+        default_factory=dict, description="hours added by extend per clock (order, accept, handle): "
+                                          "kept when recategorise / reprioritise re-apply the limits")
     supervision_level: int = Field(0, ge=0, le=3, description="0 none, 1 street, 2 district, 3 city")
     assists: list[Assist] = Field(default_factory=list, description="assisting departments (协办)")
     warning_level: WarningLevel | None = Field(None, description="the highest level of its alarming sensors")
@@ -365,7 +377,7 @@ class WorkOrder(BaseModel):
 
 LifecycleAction = Literal["dispatch", "accept", "return", "handle", "verify", "reject_verification",
                           "cancel", "extend", "supervise", "comment", "assist", "release_assist",
-                          "set_emergency_level", "visit"]
+                          "set_emergency_level", "visit", "recategorise", "reprioritise", "merge", "split"]
 
 
 class Command(BaseModel):
@@ -385,7 +397,14 @@ class Command(BaseModel):
         None, description="for set_emergency_level (none: end the emergency response)")
     satisfaction: Satisfaction | None = Field(None, description="for visit (回访)")
     report_id: Id | None = Field(None, description="for visit: the report whose reporter was called")
-    evidence: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
+    evidence: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = Field(
+        [], description="URLs added to the order; for split: what moves to the new order (event ids, "
+                        "report ids or evidence URLs of the order)")
+    category: Annotated[StrictStr, Field(min_length=1, max_length=64)] | None = Field(
+        None, description="for recategorise: the new category")
+    priority: Severity | None = Field(None, description="for reprioritise: the new priority")
+    into: Id | None = Field(None, description="for merge: the work order that survives (this one "
+                                              "becomes merged)")
     extend_minutes: Annotated[StrictInt, Field(gt=0, le=60 * 24 * 90)] | None = None
 
 
@@ -394,7 +413,8 @@ class CommandRejection(BaseModel):
 
     command: Command
     reason: Literal["duplicate_command", "not_allowed_in_state", "forbidden_role", "out_of_scope",
-                    "missing_field", "unknown_department", "unknown_work_order", "assist_open"]
+                    "missing_field", "unknown_department", "unknown_work_order", "assist_open",
+                    "unknown_category", "invalid_field"]
     detail: str
     status: WorkOrderStatus | None = None
     at: datetime
@@ -426,7 +446,27 @@ ChangeType = Literal["created", "dispatched", "evidence_added", "recovery_record
                      "returned", "handled", "verified", "verification_rejected", "cancelled",
                      "extended", "supervised", "commented", "escalated", "deescalated",
                      "assist_added", "assist_accepted", "assist_handled", "assist_returned",
-                     "assist_released", "visited"]
+                     "assist_released", "visited", "recategorised", "reprioritised", "merged",
+                     "merge_absorbed", "split"]
+
+
+class MergeInfo(BaseModel):
+    """What a merge (并单) moved: on the duplicate's ``merged`` change and the survivor's
+    ``merge_absorbed``."""
+
+    duplicate: str = Field(description="the order merged away (now status merged)")
+    survivor: str = Field(description="the order that took its findings")
+    events: list[str] = Field(description="the event ids that moved")
+
+
+class SplitInfo(BaseModel):
+    """What a split (拆单) moved: on the original's ``split`` change and the new order's
+    ``created``."""
+
+    original: str
+    new: str
+    events: list[str] = Field(description="the event ids that moved")
+    evidence: list[str] = Field(description="the evidence URLs that moved")
 
 
 class WorkOrderChange(BaseModel):
@@ -444,6 +484,22 @@ class WorkOrderChange(BaseModel):
         None, description="on dispatch.<department>: whether that department leads (主办) or assists (协办)")
     part: str | None = Field(None, description="assist_*: the assisting department whose part changed")
     escalation: Escalation | None = Field(None, description="for escalated / deescalated")
+    merge: MergeInfo | None = Field(None, description="for merged / merge_absorbed")
+    split: SplitInfo | None = Field(None, description="for split, and created of an order split off")
+
+
+class MergeTransfer(BaseModel):
+    """Internal, on the fusion inbox (keyed by fusion group): one hop of a merge between
+    two orders that may live on different partitions (docs/lifecycle.md "Merge and split").
+    ``close``: to the duplicate's partition, after the survivor's was found open;
+    ``absorb``: to the survivor's partition, with the duplicate as it was before it closed."""
+
+    transfer: Literal["close", "absorb"]
+    command: Command
+    duplicate: WorkOrder | None = Field(None, description="absorb: the duplicate before the merge")
+    visited: list[str] = Field(default_factory=list, description="absorb: orders passed through "
+                                                                 "(a survivor merged on meanwhile)")
+    at: datetime
 
 
 class OrderStep(BaseModel):
@@ -491,4 +547,4 @@ class ReporterNotification(BaseModel):
 
 WIRE_MODELS.update({"work_order": WorkOrder, "work_order_change": WorkOrderChange,
                     "order_state": OrderState, "command": Command, "command_rejection": CommandRejection,
-                    "reporter_notification": ReporterNotification})
+                    "reporter_notification": ReporterNotification, "merge_transfer": MergeTransfer})

@@ -69,7 +69,7 @@ def month(config):
                                        (3, "handle", CITY, {}), (4, "verify", OP, {})]),
         # F city_mgmt: dispatched, then cancelled (作废): not rated, dispatch counted
         script(config, "F", t(28, 9), [(1, "dispatch", OP, d("city_mgmt")), (2, "accept", CITY, {}),
-                                       (3, "cancel", OP, {})]),
+                                       (3, "cancel", OP, {"note": "重复上报 duplicate"})]),
         # G water: dispatched 30 Nov, closed 1 Dec: a November dispatch, a December closure
         script(config, "G", t(30, 20), [(1, "dispatch", OP, d("water")), (2, "accept", WATER, {}),
                                         (4, "handle", WATER, {}), (5, "verify", OP, {})]),

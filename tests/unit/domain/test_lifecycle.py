@@ -9,7 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from citybrain.config import Config
 from citybrain.domain.lifecycle import RULES, apply
-from citybrain.wire.models import Actor, Command, EventRef, Location, WorkOrder
+from citybrain.wire.models import CLOSED_STATUSES, Actor, Command, EventRef, Location, WorkOrder
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 DEPTS = frozenset({"water", "fire", "city_mgmt"})
@@ -21,6 +21,7 @@ GRID_MEMBER = Actor(id="GM-0107", role="grid", grid_prefix="370306002001")
 OTHER_GRID = Actor(id="GM-0999", role="grid", grid_prefix="370306005")
 SYSTEM = Actor(id="citybrain", role="system")
 DL = Config().deadlines
+ROUTER = Config().router
 ACTORS = [OPERATOR, WATER, FIRE, GRID_MEMBER, OTHER_GRID, SYSTEM]
 
 
@@ -131,18 +132,22 @@ class LoopMachine(RuleBasedStateMachine):
 
     def _step(self, o, item):
         if item[0] == "cmd":
-            out = apply(o, item[1], DEPTS, item[2], DL)
-            return [out.change] if out.change else [], out.rejection
+            out = apply(o, item[1], DEPTS, item[2], DL, router=ROUTER)
+            return [out.change, *out.followups] if out.change else [], out.rejection
         return DL.supervise_due(o, item[1]), None
 
     @rule(action=st.sampled_from(sorted(RULES)), actor=st.sampled_from(ACTORS),
           department=st.sampled_from([None, "water", "fire", "navy"]),
-          replay=st.booleans(), minutes=st.sampled_from([None, 30]), note=st.sampled_from(["", "ok"]))
-    def send(self, action, actor, department, replay, minutes, note):
+          replay=st.booleans(), minutes=st.sampled_from([None, 30]), note=st.sampled_from(["", "ok"]),
+          category=st.sampled_from([None, "waterlogging", "manhole_cover", "noise", "device_fault"]),
+          priority=st.sampled_from([None, "low", "urgent"]),
+          into=st.sampled_from([None, "WO-flooding-abc", "WO-flooding-def"]))
+    def send(self, action, actor, department, replay, minutes, note, category, priority, into):
         if replay and self.commands:
             c = self.commands[-1]
         else:
-            c = cmd(action, actor, department=department, extend_minutes=minutes, note=note)
+            c = cmd(action, actor, department=department, extend_minutes=minutes, note=note, category=category,
+                    priority=priority, into=into, evidence=["ev-1"] if action == "split" else [])
         self.commands.append(c)
         self._apply(("cmd", c, self.now))
 
@@ -161,11 +166,13 @@ class LoopMachine(RuleBasedStateMachine):
         for change in changes:
             after = change.snapshot
             assert after.version == before.version + 1 == change.version
-            if before.status in ("closed", "cancelled"):
+            if before.status in CLOSED_STATUSES:
                 assert after.status == before.status
             if change.type == "supervised" and change.actor.role == "system":
                 assert after.supervision_level >= before.supervision_level
-                assert before.status not in ("closed", "cancelled")
+                assert before.status not in CLOSED_STATUSES
+            if after.status in ("cancelled", "merged"):   # irreversible: a reason was given
+                assert change.type not in ("cancelled", "merged") or item[1].note.strip()
             self.history.append(change)
             before = after
         self.order = before

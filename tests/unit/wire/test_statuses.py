@@ -4,14 +4,15 @@ import re
 from pathlib import Path
 
 from citybrain.domain import lifecycle
-from citybrain.wire.models import OPEN_STATUSES, WORK_ORDER_STATUSES
+from citybrain.wire.models import CLOSED_STATUSES, OPEN_STATUSES, WORK_ORDER_STATUSES
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "citybrain"
 
 
 def test_open_statuses_are_the_statuses_before_an_end():
-    assert set(OPEN_STATUSES) | {"closed", "cancelled"} == set(WORK_ORDER_STATUSES)
-    assert not {"closed", "cancelled"} & set(OPEN_STATUSES)
+    assert set(OPEN_STATUSES) | set(CLOSED_STATUSES) == set(WORK_ORDER_STATUSES)
+    assert not set(CLOSED_STATUSES) & set(OPEN_STATUSES)
+    assert set(CLOSED_STATUSES) == {"closed", "cancelled", "merged"}
 
 
 def test_commands_that_act_on_any_open_order_use_the_one_list():
