@@ -337,6 +337,13 @@ class Api:
         if p.role not in roles:
             raise Refused(403, "forbidden_role",
                           f"role {p.role} may not {cmd.action} (allowed: {', '.join(sorted(roles))})", "action")
+        # What the lifecycle would refuse for a missing field is refused here, with the field.
+        from citybrain.domain.lifecycle import IRREVERSIBLE
+        if cmd.action in IRREVERSIBLE and not cmd.note.strip():
+            return _error(422, "missing_field", f"{cmd.action} cannot be undone: it needs a reason (note)", "note")
+        if cmd.action == "merge" and (not cmd.into or cmd.into == wo):
+            return _error(422, "missing_field" if not cmd.into else "invalid_field",
+                          "merge needs into: another work order, the one that survives", "into")
         await self._send(self.topics.commands, wo.encode(), orjson.dumps(cmd.model_dump(mode="json")))
         return _json({"command_id": cmd.command_id, "work_order_id": wo, "status": "accepted",
                       "detail": "the outcome appears on the order's timeline"}, 202)
