@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
-    b.add_argument("what", choices=["normalize", "dispatch", "history", "normalize-batch-probe"])
+    b.add_argument("what", choices=["normalize", "dispatch", "history", "console", "normalize-batch-probe"])
     b.add_argument("--records", type=int, default=60_000, help="backlog size for max throughput")
     b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
     b.add_argument("--duration", type=float, default=30.0, help="dispatch: seconds per window")
@@ -77,10 +77,15 @@ def main(argv: list[str] | None = None) -> int:
                         "worker.stages)")
     b.add_argument("--state-sizes", default="1000,10000,100000",
                    help="dispatch: open orders held in state for the size test")
-    b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each")
+    b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each "
+                                                    "(console: the first)")
     b.add_argument("--orders-per-day", type=int, default=3000, help="history: orders a day")
     b.add_argument("--open", type=int, default=10_000, help="history: orders still open at the end")
     b.add_argument("--requests", type=int, default=300, help="history: API requests per kind")
+    b.add_argument("--load-seconds", type=float, default=60.0, help="console: seconds of live changes in Chromium")
+    b.add_argument("--change-rate", type=float, default=100.0, help="console: order changes a second")
+    b.add_argument("--cut-seconds", type=float, default=10.0, help="console: how long the connection is cut")
+    b.add_argument("--keep", action="store_true", help="console: leave the worker serving the history (Ctrl-C)")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--out", help="JSON result path (default var/bench/)")
     b.set_defaults(func=cmd_bench)

@@ -32,6 +32,13 @@ def cmd_bench(args) -> int:
             png = out.with_suffix(".png")
             history.chart(result, png)
             text = history.report(result) + f"\n  图 chart: {png}"
+        elif args.what == "console":
+            from citybrain.bench import console
+            result = asyncio.run(console.bench(broker_address(), int(args.days.split(",")[0]), args.orders_per_day, args.open,
+                                               args.requests, args.load_seconds, args.change_rate,
+                                               args.cut_seconds, seed=args.seed, keep=args.keep,
+                                               artifacts=out.parent))
+            text = console.report(result)
         elif args.what == "normalize-batch-probe":
             from citybrain.bench import batch_probe
             result = asyncio.run(batch_probe.bench(broker_address(), args.records, seed=args.seed))

@@ -1,18 +1,28 @@
 // citybrain operator console: a live board of work orders, a map of the grids, an
 // order's timeline and the actions the signed-in role may take.  No framework, no CDN.
+//
+// The board is whole at any volume: the server filters, sorts, pages and counts (exact
+// totals and facets in one call); the live stream updates the rows on the page in place
+// and a debounced reload keeps membership and counts right; a reconnect sends the last
+// event id and gets what changed meanwhile (or a "reload").
 "use strict";
 
 const OPEN = ["registered", "dispatched", "accepted", "handled"];
+const PAGE_SIZE = 100;
+const REFRESH_MS = 1500;        // at most one reload of the page and counts per this, under any rate
 const STATUS_ZH = {registered: "立案", dispatched: "派遣", accepted: "签收", handled: "处置反馈",
-                   closed: "结案", cancelled: "作废"};
+                   closed: "结案", cancelled: "作废", merged: "合并"};
+const PRIORITY_ZH = {urgent: "特急", high: "紧急", normal: "一般", low: "低"};
 const LEVEL_ZH = ["", "街道督办", "区督办", "市督办"];
 const COLORS = {registered: "#f97316", dispatched: "#3b82f6", accepted: "#a855f7", handled: "#10b981",
-                closed: "#6b7280", cancelled: "#52525b"};
+                closed: "#6b7280", cancelled: "#52525b", merged: "#52525b"};
 const ACTION_ZH = {dispatch: "派遣 dispatch", accept: "签收 accept", return: "退回 return",
                    handle: "处置反馈 handled", verify: "核查通过 verify", reject_verification: "核查不通过 reject",
                    cancel: "作废 cancel", extend: "延期 extend", supervise: "督办 supervise", comment: "备注 comment",
                    assist: "增派协办 add assist", release_assist: "解除协办 release assist",
                    set_emergency_level: "应急响应 emergency level", visit: "回访 visit"};
+// Irreversible: a second click confirms, and a reason (note) is required.
+const IRREVERSIBLE = new Set(["cancel", "merge"]);
 const SATISFACTION_ZH = {satisfied: "满意", basically_satisfied: "基本满意", unsatisfied: "不满意"};
 const PART_ZH = {dispatched: "待签收", accepted: "已签收", handled: "已处置", released: "已解除"};
 const WARNING_ZH = {blue: "蓝色预警", yellow: "黄色预警", orange: "橙色预警", red: "红色预警"};
@@ -30,9 +40,11 @@ const emergencyChip = (o) => o.emergency_level
   ? `<span class="emergency em-${o.emergency_level}" data-testid="emergency-level">${EMERGENCY_ZH[o.emergency_level]} ${o.emergency_level}</span>` : "";
 
 const state = {token: sessionStorage.getItem("citybrain-token") || "", me: null, meta: null,
-               orders: new Map(), selected: null, map: null, markers: new Map(), layer: null};
+               rows: new Map(),          // work_order_id → {tr, o}: the rows on the page, updated in place
+               total: 0, offset: 0, loadSeq: 0, refreshTimer: null, lastEventId: null, streaming: false,
+               selected: null, detailTimer: null, map: null, markers: new Map(), layer: null, alerted: new Set()};
 const $ = (id) => document.getElementById(id);
-const fmt = (t) => t ? new Date(t).toLocaleString("zh-CN", {hour12: false}) : "—";
+const fmt = (t) => t ? new Date(t).toLocaleString("zh-CN", {hour12: false, timeZone: "Asia/Shanghai"}) : "—";
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
 async function api(path, options = {}) {
@@ -69,6 +81,9 @@ async function signIn(token) {
   initMap();
   await loadOrders();
   streamChanges();
+  setInterval(tickClocks, 30000);
+  openFromHash();
+  window.addEventListener("hashchange", openFromHash);
   if (state.me.role === "operator" || isDesk()) { loadDeviceHealth(); setInterval(loadDeviceHealth, 30000); }
 }
 
@@ -90,10 +105,10 @@ async function loadDeviceHealth() {
 
 function fillFilters() {
   const dep = $("f-department");
-  for (const [code, name] of Object.entries(state.meta.departments)) {
-    dep.add(new Option(`${name} ${code}`, code));
-  }
+  for (const [code, name] of Object.entries(state.meta.departments)) dep.add(new Option(`${name} ${code}`, code));
   if (state.me.role === "department") { dep.value = state.me.department; dep.disabled = true; }
+  const cat = $("f-category");
+  for (const [code, name] of Object.entries(state.meta.categories || {})) cat.add(new Option(`${name} ${code}`, code));
   const dis = $("f-district");
   for (const [code, name] of Object.entries(state.meta.districts || {})) dis.add(new Option(`${name} ${code}`, code));
   fillStreets();
@@ -102,9 +117,23 @@ function fillFilters() {
     fillStreets();
     $("f-street").value = state.me.street_code; $("f-street").disabled = true;
   }
-  dis.addEventListener("change", () => { fillStreets(); zoomToDistrict(); loadOrders(); });
-  for (const id of ["f-status", "f-department", "f-street", "f-emergency"]) $(id).addEventListener("change", loadOrders);
-  $("f-grid").addEventListener("change", loadOrders);
+  const reload = () => { state.offset = 0; loadOrders(); };
+  dis.addEventListener("change", () => { fillStreets(); zoomToDistrict(); reload(); });
+  for (const id of ["f-status", "f-department", "f-category", "f-priority", "f-street", "f-emergency", "f-warning",
+                    "f-overdue", "f-supervision", "f-sort"]) $(id).addEventListener("change", reload);
+  $("f-grid").addEventListener("change", reload);
+  let typing = null;
+  $("f-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
+  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadOrders(); });
+  $("next").addEventListener("click", () => { if (state.offset + PAGE_SIZE < state.total) { state.offset += PAGE_SIZE; loadOrders(); } });
+  $("rows").addEventListener("click", (ev) => {
+    const tr = ev.target.closest("tr[data-wo]");
+    if (tr) location.hash = "#/orders/" + encodeURIComponent(tr.dataset.wo);
+  });
+  $("alerts").addEventListener("click", (ev) => {
+    const a = ev.target.closest("[data-wo]");
+    if (a) { location.hash = "#/orders/" + encodeURIComponent(a.dataset.wo); a.remove(); }
+  });
 }
 
 // The street list follows the district chosen (street codes begin with their district's).
@@ -117,89 +146,186 @@ function fillStreets() {
 }
 
 function query() {
-  const p = new URLSearchParams({limit: "500"});
+  const p = new URLSearchParams({limit: String(PAGE_SIZE), offset: String(state.offset), facets: "true"});
   p.set("status", $("f-status").value || OPEN.join(","));
-  if ($("f-department").value) p.set("department", $("f-department").value);
-  if ($("f-district").value) p.set("district", $("f-district").value);
-  if ($("f-street").value) p.set("street", $("f-street").value);
+  const pick = {department: "f-department", category: "f-category", priority: "f-priority", district: "f-district",
+                street: "f-street", emergency: "f-emergency", warning: "f-warning", overdue: "f-overdue",
+                supervision: "f-supervision", sort: "f-sort"};
+  for (const [name, id] of Object.entries(pick)) if ($(id).value) p.set(name, $(id).value);
   if ($("f-grid").value.trim()) p.set("grid", $("f-grid").value.trim());
-  if ($("f-emergency").value) p.set("emergency", $("f-emergency").value);
+  if ($("f-q").value.trim()) p.set("q", $("f-q").value.trim());
   return p;
 }
 
-function matches(o) {
-  const status = $("f-status").value;
-  if (status ? o.status !== status : !OPEN.includes(o.status)) return false;
-  const dep = $("f-department").value;
-  if (dep && o.department !== dep && !(o.assists || []).some((a) => a.department === dep)) return false;
-  const em = $("f-emergency").value;
-  if (em && !em.split(",").includes(o.emergency_level || "none")) return false;
-  if ($("f-district").value && o.location.district_code !== $("f-district").value) return false;
-  if ($("f-street").value && o.location.street_code !== $("f-street").value) return false;
-  if ($("f-grid").value.trim() && !o.location.grid_code.startsWith($("f-grid").value.trim())) return false;
-  return true;
-}
-
+// One page of the board and its counts.  Responses that arrive out of order are dropped.
 async function loadOrders() {
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = null;
+  const seq = ++state.loadSeq;
   try {
     const body = await api("/api/v1/workorders?" + query());
-    state.orders = new Map(body.items.map((o) => [o.work_order_id, o]));
-    render();
+    if (seq !== state.loadSeq) return;
+    if (!state.streaming && !state.lastEventId) state.lastEventId = body.event_id;
+    if (body.total > 0 && body.items.length === 0 && state.offset > 0) {     // the page emptied: back one
+      state.offset = Math.max(0, Math.floor((body.total - 1) / PAGE_SIZE) * PAGE_SIZE);
+      return loadOrders();
+    }
+    renderPage(body);
   } catch (e) {
     flash("加载失败 could not load orders: " + e.message, true);
   }
 }
 
+function scheduleRefresh() {
+  if (state.refreshTimer === null) state.refreshTimer = setTimeout(loadOrders, REFRESH_MS);
+}
+
 // -- the board -------------------------------------------------------------------
 
-function isOverdue(o) {
-  if (!OPEN.includes(o.status)) return false;
-  const now = Date.now();
+// When an open order falls overdue: the earlier of its own and the running stage's due time.
+function dueAt(o) {
+  if (!OPEN.includes(o.status)) return null;
   const stage = o.accept_due_at || o.handle_due_at;
-  return now > Date.parse(o.due_at) || (stage && now > Date.parse(stage));
+  const due = Date.parse(o.due_at);
+  return stage ? Math.min(due, Date.parse(stage)) : due;
+}
+const isOverdue = (o) => { const d = dueAt(o); return d !== null && Date.now() > d; };
+
+function span(ms) {
+  const m = Math.round(Math.abs(ms) / 60000);
+  if (m < 60) return `${m}分`;
+  if (m < 1440) return `${Math.floor(m / 60)}时${m % 60 ? (m % 60) + "分" : ""}`;
+  return `${Math.floor(m / 1440)}天${Math.floor((m % 1440) / 60)}时`;
 }
 
-function row(o) {
-  const tr = document.createElement("tr");
+function clockText(o) {
+  const d = dueAt(o);
+  if (d === null) return o.closed_at ? `结案 ${fmt(o.closed_at)}` : "—";
+  const left = d - Date.now();
+  return left < 0 ? `超时 overdue ${span(left)}` : `剩 ${span(left)}`;
+}
+
+function fillRow(tr, o) {
   tr.dataset.wo = o.work_order_id;
   tr.dataset.status = o.status;
-  if (isOverdue(o)) tr.classList.add("overdue");
-  if (o.supervision_level > 0) tr.classList.add("supervised");
-  if (o.emergency_level) tr.classList.add("emergency-row");
+  tr.dataset.version = o.version;
+  tr.classList.toggle("overdue", isOverdue(o));
+  tr.classList.toggle("supervised", o.supervision_level > 0);
+  tr.classList.toggle("emergency-row", !!o.emergency_level);
+  tr.classList.toggle("selected", state.selected === o.work_order_id);
   const assists = (o.assists || []).filter((a) => a.status !== "released");
-  if (state.selected === o.work_order_id) tr.classList.add("selected");
   const district = (state.meta.districts || {})[o.location.district_code];
   const street = (district ? district + " " : "") + (state.meta.streets[o.location.street_code] || o.location.street_code);
-  const due = o.accept_due_at || o.handle_due_at || o.due_at;
-  tr.innerHTML = `<td>${esc(o.work_order_id)}</td><td>${esc(o.category_name)} <span class="muted">${esc(o.category)}</span></td>
-    <td><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span> ${warningChip(o)} ${emergencyChip(o)}</td>
+  const d = dueAt(o);
+  tr.innerHTML = `<td class="clock" data-testid="clock" data-due="${d ?? ""}" title="时限 due ${esc(fmt(d))}">${esc(clockText(o))}</td>
+    <td class="id" title="${esc(o.work_order_id)}">${esc(o.work_order_id)}</td>
+    <td>${esc(o.category_name)} <span class="muted">${esc(o.category)}</span></td>
+    <td><span class="prio pr-${esc(o.priority)}" data-testid="priority">${PRIORITY_ZH[o.priority] || ""} ${esc(o.priority)}</span></td>
+    <td><span class="status st-${o.status}">${STATUS_ZH[o.status] || ""} ${o.status}</span> ${warningChip(o)} ${emergencyChip(o)}</td>
     <td>${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : '<span class="muted">待分拨 triage</span>'}${assists.length ? ` <span class="muted" data-testid="row-assists">+协办 ${esc(assists.map((a) => a.department).join(", "))}</span>` : ""}</td>
     <td>${esc(street)} · ${esc(o.location.grid_code)}</td>
-    <td>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " L" + o.supervision_level : "—"}</td>
-    <td>${isOverdue(o) ? "超时 overdue " : ""}${esc(new Date(due).toLocaleString("zh-CN", {hour12: false}))}</td>`;
-  tr.addEventListener("click", () => select(o.work_order_id));
-  return tr;
+    <td>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " L" + o.supervision_level : "—"}</td>`;
 }
 
-function render() {
-  const rows = $("rows");
-  rows.replaceChildren();
-  const list = [...state.orders.values()].filter(matches)
-    .sort((a, b) => (b.created_at > a.created_at ? 1 : b.created_at < a.created_at ? -1 : 0));
-  for (const o of list) rows.appendChild(row(o));
-  $("empty").hidden = list.length > 0;
-  const overdue = list.filter(isOverdue).length;
-  $("counts").textContent = `${list.length} 单 orders · 超时 overdue ${overdue} · 督办 supervised ${list.filter((o) => o.supervision_level > 0).length}`;
-  drawMarkers(list);
+// The page's rows in the server's order, each built or rewritten only when its order
+// changed: a change re-renders one row, never the board.
+function renderPage(body) {
+  const tbody = $("rows");
+  const seen = new Set();
+  let before = tbody.firstChild;
+  for (const o of body.items) {
+    const id = o.work_order_id;
+    let r = state.rows.get(id);
+    if (!r) {
+      r = {tr: document.createElement("tr"), o};
+      fillRow(r.tr, o);
+      state.rows.set(id, r);
+    } else if (o.version > r.o.version || o.status !== r.o.status) {
+      r.o = o;
+      fillRow(r.tr, o);
+    }
+    seen.add(id);
+    if (r.tr !== before) tbody.insertBefore(r.tr, before);
+    else before = before.nextSibling;
+  }
+  for (const [id, r] of state.rows) if (!seen.has(id)) { r.tr.remove(); state.rows.delete(id); }
+  state.total = body.total;
+  $("empty").hidden = body.total > 0;
+  const f = body.facets || {};
+  const overdue = (f.overdue || {}).true || 0;
+  const supervised = Object.entries(f.supervision || {}).reduce((n, [lv, c]) => n + (lv !== "0" ? c : 0), 0);
+  const emergency = Object.entries(f.emergency || {}).reduce((n, [lv, c]) => n + (lv !== "none" ? c : 0), 0);
+  $("counts").innerHTML = `共 <b data-testid="total">${body.total.toLocaleString("zh-CN")}</b> 单 orders · ` +
+    `超时 overdue <b data-testid="overdue-count">${overdue.toLocaleString("zh-CN")}</b> · ` +
+    `督办 supervised <b>${supervised.toLocaleString("zh-CN")}</b> · 应急 emergency <b>${emergency}</b>`;
+  const pages = Math.max(1, Math.ceil(body.total / PAGE_SIZE));
+  const page = Math.floor(state.offset / PAGE_SIZE) + 1;
+  $("page").textContent = body.total
+    ? `第 ${page} / ${pages} 页 · ${state.offset + 1}–${state.offset + body.items.length} of ${body.total.toLocaleString("zh-CN")}`
+    : "";
+  $("prev").disabled = state.offset === 0;
+  $("next").disabled = state.offset + PAGE_SIZE >= body.total;
+  drawMarkers();
 }
 
-function upsert(o, fresh) {
-  state.orders.set(o.work_order_id, o);
-  const old = document.querySelector(`tr[data-wo="${CSS.escape(o.work_order_id)}"]`);
-  if (!matches(o)) { if (old) old.remove(); drawMarkers([...state.orders.values()].filter(matches)); return; }
-  const tr = row(o);
-  if (fresh) tr.classList.add("fresh");
-  if (old) old.replaceWith(tr); else render();
+// A streamed change: the row on the page now, membership and counts at the next reload.
+function onChange(msg) {
+  const o = msg.snapshot;
+  const r = state.rows.get(o.work_order_id);
+  if (r && o.version >= r.o.version) {
+    r.o = o;
+    fillRow(r.tr, o);
+    if (msg.kind === "change") { r.tr.classList.remove("fresh"); void r.tr.offsetWidth; r.tr.classList.add("fresh"); }
+    drawMarker(o);
+  }
+  if (msg.kind === "change") maybeAlert(msg);
+  if (state.selected === o.work_order_id) refreshDetail();
+  scheduleRefresh();
+}
+
+function tickClocks() {
+  for (const {tr, o} of state.rows.values()) {
+    const cell = tr.querySelector("td.clock");
+    if (cell) cell.textContent = clockText(o);
+    tr.classList.toggle("overdue", isOverdue(o));
+  }
+}
+
+// -- alerts: a new urgent, red-warning or emergency order --------------------------
+
+function alertable(o) {
+  return o.priority === "urgent" || o.warning_level === "red" || !!o.emergency_level;
+}
+
+function maybeAlert(msg) {
+  const o = msg.snapshot;
+  if (msg.type === "replay" || !OPEN.includes(o.status) || !alertable(o) || state.alerted.has(o.work_order_id)) return;
+  if (!(msg.type === "created" || msg.type === "escalated" || msg.type === "dispatched")) return;
+  state.alerted.add(o.work_order_id);
+  const why = o.emergency_level ? EMERGENCY_ZH[o.emergency_level] : o.warning_level === "red" ? "红色预警" : "特急 urgent";
+  const text = `${why} · ${o.category_name} · ${(state.meta.streets || {})[o.location.street_code] || ""} · ${o.work_order_id}`;
+  const item = document.createElement("div");
+  item.className = "alert";
+  item.dataset.wo = o.work_order_id;
+  item.dataset.testid = "alert";
+  item.textContent = "⚠ 新紧急工单 new urgent order: " + text;
+  $("alerts").prepend(item);
+  while ($("alerts").children.length > 5) $("alerts").lastChild.remove();
+  beep();
+  if ("Notification" in window && Notification.permission === "granted") {
+    new Notification("城市大脑 紧急工单", {body: text, tag: o.work_order_id});
+  }
+}
+
+let audio = null;
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    const osc = audio.createOscillator(), gain = audio.createGain();
+    osc.frequency.value = 880; gain.gain.value = 0.08;
+    osc.connect(gain).connect(audio.destination);
+    osc.start(); osc.stop(audio.currentTime + 0.35);
+  } catch (e) { /* no sound device: the banner stays */ }
 }
 
 // -- the map -----------------------------------------------------------------------
@@ -217,8 +343,17 @@ async function initMap() {
   state.districts = new Map((geo.districts || []).map((d) => [d.district_code,
     L.geoJSON(d.geometry, {style: {color: "#1e3a5f", weight: 2.2, fill: false}, interactive: false}).addTo(state.map)]));
   state.map.fitBounds(state.layer.getBounds());
+  const legend = L.control({position: "bottomleft"});
+  legend.onAdd = () => {
+    const div = L.DomUtil.create("div", "legend");
+    div.dataset.testid = "legend";
+    div.innerHTML = OPEN.map((s) => `<span><i style="background:${COLORS[s]}"></i>${STATUS_ZH[s]}</span>`).join("") +
+      `<span><i style="background:#fbbf24"></i>超时</span><span class="muted">本页工单 this page's orders</span>`;
+    return div;
+  };
+  legend.addTo(state.map);
   zoomToDistrict();
-  drawMarkers([...state.orders.values()].filter(matches));
+  drawMarkers();
 }
 
 function zoomToDistrict() {
@@ -227,31 +362,49 @@ function zoomToDistrict() {
   state.map.fitBounds(chosen ? chosen.getBounds() : state.layer.getBounds());
 }
 
-function drawMarkers(list) {
-  if (!state.map) return;
-  for (const m of state.markers.values()) m.remove();
-  state.markers.clear();
-  for (const o of list) {
-    const m = L.circleMarker([o.location.lat, o.location.lon], {radius: o.supervision_level ? 8 : 6,
-      color: isOverdue(o) ? "#fbbf24" : COLORS[o.status], fillOpacity: 0.85, weight: 2})
-      .bindTooltip(`${o.category_name} · ${STATUS_ZH[o.status]} · ${o.work_order_id}`)
-      .on("click", () => select(o.work_order_id)).addTo(state.map);
-    state.markers.set(o.work_order_id, m);
-  }
+function markerStyle(o) {
+  return {radius: o.supervision_level ? 8 : 6, color: isOverdue(o) ? "#fbbf24" : COLORS[o.status],
+          fillColor: COLORS[o.status], fillOpacity: 0.85, weight: 2};
 }
 
-// -- one order ---------------------------------------------------------------------
+function drawMarker(o) {
+  if (!state.map) return;
+  const m = state.markers.get(o.work_order_id);
+  if (m) { m.setLatLng([o.location.lat, o.location.lon]); m.setStyle(markerStyle(o)); return; }
+  state.markers.set(o.work_order_id, L.circleMarker([o.location.lat, o.location.lon], markerStyle(o))
+    .bindTooltip(() => `${o.category_name} · ${STATUS_ZH[o.status]} · ${o.work_order_id}`)
+    .on("click", () => { location.hash = "#/orders/" + encodeURIComponent(o.work_order_id); }).addTo(state.map));
+}
 
-async function select(wo) {
+// The page's orders on the map, kept in step with the rows (markers added, moved, removed).
+function drawMarkers() {
+  if (!state.map) return;
+  for (const [id, m] of state.markers) if (!state.rows.has(id)) { m.remove(); state.markers.delete(id); }
+  for (const {o} of state.rows.values()) drawMarker(o);
+}
+
+// -- one order (deep link: #/orders/<id>) -------------------------------------------
+
+function openFromHash() {
+  const m = location.hash.match(/^#\/orders\/(.+)$/);
+  if (m) select(decodeURIComponent(m[1]));
+}
+
+function refreshDetail() {
+  clearTimeout(state.detailTimer);
+  state.detailTimer = setTimeout(() => { if (state.selected) select(state.selected, true); }, 300);
+}
+// ``again``: the same order changed — what the user was typing or choosing stays.
+async function select(wo, again = false) {
   state.selected = wo;
-  document.querySelectorAll("tr.selected").forEach((tr) => tr.classList.remove("selected"));
-  const tr = document.querySelector(`tr[data-wo="${CSS.escape(wo)}"]`);
-  if (tr) tr.classList.add("selected");
+  for (const [id, r] of state.rows) r.tr.classList.toggle("selected", id === wo);
   let body;
   try { body = await api("/api/v1/workorders/" + encodeURIComponent(wo)); }
   catch (e) { flash("加载失败 " + e.message, true); return; }
+  if (state.selected !== wo) return;
   const o = body.work_order;
   const d = $("detail");
+  const kept = again ? keepInputs() : null;
   d.hidden = false;
   const evidence = o.evidence.map((u) => `<a href="${esc(u)}" target="_blank" rel="noopener">${esc(u.split("/").pop())}</a>`).join(", ") || "—";
   d.innerHTML = `<h2 data-testid="detail-title">${esc(o.category_name)} · ${esc(o.work_order_id)}</h2>
@@ -263,13 +416,15 @@ async function select(wo) {
          <td><span class="part pt-${esc(a.status)}">${PART_ZH[a.status] || ""} ${esc(a.status)}</span></td>
          <td class="muted">${a.accept_due_at ? "签收时限 " + esc(fmt(a.accept_due_at)) : a.handle_due_at ? "处置时限 " + esc(fmt(a.handle_due_at)) : a.handled_at ? "处置 " + esc(fmt(a.handled_at)) : ""}</td>
          <td class="muted">${esc(a.added_by)}</td></tr>`).join("")}</table>` : "—"}</dd>
-      <dt>预警 warning</dt><dd data-testid="detail-warning">${warningChip(o) || "—"} · 优先级 priority ${esc(o.priority)}</dd>
+      <dt>优先级 priority</dt><dd data-testid="detail-priority"><span class="prio pr-${esc(o.priority)}">${PRIORITY_ZH[o.priority] || ""} ${esc(o.priority)}</span></dd>
+      <dt>预警 warning</dt><dd data-testid="detail-warning">${warningChip(o) || "—"}</dd>
       <dt>应急 emergency</dt><dd data-testid="detail-emergency">${emergencyChip(o) || "—"}</dd>
       <dt>位置 where</dt><dd data-testid="detail-where">${esc((state.meta.districts || {})[o.location.district_code] || "")} ${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
+      ${o.address ? `<dt>地址 address</dt><dd data-testid="detail-address">${esc(o.address)}</dd>` : ""}
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
       <dt>证据 evidence</dt><dd>${evidence}</dd>
-      <dt>时限 due</dt><dd>结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
+      <dt>时限 due</dt><dd data-testid="detail-due"><b>${esc(clockText(o))}</b> · 结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
       <dt>督办 supervision</dt><dd>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " level " + o.supervision_level : "—"}</dd>
       <dt>回访 visits</dt><dd data-testid="detail-visits">${(o.visits || []).map((v) => `${SATISFACTION_ZH[v.satisfaction]} ${esc(v.satisfaction)} (${esc(fmt(v.at))})`).join(" · ") || "—"}</dd>
       <dt>返工/退回/延期</dt><dd>rework ${o.rework_count} · return ${o.return_count} · extension ${o.extension_count}</dd>
@@ -278,10 +433,29 @@ async function select(wo) {
     <div id="flash"></div>
     <h3>时间线 timeline</h3>
     <ul id="timeline" data-testid="timeline">${body.timeline.map((e) =>
-      `<li class="${e.kind}" data-type="${esc(e.type)}"><span class="at">${esc(new Date(e.at).toLocaleString("zh-CN", {hour12: false}))}</span>
+      `<li class="${e.kind}" data-type="${esc(e.type)}"><span class="at">${esc(fmt(e.at))}</span>
        ${e.version ? "v" + e.version : ""} <b>${esc(e.label)}</b> ${esc(e.type)} · ${esc(e.actor)}
        ${e.note ? "<br><span class=muted>" + esc(e.note) + "</span>" : ""}</li>`).join("")}</ul>`;
   renderActions(o);
+  if (kept) restoreInputs(kept);
+}
+
+// The note being typed and the choices made in the action bar, across a re-render.
+function keepInputs() {
+  const box = $("actions");
+  if (!box) return null;
+  const values = {};
+  for (const el of box.querySelectorAll("[data-testid]")) values[el.dataset.testid] = el.value;
+  const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.dataset.testid : null;
+  return {values, focused};
+}
+
+function restoreInputs(kept) {
+  for (const el of $("actions").querySelectorAll("[data-testid]")) {
+    const v = kept.values[el.dataset.testid];
+    if (v !== undefined && (el.tagName !== "SELECT" || [...el.options].some((op) => op.value === v))) el.value = v;
+    if (el.dataset.testid === kept.focused) el.focus();
+  }
 }
 
 function allowed(o) {
@@ -316,7 +490,7 @@ function allowed(o) {
 function renderActions(o) {
   const box = $("actions");
   box.replaceChildren();
-  const note = Object.assign(document.createElement("input"), {placeholder: "说明 note / reason", size: 22});
+  const note = Object.assign(document.createElement("input"), {placeholder: "说明 note / reason（作废须填）", size: 26});
   note.dataset.testid = "note";
   box.appendChild(note);
   for (const action of allowed(o)) {
@@ -362,7 +536,18 @@ function renderActions(o) {
     b.dataset.action = action;
     if (action === "cancel" || action === "reject_verification") b.className = "danger";
     if (action === "comment") b.className = "secondary";
-    b.addEventListener("click", () => command(o, action));
+    b.addEventListener("click", () => {
+      if (!IRREVERSIBLE.has(action)) return command(o, action);
+      if (!note.value.trim()) { flash(`${ACTION_ZH[action]} 不可撤销，须填写理由 irreversible: a reason (note) is required`, true); note.focus(); return; }
+      if (b.dataset.confirm !== "yes") {          // the second click confirms
+        b.dataset.confirm = "yes";
+        b.textContent = `确认${ACTION_ZH[action]}? confirm`;
+        flash(`再点一次确认 click again to confirm: ${ACTION_ZH[action]} — 不可撤销 cannot be undone`, true);
+        setTimeout(() => { if (b.isConnected) { b.dataset.confirm = ""; b.textContent = ACTION_ZH[action]; } }, 6000);
+        return;
+      }
+      command(o, action);
+    });
     box.appendChild(b);
   }
 }
@@ -381,6 +566,8 @@ async function command(o, action) {
   }
   try {
     await api(`/api/v1/workorders/${encodeURIComponent(o.work_order_id)}/commands`, {method: "POST", body: JSON.stringify(body)});
+    const note = document.querySelector('[data-testid="note"]');
+    if (note) note.value = "";
     flash(`已提交 ${ACTION_ZH[action]} — 结果见时间线 the outcome appears on the timeline`);
   } catch (e) {
     flash("提交失败 refused: " + e.message, true);
@@ -388,20 +575,29 @@ async function command(o, action) {
 }
 
 function flash(text, bad) {
-  const el = $("flash");
+  const el = $("flash") || $("board-flash");
   if (!el) { if (bad) console.warn(text); return; }
   el.textContent = text;
   el.className = bad ? "error" : "muted";
 }
 
 // -- live changes (Server-Sent Events over fetch, so the token stays in a header) ----
+// Each event has an id; a reconnect sends the last one (Last-Event-ID) and the server
+// replays the orders changed meanwhile, or says "reload" when it cannot.
+
+function setLive(on, text) {
+  $("live").className = on ? "live on" : "live off";
+  $("live").textContent = on ? "● 实时 live" : `● 断开 offline${text ? " · " + text : ""}`;
+}
 
 async function streamChanges() {
+  let wait = 1000;
   for (;;) {
     try {
-      const res = await fetch("/api/v1/stream", {headers: {"Authorization": "Bearer " + state.token}});
+      const headers = {"Authorization": "Bearer " + state.token};
+      if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+      const res = await fetch("/api/v1/stream", {headers});
       if (!res.ok) throw new Error(res.status);
-      $("live").className = "live on";
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
       let buf = "";
@@ -413,20 +609,25 @@ async function streamChanges() {
         while ((i = buf.indexOf("\n\n")) >= 0) {
           const chunk = buf.slice(0, i);
           buf = buf.slice(i + 2);
-          const data = chunk.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("\n");
-          if (data) onMessage(JSON.parse(data));
+          let data = "", id = null;
+          for (const line of chunk.split("\n")) {
+            if (line.startsWith("data: ")) data += line.slice(6);
+            else if (line.startsWith("id: ")) id = line.slice(4);
+          }
+          if (!data) continue;
+          const msg = JSON.parse(data);
+          if (id) state.lastEventId = id;
+          if (msg.kind === "hello") { state.streaming = true; wait = 1000; setLive(true); scheduleRefresh(); }
+          else if (msg.kind === "reload") { loadOrders(); if (state.selected) refreshDetail(); }
+          else if (msg.snapshot) onChange(msg);
         }
       }
     } catch (e) { /* reconnect below */ }
-    $("live").className = "live off";
-    await new Promise((r) => setTimeout(r, 2000));
+    state.streaming = false;
+    setLive(false, "重连中 reconnecting");
+    await new Promise((r) => setTimeout(r, wait));
+    wait = Math.min(wait * 2, 10000);
   }
-}
-
-function onMessage(msg) {
-  if (!msg.snapshot) return;
-  upsert(msg.snapshot, msg.kind === "change");
-  if (state.selected === msg.work_order_id) select(msg.work_order_id);
 }
 
 document.getElementById("login-form").addEventListener("submit", (ev) => {
