@@ -136,16 +136,19 @@ def cmd_kpis(args) -> int:
     if len(by_district) > 2:   # a city of several districts: 市/区县 figures too
         print("按区县 by district (where the order lies):")
         print(kpi_table(by_district, {**cfg.city_map.district_names, "*": "全市"}, "区县 district"))
-    registry: dict[str, tuple[str, str] | None] = {}
+    # The registry as the workers hold it (domain/registry_records.py): the latest usable
+    # record under each key, a device only under its own id.
+    from citybrain.domain.registry import Device
+    from citybrain.domain.registry_records import apply_entry, read_registry_record
+    devices: dict[str, Device] = {}
 
     def device(m) -> None:
-        doc = orjson.loads(m.value) if m.value else None
-        registry[m.key.decode()] = ((doc.get("owner_department") or "", doc["kind"])
-                                    if doc and doc.get("status", "active") == "active" else None)
+        apply_entry(devices, read_registry_record(m.key, m.value, cfg.settings.ingest.max_record_bytes))
     if asyncio.run(read_topic_to_end(broker_address(), Topics(cfg.settings.kafka.topic_prefix).registry, device,
                                 "读取设备台账 reading registry.devices")) >= 0:
         from collections import Counter
-        health = evaluation.device_health(Counter(v for v in registry.values() if v))
+        health = evaluation.device_health(Counter((d.owner_department or "", d.kind) for d in devices.values()
+                                                  if d.status == "active"))
         print("设备完好率 device health now (registered − devices with an open 设备故障 order) / registered:")
         for key, row in health.items():
             rate = "—" if row["intact_rate"] is None else f"{row['intact_rate']:.1%}"

@@ -67,10 +67,33 @@ def cmd_registry(args) -> int:
     cfg = load_config()
     path = Path(args.file) if args.file else cfg.registry_path
     records = load(path)
+    # What the workers would refuse is refused here, before anything is sent: a refused
+    # record would also take its key's device out of the registry (docs/contract.md).
+    problems = registry_problems(records)
+    if problems:
+        print(f"设备台账无效 registry not published: {len(problems):,} bad records in {path}", file=sys.stderr)
+        for line in problems[:10]:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     topic = Topics(cfg.settings.kafka.topic_prefix).registry
     n = asyncio.run(publish_registry(broker_address(), topic, records))
     print(f"设备台账已发布 registry published: {n:,} devices/cameras from {path} → {topic}")
     return 0
+
+
+def registry_problems(records: list) -> list[str]:
+    """``line N: …`` for each record the workers would not take as a device."""
+    from pydantic import ValidationError
+
+    from citybrain.wire.models import RegistryRecord
+    problems = []
+    for n, record in enumerate(records, 1):
+        try:
+            RegistryRecord.model_validate(record)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            problems.append(f"line {n}: {'.'.join(map(str, err['loc'])) or 'record'}: {err['msg']}")
+    return problems
 
 
 def cmd_schemas(args) -> int:

@@ -110,13 +110,24 @@ async def cluster_id(bootstrap: str) -> str:
         await admin.close()
 
 
+def registry_key(record: dict) -> bytes:
+    """A registry record's Kafka key: its ``device_id`` in UTF-8 — the compacted topic keeps
+    one record per key, and the workers register a device only under its own id."""
+    device_id = record.get("device_id") if isinstance(record, dict) else None
+    if not isinstance(device_id, str) or not device_id:
+        raise ValueError(f"a registry record without a device_id cannot be keyed: {str(record)[:200]}")
+    return device_id.encode("utf-8")
+
+
 async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> int:
+    """Every record keyed by its device id; a record that has none fails the publish before
+    anything is sent."""
+    keyed = [(registry_key(r), orjson.dumps(r)) for r in records]
     producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
                                 client_id="citybrain-registry-publisher")
     await producer.start()
     try:
-        futures = [await producer.send(topic, orjson.dumps(r), key=r["device_id"].encode())
-                   for r in records]
+        futures = [await producer.send(topic, value, key=key) for key, value in keyed]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -33,13 +33,14 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
+from citybrain.domain.registry_records import RegistryEntry
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.records import record_meta
-from citybrain.stream.registry import RegistryCache
+from citybrain.stream.registry import RegistryCache, RegistryDeadLetters
 from citybrain.stream.stages import DeadLetterLog, FuseStage, NormaliseStage
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
@@ -150,14 +151,22 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         # Faust flushes its producer before committing the agent's offsets.
         await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
-    async def on_bad_registry(msg, reason: str, detail: str, field: str | None, exc: str | None = None) -> None:
-        dead = dead_letter("registry", msg.value, record_meta(msg), reason, detail, field, keep_bytes=keep,
-                           exception_type=exc, keep_original=s.ingest.dead_letter_original)
-        dead_log.note("registry", reason, detail)
-        metrics.count_dead("registry", reason)
-        await emit(topics.deadletter, dead_letter_key(msg.key), to_json(dead))
+    async def dead_letter_registry(msg, entry: RegistryEntry) -> None:
+        """Sent by the worker that owns the record's partition in the registry's dead-letter
+        group (stream/registry.py), and counted once acknowledged."""
+        if entry.reason is None:   # (only dead entries come here)
+            return
+        dead = dead_letter("registry", msg.value, record_meta(msg), entry.reason, entry.detail, entry.field,
+                           keep_bytes=keep, exception_type=entry.exception_type,
+                           keep_original=s.ingest.dead_letter_original)
+        await app.producer.send_and_wait(topics.deadletter, dead_letter_key(msg.key), to_json(dead),
+                                         partition=None, timestamp=None, headers=None)
+        dead_log.note("registry", entry.reason, entry.detail)
+        metrics.count_dead("registry", entry.reason)
 
-    registry = RegistryCache(bootstrap, topics.registry, on_bad_registry, max_record_bytes=keep)
+    registry = RegistryCache(bootstrap, topics.registry, max_record_bytes=keep)
+    registry_dead = RegistryDeadLetters(bootstrap, topics.registry, f"{gid}-registry-deadletters",
+                                        dead_letter_registry, max_record_bytes=keep)
     normalizer = Normalizer(
         taxonomy=config.taxonomy, sensor_rules=config.sensor_rules,
         video_thresholds=config.video_thresholds, city=config.city_map,
@@ -177,6 +186,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.task
     async def load_registry() -> None:
         await registry.run()
+
+    @app.task
+    async def registry_dead_letters() -> None:
+        await registry_dead.run()
 
     views = OrderLogViews(config, topics, bootstrap, data_dir)
     views.install(app)

@@ -1,9 +1,19 @@
-"""Every worker's copy of the compacted ``registry.devices`` topic.
+"""Every worker's copy of the compacted ``registry.devices`` topic, and the registry's
+dead letters.
 
 Each worker reads *all* partitions (no consumer group): normalisation on any
 partition may need any device.  ``loaded`` is set once the topic has been read to
 the end offsets seen at start, so agents never judge a device unknown merely
-because the registry was still loading.
+because the registry was still loading.  What a record does to the copy is
+domain/registry_records.py: the latest record under each key, nothing else, so every
+worker — and every worker after compaction — holds the same registry.
+
+An unusable record is judged alike by every copy, but its dead letter is written once,
+not once per worker and start: ``RegistryDeadLetters`` reads the topic again in a
+consumer group of its own (``<group>-registry-deadletters``), so each partition has one
+owner, which sends the partition's dead letters and commits past them once they are
+acknowledged (at least once: a crash or a rebalance between the two sends a record's dead
+letter again, as the stages' do).
 """
 
 from __future__ import annotations
@@ -13,26 +23,34 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import orjson
-from pydantic import ValidationError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from citybrain import metrics
-from citybrain.domain.normalize import validation_failure
 from citybrain.domain.registry import Device
+from citybrain.domain.registry_records import RegistryEntry, apply_entry, internal_error, read_registry_record
+from citybrain.kafka.clients import kafka_consumer
 from citybrain.stream.logreader import TopicReader
-from citybrain.wire.models import RegistryRecord
 
 log = logging.getLogger("citybrain.registry")
 
-OnBad = Callable[..., Awaitable[None]]  # (message, reason, detail, field, exception type)
+OnDead = Callable[..., Awaitable[None]]  # (message, RegistryEntry): send the dead letter, wait for its ack
+
+
+def judge(msg, max_record_bytes: int) -> RegistryEntry:
+    """The verdict on one record; never raises (a bug is an ``internal_error`` verdict)."""
+    try:
+        return read_registry_record(msg.key, msg.value, max_record_bytes)
+    except Exception as e:  # noqa: BLE001 - one record never stops a reader
+        log.exception("台账记录内部错误 internal error on registry record %s[%d]@%d", msg.topic,
+                      msg.partition, msg.offset)
+        return internal_error(msg.key, e)
 
 
 class RegistryCache:
-    def __init__(self, bootstrap: str, topic: str, on_bad: OnBad | None = None,
-                 max_record_bytes: int = 65536):
+    def __init__(self, bootstrap: str, topic: str, max_record_bytes: int = 65536):
         self.bootstrap = bootstrap
         self.topic = topic
-        self.on_bad = on_bad
         self.max_record_bytes = max_record_bytes
         self.devices: dict[str, Device] = {}
         self.loaded = asyncio.Event()
@@ -40,38 +58,15 @@ class RegistryCache:
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
 
-    async def apply(self, msg) -> None:
+    def apply(self, msg) -> RegistryEntry:
         """Every worker reads the whole registry: a record that could stop one stops all
-        of them, so every record ends here as a device, a tombstone or a dead letter."""
-        try:
-            device_id = msg.key.decode("utf-8", "replace") if msg.key is not None else None
-            if msg.value is None:  # tombstone: the id is retired and forgotten
-                if device_id:
-                    self.devices.pop(device_id, None)
-                return
-            if len(msg.value) > self.max_record_bytes:
-                return await self._bad(msg, "too_large", f"record is {len(msg.value)} bytes; the limit is "
-                                                         f"{self.max_record_bytes}")
-            try:
-                rec = RegistryRecord.model_validate(orjson.loads(msg.value))
-            except orjson.JSONDecodeError as e:
-                return await self._bad(msg, "not_json", f"not JSON: {e}")
-            except ValidationError as e:
-                reason, field, _ = validation_failure(e)
-                return await self._bad(msg, reason, str(e).splitlines()[0], field)
-            self.devices[rec.device_id] = Device.of(rec)
-        except Exception as e:  # noqa: BLE001 - one record never stops the reader
-            log.exception("台账记录内部错误 internal error on registry record %s[%d]@%d", msg.topic,
-                          msg.partition, msg.offset)
-            await self._bad(msg, "internal_error", f"{type(e).__name__}: {e}", exc=type(e).__name__)
-
-    async def _bad(self, msg, reason: str, detail: str, field: str | None = None, exc: str | None = None) -> None:
-        if self.on_bad:
-            try:
-                await self.on_bad(msg, reason, detail, field, exc)
-            except Exception:  # noqa: BLE001 - the dead letter could not be sent: logged, not fatal
-                log.exception("死信发送失败 could not send the dead letter of %s[%d]@%d", msg.topic,
-                              msg.partition, msg.offset)
+        of them, so every record ends here as a device, a tombstone or a refusal."""
+        entry = judge(msg, self.max_record_bytes)
+        before = apply_entry(self.devices, entry)
+        if entry.dead and before is not None:
+            log.warning("设备台账记录不可用 %s forgotten: its latest registry record (%s[%d]@%d) is a dead letter "
+                        "(%s: %s)", entry.key, msg.topic, msg.partition, msg.offset, entry.reason, entry.detail[:200])
+        return entry
 
     def _publish_gauges(self) -> None:
         counts = Counter((d.kind, d.status) for d in self.devices.values())
@@ -79,9 +74,9 @@ class RegistryCache:
             for status in ("active", "retired"):
                 metrics.REGISTRY_DEVICES.labels(kind, status).set(counts.get((kind, status), 0))
 
-    async def _apply_batch(self, records) -> None:
+    def _apply_batch(self, records) -> None:
         for msg in records:
-            await self.apply(msg)
+            self.apply(msg)
         self._publish_gauges()
 
     def _loaded(self) -> None:
@@ -92,3 +87,56 @@ class RegistryCache:
 
     async def run(self) -> None:
         await TopicReader(self.bootstrap, self.topic, self._apply_batch, "registry", self._loaded).run()
+
+
+class RegistryDeadLetters:
+    """The registry's dead letters, each written by one worker: the owner of its partition
+    in the group ``group_id`` (see the module's note)."""
+
+    RETRY_SECONDS = 2.0
+
+    def __init__(self, bootstrap: str, topic: str, group_id: str, on_dead: OnDead,
+                 max_record_bytes: int = 65536):
+        self.bootstrap, self.topic, self.group_id = bootstrap, topic, group_id
+        self.on_dead, self.max_record_bytes = on_dead, max_record_bytes
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the duty waits and rejoins; the worker goes on
+                log.exception("台账死信读取失败 registry dead letters: reading %s failed; rejoining in %.0f s",
+                              self.topic, self.RETRY_SECONDS)
+                await asyncio.sleep(self.RETRY_SECONDS)
+
+    async def _run(self) -> None:
+        consumer = kafka_consumer(self.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                                  enable_auto_commit=False, auto_offset_reset="earliest",
+                                  client_id="citybrain-registry-deadletters")
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+                if batches:
+                    await self.handle(batches, consumer)
+        finally:
+            await consumer.stop()
+
+    async def handle(self, batches: dict[TopicPartition, list], consumer) -> None:
+        """Dead letters for a fetched batch, each acknowledged, then the offsets past it.
+        A commit refused by a rebalance is not an error: the partition's new owner reads
+        from the last commit (those dead letters may be sent twice)."""
+        offsets = {}
+        for tp, records in batches.items():
+            for msg in records:
+                entry = judge(msg, self.max_record_bytes)
+                if entry.dead:
+                    await self.on_dead(msg, entry)
+            offsets[tp] = records[-1].offset + 1
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as e:
+            log.info("registry dead letters: commit not taken (%s: %s); the partition's owner reads on from "
+                     "the last commit", type(e).__name__, e)
