@@ -352,3 +352,25 @@ def test_every_change_and_refusal_has_a_chinese_label():
     from typing import get_args
     assert set(get_args(ChangeType)) <= set(TYPE_ZH)
     assert set(get_args(CommandRejection.model_fields["reason"].annotation)) <= set(REASON_ZH)
+
+
+# -- the evaluation follows ------------------------------------------------------------
+
+def test_the_evaluation_follows_recategorise_and_does_not_rate_a_merged_order():
+    import orjson
+    from pydantic_core import to_json
+
+    from citybrain.domain.evaluation import Evaluation
+
+    ev = Evaluation()
+    created = order()
+    out = ok(created, cmd("recategorise", category="manhole_cover"))
+    changes = [out.change, *out.followups]
+    dup = ok(order("WO-flooding-b"), cmd("merge", wo="WO-flooding-b", into=created.work_order_id, note="重复"))
+    for c in [*changes, dup.change]:
+        ev.add(orjson.loads(to_json(c)))
+    assert ev.open == {created.work_order_id: (changes[-1].version, "city_mgmt")}
+    assert "WO-flooding-b" not in ev.open and ev.finished == 1
+    day = NOW.strftime("%Y-%m")
+    figures = ev.figures(day)
+    assert figures["city_mgmt"]["dispatches"] == 1 and figures["*"]["closed"] == 0   # merged: not rated
