@@ -171,8 +171,9 @@ async function loadOrders() {
       return loadOrders();
     }
     renderPage(body);
+    boardNote("");
   } catch (e) {
-    flash("加载失败 could not load orders: " + e.message, true);
+    if (seq === state.loadSeq) boardNote("加载失败 could not load orders: " + e.message + " — 将重试 retrying with the stream");
   }
 }
 
@@ -572,6 +573,11 @@ async function command(o, action) {
   } catch (e) {
     flash("提交失败 refused: " + e.message, true);
   }
+}
+
+function boardNote(text) {
+  $("board-flash").textContent = text;
+  $("board-flash").className = text ? "error" : "";
 }
 
 function flash(text, bad) {
