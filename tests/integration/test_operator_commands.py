@@ -10,9 +10,10 @@ import aiohttp
 import orjson
 import pytest
 
+from citybrain.kafka.partitioner import murmur2
 from citybrain.sample.sites import EAST_DIP, RESTAURANT
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare
+from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, partitions_of, prepare
 
 pytestmark = pytest.mark.integration
 
@@ -65,23 +66,29 @@ async def test_recategorise_reprioritise_merge_and_split(kafka_bootstrap, tmp_pa
                 return await call(http, "POST", f"/api/v1/workorders/{wo}/commands", token, body)
 
             for body in (report("OC-a1", RESTAURANT, 0, 0),                     # A: ponding, water
-                         report("OC-c1", RESTAURANT, 40, 0, "garbage_overflow"),  # C: another group, city_mgmt
+                         report("OC-c1", RESTAURANT, 40, 0, "manhole_cover"),   # C: another group, city_mgmt
                          report("OC-b1", EAST_DIP, 0, 0),                       # B: ponding 2 km away …
                          report("OC-b2", EAST_DIP, 20, 0)):                     # … a second report joins it
                 assert (await call(http, "POST", "/api/v1/reports", OPERATOR, body))[0] == 202
             a = await until(lambda: order_of_report("OC-a1"), "order A")
             c = await until(lambda: order_of_report("OC-c1"), "order C")
             b = await until(lambda: order_of_report("OC-b2"), "order B")
-            assert len({a, b, c}) == 3 and c.split("-")[1] != a.split("-")[1]   # C is of another fusion group
+            assert len({a, b, c}) == 3
+            # A and C live on different partitions of the fusion inbox (their ids name their groups).
+            n = len(await partitions_of(kafka_bootstrap, topics.fusion_inbox))
+            assert len({(murmur2(wo.split("-")[1].encode()) & 0x7FFFFFFF) % n for wo in (a, c)}) == 2, (a, c, n)
             await order(b, lambda o, t: len(o["events"]) == 2 and o["status"] == "dispatched", "both reports")
 
-            # 改类: C is a road collapse, not garbage — routed to housing, its limits re-applied.
+            await order(c, lambda o, t: o["department"] == "city_mgmt" and o["status"] == "dispatched", "dispatched")
+            # 改类: C is a road collapse, not a manhole — routed to housing, its limits re-applied.
             assert (await command(c, {"command_id": "oc-1", "action": "recategorise", "category": "road_damage",
                                       "note": "路面塌陷 the road caved in"}))[0] == 202
             body = await order(c, lambda o, t: o["department"] == "housing" and o["status"] == "dispatched",
                                "recategorised and dispatched to housing")
             snap, types = body["work_order"], [e["type"] for e in body["timeline"]]
             assert snap["category"] == "road_damage" and types[-2:] == ["recategorised", "dispatched"]
+            # Road damage's limits (normal: working hours) from 立案, not the manhole's (high: natural).
+            assert (snap["time_limit_basis"], snap["time_limit_hours"]) == ("working", 24)
             assert next(e for e in body["timeline"] if e["type"] == "recategorised")["label"] == "改类"
 
             # 调整优先级: A is urgent — its clocks follow (urgent: 4 natural hours from 立案).
@@ -103,7 +110,7 @@ async def test_recategorise_reprioritise_merge_and_split(kafka_bootstrap, tmp_pa
                                       + "0" * 20, "note": "重复"}))[0] == 202
             await order(b, lambda o, t: any(e.get("reason") == "unknown_work_order" for e in t), "refusal")
 
-            # 并单: A (ponding from the collapse) into C — across fusion groups.
+            # 并单: A (the ponding from the collapse) into C — across partitions.
             assert (await command(a, {"command_id": "oc-4", "action": "merge", "into": c,
                                       "note": "同一处：塌陷导致积水 one incident"}))[0] == 202
             merged = await order(a, lambda o, t: o["status"] == "merged", "merged")
