@@ -191,3 +191,60 @@ async def test_the_operator_narrows_the_board_to_one_district_of_the_city(consol
     await expect(potholes).to_have_count(2, timeout=10000)
     await op.screenshot(path=shot("7-districts"))
     assert op.errors == []
+
+
+async def test_the_operator_merges_a_duplicate_and_splits_an_order(console, kafka_bootstrap):
+    """Issue 35 item 4 from the console: a duplicate merged into its original (a reason and a
+    second click), a finding split off into a new order; each side links to the other."""
+    browser, base, t = console
+    now = time.time()
+    a, b = EAST_DIP.offset(-1500, 1500), EAST_DIP.offset(-1500, -1500)   # two spots 3 km apart: two orders
+    reports = [{"report_id": rid, "reporter_id": rep, "category": "road_damage", "description": desc,
+                "ts": iso(now - 10), "lon": lon, "lat": lat}
+               for rid, rep, desc, (lon, lat) in (("R-M-orig", "GM-1001", "井盖缺失 原单", a),
+                                                  ("R-M-dup", "GM-1002", "井盖缺失 重复", b),
+                                                  ("R-M-twin", "GM-1003", "井盖缺失 同点", a))]
+    await produce(kafka_bootstrap, [(t.reports, r["reporter_id"].encode(), orjson.dumps(r)) for r in reports])
+    op = await signed_in(browser, base, "demo-operator")
+    await op.fill("[data-testid=f-q]", "井盖缺失")
+    rows = op.locator("[data-testid=rows] tr")
+    await expect(rows).to_have_count(2, timeout=30000)
+    original = await op.locator("[data-testid=rows] tr", has_text="R-M").count()  # noqa: F841 - rows carry ids only
+    orders = await rows.evaluate_all("els => els.map(e => e.dataset.wo)")
+    # Which row is which: the original holds two reports (R-M-orig and R-M-twin fused).
+    details = {}
+    for wo in orders:
+        await op.goto(f"{base}/#/orders/{wo}")
+        await expect(op.locator("[data-testid=detail-title]")).to_contain_text(wo)
+        details[wo] = await op.locator("[data-testid=detail]").inner_text()
+    orig = next(wo for wo, text in details.items() if "2 条事件" in text)
+    dup = next(wo for wo in orders if wo != orig)
+
+    # Merge the duplicate: refused without a reason, then confirmed with a second click.
+    await op.goto(f"{base}/#/orders/{dup}")
+    await expect(op.locator("[data-testid=detail-title]")).to_contain_text(dup)
+    await op.fill("[data-testid=merge-into]", orig)
+    await op.click("button[data-action=merge]")
+    await expect(op.locator("#flash")).to_contain_text("须填写理由")
+    await op.fill("[data-testid=note]", "同一井盖，市民重复上报")
+    await op.click("button[data-action=merge]")
+    await expect(op.locator("button[data-action=merge]")).to_contain_text("确认")
+    await op.click("button[data-action=merge]")
+    await expect(op.locator("[data-testid=detail-status]")).to_contain_text("merged", timeout=20000)
+    await expect(op.locator("[data-testid=detail-related]")).to_contain_text(orig)
+    await op.screenshot(path=shot("8-merged"))
+
+    # The original now carries the duplicate's report; split one finding off it.
+    await op.goto(f"{base}/#/orders/{orig}")
+    await expect(op.locator("[data-testid=detail-related]")).to_contain_text(dup, timeout=20000)
+    await op.select_option("[data-testid=split-evidence]", ["R-M-twin"])
+    await op.fill("[data-testid=note]", "同点另一处破损，另立一单")
+    await op.click("button[data-action=split]")
+    split_into = op.locator("[data-testid=detail-related]", has_text="WO-")
+    await expect(op.locator("[data-testid=detail]")).to_contain_text("拆出 split into", timeout=20000)
+    await op.screenshot(path=shot("9-split"))
+    new = (await split_into.last.inner_text()).strip()
+    await op.goto(f"{base}/#/orders/{new}")
+    await expect(op.locator("[data-testid=detail]")).to_contain_text("拆分自 split from", timeout=20000)
+    await expect(op.locator("[data-testid=detail]")).to_contain_text(orig)
+    assert op.errors == []

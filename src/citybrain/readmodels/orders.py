@@ -22,9 +22,10 @@ import orjson
 from citybrain import packing
 from citybrain.domain.timeline import timeline
 from citybrain.readmodels.query import FACETS, PRIORITY_RANK, OrderQuery, Scope, decode_cursor, encode_cursor
-from citybrain.wire.models import OPEN_STATUSES
+from citybrain.wire.models import CLOSED_STATUSES, OPEN_STATUSES
 
 _OPEN = frozenset(OPEN_STATUSES)
+_CLOSED = frozenset(CLOSED_STATUSES)
 _NO_DUE = float("inf")
 # Replayable live changes per worker: ids only (the replay sends each order's latest
 # snapshot), ~100 bytes each; at 100 changes/s this holds the last ~8 minutes.
@@ -210,10 +211,11 @@ class OrderView:
         else:
             self.open.discard(wo)
         self.hot.add(wo)
-        events = snap.get("events") or ()
-        for e in events[-(version - known):] if known else events:
-            if e.get("report_id"):
-                self.by_report[e["report_id"]] = wo
+        # Every report on it: a merge brings several at once, and may bring earlier ones.
+        for e in snap.get("events") or ():
+            rid = e.get("report_id")
+            if rid and self.by_report.get(rid) != wo:
+                self.by_report[rid] = wo
         entry.steps = [(s["version"], sys.intern(s["type"]), s["at"], self._actor(s["actor"]), s.get("supervision"),
                         sys.intern(s["status"]), s.get("note"), s.get("part")) for s in state["steps"]]
         event_id = self._changed(wo)
@@ -230,7 +232,7 @@ class OrderView:
         with every order the city ever had."""
         cutoff = datetime.fromisoformat(before)
         gone = [wo for wo, e in self.orders.items()
-                if e.status in ("closed", "cancelled") and datetime.fromisoformat(e.updated_at) < cutoff]
+                if e.status in _CLOSED and datetime.fromisoformat(e.updated_at) < cutoff]
         for wo in gone:
             del self.orders[wo]
             self.hot.discard(wo)

@@ -193,3 +193,22 @@ def test_walking_the_pages_gives_each_match_once_in_order(rows, sort, limit, sta
     for off in range(0, len(expected) + limit, limit):
         by_offset += ids(v.query(replace(q, offset=off), now=NOW))
     assert by_offset == seen
+
+
+def test_a_merge_moves_every_report_and_merged_orders_leave_the_view():
+    v = OrderView()
+    v.add_state(order(1, sources=("report",)))
+    dup = order(2, sources=("report",))
+    v.add_state(dup)
+    assert v.by_report["R-2"] == "WO-00002"
+    survivor = order(1, sources=("report",))
+    survivor["version"] = survivor["snapshot"]["version"] = 2
+    survivor["snapshot"]["events"] += dup["snapshot"]["events"] + [{"event_id": "E-x", "source": "report",
+                                                                     "report_id": "R-older"}]
+    v.add_state(survivor)
+    assert v.by_report["R-2"] == "WO-00001" and v.by_report["R-older"] == "WO-00001"
+    merged = order(2, status="merged")
+    merged["version"] = merged["snapshot"]["version"] = 2
+    v.add_state(merged)
+    assert "WO-00002" not in v.open
+    assert v.evict_closed("2100-01-01T00:00:00+00:00") == 1 and v.snapshot("WO-00002") is None

@@ -20,7 +20,9 @@ const ACTION_ZH = {dispatch: "派遣 dispatch", accept: "签收 accept", return:
                    handle: "处置反馈 handled", verify: "核查通过 verify", reject_verification: "核查不通过 reject",
                    cancel: "作废 cancel", extend: "延期 extend", supervise: "督办 supervise", comment: "备注 comment",
                    assist: "增派协办 add assist", release_assist: "解除协办 release assist",
-                   set_emergency_level: "应急响应 emergency level", visit: "回访 visit"};
+                   set_emergency_level: "应急响应 emergency level", visit: "回访 visit",
+                   recategorise: "改类 recategorise", reprioritise: "改优先级 reprioritise",
+                   merge: "合并到 merge into", split: "拆分 split"};
 // Irreversible: a second click confirms, and a reason (note) is required.
 const IRREVERSIBLE = new Set(["cancel", "merge"]);
 const SATISFACTION_ZH = {satisfied: "满意", basically_satisfied: "基本满意", unsatisfied: "不满意"};
@@ -421,6 +423,7 @@ async function select(wo, again = false) {
       <dt>预警 warning</dt><dd data-testid="detail-warning">${warningChip(o) || "—"}</dd>
       <dt>应急 emergency</dt><dd data-testid="detail-emergency">${emergencyChip(o) || "—"}</dd>
       <dt>位置 where</dt><dd data-testid="detail-where">${esc((state.meta.districts || {})[o.location.district_code] || "")} ${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
+      ${related(o)}
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       ${o.address ? `<dt>地址 address</dt><dd data-testid="detail-address">${esc(o.address)}</dd>` : ""}
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
@@ -439,6 +442,17 @@ async function select(wo, again = false) {
        ${e.note ? "<br><span class=muted>" + esc(e.note) + "</span>" : ""}</li>`).join("")}</ul>`;
   renderActions(o);
   if (kept) restoreInputs(kept);
+}
+
+// Orders this one was merged into or from, split from or into: deep links.
+function related(o) {
+  const link = (id) => `<a href="#/orders/${encodeURIComponent(id)}">${esc(id)}</a>`;
+  const rows = [];
+  if (o.merged_into) rows.push(["合并到 merged into", [o.merged_into]]);
+  if ((o.merged_from || []).length) rows.push(["合并自 merged from", o.merged_from]);
+  if (o.split_from) rows.push(["拆分自 split from", [o.split_from]]);
+  if ((o.split_into || []).length) rows.push(["拆出 split into", o.split_into]);
+  return rows.map(([label, ids]) => `<dt>${label}</dt><dd data-testid="detail-related">${ids.map(link).join(", ")}</dd>`).join("");
 }
 
 // The note being typed and the choices made in the action bar, across a re-render.
@@ -468,7 +482,7 @@ function allowed(o) {
     if (s === "accepted") acts.push("handle");
     if (s === "handled") acts.push("verify", "reject_verification");
     if (open) acts.push("supervise", "extend", "cancel");
-    if (open) acts.push("assist", "set_emergency_level");
+    if (open) acts.push("assist", "set_emergency_level", "recategorise", "reprioritise", "merge", "split");
     if (s === "handled" || s === "closed") acts.push("visit");
     if (open && (o.assists || []).some((a) => OPEN_PARTS.includes(a.status))) acts.push("release_assist");
   } else if (isDesk()) {
@@ -527,6 +541,33 @@ function renderActions(o) {
       for (const [v, zh] of Object.entries(SATISFACTION_ZH)) sel.add(new Option(`${zh} ${v}`, v));
       box.appendChild(sel);
     }
+    if (action === "recategorise") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "recategorise-category";
+      for (const [code, name] of Object.entries(state.meta.categories || {})) {
+        if (code !== o.category) sel.add(new Option(`${name} ${code}`, code));
+      }
+      box.appendChild(sel);
+    }
+    if (action === "reprioritise") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "reprioritise-priority";
+      for (const [code, zh] of Object.entries(PRIORITY_ZH)) if (code !== o.priority) sel.add(new Option(`${zh} ${code}`, code));
+      box.appendChild(sel);
+    }
+    if (action === "merge") {
+      const into = Object.assign(document.createElement("input"), {placeholder: "保留工单号 surviving WO-…", size: 24});
+      into.dataset.testid = "merge-into";
+      box.appendChild(into);
+    }
+    if (action === "split") {
+      const sel = document.createElement("select");
+      sel.dataset.testid = "split-evidence";
+      sel.multiple = true;
+      sel.size = Math.min(4, Math.max(2, o.events.length));
+      for (const e of o.events) sel.add(new Option(`${e.report_id || e.event_id} · ${e.source} ${e.kind}`, e.report_id || e.event_id));
+      box.appendChild(sel);
+    }
     if (action === "extend") {
       const mins = Object.assign(document.createElement("input"), {type: "number", value: 60, min: 1, style: "width:5em"});
       mins.dataset.testid = "extend-minutes";
@@ -535,7 +576,7 @@ function renderActions(o) {
     const b = document.createElement("button");
     b.textContent = ACTION_ZH[action];
     b.dataset.action = action;
-    if (action === "cancel" || action === "reject_verification") b.className = "danger";
+    if (action === "cancel" || action === "merge" || action === "reject_verification") b.className = "danger";
     if (action === "comment") b.className = "secondary";
     b.addEventListener("click", () => {
       if (!IRREVERSIBLE.has(action)) return command(o, action);
@@ -561,6 +602,13 @@ async function command(o, action) {
   if (action === "release_assist") body.department = document.querySelector('[data-testid="release-department"]').value;
   if (action === "visit") body.satisfaction = document.querySelector('[data-testid="visit-satisfaction"]').value;
   if (action === "set_emergency_level") body.emergency_level = document.querySelector('[data-testid="emergency-select"]').value;
+  if (action === "recategorise") body.category = document.querySelector('[data-testid="recategorise-category"]').value;
+  if (action === "reprioritise") body.priority = document.querySelector('[data-testid="reprioritise-priority"]').value;
+  if (action === "merge") body.into = document.querySelector('[data-testid="merge-into"]').value.trim();
+  if (action === "split") {
+    body.evidence = [...document.querySelector('[data-testid="split-evidence"]').selectedOptions].map((op) => op.value);
+    if (!body.evidence.length) { flash("拆分须选择移出的事件 choose what moves to the new order", true); return; }
+  }
   if (action === "extend") {
     body.extend_minutes = parseInt(document.querySelector('[data-testid="extend-minutes"]').value, 10);
     if (!body.note) { flash("延期需要说明理由 an extension needs a reason (note)", true); return; }
