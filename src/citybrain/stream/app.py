@@ -201,6 +201,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     tokens = ReloadingTokens(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up, devices=lambda: registry.devices.values())
+    if views.history is not None:
+        api.attach_history(views.history.store, views.history.caught_up)
     api.install(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver
 
     @app.service

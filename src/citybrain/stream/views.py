@@ -25,6 +25,7 @@ from citybrain.kafka.topics import Topics
 from citybrain.memory import release_free_memory
 from citybrain.readmodels.orders import OrderView
 from citybrain.stream.evalcheckpoint import EvaluationCheckpoint
+from citybrain.stream.historyreader import HistoryFeed
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.orderstate import REFRESH_SECONDS
 
@@ -49,6 +50,8 @@ class OrderLogViews:
         self.change_log = TopicReader(bootstrap, topics.workorder_events, self._fold_changes, "order-log",
                                       start_offsets=self._from_checkpoint, on_start_rejected=self._start_over)
         self.saved_positions: dict[int, int] = {}
+        # The history read model (search and "same place" over a year): only with a data dir.
+        self.history = HistoryFeed(bootstrap, topics.workorder_state, data_dir) if data_dir is not None else None
 
     def _since_ms(self) -> int:
         return int((time.time() - self.lookback) * 1000)
@@ -119,6 +122,13 @@ class OrderLogViews:
         @app.task
         async def read_rejections() -> None:
             await self.rejection_log.run()
+
+        if self.history is not None:
+            history = self.history
+
+            @app.task
+            async def read_history() -> None:
+                await history.run()
 
         @app.timer(interval=2.0)
         async def compact_view() -> None:

@@ -31,6 +31,7 @@ from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.readmodels.query import OrderQuery
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
+from citybrain.web.history import HistoryRoutes
 from citybrain.web.limits import RequestRate, StreamSlots
 from citybrain.web.params import Vocabulary, order_query
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
@@ -86,6 +87,8 @@ def _refuse_unreadable_requests() -> None:
 
 
 class Api:
+    history: HistoryRoutes | None = None   # set by attach_history on a worker with a data dir
+
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
                  evaluation: Evaluation, tokens: TokenRegistry | ReloadingTokens, city_map, ready,
                  devices=lambda: ()):
@@ -118,6 +121,8 @@ class Api:
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
         r.add_get("/api/v1/stream", self.stream)
         r.add_get("/api/v1/kpis", self.kpis)
+        r.add_get("/api/v1/history", self.search_history)
+        r.add_get("/api/v1/workorders/{id}/nearby", self.nearby_orders)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
@@ -347,6 +352,24 @@ class Api:
         await self._send(self.topics.commands, wo.encode(), orjson.dumps(cmd.model_dump(mode="json")))
         return _json({"command_id": cmd.command_id, "work_order_id": wo, "status": "accepted",
                       "detail": "the outcome appears on the order's timeline"}, 202)
+
+    def attach_history(self, store, complete) -> None:
+        """The worker's history store (readmodels.history) behind /api/v1/history and
+        /api/v1/workorders/{id}/nearby; ``complete()``: it has read workorders.state to the end."""
+        self.history = HistoryRoutes(store, complete, self.view, self._vocabulary)
+
+    def _history(self) -> HistoryRoutes:
+        return self.history or HistoryRoutes(None, lambda: False, self.view, self._vocabulary)
+
+    async def search_history(self, request: web.Request) -> web.Response:
+        """Search over every order the history holds (DESIGN §14), scoped like the lists."""
+        p = self.principal(request)
+        return _json(await self._history().search(p, request.query))
+
+    async def nearby_orders(self, request: web.Request) -> web.Response:
+        """Same place, same category, last N days (radius_m=200, days=30 by default)."""
+        p = self.principal(request)
+        return _json(await self._history().nearby(p, request.match_info["id"], request.query))
 
     async def kpis(self, request: web.Request) -> web.Response:
         p = self.principal(request)
