@@ -171,11 +171,14 @@ class HistoryStore:
         moves the position: history keeps what it saw."""
         written = 0
         positions: dict[int, int] = {}
-        rows = []
+        newest: dict[str, dict] = {}   # within the batch only the highest version matters
         for partition, offset, state in batch:
             positions[partition] = max(positions.get(partition, 0), offset + 1)
             if state is not None:
-                rows.append(_row(state))
+                seen = newest.get(state["work_order_id"])
+                if seen is None or int(state["version"]) > int(seen["version"]):
+                    newest[state["work_order_id"]] = state
+        rows = [_row(state) for state in newest.values()]
         with self._write_lock:
             db = self.db
             db.execute("BEGIN IMMEDIATE")

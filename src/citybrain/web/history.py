@@ -26,6 +26,7 @@ HISTORY_PARAMETERS = {
     "limit": "每页 1..500 (default 50)",
     "offset": "跳过 0..100,000",
 }
+NEARBY_LIMIT = 200   # the nearest; count == limit means there are more
 NEARBY_PARAMETERS = {"radius_m": "半径 metres, 1..5000 (default 200)", "days": "天数 1..400 (default 30)"}
 
 
@@ -103,7 +104,8 @@ class HistoryRoutes:
         created = datetime.fromisoformat(snap["created_at"]).timestamp()
         since = min(time.time(), created) - days * 86400
         items = await asyncio.to_thread(store.nearby, loc["lon"], loc["lat"], radius, snap.get("category"),
-                                        days, wo, since=since, scope=p.scope())
+                                        days, wo, since=since, scope=p.scope(), limit=NEARBY_LIMIT)
         return {"work_order_id": wo, "category": snap.get("category"), "lon": loc["lon"], "lat": loc["lat"],
-                "radius_m": radius, "days": days, "since": _iso(since), "items": items, "total": len(items),
+                "radius_m": radius, "days": days, "since": _iso(since), "items": items, "count": len(items),
+                "limit": NEARBY_LIMIT,
                 "complete": self.complete()}
