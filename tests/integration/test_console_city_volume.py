@@ -101,6 +101,20 @@ async def test_the_board_is_whole_at_city_volume_and_search_reaches_any_order(ci
     await expect(op.locator("[data-testid=rows] tr.overdue").first).to_be_visible(timeout=10000)
     await op.screenshot(path=shot("2-deep-link"))
 
+    # Work queues: each tab's count is its list's exact total.
+    await op.select_option("[data-testid=f-sort]", "-created")
+    for queue, query in (("triage", "status=registered"), ("overdue", f"status={OPEN}&overdue=true"),
+                         ("supervision", f"status={OPEN}&supervision=1,2,3")):
+        _, want = get(worker.port, f"/api/v1/workorders?{query}&limit=1")
+        await op.click(f"[data-testid=queue-{queue}]")
+        await expect(op.locator("[data-testid=total]")).to_have_text(f"{want['total']:,}", timeout=10000)
+        await expect(op.locator(f"[data-testid=queue-{queue}] .n")).to_have_text(f"{want['total']:,}")
+        if queue == "triage" and want["total"]:
+            statuses = await op.locator("[data-testid=rows] tr").evaluate_all("els => els.map(e => e.dataset.status)")
+            assert set(statuses) == {"registered"}, statuses
+    await op.screenshot(path=shot("2b-queue"))
+    await op.click("[data-testid=queue-all]")
+
     # Cancelling is irreversible: without a reason the console refuses and sends nothing.
     await op.click("button[data-action=cancel]")
     await expect(op.locator("#flash")).to_contain_text("须填写理由")

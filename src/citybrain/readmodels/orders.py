@@ -25,6 +25,8 @@ from citybrain.readmodels.query import FACETS, PRIORITY_RANK, OrderQuery, Scope,
 from citybrain.wire.models import CLOSED_STATUSES, OPEN_STATUSES
 
 _OPEN = frozenset(OPEN_STATUSES)
+# 回访: a reporter is called back within two days of the order's handling or closure.
+FOLLOWUP_HOURS = 48.0
 _CLOSED = frozenset(CLOSED_STATUSES)
 _NO_DUE = float("inf")
 # Replayable live changes per worker: ids only (the replay sends each order's latest
@@ -66,6 +68,7 @@ class _Entry:
     due_ts: float = _NO_DUE          # when it falls overdue (the order's or the running stage's due time)
     text: str = ""                   # casefolded ids, description, address, finders: what q= searches
     facet_key: tuple = ()            # the single-valued facet dimensions, in _SINGLE's order
+    followup_ts: float = _NO_DUE     # 回访 due: handled/closed with a reporter not yet called back
 
     def summarise(self, snap: dict) -> None:
         self.category = sys.intern(snap.get("category") or "")
@@ -80,6 +83,14 @@ class _Entry:
             due = min(d for d in (_ts(snap.get("due_at")), _ts(stage)) if d is not None) \
                 if (snap.get("due_at") or stage) else None
         self.due_ts = due if due is not None else _NO_DUE
+        self.followup_ts = _NO_DUE
+        if self.status in ("handled", "closed"):
+            reports = {e["report_id"] for e in events if e.get("source") == "report" and e.get("report_id")}
+            visits = snap.get("visits") or ()
+            if reports and not any(v.get("report_id") is None for v in visits) \
+                    and reports - {v.get("report_id") for v in visits}:
+                done = _ts(snap.get("closed_at") or snap.get("handled_at"))
+                self.followup_ts = (done or self.updated_ts) + FOLLOWUP_HOURS * 3600
         loc = snap.get("location") or {}
         words = [snap.get("work_order_id"), snap.get("description"), snap.get("address"), snap.get("category_name"),
                  self.category, loc.get("grid_code"), *(snap.get("finders") or ()),
@@ -109,6 +120,8 @@ class _Entry:
             return (self.created_ts, wo)
         if sort == "due":
             return (self.due_ts if self.due_ts != _NO_DUE else 1e18, -self.created_ts, wo)
+        if sort == "followup":
+            return (self.followup_ts if self.followup_ts != _NO_DUE else 1e18, -self.created_ts, wo)
         if sort == "-updated":
             return (-self.updated_ts, wo)
         if sort == "-priority":
@@ -139,6 +152,8 @@ class _Entry:
         if q.overdue is not None and self.overdue(now) != q.overdue:
             return False
         if q.supervision is not None and self.supervision_level not in q.supervision:
+            return False
+        if q.followup is not None and (self.followup_ts != _NO_DUE) != q.followup:
             return False
         if q.source is not None and not q.source.intersection(self.sources):
             return False
@@ -360,6 +375,10 @@ class OrderView:
         more = len(window) > q.limit
         facets = _facets(matched, now) if matched is not None else None
         return Page(items, total, encode_cursor(q.sort, page[-1]) if more and page else None, facets)
+
+    def followup_at(self, wo: str) -> float | None:
+        e = self.orders.get(wo)
+        return None if e is None or e.followup_ts == _NO_DUE else e.followup_ts
 
     def overdue_at(self, wo: str) -> float | None:
         e = self.orders.get(wo)

@@ -21,6 +21,7 @@ SORTS = {
     "due": "最紧迫 soonest due first (overdue first, closed last)",
     "-updated": "最近变动 last changed first",
     "-priority": "优先级 highest priority first, then newest",
+    "followup": "回访 soonest follow-up due first",
 }
 # The dimensions facet counts are given for (one pass over the matching orders).
 FACETS = ("status", "category", "priority", "department", "assist", "district", "street", "overdue",
@@ -52,6 +53,7 @@ class OrderQuery:
     overdue: bool | None = None
     supervision: frozenset[int] | None = None
     source: frozenset[str] | None = None   # iot, video, report: any of its events'
+    followup: bool | None = None           # a reporter still to be called back (回访 worklist)
     created_from: datetime | None = None
     created_to: datetime | None = None
     updated_since: datetime | None = None

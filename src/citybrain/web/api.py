@@ -281,8 +281,10 @@ class Api:
 
     def _item(self, snap: dict, now: float) -> dict:
         due = self.view.overdue_at(snap["work_order_id"])
+        followup = self.view.followup_at(snap["work_order_id"])
         return {**snap, "overdue": due is not None and now > due,
-                "overdue_at": datetime.fromtimestamp(due, UTC).isoformat() if due is not None else None}
+                "overdue_at": datetime.fromtimestamp(due, UTC).isoformat() if due is not None else None,
+                "followup_due_at": datetime.fromtimestamp(followup, UTC).isoformat() if followup is not None else None}
 
     async def list_orders(self, request: web.Request) -> web.Response:
         """A page of the orders matching every filter, with the exact total (and facet

@@ -212,3 +212,19 @@ def test_a_merge_moves_every_report_and_merged_orders_leave_the_view():
     v.add_state(merged)
     assert "WO-00002" not in v.open
     assert v.evict_closed("2100-01-01T00:00:00+00:00") == 1 and v.snapshot("WO-00002") is None
+
+
+def test_the_followup_worklist_holds_handled_or_closed_orders_with_a_reporter_not_called_back():
+    v = OrderView()
+    for i, status, visits in ((1, "closed", []), (2, "closed", [{"report_id": "R-2", "satisfaction": "satisfied"}]),
+                              (3, "handled", []), (4, "dispatched", [])):
+        rec = order(i, status=status)
+        rec["snapshot"]["visits"] = visits
+        rec["snapshot"]["closed_at"] = rec["snapshot"]["created_at"] if status == "closed" else None
+        rec["snapshot"]["handled_at"] = rec["snapshot"]["created_at"]
+        v.add_state(rec)
+    v.add_state(order(5, status="closed", sources=("iot",)))            # no reporter: nobody to call
+    page = ask(v, followup=True, sort="followup")
+    assert ids(page) == ["WO-00001", "WO-00003"]                         # the earlier closure first
+    assert v.followup_at("WO-00001") == (T0 + timedelta(hours=1 + 48)).timestamp()
+    assert ask(v, followup=False).total == 3

@@ -44,7 +44,7 @@ const emergencyChip = (o) => o.emergency_level
 const state = {token: sessionStorage.getItem("citybrain-token") || "", me: null, meta: null,
                rows: new Map(),          // work_order_id → {tr, o}: the rows on the page, updated in place
                total: 0, offset: 0, loadSeq: 0, refreshTimer: null, lastEventId: null, streaming: false,
-               selected: null, detailTimer: null, map: null, markers: new Map(), layer: null, alerted: new Set()};
+               queue: "all", selected: null, detailTimer: null, map: null, markers: new Map(), layer: null, alerted: new Set()};
 const $ = (id) => document.getElementById(id);
 const fmt = (t) => t ? new Date(t).toLocaleString("zh-CN", {hour12: false, timeZone: "Asia/Shanghai"}) : "—";
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -80,6 +80,7 @@ async function signIn(token) {
   $("login").hidden = true;
   $("app").hidden = false;
   fillFilters();
+  fillQueues();
   initMap();
   await loadOrders();
   streamChanges();
@@ -147,9 +148,59 @@ function fillStreets() {
   }
 }
 
+// Work queues (工作队列): a preset of filters and a sort, each with its count in its tab.
+const QUEUES = {
+  all: {zh: "全部在办 all open", params: {}},
+  triage: {zh: "待分拨 triage", params: {status: "registered", sort: "created"}},
+  overdue: {zh: "超时 overdue", params: {overdue: "true", sort: "due"}},
+  supervision: {zh: "督办 supervision", params: {supervision: "1,2,3", sort: "due"}},
+  urgent: {zh: "紧急 urgent", params: {priority: "urgent,high", sort: "due"}},
+  followup: {zh: "回访 follow-up", params: {status: "handled,closed", followup: "true", sort: "followup"}},
+};
+
+function fillQueues() {
+  const nav = $("queues");
+  for (const [name, qd] of Object.entries(QUEUES)) {
+    const b = document.createElement("button");
+    b.className = "queue" + (name === state.queue ? " on" : "");
+    b.dataset.queue = name;
+    b.dataset.testid = "queue-" + name;
+    b.innerHTML = `${qd.zh} <b class="n"></b>`;
+    b.addEventListener("click", () => {
+      state.queue = name;
+      for (const el of nav.children) el.classList.toggle("on", el.dataset.queue === name);
+      for (const id of ["f-status", "f-overdue", "f-supervision", "f-priority"]) $(id).value = "";
+      $("f-sort").value = QUEUES[name].params.sort || "-created";
+      state.offset = 0;
+      loadOrders();
+    });
+    nav.appendChild(b);
+  }
+}
+
+// Each queue's count, for the tabs: one facets call over the open orders (in this
+// principal's scope and district) and one count of the follow-up worklist.
+async function loadQueueCounts() {
+  const scope = new URLSearchParams();
+  for (const [name, id] of [["district", "f-district"], ["street", "f-street"], ["department", "f-department"]]) {
+    if ($(id).value) scope.set(name, $(id).value);
+  }
+  try {
+    const [open, follow] = await Promise.all([
+      api(`/api/v1/workorders/facets?status=${OPEN.join(",")}&${scope}`),
+      api(`/api/v1/workorders?status=handled,closed&followup=true&limit=1&${scope}`)]);
+    const f = open.facets, sum = (o, skip) => Object.entries(o || {}).reduce((n, [k, c]) => n + (k !== skip ? c : 0), 0);
+    const n = {all: open.total, triage: (f.status || {}).registered || 0, overdue: (f.overdue || {}).true || 0,
+               supervision: sum(f.supervision, "0"), urgent: ((f.priority || {}).urgent || 0) + ((f.priority || {}).high || 0),
+               followup: follow.total};
+    for (const b of $("queues").children) b.querySelector(".n").textContent = (n[b.dataset.queue] ?? "").toLocaleString("zh-CN");
+  } catch (e) { /* the tabs work without counts */ }
+}
+
 function query() {
   const p = new URLSearchParams({limit: String(PAGE_SIZE), offset: String(state.offset), facets: "true"});
   p.set("status", $("f-status").value || OPEN.join(","));
+  for (const [name, value] of Object.entries(QUEUES[state.queue].params)) p.set(name, value);
   const pick = {department: "f-department", category: "f-category", priority: "f-priority", district: "f-district",
                 street: "f-street", emergency: "f-emergency", warning: "f-warning", overdue: "f-overdue",
                 supervision: "f-supervision", sort: "f-sort"};
@@ -174,6 +225,7 @@ async function loadOrders() {
     }
     renderPage(body);
     boardNote("");
+    loadQueueCounts();
   } catch (e) {
     if (seq === state.loadSeq) boardNote("加载失败 could not load orders: " + e.message + " — 将重试 retrying with the stream");
   }
@@ -202,6 +254,10 @@ function span(ms) {
 }
 
 function clockText(o) {
+  if (state.queue === "followup" && o.followup_due_at) {
+    const left = Date.parse(o.followup_due_at) - Date.now();
+    return left < 0 ? `回访超时 ${span(left)}` : `回访 剩 ${span(left)}`;
+  }
   const d = dueAt(o);
   if (d === null) return o.closed_at ? `结案 ${fmt(o.closed_at)}` : "—";
   const left = d - Date.now();
