@@ -7,14 +7,15 @@ import tomllib
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
 from citybrain.domain.escalation import EscalationConfig, Escalator
 from citybrain.domain.evaluation import Evaluation
+from citybrain.domain.gazetteer import Gazetteer
 from citybrain.domain.geo import CityMap
 from citybrain.domain.routing import Router, RoutingConfig, street_desk
 from citybrain.domain.sensor_rules import SensorRule
@@ -139,6 +140,60 @@ class TopicRetention(BaseModel):
         return "-1" if days == -1 else str(int(days * 86_400_000))
 
 
+_PlaceName = Field(min_length=2, max_length=64)
+_Point = tuple[Annotated[float, Field(ge=-180, le=180)], Annotated[float, Field(ge=-90, le=90)]]
+
+
+class RoadConfig(BaseModel):
+    """A road of ``config/places.toml``: a line of points (lon, lat) in one street (or, when it
+    crosses streets, one district); it is found at its midpoint (house numbers are not resolved)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, _PlaceName]
+    aliases: list[Annotated[str, _PlaceName]] = []
+    district_code: Annotated[str, Field(pattern=r"^\d{6}$")] | None = None
+    street_code: Annotated[str, Field(pattern=r"^\d{9}$")] | None = None
+    points: list[_Point] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _street_or_district(self) -> RoadConfig:
+        if self.street_code is None and self.district_code is None:
+            raise ValueError(f"road {self.name}: give its street_code (or district_code when it crosses streets)")
+        if self.street_code and self.district_code and not self.street_code.startswith(self.district_code):
+            raise ValueError(f"road {self.name}: street {self.street_code} is not in district {self.district_code}")
+        return self
+
+
+class PlaceConfig(BaseModel):
+    """A named place of ``config/places.toml`` (a hospital, a scenic area, a station)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Annotated[str, _PlaceName]
+    aliases: list[Annotated[str, _PlaceName]] = []
+    lon: float = Field(ge=-180, le=180)
+    lat: float = Field(ge=-90, le=90)
+
+
+class PlacesConfig(BaseModel):
+    """``config/places.toml``: the gazetteer's roads and places beside the city layer's names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sample_data: bool = False
+    road: list[RoadConfig] = []
+    place: list[PlaceConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> PlacesConfig:
+        seen: set[str] = set()
+        names = [*(n for r in self.road for n in (r.name, *r.aliases)),
+                 *(n for p in self.place for n in (p.name, *p.aliases))]
+        for n in names:
+            if n in seen:
+                raise ValueError(f"places.toml: the name {n!r} is given twice")
+            seen.add(n)
+        return self
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kafka: KafkaSettings = KafkaSettings()
@@ -256,6 +311,17 @@ class Config:
     @cached_property
     def city_map(self) -> CityMap:
         return CityMap.load(self.directory / self.settings.city.geography)
+
+    @cached_property
+    def places(self) -> PlacesConfig:
+        path = self.directory / "places.toml"
+        return PlacesConfig.model_validate(_read_toml(path) if path.exists() else {})
+
+    @cached_property
+    def gazetteer(self) -> Gazetteer:
+        """The city layer's names and places.toml's roads and places (each checked to lie
+        where it says)."""
+        return Gazetteer(self.city_map, self.places.road, self.places.place)
 
     @property
     def auth_path(self) -> Path:

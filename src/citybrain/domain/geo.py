@@ -41,9 +41,11 @@ class CityMap:
         self.community_names = {c["community_code"]: c["community_name"]
                                 for c in geojson["communities"]}
         self._locations: list[AdminLocation] = []
+        self.grid_names: dict[str, str] = {}
         geoms = []
         for feature in geojson["features"]:
             p = feature["properties"]
+            self.grid_names[p["grid_code"]] = p.get("grid_name") or p["grid_code"]
             self._locations.append(AdminLocation(
                 p["grid_code"], p["community_code"], p["street_code"], p["district_code"]))
             geoms.append(shape(feature["geometry"]))
