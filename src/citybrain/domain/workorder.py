@@ -35,7 +35,8 @@ def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
         work_order_id=work_order_id, version=1, status="registered", category=event.category,
         category_name=event.category_name, fusion_group=group, priority=route.priority,
         department=route.department, route_rule=route.rule, location=event.location,
-        description=event.description, opened_at=event.occurred_at, created_at=now,
+        description=event.description, address=event.address, reporter_contact=event.contact_phone,
+        opened_at=event.occurred_at, created_at=now,
         source_ingested_at=event.ingested_at, events=[event_ref(event)],
         evidence=list(event.evidence), finders=[finder] if finder else [],
         warning_level=event.level, sensor_levels={event.device_id: event.level} if event.level else {},
@@ -57,6 +58,11 @@ def attach(order: WorkOrder, event: CityEvent, now: datetime) -> WorkOrderChange
         "events": [*order.events, event_ref(event)],
         "evidence": order.evidence + [u for u in event.evidence if u not in order.evidence],
     }
+    # The caller's address and contact (masked): each from the first report that gave one.
+    if order.address is None and event.address:
+        update["address"] = event.address
+    if order.reporter_contact is None and event.contact_phone:
+        update["reporter_contact"] = event.contact_phone
     if event.kind == "recovery":
         if finder and finder not in order.recovered_finders:
             update["recovered_finders"] = [*order.recovered_finders, finder]

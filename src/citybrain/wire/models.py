@@ -326,6 +326,10 @@ class WorkOrder(BaseModel):
     route_rule: str = Field(description="which routing rule decided the department")
     location: Location
     description: str = ""
+    address: str | None = Field(None, description="the address of the first report that gave one "
+                                                  "(masked like the description)")
+    reporter_contact: str | None = Field(None, description="the contact phone of the first report that gave "
+                                                           "one, masked (138****5678): never the clear number")
     opened_at: datetime = Field(description="occurred_at of the first event")
     created_at: datetime
     source_ingested_at: datetime = Field(description="Kafka timestamp of the first event's source record")

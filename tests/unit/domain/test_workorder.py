@@ -69,3 +69,28 @@ def test_evidence_and_recovery_are_attached_with_growing_versions(normalizer, co
     assert c2.snapshot.recovered_finders == ["WLV-UP-01"] and len(c2.snapshot.events) == 3
     again = attach(c2.snapshot, alarm_event(normalizer), NOW)   # the alarm came back
     assert again.snapshot.recovered_finders == []
+
+
+def test_the_callers_address_and_masked_contact_stay_on_the_order(normalizer, config):
+    def hotline(rid, **fields):
+        raw = orjson.dumps({"report_id": rid, "reporter_id": "op-1", "channel": "hotline_12345",
+                            "category": "road_damage", "ts": iso(time.time() - 30), "lon": 117.87, "lat": 36.745,
+                            **fields})
+        return normalizer.report(raw, RecordMeta("ingest.reports", 0, 1, time.time(), b"op-1")).event
+
+    first = hotline("R-h1", address="周村区青年路88号门口，电话13812345678", contact_phone="138 1234 5678")
+    route = config.router.route(first.category, (first.location.street_code,))
+    snap = open_order(work_order_id_for("road", first.event_id), "road", first, route, NOW,
+                      config.deadlines)[-1].snapshot
+    assert snap.address == "周村区青年路88号门口，电话138****5678" and snap.reporter_contact == "138****5678"
+    assert "12345678" not in orjson.dumps(snap.model_dump(mode="json")).decode()
+    # A later report does not overwrite them …
+    later = attach(snap, hotline("R-h2", address="青年路90号", contact_phone="13900001111"), NOW).snapshot
+    assert (later.address, later.reporter_contact) == (snap.address, "138****5678")
+    # … but fills them when the first report gave none (a sensor opened the order).
+    bare = snap.model_copy(update={"address": None, "reporter_contact": None})
+    filled = attach(bare, hotline("R-h3", address="青年路90号", contact_phone="13900001111"), NOW).snapshot
+    assert (filled.address, filled.reporter_contact) == ("青年路90号", "139****1111")
+    # Orders written before these fields read as None.
+    old = {k: v for k, v in snap.model_dump(mode="json").items() if k not in ("address", "reporter_contact")}
+    assert type(snap).model_validate(old).address is None
