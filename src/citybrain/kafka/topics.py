@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+MEDIA_RECORD_BYTES = 5 * 1024 * 1024 + 64 * 1024
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -38,6 +40,8 @@ class Topics:
         # Internal: CityEvents keyed by fusion group, so every candidate order of an
         # event lives in one partition whatever border lies between them.
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
+        # Photos of cases, keyed by their SHA-256 (compacted: each kept once, for ever).
+        self.media = f"{p}media.objects"
 
     @property
     def ingest(self) -> list[str]:
@@ -72,6 +76,8 @@ class Topics:
         specs.append(TopicSpec(self.registry, partitions, dict(COMPACTED, **{"min.cleanable.dirty.ratio": "0.1"})))
         # Compacted: the latest snapshot of every order (DESIGN §11).
         specs.append(TopicSpec(self.workorder_state, partitions, dict(COMPACTED)))
+        # Compacted, records up to a photo's limit (web.media: 5 MiB and the record's overhead).
+        specs.append(TopicSpec(self.media, partitions, dict(COMPACTED, **{"max.message.bytes": str(MEDIA_RECORD_BYTES)})))
         specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]
         return specs
 

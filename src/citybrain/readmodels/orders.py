@@ -22,6 +22,7 @@ import orjson
 from citybrain import packing
 from citybrain.domain.timeline import timeline
 from citybrain.readmodels.query import FACETS, PRIORITY_RANK, OrderQuery, Scope, decode_cursor, encode_cursor
+from citybrain.wire.media import sha_of_url
 from citybrain.wire.models import CLOSED_STATUSES, OPEN_STATUSES
 
 _OPEN = frozenset(OPEN_STATUSES)
@@ -182,6 +183,7 @@ class OrderView:
         self.hot: set[str] = set()     # orders whose latest change is held uncompressed
         self._actors: dict[tuple, dict] = {}   # one shared dict per distinct actor (memory)
         self.by_report: dict[str, str] = {}    # report id → the order it joined (反馈)
+        self.by_media: dict[str, set[str]] = {}   # a media hash → the orders whose evidence has it
         # Live changes carry ids "<epoch>.<seq>": a client reconnecting with the last id it
         # saw gets what changed since (Last-Event-ID); one of another epoch (another worker,
         # or this one restarted) or older than the ring is told to reload.
@@ -226,6 +228,10 @@ class OrderView:
         else:
             self.open.discard(wo)
         self.hot.add(wo)
+        for url in snap.get("evidence") or ():
+            sha = sha_of_url(url)
+            if sha is not None:
+                self.by_media.setdefault(sha, set()).add(wo)
         # Every report on it: a merge brings several at once, and may bring earlier ones.
         for e in snap.get("events") or ():
             rid = e.get("report_id")
@@ -253,6 +259,7 @@ class OrderView:
             self.hot.discard(wo)
         if gone:
             self.by_report = {r: wo for r, wo in self.by_report.items() if wo in self.orders}
+            self.by_media = {sha: kept for sha, ids in self.by_media.items() if (kept := ids & self.orders.keys())}
         return len(gone)
 
     def compact(self) -> int:
@@ -375,6 +382,10 @@ class OrderView:
         more = len(window) > q.limit
         facets = _facets(matched, now) if matched is not None else None
         return Page(items, total, encode_cursor(q.sort, page[-1]) if more and page else None, facets)
+
+    def orders_with_media(self, sha: str) -> list[dict]:
+        """The snapshots of the orders whose evidence carries this photo (its readers)."""
+        return [snap for wo in self.by_media.get(sha, ()) if (snap := self.snapshot(wo)) is not None]
 
     def followup_at(self, wo: str) -> float | None:
         e = self.orders.get(wo)

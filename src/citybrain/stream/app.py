@@ -35,10 +35,11 @@ from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
 from citybrain.domain.registry_records import RegistryEntry
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
-from citybrain.kafka.topics import Topics
+from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.stream import commands
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
+from citybrain.stream.logreader import TopicReader
 from citybrain.stream.records import record_meta
 from citybrain.stream.registry import RegistryCache, RegistryDeadLetters
 from citybrain.stream.stages import DeadLetterLog, FuseStage, NormaliseStage
@@ -46,6 +47,7 @@ from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
 from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import ReloadingTokens
+from citybrain.web.media import MediaStore
 
 log = logging.getLogger("citybrain.worker")
 
@@ -203,7 +205,15 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
               ready=views.caught_up, devices=lambda: registry.devices.values())
     if views.history is not None:
         api.attach_history(views.history.store, views.history.caught_up)
+    media = MediaStore(data_dir / "media")
+    api.attach_media(media)
     api.install(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver
+    media_log = TopicReader(bootstrap, topics.media, media.fold, "media",
+                            consumer_options={"max_partition_fetch_bytes": MEDIA_RECORD_BYTES + 64 * 1024})
+
+    @app.task
+    async def read_media() -> None:
+        await media_log.run()
 
     @app.service
     class ApiProducer(mode.Service):

@@ -30,18 +30,19 @@ class TopicReader:
                  name: str, on_caught_up: Callable[[], None] | None = None, *,
                  since_ms: Callable[[], int] | None = None,
                  start_offsets: Callable[[], dict[int, int]] | None = None,
-                 on_start_rejected: Callable[[], None] | None = None):
+                 on_start_rejected: Callable[[], None] | None = None, consumer_options: dict | None = None):
         self.bootstrap, self.topic, self.on_records, self.name = bootstrap, topic, on_records, name
         self.on_caught_up = on_caught_up
         self.since_ms, self.start_offsets, self.on_start_rejected = since_ms, start_offsets, on_start_rejected
         self.positions: dict[int, int] = {}   # partition → next offset, after each batch handled
         self.caught_up = asyncio.Event()   # read up to the end offsets seen at start
         self.records = 0
+        self.consumer_options = consumer_options or {}   # e.g. a fetch size for large records
 
     async def run(self) -> None:
         consumer = kafka_consumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     group_id=None, client_id=f"citybrain-{self.name}",
-                                    fetch_max_wait_ms=200)
+                                    fetch_max_wait_ms=200, **self.consumer_options)
         await consumer.start()
         try:
             partitions: list[int] = []

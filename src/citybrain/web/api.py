@@ -27,13 +27,22 @@ from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import RULES
 from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
 from citybrain.kafka.clients import kafka_producer
-from citybrain.kafka.topics import Topics
+from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.readmodels.query import OrderQuery
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
 from citybrain.web.history import HistoryRoutes
 from citybrain.web.limits import RequestRate, StreamSlots
+from citybrain.web.media import MediaRoutes, MediaStore
 from citybrain.web.params import Vocabulary, order_query
+from citybrain.web.places import (
+    NeedsLocation,
+    category_limits,
+    locate_report,
+    places_answer,
+    places_query,
+    report_defaults,
+)
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")
@@ -97,6 +106,8 @@ class Api:
         self.devices = devices     # the registry's devices (for 设备完好率)
         self.departments = config.desks
         self.producer: AIOKafkaProducer | None = None
+        self.media_producer: AIOKafkaProducer | None = None
+        self.media: MediaRoutes | None = None     # set by attach_media on a worker with a data dir
         self._producer_lock = asyncio.Lock()
         limits = config.settings.api
         self.rate = RequestRate(limits.requests_per_second, limits.request_burst)
@@ -120,9 +131,12 @@ class Api:
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
         r.add_get("/api/v1/stream", self.stream)
+        r.add_post("/api/v1/media", self.post_media)
+        r.add_get("/api/v1/media/{name}", self.get_media)
         r.add_get("/api/v1/kpis", self.kpis)
         r.add_get("/api/v1/history", self.search_history)
         r.add_get("/api/v1/workorders/{id}/nearby", self.nearby_orders)
+        r.add_get("/api/v1/places", self.places)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
@@ -182,6 +196,38 @@ class Api:
     async def close(self) -> None:
         if self.producer is not None:
             await self.producer.stop()
+        if self.media_producer is not None:
+            await self.media_producer.stop()
+
+    # -- media (web.media) ---------------------------------------------------------
+
+    def attach_media(self, store: MediaStore) -> None:
+        self.media = MediaRoutes(store, self._send_media, self.view.orders_with_media)
+
+    async def _send_media(self, sha: str, data: bytes) -> None:
+        async with self._producer_lock:
+            if self.media_producer is None:
+                self.media_producer = kafka_producer(bootstrap_servers=self.bootstrap, acks="all",
+                                                     max_request_size=MEDIA_RECORD_BYTES + 64 * 1024,
+                                                     client_id="citybrain-api-media")
+                await self.media_producer.start()
+        await self.media_producer.send_and_wait(self.topics.media, data, key=sha.encode())
+
+    def _media(self) -> MediaRoutes:
+        if self.media is None:
+            raise Refused(503, "unavailable", "this worker keeps no media (started without a data directory)")
+        return self.media
+
+    async def post_media(self, request: web.Request) -> web.Response:
+        """A photo for a case: its bytes as the body (image/jpeg, png or webp, ≤ 5 MiB)."""
+        p = self.principal(request)
+        require(p, "operator", "grid", "gateway")
+        return _json(await self._media().upload(request, p), 201)
+
+    async def get_media(self, request: web.Request) -> web.StreamResponse:
+        p = self.principal(request)
+        require(p, "operator", "department", "street", "grid", "gateway")
+        return self._media().serve(request, p)
 
     # -- routes ------------------------------------------------------------------
 
@@ -197,6 +243,7 @@ class Api:
         streets = self.city.street_names
         return _json({"me": p.public(), "departments": self.departments,
                       "categories": {c.code: c.name_zh for c in self.config.taxonomy.categories},
+                      "category_limits": category_limits(self.config),
                       "streets": streets, "districts": self.city.district_names,
                       "city": {"code": self.city.city_code, "name": self.city.city_name},
                       "statuses": sorted(STATUSES),
@@ -207,6 +254,11 @@ class Api:
         p = self.principal(request)
         require(p, "operator", "grid", "gateway")
         doc = await self._body(request)
+        report_defaults(doc, p)   # report_id made here when omitted; an operator reports as itself
+        try:   # an address without lon/lat: the gazetteer's point (立案 from the console)
+            located = locate_report(doc, self.config.gazetteer)
+        except NeedsLocation as e:
+            return _error(422, "needs_location", e.detail, "address")
         if p.role == "grid":
             doc.setdefault("reporter_id", p.id)
             if doc["reporter_id"] != p.id:
@@ -244,7 +296,15 @@ class Api:
             if not grid.startswith(p.grid_scope):
                 raise Refused(403, "out_of_scope", f"grid {grid} is outside {p.grid_prefix}", "grid_code")
         await self._send(self.topics.reports, report.reporter_id.encode(), orjson.dumps(doc))
-        return _json({"report_id": report.report_id, "grid_code": grid, "status": "accepted"}, 202)
+        accepted = {"report_id": report.report_id, "grid_code": grid, "status": "accepted"}
+        return _json({**accepted, "located": located} if located else accepted, 202)
+
+    async def places(self, request: web.Request) -> web.Response:
+        """地址 lookup: ranked candidates for free address text (the gazetteer)."""
+        p = self.principal(request)
+        require(p, "operator", "grid", "gateway", "department", "street")
+        q, limit = places_query(request.query)
+        return _json(places_answer(self.config.gazetteer, q, limit))
 
     async def get_report(self, request: web.Request) -> web.Response:
         """反馈: what became of one report, for the reporter's app (a grid member within its
