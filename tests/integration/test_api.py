@@ -110,7 +110,8 @@ async def test_reports_roles_and_validation(served):
         (GRID, {k: v for k, v in report("R-a7").items() if k != "category"}, 422, "invalid_field", "category"),
         (GRID, report("R-a8", category="ufo"), 422, "unknown_category", "category"),
         (OPERATOR, {**report("R-a9", reporter_id="op-1"), "ts": "yesterday"}, 422, "invalid_field", "ts"),
-        (OPERATOR, report("R-a10"), 422, "invalid_field", "reporter_id"),   # only grid members default it
+        # Operators and grid members report as themselves by default; a gateway relays others.
+        (GATEWAY, report("R-a10"), 422, "invalid_field", "reporter_id"),
         # Scope is judged on where the point is: naming a grid of its own prefix does not help.
         (GRID, report("R-a11", site=EAST_DIP, e=900, n=900, grid_code=OWN_GRID), 403, "out_of_scope", "lon"),
         # What the pipeline would dead-letter is refused here.
