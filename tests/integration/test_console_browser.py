@@ -248,3 +248,34 @@ async def test_the_operator_merges_a_duplicate_and_splits_an_order(console, kafk
     await expect(op.locator("[data-testid=detail]")).to_contain_text("拆分自 split from", timeout=20000)
     await expect(op.locator("[data-testid=detail]")).to_contain_text(orig)
     assert op.errors == []
+
+
+async def test_an_operator_files_a_phone_call_by_address_with_a_photo(console, tmp_path):
+    """立案 from the console (issue 35 item 3): the address is looked up in the gazetteer and
+    placed on the map, the category's limits are shown, a photo goes to the media store and
+    shows as a thumbnail on the order, the caller's address is kept and their number masked."""
+    browser, base, _ = console
+    op = await signed_in(browser, base, "demo-operator")
+    await op.click("[data-testid=new-case]")
+    await op.fill("[data-testid=c-address]", "周村区青年路88号门口")
+    await expect(op.locator("[data-testid=c-place]").first).to_be_visible(timeout=10000)
+    await expect(op.locator("[data-testid=c-where]")).to_contain_text("青年路")
+    await op.select_option("[data-testid=c-category]", "waterlogging")
+    await expect(op.locator("[data-testid=c-limits]")).to_contain_text("时限")
+    await op.fill("[data-testid=c-description]", "市民来电：门口积水约20厘米")
+    await op.fill("[data-testid=c-phone]", "13812345678")
+    photo = tmp_path / "ponding.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    await op.set_input_files("[data-testid=c-photos]", str(photo))
+    await expect(op.locator("[data-testid=c-thumb]")).to_have_count(1, timeout=10000)
+    await op.screenshot(path=shot("10-case-form"))
+    await op.click("[data-testid=c-submit]")
+    link = op.locator("[data-testid=c-order]")
+    await expect(link).to_have_count(1, timeout=30000)
+    await link.click()
+    await expect(op.locator("[data-testid=detail-address]")).to_contain_text("青年路88号", timeout=15000)
+    await expect(op.locator("[data-testid=detail-contact]")).to_contain_text("138****5678")
+    assert "13812345678" not in await op.locator("[data-testid=detail]").inner_text()
+    await expect(op.locator("[data-testid=evidence-thumb]")).to_have_count(1, timeout=10000)
+    await op.screenshot(path=shot("11-case-filed"))
+    assert op.errors == []

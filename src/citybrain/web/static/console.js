@@ -88,6 +88,7 @@ async function signIn(token) {
   openFromHash();
   window.addEventListener("hashchange", openFromHash);
   if (state.me.role === "operator" || isDesk()) { loadDeviceHealth(); setInterval(loadDeviceHealth, 30000); }
+  if (state.me.role === "operator" || state.me.role === "grid") initCaseForm();
 }
 
 // 设备完好率: devices without an open device fault / registered, from the evaluation.
@@ -442,6 +443,138 @@ function drawMarkers() {
   for (const {o} of state.rows.values()) drawMarker(o);
 }
 
+// -- 立案: a case from a call or a patrol ----------------------------------------------
+// The place comes from the gazetteer (an address lookup) or a click on the map; photos go
+// to the media store first and ride on the report as URLs.
+
+const caseState = {lon: null, lat: null, photos: [], marker: null, picking: false};
+
+function initCaseForm() {
+  $("new-case").hidden = false;
+  const cat = $("c-category");
+  for (const [code, name] of Object.entries(state.meta.categories || {})) cat.add(new Option(`${name} ${code}`, code));
+  const showLimits = () => {
+    const lim = (state.meta.category_limits || {})[cat.value];
+    $("c-limits").textContent = lim ? `${PRIORITY_ZH[lim.priority] || ""} ${lim.priority} · 主办 ${lim.department ? (state.meta.departments[lim.department] || "") + " " + lim.department : "待分拨 triage"} · ` +
+      `时限 ${lim.time_limit_hours} 小时 (${lim.time_limit_basis === "working" ? "工作时" : "自然时"}) · 签收 ${lim.accept_limit_hours} h · 处置 ${lim.handle_limit_hours} h` : "";
+  };
+  cat.addEventListener("change", showLimits);
+  showLimits();
+  $("new-case").addEventListener("click", () => { $("case").hidden = false; $("detail").hidden = true; caseState.picking = true; $("c-address").focus(); });
+  $("c-cancel").addEventListener("click", closeCaseForm);
+  let typing = null;
+  $("c-address").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(lookupPlaces, 250); });
+  $("c-photos").addEventListener("change", uploadPhotos);
+  $("case").addEventListener("submit", fileCase);
+  state.map && state.map.on("click", (ev) => { if (caseState.picking && !$("case").hidden) placeAt(ev.latlng.lng, ev.latlng.lat, "地图点选 picked on the map"); });
+}
+
+function closeCaseForm() {
+  $("case").hidden = true;
+  caseState.picking = false;
+  if (caseState.marker) { caseState.marker.remove(); caseState.marker = null; }
+}
+
+async function lookupPlaces() {
+  const q = $("c-address").value.trim();
+  const box = $("c-places");
+  box.replaceChildren();
+  if (!q) return;
+  let body;
+  try { body = await api("/api/v1/places?" + new URLSearchParams({q, limit: "6"})); }
+  catch (e) { box.textContent = "查询失败 lookup failed: " + e.message; return; }
+  if (q !== $("c-address").value.trim()) return;
+  const best = body.located;
+  for (const c of body.candidates) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.testid = "c-place";
+    if (best && c.name === best.name && c.kind === best.kind) b.className = "best";
+    b.textContent = `${c.name} · ${c.kind} · ${Object.values(c.codes).slice(-1)[0] || ""}`;
+    b.addEventListener("click", () => placeAt(c.lon, c.lat, `${c.name} (${c.kind})`));
+    box.appendChild(b);
+  }
+  if (!body.candidates.length) box.textContent = "未找到 nothing found — 在地图上点选 click the map";
+  else if (best) placeAt(best.lon, best.lat, `${best.name} (${best.kind})`);
+}
+
+function placeAt(lon, lat, label) {
+  caseState.lon = Math.round(lon * 1e6) / 1e6;
+  caseState.lat = Math.round(lat * 1e6) / 1e6;
+  $("c-where").textContent = `位置 where: ${label} (${caseState.lon}, ${caseState.lat})`;
+  if (!state.map) return;
+  if (caseState.marker) caseState.marker.setLatLng([lat, lon]);
+  else caseState.marker = L.marker([lat, lon]).addTo(state.map);
+  state.map.setView([lat, lon], Math.max(state.map.getZoom(), 15));
+}
+
+async function uploadPhotos() {
+  for (const file of $("c-photos").files) {
+    try {
+      const res = await fetch("/api/v1/media", {method: "POST", body: file,
+        headers: {"Authorization": "Bearer " + state.token, "Content-Type": file.type || "application/octet-stream"}});
+      const body = await res.json();
+      if (!res.ok) throw new Error(`${res.status} ${(body.error || {}).detail || ""}`);
+      caseState.photos.push(body.url);
+      const img = document.createElement("img");
+      img.alt = file.name;
+      img.dataset.testid = "c-thumb";
+      img.src = URL.createObjectURL(file);
+      $("c-thumbs").appendChild(img);
+    } catch (e) {
+      $("c-result").textContent = `照片上传失败 photo refused (${file.name}): ${e.message}`;
+      $("c-result").className = "error";
+    }
+  }
+  $("c-photos").value = "";
+}
+
+async function fileCase(ev) {
+  ev.preventDefault();
+  const out = $("c-result");
+  const address = $("c-address").value.trim();
+  if (caseState.lon === null && !address) { out.textContent = "请填写地址或在地图上点选 an address or a map point is needed"; out.className = "error"; return; }
+  const body = {report_id: "R-OP-" + crypto.randomUUID(), category: $("c-category").value, channel: $("c-channel").value,
+                description: $("c-description").value.trim(), photos: caseState.photos};
+  if (address) body.address = address;
+  if (caseState.lon !== null) { body.lon = caseState.lon; body.lat = caseState.lat; }
+  if ($("c-phone").value.trim()) body.contact_phone = $("c-phone").value.trim();
+  try {
+    const got = await api("/api/v1/reports", {method: "POST", body: JSON.stringify(body)});
+    out.className = "muted";
+    out.textContent = `已受理 accepted ${got.report_id} · 网格 ${got.grid_code} — 等待成单 waiting for its order …`;
+    caseState.photos = [];
+    $("c-thumbs").replaceChildren();
+    for (let i = 0; i < 40; i++) {           // the order appears within seconds
+      await new Promise((r) => setTimeout(r, 500));
+      try {
+        const r = await api("/api/v1/reports/" + encodeURIComponent(got.report_id));
+        out.innerHTML = `已立案 filed: <a data-testid="c-order" href="#/orders/${encodeURIComponent(r.work_order_id)}">${esc(r.work_order_id)}</a> · ${esc(r.status_zh)}`;
+        return;
+      } catch (e) { /* not yet */ }
+    }
+    out.textContent += " (仍在处理 still on its way: see the board)";
+  } catch (e) {
+    out.className = "error";
+    out.textContent = "立案失败 refused: " + e.message;
+  }
+}
+
+// Evidence photos from the media store need the token: fetched, shown as thumbnails.
+async function showThumbs(container) {
+  for (const a of container.querySelectorAll("a[data-media]")) {
+    try {
+      const res = await fetch(a.getAttribute("href"), {headers: {"Authorization": "Bearer " + state.token}});
+      if (!res.ok) continue;
+      const img = document.createElement("img");
+      img.src = URL.createObjectURL(await res.blob());
+      img.dataset.testid = "evidence-thumb";
+      a.replaceChildren(img);
+      a.addEventListener("click", (ev) => { ev.preventDefault(); window.open(img.src, "_blank"); });
+    } catch (e) { /* the link stays */ }
+  }
+}
+
 // -- one order (deep link: #/orders/<id>) -------------------------------------------
 
 function openFromHash() {
@@ -457,6 +590,7 @@ function refreshDetail() {
 async function select(wo, again = false) {
   state.selected = wo;
   for (const [id, r] of state.rows) r.tr.classList.toggle("selected", id === wo);
+  if (!again) closeCaseForm();
   let body;
   try { body = await api("/api/v1/workorders/" + encodeURIComponent(wo)); }
   catch (e) { flash("加载失败 " + e.message, true); return; }
@@ -465,7 +599,9 @@ async function select(wo, again = false) {
   const d = $("detail");
   const kept = again ? keepInputs() : null;
   d.hidden = false;
-  const evidence = o.evidence.map((u) => `<a href="${esc(u)}" target="_blank" rel="noopener">${esc(u.split("/").pop())}</a>`).join(", ") || "—";
+  const evidence = o.evidence.map((u) => u.includes("/api/v1/media/")
+    ? `<a href="${esc(u)}" data-media="1" class="thumb">${esc(u.split("/").pop().slice(0, 12))}…</a>`
+    : `<a href="${esc(u)}" target="_blank" rel="noopener">${esc(u.split("/").pop())}</a>`).join(" ") || "—";
   d.innerHTML = `<h2 data-testid="detail-title">${esc(o.category_name)} · ${esc(o.work_order_id)}</h2>
     <dl>
       <dt>状态 status</dt><dd data-testid="detail-status"><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span>${o.overdue ? ' <b class="error">超时 overdue</b>' : ""}</dd>
@@ -482,8 +618,9 @@ async function select(wo, again = false) {
       ${related(o)}
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       ${o.address ? `<dt>地址 address</dt><dd data-testid="detail-address">${esc(o.address)}</dd>` : ""}
+      ${o.reporter_contact ? `<dt>来电人 caller</dt><dd data-testid="detail-contact">${esc(o.reporter_contact)}</dd>` : ""}
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
-      <dt>证据 evidence</dt><dd>${evidence}</dd>
+      <dt>证据 evidence</dt><dd class="thumbs" data-testid="detail-evidence">${evidence}</dd>
       <dt>时限 due</dt><dd data-testid="detail-due"><b>${esc(clockText(o))}</b> · 结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
       <dt>督办 supervision</dt><dd>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " level " + o.supervision_level : "—"}</dd>
       <dt>回访 visits</dt><dd data-testid="detail-visits">${(o.visits || []).map((v) => `${SATISFACTION_ZH[v.satisfaction]} ${esc(v.satisfaction)} (${esc(fmt(v.at))})`).join(" · ") || "—"}</dd>
@@ -498,6 +635,7 @@ async function select(wo, again = false) {
        ${e.note ? "<br><span class=muted>" + esc(e.note) + "</span>" : ""}</li>`).join("")}</ul>`;
   renderActions(o);
   if (kept) restoreInputs(kept);
+  showThumbs(d);
 }
 
 // Orders this one was merged into or from, split from or into: deep links.
