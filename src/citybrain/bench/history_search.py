@@ -57,7 +57,7 @@ def measure(path: Path, searches: int, seed: int) -> dict:
     categories = [r[0] for r in db.execute("SELECT DISTINCT category FROM orders")]
     newest = db.execute("SELECT max(created_ts) FROM orders").fetchone()[0]
     kinds: dict[str, list[float]] = {"id_substring": [], "finder": [], "category_district_page": [],
-                                     "two_char_like_90d": [], "nearby_200m_30d": []}
+                                     "two_char_like_30d": [], "nearby_200m_30d": []}
     totals: dict[str, list[int]] = {k: [] for k in kinds}
     for i in range(searches):
         wo = ids[i % len(ids)]
@@ -73,7 +73,7 @@ def measure(path: Path, searches: int, seed: int) -> dict:
             elif kind == "category_district_page":
                 got = store.search("", HistoryFilters(category=frozenset({rng.choice(categories)}),
                                                       district=loc["district_code"]), 50, 100).total
-            elif kind == "two_char_like_90d":
+            elif kind == "two_char_like_30d":
                 got = store.search(wo[-2:], HistoryFilters(), 50, 0, now=newest).total
             else:
                 got = len(store.nearby(loc["lon"], loc["lat"], 200, snap["category"], 30, wo, now=newest))

@@ -37,7 +37,7 @@ import orjson
 from citybrain import packing
 from citybrain.readmodels.query import Scope
 
-SHORT_TERM_DAYS = 90          # terms under 3 characters: LIKE over this many days unless created_from says
+SHORT_TERM_DAYS = 30          # terms under 3 characters: LIKE over this many days unless created_from says
 EARTH_RADIUS_M = 6_371_008.8
 MIN_SQLITE = (3, 34, 0)       # FTS5's trigram tokenizer
 
@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS orders (
     closed_ts REAL,
     description TEXT,
     address TEXT,
-    snapshot BLOB NOT NULL
+    snapshot BLOB NOT NULL,
+    search_text TEXT NOT NULL DEFAULT ''   -- what the FTS holds, case-folded: LIKE for 1-2 character words
 );
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_ts);
 CREATE INDEX IF NOT EXISTS orders_category_created ON orders (category, created_ts);
@@ -129,7 +130,9 @@ def _row(state: dict) -> tuple:
             loc.get("district_code") or (loc.get("street_code") or "")[:6] or None, loc.get("street_code"),
             loc.get("grid_code"), loc.get("lon"), loc.get("lat"), _ts(snap.get("created_at")) or 0.0,
             _ts(state.get("at")), _ts(closed), snap.get("description") or "", snap.get("address") or "",
-            packing.pack(orjson.dumps(snap)), reports, finders)
+            packing.pack(orjson.dumps(snap)), reports, finders,
+            "\n".join((state["work_order_id"], snap.get("description") or "", snap.get("address") or "", reports,
+                       finders)).casefold())
 
 
 class HistoryStore:
@@ -192,14 +195,15 @@ class HistoryStore:
                         rowid = db.execute(
                             "INSERT INTO orders (work_order_id, version, status, category, priority, department, "
                             "assists, district, street, grid, lon, lat, created_ts, updated_ts, closed_ts, "
-                            "description, address, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                            r[:18]).lastrowid
+                            "description, address, snapshot, search_text) "
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (*r[:18], r[20])).lastrowid
                     else:
                         rowid = known[0]
                         db.execute(
                             "UPDATE orders SET version=?, status=?, category=?, priority=?, department=?, assists=?, "
                             "district=?, street=?, grid=?, lon=?, lat=?, created_ts=?, updated_ts=?, closed_ts=?, "
-                            "description=?, address=?, snapshot=? WHERE rowid=?", (*r[1:18], rowid))
+                            "description=?, address=?, snapshot=?, search_text=? WHERE rowid=?",
+                            (*r[1:18], r[20], rowid))
                         db.execute("DELETE FROM orders_fts WHERE rowid = ?", (rowid,))
                     db.execute("INSERT INTO orders_fts (rowid, work_order_id, description, address, reports, "
                                "finders) VALUES (?,?,?,?,?,?)", (rowid, r[0], r[15], r[16], r[18], r[19]))
@@ -258,16 +262,14 @@ class HistoryStore:
                 where.append("o.created_ts >= ?")
                 args.append(created_from)
             for t in short_terms:
-                like = "%" + t.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                where.append("(f.work_order_id LIKE ? ESCAPE '\\' OR f.description LIKE ? ESCAPE '\\' OR "
-                             "f.address LIKE ? ESCAPE '\\' OR f.reports LIKE ? ESCAPE '\\' OR "
-                             "f.finders LIKE ? ESCAPE '\\')")
-                args.extend([like] * 5)
+                like = "%" + t.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                where.append("o.search_text LIKE ? ESCAPE '\\'")
+                args.append(like)
         if long_terms:
             where.append("orders_fts MATCH ?")
             args.append(" ".join('"' + t.replace('"', '""') + '"' for t in long_terms))
-        source = "orders o"
-        if terms:
+        source = "orders o"   # no word of 3+: the orders in the time bound (created_ts index), LIKE on each
+        if long_terms:
             source = "orders_fts f JOIN orders o ON o.rowid = f.rowid"
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         db = self._reader()

@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from citybrain.readmodels.history import HistoryFilters, HistoryStore
+from citybrain.readmodels.history import SHORT_TERM_DAYS, HistoryFilters, HistoryStore
 from citybrain.readmodels.orders import OrderView
 from citybrain.web.auth import Principal, Refused, may_see, require
 from citybrain.web.params import Vocabulary, order_query
 
 HISTORY_PARAMETERS = {
     "q": "搜索 words (each a substring of id, description, address, report ids, finders; 3+ characters use "
-         "the trigram index, shorter ones a scan of the last 90 days unless created_from is given)",
+         f"the trigram index, shorter ones a scan of the last {SHORT_TERM_DAYS} days unless created_from is given)",
     "category": "类别 category codes, comma-separated",
     "district": "区县 a district code",
     "status": "状态 statuses, comma-separated",

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citybrain.readmodels.history import HistoryFilters, HistoryStore, haversine_m, sqlite_supported
+from citybrain.readmodels.history import SHORT_TERM_DAYS, HistoryFilters, HistoryStore, haversine_m, sqlite_supported
 from citybrain.readmodels.query import Scope
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -117,8 +117,8 @@ def test_chinese_trigram_search_and_filters(store):
     assert ids(store.search("下穿隧道", HistoryFilters())) == ["WO-1"]
     r = store.search("新建路", HistoryFilters())
     assert (r.total, r.mode, ids(r)) == (2, "fts", ["WO-1", "WO-2"])      # newest first
-    short = store.search("新建路 井盖", HistoryFilters(), now=NOW.timestamp())   # 井盖 is 2: LIKE over 90 days
-    assert (short.total, short.mode, short.created_from) == (0, "like", NOW.timestamp() - 90 * 86400)
+    short = store.search("新建路 井盖", HistoryFilters(), now=NOW.timestamp())   # 井盖 is 2: LIKE over 30 days
+    assert (short.total, short.mode, short.created_from) == (0, "like", NOW.timestamp() - SHORT_TERM_DAYS * 86400)
     assert store.search("新建路 井盖", HistoryFilters(created_from=0), now=NOW.timestamp()).total == 1
     assert ids(store.search("cam-zc", HistoryFilters())) == ["WO-3"]      # case folded
     assert ids(store.search("778899", HistoryFilters())) == ["WO-3"]      # report ids

@@ -44,7 +44,7 @@ async def test_search_scoped_and_filtered(routes):
     assert (await routes.search(GRID, MultiDict(q="丝绸路")))["total"] == 2
     assert (await routes.search(OPERATOR, MultiDict(q="丝绸路", category="manhole_cover")))["total"] == 1
     short = await routes.search(OPERATOR, MultiDict(q="积水"))
-    assert (short["total"], short["search"]) == (1, "like")   # 2 characters: the last 90 days
+    assert (short["total"], short["search"]) == (1, "like")   # 2 characters: the last 30 days
 
 
 @pytest.mark.parametrize(("query", "field"), [({"sort": "-created"}, "sort"), ({"qq": "x"}, "qq"),
