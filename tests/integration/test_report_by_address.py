@@ -1,0 +1,95 @@
+"""立案 from the console through a running worker and the real broker (DESIGN §14): a hotline
+report with only an address is located by the gazetteer, becomes an order that keeps the
+address and the caller's masked contact; an address that names nothing is a 422
+needs_location; the address lookup and the category limits the console's picker shows."""
+
+import asyncio
+import time
+
+import aiohttp
+import orjson
+import pytest
+
+from .kafka_helpers import WorkerProcess, new_prefix, prepare
+
+pytestmark = pytest.mark.integration
+
+OPERATOR, WATER, GATEWAY = "demo-operator", "demo-water", "demo-gateway"
+
+
+@pytest.fixture(scope="module")
+async def served(kafka_bootstrap, tmp_path_factory):
+    prefix = new_prefix("addr")
+    await prepare(kafka_bootstrap, prefix)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("addr")).start()
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.port}") as http:
+        yield http
+    worker.stop()
+
+
+async def call(http, method, path, token=None, body=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, path, headers=headers,
+                            data=orjson.dumps(body) if body is not None else None) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_a_report_by_address_becomes_an_order_with_the_address_and_masked_contact(served):
+    http = served
+    status, body = await call(http, "POST", "/api/v1/reports", OPERATOR, {
+        "channel": "hotline_12345", "category": "road_damage", "description": "路面塌陷一个坑",
+        "address": "周村区青年路88号门口", "contact_phone": "13812345678"})
+    assert status == 202, body
+    rid = body["report_id"]
+    assert rid.startswith("R-") and len(rid) == 38                  # made by the server
+    located = body["located"]
+    assert (located["name"], located["kind"]) == ("青年路", "road")
+    assert (located["lon"], located["lat"]) == pytest.approx((117.870, 36.745))
+    assert body["grid_code"].startswith("370306003")                # 青年路街道
+
+    deadline, wo = time.monotonic() + 30, None
+    while wo is None and time.monotonic() < deadline:
+        s, got = await call(http, "GET", f"/api/v1/reports/{rid}", OPERATOR)
+        wo = got.get("work_order_id") if s == 200 else None
+        if wo is None:
+            await asyncio.sleep(0.3)
+    assert wo is not None, "the report did not become an order"
+    status, got = await call(http, "GET", f"/api/v1/workorders/{wo}", OPERATOR)
+    assert status == 200, got
+    order = got["work_order"]
+    assert order["address"] == "周村区青年路88号门口"
+    assert order["reporter_contact"] == "138****5678"
+    assert "12345678" not in orjson.dumps(got).decode()              # never the clear number
+    assert order["location"]["street_code"] == "370306003" and order["department"] == "housing"
+    assert order["events"][0]["finder"] == "operator"     # the operator token's id, not the caller
+    # The list carries them too (the board's search covers the address).
+    status, page = await call(http, "GET", "/api/v1/workorders?q=青年路88号", OPERATOR)
+    assert status == 200 and [o["work_order_id"] for o in page["items"]] == [wo]
+
+
+async def test_an_address_that_names_nothing_needs_a_location(served):
+    http = served
+    for address in ("火星路1号", "周村区"):       # nothing known; a whole district is not a location
+        status, body = await call(http, "POST", "/api/v1/reports", OPERATOR, {
+            "category": "road_damage", "address": address, "contact_phone": "13812345678"})
+        assert (status, body["error"]["reason"], body["error"]["field"]) == (422, "needs_location", "address"), body
+    # Neither a point nor an address: the point is missing, as before.
+    status, body = await call(http, "POST", "/api/v1/reports", OPERATOR, {"category": "road_damage"})
+    assert (status, body["error"]["field"]) == (422, "lon")
+
+
+async def test_the_address_lookup_and_the_category_limits(served):
+    http = served
+    status, body = await call(http, "GET", "/api/v1/places?q=周村古商城东门&limit=3", WATER)
+    assert status == 200 and body["located"]["name"] == "周村古商城"
+    assert body["candidates"][0]["codes"]["street_code"] == "370306002"
+    status, body = await call(http, "GET", "/api/v1/places?q=青年路&lmit=3", GATEWAY)
+    assert (status, body["error"]["field"]) == (400, "lmit")
+    status, body = await call(http, "GET", "/api/v1/places?limit=3", OPERATOR)
+    assert (status, body["error"]["field"]) == (400, "q")
+    assert (await call(http, "GET", "/api/v1/places?q=青年路"))[0] == 401
+    status, meta = await call(http, "GET", "/api/v1/meta", OPERATOR)
+    assert status == 200
+    assert meta["category_limits"]["gas_leak"]["priority"] == "urgent"
+    assert meta["category_limits"]["gas_leak"]["department"] == "gas_utility"
+    assert meta["category_limits"]["waterlogging"]["time_limit_hours"] == 12
