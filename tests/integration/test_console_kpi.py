@@ -2,7 +2,7 @@
 against a running worker and the real broker: reports become orders in two districts,
 the departments work them through the API (one returned, one visited), the evaluation
 shows them closed, and the KPI tab renders the month's tables and ECharts canvases — for
-the operator (every department, every district), a department (its own row only) and a
+the operator (every department, district and category), a department (its own row only) and a
 grid member (no tab).  Screenshots go to test-artifacts/console-kpi-*.png."""
 
 import asyncio
@@ -97,6 +97,24 @@ def shot(name: str) -> str:
     return str(ARTIFACTS / f"console-kpi-{name}.png")
 
 
+async def screenshots(page, name: str) -> None:
+    """The screen as an operator sees it (900 px: the KPI section scrolls, the page does
+    not), scrolled to its end, and whole (a viewport as tall as the section)."""
+    kpi = page.locator("#kpi")
+    await page.screenshot(path=shot(name))
+    assert await kpi.evaluate("k => k.scrollHeight > k.clientHeight")                 # it scrolls
+    await kpi.evaluate("k => k.scrollTo(0, k.scrollHeight)")
+    await expect(page.locator("#kpi-chart-devices canvas")).to_be_in_viewport()
+    await page.screenshot(path=shot(name + "-end"))
+    await kpi.evaluate("k => k.scrollTo(0, 0)")
+    tall = await page.evaluate("document.querySelector('#kpi').scrollHeight + document.querySelector('#kpi')"
+                               ".getBoundingClientRect().top + 4")
+    await page.set_viewport_size({"width": 1440, "height": int(tall)})
+    await page.wait_for_timeout(300)
+    await page.screenshot(path=shot(name + "-whole"))
+    await page.set_viewport_size({"width": 1440, "height": 900})
+
+
 async def canvases(page) -> list[dict]:
     """Every chart's canvas on the KPI screen, with its size and whether anything is drawn on it."""
     return await page.locator("#kpi .kpi-chart canvas").evaluate_all("""els => els.map(c => {
@@ -143,6 +161,8 @@ async def test_kpi_screen_shows_the_months_evaluation_with_charts(console, kafka
         and b["figures"]["city_mgmt"]["visits"] == 1 and b["figures"]["water"]["returns"] == 1 and b))
     assert figures["figures"]["water"]["return_rate"] == round(1 / 3, 4)
     assert figures["by_district"][district2]["closed"] == 1
+    assert (figures["by_category"]["waterlogging"]["closed"], figures["by_category"]["garbage_overflow"]["closed"],
+            figures["by_category"]["waterlogging"]["returns"]) == (2, 1, 1)
 
     # 1. The operator: every department and district, six charts drawn.
     op = await signed_in(browser, base, OPERATOR)
@@ -166,6 +186,10 @@ async def test_kpi_screen_shows_the_months_evaluation_with_charts(console, kafka
     await expect(op.locator("[data-testid=kpi-departments] tr[data-key='*'] [data-field=closed]")).to_have_text("3")
     await expect(op.locator(f"[data-testid=kpi-districts] tr[data-key='{district2}'] [data-field=closed]")).to_have_text("1")
     await expect(op.locator("[data-testid=kpi-card-closed] b")).to_have_text("3")
+    flooded = op.locator("[data-testid=kpi-categories] tr[data-key=waterlogging]")
+    await expect(flooded.locator("[data-field=closed]")).to_have_text("2")
+    await expect(flooded.locator("[data-field=return_rate]")).to_have_text("33.3%")
+    await expect(op.locator("[data-testid=kpi-categories] tr[data-key=garbage_overflow]")).to_contain_text("100.0%")
     await expect(op.locator("[data-testid=kpi-devices] tr[data-key='*'] [data-field=intact_rate]")).to_contain_text("%")
     await expect(op.locator("[data-testid=kpi-status]")).to_contain_text("更新于")
     # The table stays within the screen: no sideways scrolling of the page or the table.
@@ -173,15 +197,14 @@ async def test_kpi_screen_shows_the_months_evaluation_with_charts(console, kafka
     assert await op.locator("[data-testid=kpi-departments]").evaluate(
         "t => t.parentElement.scrollWidth <= t.parentElement.clientWidth + 1")
     await expect(op.locator("#kpi .kpi-chart canvas").first).to_be_visible()
-    await op.wait_for_function("document.querySelectorAll('#kpi .kpi-chart canvas').length >= 6")
+    await op.wait_for_function("document.querySelectorAll('#kpi .kpi-chart canvas').length >= 9")
     await op.wait_for_timeout(300)
     drawn = await canvases(op)
     assert {c["chart"] for c in drawn} >= {"kpi-chart-dept-closed", "kpi-chart-dept-rates", "kpi-chart-dept-hours",
-                                          "kpi-chart-district", "kpi-chart-district-hours", "kpi-chart-trend",
-                                          "kpi-chart-devices"}, drawn
+                                          "kpi-chart-district", "kpi-chart-district-hours", "kpi-chart-category",
+                                          "kpi-chart-category-hours", "kpi-chart-trend", "kpi-chart-devices"}, drawn
     assert all(c["w"] > 100 and c["h"] > 100 and c["painted"] > 50 for c in drawn), drawn
-    await op.screenshot(path=shot("1-operator"), full_page=True)
-    await op.screenshot(path=shot("1-operator-top"))
+    await screenshots(op, "1-operator")
 
     # An earlier month: nothing closed then; rates are — and the charts say so.
     months = await op.locator("[data-testid=kpi-period] option").evaluate_all("os => os.map(o => o.value)")
@@ -212,11 +235,13 @@ async def test_kpi_screen_shows_the_months_evaluation_with_charts(console, kafka
     await expect(rows.first).to_have_attribute("data-key", "water")
     await expect(rows.first.locator("[data-field=closed]")).to_have_text("2")
     await expect(dept.locator("#kpi-district-block")).to_be_hidden()
+    await expect(dept.locator("#kpi-category-block")).to_be_hidden()
+    assert (await call(http, "GET", "/api/v1/kpis", WATER))[1]["by_category"] == {}
     await expect(dept.locator("[data-testid=kpi-card-closed] b")).to_have_text("2")
     await dept.wait_for_function("document.querySelectorAll('#kpi .kpi-chart canvas').length >= 5")
     drawn = await canvases(dept)
     assert drawn and all(c["w"] > 100 and c["h"] > 100 and c["painted"] > 50 for c in drawn), drawn
-    await dept.screenshot(path=shot("2-department"), full_page=True)
+    await screenshots(dept, "2-department")
 
     # 3. A grid member: no KPI tab (the API answers it 403).
     grid = await signed_in(browser, base, GRID)

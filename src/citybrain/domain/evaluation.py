@@ -47,6 +47,10 @@ STAGES = ("dispatch", "accept", "handle", "close")
 ASSIST_WORK = {"assist_added": "added", "assist_handled": "handled", "assist_returned": "returned"}
 ALL = "*"   # the row for every department together
 DISTRICT = "@"   # rows kept per district beside the departments' (key "@370306"): 市/区县 figures
+CATEGORY = "#"   # and per category (key "#waterlogging"): 分类 figures, under the order's category then
+PREFIX = {"department": "", "district": DISTRICT, "category": CATEGORY}
+# A checkpoint's format: an older one (no category rows, no "format") is folded again from the log.
+CHECKPOINT_FORMAT = 2
 
 
 class DayFigures:
@@ -109,6 +113,11 @@ class Figures:
 
 def _district(snap: dict[str, Any]) -> str:
     return sys.intern(DISTRICT + ((snap.get("location") or {}).get("district_code") or ""))
+
+
+def _places(snap: dict[str, Any]) -> tuple[str, str]:
+    """The order's district row and category row."""
+    return _district(snap), sys.intern(CATEGORY + (snap.get("category") or ""))
 
 
 def quantile(sorted_values: list[float], q: float) -> float | None:
@@ -183,15 +192,17 @@ class Evaluation:
             return   # seen already (at-least-once delivery)
         if kind == "visited":
             self._count_visit(day, snap)
-        district = _district(snap)
+        places = _places(snap)
         if kind == "dispatched" and snap.get("department"):
             self.dispatches[(day, sys.intern(snap["department"]))] += 1
-            self.dispatches[(day, district)] += 1
+            for row in places:
+                self.dispatches[(day, row)] += 1
         elif kind == "returned":
             who = department or (change.get("actor") or {}).get("department")
             if who:
                 self.returns[(day, who)] += 1
-                self.returns[(day, district)] += 1
+                for row in places:
+                    self.returns[(day, row)] += 1
         elif kind in ASSIST_WORK and change.get("part"):
             self.assist_work[(day, sys.intern(change["part"]), ASSIST_WORK[kind])] += 1
         status = snap["status"]
@@ -216,7 +227,8 @@ class Evaluation:
         visit = (snap.get("visits") or [{}])[-1]
         if visit.get("satisfaction"):
             self.visits[(day, sys.intern(snap.get("department") or "unassigned"), visit["satisfaction"])] += 1
-            self.visits[(day, _district(snap), visit["satisfaction"])] += 1
+            for row in _places(snap):
+                self.visits[(day, row, visit["satisfaction"])] += 1
 
     def _new_day(self, day: str) -> None:
         """The log reached a new day: forget the versions of orders closed long before."""
@@ -234,7 +246,7 @@ class Evaluation:
         day = self._day(closed)
         hours = [(b - a).total_seconds() / 3600 if a is not None and b is not None and b >= a else None
                  for a, b in spans]
-        for row in (sys.intern(snap.get("department") or "unassigned"), _district(snap)):
+        for row in (sys.intern(snap.get("department") or "unassigned"), *_places(snap)):
             f = self.days.setdefault(day, {}).get(row)
             if f is None:
                 f = self.days[day][row] = DayFigures()
@@ -259,7 +271,7 @@ class Evaluation:
                 "returns": [[d, dept, n] for (d, dept), n in self.returns.items()],
                 "assist_work": [[d, dept, what, n] for (d, dept, what), n in self.assist_work.items()],
                 "visits": [[d, dept, how, n] for (d, dept, how), n in self.visits.items()],
-                "device_faults": self.device_faults}
+                "device_faults": self.device_faults, "format": CHECKPOINT_FORMAT}
 
     def checkpoint_days(self, everything: bool = False) -> dict[str, dict[str, Any]]:
         """The days changed since the last call (``everything``: all), as JSON-ready data."""
@@ -271,6 +283,11 @@ class Evaluation:
     def clear(self) -> None:
         self.restore({"open": {}, "closed_version": {}, "finished": 0, "latest_day": "", "dispatches": [],
                       "returns": []}, {})
+
+    @staticmethod
+    def current(meta: dict[str, Any]) -> bool:
+        """Whether a checkpoint holds every row this version keeps (else: fold the log again)."""
+        return bool(meta.get("format", 1) == CHECKPOINT_FORMAT)
 
     def restore(self, meta: dict[str, Any], days: dict[str, dict[str, Any]]) -> None:
         self.open = {wo: (v, sys.intern(d) if d else None) for wo, (v, d) in meta["open"].items()}
@@ -304,19 +321,22 @@ class Evaluation:
         return start, end
 
     def figures(self, period: str, by: str = "department") -> dict[str, dict[str, Any]]:
-        """department (``by="district"``: district code) → figures for the period, plus
-        ``*`` for the whole city.  Assist work is a department's only."""
-        if by not in ("department", "district"):
-            raise ValueError(f"by must be department or district, not {by!r}")
+        """department (``by="district"``: district code; ``by="category"``: category code,
+        the order's category when it was dispatched, returned, visited or closed) →
+        figures for the period, plus ``*`` for the whole city.  Assist work is a
+        department's only."""
+        if by not in PREFIX:
+            raise ValueError(f"by must be department, district or category, not {by!r}")
         start, end = self.period_range(period)
         first, last = start.strftime("%Y-%m-%d"), (end - timedelta(days=1)).strftime("%Y-%m-%d")
         rows: dict[str, Figures] = {}
-        districts = by == "district"
+        prefix = PREFIX[by]
+        districts = by != "department"    # rows under a prefix: no assist work
 
         def row(key: str) -> list[Figures]:
-            if key.startswith(DISTRICT) != districts:
+            if (key[:1] != prefix) if prefix else (key[:1] in (DISTRICT, CATEGORY)):
                 return []
-            dept = key[1:] if districts else key
+            dept = key[1:] if prefix else key
             for d in (dept, ALL):
                 if d not in rows:
                     rows[d] = Figures(d)
@@ -358,7 +378,7 @@ class Evaluation:
         out = {d: f.as_dict() for d, f in sorted(rows.items())}
         if districts:
             for shown in out.values():
-                shown["district"] = shown.pop("department")
+                shown[by] = shown.pop("department")
         return out
 
     def device_health(self, registered: Counter[tuple[str, str]]) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ import orjson
 
 from citybrain import metrics
 from citybrain.config import Config
-from citybrain.domain.evaluation import STAGES
+from citybrain.domain.evaluation import STAGES, Evaluation
 from citybrain.kafka.topics import Topics
 from citybrain.memory import release_free_memory
 from citybrain.readmodels.orders import OrderView
@@ -78,6 +78,12 @@ class OrderLogViews:
             log.info("评价无检查点 no evaluation checkpoint: folding %s from the beginning", self.events_topic)
             return {}
         meta, days, offsets = loaded
+        if not Evaluation.current(meta):
+            log.info("评价检查点格式较旧 the evaluation checkpoint predates category rows: folding %s from the "
+                     "beginning", self.events_topic)
+            if self.checkpoint is not None:
+                self.checkpoint.clear()
+            return {}
         self.evaluation.restore(meta, days)
         self.saved_positions = dict(offsets)
         log.info("评价检查点 evaluation checkpoint: %d days of figures, %d open orders; %s from offsets %s",

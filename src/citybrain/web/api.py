@@ -446,10 +446,11 @@ class Api:
         if p.role in ("department", "street"):
             figures = {d: row for d, row in figures.items() if d == p.department}
             health = {k: row for k, row in health.items() if row["owner"] == p.department}
-            by_district = {}
-        else:   # 市/区县: the figures of the orders lying in each district, and the city's
+            by_district, by_category = {}, {}
+        else:   # 市/区县: the figures of the orders lying in each district, and the city's; 分类: per category
             by_district = self.evaluation.figures(period, by="district")
-        return _json({"period": period, "figures": figures, "by_district": by_district,
+            by_category = self.evaluation.figures(period, by="category")
+        return _json({"period": period, "figures": figures, "by_district": by_district, "by_category": by_category,
                       "device_health": health, "definitions": "docs/lifecycle.md#evaluation-综合评价"})
 
     @staticmethod

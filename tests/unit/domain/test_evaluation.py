@@ -137,6 +137,33 @@ def test_the_same_month_by_district_sums_to_the_whole_city(month):
         ev.figures("2026-11", by="street")
 
 
+def test_the_same_month_by_category_sums_to_the_whole_city(month):
+    """E and F are garbage overflow (垃圾满溢), the rest waterlogging: per category the same
+    figures as per district above, the city row the departments' city row; a checkpoint
+    keeps the category rows, and one from before them is not current (folded again)."""
+    log = as_log(month)
+    for change in log:
+        if change["work_order_id"] in ("E", "F"):
+            change["snapshot"]["category"] = "garbage_overflow"
+    ev = Evaluation()
+    for change in log:
+        ev.add(change)
+    by_category = ev.figures("2026-11", by="category")
+    assert set(by_category) == {"waterlogging", "garbage_overflow", "*"}
+    assert (by_category["garbage_overflow"]["closed"], by_category["garbage_overflow"]["dispatches"]) == (1, 2)
+    assert (by_category["waterlogging"]["closed"], by_category["waterlogging"]["dispatches"]) == (5, 6)
+    assert by_category["waterlogging"]["returns"] == 1 and by_category["garbage_overflow"]["category"] == "garbage_overflow"
+    city = {k: v for k, v in by_category["*"].items() if k != "category"}
+    assert city == {k: v for k, v in ev.figures("2026-11")["*"].items() if k != "department"}
+    assert set(ev.figures("2026-11")) == set(EXPECTED)
+    assert set(ev.figures("2026-11", by="district")) == {"370306", "*"}
+    meta = orjson.loads(orjson.dumps(ev.checkpoint_meta()))
+    assert Evaluation.current(meta) and not Evaluation.current({k: v for k, v in meta.items() if k != "format"})
+    restored = Evaluation()
+    restored.restore(meta, orjson.loads(orjson.dumps(ev.checkpoint_days(everything=True))))
+    assert restored.figures("2026-11", by="category") == by_category
+
+
 def test_same_log_same_figures_whatever_the_interleaving_and_redelivery(month):
     per_order = [as_log([changes]) for changes in month]
     reference = Evaluation()

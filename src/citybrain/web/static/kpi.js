@@ -1,5 +1,5 @@
 // citybrain 综合评价 KPI screen: the evaluation figures (docs/lifecycle.md "Evaluation")
-// of a month per department and per district, the last twelve months, and device health
+// of a month per department, district and category, the last twelve months, and device health
 // (设备完好率), as tables and Apache ECharts charts (vendored from npm, canvas renderer).
 // No framework, no CDN.
 //
@@ -56,6 +56,10 @@
   function districtLabel(code) {
     if (code === "*") return `${(meta().city || {}).name || "全市"} all`;
     return `${(meta().districts || {})[code] || ""} ${code}`.trim();
+  }
+  function categoryLabel(code) {
+    if (code === "*") return "全部类别 all";
+    return `${(meta().categories || {})[code] || ""} ${code || "—"}`.trim();
   }
   function deviceLabel(key, r) {
     if (key === "*") return "全部设备 all";
@@ -166,6 +170,15 @@
         <div class="kpi-charts two">
           <div class="kpi-chart" id="kpi-chart-district" data-testid="kpi-chart"></div>
           <div class="kpi-chart" id="kpi-chart-district-hours" data-testid="kpi-chart"></div>
+        </div>
+      </section>
+      <section class="kpi-block" id="kpi-category-block"${operator ? "" : " hidden"}>
+        <h3>类别 by category <small class="muted">各环节当时的类别 the order's category at each step</small></h3>
+        <div class="kpi-table"><table data-testid="kpi-categories"><thead>${headRow("类别 category", false)}</thead>
+          <tbody id="kpi-category-rows"></tbody></table></div>
+        <div class="kpi-charts two">
+          <div class="kpi-chart" id="kpi-chart-category" data-testid="kpi-chart"></div>
+          <div class="kpi-chart" id="kpi-chart-category-hours" data-testid="kpi-chart"></div>
         </div>
       </section>
       <section class="kpi-block two-up">
@@ -280,6 +293,10 @@
     $k("kpi-district-rows").innerHTML = districts.length
       ? districts.map(([k, r]) => figureRow(k, r, districtLabel(k), false)).join("")
       : `<tr><td colspan="${cols - 1}" class="muted">暂无 none</td></tr>`;
+    const categories = ordered(body.by_category || {});
+    $k("kpi-category-rows").innerHTML = categories.length
+      ? categories.map(([k, r]) => figureRow(k, r, categoryLabel(k), false)).join("")
+      : `<tr><td colspan="${cols - 1}" class="muted">暂无 none</td></tr>`;
     const devices = Object.entries(body.device_health || {}).sort(([a], [b]) =>
       (a === "*") !== (b === "*") ? (a === "*" ? 1 : -1) : a.localeCompare(b));
     $k("kpi-device-rows").innerHTML = devices.length ? devices.map(([k, r]) =>
@@ -301,6 +318,10 @@
       const dnames = drows.map(([k]) => shortName(districtLabel(k)));
       chart("kpi-chart-district", closedOption("区县 结案数与比率 closed · rates", dnames, drows.map(([, r]) => r), true));
       chart("kpi-chart-district-hours", hoursOption("区县 办理时长 hours p50 (p90 浅色)", dnames, drows.map(([, r]) => r)));
+      const crows = categories.filter(([k]) => k !== "*");
+      const cnames = crows.map(([k]) => shortName(categoryLabel(k)));
+      chart("kpi-chart-category", closedOption("类别 结案数与比率 closed · rates", cnames, crows.map(([, r]) => r), true));
+      chart("kpi-chart-category-hours", hoursOption("类别 办理时长 hours p50 (p90 浅色)", cnames, crows.map(([, r]) => r)));
     }
     const owned = devices.filter(([k]) => k !== "*");
     chart("kpi-chart-devices", devicesOption(owned), Math.max(120, 56 + 30 * owned.length));
@@ -358,7 +379,7 @@
     grid: {left: 12, right: 16, top: 60, bottom: 8, containLabel: true},
   });
   const catAxis = (names) => ({type: "category", data: names, axisLine: {lineStyle: {color: GRIDLINE}},
-    axisLabel: {color: TEXT, interval: 0, hideOverlap: true, fontSize: 11}});
+    axisLabel: {color: TEXT, interval: 0, hideOverlap: true, fontSize: 11, rotate: names.length > 8 ? 30 : 0}});
   // No axis names (they collide with the legend, which names the series): the labels carry the unit.
   const valAxis = (unit = "", extra = {}) => ({type: "value",
     axisLabel: {color: MUTED, fontSize: 11, formatter: unit ? `{value}${unit}` : "{value}"},
