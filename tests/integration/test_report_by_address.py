@@ -5,12 +5,14 @@ needs_location; the address lookup and the category limits the console's picker 
 
 import asyncio
 import time
+import uuid
+from datetime import UTC, datetime
 
 import aiohttp
 import orjson
 import pytest
 
-from .kafka_helpers import WorkerProcess, new_prefix, prepare
+from .kafka_helpers import WorkerProcess, new_prefix, prepare, produce
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +22,10 @@ OPERATOR, WATER, GATEWAY = "demo-operator", "demo-water", "demo-gateway"
 @pytest.fixture(scope="module")
 async def served(kafka_bootstrap, tmp_path_factory):
     prefix = new_prefix("addr")
-    await prepare(kafka_bootstrap, prefix)
+    topics = await prepare(kafka_bootstrap, prefix)
     worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("addr")).start()
     async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.port}") as http:
+        http.kafka = (kafka_bootstrap, topics)   # type: ignore[attr-defined]
         yield http
     worker.stop()
 
@@ -47,13 +50,7 @@ async def test_a_report_by_address_becomes_an_order_with_the_address_and_masked_
     assert (located["lon"], located["lat"]) == pytest.approx((117.870, 36.745))
     assert body["grid_code"].startswith("370306003")                # 青年路街道
 
-    deadline, wo = time.monotonic() + 30, None
-    while wo is None and time.monotonic() < deadline:
-        s, got = await call(http, "GET", f"/api/v1/reports/{rid}", OPERATOR)
-        wo = got.get("work_order_id") if s == 200 else None
-        if wo is None:
-            await asyncio.sleep(0.3)
-    assert wo is not None, "the report did not become an order"
+    wo = await order_of(http, rid)
     status, got = await call(http, "GET", f"/api/v1/workorders/{wo}", OPERATOR)
     assert status == 200, got
     order = got["work_order"]
@@ -65,6 +62,16 @@ async def test_a_report_by_address_becomes_an_order_with_the_address_and_masked_
     # The list carries them too (the board's search covers the address).
     status, page = await call(http, "GET", "/api/v1/workorders?q=青年路88号", OPERATOR)
     assert status == 200 and [o["work_order_id"] for o in page["items"]] == [wo]
+
+
+async def order_of(http, rid: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        s, got = await call(http, "GET", f"/api/v1/reports/{rid}", OPERATOR)
+        if s == 200:
+            return got["work_order_id"]
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"report {rid} did not become an order")
 
 
 async def test_an_address_that_names_nothing_needs_a_location(served):
@@ -93,3 +100,28 @@ async def test_the_address_lookup_and_the_category_limits(served):
     assert meta["category_limits"]["gas_leak"]["priority"] == "urgent"
     assert meta["category_limits"]["gas_leak"]["department"] == "gas_utility"
     assert meta["category_limits"]["waterlogging"]["time_limit_hours"] == 12
+
+
+async def test_a_platforms_report_that_cannot_be_located_waits_in_triage(served):
+    """On ingest.reports itself (a platform or gateway publishing to Kafka, not the API): an
+    address the gazetteer cannot locate opens an order registered for triage, flagged
+    needs_location at a placeholder (the district its address names), routed nowhere."""
+    http = served
+    bootstrap, topics = http.kafka
+    rid, rid2 = f"R-{uuid.uuid4()}", f"R-{uuid.uuid4()}"
+    base = {"reporter_id": "HL-9", "channel": "hotline_12345", "category": "road_damage",
+            "ts": datetime.now(UTC).isoformat(), "contact_phone": "0533-6123456"}
+    await produce(bootstrap, [
+        (topics.reports, b"HL-9", orjson.dumps({**base, "report_id": rid, "address": "周村区某小区南门"})),
+        # The same placeholder point again: another caller, not the same incident.
+        (topics.reports, b"HL-9", orjson.dumps({**base, "report_id": rid2, "address": "周村区另一处"}))])
+    wo, wo2 = await order_of(http, rid), await order_of(http, rid2)
+    assert wo != wo2
+    status, got = await call(http, "GET", f"/api/v1/workorders/{wo}", OPERATOR)
+    order = got["work_order"]
+    assert (order["status"], order["department"], order["route_rule"], order["needs_location"]) == (
+        "registered", None, "needs_location", True)
+    assert order["location"]["district_code"] == "370306" and order["address"] == "周村区某小区南门"
+    assert order["reporter_contact"] == "0533-****3456"
+    status, page = await call(http, "GET", "/api/v1/workorders?status=registered&category=road_damage", OPERATOR)
+    assert {wo, wo2} <= {o["work_order_id"] for o in page["items"]}

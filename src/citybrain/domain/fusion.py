@@ -46,16 +46,20 @@ class OpenOrder:
     # sets of 216 bytes each (measured: the index was 900 bytes per order).
     finders: tuple[str, ...] = ()       # device/camera ids
     event_ids: tuple[str, ...] = ()
+    # needs_location: its point is a placeholder, so nothing joins it by distance (it is
+    # kept out of the spatial hash).
+    alone: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.work_order_id, "g": self.group, "c": self.category, "lon": self.lon,
-                "lat": self.lat, "f": self.first_at, "l": self.last_at,
-                "fd": sorted(self.finders), "e": sorted(self.event_ids)}
+        d = {"id": self.work_order_id, "g": self.group, "c": self.category, "lon": self.lon,
+             "lat": self.lat, "f": self.first_at, "l": self.last_at,
+             "fd": sorted(self.finders), "e": sorted(self.event_ids)}
+        return {**d, "a": True} if self.alone else d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OpenOrder:
         return cls(d["id"], sys.intern(d["g"]), sys.intern(d["c"]), d["lon"], d["lat"], d["f"], d["l"],
-                   tuple(d["fd"]), tuple(d["e"]))
+                   tuple(d["fd"]), tuple(d["e"]), bool(d.get("a", False)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +73,13 @@ class FusionEvent:
     lat: float
     at: float            # occurred_at, epoch seconds
     finder: str | None   # device_id or camera_id
+    alone: bool = False  # needs_location: a placeholder point, so it joins nothing
 
     @classmethod
     def of(cls, event: CityEvent) -> FusionEvent:
         return cls(event.event_id, event.kind, event.category, event.location.lon,
                    event.location.lat, _epoch(event.occurred_at),
-                   event.device_id or event.camera_id)
+                   event.device_id or event.camera_id, event.needs_location)
 
 
 Action = Literal["open", "join", "recovery", "duplicate", "orphan_recovery"]
@@ -118,10 +123,11 @@ class FusionIndex:
 
     def add(self, order: OpenOrder) -> None:
         self.orders[order.work_order_id] = order
-        cx, cy = _cell(order.lon, order.lat)
-        cell = self._cells.setdefault((order.group, cx, cy), [])
-        if order.work_order_id not in cell:
-            cell.append(order.work_order_id)
+        if not order.alone:
+            cx, cy = _cell(order.lon, order.lat)
+            cell = self._cells.setdefault((order.group, cx, cy), [])
+            if order.work_order_id not in cell:
+                cell.append(order.work_order_id)
         for f in order.finders:
             self._by_finder[(order.group, f)] = order.work_order_id
         for e in order.event_ids:
@@ -168,12 +174,12 @@ class FusionIndex:
                 return Decision("orphan_recovery", None)
             self._attach(order, ev, add_finder=False)
             return Decision("recovery", order.work_order_id)
-        order = self._finder_order(group, ev.finder) or self._nearest(ev, group, router)
+        order = None if ev.alone else self._finder_order(group, ev.finder) or self._nearest(ev, group, router)
         if order is not None:
             self._attach(order, ev, add_finder=True)
             return Decision("join", order.work_order_id)
         order = OpenOrder(work_order_id_for(group, ev.event_id), group, ev.category, ev.lon, ev.lat,
-                          ev.at, ev.at, (ev.finder,) if ev.finder else (), (ev.event_id,))
+                          ev.at, ev.at, (ev.finder,) if ev.finder else (), (ev.event_id,), ev.alone)
         self.add(order)
         return Decision("open", order.work_order_id)
 
@@ -239,4 +245,5 @@ def open_entry(snapshot: WorkOrder) -> OpenOrder:
         snapshot.work_order_id, sys.intern(snapshot.fusion_group), sys.intern(snapshot.category),
         snapshot.location.lon, snapshot.location.lat,
         min(e.occurred_at.timestamp() for e in alarms), max(e.occurred_at.timestamp() for e in alarms),
-        tuple(dict.fromkeys(snapshot.finders)), tuple(dict.fromkeys(e.event_id for e in snapshot.events)))
+        tuple(dict.fromkeys(snapshot.finders)), tuple(dict.fromkeys(e.event_id for e in snapshot.events)),
+        snapshot.needs_location)

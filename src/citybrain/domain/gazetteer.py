@@ -260,6 +260,17 @@ class Gazetteer:
         return best
 
 
+    def placeholder(self, text: str) -> Candidate:
+        """Where a report whose address ``locate`` refused is put while it waits in triage
+        (needs_location): the best candidate of any kind (the street or district its address
+        names), else the city's first district (by code) — a placeholder, never a location."""
+        ranked = self.lookup(text, limit=1)
+        if ranked:
+            return ranked[0]
+        first = min((e for e in self.entries if e.kind == "district"), key=lambda e: e.codes["district_code"])
+        return Candidate(first.name, first.kind, first.codes, first.lon, first.lat, 0, "")
+
+
 def _codes(district: str, street: str | None = None, community: str | None = None,
            grid: str | None = None) -> dict[str, str]:
     values = (district, street, community, grid)

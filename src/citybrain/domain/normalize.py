@@ -18,6 +18,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from citybrain.domain.gazetteer import Gazetteer
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
 from citybrain.domain.masking import mask_bytes, mask_phone, mask_text
@@ -91,13 +92,14 @@ class Normalizer:
     def __init__(self, *, taxonomy: Taxonomy, sensor_rules: dict[str, SensorRule],
                  video_thresholds: dict[str, float], city: CityMap,
                  registry: Callable[[str], Device | None],
-                 limits: IngestLimits = IngestLimits()):
+                 limits: IngestLimits = IngestLimits(), gazetteer: Gazetteer | None = None):
         self.taxonomy = taxonomy
         self.sensor_rules = sensor_rules
         self.video_thresholds = video_thresholds
         self.city = city
         self.registry = registry
         self.limits = limits
+        self.gazetteer = gazetteer   # reports by address (None: a report needs lon/lat)
 
     # -- the three sources -------------------------------------------------------
 
@@ -226,7 +228,8 @@ class Normalizer:
                 raise Rejected("unknown_category", f"category {r.category!r} is not in the taxonomy",
                                "category")
             self._not_future(r.ts.timestamp(), meta)
-            lon, lat, where = self._where(r.lon, r.lat, None)
+            lon, lat, needs_location = self._by_address(r)
+            lon, lat, where = self._where(lon, lat, None)
             if r.grid_code is not None and r.grid_code != where.grid_code:
                 # The app's own grid wins when it names a real grid: grid members
                 # report for their grid even standing just across its border.
@@ -246,7 +249,7 @@ class Normalizer:
             evidence=list(r.photos), description=mask_text(r.description),
             address=mask_text(r.address) if r.address else None,
             contact_phone=mask_phone(r.contact_phone) if r.contact_phone else None,
-            source_ref=_ref(meta, r),
+            needs_location=needs_location, source_ref=_ref(meta, r),
         )
         return Result("event", event=event)
 
@@ -295,6 +298,17 @@ class Normalizer:
             raise Rejected("future_timestamp",
                            f"ts is {ahead:.0f}s ahead of the record's Kafka time "
                            f"(limit {self.limits.max_future_seconds:.0f}s)", "ts")
+
+    def _by_address(self, r: IncidentReport) -> tuple[float | None, float | None, bool]:
+        """A report with an address and no point: the gazetteer's point, or — when it cannot
+        locate the address — a placeholder and needs_location (the order waits in triage)."""
+        if r.lon is not None or r.lat is not None or not r.address or self.gazetteer is None:
+            return r.lon, r.lat, False
+        found = self.gazetteer.locate(r.address)
+        if found is not None:
+            return found.lon, found.lat, False
+        spot = self.gazetteer.placeholder(r.address)
+        return spot.lon, spot.lat, True
 
     def _where(self, lon: float | None, lat: float | None, device: Device | None) -> tuple[float, float, AdminLocation]:
         if lon is None or lat is None:

@@ -175,6 +175,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         registry=registry.get,
         limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds,
                             dead_letter_original=s.ingest.dead_letter_original),
+        gazetteer=config.gazetteer,
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()

@@ -32,6 +32,7 @@ from citybrain.domain.device_health import ONLINE, Health, PartitionClock, Silen
 from citybrain.domain.fusion import FusionEvent, FusionIndex, group_of, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
 from citybrain.domain.registry import Device
+from citybrain.domain.routing import Route
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import attach, open_order
 from citybrain.gauges import GaugeCounts, OpenOrderGauge, assist_keys, emergency_keys
@@ -676,6 +677,8 @@ class FuseStage:
             loc = event.location
             route = self.router.route(event.category, (loc.grid_code, loc.community_code,
                                                   loc.street_code, loc.district_code), event.asset_owner)
+            if event.needs_location:   # a placeholder point routes nowhere: it waits in triage
+                route = Route(None, route.priority, "needs_location")
             changes = open_order(wo, self.router.group(event.category), event, route, now,
                                  self.deadlines)
             changes += self.escalator.follow(changes[-1].snapshot, now)

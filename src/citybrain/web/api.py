@@ -275,6 +275,9 @@ class Api:
             report = IncidentReport.model_validate(doc)
         except ValidationError as e:
             return _validation(e)
+        if report.lon is None or report.lat is None:
+            return _error(422, "missing_field", "lon and lat: a point (or, without them, an address the gazetteer "
+                          "locates)", "lon" if report.lon is None else "lat")
         if self.config.taxonomy.category(report.category) is None:
             return _error(422, "unknown_category", f"category {report.category!r} is not in the taxonomy",
                           "category")

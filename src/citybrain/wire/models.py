@@ -113,8 +113,9 @@ class IncidentReport(_Input):
     category: Annotated[StrictStr, Field(min_length=1, max_length=64)]
     description: Annotated[StrictStr, Field(max_length=2000)] = ""
     ts: Timestamp
-    lon: Lon
-    lat: Lat
+    lon: Lon | None = Field(None, description="lon and lat, or an address without them: the gazetteer "
+                                              "locates it, or the order waits in triage (needs_location)")
+    lat: Lat | None = None
     grid_code: Annotated[StrictStr, Field(pattern=r"^\d{15}$")] | None = None
     address: Annotated[StrictStr, Field(max_length=500)] | None = None
     photos: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
@@ -195,6 +196,10 @@ class CityEvent(BaseModel):
     description: str = Field("", description="masked (脱敏)")
     address: str | None = None
     contact_phone: str | None = Field(None, description="masked form only")
+    needs_location: bool = Field(False, description="a report whose address could not be located: its "
+                                                    "location is a placeholder (the area its address names, "
+                                                    "else the city's first district); it fuses with nothing "
+                                                    "and its order waits in triage")
     source_ref: SourceRef
 
 
@@ -330,6 +335,9 @@ class WorkOrder(BaseModel):
                                                   "(masked like the description)")
     reporter_contact: str | None = Field(None, description="the contact phone of the first report that gave "
                                                            "one, masked (138****5678): never the clear number")
+    needs_location: bool = Field(False, description="opened by a report whose address could not be located: "
+                                                    "the location is a placeholder; registered for triage "
+                                                    "(route_rule needs_location)")
     opened_at: datetime = Field(description="occurred_at of the first event")
     created_at: datetime
     source_ingested_at: datetime = Field(description="Kafka timestamp of the first event's source record")

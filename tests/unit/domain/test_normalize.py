@@ -251,7 +251,7 @@ def test_report_grid_code_from_app_is_used_when_it_is_a_real_grid(normalizer, me
 
 @pytest.mark.parametrize("reason,raw", [
     ("unknown_category", report(category="ufo_sighting")),
-    ("missing_field", report(lon=...)),
+    ("missing_location", report(lon=...)),   # a point or (with a gazetteer) an address
     ("invalid_field", report(description="长" * 2001)),
     ("invalid_field", report(channel="fax")),
     ("out_of_area", report(lon=120.0, lat=30.0)),
