@@ -279,3 +279,26 @@ async def test_an_operator_files_a_phone_call_by_address_with_a_photo(console, t
     await expect(op.locator("[data-testid=evidence-thumb]")).to_have_count(1, timeout=10000)
     await op.screenshot(path=shot("11-case-filed"))
     assert op.errors == []
+
+
+async def test_a_console_left_open_says_the_worker_has_stopped(kafka_bootstrap, tmp_path):
+    """After the demo (or any stop), an open console says the worker stopped — not a silent
+    green "live" nor a bare network error — and comes back by itself when it returns."""
+    prefix = new_prefix("console-stop")
+    await prepare(kafka_bootstrap, prefix)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path).start()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            op = await signed_in(browser, f"http://127.0.0.1:{worker.port}", "demo-operator")
+            worker.stop()                                    # SIGTERM, as the demo's end does
+            live = op.locator("[data-testid=live]")
+            await expect(live).to_have_class("live off", timeout=20000)
+            await expect(live).to_contain_text("工作进程已停止", timeout=20000)
+            await op.screenshot(path=shot("12-worker-stopped"))
+            worker.start()
+            await expect(live).to_have_class("live on", timeout=60000)
+            assert op.errors == []
+        finally:
+            await browser.close()
+            worker.stop()

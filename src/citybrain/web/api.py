@@ -6,6 +6,7 @@ without the token."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -194,6 +195,11 @@ class Api:
         await self.producer.send_and_wait(topic, value, key=key)   # 202 means: in Kafka
 
     async def close(self) -> None:
+        # Open consoles are told the worker is stopping (not that their network failed).
+        for q in list(self.view.subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                q.put_nowait({"kind": "shutdown", "id": self.view.event_id()})
+        await asyncio.sleep(0.2)     # the streams write it before the server closes them
         if self.producer is not None:
             await self.producer.stop()
         if self.media_producer is not None:
@@ -515,6 +521,10 @@ class Api:
                         quiet_since = time.monotonic()
                     continue
                 quiet_since = time.monotonic()
+                if msg["kind"] == "shutdown":
+                    await self._event(response, "shutdown", msg["id"], {
+                        "kind": "shutdown", "id": msg["id"], "detail": "工作进程正在停止 the worker is stopping"})
+                    break
                 snap = msg.get("snapshot")
                 if snap is None or not may_see(p, snap):
                     continue

@@ -834,8 +834,12 @@ function flash(text, bad) {
 // replays the orders changed meanwhile, or says "reload" when it cannot.
 
 function setLive(on, text) {
+  if (on) state.offlineSince = null;
+  else state.offlineSince = state.offlineSince || new Date();
   $("live").className = on ? "live on" : "live off";
-  $("live").textContent = on ? "● 实时 live" : `● 断开 offline${text ? " · " + text : ""}`;
+  $("live").textContent = on ? "● 实时 live"
+    : `● 断开 offline ${fmt(state.offlineSince).slice(-8)}起${text ? " · " + text : ""}`;
+  $("live").title = on ? "" : "看板停在断开时刻，重连后自动补齐 the board is as of the cut; it catches up on reconnect";
 }
 
 async function streamChanges() {
@@ -865,14 +869,18 @@ async function streamChanges() {
           if (!data) continue;
           const msg = JSON.parse(data);
           if (id) state.lastEventId = id;
-          if (msg.kind === "hello") { state.streaming = true; wait = 1000; setLive(true); scheduleRefresh(); }
-          else if (msg.kind === "reload") { loadOrders(); if (state.selected) refreshDetail(); }
+          if (msg.kind === "hello") { state.streaming = true; state.workerStopped = false; wait = 1000; setLive(true); scheduleRefresh(); }
+          else if (msg.kind === "reload") {       // connected, but what was missed is not held: reload
+            state.streaming = true; state.workerStopped = false; wait = 1000; setLive(true);
+            loadOrders(); if (state.selected) refreshDetail();
+          }
+          else if (msg.kind === "shutdown") state.workerStopped = true;
           else if (msg.snapshot) onChange(msg);
         }
       }
     } catch (e) { /* reconnect below */ }
     state.streaming = false;
-    setLive(false, "重连中 reconnecting");
+    setLive(false, state.workerStopped ? "工作进程已停止 worker stopped — 等待重启 waiting for it" : "重连中 reconnecting");
     await new Promise((r) => setTimeout(r, wait));
     wait = Math.min(wait * 2, 10000);
   }
