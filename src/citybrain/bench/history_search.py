@@ -91,7 +91,14 @@ def main() -> None:
     ap.add_argument("--searches", type=int, default=200)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--keep", type=Path, default=None, help="build here (or reuse what is here) and keep it")
     a = ap.parse_args()
+    if a.keep is not None:
+        if not a.keep.exists():
+            built = build(a.keep, a.days, a.per_day, a.open, a.seed)
+            print(orjson.dumps({"days": a.days, "per_day": a.per_day, **built}).decode(), flush=True)
+        print(orjson.dumps(measure(a.keep, a.searches, a.seed + 1), option=orjson.OPT_INDENT_2).decode())
+        return
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         path = Path(tmp) / "history.sqlite3"
         built = build(path, a.days, a.per_day, a.open, a.seed)

@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_created ON orders (created_ts);
 CREATE INDEX IF NOT EXISTS orders_category_created ON orders (category, created_ts);
+-- a category's (or a district's) page and its exact count from the index alone, not the rows
+-- (a year: category + district p50 147 ms reading rows, snapshots inline)
+CREATE INDEX IF NOT EXISTS orders_category_district ON orders (category, district, created_ts);
+CREATE INDEX IF NOT EXISTS orders_district_created ON orders (district, created_ts);
 CREATE VIRTUAL TABLE IF NOT EXISTS orders_fts USING fts5(
     work_order_id, description, address, reports, finders, tokenize='trigram');
 CREATE VIRTUAL TABLE IF NOT EXISTS orders_geo USING rtree(id, min_lon, max_lon, min_lat, max_lat);
@@ -152,6 +156,7 @@ class HistoryStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=10000")
+        db.execute("PRAGMA cache_size=-65536")   # 64 MiB of pages: a year's indexes are ~1 GB on disk
         return db
 
     def _reader(self) -> sqlite3.Connection:
