@@ -54,6 +54,16 @@ async def read_until(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int],
     return n
 
 
+def read_note(n: int, total: int, left: int) -> str:
+    """The closing progress note: the records read against the offsets there were
+    (transaction markers and compacted gaps take offsets but hold no record)."""
+    if left > 0:
+        return f"{n:,}/{total:,} (stopped early)"
+    if n == total:
+        return f"{n:,}/{total:,}"
+    return f"{n:,} records in {total:,} offsets"
+
+
 async def read_topic_to_end(bootstrap: str, topic: str, on_record: Callable[[ConsumerRecord], None], title: str,
                             start: dict[int, int] | None = None, enough: Callable[[], bool] | None = None) -> int:
     """Every partition of ``topic`` up to the end it has now, record by record, with
@@ -86,7 +96,8 @@ async def read_topic_to_end(bootstrap: str, topic: str, on_record: Callable[[Con
 
         n = await read_until(consumer, end, each, timeout_ms=1000, enough=enough,
                              after_batch=lambda n: progress.update(n, f"{n:,}/{total:,}"))
-        progress.close()
+        left = await remaining(consumer, end)
+        progress.close(max(total - left, 0), read_note(n, total, left))
         return n
     finally:
         await consumer.stop()
