@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import time
 from collections.abc import Sequence
 
 import orjson
 from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.offset import OffsetRequest
 
 from citybrain.kafka.clients import kafka_admin, kafka_producer
 from citybrain.kafka.local_broker import LocalBroker
 from citybrain.kafka.topics import TopicSpec
 from citybrain.paths import state_dir
+
+log = logging.getLogger(__name__)
+PARTITIONS_READY_SECONDS = 30.0
 
 
 class NoBroker(RuntimeError):
@@ -51,22 +57,55 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec], replication: int
             await admin.create_topics(new, timeout_ms=30000)
         except TopicAlreadyExistsError:
             pass  # another worker won the race
-        # Wait until every new partition has a leader, so producers don't race it.
+        # A leader in the metadata is not yet a leader that takes writes: the broker may
+        # still be creating the partition's log and answers NotLeaderForPartition to a
+        # produce (the demo's registry publish printed a screenful of aiokafka warnings).
         names = [s.name for s in missing]
-        for _ in range(200):
-            try:
-                described = await admin.describe_topics(names)
-            except Exception:  # noqa: BLE001 - metadata not there yet
-                described = []
-            if len(described) == len(names) and all(
-                    t["error_code"] == 0 and t["partitions"]
-                    and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # leaders in metadata may still be loading the new logs
+        await wait_partitions_ready(admin, names)
         return names
     finally:
         await admin.close()
+
+
+async def wait_partitions_ready(admin, topics: list[str], timeout: float = PARTITIONS_READY_SECONDS) -> list[str]:
+    """Until every partition of ``topics`` answers a ListOffsets from its leader with no
+    error — the same leadership and log checks a produce meets — or ``timeout`` seconds.
+    Returns the partitions still not ready ("topic[p]", "topic[?]" for a topic not yet
+    in the metadata), logged as a warning; [] when all are, so a producer started then
+    never meets a partition without a working leader."""
+    deadline = time.monotonic() + timeout
+    ready: set[tuple[str, int]] = set()
+    while True:
+        try:
+            described = await admin.describe_topics(topics)
+        except Exception:  # noqa: BLE001 - metadata not there yet
+            described = []
+        known = {t["topic"]: t["partitions"] for t in described if t["error_code"] == 0 and t["partitions"]}
+        by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
+        for topic, partitions in known.items():
+            for p in partitions:
+                if (topic, p["partition"]) not in ready and p["leader"] >= 0:
+                    by_leader.setdefault(p["leader"], {}).setdefault(topic, []).append((p["partition"], -1))
+        for leader, asked in by_leader.items():
+            try:   # the latest offset (-1) of each partition this leader should have
+                response = await admin._send_request_to_node(leader, OffsetRequest(-1, 0, list(asked.items())))
+            except Exception:  # noqa: BLE001 - the leader not reachable yet: asked again
+                continue
+            for topic, parts in response.topics:
+                for partition, error_code, *_ in parts:
+                    if error_code == 0:
+                        ready.add((topic, partition))
+        waiting = [f"{t}[?]" for t in topics if t not in known]
+        waiting += [f"{t}[{p['partition']}]" for t, partitions in known.items() for p in partitions
+                    if (t, p["partition"]) not in ready]
+        if not waiting:
+            return []
+        if time.monotonic() >= deadline:
+            log.warning("主题分区未就绪 %d partitions not ready %.0fs after their topics were created "
+                        "(no leader answering ListOffsets, e.g. %s): producers may meet "
+                        "NotLeaderForPartition and retry", len(waiting), timeout, ", ".join(waiting[:5]))
+            return waiting
+        await asyncio.sleep(0.1)
 
 
 async def delete_prefixed(bootstrap: str, prefix: str) -> list[str]:
