@@ -529,3 +529,29 @@ async def test_per_token_limits_answer_429_with_retry_after(served):
     assert {a[0] for a in answers} <= {200, 429}
     await asyncio.sleep(5)                         # refilled for the tests after this one
     assert (await call(http, "GET", "/api/v1/workorders?limit=1", CITY))[0] == 200
+
+
+async def test_map_layers_clusters_devices_and_cameras_near_an_order(served):
+    http, worker, _ = served
+    await call(http, "POST", "/api/v1/reports", GRID, report("R-MAP-1", e=-30, n=30))
+    order = await wait_order(http, OPERATOR, lambda o: "R-MAP-1" in str(o["evidence"]))
+    status, listed = await call(http, "GET", "/api/v1/workorders?status=dispatched,registered&limit=1", OPERATOR)
+    status, body = await call(http, "GET", "/api/v1/workorders/map?status=dispatched,registered&zoom=12", OPERATOR)
+    assert status == 200 and body["total"] == listed["total"] == sum(c["count"] for c in body["cells"])
+    status, water = await call(http, "GET", "/api/v1/workorders/map?zoom=12", WATER)          # its scope only
+    status, water_list = await call(http, "GET", "/api/v1/workorders?limit=1", WATER)
+    assert water["total"] == water_list["total"]
+    for q, field in (("zoom=40", "zoom"), ("bbox=1,2", "bbox"), ("colour=red", "colour")):
+        status, body = await call(http, "GET", f"/api/v1/workorders/map?{q}", OPERATOR)
+        assert (status, body["error"]["field"]) == (400, field), q
+    # Cameras within 300 m of the order at the underpass (the SAMPLE registry has CAM-UP-01/02 there).
+    status, body = await call(http, "GET", f"/api/v1/workorders/{order['work_order_id']}/cameras", OPERATOR)
+    assert status == 200 and body["cameras"] and all(c["distance_m"] <= 300 for c in body["cameras"])
+    assert [c["distance_m"] for c in body["cameras"]] == sorted(c["distance_m"] for c in body["cameras"])
+    status, body = await call(http, "GET", f"/api/v1/workorders/{order['work_order_id']}/cameras?radius_m=0", OPERATOR)
+    assert (status, body["error"]["field"]) == (400, "radius_m")
+    loc = order["location"]
+    bbox = f"{loc['lon'] - 0.01},{loc['lat'] - 0.01},{loc['lon'] + 0.01},{loc['lat'] + 0.01}"
+    status, body = await call(http, "GET", f"/api/v1/devices?kind=camera&bbox={bbox}", OPERATOR)
+    assert status == 200 and body["total"] >= 1 and {d["health"] for d in body["items"]} <= {"ok", "fault"}
+    assert (await call(http, "GET", "/api/v1/devices", GRID))[0] == 403

@@ -78,6 +78,10 @@ async def test_the_board_is_whole_at_city_volume_and_search_reaches_any_order(ci
     assert abs(shown - truth["total"]) <= 5                      # the history's own orders do not change
     assert abs(overdue - truth["facets"]["overdue"].get("true", 0)) <= 5
     await expect(op.locator("[data-testid=page]")).to_contain_text(f"第 1 / {-(-shown // 100)} 页")
+    # The map holds every matching order, clustered by the server (not only the page's 100).
+    await expect(op.locator("[data-testid=map]")).to_have_attribute("data-orders", str(shown), timeout=15000)
+    clusters = op.locator("#map .cluster")
+    assert await clusters.count() >= 1
     await op.screenshot(path=shot("1-board"))
 
     # The next page: other rows, the pager says where it is.
@@ -96,6 +100,7 @@ async def test_the_board_is_whole_at_city_volume_and_search_reaches_any_order(ci
     await op.goto(f"{base}/#/orders/{wo}")
     await expect(op.locator("[data-testid=detail-title]")).to_contain_text(wo, timeout=15000)
     await expect(op.locator("[data-testid=detail-due]")).to_contain_text("超时")
+    await expect(op.locator("[data-testid=detail-cameras]")).not_to_have_text("…", timeout=10000)
     # Overdue first: the board sorted by what is due soonest opens on overdue orders.
     await op.select_option("[data-testid=f-sort]", "due")
     await expect(op.locator("[data-testid=rows] tr.overdue").first).to_be_visible(timeout=10000)

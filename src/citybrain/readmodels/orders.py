@@ -70,6 +70,8 @@ class _Entry:
     text: str = ""                   # casefolded ids, description, address, finders: what q= searches
     facet_key: tuple = ()            # the single-valued facet dimensions, in _SINGLE's order
     followup_ts: float = _NO_DUE     # 回访 due: handled/closed with a reporter not yet called back
+    lon: float = 0.0
+    lat: float = 0.0
 
     def summarise(self, snap: dict) -> None:
         self.category = sys.intern(snap.get("category") or "")
@@ -93,6 +95,7 @@ class _Entry:
                 done = _ts(snap.get("closed_at") or snap.get("handled_at"))
                 self.followup_ts = (done or self.updated_ts) + FOLLOWUP_HOURS * 3600
         loc = snap.get("location") or {}
+        self.lon, self.lat = float(loc.get("lon") or 0.0), float(loc.get("lat") or 0.0)
         words = [snap.get("work_order_id"), snap.get("description"), snap.get("address"), snap.get("category_name"),
                  self.category, loc.get("grid_code"), *(snap.get("finders") or ()),
                  *(e.get("report_id") for e in events), *(e.get("event_id") for e in events)]
@@ -184,6 +187,7 @@ class OrderView:
         self._actors: dict[tuple, dict] = {}   # one shared dict per distinct actor (memory)
         self.by_report: dict[str, str] = {}    # report id → the order it joined (反馈)
         self.by_media: dict[str, set[str]] = {}   # a media hash → the orders whose evidence has it
+        self.faulty: dict[str, set[str]] = {}     # a device id → its open 设备故障 orders (the map's health)
         # Live changes carry ids "<epoch>.<seq>": a client reconnecting with the last id it
         # saw gets what changed since (Last-Event-ID); one of another epoch (another worker,
         # or this one restarted) or older than the ring is told to reload.
@@ -227,6 +231,15 @@ class OrderView:
             self.open.add(wo)
         else:
             self.open.discard(wo)
+        if entry.category == "device_fault":
+            for device in snap.get("finders") or ():
+                orders = self.faulty.setdefault(device, set())
+                if entry.status in _OPEN:
+                    orders.add(wo)
+                else:
+                    orders.discard(wo)
+                if not orders:
+                    del self.faulty[device]
         self.hot.add(wo)
         for url in snap.get("evidence") or ():
             sha = sha_of_url(url)
@@ -382,6 +395,42 @@ class OrderView:
         more = len(window) > q.limit
         facets = _facets(matched, now) if matched is not None else None
         return Page(items, total, encode_cursor(q.sort, page[-1]) if more and page else None, facets)
+
+    def clusters(self, q: OrderQuery, cell_deg: float, bbox: tuple[float, float, float, float] | None = None,
+                 now: float | None = None) -> tuple[int, list[dict]]:
+        """The orders matching ``q`` (scope included) grouped in square cells of ``cell_deg``
+        degrees, for a map at city volume: a cell's count, mean point, statuses and overdue
+        count; a cell of one order names it. ``bbox``: (west, south, east, north)."""
+        now = time.time() if now is None else now
+        terms = q.terms()
+        candidates = self.open if q.status is not None and q.status <= _OPEN else self.orders.keys()
+        cells: dict[tuple[int, int], list] = {}
+        total = 0
+        for wo in candidates:
+            e = self.orders[wo]
+            if bbox is not None and not (bbox[0] <= e.lon <= bbox[2] and bbox[1] <= e.lat <= bbox[3]):
+                continue
+            if not e.matches(q, now, terms):
+                continue
+            total += 1
+            key = (int(e.lon // cell_deg), int(e.lat // cell_deg))
+            c = cells.get(key)
+            if c is None:
+                cells[key] = [1, e.lon, e.lat, Counter((e.status,)), int(e.overdue(now)), wo, e.status]
+            else:
+                c[0] += 1
+                c[1] += e.lon
+                c[2] += e.lat
+                c[3][e.status] += 1
+                c[4] += int(e.overdue(now))
+        out = []
+        for n, lon, lat, statuses, overdue, wo, status in cells.values():
+            cell = {"count": n, "lon": round(lon / n, 6), "lat": round(lat / n, 6), "statuses": dict(statuses),
+                    "overdue": overdue}
+            if n == 1:
+                cell.update(work_order_id=wo, status=status)
+            out.append(cell)
+        return total, out
 
     def orders_with_media(self, sha: str) -> list[dict]:
         """The snapshots of the orders whose evidence carries this photo (its readers)."""

@@ -31,11 +31,12 @@ from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.readmodels.query import OrderQuery
+from citybrain.web import maplayers
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
 from citybrain.web.history import HistoryRoutes
 from citybrain.web.limits import RequestRate, StreamSlots
 from citybrain.web.media import MediaRoutes, MediaStore
-from citybrain.web.params import Vocabulary, order_query
+from citybrain.web.params import PARAMETERS, Vocabulary, order_query
 from citybrain.web.places import (
     NeedsLocation,
     category_limits,
@@ -129,6 +130,9 @@ class Api:
         r.add_get("/api/v1/reports/{report_id}", self.get_report)
         r.add_get("/api/v1/workorders", self.list_orders)
         r.add_get("/api/v1/workorders/facets", self.facets)
+        r.add_get("/api/v1/workorders/map", self.order_map)
+        r.add_get("/api/v1/workorders/{id}/cameras", self.cameras_near_order)
+        r.add_get("/api/v1/devices", self.device_layer)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
         r.add_get("/api/v1/stream", self.stream)
@@ -368,6 +372,42 @@ class Api:
         if page.facets is not None:
             body["facets"] = page.facets
         return _json(body)
+
+    async def order_map(self, request: web.Request) -> web.Response:
+        """The matching orders as map clusters (the list's filters, plus zoom and bbox)."""
+        p = self.principal(request)
+        require(p, "operator", "department", "street", "grid")
+        q = order_query(request.query, p, self._vocabulary(), allowed=lambda n: n in PARAMETERS or n in (
+            "zoom", "bbox"))
+        total, cells = self.view.clusters(q, maplayers.cell_degrees(request.query.get("zoom")),
+                                          maplayers.parse_bbox(request.query.get("bbox")))
+        return _json({"total": total, "cells": cells, "event_id": self.view.event_id()})
+
+    async def device_layer(self, request: web.Request) -> web.Response:
+        """Registered devices and cameras within the map's bounds, with their health (an
+        open 设备故障 order naming one is a fault)."""
+        p = self.principal(request)
+        require(p, "operator", "department", "street")
+        unknown = set(request.query) - {"kind", "bbox"}
+        if unknown:
+            raise Refused(400, "invalid_field", f"unknown parameter {sorted(unknown)[0]!r} (kind, bbox)",
+                          sorted(unknown)[0])
+        return _json(maplayers.devices_in(self.devices(), self.view.faulty, request.query.get("kind") or None,
+                                          maplayers.parse_bbox(request.query.get("bbox"))))
+
+    async def cameras_near_order(self, request: web.Request) -> web.Response:
+        """The cameras within radius_m (default 300) of an order, nearest first: who can look."""
+        p = self.principal(request)
+        require(p, "operator", "department", "street", "grid")
+        wo, snap = self._order_in_scope(request, p)
+        unknown = set(request.query) - {"radius_m"}
+        if unknown:
+            raise Refused(400, "invalid_field", f"unknown parameter {sorted(unknown)[0]!r} (radius_m)",
+                          sorted(unknown)[0])
+        r = maplayers.radius(request.query.get("radius_m"))
+        loc = snap["location"]
+        near = maplayers.cameras_near(self.devices(), self.view.faulty, loc["lon"], loc["lat"], r)
+        return _json({"work_order_id": wo, "radius_m": r, "cameras": near})
 
     async def facets(self, request: web.Request) -> web.Response:
         """Counts by every dimension for the same filters as a list, in one call."""

@@ -44,7 +44,7 @@ const emergencyChip = (o) => o.emergency_level
 const state = {token: sessionStorage.getItem("citybrain-token") || "", me: null, meta: null,
                rows: new Map(),          // work_order_id → {tr, o}: the rows on the page, updated in place
                total: 0, offset: 0, loadSeq: 0, refreshTimer: null, lastEventId: null, streaming: false,
-               queue: "all", selected: null, detailTimer: null, map: null, markers: new Map(), layer: null, alerted: new Set()};
+               queue: "all", selected: null, detailTimer: null, map: null, layer: null, alerted: new Set()};
 const $ = (id) => document.getElementById(id);
 const fmt = (t) => t ? new Date(t).toLocaleString("zh-CN", {hour12: false, timeZone: "Asia/Shanghai"}) : "—";
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -325,7 +325,7 @@ function renderPage(body) {
     : "";
   $("prev").disabled = state.offset === 0;
   $("next").disabled = state.offset + PAGE_SIZE >= body.total;
-  drawMarkers();
+  loadMap();
 }
 
 // A streamed change: the row on the page now, membership and counts at the next reload.
@@ -336,7 +336,6 @@ function onChange(msg) {
     r.o = o;
     fillRow(r.tr, o);
     if (msg.kind === "change") { r.tr.classList.remove("fresh"); void r.tr.offsetWidth; r.tr.classList.add("fresh"); }
-    drawMarker(o);
   }
   if (msg.kind === "change") maybeAlert(msg);
   if (state.selected === o.work_order_id) refreshDetail();
@@ -408,12 +407,24 @@ async function initMap() {
     const div = L.DomUtil.create("div", "legend");
     div.dataset.testid = "legend";
     div.innerHTML = OPEN.map((s) => `<span><i style="background:${COLORS[s]}"></i>${STATUS_ZH[s]}</span>`).join("") +
-      `<span><i style="background:#fbbf24"></i>超时</span><span class="muted">本页工单 this page's orders</span>`;
+      `<span><i style="background:#fbbf24"></i>超时 overdue</span><span><b class="cluster-key">12</b> 聚合 cluster</span>` +
+      `<span><i class="sq" style="background:#22c55e"></i>设备正常 device ok</span><span><i class="sq" style="background:#ef4444"></i>设备故障 fault</span>` +
+      `<span class="muted">全部匹配工单 every matching order</span>`;
     return div;
   };
   legend.addTo(state.map);
+  // Orders as server-made clusters of the whole result; devices and cameras on demand.
+  state.clusterLayer = L.layerGroup().addTo(state.map);
+  state.deviceLayers = {camera: L.layerGroup(), sensor: L.layerGroup()};
+  state.nearLayer = L.layerGroup().addTo(state.map);
+  if (state.me.role !== "grid") {
+    L.control.layers(null, {"摄像头 cameras": state.deviceLayers.camera, "传感器 sensors": state.deviceLayers.sensor},
+                     {collapsed: false, position: "topright"}).addTo(state.map);
+  }
+  state.map.on("moveend", () => { loadMap(); loadDevices(); });
+  state.map.on("overlayadd", loadDevices);
   zoomToDistrict();
-  drawMarkers();
+  loadMap();
 }
 
 function zoomToDistrict() {
@@ -422,25 +433,79 @@ function zoomToDistrict() {
   state.map.fitBounds(chosen ? chosen.getBounds() : state.layer.getBounds());
 }
 
-function markerStyle(o) {
-  return {radius: o.supervision_level ? 8 : 6, color: isOverdue(o) ? "#fbbf24" : COLORS[o.status],
-          fillColor: COLORS[o.status], fillOpacity: 0.85, weight: 2};
+// The orders matching the board's filters (all pages), clustered by the server for the
+// map's zoom and bounds: a number in a circle is a cluster (click: zoom in), a dot one order.
+let mapSeq = 0;
+async function loadMap() {
+  if (!state.map || !state.clusterLayer) return;
+  const p = query();
+  for (const k of ["limit", "offset", "facets", "sort"]) p.delete(k);
+  p.set("zoom", String(state.map.getZoom()));
+  p.set("bbox", state.map.getBounds().pad(0.2).toBBoxString());
+  const seq = ++mapSeq;
+  let body;
+  try { body = await api("/api/v1/workorders/map?" + p); } catch (e) { return; }
+  if (seq !== mapSeq) return;
+  state.clusterLayer.clearLayers();
+  for (const c of body.cells) {
+    if (c.count === 1) {
+      const overdue = c.overdue > 0;
+      L.circleMarker([c.lat, c.lon], {radius: 6, color: overdue ? "#fbbf24" : COLORS[c.status], fillColor: COLORS[c.status],
+                                       fillOpacity: 0.85, weight: 2})
+        .bindTooltip(`${STATUS_ZH[c.status] || c.status} · ${c.work_order_id}${overdue ? " · 超时" : ""}`)
+        .on("click", () => { location.hash = "#/orders/" + encodeURIComponent(c.work_order_id); })
+        .addTo(state.clusterLayer);
+    } else {
+      const size = Math.round(22 + 8 * Math.log10(c.count));
+      const hot = c.overdue / c.count > 0.5 ? " hot" : "";
+      L.marker([c.lat, c.lon], {icon: L.divIcon({className: "cluster" + hot, iconSize: [size, size],
+                                                   html: `<span>${c.count.toLocaleString("zh-CN")}</span>`})})
+        .bindTooltip(Object.entries(c.statuses).map(([s, n]) => `${STATUS_ZH[s] || s} ${n}`).join(" · ") + ` · 超时 ${c.overdue}`)
+        .on("click", () => state.map.setView([c.lat, c.lon], Math.min(state.map.getZoom() + 2, 18)))
+        .addTo(state.clusterLayer);
+    }
+  }
+  $("map").dataset.orders = String(body.total);
 }
 
-function drawMarker(o) {
-  if (!state.map) return;
-  const m = state.markers.get(o.work_order_id);
-  if (m) { m.setLatLng([o.location.lat, o.location.lon]); m.setStyle(markerStyle(o)); return; }
-  state.markers.set(o.work_order_id, L.circleMarker([o.location.lat, o.location.lon], markerStyle(o))
-    .bindTooltip(() => `${o.category_name} · ${STATUS_ZH[o.status]} · ${o.work_order_id}`)
-    .on("click", () => { location.hash = "#/orders/" + encodeURIComponent(o.work_order_id); }).addTo(state.map));
+// Devices and cameras with their health, for the map's bounds once zoomed in far enough.
+async function loadDevices() {
+  if (!state.map || !state.deviceLayers) return;
+  for (const [kind, layer] of Object.entries(state.deviceLayers)) {
+    if (!state.map.hasLayer(layer)) continue;
+    layer.clearLayers();
+    if (state.map.getZoom() < 13) continue;       // a whole city's devices is not a map
+    let body;
+    try { body = await api(`/api/v1/devices?kind=${kind}&bbox=${state.map.getBounds().toBBoxString()}`); } catch (e) { continue; }
+    for (const d of body.items) {
+      L.circleMarker([d.lat, d.lon], {radius: kind === "camera" ? 4 : 3, color: d.health === "fault" ? "#ef4444" : "#22c55e",
+                                       fillOpacity: 0.9, weight: 1})
+        .bindTooltip(`${kind === "camera" ? "摄像头" : "传感器"} ${d.device_id}${d.sensor_type ? " " + d.sensor_type : ""} · ` +
+                     `${d.health === "fault" ? "故障 fault " + d.fault_orders.join(", ") : "正常 ok"}`)
+        .addTo(layer);
+    }
+  }
 }
 
-// The page's orders on the map, kept in step with the rows (markers added, moved, removed).
-function drawMarkers() {
-  if (!state.map) return;
-  for (const [id, m] of state.markers) if (!state.rows.has(id)) { m.remove(); state.markers.delete(id); }
-  for (const {o} of state.rows.values()) drawMarker(o);
+// 周边视频: the cameras within 300 m of the selected order, listed and drawn.
+async function showCamerasNear(o) {
+  if (!state.map || state.me.role === "grid") return;
+  state.nearLayer.clearLayers();
+  let body;
+  try { body = await api(`/api/v1/workorders/${encodeURIComponent(o.work_order_id)}/cameras?radius_m=300`); } catch (e) { return; }
+  L.circle([o.location.lat, o.location.lon], {radius: body.radius_m, color: "#38bdf8", weight: 1, fill: false,
+                                               interactive: false}).addTo(state.nearLayer);
+  for (const c of body.cameras) {
+    L.circleMarker([c.lat, c.lon], {radius: 5, color: c.health === "fault" ? "#ef4444" : "#38bdf8", fillOpacity: 0.9})
+      .bindTooltip(`摄像头 ${c.device_id} · ${c.distance_m} m · ${c.health === "fault" ? "故障" : "正常"}`).addTo(state.nearLayer);
+  }
+  const dd = $("detail-cameras");
+  if (dd) {
+    dd.textContent = body.cameras.length
+      ? body.cameras.slice(0, 8).map((c) => `${c.device_id} ${Math.round(c.distance_m)} m${c.health === "fault" ? " 故障" : ""}`).join(" · ")
+        + (body.cameras.length > 8 ? ` …(+${body.cameras.length - 8})` : "")
+      : `${body.radius_m} 米内无摄像头 none within ${body.radius_m} m`;
+  }
 }
 
 // -- 立案: a case from a call or a patrol ----------------------------------------------
@@ -616,6 +681,7 @@ async function select(wo, again = false) {
       <dt>应急 emergency</dt><dd data-testid="detail-emergency">${emergencyChip(o) || "—"}</dd>
       <dt>位置 where</dt><dd data-testid="detail-where">${esc((state.meta.districts || {})[o.location.district_code] || "")} ${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
       ${related(o)}
+      <dt>周边视频 cameras ≤300 m</dt><dd id="detail-cameras" data-testid="detail-cameras">…</dd>
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       ${o.address ? `<dt>地址 address</dt><dd data-testid="detail-address">${esc(o.address)}</dd>` : ""}
       ${o.reporter_contact ? `<dt>来电人 caller</dt><dd data-testid="detail-contact">${esc(o.reporter_contact)}</dd>` : ""}
@@ -636,6 +702,8 @@ async function select(wo, again = false) {
   renderActions(o);
   if (kept) restoreInputs(kept);
   showThumbs(d);
+  showCamerasNear(o);
+  if (!again && state.map) state.map.setView([o.location.lat, o.location.lon], Math.max(state.map.getZoom(), 15));
 }
 
 // Orders this one was merged into or from, split from or into: deep links.
