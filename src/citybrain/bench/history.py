@@ -12,6 +12,7 @@ from the worker's checkpoint and by a full replay (the two must agree).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -110,7 +111,8 @@ def _ready(worker: WorkerProcess, timeout: float) -> float:
     return round(time.monotonic() - started, 2)
 
 
-async def measure(bootstrap: str, days: int, per_day: int, open_orders: int, requests: int, seed: int) -> dict:
+async def measure(bootstrap: str, days: int, per_day: int, open_orders: int, requests: int, seed: int,
+                  keep: bool = False) -> dict:
     config = Config()
     topics, _ = await fresh_topics(bootstrap, f"history{days}")
     print(f"▶ {days} 天历史 days of history on {topics.prefix}", flush=True)
@@ -145,6 +147,13 @@ async def measure(bootstrap: str, days: int, per_day: int, open_orders: int, req
         row["kpis_full_replay_s"], from_replay = await asyncio.to_thread(kpis, env, month, None)
         row["kpis_match"] = from_checkpoint == from_replay
         row["kpis_closed"] = from_replay.get("*", {}).get("closed", 0)
+        if keep:   # the history left in place, served, for a person and a browser
+            await asyncio.to_thread(_ready, worker, 3600)
+            print(f"  {summary(row)}\n\n  控制台 console: http://127.0.0.1:{port}/  token {TOKEN}  "
+                  f"(prefix {topics.prefix}, {days} days); Ctrl-C 结束 to stop", flush=True)
+            with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                while worker.poll() is None:
+                    await asyncio.sleep(1)
     finally:
         worker.stop()
     print(f"  {summary(row)}", flush=True)
@@ -162,8 +171,10 @@ def summary(row: dict) -> str:
 
 
 async def bench(bootstrap: str, days: list[int], per_day: int, open_orders: int, requests: int,
-                seed: int = 1) -> dict:
-    rows = [await measure(bootstrap, d, per_day, open_orders, requests, seed) for d in days]
+                seed: int = 1, keep: bool = False) -> dict:
+    """``keep``: the last history is left in place with a worker serving it (until Ctrl-C)."""
+    rows = [await measure(bootstrap, d, per_day, open_orders, requests, seed, keep=keep and d == days[-1])
+            for d in days]
     result = {"targets": TARGETS, "rows": rows}
     base = next((r for r in rows if r["days"] == 30), None)
     if base is not None:

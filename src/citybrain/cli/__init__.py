@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--load-seconds", type=float, default=60.0, help="console: seconds of live changes in Chromium")
     b.add_argument("--change-rate", type=float, default=100.0, help="console: order changes a second")
     b.add_argument("--cut-seconds", type=float, default=10.0, help="console: how long the connection is cut")
-    b.add_argument("--keep", action="store_true", help="console: leave the worker serving the history (Ctrl-C)")
+    b.add_argument("--keep", action="store_true", help="console, history: leave a worker serving the history for a person "
+                                                               "and a browser (Ctrl-C)")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--out", help="JSON result path (default var/bench/)")
     b.set_defaults(func=cmd_bench)

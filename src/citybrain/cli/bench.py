@@ -28,7 +28,7 @@ def cmd_bench(args) -> int:
             from citybrain.bench import history
             days = [int(d) for d in args.days.split(",") if d]
             result = asyncio.run(history.bench(broker_address(), days, args.orders_per_day, args.open,
-                                               args.requests, seed=args.seed))
+                                               args.requests, seed=args.seed, keep=args.keep))
             png = out.with_suffix(".png")
             history.chart(result, png)
             text = history.report(result) + f"\n  图 chart: {png}"
