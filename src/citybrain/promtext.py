@@ -31,10 +31,19 @@ def conservation_ok(row: dict[str, float]) -> bool:
     return row.get("received", 0.0) == parts
 
 
+OUTCOME_COLUMNS = (("received", "收到 received"), ("normal", "正常 normal"), ("event", "事件 event"),
+                   ("suppressed", "抑制 suppressed"), ("deadletter", "死信 deadletter"))
+
+
 def outcome_table(text: str) -> str:
-    lines = ["  来源 source   收到 received   正常 normal   事件 event   抑制 suppressed   死信 deadletter   守恒 balanced",]
-    for source, row in sorted(outcomes(text).items()):
-        lines.append(f"  {source:<12}{row.get('received', 0):>14,.0f}{row.get('normal', 0):>13,.0f}"
-                     f"{row.get('event', 0):>12,.0f}{row.get('suppressed', 0):>17,.0f}"
-                     f"{row.get('deadletter', 0):>17,.0f}   {'✓' if conservation_ok(row) else '✗'}")
+    """Per source: what came in and where it went, and whether it adds up (≤ 100 columns)."""
+    from citybrain.display import pad, width
+    rows = sorted(outcomes(text).items())
+    first = max([width("来源 source"), *(len(s) for s, _ in rows)])
+    lines = ["  " + pad("来源 source", first) + "".join(" " + h for _, h in OUTCOME_COLUMNS)
+             + "  守恒 balanced"]
+    for source, row in rows:
+        lines.append("  " + pad(source, first)
+                     + "".join(f"{row.get(k, 0):>{width(h) + 1},.0f}" for k, h in OUTCOME_COLUMNS)
+                     + f"  {'✓' if conservation_ok(row) else '✗'}")
     return "\n".join(lines)

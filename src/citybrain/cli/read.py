@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from citybrain.cli.common import broker_address, load_config
+from citybrain.display import CLOCK_LABEL, MAX_COLUMNS, city_time, clip, pad, width, wrap_items, wrap_words
 from citybrain.kafka.reading import read_topic_to_end
 
 
@@ -50,40 +51,70 @@ def cmd_timeline(args) -> int:
     if not changes and not refusals:
         print(f"无此工单 no work order {args.work_order_id}", file=sys.stderr)
         return 1
+    print(f"{pad(CLOCK_LABEL, 19)}  版本  变更 change / 拒绝 refusal, 操作人 actor, 状态 status")
     for e in timeline(changes, refusals):
         ver = f"v{e['version']}" if e.get("version") else "  —"
-        print(f"{e['at'][:19]}  {ver:>4}  {e['label']} {e['type']:<22} {e['actor']:<28} {e.get('status') or ''}"
-              + (f"  {e['note']}" if e.get("note") else ""))
+        line = (f"{city_time(e['at'], '%Y-%m-%d %H:%M:%S')}  {ver:>4}  {e['label']} {e['type']:<22} "
+                f"{e['actor']:<28} {e.get('status') or ''}").rstrip()
+        note = f"  {e['note']}" if e.get("note") else ""
+        if width(line + note) <= MAX_COLUMNS:
+            print(line + note)
+        else:   # the columns kept, the note on lines of its own under the change
+            print(wrap_words(line, indent=27))
+            print(wrap_words(" " * 27 + note.strip(), indent=27))
     return 0
 
 
-KPI_COLUMNS = [("closed", "结案 closed"), ("on_time_closure_rate", "按期结案率 on-time"),
-               ("rework_rate", "返工率 rework"), ("return_rate", "退回率 return"),
-               ("extension_rate", "延期率 extension"), ("dispatch_hours_p50", "派遣 p50"),
-               ("accept_hours_p50", "签收 p50"), ("handle_hours_p50", "处置 p50"),
-               ("close_hours_p50", "结案 p50"), ("close_hours_p90", "结案 p90"),
-               ("assists", "协办 assists"), ("assists_handled", "协办处置 handled"),
-               ("assists_returned", "协办退回 returned"), ("satisfaction_rate", "满意率 satisfied")]
+# The evaluation figures as three tables that fit in MAX_COLUMNS, short headers and a
+# legend under each: (title, columns, legend).
+KPI_TABLES: tuple[tuple[str, tuple[tuple[str, str], ...], str], ...] = (
+    ("结案与比率 closure", (("closed", "结案"), ("on_time_closure_rate", "按期率"), ("rework_rate", "返工率"),
+                          ("extension_rate", "延期率"), ("return_rate", "退回率"), ("satisfaction_rate", "满意率")),
+     "结案 orders closed · 按期率 closed on time · 返工率 reworked · 延期率 extended (of those closed) · "
+     "退回率 returned (of dispatches) · 满意率 satisfied (of visits)"),
+    ("各环节用时 time per stage", (("dispatch_hours_p50", "派遣 p50"), ("accept_hours_p50", "签收 p50"),
+                                   ("handle_hours_p50", "处置 p50"), ("close_hours_p50", "结案 p50"),
+                                   ("close_hours_p90", "结案 p90")),
+     "派遣 立案→派遣 created→dispatched · 签收 派遣→签收 →accepted · 处置 签收→处置 →handled · "
+     "结案 立案→结案 created→closed; p50 median, p90 of the orders closed"),
+    ("协办 joint handling", (("assists", "协办 assists"), ("assists_handled", "处置 handled"),
+                           ("assists_returned", "退回 returned")),
+     "协办 assists asked of the department · 处置 handled · 退回 returned by it"),
+)
+KPI_COLUMNS = [col for _, cols, _ in KPI_TABLES for col in cols]
 
 
-def kpi_table(figures: dict[str, dict], names: dict[str, str], first: str = "部门 department") -> str:
-    def cell(key: str, v) -> str:
-        if v is None:
-            return "—"
-        if key.endswith("_rate"):
-            return f"{v:.1%}"
-        if key.endswith(("_p50", "_p90")):   # hours, shown in the unit an operator reads at a glance
-            return f"{v * 3600:.0f}s" if v < 1 / 60 else f"{v * 60:.1f}min" if v < 1 else f"{v:.1f}h"
-        return str(v)
-    head = [first] + [title for _, title in KPI_COLUMNS]
-    rows = [[f"{names.get(d, '全部' if d == '*' else d)} {d}"] + [cell(k, r[k]) for k, _ in KPI_COLUMNS]
-            for d, r in figures.items()]
-    widths = [max(_width(x) for x in col) for col in zip(head, *rows, strict=True)]
-    return "\n".join("  ".join(c + " " * (w - _width(c)) for c, w in zip(line, widths, strict=True)) for line in [head, *rows])
+def kpi_cell(key: str, v) -> str:
+    if v is None:
+        return "—"
+    if key.endswith("_rate"):
+        return f"{v:.1%}"
+    if key.endswith(("_p50", "_p90")):   # hours, shown in the unit an operator reads at a glance
+        return f"{v * 3600:.0f}s" if v < 1 / 60 else f"{v * 60:.1f}min" if v < 1 else f"{v:.1f}h"
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def _width(s: str) -> int:
-    return sum(2 if ord(ch) > 0x2E80 else 1 for ch in s)   # CJK takes two columns
+def kpi_table(figures: dict[str, dict], names: dict[str, str], first: str = "部门 department",
+              joint: bool = True) -> str:
+    """The figures (row key → figures) as tables no wider than MAX_COLUMNS: closure
+    rates, stage times and (``joint``) assist counts, each with its legend."""
+    def label(d: str) -> str:
+        name = names.get(d, "全部" if d == "*" else d)
+        return d if name == d else f"{name} {d}"
+    out: list[str] = []
+    for title, columns, legend in KPI_TABLES if joint else KPI_TABLES[:2]:
+        head = [first] + [h for _, h in columns]
+        rows = [[label(d)] + [kpi_cell(k, r.get(k)) for k, _ in columns] for d, r in figures.items()]
+        widths = [max(width(x) for x in col) for col in zip(head, *rows, strict=True)]
+        room = MAX_COLUMNS - 2 - sum(2 + w for w in widths[1:])   # the row label gives way
+        widths[0] = max(4, min(widths[0], room))
+        out.append(f"{title}:")
+        for line in [head, *rows]:
+            cells = [pad(clip(line[0], widths[0]), widths[0])]
+            cells += [" " * (w - width(c)) + c for c, w in zip(line[1:], widths[1:], strict=True)]
+            out.append(("  " + "  ".join(cells)).rstrip())
+        out.append(wrap_items("  ", legend.split(" · "), sep=" · ", indent=4))
+    return "\n".join(out)
 
 
 def cmd_kpis(args) -> int:
@@ -127,19 +158,20 @@ def cmd_kpis(args) -> int:
     if n < 0:
         return 1
     figures = evaluation.figures(period)
-    names = {d.code: d.name_zh for d in cfg.taxonomy.departments}
+    names = cfg.desks   # the departments and the street desks (属地)
     if args.json:
         print(orjson.dumps({"period": period, "figures": figures,
                             "by_district": evaluation.figures(period, by="district"),
                             "by_category": evaluation.figures(period, by="category")}).decode())
         return 0
-    print(f"综合评价 evaluation {period} ({source}: {n:,} changes read, {evaluation.orders:,} orders; "
-          "orders closed in the period, by closing department)")
+    print(wrap_words(f"综合评价 evaluation {period} (the month in {evaluation.tz.key}; {source}: "
+                     f"{n:,} changes read, {evaluation.orders:,} orders; orders closed in the period, "
+                     "by closing department)", indent=2))
     print(kpi_table(figures, names) if figures else "  (no order closed or dispatched in this period)")
     by_district = evaluation.figures(period, by="district")
     if len(by_district) > 2:   # a city of several districts: 市/区县 figures too
         print("按区县 by district (where the order lies):")
-        print(kpi_table(by_district, {**cfg.city_map.district_names, "*": "全市"}, "区县 district"))
+        print(kpi_table(by_district, {**cfg.city_map.district_names, "*": "全市"}, "区县 district", joint=False))
     # The registry as the workers hold it (domain/registry_records.py): the latest usable
     # record under each key, a device only under its own id.
     from citybrain.domain.registry import Device
@@ -157,5 +189,5 @@ def cmd_kpis(args) -> int:
         for key, row in health.items():
             rate = "—" if row["intact_rate"] is None else f"{row['intact_rate']:.1%}"
             who = "全部 all" if key == "*" else f"{names.get(row['owner'], row['owner'] or '无主 unowned')} {row['kind']}"
-            print(f"  {who:<28} {row['registered']:>7,} 台 registered  {row['faulty']:>5,} 故障 faulty  {rate}")
+            print(f"  {pad(clip(who, 40), 28)} {row['registered']:>7,} 台 registered  {row['faulty']:>5,} 故障 faulty  {rate}")
     return 0

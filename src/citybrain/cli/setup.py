@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from citybrain.cli.common import broker_address, load_config
+from citybrain.display import wrap_items, wrap_words
 from citybrain.paths import SCHEMAS_DIR
 
 
@@ -44,8 +45,10 @@ def cmd_topics(args) -> int:
     cfg = load_config()
     specs = topic_specs(cfg)
     created = asyncio.run(ensure_topics(cfg, broker_address(), specs))
-    print(f"主题 topics: {len(specs)} in all, created {len(created)}"
-          + (": " + ", ".join(created) if created else " (all existed)"))
+    if created:
+        print(wrap_items(f"主题 topics: {len(specs)} in all, created {len(created)}: ", created, indent=4))
+    else:
+        print(f"主题 topics: {len(specs)} in all, created 0 (all existed)")
     return 0
 
 
@@ -77,7 +80,7 @@ def cmd_registry(args) -> int:
         return 1
     topic = Topics(cfg.settings.kafka.topic_prefix).registry
     n = asyncio.run(publish_registry(broker_address(), topic, records))
-    print(f"设备台账已发布 registry published: {n:,} devices/cameras from {path} → {topic}")
+    print(wrap_words(f"设备台账已发布 registry published: {n:,} devices/cameras from {path} → {topic}"))
     return 0
 
 

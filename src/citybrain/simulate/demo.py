@@ -13,6 +13,7 @@ from collections import Counter
 import orjson
 
 from citybrain.config import Config
+from citybrain.display import CLOCK_LABEL, city_time, wrap_items, wrap_words
 from citybrain.kafka.reading import read_topic_to_end
 from citybrain.kafka.topics import Topics
 from citybrain.paths import state_dir
@@ -91,43 +92,56 @@ async def print_recent_events(bootstrap: str, limit: int = 12) -> None:
     cfg = Config()
     topics = Topics(cfg.settings.kafka.topic_prefix)
     events = await read_all(bootstrap, topics.events)
+    changes = await read_all(bootstrap, topics.workorder_events)
+    for line in summary_lines(cfg, events, changes, limit):
+        print(line)
+
+
+def summary_lines(cfg: Config, events: list[dict], changes: list[dict], limit: int = 12) -> list[str]:
+    """The demo's summary of the events (events.normalized) and the order changes
+    (workorders.events), times on the city's clock, no line wider than MAX_COLUMNS."""
+    out: list[str] = []
     by_cat = Counter(f"{e['category_name']} {e['category']}" for e in events)
-    print(f"\n  事件 events.normalized: {len(events):,} — "
-          + ", ".join(f"{k} ×{v}" for k, v in by_cat.most_common(8)))
+    out.append("")
+    out.append(wrap_items(f"  事件 events.normalized: {len(events):,} — ",
+                          [f"{k} ×{v}" for k, v in by_cat.most_common(8)]))
     scripted = {d[0] for d in SCENARIO_DEVICES}
     alarms = [e for e in events if (e.get("device_id") or e.get("camera_id")) in scripted]
     streets = cfg.city_map.street_names
     if alarms:
-        print("  剧本告警 scripted-incident alarms (kind · category · finder · street):")
+        out.append(f"  剧本告警 scripted-incident alarms ({CLOCK_LABEL} · kind · category · finder · street):")
     for e in alarms[-limit:]:
         finder = e.get("device_id") or e.get("camera_id")
-        print(f"    {e['occurred_at'][11:19]}  {e['kind']:<8} {e['category_name']} ({e['category']})"
-              f"  {finder}  {streets.get(e['location']['street_code'], '')} {e['location']['grid_code']}")
-    changes = await read_all(bootstrap, topics.workorder_events)
+        out.append(wrap_words(f"    {city_time(e['occurred_at'])}  {e['kind']:<8} {e['category_name']} "
+                              f"({e['category']})  {finder}  {streets.get(e['location']['street_code'], '')} "
+                              f"{e['location']['grid_code']}", indent=14))
     latest: dict[str, dict] = {}
     for c in changes:
         if c["version"] >= latest.get(c["work_order_id"], {}).get("version", 0):
             latest[c["work_order_id"]] = c
     depts = Counter(c["snapshot"]["department"] or "— 待分拨 triage" for c in latest.values())
-    print(f"  工单 work orders: {len(latest):,} from {len(events):,} events — by department: "
-          + ", ".join(f"{k} ×{v}" for k, v in depts.most_common()))
+    out.append(wrap_items(f"  工单 work orders: {len(latest):,} from {len(events):,} events — by department: ",
+                          [f"{k} ×{v}" for k, v in depts.most_common()]))
     districts = cfg.city_map.district_names
     by_district = Counter(c["snapshot"]["location"]["district_code"] for c in latest.values())
-    print(f"  区县 by district ({cfg.city_map.city_name}, one worker): "
-          + ", ".join(f"{districts.get(k, k)} {k} ×{v}" for k, v in by_district.most_common()))
+    out.append(wrap_items(f"  区县 by district ({cfg.city_map.city_name}, one worker): ",
+                          [f"{districts.get(k, k)} {k} ×{v}" for k, v in by_district.most_common()]))
     for c in latest.values():
         snap = c["snapshot"]
         if any(f in scripted for f in snap["finders"]):
-            assists = ", ".join(f"{a['department']}({a['status']})" for a in snap.get("assists") or ())
-            levels = (f"  预警 warning {snap['warning_level'] or '—'}"
-                      + (f" · 应急 emergency {snap['emergency_level']}" if snap.get("emergency_level") else ""))
-            print(f"    {snap['work_order_id']}  {snap['category_name']} → 主办 lead {snap['department']}"
-                  + (f" + 协办 assists {assists}" if assists else "")
-                  + f"  {snap['status']}  {len(snap['events'])} events{levels}")
+            parts = [snap["work_order_id"], f"{snap['category_name']} → 主办 lead {snap['department']}",
+                     snap["status"], f"{len(snap['events'])} events", f"预警 warning {snap['warning_level'] or '—'}"]
+            if snap.get("emergency_level"):
+                parts.append(f"应急 emergency {snap['emergency_level']}")
+            out.append(wrap_items("    ", parts, sep="  ", indent=8))
+            assists = [f"{a['department']}({a['status']})" for a in snap.get("assists") or ()]
+            if assists:
+                out.append(wrap_items("      + 协办 assists ", assists, indent=8))
     joint = Counter(c["type"] for c in changes if c["type"] in ("escalated", "deescalated", "assist_added",
                                                                   "assist_handled"))
     if joint:
-        print("  联动与升级 joint handling and escalation: "
-              f"协办派遣 assists added ×{joint['assist_added']}, 协办处置 handled ×{joint['assist_handled']}, "
-              f"升级 escalated ×{joint['escalated']}, 降级 de-escalated ×{joint['deescalated']}; "
-              f"应急指挥 command.emergency ×{sum(1 for c in changes if c['snapshot'].get('emergency_level'))}")
+        out.append(wrap_items("  联动与升级 joint handling and escalation: ", [
+            f"协办派遣 assists added ×{joint['assist_added']}", f"协办处置 handled ×{joint['assist_handled']}",
+            f"升级 escalated ×{joint['escalated']}", f"降级 de-escalated ×{joint['deescalated']}",
+            f"应急指挥 command.emergency ×{sum(1 for c in changes if c['snapshot'].get('emergency_level'))}"]))
+    return out

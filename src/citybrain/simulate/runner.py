@@ -7,6 +7,7 @@ import time
 from collections import Counter, deque
 
 from citybrain.bench.stats import percentiles
+from citybrain.display import wrap_items
 from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
@@ -107,16 +108,17 @@ class AckLatency:
 
 
 def summary_text(result: dict) -> str:
+    """The simulation's counts, every line within MAX_COLUMNS (display width)."""
     lines = [f"模拟完成 simulation done: {result['sent']:,} records in {result['seconds']}s "
              f"({result['rate']:,.0f}/s)",
-             "  按来源 by source: " + ", ".join(f"{k}={v:,}" for k, v in result["by_source"].items())]
+             wrap_items("  按来源 by source: ", [f"{k}={v:,}" for k, v in result["by_source"].items()])]
     malformed = {k.split(":", 1)[1]: v for k, v in result["by_label"].items() if k.startswith("malformed:")}
     scenario = {k.split(":", 1)[1]: v for k, v in result["by_label"].items() if k.startswith("scenario:")}
     other = {k: v for k, v in result["by_label"].items() if ":" not in k}
-    lines.append("  背景 background: " + ", ".join(f"{k}={v:,}" for k, v in other.items()))
+    lines.append(wrap_items("  背景 background: ", [f"{k}={v:,}" for k, v in other.items()]))
     if scenario:
-        lines.append("  剧本 scripted incidents: " + ", ".join(f"{k}={v}" for k, v in scenario.items()))
+        lines.append(wrap_items("  剧本 scripted incidents: ", [f"{k}={v:,}" for k, v in scenario.items()]))
     if malformed:
-        lines.append("  畸形 malformed (expect on deadletter): "
-                     + ", ".join(f"{k}={v}" for k, v in malformed.items()))
+        lines.append(wrap_items("  畸形 malformed (expect on deadletter): ",
+                                [f"{k}={v:,}" for k, v in malformed.items()]))
     return "\n".join(lines)
