@@ -277,12 +277,15 @@ def test_merge_never_leaves_a_finding_on_two_open_orders_nor_loses_one(merges, r
             m.pending.append(m.pending[i])       # at-least-once: a hop delivered twice
         m.step(i)
         m.check()
-    # Quiescent: every finding is on exactly one order.
+    # Quiescent: no finding is lost.
     held = [e.event_id for o in m.orders.values() for e in o.events]
-    assert sorted(held) == sorted(m.all_events)
-    # Unless two operators merged orders into each other at the same moment (a cycle both
-    # checks passed — docs/lifecycle.md), every finding is on an open order again.
+    assert set(held) == m.all_events
+    # Unless operators merged orders into each other in a cycle at the same moment (every
+    # check passed — docs/lifecycle.md's known limit: the findings end on merged orders,
+    # with a redelivered hop even on two of them, never on two open ones), every finding is
+    # on exactly one order, an open one.
     if not _cycle({(d, i) for d, i in merges if d != i}):
+        assert sorted(held) == sorted(m.all_events)
         assert all(not o.events for o in m.orders.values() if o.status == "merged")
 
 
