@@ -17,7 +17,7 @@ from citybrain.bench.console import get
 from citybrain.bench.history import write_history
 from citybrain.bench.stats import percentiles
 from citybrain.config import Config
-from citybrain.readmodels.history import haversine_m
+from citybrain.domain.geo import distance_m as haversine_m
 from citybrain.stream.historyreader import FILE_NAME
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare

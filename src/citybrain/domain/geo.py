@@ -101,10 +101,13 @@ class CityMap:
         return self._geoms[self._locations.index(self._by_grid[grid_code])]
 
 
+EARTH_RADIUS_M = 6_371_008.8
+
+
 def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
     """Great-circle distance in metres (haversine; plenty for a city)."""
-    r = 6_371_008.8
+    r = EARTH_RADIUS_M
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * r * math.asin(math.sqrt(a))
+    return 2 * r * math.asin(min(1.0, math.sqrt(a)))

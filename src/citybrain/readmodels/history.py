@@ -35,10 +35,10 @@ from pathlib import Path
 import orjson
 
 from citybrain import packing
+from citybrain.domain.geo import EARTH_RADIUS_M, distance_m
 from citybrain.readmodels.query import Scope
 
 SHORT_TERM_DAYS = 30          # terms under 3 characters: LIKE over this many days unless created_from says
-EARTH_RADIUS_M = 6_371_008.8
 MIN_SQLITE = (3, 34, 0)       # FTS5's trigram tokenizer
 
 _SCHEMA = """
@@ -112,13 +112,6 @@ class SearchResult:
     total: int
     mode: str                           # "all" (no q), "fts" or "like" (some term under 3 characters)
     created_from: float | None          # the bound applied (a LIKE search's default bound shows here)
-
-
-def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def _row(state: dict) -> tuple:
@@ -312,7 +305,7 @@ class HistoryStore:
             + " AND ".join(where), args).fetchall()
         found = []
         for olon, olat, blob in rows:
-            d = haversine_m(lon, lat, olon, olat)
+            d = distance_m(lon, lat, olon, olat)
             if d <= radius_m:
                 found.append((d, blob))
         found.sort(key=lambda x: x[0])

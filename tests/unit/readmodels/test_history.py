@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from citybrain.readmodels.history import SHORT_TERM_DAYS, HistoryFilters, HistoryStore, haversine_m, sqlite_supported
+from citybrain.domain.geo import distance_m as haversine_m
+from citybrain.readmodels.history import SHORT_TERM_DAYS, HistoryFilters, HistoryStore, sqlite_supported
 from citybrain.readmodels.query import Scope
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
