@@ -118,9 +118,23 @@ async def test_the_board_is_whole_at_city_volume_and_search_reaches_any_order(ci
             statuses = await op.locator("[data-testid=rows] tr").evaluate_all("els => els.map(e => e.dataset.status)")
             assert set(statuses) == {"registered"}, statuses
     await op.screenshot(path=shot("2b-queue"))
+    # 历史: the year's store answers a search for a closed order, opened from its row.
+    _, closed = get(worker.port, "/api/v1/history?status=closed&limit=1")
+    old_wo = closed["items"][0]["work_order_id"]
+    await op.click("[data-testid=queue-history]")
+    await op.fill("[data-testid=f-q]", old_wo)
+    await expect(op.locator(f"[data-testid=rows] tr[data-wo='{old_wo}']")).to_have_count(1, timeout=10000)
+    await expect(op.locator("[data-testid=counts]")).to_contain_text("历史 history")
+    await op.locator(f"[data-testid=rows] tr[data-wo='{old_wo}']").click()
+    await expect(op.locator("[data-testid=detail-title]")).to_contain_text(old_wo, timeout=10000)
+    await expect(op.locator("[data-testid=detail-nearby]")).not_to_have_text("…", timeout=10000)
+    await op.screenshot(path=shot("2c-history"))
+    await op.fill("[data-testid=f-q]", "")
     await op.click("[data-testid=queue-all]")
 
     # Cancelling is irreversible: without a reason the console refuses and sends nothing.
+    await op.goto(f"{base}/#/orders/{wo}")
+    await expect(op.locator("[data-testid=detail-title]")).to_contain_text(wo, timeout=10000)
     await op.click("button[data-action=cancel]")
     await expect(op.locator("#flash")).to_contain_text("须填写理由")
     assert op.errors == []

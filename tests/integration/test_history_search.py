@@ -77,7 +77,11 @@ async def test_search_and_nearby_over_history_beyond_the_view_and_a_restart_resu
         assert page["total"] > 1000 and page["search"] == "all"
         snap = page["items"][0]
         wo = snap["work_order_id"]
-        assert refused(worker.port, f"/api/v1/workorders/{wo}")[0] == 404
+        _, listed = get(worker.port, f"/api/v1/workorders?q={quote(wo)}&status=closed")
+        assert listed["total"] == 0                       # the order view no longer holds it
+        _, detail = get(worker.port, f"/api/v1/workorders/{wo}")   # the detail comes from history
+        assert detail["from_history"] is True and detail["work_order"]["work_order_id"] == wo
+        assert detail["timeline"] == [] and detail["work_order"]["overdue"] is False
         _, found = get(worker.port, f"/api/v1/history?q={quote(wo[-9:])}")
         assert wo in [o["work_order_id"] for o in found["items"]] and found["search"] == "fts"
         _, by_finder = get(worker.port, f"/api/v1/history?q={quote(snap['finders'][0])}&status=closed")

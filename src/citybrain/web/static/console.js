@@ -157,6 +157,7 @@ const QUEUES = {
   supervision: {zh: "督办 supervision", params: {supervision: "1,2,3", sort: "due"}},
   urgent: {zh: "紧急 urgent", params: {priority: "urgent,high", sort: "due"}},
   followup: {zh: "回访 follow-up", params: {status: "handled,closed", followup: "true", sort: "followup"}},
+  history: {zh: "历史 history (一年 a year)", params: {}},
 };
 
 function fillQueues() {
@@ -166,6 +167,7 @@ function fillQueues() {
     b.className = "queue" + (name === state.queue ? " on" : "");
     b.dataset.queue = name;
     b.dataset.testid = "queue-" + name;
+    if (name === "all") b.id = "queue-all-btn";
     b.innerHTML = `${qd.zh} <b class="n"></b>`;
     b.addEventListener("click", () => {
       state.queue = name;
@@ -191,7 +193,8 @@ async function loadQueueCounts() {
       api(`/api/v1/workorders/facets?status=${OPEN.join(",")}&${scope}`),
       api(`/api/v1/workorders?status=handled,closed&followup=true&limit=1&${scope}`)]);
     const f = open.facets, sum = (o, skip) => Object.entries(o || {}).reduce((n, [k, c]) => n + (k !== skip ? c : 0), 0);
-    const n = {all: open.total, triage: (f.status || {}).registered || 0, overdue: (f.overdue || {}).true || 0,
+    const n = {history: "",
+               all: open.total, triage: (f.status || {}).registered || 0, overdue: (f.overdue || {}).true || 0,
                supervision: sum(f.supervision, "0"), urgent: ((f.priority || {}).urgent || 0) + ((f.priority || {}).high || 0),
                followup: follow.total};
     for (const b of $("queues").children) b.querySelector(".n").textContent = (n[b.dataset.queue] ?? "").toLocaleString("zh-CN");
@@ -212,10 +215,36 @@ function query() {
 }
 
 // One page of the board and its counts.  Responses that arrive out of order are dropped.
+// 历史: the year's cases from the worker's history store (search by words, category,
+// district, status), read-only rows on the same board; back to the live board from the tabs.
+function historyQuery() {
+  const p = new URLSearchParams({limit: String(PAGE_SIZE), offset: String(state.offset)});
+  if ($("f-q").value.trim()) p.set("q", $("f-q").value.trim());
+  for (const [name, id] of [["category", "f-category"], ["district", "f-district"], ["status", "f-status"]]) {
+    if ($(id).value) p.set(name, $(id).value);
+  }
+  return p;
+}
+
+async function loadHistory(seq) {
+  const body = await api("/api/v1/history?" + historyQuery());
+  if (seq !== state.loadSeq) return;
+  renderPage({...body, facets: null});
+  const how = {fts: "全文 full text", like: `近 30 天 last 30 days`, all: "全部 all"}[body.search] || body.search;
+  $("counts").innerHTML = `历史 history · 共 <b data-testid="total">${body.total.toLocaleString("zh-CN")}</b> 单 orders · ${how}` +
+    `${body.complete ? "" : " · 历史库仍在加载 still loading"} · ${body.took_ms} ms · <a href="#" id="back-live">返回在办 back to live</a>`;
+  $("back-live").addEventListener("click", (ev) => { ev.preventDefault(); $("queue-all-btn").click(); });
+}
+
 async function loadOrders() {
   clearTimeout(state.refreshTimer);
   state.refreshTimer = null;
   const seq = ++state.loadSeq;
+  if (state.queue === "history") {
+    try { await loadHistory(seq); boardNote(""); }
+    catch (e) { if (seq === state.loadSeq) boardNote("历史查询失败 history search failed: " + e.message); }
+    return;
+  }
   try {
     const body = await api("/api/v1/workorders?" + query());
     if (seq !== state.loadSeq) return;
@@ -312,6 +341,8 @@ function renderPage(body) {
   state.total = body.total;
   $("empty").hidden = body.total > 0;
   const f = body.facets || {};
+  if (!body.facets && state.queue === "history") { $("prev").disabled = state.offset === 0;
+    $("next").disabled = state.offset + PAGE_SIZE >= body.total; }
   const overdue = (f.overdue || {}).true || 0;
   const supervised = Object.entries(f.supervision || {}).reduce((n, [lv, c]) => n + (lv !== "0" ? c : 0), 0);
   const emergency = Object.entries(f.emergency || {}).reduce((n, [lv, c]) => n + (lv !== "none" ? c : 0), 0);
@@ -485,6 +516,19 @@ async function loadDevices() {
         .addTo(layer);
     }
   }
+}
+
+// 同地同类: the same category within 200 m in the 30 days before it (the history store).
+async function showNearby(o) {
+  const dd = $("detail-nearby");
+  if (!dd) return;
+  let body;
+  try { body = await api(`/api/v1/workorders/${encodeURIComponent(o.work_order_id)}/nearby?radius_m=200&days=30`); }
+  catch (e) { dd.textContent = "—"; return; }
+  if (!body.items.length) { dd.textContent = "200 米内 30 天无同类 none within 200 m in 30 days"; return; }
+  dd.innerHTML = `<b>${body.count}</b> 单 within 200 m / 30 天: ` + body.items.slice(0, 6).map((n) =>
+    `<a href="#/orders/${encodeURIComponent(n.work_order_id)}">${esc(n.work_order_id.slice(-8))}</a> ` +
+    `<span class="muted">${STATUS_ZH[n.status] || n.status} ${Math.round(n.distance_m)} m ${esc(fmt(n.created_at).slice(0, 10))}</span>`).join(" · ");
 }
 
 // 周边视频: the cameras within 300 m of the selected order, listed and drawn.
@@ -668,6 +712,7 @@ async function select(wo, again = false) {
     ? `<a href="${esc(u)}" data-media="1" class="thumb">${esc(u.split("/").pop().slice(0, 12))}…</a>`
     : `<a href="${esc(u)}" target="_blank" rel="noopener">${esc(u.split("/").pop())}</a>`).join(" ") || "—";
   d.innerHTML = `<h2 data-testid="detail-title">${esc(o.category_name)} · ${esc(o.work_order_id)}</h2>
+    ${body.from_history ? '<p class="muted" data-testid="from-history">历史记录 from the history store: the order as it ended (no timeline kept here)</p>' : ""}
     <dl>
       <dt>状态 status</dt><dd data-testid="detail-status"><span class="status st-${o.status}">${STATUS_ZH[o.status]} ${o.status}</span>${o.overdue ? ' <b class="error">超时 overdue</b>' : ""}</dd>
       <dt>主办 lead</dt><dd data-testid="detail-department">${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : "待分拨 triage"}</dd>
@@ -681,6 +726,7 @@ async function select(wo, again = false) {
       <dt>应急 emergency</dt><dd data-testid="detail-emergency">${emergencyChip(o) || "—"}</dd>
       <dt>位置 where</dt><dd data-testid="detail-where">${esc((state.meta.districts || {})[o.location.district_code] || "")} ${esc(state.meta.streets[o.location.street_code] || "")} ${esc(o.location.grid_code)} (${o.location.lon.toFixed(5)}, ${o.location.lat.toFixed(5)})</dd>
       ${related(o)}
+      <dt>同地同类 same place</dt><dd id="detail-nearby" data-testid="detail-nearby">…</dd>
       <dt>周边视频 cameras ≤300 m</dt><dd id="detail-cameras" data-testid="detail-cameras">…</dd>
       <dt>描述 description</dt><dd>${esc(o.description)}</dd>
       ${o.address ? `<dt>地址 address</dt><dd data-testid="detail-address">${esc(o.address)}</dd>` : ""}
@@ -703,6 +749,7 @@ async function select(wo, again = false) {
   if (kept) restoreInputs(kept);
   showThumbs(d);
   showCamerasNear(o);
+  showNearby(o);
   if (!again && state.map) state.map.setView([o.location.lat, o.location.lon], Math.max(state.map.getZoom(), 15));
 }
 
