@@ -278,6 +278,14 @@ async def test_an_operator_files_a_phone_call_by_address_with_a_photo(console, t
     assert "13812345678" not in await op.locator("[data-testid=detail]").inner_text()
     await expect(op.locator("[data-testid=evidence-thumb]")).to_have_count(1, timeout=10000)
     await op.screenshot(path=shot("11-case-filed"))
+    # An address found, then changed to one nothing matches: the old point must not file it.
+    await op.click("[data-testid=new-case]")
+    await op.fill("[data-testid=c-address]", "周村古商城")
+    await expect(op.locator("[data-testid=c-where]")).to_contain_text("周村古商城", timeout=10000)
+    await op.fill("[data-testid=c-address]", "asdfqwer火星基地999")
+    await expect(op.locator("[data-testid=c-where]")).to_contain_text("未定")
+    await op.click("[data-testid=c-submit]")
+    await expect(op.locator("[data-testid=c-result]")).to_contain_text("needs_location", timeout=10000)
     assert op.errors == []
 
 

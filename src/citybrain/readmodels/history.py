@@ -40,6 +40,9 @@ from citybrain.readmodels.query import Scope
 
 SHORT_TERM_DAYS = 30          # terms under 3 characters: LIKE over this many days unless created_from says
 MIN_SQLITE = (3, 34, 0)       # FTS5's trigram tokenizer
+# The store's format: a store of another is cleared at start and rebuilt from the topic.
+# 2: the category's name is searched with the description.
+FORMAT = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -128,8 +131,10 @@ def _row(state: dict) -> tuple:
             loc.get("grid_code"), loc.get("lon"), loc.get("lat"), _ts(snap.get("created_at")) or 0.0,
             _ts(state.get("at")), _ts(closed), snap.get("description") or "", snap.get("address") or "",
             packing.pack(orjson.dumps(snap)), reports, finders,
-            "\n".join((state["work_order_id"], snap.get("description") or "", snap.get("address") or "", reports,
-                       finders)).casefold())
+            "\n".join((state["work_order_id"], snap.get("category_name") or "", snap.get("description") or "",
+                       snap.get("address") or "", reports, finders)).casefold(),
+            # what the FTS description column holds: the category's name too, so 积水 finds 路面积水
+            f"{snap.get('category_name') or ''} {snap.get('description') or ''}".strip())
 
 
 class HistoryStore:
@@ -143,6 +148,10 @@ class HistoryStore:
         self.db = self._connect()
         with self.db:
             self.db.executescript(_SCHEMA)
+        if self.db.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
+            # Written by an earlier format (what the search covers changed): read the topic again.
+            self.clear()
+            self.db.execute(f"PRAGMA user_version = {FORMAT}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -204,7 +213,7 @@ class HistoryStore:
                             (*r[1:18], r[20], rowid))
                         db.execute("DELETE FROM orders_fts WHERE rowid = ?", (rowid,))
                     db.execute("INSERT INTO orders_fts (rowid, work_order_id, description, address, reports, "
-                               "finders) VALUES (?,?,?,?,?,?)", (rowid, r[0], r[15], r[16], r[18], r[19]))
+                               "finders) VALUES (?,?,?,?,?,?)", (rowid, r[0], r[21], r[16], r[18], r[19]))
                     if r[10] is not None and r[11] is not None:
                         db.execute("INSERT OR REPLACE INTO orders_geo VALUES (?,?,?,?,?)",
                                    (rowid, r[10], r[10], r[11], r[11]))

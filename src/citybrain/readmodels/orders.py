@@ -139,7 +139,8 @@ class _Entry:
             return False
         if q.priority is not None and self.priority not in q.priority:
             return False
-        if q.department is not None and self.department != q.department and q.department not in self.assists:
+        if q.department is not None and (self.department is not None if q.department == "none" else (
+                self.department != q.department and q.department not in self.assists)):
             return False
         if q.assist is not None and q.assist not in self.assists:
             return False

@@ -187,3 +187,19 @@ def test_the_bounding_box_never_loses_a_point_within_the_radius(lat, lon, radius
     found = s.nearby(lon, lat, radius, None, 30, None, now=NOW.timestamp())
     assert bool(found) == (exact <= radius)
     s.close()
+
+
+def test_the_category_name_is_searched_and_a_store_of_another_format_is_rebuilt(tmp_path):
+    path = tmp_path / "history.sqlite3"
+    store = HistoryStore(path)
+    rec = state("WO-flooding-1", 1)
+    rec["snapshot"]["category_name"] = "路面积水"
+    store.apply([(0, 0, rec)])
+    assert [o["work_order_id"] for o in store.search("路面积水", HistoryFilters()).items] == ["WO-flooding-1"]
+    assert store.search("积水", HistoryFilters()).total == 1        # two characters: the LIKE path
+    store.close()
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA user_version = 1")                           # written by the earlier format
+    old.close()
+    again = HistoryStore(path)
+    assert again.count() == 0 and again.positions() == {}            # read from the topic's start again

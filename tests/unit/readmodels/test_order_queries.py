@@ -228,3 +228,8 @@ def test_the_followup_worklist_holds_handled_or_closed_orders_with_a_reporter_no
     assert ids(page) == ["WO-00001", "WO-00003"]                         # the earlier closure first
     assert v.followup_at("WO-00001") == (T0 + timedelta(hours=1 + 48)).timestamp()
     assert ask(v, followup=False).total == 3
+
+
+def test_department_none_is_the_facets_none_the_orders_without_a_lead(view):
+    page = ask(view, department="none", facets=True)
+    assert ids(page) == ["WO-00005"] and page.total == ask(view, facets=True).facets["department"]["none"]

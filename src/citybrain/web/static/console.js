@@ -125,7 +125,8 @@ function fillFilters() {
   dis.addEventListener("change", () => { fillStreets(); zoomToDistrict(); reload(); });
   for (const id of ["f-status", "f-department", "f-category", "f-priority", "f-street", "f-emergency", "f-warning",
                     "f-overdue", "f-supervision", "f-sort"]) $(id).addEventListener("change", reload);
-  $("f-grid").addEventListener("change", reload);
+  let gridTyping = null;
+  $("f-grid").addEventListener("input", () => { clearTimeout(gridTyping); gridTyping = setTimeout(reload, 400); });
   let typing = null;
   $("f-q").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(reload, 300); });
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE_SIZE); loadOrders(); });
@@ -163,6 +164,7 @@ const QUEUES = {
 function fillQueues() {
   const nav = $("queues");
   for (const [name, qd] of Object.entries(QUEUES)) {
+    if (name === "triage" && state.me.role !== "operator") continue;   // 分拨 is the operators' work
     const b = document.createElement("button");
     b.className = "queue" + (name === state.queue ? " on" : "");
     b.dataset.queue = name;
@@ -230,6 +232,16 @@ async function loadHistory(seq) {
   const body = await api("/api/v1/history?" + historyQuery());
   if (seq !== state.loadSeq) return;
   renderPage({...body, facets: null});
+  if (state.clusterLayer) {               // the map shows these results, not the live board's
+    state.clusterLayer.clearLayers();
+    for (const o of body.items) {
+      L.circleMarker([o.location.lat, o.location.lon], {radius: 6, color: COLORS[o.status] || "#6b7280", fillOpacity: 0.8})
+        .bindTooltip(`${STATUS_ZH[o.status] || o.status} · ${o.work_order_id}`)
+        .on("click", () => { location.hash = "#/orders/" + encodeURIComponent(o.work_order_id); })
+        .addTo(state.clusterLayer);
+    }
+    $("map").dataset.orders = String(body.items.length);
+  }
   const how = {fts: "全文 full text", like: `近 30 天 last 30 days`, all: "全部 all"}[body.search] || body.search;
   $("counts").innerHTML = `历史 history · 共 <b data-testid="total">${body.total.toLocaleString("zh-CN")}</b> 单 orders · ${how}` +
     `${body.complete ? "" : " · 历史库仍在加载 still loading"} · ${body.took_ms} ms · <a href="#" id="back-live">返回在办 back to live</a>`;
@@ -289,7 +301,7 @@ function clockText(o) {
     return left < 0 ? `回访超时 ${span(left)}` : `回访 剩 ${span(left)}`;
   }
   const d = dueAt(o);
-  if (d === null) return o.closed_at ? `结案 ${fmt(o.closed_at)}` : "—";
+  if (d === null) return o.closed_at ? `已结案 closed ${fmt(o.closed_at)}` : o.cancelled_at ? `已作废 cancelled ${fmt(o.cancelled_at)}` : "—";
   const left = d - Date.now();
   return left < 0 ? `超时 overdue ${span(left)}` : `剩 ${span(left)}`;
 }
@@ -307,14 +319,17 @@ function fillRow(tr, o) {
   const street = (district ? district + " " : "") + (state.meta.streets[o.location.street_code] || o.location.street_code);
   const d = dueAt(o);
   tr.innerHTML = `<td class="clock" data-testid="clock" data-due="${d ?? ""}" title="时限 due ${esc(fmt(d))}">${esc(clockText(o))}</td>
-    <td class="id" title="${esc(o.work_order_id)}">${esc(o.work_order_id)}</td>
+    <td class="id" title="${esc(o.work_order_id)}">${esc(shortId(o.work_order_id))}</td>
     <td>${esc(o.category_name)} <span class="muted">${esc(o.category)}</span></td>
     <td><span class="prio pr-${esc(o.priority)}" data-testid="priority">${PRIORITY_ZH[o.priority] || ""} ${esc(o.priority)}</span></td>
-    <td><span class="status st-${o.status}">${STATUS_ZH[o.status] || ""} ${o.status}</span> ${warningChip(o)} ${emergencyChip(o)}</td>
+    <td><span class="status st-${o.status}">${STATUS_ZH[o.status] || ""} ${o.status}</span> ${warningChip(o)} ${emergencyChip(o)}${o.supervision_level ? ` <span class="sup" data-testid="row-supervision">${LEVEL_ZH[o.supervision_level]} L${o.supervision_level}</span>` : ""}</td>
     <td>${o.department ? esc((state.meta.departments[o.department] || "") + " " + o.department) : '<span class="muted">待分拨 triage</span>'}${assists.length ? ` <span class="muted" data-testid="row-assists">+协办 ${esc(assists.map((a) => a.department).join(", "))}</span>` : ""}</td>
-    <td>${esc(street)} · ${esc(o.location.grid_code)}</td>
-    <td>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " L" + o.supervision_level : "—"}</td>`;
+    <td title="网格 grid ${esc(o.location.grid_code)}">${esc(street)}</td>`;
 }
+
+// An order id without its "WO-<group>-" head (the category column says it): the part that
+// tells two orders apart; the whole id is the cell's title and the deep link's.
+const shortId = (id) => id.replace(/^WO-[a-z_]+-/, "");
 
 // The page's rows in the server's order, each built or rewritten only when its order
 // changed: a change re-renders one row, never the board.
@@ -379,6 +394,7 @@ function tickClocks() {
     if (cell) cell.textContent = clockText(o);
     tr.classList.toggle("overdue", isOverdue(o));
   }
+  scheduleRefresh();     // orders fall overdue with no change streamed: counts and filters follow
 }
 
 // -- alerts: a new urgent, red-warning or emergency order --------------------------
@@ -433,13 +449,14 @@ async function initMap() {
   state.districts = new Map((geo.districts || []).map((d) => [d.district_code,
     L.geoJSON(d.geometry, {style: {color: "#1e3a5f", weight: 2.2, fill: false}, interactive: false}).addTo(state.map)]));
   state.map.fitBounds(state.layer.getBounds());
-  const legend = L.control({position: "bottomleft"});
+  const legend = L.control({position: "bottomright"});
   legend.onAdd = () => {
     const div = L.DomUtil.create("div", "legend");
     div.dataset.testid = "legend";
-    div.innerHTML = OPEN.map((s) => `<span><i style="background:${COLORS[s]}"></i>${STATUS_ZH[s]}</span>`).join("") +
+    div.innerHTML = OPEN.map((s) => `<span><i style="background:${COLORS[s]}"></i>${STATUS_ZH[s]} ${s}</span>`).join("") +
       `<span><i style="background:#fbbf24"></i>超时 overdue</span><span><b class="cluster-key">12</b> 聚合 cluster</span>` +
-      `<span><i class="sq" style="background:#22c55e"></i>设备正常 device ok</span><span><i class="sq" style="background:#ef4444"></i>设备故障 fault</span>` +
+      `<span><i style="background:#0c4a6e;border:2px solid #38bdf8"></i>摄像头 camera</span><span><i class="sq" style="background:#22c55e"></i>传感器 sensor</span>` +
+      `<span><i class="sq" style="background:#ef4444"></i>设备故障 fault</span><span><i style="border:3px solid #f472b6"></i>当前工单 opened</span>` +
       `<span class="muted">全部匹配工单 every matching order</span>`;
     return div;
   };
@@ -468,7 +485,7 @@ function zoomToDistrict() {
 // map's zoom and bounds: a number in a circle is a cluster (click: zoom in), a dot one order.
 let mapSeq = 0;
 async function loadMap() {
-  if (!state.map || !state.clusterLayer) return;
+  if (!state.map || !state.clusterLayer || state.queue === "history") return;
   const p = query();
   for (const k of ["limit", "offset", "facets", "sort"]) p.delete(k);
   p.set("zoom", String(state.map.getZoom()));
@@ -509,8 +526,9 @@ async function loadDevices() {
     let body;
     try { body = await api(`/api/v1/devices?kind=${kind}&bbox=${state.map.getBounds().toBBoxString()}`); } catch (e) { continue; }
     for (const d of body.items) {
-      L.circleMarker([d.lat, d.lon], {radius: kind === "camera" ? 4 : 3, color: d.health === "fault" ? "#ef4444" : "#22c55e",
-                                       fillOpacity: 0.9, weight: 1})
+      L.circleMarker([d.lat, d.lon], {radius: kind === "camera" ? 5 : 3, weight: kind === "camera" ? 2 : 1,
+                                       color: d.health === "fault" ? "#ef4444" : kind === "camera" ? "#38bdf8" : "#22c55e",
+                                       fillColor: kind === "camera" ? "#0c4a6e" : "#22c55e", fillOpacity: 0.9})
         .bindTooltip(`${kind === "camera" ? "摄像头" : "传感器"} ${d.device_id}${d.sensor_type ? " " + d.sensor_type : ""} · ` +
                      `${d.health === "fault" ? "故障 fault " + d.fault_orders.join(", ") : "正常 ok"}`)
         .addTo(layer);
@@ -535,6 +553,9 @@ async function showNearby(o) {
 async function showCamerasNear(o) {
   if (!state.map || state.me.role === "grid") return;
   state.nearLayer.clearLayers();
+  // The opened order itself, above the clusters.
+  L.circleMarker([o.location.lat, o.location.lon], {radius: 10, color: "#f472b6", weight: 3, fillOpacity: 0.2,
+                                                     interactive: false}).addTo(state.nearLayer);
   let body;
   try { body = await api(`/api/v1/workorders/${encodeURIComponent(o.work_order_id)}/cameras?radius_m=300`); } catch (e) { return; }
   L.circle([o.location.lat, o.location.lon], {radius: body.radius_m, color: "#38bdf8", weight: 1, fill: false,
@@ -572,10 +593,19 @@ function initCaseForm() {
   $("new-case").addEventListener("click", () => { $("case").hidden = false; $("detail").hidden = true; caseState.picking = true; $("c-address").focus(); });
   $("c-cancel").addEventListener("click", closeCaseForm);
   let typing = null;
-  $("c-address").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(lookupPlaces, 250); });
+  $("c-address").addEventListener("input", () => {
+    clearPlace();            // a point found for another address must not file this one
+    clearTimeout(typing); typing = setTimeout(lookupPlaces, 250);
+  });
   $("c-photos").addEventListener("change", uploadPhotos);
   $("case").addEventListener("submit", fileCase);
   state.map && state.map.on("click", (ev) => { if (caseState.picking && !$("case").hidden) placeAt(ev.latlng.lng, ev.latlng.lat, "地图点选 picked on the map"); });
+}
+
+function clearPlace() {
+  caseState.lon = caseState.lat = null;
+  if (caseState.marker) { caseState.marker.remove(); caseState.marker = null; }
+  $("c-where").textContent = "位置 where: 未定 — 选一个地点，或在地图上点选 pick a place or click the map";
 }
 
 function closeCaseForm() {
@@ -625,6 +655,7 @@ async function uploadPhotos() {
       const body = await res.json();
       if (!res.ok) throw new Error(`${res.status} ${(body.error || {}).detail || ""}`);
       caseState.photos.push(body.url);
+      if ($("c-result").className === "error") { $("c-result").textContent = ""; $("c-result").className = ""; }
       const img = document.createElement("img");
       img.alt = file.name;
       img.dataset.testid = "c-thumb";
@@ -643,6 +674,7 @@ async function fileCase(ev) {
   const out = $("c-result");
   const address = $("c-address").value.trim();
   if (caseState.lon === null && !address) { out.textContent = "请填写地址或在地图上点选 an address or a map point is needed"; out.className = "error"; return; }
+  // No point chosen: the address alone goes; the server locates it or answers needs_location.
   const body = {report_id: "R-OP-" + crypto.randomUUID(), category: $("c-category").value, channel: $("c-channel").value,
                 description: $("c-description").value.trim(), photos: caseState.photos};
   if (address) body.address = address;
@@ -733,7 +765,7 @@ async function select(wo, again = false) {
       ${o.reporter_contact ? `<dt>来电人 caller</dt><dd data-testid="detail-contact">${esc(o.reporter_contact)}</dd>` : ""}
       <dt>发现 finders</dt><dd>${esc(o.finders.join(", ") || "—")} · ${o.events.length} 条事件 events</dd>
       <dt>证据 evidence</dt><dd class="thumbs" data-testid="detail-evidence">${evidence}</dd>
-      <dt>时限 due</dt><dd data-testid="detail-due"><b>${esc(clockText(o))}</b> · 结案 ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收 " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置 " + esc(fmt(o.handle_due_at)) : ""}</dd>
+      <dt>时限 due</dt><dd data-testid="detail-due"><b>${esc(clockText(o))}</b> · 结案时限 close by ${esc(fmt(o.due_at))}${o.accept_due_at ? " · 签收时限 accept by " + esc(fmt(o.accept_due_at)) : ""}${o.handle_due_at ? " · 处置时限 handle by " + esc(fmt(o.handle_due_at)) : ""}</dd>
       <dt>督办 supervision</dt><dd>${o.supervision_level ? LEVEL_ZH[o.supervision_level] + " level " + o.supervision_level : "—"}</dd>
       <dt>回访 visits</dt><dd data-testid="detail-visits">${(o.visits || []).map((v) => `${SATISFACTION_ZH[v.satisfaction]} ${esc(v.satisfaction)} (${esc(fmt(v.at))})`).join(" · ") || "—"}</dd>
       <dt>返工/退回/延期</dt><dd>rework ${o.rework_count} · return ${o.return_count} · extension ${o.extension_count}</dd>
