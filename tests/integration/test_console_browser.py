@@ -108,6 +108,12 @@ async def test_operator_sees_orders_live_triages_and_follows_to_closure(console,
     types = await timeline.evaluate_all("els => els.map(e => e.dataset.type)")
     assert types == ["created", "dispatched", "accepted", "handled", "verified"], types
     await op.screenshot(path=shot("4-closed"))
+    # 回访: the reporter of the closed order is now on the follow-up worklist, with its due time.
+    await op.click("[data-testid=queue-followup]")
+    await expect(op.locator(f"tr[data-wo='{wo}']")).to_have_count(1, timeout=10000)
+    await expect(op.locator(f"tr[data-wo='{wo}'] [data-testid=clock]")).to_contain_text("回访")
+    await op.screenshot(path=shot("4b-followup"))
+    await op.click("[data-testid=queue-all]")
     assert op.errors == [] and dept.errors == []
 
 

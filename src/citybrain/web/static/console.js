@@ -175,6 +175,8 @@ function fillQueues() {
       state.queue = name;
       for (const el of nav.children) el.classList.toggle("on", el.dataset.queue === name);
       for (const id of ["f-status", "f-overdue", "f-supervision", "f-priority"]) $(id).value = "";
+      for (const r of state.rows.values()) r.tr.remove();     // a queue shows its own clock: rows anew
+      state.rows.clear();
       $("f-sort").value = QUEUES[name].params.sort || "-created";
       state.offset = 0;
       loadOrders();
@@ -347,6 +349,8 @@ function renderPage(body) {
     } else if (o.version > r.o.version || o.status !== r.o.status) {
       r.o = o;
       fillRow(r.tr, o);
+    } else {
+      r.o = o;                // same order, fresher computed fields (overdue_at, followup_due_at)
     }
     seen.add(id);
     if (r.tr !== before) tbody.insertBefore(r.tr, before);
@@ -776,7 +780,7 @@ async function select(wo, again = false) {
     <ul id="timeline" data-testid="timeline">${body.timeline.map((e) =>
       `<li class="${e.kind}" data-type="${esc(e.type)}"><span class="at">${esc(fmt(e.at))}</span>
        ${e.version ? "v" + e.version : ""} <b>${esc(e.label)}</b> ${esc(e.type)} · ${esc(e.actor)}
-       ${e.note ? "<br><span class=muted>" + esc(e.note) + "</span>" : ""}</li>`).join("")}</ul>`;
+       ${e.note ? "<br><span class=muted>" + esc(noteText(e.note)) + "</span>" : ""}</li>`).join("")}</ul>`;
   renderActions(o);
   if (kept) restoreInputs(kept);
   showThumbs(d);
@@ -784,6 +788,10 @@ async function select(wo, again = false) {
   showNearby(o);
   if (!again && state.map) state.map.setView([o.location.lat, o.location.lon], Math.max(state.map.getZoom(), 15));
 }
+
+// A note as the order keeps it starts "<time> <role>:<id> " (the audit trail); the
+// timeline line shows both already.
+const noteText = (note) => note.replace(/^\d{4}-\d\d-\d\dT\S+ [a-z]+:\S+ /, "");
 
 // Orders this one was merged into or from, split from or into: deep links.
 function related(o) {
