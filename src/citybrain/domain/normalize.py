@@ -81,6 +81,10 @@ class IngestLimits:
     # serialised again downstream, and pydantic refuses (raises) past ~255 levels.
     max_extra_depth: int = 32
     dead_letter_original: OriginalKept = "masked"
+    # Unknown input fields that travel on events.normalized (source_ref.extra, kept 400
+    # days): only these names, their text masked (phone and ID numbers); every other one
+    # is dropped at the edge — a gateway's caller_phone or caller_name never rides along.
+    extra_allow: frozenset[str] = frozenset()
 
 
 # Each wire model's field names (``model.model_fields`` is a computed property: looked up
@@ -149,7 +153,7 @@ class Normalizer:
             device_id=r.device_id, sensor_type=r.sensor_type,
             asset_owner=device.owner_department, value=float(r.value), level=level,
             description=f"{category.name_zh}{shown}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
-            source_ref=_ref(meta, r),
+            source_ref=_ref(meta, r, self.limits.extra_allow),
         )
         return Result("event", event=event, state=new_state, state_key=r.device_id)
 
@@ -216,7 +220,7 @@ class Normalizer:
             confidence=float(a.confidence),
             evidence=[a.snapshot_url] if a.snapshot_url else [],
             description=f"{category.name_zh}: {a.algorithm} ({a.confidence:.2f})",
-            source_ref=_ref(meta, a),
+            source_ref=_ref(meta, a, self.limits.extra_allow),
         )
         return Result("event", event=event)
 
@@ -249,7 +253,7 @@ class Normalizer:
             evidence=list(r.photos), description=mask_text(r.description),
             address=mask_text(r.address) if r.address else None,
             contact_phone=mask_phone(r.contact_phone) if r.contact_phone else None,
-            needs_location=needs_location, source_ref=_ref(meta, r),
+            needs_location=needs_location, source_ref=_ref(meta, r, self.limits.extra_allow),
         )
         return Result("event", event=event)
 
@@ -420,6 +424,21 @@ def _location(lon: float, lat: float, where: AdminLocation) -> Location:
                     grid_code=where.grid_code)
 
 
-def _ref(meta: RecordMeta, record: InputRecord) -> SourceRef:
+def _ref(meta: RecordMeta, record: InputRecord, allow: frozenset[str]) -> SourceRef:
     return SourceRef(topic=meta.topic, partition=meta.partition, offset=meta.offset,
-                     extra=record.extra_fields())
+                     extra=kept_extras(record.extra_fields(), allow))
+
+
+def kept_extras(extra: dict[str, Any], allow: frozenset[str]) -> dict[str, Any]:
+    """The allowed extra fields, every string inside them masked; the rest dropped."""
+    return {k: _masked(v) for k, v in extra.items() if k in allow}
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    return value

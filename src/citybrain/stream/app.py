@@ -174,7 +174,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         video_thresholds=config.video_thresholds, city=config.city_map,
         registry=registry.get,
         limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds,
-                            dead_letter_original=s.ingest.dead_letter_original),
+                            dead_letter_original=s.ingest.dead_letter_original,
+                            extra_allow=frozenset(s.ingest.extra_allow)),
         gazetteer=config.gazetteer,
     )
     broker = BrokerWatch(bootstrap)

@@ -1,8 +1,10 @@
 """Normalisation: every input → exactly one of normal / event / suppressed / deadletter."""
 
 import base64
+import copy
 import hashlib
 import time
+from dataclasses import replace
 
 import orjson
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_core import to_json
 
-from citybrain.domain.normalize import dead_letter_key
+from citybrain.domain.normalize import dead_letter_key, kept_extras
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.simulate.traffic import iso
 
@@ -85,10 +87,29 @@ def test_duplicate_reading_is_suppressed(normalizer, meta):
     assert (r.outcome, r.reason) == ("suppressed", "out_of_order")
 
 
-def test_unknown_fields_are_kept_in_the_source_ref(normalizer, meta):
+def test_unknown_fields_travel_only_when_allowed_and_masked(normalizer, meta):
+    """Personal data at the edge (issue 36): an unknown field rides on events.normalized
+    (kept 400 days) only if the configured allow-list names it, its text masked."""
     st_ = lambda d: DeviceState(pending_since=NOW - 100, last_ts=NOW - 100)  # noqa: E731
-    r = run_reading(normalizer, meta, reading(value=0.5, firmware="v2.1", rssi=-71), state=st_)
-    assert r.event.source_ref.extra == {"firmware": "v2.1", "rssi": -71}
+    record = reading(value=0.5, firmware="v2.1", rssi=-71, caller_phone="13812345678", caller_name="张三",
+                     note={"by": "值班 13912345678"})
+    r = run_reading(normalizer, meta, record, state=st_)
+    assert r.event.source_ref.extra == {}                      # the default: nothing unknown travels
+    allowing = copy.copy(normalizer)
+    allowing.limits = replace(normalizer.limits, extra_allow=frozenset({"firmware", "rssi", "note"}))
+    r = run_reading(allowing, meta, record, state=st_)
+    assert r.event.source_ref.extra == {"firmware": "v2.1", "rssi": -71, "note": {"by": "值班 139****5678"}}
+    assert "13812345678" not in r.event.model_dump_json() and "张三" not in r.event.model_dump_json()
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.recursive(
+    st.none() | st.integers() | st.text(max_size=20), lambda c: st.lists(c, max_size=3)
+    | st.dictionaries(st.text(max_size=5), c, max_size=3), max_leaves=8), max_size=5),
+    st.frozensets(st.text(min_size=1, max_size=8), max_size=4))
+def test_kept_extras_are_exactly_the_allowed_names_masked(extra, allow):
+    kept = kept_extras(extra, allow)
+    assert set(kept) == set(extra) & allow
+    assert kept_extras(kept, allow) == kept            # masking twice changes nothing more
 
 
 DEAD_CASES = [
