@@ -7,6 +7,7 @@ import argparse
 import logging
 
 from citybrain.cli.bench import cmd_bench
+from citybrain.cli.notifier import cmd_notifier
 from citybrain.cli.read import cmd_kpis, cmd_tail, cmd_timeline
 from citybrain.cli.setup import cmd_dashboard, cmd_kafka, cmd_registry, cmd_sample, cmd_schemas, cmd_topics
 from citybrain.cli.simulate import cmd_demo, cmd_simulate
@@ -90,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--out", help="JSON result path (default var/bench/)")
     b.set_defaults(func=cmd_bench)
+
+    nt = sub.add_parser("notifier", help="通知 deliver dispatches to people (SMS, email, webhook); ack a delivery")
+    nt.add_argument("action", choices=["run", "ack"])
+    nt.add_argument("delivery_id", nargs="?", help="ack: the delivery id (回执号 D-…)")
+    nt.add_argument("--by", help="ack: who acknowledges")
+    nt.add_argument("--metrics-port", type=int, help="run: serve Prometheus metrics on 127.0.0.1:PORT")
+    nt.set_defaults(func=cmd_notifier)
 
     tl = sub.add_parser("tail", help="print a topic's records")
     tl.add_argument("topic")

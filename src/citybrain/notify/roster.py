@@ -1,0 +1,269 @@
+"""值班表 The roster (``config/roster.toml``): people, their contacts and their duty hours.
+
+A duty names a **desk** — a department code (``water``), a street desk
+(``street.<9-digit code>``), ``emergency`` (the emergency roster) or
+``supervision.<level>`` (a supervision level's supervisors) — optionally narrowed to a
+grid prefix (the person covers only orders whose grid code starts with it), the weekdays
+it starts on and a time range in the roster's time zone (Asia/Shanghai by default).  A
+range whose end is not after its start runs across midnight into the next day
+(``22:00``–``06:00`` on Monday covers Monday 22:00 to Tuesday 06:00); ``00:00``–``00:00``
+is the whole day.  Pure: no I/O except ``load`` and ``ReloadingRoster``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+log = logging.getLogger("citybrain.notify.roster")
+
+Channel = Literal["sms", "email", "webhook"]
+CHANNELS: tuple[Channel, ...] = ("sms", "email", "webhook")
+SUPERVISION_LEVELS = ("street", "district", "city")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DESK = re.compile(r"^([a-z][a-z0-9_]{1,31}|street\.\d{9}|emergency|supervision\.(street|district|city))$")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+MINUTES_A_DAY = 1440
+MINUTES_A_WEEK = 7 * MINUTES_A_DAY
+
+
+def _minutes(hhmm: str) -> int:
+    m = _HHMM.match(hhmm)
+    if not m:
+        raise ValueError(f"{hhmm!r} is not HH:MM (00:00 … 23:59)")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+class Person(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    name: str = Field(min_length=1, max_length=64)
+    phone: str | None = Field(None, pattern=r"^\+?\d{5,15}$")
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    webhook: str | None = Field(None, pattern=r"^https?://\S+$")
+    # The channels to use; empty: every channel the person has a contact for.
+    channels: list[Channel] = []
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Person:
+        if not (self.phone or self.email or self.webhook):
+            raise ValueError(f"person {self.id}: give at least one of phone, email, webhook")
+        for ch in self.channels:
+            if getattr(self, CONTACT_FIELD[ch]) is None:
+                raise ValueError(f"person {self.id}: channel {ch} needs {CONTACT_FIELD[ch]}")
+        return self
+
+    def reachable_by(self) -> tuple[Channel, ...]:
+        chosen = self.channels or [ch for ch in CHANNELS if getattr(self, CONTACT_FIELD[ch])]
+        return tuple(ch for ch in CHANNELS if ch in chosen)
+
+    def address(self, channel: Channel) -> str:
+        value = getattr(self, CONTACT_FIELD[channel])
+        if value is None:
+            raise ValueError(f"person {self.id} has no {CONTACT_FIELD[channel]}")
+        return str(value)
+
+
+CONTACT_FIELD: dict[Channel, str] = {"sms": "phone", "email": "email", "webhook": "webhook"}
+
+
+class Duty(BaseModel):
+    """One duty of one person: a desk, the weekdays its shift starts on and the shift."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    person: str
+    desk: Annotated[str, Field(pattern=DESK.pattern)]
+    grid_prefix: str | None = Field(None, pattern=r"^\d{6,15}$")
+    days: list[Weekday] = list(WEEKDAYS)
+    start: str = "00:00"
+    end: str = "00:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        _minutes(v)
+        return v
+
+    @property
+    def start_minute(self) -> int:
+        return _minutes(self.start)
+
+    @property
+    def length_minutes(self) -> int:
+        """The shift's length: across midnight when the end is not after the start."""
+        span = _minutes(self.end) - _minutes(self.start)
+        return span if span > 0 else span + MINUTES_A_DAY
+
+    def on_duty_at(self, weekday: int, minute: int) -> bool:
+        """``weekday`` 0 = Monday, ``minute`` of that day (local time)."""
+        start, length = self.start_minute, self.length_minutes
+        for day in {WEEKDAYS.index(d) for d in self.days}:
+            if day == weekday and start <= minute < start + length:
+                return True
+            # yesterday's shift reaching past midnight into today
+            if (day + 1) % 7 == weekday and start + length > MINUTES_A_DAY and minute < start + length - MINUTES_A_DAY:
+                return True
+        return False
+
+    def covers(self, grid_code: str | None) -> bool:
+        return self.grid_prefix is None or (grid_code is not None and grid_code.startswith(self.grid_prefix))
+
+
+class ReporterContact(BaseModel):
+    """A reporter who asked to hear back (反馈) on a channel, by their reporter id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    reporter_id: str = Field(min_length=1, max_length=128)
+    name: str = "市民"
+    phone: str | None = Field(None, pattern=r"^\+?\d{5,15}$")
+    email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    webhook: str | None = Field(None, pattern=r"^https?://\S+$")
+    channels: list[Channel] = []
+
+    def as_person(self) -> Person:
+        return Person(id=f"reporter.{_safe_id(self.reporter_id)}", name=self.name, phone=self.phone,
+                      email=self.email, webhook=self.webhook, channels=self.channels)
+
+
+def _safe_id(raw: str) -> str:
+    import hashlib
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+class RosterFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    sample_data: bool = False
+    timezone: str = "Asia/Shanghai"
+    person: list[Person] = []
+    duty: list[Duty] = []
+    reporter: list[ReporterContact] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        ZoneInfo(v)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RosterFile:
+        ids = [p.id for p in self.person]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"roster: person id given twice: {sorted(dup)}")
+        for d in self.duty:
+            if d.person not in ids:
+                raise ValueError(f"roster: duty of unknown person {d.person!r} (desk {d.desk})")
+        rids = [r.reporter_id for r in self.reporter]
+        if len(set(rids)) != len(rids):
+            raise ValueError("roster: a reporter_id is given twice")
+        return self
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The validated roster and its questions: who is on duty at a desk, now."""
+
+    file: RosterFile
+
+    @classmethod
+    def load(cls, path: Path, desks: Iterable[str] | None = None) -> Roster:
+        with path.open("rb") as f:
+            roster = cls(RosterFile.model_validate(tomllib.load(f)))
+        if desks is not None:
+            roster.check_desks(set(desks))
+        return roster
+
+    def check_desks(self, desks: set[str]) -> None:
+        """Every duty's desk must be a desk of the city (a department or a street desk)."""
+        for d in self.file.duty:
+            if d.desk == "emergency" or d.desk.startswith("supervision."):
+                continue
+            if d.desk not in desks:
+                raise ValueError(f"roster: duty of {d.person} at unknown desk {d.desk!r}")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.file.timezone)
+
+    @property
+    def people(self) -> dict[str, Person]:
+        return {p.id: p for p in self.file.person}
+
+    def person(self, person_id: str) -> Person | None:
+        return self.people.get(person_id)
+
+    def on_duty(self, desk: str, at: datetime, grid_code: str | None = None) -> list[Person]:
+        """The people on duty at ``desk`` at the instant ``at`` (aware), in roster order, each once."""
+        local = at.astimezone(self.zone)
+        weekday, minute = local.weekday(), local.hour * 60 + local.minute
+        people, seen = self.people, set()
+        out: list[Person] = []
+        for d in self.file.duty:
+            if d.desk == desk and d.person not in seen and d.covers(grid_code) and d.on_duty_at(weekday, minute):
+                seen.add(d.person)
+                out.append(people[d.person])
+        return out
+
+    def everyone_at(self, desk: str, grid_code: str | None = None) -> list[Person]:
+        """Everyone with a duty at ``desk`` (on duty now or not), in roster order."""
+        people, seen = self.people, set()
+        out: list[Person] = []
+        for d in self.file.duty:
+            if d.desk == desk and d.person not in seen and d.covers(grid_code):
+                seen.add(d.person)
+                out.append(people[d.person])
+        return out
+
+    def reporter(self, reporter_id: str) -> Person | None:
+        for r in self.file.reporter:
+            if r.reporter_id == reporter_id:
+                return r.as_person()
+        return None
+
+
+class ReloadingRoster:
+    """The roster file, read again when it changes (looked at most every ``every`` seconds):
+    a new person or shift takes effect without a restart.  A file that no longer loads keeps
+    the roster last loaded, with an error in the log (like ``web.auth.ReloadingTokens``)."""
+
+    def __init__(self, path: Path, desks: set[str] | None = None, every: float = 1.0):
+        self.path, self.desks, self.every = path, desks, every
+        self.stamp = self._stamp()
+        self.roster = Roster.load(path, desks)
+        self.looked = time.monotonic()
+        self.reloads = 0
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def current(self) -> Roster:
+        now = time.monotonic()
+        if now - self.looked >= self.every:
+            self.looked = now
+            stamp = self._stamp()
+            if stamp != self.stamp:
+                self.stamp = stamp
+                try:
+                    self.roster = Roster.load(self.path, self.desks)
+                    self.reloads += 1
+                    log.warning("值班表已重新加载 roster reloaded: %d people, %d duties",
+                                len(self.roster.file.person), len(self.roster.file.duty))
+                except (OSError, ValueError) as e:
+                    log.error("值班表无效 roster %s does not load, keeping the roster loaded before: %s",
+                              self.path, str(e)[:300])
+        return self.roster

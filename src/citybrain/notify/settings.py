@@ -1,0 +1,89 @@
+"""``config/notify.toml``: the notifier's channels, retries and escalation (validated).
+
+Secrets are never in the file: the SMTP and SMPP passwords and the webhook HMAC key come
+from the environment variables the file names.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from citybrain.notify.roster import Channel
+
+
+class SmtpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = Field("citybrain@example.invalid", pattern=r"^[^@\s]+@[^@\s]+$")
+    starttls: bool = False
+    username: str = ""
+    password_env: str = "CITYBRAIN_SMTP_PASSWORD"
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # HMAC-SHA256 key of the X-Citybrain-Signature header (sha256=<hex of the body's HMAC>).
+    secret_env: str = "CITYBRAIN_WEBHOOK_SECRET"
+    timeout_seconds: float = Field(5.0, gt=0)
+
+
+class SmppSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(2775, ge=1, le=65535)
+    system_id: str = "citybrain"
+    password_env: str = "CITYBRAIN_SMPP_PASSWORD"
+    source_addr: str = "12345"
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class RetrySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Attempts per delivery before it is dead (failed, and a record on notifications.deadletter).
+    attempts: int = Field(3, ge=1, le=20)
+    # Waits between attempts: backoff_seconds × 2^(attempt-1), at most max_backoff_seconds.
+    backoff_seconds: float = Field(1.0, ge=0)
+    max_backoff_seconds: float = Field(60.0, ge=0)
+
+
+class EscalationSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # An urgent dispatch (priority in `priorities`, or under emergency response) not
+    # acknowledged within ack_minutes goes to the next person of the desk's roster, then to
+    # the supervisors of `final_level`.
+    enabled: bool = True
+    priorities: list[str] = ["urgent"]
+    ack_minutes: float = Field(15.0, gt=0)
+    final_level: str = Field("district", pattern=r"^(street|district|city)$")
+
+
+class NotifySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # The consumer group is <topic prefix><group>.
+    group: str = "citybrain-notifier"
+    # The changes of dispatch.<desk> that are a new dispatch for the desk's people.
+    dispatch_changes: list[str] = ["dispatched", "assist_added"]
+    # The channels used at all (a person's contact on another channel is not used).
+    channels: list[Channel] = ["sms", "email", "webhook"]
+    smtp: SmtpSettings = SmtpSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    smpp: SmppSettings = SmppSettings()
+    retry: RetrySettings = RetrySettings()
+    escalation: EscalationSettings = EscalationSettings()
+
+    @classmethod
+    def load(cls, path: Path) -> NotifySettings:
+        if not path.exists():
+            return cls()
+        with path.open("rb") as f:
+            return cls.model_validate(tomllib.load(f))
+
+
+def secret(env_name: str) -> str:
+    return os.environ.get(env_name, "")

@@ -1,0 +1,282 @@
+"""The notifier's pure parts: the roster and its duty hours, the rules, the delivery book."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from citybrain.notify.channels import sign, verify
+from citybrain.notify.deliveries import DeliveryBook, DeliveryRecord
+from citybrain.notify.roster import (
+    MINUTES_A_DAY,
+    MINUTES_A_WEEK,
+    WEEKDAYS,
+    Duty,
+    ReloadingRoster,
+    Roster,
+    RosterFile,
+)
+from citybrain.notify.rules import Rules, delivery_id
+from citybrain.notify.settings import NotifySettings
+from citybrain.paths import PROJECT_ROOT
+
+CST_OFFSET = timedelta(hours=8)
+
+
+def cst(y, m, d, hh, mm=0) -> datetime:
+    """An instant given in Beijing time."""
+    return datetime(y, m, d, hh, mm, tzinfo=UTC) - CST_OFFSET
+
+
+ROSTER = RosterFile.model_validate({
+    "person": [
+        {"id": "w-day", "name": "水务日班", "phone": "13800000001", "email": "wday@x.example.invalid"},
+        {"id": "w-night", "name": "水务夜班", "email": "wnight@x.example.invalid",
+         "webhook": "https://h.example.invalid/w"},
+        {"id": "w-grid", "name": "水务网格", "email": "wgrid@x.example.invalid"},
+        {"id": "w-spare", "name": "水务备班", "email": "wspare@x.example.invalid"},
+        {"id": "em", "name": "应急", "phone": "13800000005"},
+        {"id": "sup-d", "name": "区督办", "email": "supd@x.example.invalid"},
+    ],
+    "duty": [
+        {"person": "w-day", "desk": "water", "days": ["mon", "tue", "wed", "thu", "fri"],
+         "start": "08:00", "end": "20:00"},
+        {"person": "w-night", "desk": "water", "days": ["mon", "tue", "wed", "thu", "fri"],
+         "start": "20:00", "end": "08:00"},
+        {"person": "w-grid", "desk": "water", "grid_prefix": "370303", "start": "00:00", "end": "00:00"},
+        {"person": "w-spare", "desk": "water", "days": ["sun"], "start": "09:00", "end": "10:00"},
+        {"person": "em", "desk": "emergency"},
+        {"person": "sup-d", "desk": "supervision.district", "days": ["mon"], "start": "09:00", "end": "10:00"},
+    ],
+    "reporter": [{"reporter_id": "GRID-1", "email": "g1@x.example.invalid"}],
+})
+
+
+def test_the_sample_roster_loads_with_the_city_desks():
+    from citybrain.config import Config
+    cfg = Config()
+    roster = Roster.load(PROJECT_ROOT / "config" / "roster.toml", set(cfg.desks))
+    assert roster.file.sample_data
+    for dept in cfg.taxonomy.departments:
+        assert roster.everyone_at(dept.code), f"nobody on the roster for {dept.code}"
+    for level in ("street", "district", "city"):
+        assert roster.everyone_at(f"supervision.{level}")
+    assert roster.everyone_at("emergency")
+    # every weekday hour a water person is on duty
+    for h in range(0, 24 * 7):
+        assert roster.on_duty("water", cst(2026, 12, 7, 0) + timedelta(hours=h)), h
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"person": [{"id": "a", "name": "A"}]}, "at least one"),
+    ({"person": [{"id": "a", "name": "A", "email": "a@b.example", "channels": ["sms"]}]}, "needs phone"),
+    ({"person": [{"id": "a", "name": "A", "email": "a@b.example"}] * 2}, "twice"),
+    ({"duty": [{"person": "nobody", "desk": "water"}]}, "unknown person"),
+    ({"person": [{"id": "a", "name": "A", "email": "a@b.example"}],
+      "duty": [{"person": "a", "desk": "water", "start": "25:00"}]}, "HH:MM"),
+    ({"person": [{"id": "a", "name": "A", "email": "a@b.example"}],
+      "duty": [{"person": "a", "desk": "Water!"}]}, "pattern"),
+    ({"person": [{"id": "a", "name": "A", "email": "a@b.example", "pager": "1"}]}, "Extra inputs"),
+])
+def test_a_wrong_roster_is_refused(bad, words):
+    with pytest.raises(ValidationError, match=words):
+        RosterFile.model_validate(bad)
+
+
+def test_a_duty_at_an_unknown_desk_is_refused(tmp_path):
+    p = tmp_path / "roster.toml"
+    p.write_text('[[person]]\nid = "a"\nname = "A"\nemail = "a@b.example"\n'
+                 '[[duty]]\nperson = "a"\ndesk = "plumbing"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown desk"):
+        Roster.load(p, {"water"})
+
+
+def test_on_duty_day_night_and_across_midnight():
+    r = Roster(ROSTER)
+    names = lambda at, grid=None: [p.id for p in r.on_duty("water", at, grid)]  # noqa: E731
+    # 2026-12-07 is a Monday
+    assert names(cst(2026, 12, 7, 10)) == ["w-day"]
+    assert names(cst(2026, 12, 7, 21)) == ["w-night"]
+    assert names(cst(2026, 12, 8, 3)) == ["w-night"]         # Monday's night shift, Tuesday 03:00
+    assert names(cst(2026, 12, 7, 3)) == []                   # Sunday had no night shift
+    assert names(cst(2026, 12, 12, 7, 59)) == ["w-night"]     # Friday's night reaches Saturday 07:59
+    assert names(cst(2026, 12, 12, 8, 0)) == []               # … and ends at 08:00
+    assert names(cst(2026, 12, 7, 10), "370303001002003") == ["w-day", "w-grid"]   # the grid's own person
+    assert names(cst(2026, 12, 13, 9, 30)) == ["w-spare"]
+
+
+HHMM = st.integers(0, MINUTES_A_DAY - 1).map(lambda m: f"{m // 60:02d}:{m % 60:02d}")
+
+
+@given(duties=st.lists(st.tuples(st.lists(st.sampled_from(WEEKDAYS), min_size=1, unique=True), HHMM, HHMM),
+                       min_size=1, max_size=5),
+       minute_of_week=st.integers(0, MINUTES_A_WEEK - 1))
+def test_exactly_the_people_on_duty(duties, minute_of_week):
+    """Against an independent oracle: each shift is the interval [day start + start, + length) on a
+    week-long circle; at any minute exactly the people whose interval holds it are on duty."""
+    roster = Roster(RosterFile.model_validate({
+        "person": [{"id": f"p{i}", "name": f"P{i}", "email": f"p{i}@x.example"} for i in range(len(duties))],
+        "duty": [{"person": f"p{i}", "desk": "water", "days": days, "start": s, "end": e}
+                 for i, (days, s, e) in enumerate(duties)]}))
+    monday = cst(2026, 12, 7, 0)
+    at = monday + timedelta(minutes=minute_of_week)
+    expected = set()
+    for i, (days, s, e) in enumerate(duties):
+        start = int(s[:2]) * 60 + int(s[3:])
+        end = int(e[:2]) * 60 + int(e[3:])
+        length = end - start if end > start else end - start + MINUTES_A_DAY
+        for d in days:
+            begin = WEEKDAYS.index(d) * MINUTES_A_DAY + start
+            if (minute_of_week - begin) % MINUTES_A_WEEK < length:
+                expected.add(f"p{i}")
+    assert {p.id for p in roster.on_duty("water", at)} == expected
+
+
+def test_a_duty_of_the_whole_day_and_its_length():
+    assert Duty(person="a", desk="water").length_minutes == MINUTES_A_DAY
+    assert Duty(person="a", desk="water", start="22:00", end="06:00").length_minutes == 8 * 60
+
+
+def test_the_roster_reloads_when_its_file_changes_and_keeps_the_last_good_one(tmp_path):
+    p = tmp_path / "roster.toml"
+    p.write_text('[[person]]\nid = "a"\nname = "A"\nemail = "a@b.example"\n'
+                 '[[duty]]\nperson = "a"\ndesk = "water"\n', encoding="utf-8")
+    rr = ReloadingRoster(p, {"water"}, every=0)
+    assert [x.id for x in rr.current().everyone_at("water")] == ["a"]
+    p.write_text('[[person]]\nid = "b"\nname = "B"\nemail = "b@b.example"\n'
+                 '[[duty]]\nperson = "b"\ndesk = "water"\n', encoding="utf-8")
+    assert [x.id for x in rr.current().everyone_at("water")] == ["b"]
+    p.write_text('[[person]]\nid = "c"\n', encoding="utf-8")   # invalid: kept b
+    assert [x.id for x in rr.current().everyone_at("water")] == ["b"]
+    assert rr.reloads == 1
+
+
+def change(type_="dispatched", priority="normal", grid="370302001001001", version=3, **extra):
+    return {"work_order_id": "WO-g-1", "version": version, "type": type_, "at": "2026-12-07T02:00:00Z",
+            "actor": {"id": "system", "role": "system"},
+            "snapshot": {"work_order_id": "WO-g-1", "version": version, "category": "road_ponding",
+                         "category_name": "路面积水", "priority": priority, "address": "青年路",
+                         "location": {"street_code": grid[:9], "grid_code": grid},
+                         "due_at": "2026-12-07T10:00:00Z", "emergency_level": None}, **extra}
+
+
+RULES = Rules(NotifySettings(), desk_names={"water": "水务"})
+
+
+def test_a_new_dispatch_reaches_the_desks_people_on_duty_on_each_channel():
+    out = RULES.for_record("dispatch", "water", change(), Roster(ROSTER), cst(2026, 12, 7, 10))
+    assert [(n.person.id, n.channel) for n in out.notices] == [("w-day", "sms"), ("w-day", "email")]
+    text = out.notices[0].text()
+    for part in ("WO-g-1", "路面积水", "青年路", "2026-12-07 18:00（北京时间）", "水务", out.notices[0].delivery_id):
+        assert part in text
+    assert not out.notices[0].urgent
+
+
+def test_what_is_not_a_dispatch_and_nobody_on_duty_are_skipped_and_counted():
+    r = Roster(ROSTER)
+    assert RULES.for_record("dispatch", "water", change("accepted"), r, cst(2026, 12, 7, 10)).skipped == {
+        "not_a_dispatch": 1}
+    assert RULES.for_record("dispatch", "water", change(), r, cst(2026, 12, 7, 3)).skipped == {"no_one_on_duty": 1}
+    assert RULES.for_record("dispatch", "fire", change(), r, cst(2026, 12, 7, 10)).skipped == {"no_one_on_duty": 1}
+
+
+def test_emergency_supervision_and_reporters():
+    r, now = Roster(ROSTER), cst(2026, 12, 7, 10)
+    em = RULES.for_record("emergency", "", change("escalated"), r, now)
+    assert [(n.person.id, n.channel) for n in em.notices] == [("em", "sms")]
+    # supervision: the level's supervisors on duty, else all of them
+    sup = RULES.for_record("supervision", "district", change("supervised", supervision={
+        "clock": "accept", "due_at": "2026-12-07T03:00:00Z", "level": "district", "share": 1.0}), r, now)
+    assert [n.person.id for n in sup.notices] == ["sup-d"]
+    assert "区级督办" in sup.notices[0].text() and "签收时限" in sup.notices[0].text()
+    assert RULES.for_record("supervision", "city", change("supervised"), r, now).skipped == {"no_supervisor": 1}
+    rep = {"reporter_id": "GRID-1", "report_id": "R-1", "work_order_id": "WO-g-1", "version": 4,
+           "change": "closed", "status": "closed", "message": "已办结", "at": "2026-12-07T02:00:00Z"}
+    out = RULES.for_record("reporter", "", rep, r, now)
+    assert [(n.channel, n.person.address("email")) for n in out.notices] == [("email", "g1@x.example.invalid")]
+    assert "已办结" in out.notices[0].text()
+    assert RULES.for_record("reporter", "", dict(rep, reporter_id="R-x"), r, now).skipped == {"no_contact": 1}
+
+
+def test_an_urgent_dispatch_escalates_to_the_next_person_then_the_supervisors():
+    r, now = Roster(ROSTER), cst(2026, 12, 7, 10)
+    first = RULES.for_record("dispatch", "water", change(priority="urgent", grid="370303001001001"), r, now)
+    assert all(n.urgent for n in first.notices)
+    told = {n.person.id for n in first.notices}
+    assert told == {"w-day", "w-grid"}
+    summary = first.notices[0].summary
+    step1 = RULES.escalate("water", "WO-g-1", 3, 1, told, summary, r, now)
+    assert {n.person.id for n in step1.notices} == {"w-night"} and not step1.notices[0].final
+    told |= {"w-night"}
+    step2 = RULES.escalate("water", "WO-g-1", 3, 2, told, summary, r, now)
+    assert {n.person.id for n in step2.notices} == {"w-spare"}
+    told |= {"w-spare"}
+    step3 = RULES.escalate("water", "WO-g-1", 3, 3, told, summary, r, now)
+    assert {n.person.id for n in step3.notices} == {"sup-d"} and step3.notices[0].final
+    assert "升级" in step3.notices[0].text()
+    assert RULES.escalate("water", "WO-g-1", 3, 4, told | {"sup-d"}, summary, r, now).skipped == {
+        "escalation_exhausted": 1}
+
+
+def test_delivery_ids_are_stable_and_distinct():
+    a = delivery_id("WO-1", 3, "p", "email")
+    assert a == delivery_id("WO-1", 3, "p", "email")
+    assert len({a, delivery_id("WO-1", 4, "p", "email"), delivery_id("WO-1", 3, "q", "email"),
+                delivery_id("WO-1", 3, "p", "sms")}) == 4
+
+
+def rec(status, did="D-1", urgent=False, step=0, due=None, person="p", final=False):
+    return DeliveryRecord(delivery_id=did, work_order_id="WO-1", version=3, person=person, channel="email",
+                          kind="dispatch", desk="water", status=status, at=datetime(2026, 12, 7, tzinfo=UTC),
+                          urgent=urgent, step=step, ack_due_at=due, final=final)
+
+
+def test_the_book_dedupes_done_deliveries_and_retries_interrupted_ones():
+    book = DeliveryBook()
+    assert not book.done("D-1")
+    book.apply(rec("queued"))
+    assert not book.done("D-1")          # stopped before the outcome: tried again
+    book.apply(rec("sent"))
+    assert book.done("D-1")
+    book.apply(rec("queued"))             # a stale queued read back after: never regresses
+    assert book.done("D-1")
+    book.apply(rec("acked"))
+    book.apply(rec("sent"))
+    assert book.deliveries["D-1"].status == "acked"
+    book.apply(rec("failed", did="D-2"))
+    assert book.done("D-2")
+
+
+def test_the_book_knows_the_unacknowledged_urgent_groups():
+    due = datetime(2026, 12, 7, 1, tzinfo=UTC)
+    book = DeliveryBook()
+    book.apply(rec("sent", "D-1", urgent=True, due=due))
+    book.apply(rec("sent", "D-2", urgent=True, due=due, person="q"))
+    assert book.overdue(due - timedelta(seconds=1)) == []
+    [(key, g)] = book.overdue(due)
+    assert key == ("WO-1", 3) and g.notified == {"p", "q"} and g.step == 0
+    book.apply(rec("sent", "D-3", urgent=True, step=1, due=due + timedelta(minutes=15), person="r"))
+    assert book.overdue(due) == []
+    book.apply(rec("acked", "D-3", urgent=True, step=1, due=due + timedelta(minutes=15), person="r"))
+    assert book.overdue(due + timedelta(hours=1)) == []
+
+
+def test_webhook_signature():
+    body = b'{"a":1}'
+    assert verify(b"k", body, sign(b"k", body))
+    assert not verify(b"k", body + b" ", sign(b"k", body))
+    assert not verify(b"other", body, sign(b"k", body))
+    assert not verify(b"k", body, None)
+
+
+def test_sample_notify_settings_load():
+    s = NotifySettings.load(PROJECT_ROOT / "config" / "notify.toml")
+    assert s.retry.attempts == 3 and s.escalation.final_level == "district"
+    with pytest.raises(ValidationError):
+        NotifySettings.model_validate({"smtp": {"hots": "x"}})
+    assert NotifySettings.load(Path("/nonexistent/notify.toml")) == NotifySettings()
