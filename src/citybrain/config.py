@@ -121,6 +121,23 @@ class ApiSettings(BaseModel):
     max_streams_per_token: int = Field(8, ge=1)   # live SSE streams open at once
 
 
+class Open311Settings(BaseModel):
+    """Open311 GeoReport v2 under /open311 (DESIGN §16, docs/console.md "Open311")."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    # The jurisdiction this endpoint serves; a request naming another is refused (404).
+    # Empty: the city layer's city code.
+    jurisdiction_id: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,64}$")
+    # GET requests without an api_key (the spec's reads are public); false: a gateway or
+    # operator token as api_key (docs/security.md: every API call carries a token).
+    public_reads: bool = False
+    contact: str = Field("", max_length=500)       # discovery's contact; empty: the city's name
+    # The endpoint's public URL as discovery gives it (e.g. https://open311.city.example/open311);
+    # empty: from the request (scheme and Host as the worker sees them).
+    base_url: str = Field("", pattern=r"^(https?://[^\s]+)?$")
+
+
 # What can reach fusion again if replayed: the raw inputs and the fusion inbox.
 REPLAYABLE_BY_FUSION = ("ingest.iot.readings", "ingest.video.alerts", "ingest.reports", "citybrain.fusion.inbox")
 
@@ -204,6 +221,7 @@ class Settings(BaseModel):
     api: ApiSettings = ApiSettings()
     worker: WorkerSettings = WorkerSettings()
     ingest: IngestSettings = IngestSettings()
+    open311: Open311Settings = Open311Settings()
     city: CitySettings
 
 

@@ -36,6 +36,7 @@ from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistr
 from citybrain.web.history import HistoryRoutes
 from citybrain.web.limits import RequestRate, StreamSlots
 from citybrain.web.media import MediaRoutes, MediaStore
+from citybrain.web.open311 import Open311
 from citybrain.web.params import PARAMETERS, Vocabulary, order_query
 from citybrain.web.places import (
     NeedsLocation,
@@ -142,6 +143,7 @@ class Api:
         r.add_get("/api/v1/history", self.search_history)
         r.add_get("/api/v1/workorders/{id}/nearby", self.nearby_orders)
         r.add_get("/api/v1/places", self.places)
+        Open311(self).install(r)   # GeoReport v2 under /open311 (web/open311.py)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler):
