@@ -132,7 +132,8 @@ class SmsSender:
         import smpplib.gsm
 
         ids: list[str] = []
-        client = smpplib.client.Client(self.s.host, self.s.port, timeout=self.s.timeout_seconds)
+        client = smpplib.client.Client(self.s.host, self.s.port, timeout=self.s.timeout_seconds,
+                                         allow_unknown_opt_params=True)   # as SMPP 3.4 says
         client.set_message_sent_handler(lambda pdu: ids.append(
             pdu.message_id.decode() if isinstance(pdu.message_id, bytes) else str(pdu.message_id)))
         try:
@@ -148,11 +149,16 @@ class SmsSender:
                                     destination_addr=address, short_message=part, data_coding=coding,
                                     esm_class=esm_class, registered_delivery=True)
                 client.read_once()   # the submit_sm_resp: an error status raises
-            client.unbind()
         except (OSError, smpplib.exceptions.PDUError, smpplib.exceptions.ConnectionError) as e:
             raise ChannelError(f"smpp: {type(e).__name__}: {e}") from e
         finally:
+            try:
+                client.unbind()   # some SMSCs close at once, without an unbind_resp: the message is sent
+            except (OSError, smpplib.exceptions.PDUError, smpplib.exceptions.ConnectionError):
+                pass
             client.disconnect()
+        if len(ids) != len(parts):
+            raise ChannelError(f"smpp: {len(ids)} of {len(parts)} parts acknowledged")
         return f"smpp message_id {','.join(ids)}"
 
     async def send(self, notice: Notice, address: str) -> str:

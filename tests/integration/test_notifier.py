@@ -1,0 +1,303 @@
+"""The notifier through real Kafka, to real receivers started here: an SMTP server (aiosmtpd),
+an HTTP server checking the webhook signature (aiohttp) and an SMPP 3.4 server (smpp34)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from email import message_from_bytes
+from email.policy import default as email_policy
+from pathlib import Path
+
+import orjson
+import pytest
+import smpp34
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from citybrain.kafka.admin import create_topics
+from citybrain.kafka.local_broker import free_port
+from citybrain.kafka.topics import Topics, TopicSpec
+from citybrain.notify.channels import DELIVERY_HEADER, SIGNATURE_HEADER, EmailSender, SmsSender, WebhookSender, verify
+from citybrain.notify.roster import ReloadingRoster
+from citybrain.notify.rules import Rules
+from citybrain.notify.service import Notifier, acknowledge, deadletter_topic, deliveries_topic
+from citybrain.notify.settings import NotifySettings
+from tests.integration.kafka_helpers import consume, decode, new_prefix, produce
+
+SECRET = "test-webhook-key"
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content, policy=email_policy)))
+        return "250 OK"
+
+
+@contextlib.contextmanager
+def smtp_server():
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield box, port
+    finally:
+        controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def webhook_server():
+    """POST /ok checks the signature (401 if wrong); POST /fail always answers 500."""
+    got: list[dict] = []
+    failures: list[str] = []
+
+    async def ok(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not verify(SECRET.encode(), body, request.headers.get(SIGNATURE_HEADER)):
+            return web.Response(status=401, text="bad signature")
+        got.append({"delivery": request.headers.get(DELIVERY_HEADER), **orjson.loads(body)})
+        return web.Response(text="ok")
+
+    async def fail(request: web.Request) -> web.Response:
+        failures.append(request.headers.get(DELIVERY_HEADER, ""))
+        return web.Response(status=500, text="receiver down")
+
+    app = web.Application()
+    app.router.add_post("/ok", ok)
+    app.router.add_post("/fail", fail)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", got, failures
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def smpp_server():
+    """A real SMPP 3.4 server (SMSC): every submit_sm accepted, the parts put together."""
+    port = free_port()
+    server = smpp34.Server("127.0.0.1", port, system_id="test-smsc")
+    await server.start()
+    parts: list[tuple[str, bytes]] = []
+
+    async def serve() -> None:
+        n = 0
+        while True:
+            ev = await server.next()
+            if isinstance(ev, smpp34.SubmitSmEvent):
+                n += 1
+                msg = ev.short_message
+                if ev.esm_class & 0x40:          # a user data header: skip it
+                    msg = msg[1 + msg[0]:]
+                parts.append((ev.destination_addr, msg))
+                ev.accept(f"SMSC-{n}")
+
+    task = asyncio.create_task(serve())
+    try:
+        yield port, parts
+    finally:
+        task.cancel()
+        await server.stop()
+
+
+def sms_texts(parts: list[tuple[str, bytes]]) -> dict[str, str]:
+    out: dict[str, bytes] = {}
+    for dest, body in parts:
+        out[dest] = out.get(dest, b"") + body
+    return {d: b.decode("utf-16-be") for d, b in out.items()}
+
+
+def roster_file(tmp: Path, hook: str, extra: str = "") -> Path:
+    p = tmp / "roster.toml"
+    p.write_text(f'''
+[[person]]
+id = "water-duty"
+name = "水务值班"
+email = "water-duty@citybrain.example.invalid"
+webhook = "{hook}/ok"
+phone = "13800000001"
+
+[[person]]
+id = "water-broken"
+name = "水务（坏的接收端）"
+webhook = "{hook}/fail"
+
+[[duty]]
+person = "water-duty"
+desk = "water"
+
+[[duty]]
+person = "water-broken"
+desk = "water"
+grid_prefix = "370303"
+{extra}
+''', encoding="utf-8")
+    return p
+
+
+def dispatch(order="WO-road_ponding-0001", version=2, priority="normal", grid="370306003001001"):
+    return orjson.dumps({
+        "work_order_id": order, "version": version, "type": "dispatched", "at": "2026-12-07T02:00:00Z",
+        "actor": {"id": "system", "role": "system"}, "role": "lead",
+        "snapshot": {"work_order_id": order, "version": version, "category": "road_ponding",
+                     "category_name": "路面积水", "priority": priority, "address": "青年路",
+                     "location": {"street_code": grid[:9], "district_code": grid[:6], "grid_code": grid},
+                     "due_at": "2026-12-07T10:00:00Z", "emergency_level": None}})
+
+
+def settings(smtp_port: int, smpp_port: int, group: str = "notifier", ack_minutes: float = 15,
+             channels=("email", "webhook")) -> NotifySettings:
+    return NotifySettings.model_validate({
+        "group": group, "channels": list(channels),
+        "smtp": {"host": "127.0.0.1", "port": smtp_port},
+        "smpp": {"host": "127.0.0.1", "port": smpp_port},
+        "retry": {"attempts": 3, "backoff_seconds": 0.1},
+        "escalation": {"ack_minutes": ack_minutes}})
+
+
+@contextlib.asynccontextmanager
+async def running(bootstrap: str, topics: Topics, roster: Path, s: NotifySettings):
+    rules = Rules(s, desk_names={"water": "水务"})
+    senders = {"email": EmailSender(s.smtp), "webhook": WebhookSender(s.webhook), "sms": SmsSender(s.smpp)}
+    notifier = Notifier(bootstrap, topics, ReloadingRoster(roster, every=0.2), s, rules, senders, partitions=3,
+                        escalation_every=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(notifier.run(stop))
+    try:
+        await asyncio.wait_for(asyncio.shield(notifier.ready.wait()), 60)
+        yield notifier
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def until(predicate, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def webhook_secret(monkeypatch):
+    monkeypatch.setenv("CITYBRAIN_WEBHOOK_SECRET", SECRET)
+
+
+async def new_topics(bootstrap: str, name: str) -> Topics:
+    topics = Topics(new_prefix(name))
+    await create_topics(bootstrap, [TopicSpec(topics.dispatch("water"), 3), TopicSpec(topics.emergency, 3),
+                                    TopicSpec(topics.supervision("district"), 3)])
+    return topics
+
+
+async def test_a_dispatch_reaches_the_person_on_duty_once_across_redelivery_and_restart(
+        kafka_bootstrap, tmp_path, webhook_secret):
+    topics = await new_topics(kafka_bootstrap, "notify-once")
+    with smtp_server() as (box, smtp_port):
+        async with webhook_server() as (hook, got, failures), smpp_server() as (smpp_port, _parts):
+            roster = roster_file(tmp_path, hook)
+            s = settings(smtp_port, smpp_port)
+            record = dispatch()
+            async with running(kafka_bootstrap, topics, roster, s) as notifier:
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), b"WO-road_ponding-0001", record)])
+                await until(lambda: len(box.messages) == 1 and len(got) == 1, what="an email and a webhook")
+                # the same record again (an at-least-once redelivery upstream): nothing more
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), b"WO-road_ponding-0001", record)])
+                await asyncio.sleep(2.0)
+                assert notifier.sent == 2
+            # restarted with a new consumer group: it reads both records again; the deliveries
+            # topic says both notices were sent
+            async with running(kafka_bootstrap, topics, roster, settings(smtp_port, smpp_port, group="again")) as again:
+                await asyncio.sleep(4.0)
+                assert again.sent == 0 and len(again.book.deliveries) == 2
+            assert len(box.messages) == 1 and len(got) == 1 and failures == []
+
+    rcpt, mail = box.messages[0]
+    assert rcpt == ["water-duty@citybrain.example.invalid"]
+    body = mail.get_content()
+    for part in ("WO-road_ponding-0001", "路面积水", "青年路", "2026-12-07 18:00（北京时间）"):
+        assert part in body and part in got[0]["text"]
+    assert "水务" in mail["Subject"] or "路面积水" in mail["Subject"]
+    # each channel's delivery has its own id, in its text, its header / Message-ID
+    assert got[0]["delivery"] == got[0]["delivery_id"] and got[0]["delivery_id"] in got[0]["text"]
+    assert mail["X-Citybrain-Delivery"] in body and mail["Message-ID"].startswith(f"<{mail['X-Citybrain-Delivery']}@")
+    receipts = decode(await consume(kafka_bootstrap, deliveries_topic(topics), 4))
+    assert sorted((r["channel"], r["status"]) for r in receipts) == [
+        ("email", "queued"), ("email", "sent"), ("webhook", "queued"), ("webhook", "sent")]
+
+
+async def test_a_webhook_failing_thrice_ends_on_the_dead_letter(kafka_bootstrap, tmp_path, webhook_secret):
+    topics = await new_topics(kafka_bootstrap, "notify-dead")
+    with smtp_server() as (box, smtp_port):
+        async with webhook_server() as (hook, got, failures), smpp_server() as (smpp_port, _parts):
+            roster = roster_file(tmp_path, hook)
+            async with running(kafka_bootstrap, topics, roster, settings(smtp_port, smpp_port)):
+                # grid 370303…: the broken receiver's person is on duty for it too
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), b"WO-2",
+                                                 dispatch("WO-2", grid="370303001001001"))])
+                dead = decode(await consume(kafka_bootstrap, deadletter_topic(topics), 1, timeout=30))
+            assert len(failures) == 3 and len(set(failures)) == 1
+            assert len(got) == 1 and len(box.messages) == 1     # the other person got theirs
+    assert len(dead) == 1
+    assert dead[0]["reason"] == "notification_failed" and "HTTP 500" in dead[0]["detail"]
+    assert dead[0]["person"] == "water-broken" and dead[0]["attempts"] == 3 and dead[0]["channel"] == "webhook"
+    receipts = [r for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 8))
+                if r["person"] == "water-broken"]
+    assert [r["status"] for r in receipts] == ["queued", "retrying", "retrying", "failed"]
+
+
+async def test_sms_over_smpp_and_an_unacknowledged_urgent_order_escalates(kafka_bootstrap, tmp_path, webhook_secret):
+    topics = await new_topics(kafka_bootstrap, "notify-sms")
+    extra = '''
+[[person]]
+id = "water-second"
+name = "水务二线"
+phone = "13800000002"
+
+[[person]]
+id = "sup-district"
+name = "区级督办员"
+phone = "13800000009"
+
+[[duty]]
+person = "water-second"
+desk = "water"
+days = ["sun"]
+start = "03:00"
+end = "03:01"
+
+[[duty]]
+person = "sup-district"
+desk = "supervision.district"
+'''
+    with smtp_server() as (_box, smtp_port):
+        async with webhook_server() as (hook, _got, _failures), smpp_server() as (smpp_port, parts):
+            roster = roster_file(tmp_path, hook, extra)
+            s = settings(smtp_port, smpp_port, ack_minutes=0.02, channels=("sms",))
+            async with running(kafka_bootstrap, topics, roster, s) as notifier:
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), b"WO-3",
+                                                 dispatch("WO-3", priority="urgent"))])
+                # first the person on duty; 1.2 s later nobody acked: the next on the roster
+                await until(lambda: "13800000002" in sms_texts(parts), timeout=30, what="the escalation SMS")
+                texts = sms_texts(parts)
+                assert "WO-3" in texts["13800000001"] and "路面积水" in texts["13800000001"]
+                assert "升级" in texts["13800000002"]
+                # the second person acknowledges: the supervisor is never texted
+                second = next(d for d in notifier.book.deliveries.values() if d.person == "water-second")
+                await until(lambda: notifier.book.done(second.delivery_id), what="the escalation's receipt")
+                acked = await acknowledge(kafka_bootstrap, topics, second.delivery_id, "water-second")
+                assert acked is not None and acked.status == "acked"
+                await until(lambda: notifier.book.groups[("WO-3", 2)].acked, what="the ack read back")
+                await asyncio.sleep(2.5)
+                assert "13800000009" not in sms_texts(parts)
+    statuses = {(r["person"], r["status"]) for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 5))}
+    assert ("water-second", "acked") in statuses and ("water-duty", "sent") in statuses
