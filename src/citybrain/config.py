@@ -17,6 +17,7 @@ from citybrain.domain.escalation import EscalationConfig, Escalator
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.gazetteer import Gazetteer
 from citybrain.domain.geo import CityMap
+from citybrain.domain.hotspots import HotspotConfig
 from citybrain.domain.routing import Router, RoutingConfig, street_desk
 from citybrain.domain.sensor_rules import SensorRule
 from citybrain.domain.taxonomy import Taxonomy
@@ -337,6 +338,16 @@ class Config:
     def places(self) -> PlacesConfig:
         path = self.directory / "places.toml"
         return PlacesConfig.model_validate(_read_toml(path) if path.exists() else {})
+
+    @cached_property
+    def hotspots(self) -> HotspotConfig:
+        """``config/hotspots.toml``: 高发 rules, a default and per category (codes checked)."""
+        path = self.directory / "hotspots.toml"
+        cfg = HotspotConfig.model_validate(_read_toml(path) if path.exists() else {})
+        unknown = set(cfg.categories) - {c.code for c in self.taxonomy.categories}
+        if unknown:
+            raise ValueError(f"hotspots.toml: unknown categories {sorted(unknown)}")
+        return cfg
 
     @cached_property
     def gazetteer(self) -> Gazetteer:

@@ -286,6 +286,19 @@ class HistoryStore:
                           [*args, limit, offset]).fetchall()
         return SearchResult([orjson.loads(packing.unpack(r[0])) for r in rows], total, mode, created_from)
 
+    def points(self, since: float, category: str | None = None) -> list[tuple]:
+        """(work_order_id, category, lon, lat, created_ts, street) of the orders created at or
+        after ``since`` that were problems of their own (not cancelled, not merged): what
+        hotspots are found in."""
+        where = ["created_ts >= ?", "status NOT IN ('cancelled', 'merged')", "lon IS NOT NULL"]
+        args: list = [since]
+        if category is not None:
+            where.append("category = ?")
+            args.append(category)
+        return self._reader().execute(
+            "SELECT work_order_id, category, lon, lat, created_ts, street FROM orders WHERE "  # noqa: S608
+            + " AND ".join(where), args).fetchall()
+
     def nearby(self, lon: float, lat: float, radius_m: float, category: str | None, days: float,
                exclude_id: str | None = None, *, since: float | None = None, scope: Scope | None = None,
                now: float | None = None, limit: int = 200) -> list[dict]:

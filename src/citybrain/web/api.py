@@ -32,6 +32,7 @@ from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.readmodels.query import OrderQuery
 from citybrain.web import maplayers
+from citybrain.web.analytics import Hotspots
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
 from citybrain.web.history import HistoryRoutes
 from citybrain.web.limits import RequestRate, StreamSlots
@@ -111,6 +112,7 @@ class Api:
         self.producer: AIOKafkaProducer | None = None
         self.media_producer: AIOKafkaProducer | None = None
         self.media: MediaRoutes | None = None     # set by attach_media on a worker with a data dir
+        self.hotspots: Hotspots | None = None     # made on first use
         self._producer_lock = asyncio.Lock()
         limits = config.settings.api
         self.rate = RequestRate(limits.requests_per_second, limits.request_burst)
@@ -134,6 +136,7 @@ class Api:
         r.add_get("/api/v1/workorders/map", self.order_map)
         r.add_get("/api/v1/workorders/{id}/cameras", self.cameras_near_order)
         r.add_get("/api/v1/devices", self.device_layer)
+        r.add_get("/api/v1/hotspots", self.hotspot_layer)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
         r.add_get("/api/v1/stream", self.stream)
@@ -384,6 +387,15 @@ class Api:
         total, cells = self.view.clusters(q, maplayers.cell_degrees(request.query.get("zoom")),
                                           maplayers.parse_bbox(request.query.get("bbox")))
         return _json({"total": total, "cells": cells, "event_id": self.view.event_id()})
+
+    async def hotspot_layer(self, request: web.Request) -> web.Response:
+        """高发 hotspots (web.analytics): the same category again and again at one place."""
+        p = self.principal(request)
+        require(p, "operator")
+        if self.hotspots is None:
+            self.hotspots = Hotspots(self.config.hotspots, lambda: [c.code for c in self.config.taxonomy.categories],
+                                     self.view, lambda: self.history.store if self.history is not None else None)
+        return _json(await self.hotspots.answer(request.query))
 
     async def device_layer(self, request: web.Request) -> web.Response:
         """Registered devices and cameras within the map's bounds, with their health (an

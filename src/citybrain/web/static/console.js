@@ -470,11 +470,16 @@ async function initMap() {
   state.deviceLayers = {camera: L.layerGroup(), sensor: L.layerGroup()};
   state.nearLayer = L.layerGroup().addTo(state.map);
   if (state.me.role !== "grid") {
-    L.control.layers(null, {"摄像头 cameras": state.deviceLayers.camera, "传感器 sensors": state.deviceLayers.sensor},
-                     {collapsed: false, position: "topright"}).addTo(state.map);
+    const overlays = {"摄像头 cameras": state.deviceLayers.camera, "传感器 sensors": state.deviceLayers.sensor};
+    if (state.me.role === "operator") {
+      state.hotspotLayer = L.layerGroup();
+      overlays["高发 hotspots"] = state.hotspotLayer;
+    }
+    L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(state.map);
   }
   state.map.on("moveend", () => { loadMap(); loadDevices(); });
-  state.map.on("overlayadd", loadDevices);
+  state.map.on("overlayadd", (ev) => { if (ev.layer === state.hotspotLayer) loadHotspots(); else loadDevices(); });
+  state.map.on("overlayremove", (ev) => { if (ev.layer === state.hotspotLayer) $("hotspots").hidden = true; });
   zoomToDistrict();
   loadMap();
 }
@@ -551,6 +556,35 @@ async function showNearby(o) {
   dd.innerHTML = `<b>${body.count}</b> 单 within 200 m / 30 天: ` + body.items.slice(0, 6).map((n) =>
     `<a href="#/orders/${encodeURIComponent(n.work_order_id)}">${esc(n.work_order_id.slice(-8))}</a> ` +
     `<span class="muted">${STATUS_ZH[n.status] || n.status} ${Math.round(n.distance_m)} m ${esc(fmt(n.created_at).slice(0, 10))}</span>`).join(" · ");
+}
+
+// 高发: the same category again and again at one place (the server finds them over the
+// history store): red rings on the map, the strongest first in a list under it.
+async function loadHotspots() {
+  if (!state.hotspotLayer) return;
+  const p = new URLSearchParams();
+  if ($("f-district").value) p.set("district", $("f-district").value);
+  if ($("f-category").value) p.set("category", $("f-category").value);
+  let body;
+  try { body = await api("/api/v1/hotspots?" + p); } catch (e) { boardNote("高发加载失败 hotspots: " + e.message); return; }
+  state.hotspotLayer.clearLayers();
+  const most = Math.max(1, ...body.hotspots.map((h) => h.count));
+  for (const h of body.hotspots) {
+    L.circle([h.lat, h.lon], {radius: Math.max(h.radius_m, 40), color: "#ef4444", weight: 2,
+                              fillColor: "#ef4444", fillOpacity: 0.15 + 0.45 * h.count / most})
+      .bindTooltip(`高发 ${(state.meta.categories || {})[h.category] || h.category} ${h.category} ×${h.count} · ` +
+                   `${h.radius_m} m / ${h.days} 天`).addTo(state.hotspotLayer);
+  }
+  const list = $("hotspots");
+  list.hidden = false;
+  list.innerHTML = `<b>高发 hotspots ${body.total}</b> <span class="muted">(${body.source === "history" ? "历史库 history" : "在办视图 live view"}, ${body.took_ms} ms)</span>` +
+    body.hotspots.slice(0, 12).map((h, i) => `<div class="hs" data-testid="hotspot" data-i="${i}">` +
+      `${esc((state.meta.categories || {})[h.category] || h.category)} <span class="muted">${esc(h.category)}</span> ×<b>${h.count}</b> · ` +
+      `${esc((state.meta.streets || {})[h.street_code] || h.street_code)} · ${esc(fmt(h.first_ts * 1000).slice(0, 10))}–${esc(fmt(h.last_ts * 1000).slice(0, 10))}</div>`).join("");
+  list.querySelectorAll(".hs").forEach((el) => el.addEventListener("click", () => {
+    const h = body.hotspots[Number(el.dataset.i)];
+    state.map.setView([h.lat, h.lon], 17);
+  }));
 }
 
 // 周边视频: the cameras within 300 m of the selected order, listed and drawn.

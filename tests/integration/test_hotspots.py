@@ -1,0 +1,106 @@
+"""高发 through real Kafka (issue 37 item 2): a month of orders on workorders.state with
+planted repeats — three spots where manholes keep going missing — and sparse background
+makes exactly those three hotspots, in the API and on the console's map."""
+
+import math
+import random
+import time
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from citybrain.bench.console import get
+from citybrain.config import Config
+from citybrain.domain.geo import distance_m
+from citybrain.kafka.clients import kafka_producer
+
+from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare
+
+pytestmark = pytest.mark.integration
+SITES = [(117.8010, 36.7420), (117.8480, 36.8010), (117.9500, 36.7030)]
+
+
+def snapshot(i, category, lon, lat, created, status="closed"):
+    cfg = Config()
+    place = cfg.city_map.locate(lon, lat)
+    iso = datetime.fromtimestamp(created, UTC).isoformat()
+    snap = {"work_order_id": f"WO-{category}-hs{i:05d}", "version": 3, "status": status, "category": category,
+            "category_name": category, "priority": "normal", "department": "city_mgmt", "created_at": iso,
+            "due_at": iso, "description": "", "events": [], "finders": [f"R-{i}"],
+            "location": {"lon": lon, "lat": lat, "district_code": place.district_code,
+                         "street_code": place.street_code, "community_code": place.community_code,
+                         "grid_code": place.grid_code}}
+    return {"work_order_id": snap["work_order_id"], "version": 3, "at": iso, "snapshot": snap, "steps": [],
+            "steps_omitted": 0}
+
+
+def month(rng):
+    now = time.time()
+    out, i = [], 0
+    cfg = Config()
+    for lon, lat in SITES:                        # 5 missing manholes within 30 m, over the month
+        for _ in range(5):
+            b, m = rng.uniform(0, 2 * math.pi), rng.uniform(0, 30)
+            out.append(snapshot(i, "manhole_cover", lon + m * math.sin(b) / 89_000, lat + m * math.cos(b) / 111_195,
+                                now - rng.uniform(0, 28) * 86400))
+            i += 1
+    while i < 15 + 300:                          # background, anywhere in the city
+        lon, lat = 117.70 + rng.uniform(0, 0.40), 36.60 + rng.uniform(0, 0.30)
+        if cfg.city_map.locate(lon, lat) is None:
+            continue
+        out.append(snapshot(i, rng.choice(["manhole_cover", "noise", "road_damage"]), lon, lat,
+                            now - rng.uniform(0, 28) * 86400))
+        i += 1
+    return out
+
+
+async def test_planted_repeats_make_exactly_their_hotspots(kafka_bootstrap, tmp_path):
+    prefix = new_prefix("hotspots")
+    topics = await prepare(kafka_bootstrap, prefix)
+    records = month(random.Random(5))
+    producer = kafka_producer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for r in records:
+            await producer.send(topics.workorder_state, orjson.dumps(r), key=r["work_order_id"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path).start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:            # the history store has read the topic
+            _, h = get(worker.port, "/api/v1/history?limit=1")
+            if h["complete"] and h["total"] == len(records):
+                break
+            time.sleep(0.5)
+        _, body = get(worker.port, "/api/v1/hotspots")
+        found = body["hotspots"]
+        print(f"\n  hotspots: {len(records)} orders, {body['total']} hotspots from the {body['source']} "
+              f"in {body['took_ms']} ms")
+        assert body["source"] == "history" and len(found) == 3, found
+        for h in found:
+            assert h["category"] == "manhole_cover" and h["count"] == 5
+            assert min(distance_m(h["lon"], h["lat"], lon, lat) for lon, lat in SITES) <= 30
+        _, one = get(worker.port, "/api/v1/hotspots?category=noise")
+        assert one["total"] == 0
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                               args=["--no-sandbox"])
+            page = await (await browser.new_context(viewport={"width": 1600, "height": 900})).new_page()
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"http://127.0.0.1:{worker.port}/")
+            await page.fill("[data-testid=token]", "demo-operator")
+            await page.click("[data-testid=sign-in]")
+            await page.get_by_label("高发 hotspots").check()
+            await expect(page.locator("[data-testid=hotspot]")).to_have_count(3, timeout=15000)
+            await page.locator("[data-testid=hotspot]").first.click()
+            ARTIFACTS.mkdir(exist_ok=True)
+            await page.screenshot(path=str(ARTIFACTS / "console-hotspots.png"))
+            await browser.close()
+            assert errors == []
+    finally:
+        worker.stop()
