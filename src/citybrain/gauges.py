@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from citybrain import metrics
+from citybrain.wire.enums import OPEN_PARTS
 from citybrain.wire.models import OPEN_STATUSES, WorkOrder
 
 
@@ -48,4 +49,4 @@ def emergency_keys(order: WorkOrder) -> list[tuple]:
 
 
 def assist_keys(order: WorkOrder) -> list[tuple]:
-    return [(a.department,) for a in order.assists if a.status in ("dispatched", "accepted")]
+    return [(a.department,) for a in order.assists if a.status in OPEN_PARTS]

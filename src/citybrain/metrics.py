@@ -9,6 +9,8 @@ from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from citybrain.wire.enums import SOURCES
+
 INGESTED = Counter("citybrain_ingested", "Records read from the ingest topics", ["source"])
 INGEST_OUTCOME = Counter(
     "citybrain_ingest_outcome",
@@ -86,10 +88,10 @@ def count_dead(source: str, reason: str) -> None:
         inc(DEADLETTER, source, reason)
 
 
-INGEST_SOURCES = ("iot", "video", "report")
+INGEST_SOURCES = SOURCES
 
 
-def prime(sources=("iot", "video", "report")) -> None:
+def prime(sources=SOURCES) -> None:
     """Create every outcome series at 0 so dashboards and sums see them from the start."""
     for s in sources:
         INGESTED.labels(s)

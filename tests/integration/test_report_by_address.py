@@ -7,10 +7,15 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import get_args
 
 import aiohttp
 import orjson
 import pytest
+
+from citybrain.domain.lifecycle import IRREVERSIBLE
+from citybrain.wire import enums
+from citybrain.wire.models import LifecycleAction
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare, produce
 
@@ -100,6 +105,9 @@ async def test_the_address_lookup_and_the_category_limits(served):
     assert meta["category_limits"]["gas_leak"]["priority"] == "urgent"
     assert meta["category_limits"]["gas_leak"]["department"] == "gas_utility"
     assert meta["category_limits"]["waterlogging"]["time_limit_hours"] == 12
+    # every enumeration, as the wire models spell it, with its labels: the console's only copy
+    assert meta["enums"] == {**enums.for_console(), "irreversible": sorted(IRREVERSIBLE)}
+    assert meta["enums"]["actions"] == list(get_args(LifecycleAction))
 
 
 async def test_a_platforms_report_that_cannot_be_located_waits_in_triage(served):

@@ -25,12 +25,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.taxonomy import Priority
-from citybrain.wire.models import OPEN_STATUSES, Actor, WorkOrder, WorkOrderChange
+from citybrain.wire.enums import PRIORITIES, SUPERVISION_RANK, SUPERVISION_ZH
+from citybrain.wire.models import OPEN_STATUSES, Actor, SupervisionLevel, WorkOrder, WorkOrderChange
 
 Basis = Literal["natural", "working"]
-Level = Literal["street", "district", "city"]
-LEVEL_RANK: dict[str, int] = {"street": 1, "district": 2, "city": 3}
-LEVEL_NAME = {"street": "街道", "district": "区", "city": "市"}
+Level = SupervisionLevel
+LEVEL_RANK: dict[str, int] = SUPERVISION_RANK   # street 1, district 2, city 3 (wire/enums.py)
+LEVEL_NAME = SUPERVISION_ZH
 CLOCK_NAME = {"order": "整单", "accept": "签收", "handle": "处置"}
 SYSTEM = Actor(id="citybrain", role="system")
 
@@ -95,7 +96,7 @@ class LifecycleConfig(BaseModel):
 
     @model_validator(mode="after")
     def _every_priority(self) -> LifecycleConfig:
-        missing = {"low", "normal", "high", "urgent"} - set(self.time_limits)
+        missing = set(PRIORITIES) - set(self.time_limits)
         if missing:
             raise ValueError(f"time_limits needs every priority; missing {sorted(missing)}")
         return self
@@ -234,7 +235,7 @@ class Deadlines:
                 continue
             rank = LEVEL_RANK[due.level]
             part = f" 协办 {due.department}" if due.department else ""
-            note = (f"{now.isoformat()} system:citybrain 自动督办 {LEVEL_NAME[due.level]}级 ({due.level}){part}: "
+            note = (f"{now.isoformat()} system:citybrain 自动督办 {LEVEL_NAME[due.level]} ({due.level}){part}: "
                     f"{CLOCK_NAME[due.clock]}时限 {due.clock} limit at {due.at:.0%}, due {due.when.isoformat()}")
             order = order.model_copy(update={
                 "version": order.version + 1,

@@ -31,16 +31,13 @@ from citybrain.domain.deadlines import SYSTEM, Deadlines
 from citybrain.domain.routing import PRIORITY_RANK, Router, Trigger
 from citybrain.domain.sensor_rules import LEVEL_RANK, LEVEL_ZH
 from citybrain.domain.taxonomy import Priority
+from citybrain.wire.enums import EMERGENCY_LEVELS, EMERGENCY_ZH, PRIORITIES, PRIORITY_ZH
+from citybrain.wire.enums import EMERGENCY_RANK as EMERGENCY_RANK
 from citybrain.wire.models import CLOSED_STATUSES, Actor, Assist, Escalation, WorkOrder, WorkOrderChange
-
-PRIORITIES: tuple[str, ...] = ("low", "normal", "high", "urgent")
-EMERGENCY_RANK: dict[str | None, int] = {None: 0, "IV": 1, "III": 2, "II": 3, "I": 4}
-EMERGENCY_ZH = {"IV": "四级", "III": "三级", "II": "二级", "I": "一级"}
-PRIORITY_ZH = {"low": "低", "normal": "一般", "high": "紧急", "urgent": "特急"}
 
 
 class EmergencyRule(Trigger):
-    level: str = Field(pattern=r"^(IV|III|II|I)$")
+    level: str = Field(pattern=rf"^({'|'.join(EMERGENCY_LEVELS)})$")
 
     @model_validator(mode="after")
     def _has_trigger(self) -> EmergencyRule:

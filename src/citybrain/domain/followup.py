@@ -9,12 +9,11 @@ otherwise tell every reporter of every other one.  Pure: a change in, notificati
 
 from __future__ import annotations
 
-from citybrain.domain.timeline import TYPE_ZH
+from citybrain.wire.enums import STATUS_REPORTER_ZH, TYPE_ZH
 from citybrain.wire.models import ReporterNotification, WorkOrderChange
 
-STATUS_ZH = {"registered": "已立案，待分拨", "dispatched": "已派遣至处置部门", "accepted": "处置部门已签收",
-             "handled": "已处置，待核查", "closed": "已办结", "cancelled": "已作废",
-             "merged": "已并入其他工单"}
+# What a reporter is told of each status: wire/enums.py, with every other label.
+STATUS_ZH = STATUS_REPORTER_ZH
 QUIET = ("evidence_added", "recovery_recorded")
 # Changes no reporter is told of: the priority is the city's own business; a merged or split
 # order's reporters hear of it from the order their report went to (merge_absorbed, created).

@@ -47,9 +47,11 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from citybrain.domain.deadlines import Deadlines
-from citybrain.domain.escalation import EMERGENCY_RANK, PRIORITY_ZH, add_assist, describe
+from citybrain.domain.escalation import EMERGENCY_RANK, add_assist, describe
 from citybrain.domain.fusion import work_order_id_for
 from citybrain.domain.routing import Router
+from citybrain.wire.enums import OPEN_PARTS as OPEN_PARTS
+from citybrain.wire.enums import PRIORITY_ZH
 from citybrain.wire.models import (
     CLOSED_STATUSES,
     OPEN_STATUSES,
@@ -130,7 +132,6 @@ PART_RULES: dict[str, PartRule] = {
     "handle": PartRule(("accepted",), "handled", "assist_handled"),
     "return": PartRule(("dispatched",), "released", "assist_returned"),
 }
-OPEN_PARTS = ("dispatched", "accepted")
 
 
 @dataclass(frozen=True, slots=True)

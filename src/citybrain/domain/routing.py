@@ -17,12 +17,13 @@ the order stays registered for an operator to triage.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.domain.sensor_rules import LEVEL_RANK
 from citybrain.domain.taxonomy import Priority, Taxonomy
+from citybrain.wire.enums import PRIORITY_RANK as PRIORITY_RANK
+from citybrain.wire.models import WarningLevel
 
 STREET = "@street"
 
@@ -32,7 +33,6 @@ def street_desk(street_code: str) -> str:
     return f"street.{street_code}"
 
 
-PRIORITY_RANK: dict[str | None, int] = {None: 0, "low": 1, "normal": 2, "high": 3, "urgent": 4}
 
 
 class CategoryFusion(BaseModel):
@@ -62,7 +62,7 @@ class Trigger(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     category: str
-    at_level: Literal["blue", "yellow", "orange", "red"] | None = None
+    at_level: WarningLevel | None = None
     at_priority: Priority | None = None
 
     def reached(self, level: str | None, priority: str) -> bool:

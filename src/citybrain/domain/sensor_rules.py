@@ -25,11 +25,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from citybrain.wire.enums import WARNING_LEVELS, WARNING_RANK, WARNING_ZH
+from citybrain.wire.models import WarningLevel
+
 Op = Literal["gt", "ge", "lt", "le", "outside", "inside"]
-Level = Literal["blue", "yellow", "orange", "red"]
-LEVELS: tuple[str, ...] = ("blue", "yellow", "orange", "red")
-LEVEL_RANK: dict[str | None, int] = {None: 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
-LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
+Level = WarningLevel
+# The warning levels, their ranks and labels: wire/enums.py (one list, from the wire models).
+LEVELS: tuple[str, ...] = WARNING_LEVELS
+LEVEL_RANK: dict[str | None, int] = WARNING_RANK
+LEVEL_ZH = WARNING_ZH
 
 
 class Condition(BaseModel):

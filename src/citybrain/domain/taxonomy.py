@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-Priority = Literal["low", "normal", "high", "urgent"]
+from citybrain.wire.models import Severity
+
+Priority = Severity   # the wire models' priorities (wire/enums.py PRIORITIES)
 
 
 class Department(BaseModel):

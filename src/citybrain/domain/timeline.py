@@ -6,18 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-TYPE_ZH = {"created": "立案", "dispatched": "派遣", "evidence_added": "新增证据", "recovery_recorded": "设备恢复",
-           "accepted": "签收", "returned": "退回", "handled": "处置反馈", "verified": "核查结案",
-           "verification_rejected": "核查不通过/返工", "cancelled": "作废", "extended": "延期",
-           "supervised": "督办", "commented": "备注",
-           "escalated": "升级", "deescalated": "降级", "assist_added": "协办派遣", "assist_accepted": "协办签收",
-           "assist_handled": "协办处置反馈", "assist_returned": "协办退回", "assist_released": "协办解除",
-           "visited": "回访", "recategorised": "改类", "reprioritised": "调整优先级", "merged": "并单（并入他单）",
-           "merge_absorbed": "并单（并入重复件）", "split": "拆单"}
-REASON_ZH = {"duplicate_command": "重复指令", "not_allowed_in_state": "当前状态不允许", "forbidden_role": "角色无权",
-             "out_of_scope": "超出职责范围", "missing_field": "缺少字段", "unknown_department": "未知部门",
-             "unknown_work_order": "无此工单",
-             "assist_open": "协办未完成", "unknown_category": "未知类别", "invalid_field": "字段无效"}
+from citybrain.wire.enums import REASON_ZH as REASON_ZH
+from citybrain.wire.enums import TYPE_ZH as TYPE_ZH
+
+# The labels live with every other enumeration's, in wire/enums.py.
 
 
 def _actor(a: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from citybrain.wire.enums import SUPERVISION_LEVELS
+
 MEDIA_RECORD_BYTES = 5 * 1024 * 1024 + 64 * 1024
 
 
@@ -56,7 +58,7 @@ class Topics:
         return f"{self.prefix}dispatch.supervision.{level}"
 
     def specs(self, departments: list[str], partitions: int,
-              supervision_levels: tuple[str, ...] = ("street", "district", "city"),
+              supervision_levels: tuple[str, ...] = SUPERVISION_LEVELS,
               retention=None, changelogs: Sequence[str] = ()) -> list[TopicSpec]:
         """Every topic with its settings.  ``retention``: a ``TopicRetention`` (days per
         unprefixed name; the broker's default when None); ``changelogs``: the stages'

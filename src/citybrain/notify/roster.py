@@ -25,11 +25,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from citybrain.wire import enums
+
 log = logging.getLogger("citybrain.notify.roster")
 
 Channel = Literal["sms", "email", "webhook"]
 CHANNELS: tuple[Channel, ...] = ("sms", "email", "webhook")
-SUPERVISION_LEVELS = ("street", "district", "city")
+SUPERVISION_LEVELS = enums.SUPERVISION_LEVELS   # the one list (wire/enums.py)
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DESK = re.compile(r"^([a-z][a-z0-9_]{1,31}|street\.\d{9}|emergency|supervision\.(street|district|city))$")

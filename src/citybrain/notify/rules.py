@@ -24,11 +24,12 @@ from zoneinfo import ZoneInfo
 
 from citybrain.notify.roster import Channel, Person, Roster
 from citybrain.notify.settings import NotifySettings
+from citybrain.wire import enums
 
 Kind = Literal["dispatch", "emergency", "supervision", "reporter", "escalation"]
 CST = ZoneInfo("Asia/Shanghai")
-PRIORITY_ZH = {"low": "低", "normal": "一般", "high": "紧急", "urgent": "特急"}
-LEVEL_ZH = {"street": "街道", "district": "区级", "city": "市级"}
+PRIORITY_ZH = enums.PRIORITY_ZH   # the labels of every enumeration: wire/enums.py
+LEVEL_ZH = enums.SUPERVISION_ZH
 CLOCK_ZH = {"order": "结案", "accept": "签收", "handle": "处置"}
 CHANGE_ZH = {"created": "立案", "dispatched": "派遣", "accepted": "签收", "handled": "处置完成",
              "closed": "结案", "verified": "核查通过", "escalated": "升级", "deescalated": "降级",

@@ -13,7 +13,10 @@ from datetime import datetime
 
 import orjson
 
-PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+from citybrain.wire.enums import PRIORITIES
+
+# low 0 … urgent 3, from the one list (wire/enums.py)
+PRIORITY_RANK = {p: i for i, p in enumerate(PRIORITIES)}
 # The sorts a list offers: name → what the console's column header says.
 SORTS = {
     "-created": "最新立案 newest first",

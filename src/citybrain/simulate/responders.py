@@ -19,6 +19,7 @@ import orjson
 
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.kafka.topics import Topics
+from citybrain.wire.enums import OPEN_PARTS
 from citybrain.wire.models import OPEN_STATUSES
 
 TRIAGE_DEPARTMENT = "city_mgmt"   # where the demo operator sends what nothing routed
@@ -37,7 +38,7 @@ def next_move(snapshot: dict, rng: random.Random) -> tuple[float, dict] | None:
         return rng.uniform(5, 20), {"action": "accept", "actor": {"id": f"{dept}-demo", "role": "department",
                                                                   "department": dept}}
     if status == "accepted" and dept:
-        if any(a["status"] in ("dispatched", "accepted") for a in snapshot.get("assists") or ()):
+        if any(a["status"] in OPEN_PARTS for a in snapshot.get("assists") or ()):
             return None    # the lead's handle waits for the assisting parts (协办未完成)
         return rng.uniform(10, 30), {"action": "handle", "note": "已处置 handled on site",
                                      "actor": {"id": f"{dept}-demo", "role": "department", "department": dept}}

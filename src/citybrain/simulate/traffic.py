@@ -19,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 import orjson
 
 from citybrain.sample.sites import GATEWAY_GAUGE, GATEWAY_INTERVAL, RESTAURANT, SCENARIO_DEVICES, UNDERPASS
+from citybrain.wire.enums import CHANNELS
 
 CST = timezone(timedelta(hours=8))
 
@@ -179,7 +180,7 @@ class CitySimulator:
             if self.rng.random() < 0.3:
                 text += f"，联系电话1{self.rng.randint(3, 9)}{self.rng.randint(0, 999999999):09d}"
         assert lon is not None and lat is not None, "a report at a chosen place needs lon and lat"
-        channel = channel or self.rng.choice(["grid_app", "hotline_12345", "citizen_app"])
+        channel = channel or self.rng.choice(CHANNELS)
         reporter = reporter or f"{'GM' if channel == 'grid_app' else 'CZ'}-{self.rng.randint(1, 400):04d}"
         self.counter += 1
         body = {"report_id": f"RPT-{self.seed}-{self.counter:08d}", "channel": channel,

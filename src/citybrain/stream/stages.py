@@ -43,6 +43,7 @@ from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.topology import changelogs
+from citybrain.wire.enums import OPEN_PARTS
 from citybrain.wire.models import (
     OPEN_STATUSES,
     CityEvent,
@@ -498,7 +499,7 @@ class FuseStage:
                 if snap.get("emergency_level"):
                     counts[1][(snap["emergency_level"],)] += 1
                 for a in snap.get("assists") or ():
-                    if a["status"] in ("dispatched", "accepted"):
+                    if a["status"] in OPEN_PARTS:
                         counts[2][(a["department"],)] += 1
                 if p in partitions:
                     order = WorkOrder.model_validate(snap)

@@ -25,7 +25,7 @@ from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import followup
 from citybrain.domain.evaluation import Evaluation
-from citybrain.domain.lifecycle import RULES
+from citybrain.domain.lifecycle import IRREVERSIBLE, RULES
 from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
 from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
@@ -47,6 +47,7 @@ from citybrain.web.places import (
     places_query,
     report_defaults,
 )
+from citybrain.wire import enums
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
 log = logging.getLogger("citybrain.api")
@@ -262,6 +263,9 @@ class Api:
                       "streets": streets, "districts": self.city.district_names,
                       "city": {"code": self.city.city_code, "name": self.city.city_name},
                       "statuses": sorted(STATUSES),
+                      # every enumeration in its order, with its 中文 labels (wire/enums.py): the
+                      # console spells none of them itself
+                      "enums": {**enums.for_console(), "irreversible": sorted(IRREVERSIBLE)},
                       "tile_url": self.config.settings.console.tile_url,
                       "view_ready": self.ready()})
 
@@ -479,7 +483,6 @@ class Api:
             raise Refused(403, "forbidden_role",
                           f"role {p.role} may not {cmd.action} (allowed: {', '.join(sorted(roles))})", "action")
         # What the lifecycle would refuse for a missing field is refused here, with the field.
-        from citybrain.domain.lifecycle import IRREVERSIBLE
         if cmd.action in IRREVERSIBLE and not cmd.note.strip():
             return _error(422, "missing_field", f"{cmd.action} cannot be undone: it needs a reason (note)", "note")
         if cmd.action == "merge" and (not cmd.into or cmd.into == wo):

@@ -8,30 +8,28 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import get_args
 
 from citybrain.readmodels.query import SORTS, OrderQuery, decode_cursor
 from citybrain.web.auth import Principal, Refused
-from citybrain.wire.models import WORK_ORDER_STATUSES, EmergencyLevel, Severity, WarningLevel
+from citybrain.wire.enums import EMERGENCY_LEVELS, PRIORITIES, SOURCES, STATUSES, WARNING_LEVELS
 
-SOURCES = ("iot", "video", "report")
 MAX_LIMIT = 500
 MAX_OFFSET = 100_000
 # Every parameter a list takes, and what it is (the 400 for an unknown one lists them).
 PARAMETERS = {
     "status": "状态 statuses, comma-separated",
     "category": "类别 category codes, comma-separated",
-    "priority": "优先级 low, normal, high, urgent (comma-separated)",
-    "department": "部门 the lead or an assisting department",
+    "priority": f"优先级 {', '.join(PRIORITIES)} (comma-separated)",
+    "department": "部门 the lead or an assisting department; none: no lead yet (待分拨, as the facet says)",
     "assist": "协办 an assisting department",
     "district": "区县 a district code",
     "street": "街道 a street code (9 digits)",
     "grid": "网格 a grid-code prefix (digits)",
-    "warning": "预警 blue, yellow, orange, red, none (comma-separated)",
-    "emergency": "应急 I, II, III, IV, none (comma-separated)",
+    "warning": f"预警 {', '.join(WARNING_LEVELS)}, none (comma-separated)",
+    "emergency": f"应急 {', '.join(EMERGENCY_LEVELS)}, none (comma-separated)",
     "overdue": "超时 true or false",
     "supervision": "督办 levels 0-3, comma-separated",
-    "source": "来源 iot, video, report (any of the order's events)",
+    "source": f"来源 {', '.join(SOURCES)} (any of the order's events)",
     "followup": "回访 true: handled or closed with a reporter not yet called back (due 48 h after)",
     "created_from": "立案起 RFC 3339 time (inclusive)",
     "created_to": "立案止 RFC 3339 time (exclusive)",
@@ -119,7 +117,7 @@ def order_query(query: Mapping[str, str], p: Principal, vocab: Vocabulary,
         if getall is not None and len(getall(name)) > 1:
             raise _bad(name, f"{name} is given more than once (use one value, comma-separated)")
     department = query.get("department") or None
-    if department is not None and department not in set(vocab.departments):
+    if department is not None and department != "none" and department not in set(vocab.departments):
         raise _bad("department", f"department {department!r} is not a department or street desk of this city")
     if p.role == "department":
         if department not in (None, p.department):
@@ -156,12 +154,12 @@ def order_query(query: Mapping[str, str], p: Principal, vocab: Vocabulary,
     if len(q) > 200:
         raise _bad("q", "q is longer than 200 characters")
     return OrderQuery(
-        status=_set(query, "status", WORK_ORDER_STATUSES),
+        status=_set(query, "status", STATUSES),
         category=_set(query, "category", vocab.categories),
-        priority=_set(query, "priority", get_args(Severity)),
+        priority=_set(query, "priority", PRIORITIES),
         department=department, assist=assist, district=district, street=street, grid=grid,
-        warning=_set(query, "warning", (*get_args(WarningLevel), "none")),
-        emergency=_set(query, "emergency", (*get_args(EmergencyLevel), "none")),
+        warning=_set(query, "warning", (*WARNING_LEVELS, "none")),
+        emergency=_set(query, "emergency", (*EMERGENCY_LEVELS, "none")),
         overdue=_bool(query, "overdue"),
         supervision=frozenset(int(s) for s in supervision) if supervision else None,
         source=_set(query, "source", SOURCES), followup=_bool(query, "followup"),

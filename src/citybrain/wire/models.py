@@ -61,6 +61,8 @@ Severity = Literal["low", "normal", "high", "urgent"]
 WarningLevel = Literal["blue", "yellow", "orange", "red"]
 # 应急响应级别: IV (四级, the lowest) … I (一级, the highest).
 EmergencyLevel = Literal["IV", "III", "II", "I"]
+# Where a finding came from: a sensor (物联感知), a camera's algorithm (视频), a person (上报).
+Source = Literal["iot", "video", "report"]
 
 
 class _Input(BaseModel):
@@ -171,7 +173,7 @@ class CityEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     event_id: str = Field(description="deterministic from the source id")
-    source: Literal["iot", "video", "report"]
+    source: Source
     kind: Literal["alarm", "recovery", "report"]
     category: str
     category_name: str
@@ -272,7 +274,7 @@ class EventRef(BaseModel):
     """One finding attached to a work order."""
 
     event_id: str
-    source: Literal["iot", "video", "report"]
+    source: Source
     kind: Literal["alarm", "recovery", "report"]
     category: str
     occurred_at: datetime
@@ -420,16 +422,23 @@ class Command(BaseModel):
     extend_minutes: Annotated[StrictInt, Field(gt=0, le=60 * 24 * 90)] | None = None
 
 
+RejectionReason = Literal["duplicate_command", "not_allowed_in_state", "forbidden_role", "out_of_scope",
+                          "missing_field", "unknown_department", "unknown_work_order", "assist_open",
+                          "unknown_category", "invalid_field"]
+
+
 class CommandRejection(BaseModel):
     """`workorders.rejected`: a command that was refused, with the reason."""
 
     command: Command
-    reason: Literal["duplicate_command", "not_allowed_in_state", "forbidden_role", "out_of_scope",
-                    "missing_field", "unknown_department", "unknown_work_order", "assist_open",
-                    "unknown_category", "invalid_field"]
+    reason: RejectionReason
     detail: str
     status: WorkOrderStatus | None = None
     at: datetime
+
+
+# 督办 levels, lowest first: street (街道), district (区), city (市).
+SupervisionLevel = Literal["street", "district", "city"]
 
 
 class SupervisionInfo(BaseModel):
@@ -438,7 +447,7 @@ class SupervisionInfo(BaseModel):
     clock: Literal["order", "accept", "handle"]
     department: str | None = Field(None, description="an assisting department's part; None: the lead's")
     share: float = Field(description="share of the clock's limit, 1.0 = due")
-    level: Literal["street", "district", "city"]
+    level: SupervisionLevel
     due_at: datetime
 
 

@@ -7,29 +7,29 @@
 // event id and gets what changed meanwhile (or a "reload").
 "use strict";
 
-const OPEN = ["registered", "dispatched", "accepted", "handled"];
+// The enumerations and their 中文 labels are the server's (GET /api/v1/meta "enums", from
+// citybrain.wire.enums: one list each, held to the wire models); useEnums fills these at
+// sign-in. Nothing below spells a status, priority, level, part or action list itself.
+let OPEN = [], STATUS_ZH = {}, PRIORITY_ZH = {}, LEVEL_ZH = [""], ACTION_ZH = {}, IRREVERSIBLE = new Set(),
+  SATISFACTION_ZH = {}, PART_ZH = {}, WARNING_ZH = {}, EMERGENCY_ZH = {}, EMERGENCY_LEVELS = [], OPEN_PARTS = [];
+function useEnums(e) {
+  OPEN = e.open_statuses;
+  STATUS_ZH = e.status_zh;
+  PRIORITY_ZH = Object.fromEntries([...e.priorities].reverse().map((p) => [p, e.priority_zh[p]]));  // highest first
+  LEVEL_ZH = ["", ...e.supervision_levels.map((l) => e.supervision_zh[l] + "督办")];   // by supervision_level 1..3
+  ACTION_ZH = Object.fromEntries(e.actions.map((a) => [a, `${e.action_zh[a]} ${a}`]));
+  IRREVERSIBLE = new Set(e.irreversible);   // a second click confirms, and a reason (note) is required
+  SATISFACTION_ZH = e.satisfaction_zh;
+  PART_ZH = e.part_zh;
+  WARNING_ZH = Object.fromEntries(e.warning_levels.map((l) => [l, e.warning_zh[l] + "预警"]));
+  EMERGENCY_ZH = Object.fromEntries(e.emergency_levels.map((l) => [l, e.emergency_zh[l] + "响应"]));
+  EMERGENCY_LEVELS = e.emergency_levels;
+  OPEN_PARTS = e.open_parts;
+}
 const PAGE_SIZE = 100;
 const REFRESH_MS = 1500;        // at most one reload of the page and counts per this, under any rate
-const STATUS_ZH = {registered: "立案", dispatched: "派遣", accepted: "签收", handled: "处置反馈",
-                   closed: "结案", cancelled: "作废", merged: "合并"};
-const PRIORITY_ZH = {urgent: "特急", high: "紧急", normal: "一般", low: "低"};
-const LEVEL_ZH = ["", "街道督办", "区督办", "市督办"];
 const COLORS = {registered: "#f97316", dispatched: "#3b82f6", accepted: "#a855f7", handled: "#10b981",
                 closed: "#6b7280", cancelled: "#52525b", merged: "#52525b"};
-const ACTION_ZH = {dispatch: "派遣 dispatch", accept: "签收 accept", return: "退回 return",
-                   handle: "处置反馈 handled", verify: "核查通过 verify", reject_verification: "核查不通过 reject",
-                   cancel: "作废 cancel", extend: "延期 extend", supervise: "督办 supervise", comment: "备注 comment",
-                   assist: "增派协办 add assist", release_assist: "解除协办 release assist",
-                   set_emergency_level: "应急响应 emergency level", visit: "回访 visit",
-                   recategorise: "改类 recategorise", reprioritise: "改优先级 reprioritise",
-                   merge: "合并到 merge into", split: "拆分 split"};
-// Irreversible: a second click confirms, and a reason (note) is required.
-const IRREVERSIBLE = new Set(["cancel", "merge"]);
-const SATISFACTION_ZH = {satisfied: "满意", basically_satisfied: "基本满意", unsatisfied: "不满意"};
-const PART_ZH = {dispatched: "待签收", accepted: "已签收", handled: "已处置", released: "已解除"};
-const WARNING_ZH = {blue: "蓝色预警", yellow: "黄色预警", orange: "橙色预警", red: "红色预警"};
-const EMERGENCY_ZH = {IV: "Ⅳ级响应", III: "Ⅲ级响应", II: "Ⅱ级响应", I: "Ⅰ级响应"};
-const OPEN_PARTS = ["dispatched", "accepted"];
 // The part of the order the signed-in department works: "lead", an assist, or null.
 // A street desk (属地) works as the department street.<street_code>.
 const isDesk = () => state.me.role === "department" || state.me.role === "street";
@@ -72,6 +72,7 @@ async function signIn(token) {
     return;
   }
   sessionStorage.setItem("citybrain-token", token);
+  useEnums(state.meta.enums);
   state.me = state.meta.me;
   const roleZh = {operator: "值班员", department: "部门", street: "街道属地", grid: "网格员"}[state.me.role] || state.me.role;
   $("who").textContent = `${roleZh} ${state.me.role}: ${state.me.name || state.me.id}` +
@@ -915,7 +916,7 @@ function renderActions(o) {
     if (action === "set_emergency_level") {
       const sel = document.createElement("select");
       sel.dataset.testid = "emergency-select";
-      for (const lv of ["IV", "III", "II", "I", "none"]) sel.add(new Option(EMERGENCY_ZH[lv] ? `${EMERGENCY_ZH[lv]} ${lv}` : "解除 none", lv));
+      for (const lv of [...EMERGENCY_LEVELS, "none"]) sel.add(new Option(EMERGENCY_ZH[lv] ? `${EMERGENCY_ZH[lv]} ${lv}` : "解除 none", lv));
       box.appendChild(sel);
     }
     if (action === "visit") {
