@@ -117,18 +117,18 @@ def request_from_order(report_id: str, snap: Mapping[str, Any], *, agency: str |
                        latest: tuple[str, str] | None, updated: str | None) -> dict[str, Any]:
     """The service request a report became: its order's status, department and due time;
     the report's own time, point and photo."""
-    event = next((e for e in snap.get("events") or () if e.get("report_id") == report_id), None)
+    event = next((e for e in snap.get("events") or () if e.get("report_id") == report_id), None) or {}
     loc = snap["location"]
-    lon, lat = (event["lon"], event["lat"]) if event is not None else (loc["lon"], loc["lat"])
-    media = (event.get("evidence") or [None])[0] if event is not None else None
+    lon, lat = event.get("lon", loc["lon"]), event.get("lat", loc["lat"])
+    media = (event.get("evidence") or [None])[0]
     status = snap["status"]
     return {
         "service_request_id": report_id, "status": spec_status(status),
         "status_notes": status_notes(status, latest, snap.get("merged_into"), snap["work_order_id"]),
-        "service_name": snap["category_name"], "service_code": snap["category"],
+        "service_name": snap.get("category_name") or snap["category"], "service_code": snap["category"],
         "description": snap.get("description") or "", "agency_responsible": agency,
         "service_notice": notice,
-        "requested_datetime": iso(event["occurred_at"] if event is not None else snap["opened_at"]),
+        "requested_datetime": iso(event.get("occurred_at") or snap.get("opened_at") or snap["created_at"]),
         "updated_datetime": iso(updated or snap["created_at"]),
         "expected_datetime": iso(snap.get("due_at")) if status in OPEN_STATUSES else None,
         "address": snap.get("address"), "address_id": None, "zipcode": None,

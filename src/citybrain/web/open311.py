@@ -11,8 +11,10 @@ status, department and due time from the order view.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -29,6 +31,7 @@ from citybrain.domain import open311 as spec
 from citybrain.domain.masking import mask_text
 from citybrain.domain.normalize import field_path
 from citybrain.domain.open311 import Open311Error, Pending
+from citybrain.readmodels.history import HistoryFilters
 from citybrain.readmodels.query import OrderQuery, Scope
 from citybrain.web.auth import Principal, Refused
 from citybrain.web.places import NeedsLocation, category_limits, locate_report
@@ -45,6 +48,8 @@ MAX_SCAN = 5_000              # orders a list reads at most (the most recently c
 # A report field → the spec's field it came from (a refusal names the client's field).
 SPEC_FIELD = {"lon": "long", "lat": "lat", "contact_phone": "phone", "photos": "media_url", "reporter_id": "account_id",
               "address": "address_string", "category": "service_code", "description": "description"}
+ROUTES = re.compile(r"^/open311/(discovery|v2/services(/[^/]+)?|v2/requests(/[^/]+)?|v2/tokens/[^/]+)\.[A-Za-z0-9]+$")
+REQUESTS = re.compile(r"^/open311/v2/requests\.[A-Za-z0-9]+$")
 Handler = Callable[[web.Request, str], Awaitable[web.Response]]
 
 
@@ -98,6 +103,12 @@ class Open311:
 
     async def unknown(self, request: web.Request) -> web.Response:
         fmt = "json" if request.path.endswith(".json") else "xml"
+        if ROUTES.match(request.path):      # a route of the spec, another method
+            allowed = "GET, POST" if REQUESTS.match(request.path) else "GET"
+            response = _respond(fmt, "errors", [{"code": 405, "description": f"{request.method} is not allowed "
+                                                 f"on {request.path} ({allowed})"}], 405)
+            response.headers["Allow"] = allowed
+            return response
         return _respond(fmt, "errors", [{"code": 404, "description": f"no Open311 route {request.method} "
                                                                       f"{request.path}"}], 404)
 
@@ -260,12 +271,31 @@ class Open311:
     def _from_order(self, rid: str, wo: str, snap: Mapping[str, Any]) -> dict[str, Any]:
         steps = [e for e in self.api.view.timeline(wo) if e["kind"] == "change"]
         latest = (steps[-1]["type"], steps[-1]["at"]) if steps else None
+        return self._from_snapshot(rid, snap, latest, steps[-1]["at"] if steps else None)
+
+    def _from_snapshot(self, rid: str, snap: Mapping[str, Any], latest: tuple[str, str] | None,
+                       updated: str | None) -> dict[str, Any]:
         department = snap.get("department")
         limits = self.limits.get(snap["category"])
         return spec.request_from_order(
             rid, snap, agency=self.api.departments.get(department, department) if department else None,
-            notice=spec.service_notice(limits) if limits else None, latest=latest,
-            updated=steps[-1]["at"] if steps else None)
+            notice=spec.service_notice(limits) if limits else None, latest=latest, updated=updated)
+
+    async def _find(self, rid: str) -> dict[str, Any] | None:
+        """A request by id: from the order view, this worker's accepted requests, or — its
+        order closed and gone from the view — the history store (as the order ended)."""
+        found = self._request(rid)
+        routes = self.api.history
+        store = routes.store if routes is not None else None
+        if found is not None or store is None or not rid.strip() or len(rid) > 128:
+            return found
+        result = await asyncio.to_thread(store.search, rid, HistoryFilters(), 10)
+        for snap in sorted(result.items, key=lambda s: s.get("status") == "merged"):   # the survivor first
+            if any(e.get("report_id") == rid for e in snap.get("events") or ()):
+                ended = (snap.get("closed_at") or snap.get("cancelled_at") or snap.get("merged_at")
+                         or snap.get("created_at"))
+                return self._from_snapshot(rid, snap, None, ended)
+        return None
 
     def _pending(self, rid: str) -> Pending | None:
         p = self.pending.get(rid)
@@ -286,7 +316,7 @@ class Open311:
     async def get_request(self, request: web.Request, fmt: str) -> web.Response:
         self._reader(request)
         rid = request.match_info["id"]
-        found = self._request(rid)
+        found = await self._find(rid)
         if found is None:
             raise Open311Error(404, f"service_request_id {rid[:128]!r} not found")
         return _respond(fmt, "service_requests", [found])
@@ -296,7 +326,7 @@ class Open311:
         token is the request id, for clients that ask."""
         self._reader(request)
         token = request.match_info["token"]
-        if self._request(token) is None:
+        if await self._find(token) is None:
             raise Open311Error(404, f"token {token[:128]!r} not found")
         return _respond(fmt, "service_requests", [{"service_request_id": token, "token": token}])
 
@@ -307,7 +337,7 @@ class Open311:
         codes = [c.code for c in self.api.config.taxonomy.categories]
         listing = spec.read_listing(request.query, codes, now)
         if listing.ids is not None:
-            found = [r for r in (self._request(i) for i in listing.ids) if r is not None]
+            found = [r for r in [await self._find(i) for i in listing.ids] if r is not None]
             return _respond(fmt, "service_requests", spec.select(found, listing))
         statuses = spec.statuses_for(listing.statuses) if listing.statuses is not None else None
         page = self.api.view.query(OrderQuery(

@@ -28,6 +28,7 @@ class FakeApi:
     config: Config
     view: OrderView = field(default_factory=OrderView)
     sent: list = field(default_factory=list)
+    history: object = None          # the history routes (web.history), on a worker with a data dir
 
     def __post_init__(self):
         self.city = self.config.city_map
@@ -167,6 +168,10 @@ async def test_services_discovery_and_not_found(client, config):
     assert r.status == 403                                   # reads need a key unless public_reads
     r = await client.get("/open311/v2/nothing.json")
     assert r.status == 404 and (await r.json())[0]["code"] == 404
+    r = await client.delete("/open311/v2/requests.json")
+    assert (r.status, r.headers["Allow"], (await r.json())[0]["code"]) == (405, "GET, POST", 405)
+    r = await client.post("/open311/v2/services/fire.xml")
+    assert (r.status, r.headers["Allow"], ET.fromstring(await r.read()).tag) == (405, "GET", "errors")
     r = await client.get("/open311/v2/services.html")
     assert r.status == 404 and ET.fromstring(await r.read()).tag == "errors"
     r = await client.post("/open311/v2/requests.json", json={"api_key": GATEWAY})
@@ -205,3 +210,21 @@ async def test_the_settings():
         assert r.status == 200                                   # empty: the city layer's code
         r = await c.get("/open311/discovery.json")
         assert (await r.json())["endpoints"][0]["url"] == "https://open311.city.example/open311/v2"
+
+
+async def test_a_request_whose_order_left_the_view_comes_from_the_history_store(client, tmp_path):
+    from citybrain.readmodels.history import HistoryStore
+    store = HistoryStore(tmp_path / "history.sqlite3")
+    try:
+        closed = order_state("R-0ld-report-1", status="closed", version=5)
+        closed["snapshot"]["closed_at"] = closed["at"]
+        store.apply([(0, 0, closed)])
+        client.api.history = SimpleNamespace(store=store)
+        r = await client.get("/open311/v2/requests/R-0ld-report-1.json", params={"api_key": GATEWAY})
+        [got] = await r.json()
+        assert (got["status"], got["agency_responsible"], got["expected_datetime"]) == ("closed", "水务", None)
+        assert got["status_notes"] == "已办结 closed; 工单 work order WO-1"
+        r = await client.get("/open311/v2/requests/R-0ld.json", params={"api_key": GATEWAY})
+        assert r.status == 404                         # a substring of an id is not the request
+    finally:
+        store.close()
