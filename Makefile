@@ -1,5 +1,5 @@
 # The two commands of the README.  Each one installs what it needs.
-.PHONY: demo test lint bootstrap kafka-stop schemas
+.PHONY: demo test check lint bootstrap kafka-stop schemas
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -10,7 +10,12 @@ demo: bootstrap
 test: bootstrap
 	@$(MAKE) --no-print-directory lint
 	@scripts/ensure-test-tools.sh
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest --durations=25 $(PYTEST_ARGS)
+
+# The fast tier, no broker: lint, types, then the unit tests (README "Tiers").
+check: bootstrap
+	@$(MAKE) --no-print-directory lint
+	.venv/bin/python -m pytest tests/unit -m unit -q --durations=10 $(PYTEST_ARGS)
 
 lint: bootstrap
 	@echo "▸ 代码检查 lint: ruff (pyflakes, isort, bugbear, pyupgrade), then mypy over src/ …"

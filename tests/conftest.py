@@ -36,6 +36,26 @@ def kafka_bootstrap(tmp_path_factory):
         broker.stop()
 
 
+# The tiers, by directory (README "Tiers"): `-m unit` is what `make check` runs.
+TIERS = {"unit": "unit", "integration": "integration", "chaos": "chaos"}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test gets its directory's tier marker; a unit test may not reach the broker."""
+    for item in items:
+        try:
+            tier = TIERS.get(Path(item.fspath).resolve().relative_to(TESTS).parts[0])
+        except ValueError:
+            tier = None
+        if tier is None:
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "unit" and "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid}: a unit test uses the Kafka broker (kafka_bootstrap); "
+                                    "it belongs in tests/integration/")
+
+
 def pytest_terminal_summary(terminalreporter):
     """The chaos suite's figures (kills, records, lost, duplicates), in every run's output."""
     from tests.chaos.harness import REPORT
