@@ -301,3 +301,117 @@ desk = "supervision.district"
                 assert "13800000009" not in sms_texts(parts)
     statuses = {(r["person"], r["status"]) for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 5))}
     assert ("water-second", "acked") in statuses and ("water-duty", "sent") in statuses
+
+
+class SlowMailbox(Mailbox):
+    """Takes its time over each message, so a batch is still being sent when the notifier dies."""
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        await asyncio.sleep(0.3)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def notifier_process(bootstrap: str, topics: Topics, roster: Path, notify: Path, port: int, log: Path):
+    import os
+    import subprocess
+    import sys
+    src = str(Path(__file__).resolve().parents[2] / "src")   # the code under test, whatever the venv points at
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])),
+               KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=topics.prefix,
+               CITYBRAIN_PARTITIONS="3", CITYBRAIN_ROSTER_FILE=str(roster), CITYBRAIN_NOTIFY_FILE=str(notify),
+               CITYBRAIN_WEBHOOK_SECRET=SECRET)
+    out = log.open("ab")
+    return subprocess.Popen([sys.executable, "-m", "citybrain", "notifier", "run", "--http-port", str(port)],
+                            env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def http_up(port: int, timeout: float = 60.0) -> None:
+    import aiohttp
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            try:
+                async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise AssertionError("the notifier's HTTP port never answered")
+
+
+async def test_the_notifier_process_killed_mid_batch_and_its_http_ack(kafka_bootstrap, tmp_path):
+    """SIGKILL while a batch is being sent, then a restart: every delivery arrives, and only one
+    whose outcome had not reached notifications.deliveries when it died may arrive again (under
+    the same delivery id: the email's Message-ID).  Then an ack through the notifier's HTTP port."""
+    import signal
+
+    import aiohttp
+
+    from citybrain.notify.deliveries import DONE
+    from tests.integration.kafka_helpers import ARTIFACTS
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    topics = await new_topics(kafka_bootstrap, "notify-kill")
+    box = SlowMailbox()
+    smtp_port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    roster = tmp_path / "roster.toml"
+    roster.write_text('[[person]]\nid = "water-duty"\nname = "水务值班"\nemail = "w@citybrain.example.invalid"\n'
+                      '[[duty]]\nperson = "water-duty"\ndesk = "water"\n', encoding="utf-8")
+    notify = tmp_path / "notify.toml"
+    notify.write_text(f'channels = ["email"]\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
+                      '[retry]\nbackoff_seconds = 0.1\n', encoding="utf-8")
+    log = ARTIFACTS / f"{topics.prefix.rstrip('.')}-notifier.log"
+    port = free_port()
+    orders = [f"WO-road_ponding-{i:04d}" for i in range(40)]
+    proc = notifier_process(kafka_bootstrap, topics, roster, notify, port, log)
+    try:
+        await http_up(port)
+        await produce(kafka_bootstrap, [(topics.dispatch("water"), o.encode(), dispatch(o)) for o in orders])
+        await until(lambda: len(box.messages) >= 5, timeout=60, what="the first emails")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        before = {r["delivery_id"]: r["status"]
+                  for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 1, settle=1.0))}
+        assert len(box.messages) < len(orders), "the batch was over before the kill: nothing tested"
+        in_flight = {d for d, status in before.items() if status not in DONE}
+        proc = notifier_process(kafka_bootstrap, topics, roster, notify, port, log)
+        await http_up(port)
+        ids = lambda: [m["X-Citybrain-Delivery"] for _rcpt, m in box.messages]  # noqa: E731
+        await until(lambda: len(set(ids())) == len(orders), timeout=90, what="every delivery")
+        await asyncio.sleep(2.0)
+        repeated = {d for d in ids() if ids().count(d) > 1}
+        print(f"killed after {len(before)} receipts: {len(in_flight)} in flight, {len(repeated)} sent again")
+        assert repeated <= in_flight, (repeated, in_flight)
+        assert len(ids()) - len(set(ids())) <= len(in_flight)
+
+        # 签收 through the notifier's port: a department token may ack its own desk only
+        delivery = ids()[0]
+        url = f"http://127.0.0.1:{port}/api/v1/notifications/{delivery}/ack"
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url) as r:
+                assert r.status == 401
+            async with s.post(url, headers={"Authorization": "Bearer demo-city-mgmt"}) as r:
+                assert r.status == 403 and (await r.json())["error"]["reason"] == "out_of_scope"
+            async with s.post(url.replace(delivery, "D-nope"), headers={"Authorization": "Bearer demo-water"}) as r:
+                assert r.status == 404
+            async with s.post(url, headers={"Authorization": "Bearer demo-water"}) as r:
+                assert r.status == 200, await r.text()
+                body = await r.json()
+                assert body["status"] == "acked" and body["acked_by"] == "water"
+            async with s.get(f"http://127.0.0.1:{port}/metrics") as r:
+                text = await r.text()
+        assert 'citybrain_notifications_total{channel="email",outcome="sent"}' in text
+        assert 'citybrain_notifications_total{channel="email",outcome="acked"} 1.0' in text
+        after = decode(await consume(kafka_bootstrap, deliveries_topic(topics), 1, settle=1.0))
+        assert any(r["delivery_id"] == delivery and r["status"] == "acked" for r in after)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except Exception:
+                proc.kill()
+        controller.stop()

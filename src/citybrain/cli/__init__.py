@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     nt.add_argument("action", choices=["run", "ack"])
     nt.add_argument("delivery_id", nargs="?", help="ack: the delivery id (回执号 D-…)")
     nt.add_argument("--by", help="ack: who acknowledges")
-    nt.add_argument("--metrics-port", type=int, help="run: serve Prometheus metrics on 127.0.0.1:PORT")
+    nt.add_argument("--http-port", type=int, help="run: POST /api/v1/notifications/{id}/ack and GET /metrics here")
+    nt.add_argument("--http-host", default="127.0.0.1")
     nt.set_defaults(func=cmd_notifier)
 
     tl = sub.add_parser("tail", help="print a topic's records")

@@ -28,14 +28,27 @@ def cmd_notifier(args) -> int:
         return 0
 
     async def run() -> None:
-        if args.metrics_port:
-            from prometheus_client import start_http_server
-            start_http_server(args.metrics_port, addr="127.0.0.1")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await build(bootstrap, cfg).run(stop)
+        notifier = build(bootstrap, cfg)
+        runner = None
+        if args.http_port:
+            from aiohttp import web
+
+            from citybrain.notify.http import app
+            from citybrain.web.auth import ReloadingTokens
+            tokens = ReloadingTokens(cfg.auth_path, {d.code for d in cfg.taxonomy.departments})
+            runner = web.AppRunner(app(notifier, tokens))
+            await runner.setup()
+            await web.TCPSite(runner, args.http_host, args.http_port).start()
+            print(f"通知服务 notifier: ack and metrics on http://{args.http_host}:{args.http_port}", flush=True)
+        try:
+            await notifier.run(stop)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
 
     asyncio.run(run())
     return 0

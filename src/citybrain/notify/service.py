@@ -228,6 +228,17 @@ class Notifier:
             self.sent += 1
             return
 
+    async def ack(self, delivery_id: str, by: str) -> DeliveryRecord:
+        """签收: the delivery acked (the escalation of its order version stops)."""
+        rec = self.book.deliveries[delivery_id]
+        if rec.status == "acked":
+            return rec
+        now = self.clock()
+        acked = rec.model_copy(update={"status": "acked", "at": now, "acked_at": now, "acked_by": by})
+        await self._write(acked)
+        NOTIFICATIONS.labels(rec.channel, "acked").inc()
+        return acked
+
     async def _dead(self, notice: Notice, base: dict, attempts: int, detail: str) -> None:
         at = self.clock()
         await self._write(DeliveryRecord(status="failed", at=at, attempts=attempts, detail=detail, **base))
