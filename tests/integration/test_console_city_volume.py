@@ -132,6 +132,20 @@ async def test_the_board_is_whole_at_city_volume_and_search_reaches_any_order(ci
     await op.fill("[data-testid=f-q]", "")
     await op.click("[data-testid=queue-all]")
 
+    # The view is in the address: a reload opens the same filters and the same total.
+    await op.select_option("[data-testid=f-district]", "370306")
+    await op.select_option("[data-testid=f-overdue]", "true")
+    _, want = get(worker.port, f"/api/v1/workorders?status={OPEN}&district=370306&overdue=true&limit=1")
+    await expect(op.locator("[data-testid=total]")).to_have_text(f"{want['total']:,}", timeout=10000)
+    search = await op.evaluate("location.search")
+    assert "district=370306" in search and "overdue=true" in search, search
+    await op.reload()
+    await expect(op.locator("[data-testid=live]")).to_have_class("live on", timeout=15000)
+    await expect(op.locator("[data-testid=f-district]")).to_have_value("370306")
+    await expect(op.locator("[data-testid=total]")).to_have_text(f"{want['total']:,}", timeout=10000)
+    await op.select_option("[data-testid=f-district]", "")
+    await op.select_option("[data-testid=f-overdue]", "")
+
     # Cancelling is irreversible: without a reason the console refuses and sends nothing.
     await op.goto(f"{base}/#/orders/{wo}")
     await expect(op.locator("[data-testid=detail-title]")).to_contain_text(wo, timeout=10000)

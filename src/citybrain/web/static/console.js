@@ -81,6 +81,7 @@ async function signIn(token) {
   $("login").hidden = true;
   $("app").hidden = false;
   fillFilters();
+  restoreFromUrl();
   fillQueues();
   initMap();
   await loadOrders();
@@ -206,6 +207,36 @@ async function loadQueueCounts() {
   } catch (e) { /* the tabs work without counts */ }
 }
 
+// The board's view in the page's address (?district=…&overdue=true&queue=…): a reload or
+// a link shared on shift opens the same view (the token stays per tab, by design).
+const URL_FILTERS = {q: "f-q", status: "f-status", category: "f-category", priority: "f-priority",
+                     department: "f-department", district: "f-district", street: "f-street", grid: "f-grid",
+                     emergency: "f-emergency", warning: "f-warning", overdue: "f-overdue",
+                     supervision: "f-supervision", sort: "f-sort"};
+
+function restoreFromUrl() {
+  const u = new URLSearchParams(location.search);
+  for (const [name, id] of Object.entries(URL_FILTERS)) {
+    if (!u.has(name) || $(id).disabled) continue;
+    $(id).value = u.get(name);
+    if (id === "f-district") fillStreets();
+  }
+  if (u.has("queue") && QUEUES[u.get("queue")]) state.queue = u.get("queue");
+  state.offset = Math.max(0, parseInt(u.get("offset") || "0", 10) || 0);
+}
+
+function syncUrl() {
+  const u = new URLSearchParams();
+  for (const [name, id] of Object.entries(URL_FILTERS)) {
+    const v = $(id).value.trim();
+    if (v && !$(id).disabled) u.set(name, v);
+  }
+  if (state.queue !== "all") u.set("queue", state.queue);
+  if (state.offset) u.set("offset", String(state.offset));
+  const search = u.toString() ? "?" + u : "";
+  if (search !== location.search) history.replaceState(null, "", location.pathname + search + location.hash);
+}
+
 function query() {
   const p = new URLSearchParams({limit: String(PAGE_SIZE), offset: String(state.offset), facets: "true"});
   p.set("status", $("f-status").value || OPEN.join(","));
@@ -255,6 +286,7 @@ async function loadOrders() {
   clearTimeout(state.refreshTimer);
   state.refreshTimer = null;
   const seq = ++state.loadSeq;
+  syncUrl();
   if (state.queue === "history") {
     try { await loadHistory(seq); boardNote(""); }
     catch (e) { if (seq === state.loadSeq) boardNote("历史查询失败 history search failed: " + e.message); }
