@@ -362,7 +362,7 @@ async def test_the_notifier_process_killed_mid_batch_and_its_http_ack(kafka_boot
                       '[[duty]]\nperson = "water-duty"\ndesk = "water"\n', encoding="utf-8")
     notify = tmp_path / "notify.toml"
     notify.write_text(f'channels = ["email"]\n[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\n'
-                      '[retry]\nbackoff_seconds = 0.1\n', encoding="utf-8")
+                      '[retry]\nbackoff_seconds = 0.1\n[limits]\nper_person_per_hour = 0\n', encoding="utf-8")
     log = ARTIFACTS / f"{topics.prefix.rstrip('.')}-notifier.log"
     port = free_port()
     orders = [f"WO-road_ponding-{i:04d}" for i in range(40)]
@@ -415,3 +415,21 @@ async def test_the_notifier_process_killed_mid_batch_and_its_http_ack(kafka_boot
             except Exception:
                 proc.kill()
         controller.stop()
+
+
+async def test_a_person_gets_at_most_the_hours_limit_except_urgent(kafka_bootstrap, tmp_path, webhook_secret):
+    topics = await new_topics(kafka_bootstrap, "notify-limit")
+    with smtp_server() as (box, smtp_port):
+        async with webhook_server() as (hook, _got, _failures), smpp_server() as (smpp_port, _parts):
+            roster = roster_file(tmp_path, hook)
+            s = settings(smtp_port, smpp_port, channels=("email",))
+            s.limits.per_person_per_hour = 2
+            async with running(kafka_bootstrap, topics, roster, s):
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), f"WO-{i}".encode(), dispatch(f"WO-{i}"))
+                                                for i in range(4)])
+                await until(lambda: len(box.messages) == 2, what="two emails")
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), b"WO-9", dispatch("WO-9", priority="urgent"))])
+                await until(lambda: len(box.messages) == 3, what="the urgent one past the limit")
+                await asyncio.sleep(1.5)
+    assert len(box.messages) == 3
+    assert "WO-9" in box.messages[-1][1].get_content()

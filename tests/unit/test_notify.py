@@ -280,3 +280,31 @@ def test_sample_notify_settings_load():
     with pytest.raises(ValidationError):
         NotifySettings.model_validate({"smtp": {"hots": "x"}})
     assert NotifySettings.load(Path("/nonexistent/notify.toml")) == NotifySettings()
+
+
+def test_quiet_hours_hold_back_sms_but_not_urgent_or_emergency():
+    roster = Roster(RosterFile.model_validate({
+        "person": [{"id": "q", "name": "Q", "phone": "13800000001", "email": "q@x.example",
+                    "quiet_start": "22:00", "quiet_end": "07:00"}],
+        "duty": [{"person": "q", "desk": "water"}, {"person": "q", "desk": "emergency"}]}))
+    night, day = cst(2026, 12, 7, 23, 30), cst(2026, 12, 7, 12)
+    out = RULES.for_record("dispatch", "water", change(), roster, night)
+    assert [n.channel for n in out.notices] == ["email"] and out.skipped == {"quiet_hours": 1}
+    assert [n.channel for n in RULES.for_record("dispatch", "water", change(), roster, day).notices] == ["sms", "email"]
+    urgent = RULES.for_record("dispatch", "water", change(priority="urgent"), roster, night)
+    assert [n.channel for n in urgent.notices] == ["sms", "email"]
+    assert [n.channel for n in RULES.for_record("emergency", "", change("escalated"), roster, night).notices] == [
+        "sms", "email"]
+    with pytest.raises(ValidationError, match="both quiet_start and quiet_end"):
+        RosterFile.model_validate({"person": [{"id": "q", "name": "Q", "email": "q@x.example", "quiet_start": "22:00"}]})
+
+
+def test_the_book_counts_messages_per_person_and_channel_for_the_rate_limit():
+    book = DeliveryBook()
+    t0 = datetime(2026, 12, 7, tzinfo=UTC)
+    for i in range(3):
+        book.apply(rec("queued", did=f"D-{i}").model_copy(update={"at": t0 + timedelta(minutes=20 * i)}))
+        book.apply(rec("sent", did=f"D-{i}").model_copy(update={"at": t0 + timedelta(minutes=20 * i)}))
+    assert book.sent_since("p", "email", t0) == 3                       # one message each, not one per record
+    assert book.sent_since("p", "email", t0 + timedelta(minutes=30)) == 1
+    assert book.sent_since("p", "sms", t0) == 0

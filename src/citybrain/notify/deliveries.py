@@ -66,6 +66,7 @@ class DeliveryBook:
     def __init__(self) -> None:
         self.deliveries: dict[str, DeliveryRecord] = {}
         self.groups: dict[tuple[str, int], Group] = {}
+        self.sent_times: dict[tuple[str, str], list[datetime]] = {}   # (person, channel) → messages
 
     def done(self, delivery_id: str) -> bool:
         rec = self.deliveries.get(delivery_id)
@@ -79,6 +80,8 @@ class DeliveryBook:
             # A stale queued/retrying read back after its outcome (the follower reads what
             # this notifier wrote): a done delivery never becomes undone.
             rec = old
+        if old is None:   # a delivery's first record: one message (sent or tried) for the rate limit
+            self.sent_times.setdefault((rec.person, rec.channel), []).append(rec.at)
         self.deliveries[rec.delivery_id] = rec
         if not rec.urgent:
             return
@@ -94,6 +97,15 @@ class DeliveryBook:
             g.due = rec.ack_due_at if rec.ack_due_at else g.due
         elif rec.step == g.step and rec.final:
             g.final = True
+
+    def sent_since(self, person: str, channel: str, since: datetime) -> int:
+        """Messages to ``person`` on ``channel`` (queued at or after ``since``: sent, tried or on their
+        way — the notifier checks and queues with no await between); older ones forgotten."""
+        times = self.sent_times.get((person, channel))
+        if not times:
+            return 0
+        times[:] = [t for t in times if t >= since]
+        return len(times)
 
     def overdue(self, now: datetime) -> list[tuple[tuple[str, int], Group]]:
         """Urgent groups nobody acknowledged by their due, with a step still to come."""

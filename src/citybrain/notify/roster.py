@@ -56,9 +56,26 @@ class Person(BaseModel):
     webhook: str | None = Field(None, pattern=r"^https?://\S+$")
     # The channels to use; empty: every channel the person has a contact for.
     channels: list[Channel] = []
+    # 免打扰 quiet hours (local time, every day; across midnight when end ≤ start): no SMS
+    # then, except for urgent orders and emergency changes (email and webhooks still go).
+    quiet_start: str | None = None
+    quiet_end: str | None = None
+
+    @field_validator("quiet_start", "quiet_end")
+    @classmethod
+    def _quiet_hhmm(cls, v: str | None) -> str | None:
+        if v is not None:
+            _minutes(v)
+        return v
+
+    def quiet_at(self, local: datetime) -> bool:
+        """In quiet hours at this local time."""
+        return _in_daily_range(self.quiet_start, self.quiet_end, local)
 
     @model_validator(mode="after")
     def _reachable(self) -> Person:
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            raise ValueError(f"person {self.id}: give both quiet_start and quiet_end, or neither")
         if not (self.phone or self.email or self.webhook):
             raise ValueError(f"person {self.id}: give at least one of phone, email, webhook")
         for ch in self.channels:
@@ -78,6 +95,15 @@ class Person(BaseModel):
 
 
 CONTACT_FIELD: dict[Channel, str] = {"sms": "phone", "email": "email", "webhook": "webhook"}
+
+
+def _in_daily_range(start: str | None, end: str | None, local: datetime) -> bool:
+    if start is None or end is None:
+        return False
+    begin = _minutes(start)
+    span = _minutes(end) - begin
+    length = span if span > 0 else span + MINUTES_A_DAY
+    return (local.hour * 60 + local.minute - begin) % MINUTES_A_DAY < length
 
 
 class Duty(BaseModel):
@@ -132,10 +158,13 @@ class ReporterContact(BaseModel):
     email: str | None = Field(None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     webhook: str | None = Field(None, pattern=r"^https?://\S+$")
     channels: list[Channel] = []
+    quiet_start: str | None = "22:00"    # citizens: no SMS at night unless said otherwise
+    quiet_end: str | None = "07:00"
 
     def as_person(self) -> Person:
         return Person(id=f"reporter.{_safe_id(self.reporter_id)}", name=self.name, phone=self.phone,
-                      email=self.email, webhook=self.webhook, channels=self.channels)
+                      email=self.email, webhook=self.webhook, channels=self.channels,
+                      quiet_start=self.quiet_start, quiet_end=self.quiet_end)
 
 
 def _safe_id(raw: str) -> str:

@@ -132,9 +132,15 @@ class Rules:
         return (snapshot.get("priority") in self.settings.escalation.priorities
                 or snapshot.get("emergency_level") is not None)
 
-    def _each_channel(self, out: Outcome, people: list[Person], **kw: Any) -> None:
+    def _each_channel(self, out: Outcome, local: datetime, people: list[Person], **kw: Any) -> None:
+        loud_ok = kw.get("urgent") or kw.get("kind") == "emergency"
         for person in people:
             channels = [c for c in person.reachable_by() if c in self.settings.channels]
+            if "sms" in channels and not loud_ok and person.quiet_at(local):
+                channels.remove("sms")
+                out.skip("quiet_hours")
+                if not channels:
+                    continue
             if not channels:
                 out.skip("no_channel")
             for ch in channels:
@@ -144,14 +150,14 @@ class Rules:
                    record: dict, roster: Roster, now: datetime) -> Outcome:
         """``desk``: the dispatch topic's desk (``water``, ``street.<code>``), the supervision
         level, or '' for emergency and reporter records."""
-        out = Outcome()
+        out, local = Outcome(), now.astimezone(roster.zone)
         if kind == "reporter":
             person = roster.reporter(str(record.get("reporter_id", "")))
             if person is None:
                 out.skip("no_contact")
                 return out
             summary = {"message": record.get("message", ""), "change": record.get("change")}
-            self._each_channel(out, [person], kind="reporter", work_order_id=record["work_order_id"],
+            self._each_channel(out, local, [person], kind="reporter", work_order_id=record["work_order_id"],
                                version=int(record["version"]), desk="reporter", summary=summary)
             return out
         snapshot = record.get("snapshot") or {}
@@ -166,7 +172,7 @@ class Rules:
                 out.skip("no_one_on_duty")
                 return out
             urgent = self.urgent(snapshot) and self.settings.escalation.enabled
-            self._each_channel(out, people, kind="dispatch", work_order_id=order, version=version, desk=desk,
+            self._each_channel(out, local, people, kind="dispatch", work_order_id=order, version=version, desk=desk,
                                urgent=urgent, summary=summary_of(snapshot, self.place, self.desk_names, desk))
         elif kind == "emergency":
             people = roster.on_duty("emergency", now, grid)
@@ -174,7 +180,7 @@ class Rules:
                 out.skip("no_one_on_duty")
                 return out
             summary = summary_of(snapshot, self.place, self.desk_names, "emergency") | {"change": record.get("type")}
-            self._each_channel(out, people, kind="emergency", work_order_id=order, version=version,
+            self._each_channel(out, local, people, kind="emergency", work_order_id=order, version=version,
                                desk="emergency", summary=summary)
         else:
             level = desk
@@ -186,7 +192,7 @@ class Rules:
             sup = record.get("supervision") or {}
             summary = summary_of(snapshot, self.place, self.desk_names, f"supervision.{level}") | {
                 "level": level, "clock": sup.get("clock"), "clock_due_at": sup.get("due_at")}
-            self._each_channel(out, people, kind="supervision", work_order_id=order, version=version,
+            self._each_channel(out, local, people, kind="supervision", work_order_id=order, version=version,
                                desk=f"supervision.{level}", summary=summary)
         return out
 
@@ -195,13 +201,13 @@ class Rules:
         """The next step of an unacknowledged urgent dispatch at ``desk``: the first person with a
         duty at the desk not yet told of this version (on duty first), else the final level's
         supervisors (the last step)."""
-        out = Outcome()
+        out, local = Outcome(), now.astimezone(roster.zone)
         grid = summary.get("grid_code")
         on_duty = roster.on_duty(desk, now, grid)
         rest = roster.everyone_at(desk, grid)
         candidates = [p for p in [*on_duty, *rest] if p.id not in notified]
         if candidates:
-            self._each_channel(out, [candidates[0]], kind="escalation", work_order_id=work_order_id,
+            self._each_channel(out, local, [candidates[0]], kind="escalation", work_order_id=work_order_id,
                                version=version, desk=desk, urgent=True, step=step, summary=summary)
             return out
         level = self.settings.escalation.final_level
@@ -210,6 +216,6 @@ class Rules:
         if not sup:
             out.skip("escalation_exhausted")
             return out
-        self._each_channel(out, sup, kind="escalation", work_order_id=work_order_id, version=version,
+        self._each_channel(out, local, sup, kind="escalation", work_order_id=work_order_id, version=version,
                            desk=desk, urgent=True, step=step, final=True, summary=summary)
         return out

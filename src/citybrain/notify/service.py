@@ -15,7 +15,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -197,6 +197,13 @@ class Notifier:
             NOTIFICATIONS.labels(notice.channel, "duplicate").inc()
             return
         now = self.clock()
+        limit = self.settings.limits.per_person_per_hour
+        if (limit and not notice.urgent and notice.kind != "emergency"
+                and self.book.sent_since(notice.person.id, notice.channel, now - timedelta(hours=1)) >= limit):
+            NOTIFICATIONS.labels(notice.channel, "skipped_rate_limited").inc()
+            log.warning("限流 rate limit: %s had %d messages by %s this hour, %s not sent", notice.person.id,
+                        limit, notice.channel, did)
+            return
         due = DeliveryBook.ack_due(now, self.settings.escalation.ack_minutes) if notice.urgent else None
         base = dict(delivery_id=did, work_order_id=notice.work_order_id, version=notice.version,
                     person=notice.person.id, channel=notice.channel, kind=notice.kind, desk=notice.desk,

@@ -63,6 +63,14 @@ class EscalationSettings(BaseModel):
     final_level: str = Field("district", pattern=r"^(street|district|city)$")
 
 
+class LimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # At most this many messages to one person on one channel in any hour (urgent orders and
+    # emergency changes are not limited); beyond it a notice is dropped and counted
+    # skipped_rate_limited.  0: no limit.
+    per_person_per_hour: int = Field(30, ge=0)
+
+
 class NotifySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The consumer group is <topic prefix><group>.
@@ -76,6 +84,7 @@ class NotifySettings(BaseModel):
     smpp: SmppSettings = SmppSettings()
     retry: RetrySettings = RetrySettings()
     escalation: EscalationSettings = EscalationSettings()
+    limits: LimitSettings = LimitSettings()
 
     @classmethod
     def load(cls, path: Path) -> NotifySettings:
