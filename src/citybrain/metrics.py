@@ -117,6 +117,17 @@ DEVICES = Gauge("citybrain_devices", "Devices heard by this worker's partitions,
                 "fault); 完好率 = online / registered", ["district", "kind", "owner", "state"])
 DEVICES_REGISTERED = Gauge("citybrain_devices_registered", "Active devices in the registry (every worker "
                            "reports the same: aggregate with max)", ["district", "kind", "owner"])
+# 完好率 and 联网率, the one definition (domain/device_health.py ``device_rates``): every
+# worker folds the whole picture (workorders.events, devices.liveness, the registry), so
+# every worker reports the same values — aggregate with max.  kind × district (and the
+# city row kind="*", district="*"): a few dozen series.
+DEVICE_INTACT_RATIO = Gauge("citybrain_device_intact_ratio",
+                            "设备完好率: active devices with no open 设备故障 order / registered active devices "
+                            "(every worker reports the same: aggregate with max)", ["kind", "district"])
+DEVICE_NETWORKED_RATIO = Gauge("citybrain_device_networked_ratio",
+                               "联网率: active devices heard within their reporting interval (a camera by its "
+                               "alerts or its platform's status) / registered active devices (aggregate with max)",
+                               ["kind", "district"])
 ESCALATED = Counter("citybrain_workorders_escalated",
                     "Escalations (升级) of open work orders, by the level reached: a warning level "
                     "(blue..red), an emergency level (IV..I) or a priority", ["category", "to_level"])

@@ -59,17 +59,19 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
      [("sum by (to_level) (increase(citybrain_workorders_escalated_total[1h]))", "升级 → {{to_level}}"),
       ("sum by (emergency_level) (citybrain_workorders_emergency_open)", "应急 {{emergency_level}} open")],
      "timeseries"),
-    ("设备完好率 (devices online / registered, by owner and kind)", "percentunit",
-     [('sum by (owner, kind) (citybrain_devices{state="online"}) / sum by (owner, kind) '
-       '(max by (district, kind, owner) (citybrain_devices_registered))', "{{owner}} {{kind}}")], "timeseries"),
+    ("设备完好率 (intact: in service, no open 设备故障 order / registered active, by kind and district)",
+     "percentunit",
+     [('max by (kind, district) (citybrain_device_intact_ratio{kind!="*"})', "{{kind}} {{district}}"),
+      ('max(citybrain_device_intact_ratio{kind="*"})', "全市 city")], "timeseries"),
     ("协办 (open assisting parts by department)", "short",
      [("sum by (department) (citybrain_assists_open)", "{{department}}")], "timeseries"),
     ("各区县工单 (orders opened per hour and open orders, by district)", "short",
      [("sum by (district) (increase(citybrain_workorders_opened_total[1h]))", "{{district}} 立案/h opened"),
       ("sum by (district) (citybrain_workorders_open)", "{{district}} 在办 open")], "timeseries"),
-    ("各区县设备完好率 (devices online / registered, by district)", "percentunit",
-     [('sum by (district) (citybrain_devices{state="online"}) / sum by (district) '
-       '(max by (district, kind, owner) (citybrain_devices_registered))', "{{district}}")], "timeseries"),
+    ("设备联网率 (networked: heard within the reporting interval / registered active, by kind and district)",
+     "percentunit",
+     [('max by (kind, district) (citybrain_device_networked_ratio{kind!="*"})', "{{kind}} {{district}}"),
+      ('max(citybrain_device_networked_ratio{kind="*"})', "全市 city")], "timeseries"),
 ]
 
 

@@ -100,15 +100,18 @@ def test_kpis_count_the_registry_as_the_workers_hold_it(monkeypatch, capsys):
            (b"E", body("E")), (b"E", b"not json"),                              # E: refused last
            (b"F", body("F", status="retired"))]                                 # F: not active
 
+    # devices.liveness: A heard, B silent (联网率 1 of 2)
+    live = [(b"A", json.dumps({"device_id": "A", "networked": True, "at": 1.0}).encode()),
+            (b"B", json.dumps({"device_id": "B", "networked": False, "at": 1.0}).encode())]
+
     async def fake_read(bootstrap, topic, on_record, label, start=None):
-        if not topic.endswith("registry.devices"):
-            return 0
-        for key, value in log:
+        records = log if topic.endswith("registry.devices") else live if topic.endswith("devices.liveness") else []
+        for key, value in records:
             on_record(SimpleNamespace(key=key, value=value))
-        return len(log)
+        return len(records)
     monkeypatch.setattr(read, "read_topic_to_end", fake_read)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "unused:9092")
     assert main(["kpis", "--period", "2026-11"]) == 0
     out = capsys.readouterr().out
     line = next(row for row in out.splitlines() if "全部 all" in row)
-    assert " 2 台 registered" in line, out
+    assert line.split()[2:] == ["2", "0", "100.0%", "50.0%"], out    # registered, faulty, 完好率, 联网率

@@ -180,14 +180,50 @@ def cmd_kpis(args) -> int:
 
     def device(m) -> None:
         apply_entry(devices, read_registry_record(m.key, m.value, cfg.settings.ingest.max_record_bytes))
-    if asyncio.run(read_topic_to_end(broker_address(), Topics(cfg.settings.kafka.topic_prefix).registry, device,
-                                "读取设备台账 reading registry.devices")) >= 0:
-        from collections import Counter
-        health = evaluation.device_health(Counter((d.owner_department or "", d.kind) for d in devices.values()
-                                                  if d.status == "active"))
-        print("设备完好率 device health now (registered − devices with an open 设备故障 order) / registered:")
-        for key, row in health.items():
-            rate = "—" if row["intact_rate"] is None else f"{row['intact_rate']:.1%}"
-            who = "全部 all" if key == "*" else f"{names.get(row['owner'], row['owner'] or '无主 unowned')} {row['kind']}"
-            print(f"  {pad(clip(who, 40), 28)} {row['registered']:>7,} 台 registered  {row['faulty']:>5,} 故障 faulty  {rate}")
+    topics = Topics(cfg.settings.kafka.topic_prefix)
+    if asyncio.run(read_topic_to_end(broker_address(), topics.registry, device,
+                                "读取设备台账 reading registry.devices")) < 0:
+        return 0
+    # 联网率: the devices' liveness as the workers wrote it (domain/device_health.py).
+    from citybrain.domain.device_health import Liveness, device_rates, registered_devices
+    liveness = Liveness()
+
+    def live(m) -> None:
+        if m.value is None:
+            if m.key is not None:
+                liveness.forget(m.key.decode(errors="replace"))
+            return
+        try:
+            liveness.add(orjson.loads(m.value))
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+    asyncio.run(read_topic_to_end(broker_address(), topics.liveness, live, "读取设备联网 reading devices.liveness"))
+    rates = device_rates(registered_devices(devices.values(), cfg.city_map.locate),
+                         evaluation.faulty_devices(), liveness.heard())
+    print(device_table(rates, names, cfg.city_map.district_names))
     return 0
+
+
+def device_table(rates: dict[str, dict[str, dict]], names: dict[str, str], districts: dict[str, str]) -> str:
+    """完好率 and 联网率 by owner and kind, then by district (domain/device_health.py)."""
+    lines = ["设备完好率 · 联网率 device health now — 完好率 intact = in service (no open 设备故障 order) / "
+             "registered; 联网率 networked = heard within the reporting interval / registered:"]
+
+    def pct(x) -> str:
+        return "—" if x is None else f"{x:.1%}"
+    for group, label in (("owner", "按权属 by owner · kind"), ("district", "按区县 by district")):
+        rows = rates[group]
+        if group == "district" and len(rows) <= 2:
+            continue    # one district: the same as the city row
+        lines.append(f"  {label}:")
+        lines.append(f"    {pad('', 28)} {'登记 reg':>9} {'故障 faulty':>11} {'完好率 intact':>13} {'联网率 networked':>16}")
+        for key, row in rows.items():
+            if key == "*":
+                who = "全部 all"
+            elif group == "owner":
+                who = f"{names.get(row['owner'], row['owner'] or '无主 unowned')} {row['kind']}"
+            else:
+                who = districts.get(key, key or "城外 outside")
+            lines.append(f"    {pad(clip(who, 40), 28)} {row['registered']:>9,} {row['faulty']:>11,} "
+                         f"{pct(row['intact_rate']):>13} {pct(row['networked_rate']):>16}")
+    return "\n".join(lines)

@@ -23,7 +23,7 @@ Pure: the caller says what was heard and what the partition's reference time is.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -175,3 +175,129 @@ class PartitionClock:
         for p in partitions:
             self.latest.pop(p, None)
             self.at_end.pop(p, None)
+
+
+# -- 完好率 and 联网率: the one definition (DESIGN §15) ----------------------------------
+#
+# Every place that shows device health — the API, the console, the metrics (and so the
+# dashboard) and ``citybrain kpis`` — calls ``device_rates`` with the same three inputs:
+#
+# - the registry's **active** devices, each with its kind, district and owner department;
+# - the devices with an open 设备故障 (device_fault) order (the evaluation's fold of
+#   ``workorders.events``: the finders of every open device_fault order);
+# - the devices **heard within their reporting interval** (``Liveness``, the fold of the
+#   compacted ``devices.liveness`` topic the normalise stage writes on every change).
+#
+# 完好率 intact rate = in service (active, no open device_fault order) ÷ registered active;
+# 联网率 networked rate = heard within the interval ÷ registered active.  A device that is
+# not registered (or not active) counts in neither numerator nor denominator.
+
+ALL_ROWS = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    """One active device of the registry, where it counts."""
+    device_id: str
+    kind: str        # sensor | camera
+    district: str    # 区县 code of its position ("" outside the city's layer)
+    owner: str       # owner department ("" unowned)
+
+
+def networked_state(state: str) -> bool:
+    """Whether a device in this health state is heard within its interval: a sensor is
+    ``online`` until its offline limit (interval × offline_after) passes without a reading;
+    a camera is ``online`` once an alert or its platform's status ``online`` was read, and
+    not while its platform states it offline or faulty."""
+    return state == ONLINE
+
+
+def liveness_record(device_id: str, networked: bool, at: float) -> dict[str, Any]:
+    """The value of a ``devices.liveness`` record (key: the device id)."""
+    return {"device_id": device_id, "networked": networked, "at": at}
+
+
+class Liveness:
+    """The fold of ``devices.liveness`` (compacted, key device id): which devices are heard
+    within their reporting interval now.  Every worker folds the whole topic."""
+
+    def __init__(self) -> None:
+        self.networked: dict[str, bool] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.networked[str(record["device_id"])] = bool(record["networked"])
+
+    def forget(self, device_id: str) -> None:     # a tombstone
+        self.networked.pop(device_id, None)
+
+    def heard(self) -> set[str]:
+        return {d for d, on in self.networked.items() if on}
+
+
+def _row(registered: int, faulty: int, networked: int, labels: dict[str, str]) -> dict[str, Any]:
+    in_service = registered - faulty
+    return {**labels, "registered": registered, "in_service": in_service, "faulty": faulty,
+            "networked": networked,
+            "intact_rate": round(in_service / registered, 4) if registered else None,
+            "networked_rate": round(networked / registered, 4) if registered else None}
+
+
+def device_rates(devices: Iterable[Registered], faulty: Collection[str],
+                 networked: Collection[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """完好率 and 联网率, grouped three ways, each with the ``*`` row for every device:
+
+    - ``owner``: keys ``owner/kind`` (``unowned/kind`` without an owner);
+    - ``district``: keys the 区县 code (``""``: outside the layer);
+    - ``kind_district``: keys ``kind@district`` (the metrics' labels: kind × district).
+
+    A row: registered, in_service, faulty, networked, intact_rate, networked_rate (None
+    when nothing is registered)."""
+    counts: dict[str, dict[tuple[str, str], list[int]]] = {"owner": {}, "district": {}, "kind_district": {}}
+    total = [0, 0, 0]
+    seen: set[str] = set()
+    for d in devices:
+        if d.device_id in seen:
+            continue
+        seen.add(d.device_id)
+        bad, on = int(d.device_id in faulty), int(d.device_id in networked)
+        for group, key in (("owner", (d.owner, d.kind)), ("district", (d.district, "")),
+                           ("kind_district", (d.kind, d.district))):
+            c = counts[group].setdefault(key, [0, 0, 0])
+            c[0], c[1], c[2] = c[0] + 1, c[1] + bad, c[2] + on
+        total[0], total[1], total[2] = total[0] + 1, total[1] + bad, total[2] + on
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for group, rows in counts.items():
+        shown: dict[str, dict[str, Any]] = {}
+        for key, (reg, bad, on) in sorted(rows.items()):
+            if group == "owner":
+                shown[f"{key[0] or 'unowned'}/{key[1]}"] = _row(reg, bad, on, {"owner": key[0], "kind": key[1]})
+            elif group == "district":
+                shown[key[0]] = _row(reg, bad, on, {"district": key[0]})
+            else:
+                shown[f"{key[0]}@{key[1]}"] = _row(reg, bad, on, {"kind": key[0], "district": key[1]})
+        all_labels = {"owner": {"owner": ALL_ROWS, "kind": ALL_ROWS}, "district": {"district": ALL_ROWS},
+                      "kind_district": {"kind": ALL_ROWS, "district": ALL_ROWS}}[group]
+        shown[ALL_ROWS] = _row(total[0], total[1], total[2], all_labels)
+        out[group] = shown
+    return out
+
+
+def registered_devices(devices: Iterable[Device], locate: Callable[[float, float], Any],
+                       cache: dict[str, tuple[float, float, str]] | None = None) -> list[Registered]:
+    """The registry's active devices with the district each lies in (``locate``: the city
+    layer's point lookup; ``cache``: device → (lon, lat, district), kept between calls so a
+    city of 160k devices is located once, not on every request)."""
+    out = []
+    for d in devices:
+        if d.status != "active":
+            continue
+        hit = cache.get(d.device_id) if cache is not None else None
+        if hit is not None and hit[0] == d.lon and hit[1] == d.lat:
+            district = hit[2]
+        else:
+            where = locate(d.lon, d.lat)
+            district = where.district_code if where else ""
+            if cache is not None:
+                cache[d.device_id] = (d.lon, d.lat, district)
+        out.append(Registered(d.device_id, d.kind, district, d.owner_department or ""))
+    return out

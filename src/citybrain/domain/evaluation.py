@@ -20,9 +20,8 @@ the city's time zone):
   period of the change;
 - satisfaction rate (满意率): visits (回访) that found the reporter satisfied or basically
   satisfied / visits, in the period of the visit, under the order's lead department;
-- device health (设备完好率) per owner department and kind, now: 1 − devices with an open
-  device fault (设备故障) order / registered devices (the registry's counts come from the
-  caller);
+- device health (设备完好率): the devices with an open device fault (设备故障) order now
+  (``faulty_devices``); the rates are domain/device_health.py's ``device_rates``;
 - times, over the closed orders, in hours: to dispatch (立案→派遣, the last dispatch),
   accept (派遣→签收), handle (签收→处置反馈, the last feedback), close (立案→结案);
   median and p90 by nearest rank.
@@ -211,7 +210,8 @@ class Evaluation:
                 self.device_faults.pop(wo, None)
             else:
                 kind = "camera" if snap["events"] and snap["events"][0]["source"] == "video" else "sensor"
-                self.device_faults[wo] = [snap.get("department") or "", kind, len(snap.get("finders") or ()) or 1]
+                finders = [str(f) for f in snap.get("finders") or ()]
+                self.device_faults[wo] = [snap.get("department") or "", kind, len(finders) or 1, finders]
         if status in CLOSED_STATUSES:
             self.open.pop(wo, None)
             self.finished += 1
@@ -381,23 +381,12 @@ class Evaluation:
                 shown[by] = shown.pop("department")
         return out
 
-    def device_health(self, registered: Counter[tuple[str, str]]) -> dict[str, dict[str, Any]]:
-        """设备完好率 now, per ``owner/kind`` (and ``*`` for all): ``registered`` counts
-        active devices per (owner department or "", kind)."""
-        faulty: Counter[tuple[str, str]] = Counter()
-        for owner, kind, n in self.device_faults.values():
-            faulty[(owner, kind)] += n
-        rows: dict[str, dict[str, Any]] = {}
-        total_reg = total_bad = 0
-        for key in sorted(set(registered) | set(faulty)):
-            reg, bad = registered.get(key, 0), faulty.get(key, 0)
-            total_reg, total_bad = total_reg + reg, total_bad + bad
-            rows[f"{key[0] or 'unowned'}/{key[1]}"] = {
-                "owner": key[0], "kind": key[1], "registered": reg, "faulty": bad,
-                "intact_rate": round(max(reg - bad, 0) / reg, 4) if reg else None}
-        rows["*"] = {"owner": "*", "kind": "*", "registered": total_reg, "faulty": total_bad,
-                     "intact_rate": round(max(total_reg - total_bad, 0) / total_reg, 4) if total_reg else None}
-        return rows
+    def faulty_devices(self) -> set[str]:
+        """The devices with an open 设备故障 order now (the finders of every open
+        device_fault order) — the 完好率's faults (domain/device_health.py, ``device_rates``).
+        An entry from a checkpoint older than this (no finders kept) counts once its order
+        changes again."""
+        return {d for entry in self.device_faults.values() if len(entry) > 3 for d in entry[3]}
 
     def period_of(self, at: datetime) -> str:
         return at.astimezone(self.tz).strftime("%Y-%m")

@@ -506,6 +506,10 @@ def absorb(survivor: WorkOrder, duplicate: WorkOrder, cmd: Command, now: datetim
         "last_recovery_at": max(recoveries) if recoveries else None,
         "evidence": survivor.evidence + [u for u in duplicate.evidence if u not in survivor.evidence],
         "merged_from": [*survivor.merged_from, duplicate.work_order_id],
+        # the platforms' cases follow their findings: the survivor now answers them
+        "external_refs": [*survivor.external_refs, *(r for r in duplicate.external_refs
+                                                     if (r.system, r.id) not in
+                                                     {(k.system, k.id) for k in survivor.external_refs})],
         "notes": [*survivor.notes, _said(cmd, now, what)],
     })
     return WorkOrderChange(work_order_id=survivor.work_order_id, version=new.version, type="merge_absorbed",
@@ -553,6 +557,7 @@ def _split(order: WorkOrder, cmd: Command, update: dict[str, Any], router: Route
         urls += [u for u in e.evidence if u not in urls]
     new_id = split_id(order, cmd)
     info = SplitInfo(original=order.work_order_id, new=new_id, events=list(moving), evidence=urls)
+    moved_reports = {e.report_id for e in moved if e.report_id}
 
     def devices(events: list[EventRef]) -> set[str]:
         return {e.finder for e in events if e.finder and e.source != "report"}
@@ -564,6 +569,7 @@ def _split(order: WorkOrder, cmd: Command, update: dict[str, Any], router: Route
         recovered_finders=[f for f in order.recovered_finders if f in kept_devices],
         sensor_levels={d: lv for d, lv in order.sensor_levels.items() if d in kept_devices},
         split_into=[*order.split_into, new_id],
+        external_refs=[r for r in order.external_refs if r.report_id not in moved_reports],
         notes=[*order.notes, _said(cmd, now, f"拆单 split off {new_id} ({len(moved)} 条发现 findings)")])
     change = _change(order, cmd, update, "split", now, split=info)
 
@@ -585,6 +591,7 @@ def _split(order: WorkOrder, cmd: Command, update: dict[str, Any], router: Route
         recovered_finders=[f for f in order.recovered_finders if f in gone],
         sensor_levels={d: lv for d, lv in order.sensor_levels.items() if d in gone},
         last_recovery_at=max(recovered) if recovered else None, split_from=order.work_order_id,
+        external_refs=[r for r in order.external_refs if r.report_id in moved_reports],
         applied_commands=[cmd.command_id],
         notes=[_said(cmd, now, f"拆单 split from {order.work_order_id} ({len(moved)} 条发现 findings)")],
         **deadlines.on_open(order.category, route.priority, now))

@@ -253,7 +253,8 @@ class Normalizer:
             evidence=list(r.photos), description=mask_text(r.description),
             address=mask_text(r.address) if r.address else None,
             contact_phone=mask_phone(r.contact_phone) if r.contact_phone else None,
-            needs_location=needs_location, source_ref=_ref(meta, r, self.limits.extra_allow),
+            needs_location=needs_location, external_ref=r.external_ref,
+            source_ref=_ref(meta, r, self.limits.extra_allow),
         )
         return Result("event", event=event)
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from citybrain.domain.deadlines import SYSTEM, Deadlines
 from citybrain.domain.routing import Route
-from citybrain.wire.models import CityEvent, EventRef, WorkOrder, WorkOrderChange
+from citybrain.wire.models import CityEvent, EventRef, OrderExternalRef, WorkOrder, WorkOrderChange
 
 
 def event_ref(event: CityEvent) -> EventRef:
@@ -20,6 +20,14 @@ def event_ref(event: CityEvent) -> EventRef:
                     finder=event.device_id or event.camera_id or event.reporter_id,
                     lon=event.location.lon, lat=event.location.lat, level=event.level,
                     report_id=event.report_id, evidence=list(event.evidence))
+
+
+def external_refs(refs: list[OrderExternalRef], event: CityEvent) -> list[OrderExternalRef]:
+    """The order's platform cases with the event's (a report from another platform) added once."""
+    ref = event.external_ref
+    if ref is None or any(r.system == ref.system and r.id == ref.id for r in refs):
+        return refs
+    return [*refs, OrderExternalRef(system=ref.system, id=ref.id, report_id=event.report_id)]
 
 
 def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:
@@ -36,7 +44,7 @@ def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
         category_name=event.category_name, fusion_group=group, priority=route.priority,
         department=route.department, route_rule=route.rule, location=event.location,
         description=event.description, address=event.address, reporter_contact=event.contact_phone,
-        needs_location=event.needs_location,
+        needs_location=event.needs_location, external_refs=external_refs([], event),
         opened_at=event.occurred_at, created_at=now,
         source_ingested_at=event.ingested_at, events=[event_ref(event)],
         evidence=list(event.evidence), finders=[finder] if finder else [],
@@ -64,6 +72,9 @@ def attach(order: WorkOrder, event: CityEvent, now: datetime) -> WorkOrderChange
         update["address"] = event.address
     if order.reporter_contact is None and event.contact_phone:
         update["reporter_contact"] = event.contact_phone
+    refs = external_refs(order.external_refs, event)
+    if refs is not order.external_refs:
+        update["external_refs"] = refs
     if event.kind == "recovery":
         if finder and finder not in order.recovered_finders:
             update["recovered_finders"] = [*order.recovered_finders, finder]

@@ -29,6 +29,9 @@ class Topics:
         # 设备状态: camera platforms state their cameras' status (DESIGN §13).
         self.device_status = f"{p}ingest.device.status"
         self.registry = f"{p}registry.devices"
+        # 联网率: each device's "heard within its reporting interval", written by the normalise
+        # stage when it changes (compacted, key device id); every worker folds it whole.
+        self.liveness = f"{p}devices.liveness"
         self.events = f"{p}events.normalized"
         self.commands = f"{p}workorders.commands"
         self.workorder_events = f"{p}workorders.events"
@@ -78,6 +81,8 @@ class Topics:
         specs.append(TopicSpec(self.registry, partitions, dict(COMPACTED, **{"min.cleanable.dirty.ratio": "0.1"})))
         # Compacted: the latest snapshot of every order (DESIGN §11).
         specs.append(TopicSpec(self.workorder_state, partitions, dict(COMPACTED)))
+        # Compacted: the latest liveness of every device (联网率).
+        specs.append(TopicSpec(self.liveness, partitions, dict(COMPACTED)))
         # Compacted, records up to a photo's limit (web.media: 5 MiB and the record's overhead).
         specs.append(TopicSpec(self.media, partitions, dict(COMPACTED, **{"max.message.bytes": str(MEDIA_RECORD_BYTES)})))
         specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]

@@ -196,6 +196,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         await registry_dead.run()
 
     views = OrderLogViews(config, topics, bootstrap, data_dir)
+    views.devices = lambda: registry.devices.values()
     views.install(app)
 
     @app.service
@@ -205,6 +206,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     tokens = ReloadingTokens(config.auth_path, set(config.desks))
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up, devices=lambda: registry.devices.values())
+    api.device_health = views.device_health
     if views.history is not None:
         api.attach_history(views.history.store, views.history.caught_up)
     media = MediaStore(data_dir / "media")

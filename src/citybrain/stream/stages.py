@@ -28,7 +28,15 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
-from citybrain.domain.device_health import ONLINE, Health, PartitionClock, SilenceWatch, offline_limit
+from citybrain.domain.device_health import (
+    ONLINE,
+    Health,
+    PartitionClock,
+    SilenceWatch,
+    liveness_record,
+    networked_state,
+    offline_limit,
+)
 from citybrain.domain.fusion import FusionEvent, FusionIndex, group_of, open_entry
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
 from citybrain.domain.registry import Device
@@ -136,6 +144,7 @@ class NormaliseStage:
                 event = self.health.heard(m.partition, m.key.decode(), meta)
                 if event is not None:
                     self.outputs_of("iot", Result("event", event=event), meta, out, derived=True)
+                self.health.drain(out)
             device = result.state_key
             if result.state is not None and device is not None:
                 before = self.decoded.get((m.partition, device))
@@ -148,12 +157,17 @@ class NormaliseStage:
                     self.sensor_state.set(m.partition, device, _encode_state(result.state))
                 self.decoded[(m.partition, device)] = result.state
         elif m.topic == self.topic_names.video:
-            self.outputs_of("video", self.normalizer.video(m.value, meta), meta, out)
+            result = self.normalizer.video(m.value, meta)
+            self.outputs_of("video", result, meta, out)
+            if result.outcome != "deadletter" and m.key:   # a camera heard by its alert (联网率)
+                self.health.heard(m.partition, m.key.decode(errors="replace"), meta)
+                self.health.drain(out)
         elif m.topic == self.topic_names.device_status:
             result, status = self.normalizer.device_status(m.value, meta)
             event = self.health.stated(m.partition, status, meta) if status is not None else None
             # A status that opens or closes a fault has that event as its outcome.
             self.outputs_of("device", result if event is None else Result("event", event=event), meta, out)
+            self.health.drain(out)
         else:
             self.outputs_of("report", self.normalizer.report(m.value, meta), meta, out)
 
@@ -174,9 +188,9 @@ class NormaliseStage:
 
     def tick(self) -> list[Output]:
         out: list[Output] = []
-        for partition, event, meta in self.health.due():
-            mine: list[Output] = []
-            self.outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
+        for partition, event, meta, mine in self.health.due():
+            if event is not None:
+                self.outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
             for o in mine:   # caused by the partition's clock, not an input
                 o.source = (self.topic_names.iot, partition, -1)
             out += mine
@@ -208,6 +222,24 @@ class DeviceHealth:
         self.labels: dict[str, tuple[str, str, str]] = {}   # device → (district, kind, owner)
         self.counts: Counter = Counter()                     # (district, kind, owner, state) → devices
         self.registered_size = -1
+        # 联网率: what devices.liveness says of each device this worker has written, and the
+        # records still to go out with the current input (domain/device_health.py).
+        self.published: dict[str, bool] = {}
+        self.pending: list[tuple[str, bool, float]] = []
+
+    def _live(self, device: str, h: Health, at: float) -> None:
+        """Record a change of the device's "heard within its interval" for devices.liveness
+        (once per device and process, then only on a change: a dict lookup per reading)."""
+        now = networked_state(h.state)
+        if self.published.get(device) is not now:
+            self.published[device] = now
+            self.pending.append((device, now, at))
+
+    def drain(self, out: list[Output]) -> None:
+        """The pending devices.liveness records, into the outputs of the input that made them."""
+        for device, now, at in self.pending:
+            out.append(Output(self.topics.liveness, device.encode(), orjson.dumps(liveness_record(device, now, at))))
+        self.pending.clear()
 
     def _moved(self, device: str, before: str | None, after: str | None) -> None:
         label = self._label(device)
@@ -231,6 +263,7 @@ class DeviceHealth:
         if new or came_back is not None:
             self._moved(device, None if new else came_back, ONLINE)
         self._store(partition, device, h, lazy=came_back is None)   # only "heard again" may lag behind
+        self._live(device, h, meta.timestamp)
         if came_back is None:
             return None
         return self.normalizer.health_event(device, "recovery", meta.timestamp, meta,
@@ -244,6 +277,7 @@ class DeviceHealth:
         h = self.watch.health[partition][status.device_id]
         self._moved(status.device_id, was, h.state)
         self._store(partition, status.device_id, h, lazy=before is None)
+        self._live(status.device_id, h, at)
         if before is None:
             return None
         if status.status == ONLINE:
@@ -255,7 +289,9 @@ class DeviceHealth:
         return self.normalizer.health_event(status.device_id, "alarm", at, meta,
                                             why[status.status] + (f": {status.detail}" if status.detail else ""))
 
-    def due(self) -> list[tuple[int, CityEvent, RecordMeta]]:
+    def due(self) -> list[tuple[int, CityEvent | None, RecordMeta, list[Output]]]:
+        """Each device found silent: its partition, its device_fault event (None for a
+        device the registry does not know), and its devices.liveness record."""
         out = []
         for partition in sorted(self.owned):
             reference = self.clock.reference(partition)
@@ -267,11 +303,13 @@ class DeviceHealth:
                          "at the end" if partition in self.clock.at_end else "behind: latest record read")
                 self._moved(device, ONLINE, h.state)
                 self._store(partition, device, h, lazy=False)
+                self._live(device, h, h.since)
                 meta = RecordMeta(self.topics.iot, partition, -1, reference, device.encode())
                 event = self.normalizer.health_event(device, "alarm", h.since, meta,
                                                      f"silent since {_utc_iso(h.heard)} (设备离线 offline)")
-                if event is not None:
-                    out.append((partition, event, meta))
+                live: list[Output] = []
+                self.drain(live)
+                out.append((partition, event, meta, live))
         now = time.monotonic()
         if now - self.last_gauge >= self.GAUGE_EVERY:
             self.last_gauge = now
@@ -291,6 +329,7 @@ class DeviceHealth:
         for p in partitions:
             for device, h in self.watch.health.get(p, {}).items():
                 self._moved(device, h.state, None)
+                self.published.pop(device, None)
         self.watch.drop(partitions)
         self.clock.drop(partitions)
 

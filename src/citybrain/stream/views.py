@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +22,10 @@ import orjson
 
 from citybrain import metrics
 from citybrain.config import Config
+from citybrain.domain.device_health import Liveness, device_rates, registered_devices
 from citybrain.domain.evaluation import STAGES, Evaluation
+from citybrain.domain.registry import Device
+from citybrain.gauges import GaugeCounts
 from citybrain.kafka.topics import Topics
 from citybrain.memory import release_free_memory
 from citybrain.readmodels.orders import OrderView
@@ -50,6 +55,13 @@ class OrderLogViews:
         self.change_log = TopicReader(bootstrap, topics.workorder_events, self._fold_changes, "order-log",
                                       start_offsets=self._from_checkpoint, on_start_rejected=self._start_over)
         self.saved_positions: dict[int, int] = {}
+        # 联网率: devices.liveness, folded whole (domain/device_health.py).
+        self.liveness = Liveness()
+        self.liveness_log = TopicReader(bootstrap, topics.liveness, self._fold_liveness, "device-liveness")
+        self.devices: Callable[[], Iterable[Device]] = lambda: ()   # the registry's devices (set by the worker)
+        self.device_places: dict[str, tuple[float, float, str]] = {}
+        self.intact_gauge = GaugeCounts(metrics.DEVICE_INTACT_RATIO)
+        self.networked_gauge = GaugeCounts(metrics.DEVICE_NETWORKED_RATIO)
         # The history read model (search and "same place" over a year): only with a data dir.
         self.history = HistoryFeed(bootstrap, topics.workorder_state, data_dir) if data_dir is not None else None
 
@@ -66,6 +78,25 @@ class OrderLogViews:
 
     def _fold_changes(self, records) -> None:
         _fold(records, self.evaluation.add, "工单日志")
+
+    def _fold_liveness(self, records) -> None:
+        for m in records:
+            if m.value is None and m.key is not None:
+                self.liveness.forget(m.key.decode(errors="replace"))
+        _fold(records, self.liveness.add, "设备联网")
+
+    def device_health(self) -> dict[str, dict[str, dict]]:
+        """完好率 and 联网率 now (domain/device_health.py ``device_rates``): the registry's
+        active devices, the evaluation's open device faults, devices.liveness."""
+        devices = registered_devices(self.devices(), self.config.city_map.locate, self.device_places)
+        return device_rates(devices, self.evaluation.faulty_devices(), self.liveness.heard())
+
+    def export_device_health(self) -> None:
+        rows = self.device_health()["kind_district"]
+        self.intact_gauge.set_all(Counter({(r["kind"], r["district"]): r["intact_rate"]
+                                           for r in rows.values() if r["intact_rate"] is not None}))
+        self.networked_gauge.set_all(Counter({(r["kind"], r["district"]): r["networked_rate"]
+                                              for r in rows.values() if r["networked_rate"] is not None}))
 
     def _fold_rejections(self, records) -> None:
         _fold(records, self.view.add_rejection, "拒绝日志")
@@ -128,6 +159,14 @@ class OrderLogViews:
         @app.task
         async def read_rejections() -> None:
             await self.rejection_log.run()
+
+        @app.task
+        async def read_liveness() -> None:
+            await self.liveness_log.run()
+
+        @app.timer(interval=10.0)
+        async def export_device_health() -> None:
+            self.export_device_health()
 
         if self.history is not None:
             history = self.history

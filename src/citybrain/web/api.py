@@ -10,7 +10,7 @@ import contextlib
 import logging
 import math
 import time
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import resources
@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import followup
+from citybrain.domain.device_health import device_rates, registered_devices
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import IRREVERSIBLE, RULES
 from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
@@ -109,6 +110,10 @@ class Api:
         self.config, self.topics, self.bootstrap = config, topics, bootstrap
         self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
         self.devices = devices     # the registry's devices (for 设备完好率)
+        # 完好率 and 联网率 (domain/device_health.py): the worker's views; without them (tests
+        # of the API alone) the registry and the evaluation's faults, nothing heard.
+        self.device_health: Callable[[], dict[str, dict[str, dict]]] = self._device_health_alone
+        self._device_places: dict[str, tuple[float, float, str]] = {}
         self.departments = config.desks
         self.producer: AIOKafkaProducer | None = None
         self.media_producer: AIOKafkaProducer | None = None
@@ -294,6 +299,10 @@ class Api:
             report = IncidentReport.model_validate(doc)
         except ValidationError as e:
             return _validation(e)
+        if report.external_ref is not None and p.role != "gateway":
+            # another platform's case id (docs/integration.md): only its gateway hands cases over
+            raise Refused(403, "forbidden_role", "external_ref: only a gateway token hands over another "
+                          "platform's case", "external_ref")
         if report.lon is None or report.lat is None:
             return _error(422, "missing_field", "lon and lat: a point (or, without them, an address the gazetteer "
                           "locates)", "lon" if report.lon is None else "lat")
@@ -518,17 +527,25 @@ class Api:
             figures = self.evaluation.figures(period)
         except ValueError as e:
             return _error(400, "invalid_field", str(e), "period")
-        registered = Counter((d.owner_department or "", d.kind) for d in self.devices() if d.status == "active")
-        health = self.evaluation.device_health(registered)
+        rates = self.device_health()
+        health, health_by_district, health_by_kind = rates["owner"], rates["district"], rates["kind_district"]
         if p.role in ("department", "street"):
             figures = {d: row for d, row in figures.items() if d == p.department}
             health = {k: row for k, row in health.items() if row["owner"] == p.department}
+            health_by_district, health_by_kind = {}, {}
             by_district, by_category = {}, {}
         else:   # 市/区县: the figures of the orders lying in each district, and the city's; 分类: per category
             by_district = self.evaluation.figures(period, by="district")
             by_category = self.evaluation.figures(period, by="category")
         return _json({"period": period, "figures": figures, "by_district": by_district, "by_category": by_category,
-                      "device_health": health, "definitions": "docs/lifecycle.md#evaluation-综合评价"})
+                      "device_health": health, "device_health_by_district": health_by_district,
+                      "device_health_by_kind_district": health_by_kind,
+                      "definitions": "docs/lifecycle.md#evaluation-综合评价",
+                      "device_definitions": "docs/lifecycle.md#device-health-设备完好率"})
+
+    def _device_health_alone(self) -> dict[str, dict[str, dict]]:
+        devices = registered_devices(self.devices(), self.city.locate, self._device_places)
+        return device_rates(devices, self.evaluation.faulty_devices(), ())
 
     @staticmethod
     async def _event(response: web.StreamResponse, kind: str, event_id: str, msg: dict) -> None:

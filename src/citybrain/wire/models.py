@@ -106,6 +106,16 @@ class VideoAlert(_Input):
     object_count: Annotated[StrictInt, Field(ge=0)] | None = None
 
 
+class ExternalRef(BaseModel):
+    """Another platform's own case id (a 12345 hotline's, 数字城管's): kept on the event and the
+    order, so every public change of the order goes back to that system (docs/integration.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    system: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    id: Id
+
+
 class IncidentReport(_Input):
     """`ingest.reports` (and ``POST /api/v1/reports``), keyed by reporter_id."""
 
@@ -122,6 +132,8 @@ class IncidentReport(_Input):
     address: Annotated[StrictStr, Field(max_length=500)] | None = None
     photos: Annotated[list[Annotated[StrictStr, Field(max_length=2048)]], Field(max_length=20)] = []
     contact_phone: Annotated[StrictStr, Field(max_length=32)] | None = None
+    external_ref: ExternalRef | None = Field(None, description="the case id of the platform it came from "
+                                                               "(a gateway's report): status callbacks go back")
 
 
 class DeviceStatus(_Input):
@@ -202,6 +214,7 @@ class CityEvent(BaseModel):
                                                     "location is a placeholder (the area its address names, "
                                                     "else the city's first district); it fuses with nothing "
                                                     "and its order waits in triage")
+    external_ref: ExternalRef | None = Field(None, description="a report's case id on its own platform")
     source_ref: SourceRef
 
 
@@ -209,7 +222,7 @@ DeadLetterReason = Literal[
     "too_large", "invalid_utf8", "not_json", "not_object", "missing_field", "invalid_field",
     "unknown_device", "retired_device", "device_type_mismatch", "out_of_area",
     "future_timestamp", "unknown_category", "value_out_of_range", "missing_location",
-    "wrong_key", "output_rejected", "internal_error",
+    "wrong_key", "output_rejected", "internal_error", "callback_failed",
 ]
 
 
@@ -219,7 +232,7 @@ class DeadLetter(BaseModel):
     reason: DeadLetterReason
     detail: str = Field(description="what was wrong, for a person")
     field: str | None = Field(None, description="the field at fault, dotted path")
-    source: Literal["iot", "video", "report", "registry", "command", "event", "device"]
+    source: Literal["iot", "video", "report", "registry", "command", "event", "device", "callback"]
     exception_type: str | None = Field(None, description="for internal_error: the exception's type "
                                                          "(its stack is in the worker's log)")
     source_topic: str
@@ -285,6 +298,14 @@ class EventRef(BaseModel):
     report_id: str | None = Field(None, description="a report's id: its reporter follows the order")
     evidence: list[str] = Field(default_factory=list, description="the evidence URLs this finding brought "
                                                                   "(a split moves them with it)")
+
+
+class OrderExternalRef(BaseModel):
+    """A platform's case kept on an order, with the report that brought it (docs/integration.md)."""
+
+    system: str
+    id: str
+    report_id: str | None = None
 
 
 Satisfaction = Literal["satisfied", "basically_satisfied", "unsatisfied"]
@@ -385,6 +406,9 @@ class WorkOrder(BaseModel):
     escalations: list[str] = Field(default_factory=list,
                                    description="one-off escalations done, e.g. finders@5")
     visits: list[Visit] = Field(default_factory=list, description="回访 (reporter follow-up calls)")
+    external_refs: list[OrderExternalRef] = Field(
+        default_factory=list, description="the cases of other platforms (12345, 数字城管) this order answers: "
+                                          "each hears the order's public changes (docs/integration.md)")
     notes: list[str] = Field(default_factory=list)
     applied_commands: list[str] = Field(default_factory=list, description="command_ids applied")
 

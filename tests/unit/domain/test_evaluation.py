@@ -279,9 +279,9 @@ def test_satisfaction_rate_counts_visits_after_closure_once(config):
     assert (row["visits"], row["satisfaction_rate"], row["closed"], row["rework_rate"]) == (3, 0.6667, 2, 0.5)
 
 
-def test_device_health_counts_devices_with_an_open_fault_per_owner_and_kind():
-    from collections import Counter
-
+def test_faulty_devices_are_the_finders_of_open_device_fault_orders():
+    """完好率's faults (domain/device_health.py ``device_rates``): the finders of every
+    open 设备故障 order, kept across a checkpoint."""
     def change(wo, version, status, source="iot", dept="gas_utility", finders=("GAS-1",)):
         return {"work_order_id": wo, "version": version, "type": "created", "at": "2026-11-03T09:00:00+08:00",
                 "actor": {"id": "citybrain", "role": "system"},
@@ -292,11 +292,7 @@ def test_device_health_counts_devices_with_an_open_fault_per_owner_and_kind():
               change("F3", 1, "registered", source="video", dept=None, finders=("CAM-1",)),
               change("F2", 2, "cancelled", finders=("GAS-2",))):
         ev.add(c)
-    health = ev.device_health(Counter({("gas_utility", "sensor"): 10, ("", "camera"): 4}))
-    assert health["gas_utility/sensor"] == {"owner": "gas_utility", "kind": "sensor", "registered": 10,
-                                            "faulty": 1, "intact_rate": 0.9}
-    assert health["unowned/camera"]["intact_rate"] == 0.75
-    assert (health["*"]["registered"], health["*"]["faulty"]) == (14, 2)
+    assert ev.faulty_devices() == {"GAS-1", "CAM-1"}
     restored = Evaluation()
     restored.restore(orjson.loads(orjson.dumps(ev.checkpoint_meta())), {})
-    assert restored.device_health(Counter({("gas_utility", "sensor"): 10}))["gas_utility/sensor"]["faulty"] == 1
+    assert restored.faulty_devices() == {"GAS-1", "CAM-1"}

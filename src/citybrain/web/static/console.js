@@ -93,19 +93,23 @@ async function signIn(token) {
   if (state.me.role === "operator" || state.me.role === "grid") initCaseForm();
 }
 
-// 设备完好率: devices without an open device fault / registered, from the evaluation.
+// 设备完好率 and 联网率 (docs/lifecycle.md, device health): one definition, computed by the
+// server (domain/device_health.py); a department sums its own rows' counts.
 async function loadDeviceHealth() {
   try {
     const body = await api("/api/v1/kpis");
     const rows = Object.entries(body.device_health || {});
     const all = state.me.role === "operator" ? (body.device_health || {})["*"]
-      : rows.map(([, r]) => r).reduce((a, r) => ({registered: a.registered + r.registered, faulty: a.faulty + r.faulty}),
-                                      {registered: 0, faulty: 0});
+      : rows.map(([, r]) => r).reduce((a, r) => ({registered: a.registered + r.registered,
+          in_service: a.in_service + r.in_service, faulty: a.faulty + r.faulty, networked: a.networked + (r.networked || 0)}),
+        {registered: 0, in_service: 0, faulty: 0, networked: 0});
     if (!all || !all.registered) { $("devices").textContent = ""; return; }
-    const rate = (all.registered - all.faulty) / all.registered;
-    $("devices").textContent = `设备完好率 devices intact ${(rate * 100).toFixed(1)}% · 故障 faulty ${all.faulty} / ${all.registered}`;
+    const pct = (n) => (n * 100 / all.registered).toFixed(1) + "%";
+    $("devices").textContent = `设备完好率 intact ${pct(all.in_service)} · 联网率 networked ${pct(all.networked || 0)}` +
+      ` · 故障 faulty ${all.faulty} / ${all.registered}`;
+    const rate = (x) => x === null || x === undefined ? "—" : (x * 100).toFixed(1) + "%";
     $("devices").title = rows.filter(([k]) => k !== "*").map(([k, r]) =>
-      `${k}: ${r.intact_rate === null ? "—" : (r.intact_rate * 100).toFixed(1) + "%"} (${r.faulty}/${r.registered})`).join("\n");
+      `${k}: 完好 ${rate(r.intact_rate)} · 联网 ${rate(r.networked_rate)} (${r.faulty} 故障 / ${r.registered})`).join("\n");
   } catch (e) { /* the board works without it */ }
 }
 

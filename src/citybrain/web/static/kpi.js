@@ -189,7 +189,7 @@
         <div>
           <h3>设备完好率 device health <small class="muted">now 当前</small></h3>
           <div class="kpi-table"><table data-testid="kpi-devices"><thead><tr><th>设备 devices</th><th class="n">登记 registered</th>
-            <th class="n">故障 faulty</th><th class="n">完好率 intact</th></tr></thead><tbody id="kpi-device-rows"></tbody></table></div>
+            <th class="n">故障 faulty</th><th class="n">完好率 intact</th><th class="n">联网率 networked</th></tr></thead><tbody id="kpi-device-rows"></tbody></table></div>
           <div class="kpi-chart short" id="kpi-chart-devices" data-testid="kpi-chart"></div>
         </div>
       </section>`;
@@ -302,11 +302,13 @@
     $k("kpi-device-rows").innerHTML = devices.length ? devices.map(([k, r]) =>
       `<tr data-key="${escK(k)}"${k === "*" ? ' class="all"' : ""}><td class="name">${escK(deviceLabel(k, r))}</td>
        <td class="n">${r.registered}</td><td class="n${r.faulty ? " bad" : ""}">${r.faulty}</td>
-       <td class="n rate" data-field="intact_rate">${pct(r.intact_rate)}</td></tr>`).join("")
-      : `<tr><td colspan="4" class="muted">暂无设备 no devices</td></tr>`;
+       <td class="n rate" data-field="intact_rate">${pct(r.intact_rate)}</td>
+       <td class="n rate" data-field="networked_rate">${pct(r.networked_rate)}</td></tr>`).join("")
+      : `<tr><td colspan="5" class="muted">暂无设备 no devices</td></tr>`;
     cards(ownRow(figures), (body.device_health || {})["*"] ||
       (devices.length ? devices.map(([, r]) => r).reduce((a, r) => ({registered: a.registered + r.registered,
-        faulty: a.faulty + r.faulty}), {registered: 0, faulty: 0}) : null));
+        faulty: a.faulty + r.faulty, networked: a.networked + (r.networked || 0)}),
+        {registered: 0, faulty: 0, networked: 0}) : null));
 
     const rows = depts.filter(([k]) => k !== "*");
     const names = rows.map(([k]) => shortName(deptLabel(k)));
@@ -330,6 +332,7 @@
 
   function cards(row, health) {
     const intact = health && health.registered ? (health.registered - health.faulty) / health.registered : null;
+    const networked = health && health.registered ? (health.networked || 0) / health.registered : null;
     const card = (zh, en, value, testid, sub = "") =>
       `<div class="kpi-card" data-testid="kpi-card-${testid}"><span class="k">${zh} <small>${en}</small></span>
        <b>${value}</b><small class="muted">${sub}</small></div>`;
@@ -342,7 +345,9 @@
         : field === "satisfaction_rate" ? `回访 visits ${r.visits ?? 0}` : (good ? "" : "越低越好 lower is better"))).join("") +
       card("结案时长", "close h p50", hours(r.close_hours_p50), "close-hours", `p90 ${hours(r.close_hours_p90)}`) +
       card("设备完好率", "devices intact", pct(intact === null ? null : Math.round(intact * 10000) / 10000), "intact",
-           health ? `故障 faulty ${health.faulty} / ${health.registered}` : "");
+           health ? `故障 faulty ${health.faulty} / ${health.registered}` : "") +
+      card("联网率", "devices networked", pct(networked === null ? null : Math.round(networked * 10000) / 10000),
+           "networked", health ? `联网 heard ${health.networked || 0} / ${health.registered}` : "");
   }
 
   // -- charts (ECharts, canvas) ---------------------------------------------------------
