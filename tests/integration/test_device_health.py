@@ -121,3 +121,66 @@ async def test_silence_restart_and_lag_spike(kafka_bootstrap, tmp_path):
     finally:
         feeder.cancel()
         worker.stop()
+
+
+async def test_kpis_give_intact_and_networked_rates(kafka_bootstrap, tmp_path):
+    """完好率 and 联网率 through Kafka, the worker and the API (DESIGN §15): a sensor that falls
+    silent lowers 联网率 at once (devices.liveness) and 完好率 once its 设备故障 order opens; a
+    camera counts as networked by its platform's status; the gauges say what the API says."""
+    import aiohttp
+
+    config = config_with(tmp_path, SHORT.replace("normal_minutes = 0.1", "normal_minutes = 0.05"))
+    rules = (config / "sensor_rules.toml").read_text(encoding="utf-8")
+    (config / "sensor_rules.toml").write_text(
+        rules.replace("[water_level]", "[water_level]\ninterval_seconds = 2\noffline_after = 3", 1), encoding="utf-8")
+    prefix = new_prefix("rates")
+    t = await prepare(kafka_bootstrap, prefix)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, "w1", config_dir=config).start()
+    devices = Devices(kafka_bootstrap, t)
+    feeder = asyncio.create_task(devices.run())
+    await produce(kafka_bootstrap, [(t.device_status, b"CAM-UP-01", orjson.dumps(
+        {"device_id": "CAM-UP-01", "status": "online", "ts": iso(time.time())}))])
+
+    async def kpis(http, until, timeout=40.0):
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            async with http.get("/api/v1/kpis", headers={"Authorization": "Bearer demo-operator"}) as r:
+                body = await r.json()
+            if r.status == 200 and until(body["device_health"]["*"]):
+                return body
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"not reached: {body.get('device_health', {}).get('*')}")
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{worker.port}") as http:
+            before = await kpis(http, lambda a: a["networked"] == 4 and a["faulty"] == 0)
+            city = before["device_health"]["*"]
+            assert before["device_health_by_kind_district"]["camera@" + _district_of(before, "camera")]["networked"] == 1
+            devices.reporting.discard(SILENT)
+            after = await kpis(http, lambda a: a["networked"] == 3 and a["faulty"] == 1)
+            now = after["device_health"]["*"]
+            assert now["registered"] == city["registered"] > 4
+            assert now["networked_rate"] < city["networked_rate"]       # 联网率: the silent sensor
+            assert now["intact_rate"] < city["intact_rate"] == 1.0       # 完好率: its device fault order
+            sensors = [r for r in after["device_health_by_kind_district"].values()
+                       if r["kind"] == "sensor" and r["faulty"] == 1]
+            assert len(sensors) == 1 and sensors[0]["networked"] == 2
+            assert after["device_health_by_district"][sensors[0]["district"]]["faulty"] == 1
+
+            def gauge(text, name):
+                return next((v for lab, v in samples(text, name) if lab == {"kind": "*", "district": "*"}), None)
+            text = await wait_for_metrics(worker, lambda s: gauge(s, "citybrain_device_intact_ratio") == now["intact_rate"]
+                                          and gauge(s, "citybrain_device_networked_ratio") == now["networked_rate"])
+            assert (gauge(text, "citybrain_device_intact_ratio"), gauge(text, "citybrain_device_networked_ratio")) \
+                == (now["intact_rate"], now["networked_rate"])
+            print(f"\n  device rates: {city['registered']} registered; before 完好率 {city['intact_rate']:.2%} "
+                  f"联网率 {city['networked_rate']:.2%}; after a silent sensor 完好率 {now['intact_rate']:.2%} "
+                  f"联网率 {now['networked_rate']:.2%}")
+    finally:
+        feeder.cancel()
+        worker.stop()
+
+
+def _district_of(body, kind):
+    return next(r["district"] for r in body["device_health_by_kind_district"].values()
+                if r["kind"] == kind and r["networked"])

@@ -114,6 +114,7 @@ class PlatformRelay:
         self.producer: Any = None
         self.session: aiohttp.ClientSession | None = None
         self.sent = 0
+        self.seen = 0   # workorders.events records handled
 
     async def _write(self, rec: CallbackRecord) -> None:
         self.book.apply(rec)
@@ -154,6 +155,7 @@ class PlatformRelay:
                 if records:
                     await self.handle(records)
                     await consumer.commit()
+                    self.seen += len(records)
         finally:
             await consumer.stop()
             await self.producer.stop()
