@@ -120,10 +120,16 @@ async def test_a_hotline_case_hears_its_orders_public_changes_once(kafka_bootstr
             status, body = await call(http, "POST", "/api/v1/reports", GATEWAY,
                                       report("R-PA1", UNDERPASS, "waterlogging", external_ref=CASE))
             assert status == 202, body
-            status, body = await call(http, "POST", "/api/v1/reports", GATEWAY,
-                                      report("R-PA2", EAST_DIP, "garbage_overflow",
-                                             external_ref={"system": "szcg", "id": "SZ-0042"}))
-            assert status == 202, body
+            # a 数字城管 case through Open311, its case id as GeoReport v2 attributes
+            lon, lat = EAST_DIP.offset(10, -10)
+            async with http.post("/open311/v2/requests.json", data={
+                    "api_key": GATEWAY, "jurisdiction_id": "370300", "service_code": "garbage_overflow",
+                    "lat": str(lat), "long": str(lon), "description": "垃圾满溢",
+                    "attribute[external_system]": "szcg", "attribute[external_id]": "SZ-0042"}) as r:
+                assert r.status == 200, await r.text()
+                rid = (await r.json())[0]["service_request_id"]
+            szcg = await until(lambda: order_of(http, rid), what="the order of the Open311 request")
+            assert szcg["external_refs"] == [{"system": "szcg", "id": "SZ-0042", "report_id": rid}]
 
             order = await until(lambda: order_of(http, "R-PA1"), what="the order of R-PA1")
             wo = order["work_order_id"]

@@ -176,6 +176,8 @@ class Posted:
     media_url: str | None
     phone: str | None
     reporter: str               # the reporter id the report carries (never a name or an email)
+    # another platform's case (docs/integration.md): attribute[external_system] + attribute[external_id]
+    external_ref: tuple[str, str] | None = None
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -202,6 +204,10 @@ def _coordinate(form: Mapping[str, str], name: str, low: float, high: float) -> 
     if not math.isfinite(value) or not low <= value <= high:
         raise Open311Error(400, f"{name}: must be within {low:g}..{high:g} (WGS84 decimal degrees)")
     return value
+
+
+# Another platform's own case id on a POST (GeoReport v2 attributes; docs/integration.md).
+EXTERNAL_SYSTEM, EXTERNAL_ID = "attribute[external_system]", "attribute[external_id]"
 
 
 def read_post(form: Mapping[str, str], report_id: str) -> Posted:
@@ -232,7 +238,14 @@ def read_post(form: Mapping[str, str], report_id: str) -> Posted:
     account, device = _text(form, "account_id", MAX_TEXT - 16), _text(form, "device_id", MAX_TEXT - 16)
     reporter = (f"open311:{account}" if account else f"open311-device:{device}" if device
                 else f"open311-anon:{report_id}")
-    return Posted(code, lat, lon, address, address_id, _CONTROL.sub("", description), media, phone, reporter)
+    system, case = _text(form, EXTERNAL_SYSTEM, 64), _text(form, EXTERNAL_ID, 128)
+    if (system is None) != (case is None):
+        raise Open311Error(400, f"{EXTERNAL_ID if case is None else EXTERNAL_SYSTEM}: {EXTERNAL_SYSTEM} and "
+                                f"{EXTERNAL_ID} go together (another platform's case)")
+    if system is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]+", system):
+        raise Open311Error(400, f"{EXTERNAL_SYSTEM}: letters, digits and _.:- only")
+    return Posted(code, lat, lon, address, address_id, _CONTROL.sub("", description), media, phone, reporter,
+                  (system, case) if system is not None and case is not None else None)
 
 
 # -- the GET /requests query ----------------------------------------------------------

@@ -239,6 +239,8 @@ class Open311:
             doc["photos"] = [posted.media_url]
         if posted.phone is not None:
             doc["contact_phone"] = posted.phone
+        if posted.external_ref is not None:   # another platform's case: its status goes back
+            doc["external_ref"] = {"system": posted.external_ref[0], "id": posted.external_ref[1]}
         try:
             report = IncidentReport.model_validate(doc)
         except ValidationError as e:

@@ -4,7 +4,7 @@ order, which changes go out, the payload, the signature, dedupe and the configur
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -162,4 +162,19 @@ def test_the_shipped_platforms_file_loads(config):
     cfg = PlatformsConfig.load(platforms_path(config.directory))
     assert {p.system for p in cfg.platform} >= {"12345"}
     assert all(p.url.startswith("http") for p in cfg.platform)
-    _ = timedelta
+
+
+def test_an_open311_post_may_carry_the_case_as_attributes():
+    from citybrain.domain import open311 as spec
+    base = {"service_code": "waterlogging", "lat": "36.79", "long": "117.86"}
+    posted = spec.read_post({**base, "attribute[external_system]": "szcg",
+                             "attribute[external_id]": "SZ-2026-1"}, "R-1")
+    assert posted.external_ref == ("szcg", "SZ-2026-1")
+    assert spec.read_post(base, "R-1").external_ref is None
+    for bad, field in (({"attribute[external_system]": "szcg"}, "attribute[external_id]"),
+                       ({"attribute[external_id]": "SZ-1"}, "attribute[external_system]"),
+                       ({"attribute[external_system]": "数字 城管", "attribute[external_id]": "1"},
+                        "attribute[external_system]")):
+        with pytest.raises(spec.Open311Error) as e:
+            spec.read_post({**base, **bad}, "R-1")
+        assert e.value.status == 400 and e.value.description.startswith(field)
