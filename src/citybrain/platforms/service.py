@@ -237,7 +237,7 @@ class PlatformRelay:
         dead = DeadLetter(
             reason="callback_failed", source="callback",
             detail=f"callback {cb.callback_id} to {cb.platform} ({cb.system} {cb.external_id}, {cb.change}) "
-                   f"failed after {attempts} attempts: {detail}",
+                   f"failed after {attempts} attempt{'s' if attempts != 1 else ''}: {detail}",
             source_topic=getattr(source, "topic", self.topics.workorder_events),
             source_partition=getattr(source, "partition", -1), source_offset=getattr(source, "offset", -1),
             source_timestamp=(datetime.fromtimestamp(source.timestamp / 1000, UTC)

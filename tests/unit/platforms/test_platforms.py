@@ -178,3 +178,79 @@ def test_an_open311_post_may_carry_the_case_as_attributes():
         with pytest.raises(spec.Open311Error) as e:
             spec.read_post({**base, **bad}, "R-1")
         assert e.value.status == 400 and e.value.description.startswith(field)
+
+
+def test_cases_follow_their_reports_through_merge_and_split():
+    from citybrain.domain.lifecycle import absorb
+    from citybrain.wire.models import OrderExternalRef
+    from tests.unit.domain.test_operator_commands import EventRef, cmd, ok, order, report
+    ps = platforms().by_system()
+    hl = OrderExternalRef(system="12345", id="HL-1", report_id="R-1")
+    survivor = order("WO-flooding-b", events=[report(7)])
+    dup = order(events=[report(1), report(2)]).model_copy(update={"external_refs": [hl]})
+    c = cmd("merge", into=survivor.work_order_id, note="同一积水点")
+    merged = ok(dup, c).change
+    assert merged.snapshot.external_refs == [hl]           # the duplicate tells its case: merged
+    calls, _ = callbacks_for(merged, ps)
+    assert [(x.change, orjson.loads(x.body)["merged_into"]) for x in calls] == [("merged", survivor.work_order_id)]
+    absorbed = absorb(survivor, dup, c, NOW)
+    assert absorbed.snapshot.external_refs == [hl]          # later changes come from the survivor
+    assert [x.change for x in callbacks_for(absorbed, ps)[0]] == ["registered"]
+    # split: the case moves with its report
+    far = EventRef(event_id="ev-far", source="report", kind="report", category="waterlogging", occurred_at=NOW,
+                   finder="GM-9", lon=117.87, lat=36.80, report_id="R-9", evidence=["https://p/9a.jpg"])
+    sz = OrderExternalRef(system="szcg", id="SZ-9", report_id="R-9")
+    o = order(events=[report(1), far]).model_copy(update={"external_refs": [hl, sz]})
+    out = ok(o, cmd("split", evidence=["R-9"], note="另一处"))
+    assert out.change.snapshot.external_refs == [hl]
+    assert all(ch.snapshot.external_refs == [sz] for ch in out.opened)
+
+
+class _Sent:
+    def __init__(self):
+        self.records: list[tuple[str, bytes, bytes]] = []
+
+    async def send(self, topic, value, key=None):
+        self.records.append((topic, key, value))
+
+        async def done():
+            return None
+        return done()
+
+
+async def test_the_relay_retries_gives_up_on_a_refusal_and_dead_letters(normalizer, config, monkeypatch):
+    from citybrain.kafka.topics import Topics
+    from citybrain.platforms.service import CallbackFailed, PlatformRelay, callbacks_topic
+
+    monkeypatch.setenv("HL_SECRET", "k")
+    topics = Topics("t.")
+    relay = PlatformRelay("unused:9092", topics, platforms(retry={"attempts": 3, "backoff_seconds": 0}))
+    relay.producer = _Sent()
+    _, dispatched = opened(normalizer, config, report_event(normalizer, external_ref=HOTLINE))
+    cb = callbacks_for(dispatched, relay.platforms)[0][0]
+    answers = [CallbackFailed("HTTP 503 busy"), "HTTP 200"]
+    tries: list[str] = []
+
+    async def post(platform, callback):
+        tries.append(callback.callback_id)
+        a = answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return a
+    monkeypatch.setattr(relay, "post", post)
+    await relay.deliver(cb)
+    await relay.deliver(cb)                                   # redelivered: done, not called again
+    assert len(tries) == 2 and relay.book.records[cb.callback_id].status == "sent"
+    states = [orjson.loads(v)["status"] for t, _, v in relay.producer.records if t == callbacks_topic(topics)]
+    assert states == ["queued", "retrying", "sent"]
+
+    # a 4xx refusal is final at once: failed, and deadletter with the reason
+    relay.producer = _Sent()
+    closed = step(dispatched, "verified", status="closed", closed_at=NOW)
+    cb2 = callbacks_for(closed, relay.platforms)[0][0]
+    answers[:] = [CallbackFailed("HTTP 400 unknown case", final=True)]
+    await relay.deliver(cb2)
+    assert len(tries) == 3 and relay.book.done(cb2.callback_id)
+    dead = [orjson.loads(v) for t, _, v in relay.producer.records if t == topics.deadletter]
+    assert len(dead) == 1 and dead[0]["reason"] == "callback_failed" and dead[0]["source"] == "callback"
+    assert "HTTP 400 unknown case" in dead[0]["detail"] and "after 1 attempt:" in dead[0]["detail"]
