@@ -6,6 +6,7 @@ the operator (every department, district and category), a department (its own ro
 grid member (no tab).  Screenshots go to test-artifacts/console-kpi-*.png."""
 
 import asyncio
+import re
 import time
 
 import aiohttp
@@ -170,7 +171,7 @@ async def test_kpi_screen_shows_the_months_evaluation_with_charts(console, kafka
     await expect(tab).to_be_visible()
     await expect(op.locator("header [data-testid=views]")).to_be_visible()     # the tabs sit in the header
     await tab.click()
-    await expect(op).to_have_url(f"{base}/#/kpi")
+    await expect(op).to_have_url(re.compile(r"#/kpi$"))      # the board's filters may sit in ?…
     kpi = op.locator("[data-testid=kpi]")
     await expect(kpi).to_be_visible()
     await expect(op.locator("#board")).to_be_hidden()

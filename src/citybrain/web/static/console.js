@@ -233,7 +233,7 @@ function syncUrl() {
   const u = new URLSearchParams();
   for (const [name, id] of Object.entries(URL_FILTERS)) {
     const v = $(id).value.trim();
-    if (v && !$(id).disabled) u.set(name, v);
+    if (v && !$(id).disabled && !(name === "sort" && v === "-created")) u.set(name, v);   // defaults stay out
   }
   if (state.queue !== "all") u.set("queue", state.queue);
   if (state.offset) u.set("offset", String(state.offset));
