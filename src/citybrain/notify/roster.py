@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from citybrain.reloading import ReloadingFile
 from citybrain.wire import enums
 
 log = logging.getLogger("citybrain.notify.roster")
@@ -263,38 +263,13 @@ class Roster:
         return None
 
 
-class ReloadingRoster:
+class ReloadingRoster(ReloadingFile[Roster]):
     """The roster file, read again when it changes (looked at most every ``every`` seconds):
     a new person or shift takes effect without a restart.  A file that no longer loads keeps
-    the roster last loaded, with an error in the log (like ``web.auth.ReloadingTokens``)."""
+    the roster last loaded, with an error in the log (``citybrain.reloading``, as the tokens)."""
 
     def __init__(self, path: Path, desks: set[str] | None = None, every: float = 1.0):
-        self.path, self.desks, self.every = path, desks, every
-        self.stamp = self._stamp()
-        self.roster = Roster.load(path, desks)
-        self.looked = time.monotonic()
-        self.reloads = 0
-
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    def current(self) -> Roster:
-        now = time.monotonic()
-        if now - self.looked >= self.every:
-            self.looked = now
-            stamp = self._stamp()
-            if stamp != self.stamp:
-                self.stamp = stamp
-                try:
-                    self.roster = Roster.load(self.path, self.desks)
-                    self.reloads += 1
-                    log.warning("值班表已重新加载 roster reloaded: %d people, %d duties",
-                                len(self.roster.file.person), len(self.roster.file.duty))
-                except (OSError, ValueError) as e:
-                    log.error("值班表无效 roster %s does not load, keeping the roster loaded before: %s",
-                              self.path, str(e)[:300])
-        return self.roster
+        super().__init__(path, lambda p: Roster.load(p, desks), every=every, log=log,
+                         reloaded=lambda r: f"值班表已重新加载 roster reloaded: {len(r.file.person)} people, "
+                                            f"{len(r.file.duty)} duties",
+                         refused="值班表无效 roster")

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import logging
 import secrets
-import time
 import tomllib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from citybrain.domain.routing import street_desk
 from citybrain.readmodels.query import Scope
+from citybrain.reloading import ReloadingFile
 from citybrain.wire.models import Actor
 
 Role = Literal["operator", "department", "street", "grid", "gateway"]
@@ -156,39 +156,16 @@ class TokenRegistry:
         return Principal(found.id, found.name, found.role, department, found.grid_prefix, found.street_code)
 
 
-class ReloadingTokens:
+class ReloadingTokens(ReloadingFile[TokenRegistry]):
     """The token file, read again when it changes (looked at most every ``every`` seconds,
     on a request): a revocation or a new token takes effect without a restart. A file that
     no longer loads keeps the tokens last loaded, with an error in the log."""
 
     def __init__(self, path: Path, departments: set[str] | None = None, every: float = 1.0):
-        self.path, self.departments, self.every = path, departments, every
-        self.stamp = self._stamp()
-        self.registry = TokenRegistry.load(path, departments)
-        self.looked = time.monotonic()
-
-    def _stamp(self) -> tuple[int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
-
-    def current(self) -> TokenRegistry:
-        now = time.monotonic()
-        if now - self.looked >= self.every:
-            self.looked = now
-            stamp = self._stamp()
-            if stamp != self.stamp:
-                self.stamp = stamp
-                try:
-                    self.registry = TokenRegistry.load(self.path, self.departments)
-                    log.warning("令牌文件已重新加载 token file reloaded: %d tokens, %d revoked",
-                                len(self.registry.entries), len(self.registry.revoked))
-                except (OSError, ValueError) as e:   # pydantic's ValidationError is a ValueError
-                    log.error("令牌文件无效 token file %s does not load, keeping the tokens loaded before: %s",
-                              self.path, str(e)[:300])
-        return self.registry
+        super().__init__(path, lambda p: TokenRegistry.load(p, departments), every=every, log=log,
+                         reloaded=lambda r: f"令牌文件已重新加载 token file reloaded: {len(r.entries)} tokens, "
+                                            f"{len(r.revoked)} revoked",
+                         refused="令牌文件无效 token file")
 
     def authenticate(self, header: str | None) -> Principal:
         return self.current().authenticate(header)
