@@ -12,10 +12,10 @@ from playwright.async_api import async_playwright, expect
 from citybrain.sample.sites import EAST_DIP
 from citybrain.simulate.traffic import iso
 
+from .browser import CHROMIUM, signed_in
 from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare, produce
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"   # scripts/ensure-test-tools.sh installs it (make test)
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +30,6 @@ async def console(kafka_bootstrap, tmp_path_factory):
         finally:
             await browser.close()
             worker.stop()
-
-
-async def signed_in(browser, base, token, path="/"):
-    context = await browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    await page.goto(base + path)
-    await page.fill("[data-testid=token]", token)
-    await page.click("[data-testid=sign-in]")
-    await expect(page.locator("[data-testid=live]")).to_have_class("live on", timeout=15000)
-    page.errors = errors
-    return page
 
 
 def shot(name: str) -> str:

@@ -18,10 +18,11 @@ from citybrain.bench.history import write_history
 from citybrain.config import Config
 from citybrain.kafka.clients import kafka_producer
 
+from .browser import CHROMIUM
+from .browser import signed_in as browser_signed_in
 from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "demo-operator"
 
 
@@ -44,15 +45,7 @@ async def city(kafka_bootstrap, tmp_path_factory):
 
 
 async def signed_in(browser, base, path="/"):
-    context = await browser.new_context(viewport={"width": 1600, "height": 900}, locale="zh-CN")
-    page = await context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    await page.goto(base + path)
-    await page.fill("[data-testid=token]", TOKEN)
-    await page.click("[data-testid=sign-in]")
-    await expect(page.locator("[data-testid=live]")).to_have_class("live on", timeout=15000)
-    return page
+    return await browser_signed_in(browser, base, TOKEN, path, width=1600)
 
 
 async def number(page, testid):

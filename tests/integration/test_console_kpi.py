@@ -18,10 +18,11 @@ from citybrain.config import Config
 from citybrain.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
 from citybrain.simulate.traffic import iso
 
+from .browser import CHROMIUM
+from .browser import signed_in as browser_signed_in
 from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare, produce
 
 pytestmark = pytest.mark.integration
-CHROMIUM = "/usr/bin/chromium"   # scripts/ensure-test-tools.sh installs it (make test)
 OPERATOR, WATER, CITY, GRID = "demo-operator", "demo-water", "demo-city-mgmt", "demo-grid-0107"
 
 
@@ -80,17 +81,7 @@ def other_district_point() -> tuple[float, float, str]:
 
 
 async def signed_in(browser, base, token, path="/"):
-    context = await browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" and "favicon" not in m.text else None)
-    await page.goto(base + path)
-    await page.fill("[data-testid=token]", token)
-    await page.click("[data-testid=sign-in]")
-    await expect(page.locator("[data-testid=live]")).to_have_class("live on", timeout=15000)
-    page.errors = errors
-    return page
+    return await browser_signed_in(browser, base, token, path, console_errors=True)
 
 
 def shot(name: str) -> str:
