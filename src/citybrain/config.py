@@ -90,7 +90,7 @@ class IngestSettings(BaseModel):
     dead_letter_original: Literal["masked", "full", "none"] = "masked"
     # Unknown input fields kept on events.normalized (source_ref.extra), text masked; every
     # other unknown field is dropped at the edge (personal data: docs/security.md).
-    extra_allow: list[str] = Field(default_factory=list)
+    keep_extra_fields: list[str] = Field(default_factory=list)
     # The largest record a stage sends (events, orders, dead letters): below the broker's
     # message.max.bytes (1 MB by default); a larger output makes its input an
     # output_rejected dead letter instead of a produce the broker would refuse.

@@ -104,7 +104,7 @@ async def test_mixed_batch_lands_exactly_where_it_should(pipeline):
     by_source = {e["source"]: e for e in events}
     alarm = by_source["iot"]
     assert alarm["device_id"] == "WLV-UP-01" and alarm["category"] == "waterlogging"
-    # An unknown field (firmware) does not ride along unless [ingest] extra_allow names it.
+    # An unknown field (firmware) does not ride along unless [ingest] keep_extra_fields names it.
     assert alarm["value"] == 0.33 and alarm["source_ref"]["extra"] == {}
     assert alarm["location"]["street_code"] == "370306002"
     assert alarm["source_ref"]["offset"] == metas[1].offset

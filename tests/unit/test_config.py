@@ -45,6 +45,18 @@ def test_unknown_setting_is_refused(tmp_path):
         Config(tmp_path / "c")
 
 
+def test_the_extra_field_allow_list_is_named_as_the_contract_names_it(tmp_path):
+    # DESIGN §16: [ingest] keep_extra_fields; the old name is an unknown setting now.
+    assert Config().settings.ingest.keep_extra_fields == []
+    shutil.copytree(config_dir(), tmp_path / "c")
+    p = tmp_path / "c" / "citybrain.toml"
+    p.write_text(p.read_text().replace("keep_extra_fields = []", 'keep_extra_fields = ["firmware"]'))
+    assert Config(tmp_path / "c").settings.ingest.keep_extra_fields == ["firmware"]
+    p.write_text(p.read_text().replace("keep_extra_fields", "extra_allow"))
+    with pytest.raises(ValidationError, match="extra_allow"):
+        Config(tmp_path / "c")
+
+
 def test_a_worker_hosts_both_stages_unless_told_which():
     assert Config(env={}).settings.worker.stages == ["normalise", "fuse"]
     assert Config(env={"CITYBRAIN_STAGES": "fuse"}).settings.worker.stages == ["fuse"]

@@ -84,7 +84,7 @@ class IngestLimits:
     # Unknown input fields that travel on events.normalized (source_ref.extra, kept 400
     # days): only these names, their text masked (phone and ID numbers); every other one
     # is dropped at the edge — a gateway's caller_phone or caller_name never rides along.
-    extra_allow: frozenset[str] = frozenset()
+    keep_extra_fields: frozenset[str] = frozenset()
 
 
 # Each wire model's field names (``model.model_fields`` is a computed property: looked up
@@ -153,7 +153,7 @@ class Normalizer:
             device_id=r.device_id, sensor_type=r.sensor_type,
             asset_owner=device.owner_department, value=float(r.value), level=level,
             description=f"{category.name_zh}{shown}: {r.sensor_type} = {r.value} {r.unit or rule.unit}",
-            source_ref=_ref(meta, r, self.limits.extra_allow),
+            source_ref=_ref(meta, r, self.limits.keep_extra_fields),
         )
         return Result("event", event=event, state=new_state, state_key=r.device_id)
 
@@ -220,7 +220,7 @@ class Normalizer:
             confidence=float(a.confidence),
             evidence=[a.snapshot_url] if a.snapshot_url else [],
             description=f"{category.name_zh}: {a.algorithm} ({a.confidence:.2f})",
-            source_ref=_ref(meta, a, self.limits.extra_allow),
+            source_ref=_ref(meta, a, self.limits.keep_extra_fields),
         )
         return Result("event", event=event)
 
@@ -254,7 +254,7 @@ class Normalizer:
             address=mask_text(r.address) if r.address else None,
             contact_phone=mask_phone(r.contact_phone) if r.contact_phone else None,
             needs_location=needs_location, external_ref=r.external_ref,
-            source_ref=_ref(meta, r, self.limits.extra_allow),
+            source_ref=_ref(meta, r, self.limits.keep_extra_fields),
         )
         return Result("event", event=event)
 

@@ -175,7 +175,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         registry=registry.get,
         limits=IngestLimits(s.ingest.max_record_bytes, s.ingest.max_future_seconds,
                             dead_letter_original=s.ingest.dead_letter_original,
-                            extra_allow=frozenset(s.ingest.extra_allow)),
+                            keep_extra_fields=frozenset(s.ingest.keep_extra_fields)),
         gazetteer=config.gazetteer,
     )
     broker = BrokerWatch(bootstrap)

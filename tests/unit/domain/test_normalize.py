@@ -96,7 +96,7 @@ def test_unknown_fields_travel_only_when_allowed_and_masked(normalizer, meta):
     r = run_reading(normalizer, meta, record, state=st_)
     assert r.event.source_ref.extra == {}                      # the default: nothing unknown travels
     allowing = copy.copy(normalizer)
-    allowing.limits = replace(normalizer.limits, extra_allow=frozenset({"firmware", "rssi", "note"}))
+    allowing.limits = replace(normalizer.limits, keep_extra_fields=frozenset({"firmware", "rssi", "note"}))
     r = run_reading(allowing, meta, record, state=st_)
     assert r.event.source_ref.extra == {"firmware": "v2.1", "rssi": -71, "note": {"by": "值班 139****5678"}}
     assert "13812345678" not in r.event.model_dump_json() and "张三" not in r.event.model_dump_json()
