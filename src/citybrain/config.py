@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from citybrain.domain.area_warnings import WarningsConfig
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
 from citybrain.domain.escalation import EscalationConfig, Escalator
@@ -354,6 +355,13 @@ class Config:
         """The city layer's names and places.toml's roads and places (each checked to lie
         where it says)."""
         return Gazetteer(self.city_map, self.places.road, self.places.place)
+
+    @cached_property
+    def warnings(self) -> WarningsConfig:
+        """``config/warnings.toml``: what each kind of area warning does (区域预警, categories checked)."""
+        path = self.directory / "warnings.toml"
+        cfg = WarningsConfig.model_validate(_read_toml(path) if path.exists() else {})
+        return cfg.check(c.code for c in self.taxonomy.categories)
 
     @property
     def auth_path(self) -> Path:

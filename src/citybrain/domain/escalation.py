@@ -6,7 +6,8 @@ order *should* be with what it is and returns the changes that close the gap, ea
 recorded change:
 
 - ``escalated`` / ``deescalated``: the order's warning level is the highest current
-  level of its alarming sensors (a recovery takes a sensor's level away); priority
+  level of its alarming sensors (a recovery takes a sensor's level away) and of the area
+  warnings it met (``area_warnings``: kept after a warning ends); priority
   follows the level upwards (``warning_priority``) and rises one step once, when the
   order has ``finders.count`` distinct finders; priority never falls here.  The
   emergency level (应急响应级别) is the highest that the category's rules give at this
@@ -117,7 +118,8 @@ class Escalator:
         return changes
 
     def _levels(self, order: WorkOrder, now: datetime) -> WorkOrderChange | None:
-        warning = _max_level(order.sensor_levels.values())
+        # Its sensors' levels and the area warnings' it met (区域预警, domain/area_warnings.py).
+        warning = _max_level([*order.sensor_levels.values(), *order.area_warnings.values()])
         priority = _higher(order.priority, self.config.warning_priority.get(warning) if warning else None)
         escalations = order.escalations
         by_finders = False

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from citybrain.domain.area_warnings import Start
 from citybrain.domain.deadlines import SYSTEM, Deadlines
 from citybrain.domain.routing import Route
+from citybrain.wire.enums import WARNING_RANK
 from citybrain.wire.models import CityEvent, EventRef, OrderExternalRef, WorkOrder, WorkOrderChange
 
 
@@ -36,9 +38,11 @@ def _change(order: WorkOrder, kind: str, now: datetime) -> WorkOrderChange:
 
 
 def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
-               now: datetime, deadlines: Deadlines) -> list[WorkOrderChange]:
-    """立案, and 派遣 at once when routing found a department."""
+               now: datetime, deadlines: Deadlines, area: Start | None = None) -> list[WorkOrderChange]:
+    """立案, and 派遣 at once when routing found a department.  ``area``: the area warnings
+    it starts under (区域预警: their levels and a note; the route's priority already follows)."""
     finder = event.device_id or event.camera_id
+    levels = [lv for lv in (event.level, area.level if area else None) if lv]
     order = WorkOrder(
         work_order_id=work_order_id, version=1, status="registered", category=event.category,
         category_name=event.category_name, fusion_group=group, priority=route.priority,
@@ -48,7 +52,9 @@ def open_order(work_order_id: str, group: str, event: CityEvent, route: Route,
         opened_at=event.occurred_at, created_at=now,
         source_ingested_at=event.ingested_at, events=[event_ref(event)],
         evidence=list(event.evidence), finders=[finder] if finder else [],
-        warning_level=event.level, sensor_levels={event.device_id: event.level} if event.level else {},
+        warning_level=max(levels, key=WARNING_RANK.__getitem__) if levels else None,
+        sensor_levels={event.device_id: event.level} if event.level else {},
+        area_warnings=dict(area.levels) if area else {}, notes=[area.note] if area else [],
         **deadlines.on_open(event.category, route.priority, now),
     )
     changes = [_change(order, "created", now)]

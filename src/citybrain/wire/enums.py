@@ -34,6 +34,7 @@ REASONS: tuple[str, ...] = get_args(models.RejectionReason)
 SOURCES: tuple[str, ...] = get_args(models.Source)
 CHANNELS: tuple[str, ...] = get_args(models.Channel)
 SATISFACTIONS: tuple[str, ...] = get_args(models.Satisfaction)
+WARNING_KINDS: tuple[str, ...] = get_args(models.WarningKind)      # 区域预警的种类 (DESIGN §15)
 
 # Ranks for comparisons: 0 is "none", then each level's position + 1.
 PRIORITY_RANK: dict[str | None, int] = {None: 0} | {p: i + 1 for i, p in enumerate(PRIORITIES)}
@@ -74,6 +75,10 @@ REASON_ZH = {"duplicate_command": "重复指令", "not_allowed_in_state": "当�
 SOURCE_ZH = {"iot": "物联感知", "video": "视频智能", "report": "上报"}
 CHANNEL_ZH = {"grid_app": "网格巡查", "hotline_12345": "12345 热线", "citizen_app": "市民 App"}
 SATISFACTION_ZH = {"satisfied": "满意", "basically_satisfied": "基本满意", "unsatisfied": "不满意"}
+WARNING_KIND_ZH = {"rainstorm": "暴雨", "flood": "洪水", "typhoon": "台风", "gale": "大风", "heat": "高温",
+                   "cold_wave": "寒潮", "blizzard": "暴雪", "fog": "大雾", "haze": "霾", "thunderstorm": "雷电",
+                   "hail": "冰雹", "road_icing": "道路结冰", "frost": "霜冻", "drought": "干旱", "sandstorm": "沙尘暴",
+                   "air": "空气重污染", "geological": "地质灾害", "forest_fire": "森林火险"}
 
 # Each enumeration with its label table (the test walks this; the console gets both).
 LABELS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
@@ -89,12 +94,13 @@ LABELS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
     "sources": (SOURCES, SOURCE_ZH),
     "channels": (CHANNELS, CHANNEL_ZH),
     "satisfactions": (SATISFACTIONS, SATISFACTION_ZH),
+    "warning_kinds": (WARNING_KINDS, WARNING_KIND_ZH),
 }
 # The console's names for the label tables (``<name>_zh``).
 _ZH_NAME = {"statuses": "status_zh", "priorities": "priority_zh", "warning_levels": "warning_zh",
             "emergency_levels": "emergency_zh", "supervision_levels": "supervision_zh", "part_statuses": "part_zh",
             "actions": "action_zh", "change_types": "type_zh", "reasons": "reason_zh", "sources": "source_zh",
-            "channels": "channel_zh", "satisfactions": "satisfaction_zh"}
+            "channels": "channel_zh", "satisfactions": "satisfaction_zh", "warning_kinds": "warning_kind_zh"}
 
 
 def for_console() -> dict[str, Any]:

@@ -17,9 +17,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
+    model_validator,
 )
 
 Number = StrictFloat | StrictInt
@@ -145,6 +147,64 @@ class DeviceStatus(_Input):
     detail: Annotated[StrictStr, Field(max_length=500)] | None = None
 
 
+# 区域预警的种类 (DESIGN §15): what an outside authority warns of (labels: enums.WARNING_KIND_ZH).
+WarningKind = Literal["rainstorm", "flood", "typhoon", "gale", "heat", "cold_wave", "blizzard", "fog", "haze",
+                      "thunderstorm", "hail", "road_icing", "frost", "drought", "sandstorm", "air",
+                      "geological", "forest_fire"]
+DistrictCode = Annotated[StrictStr, Field(pattern=r"^\d{6}$")]
+StreetCode = Annotated[StrictStr, Field(pattern=r"^\d{9}$")]
+
+
+class GeoPolygon(BaseModel):
+    """A GeoJSON geometry (RFC 7946): a Polygon or MultiPolygon in WGS84 lon/lat."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["Polygon", "MultiPolygon"]
+    coordinates: Annotated[list[Any], Field(min_length=1, max_length=100)]
+
+
+class WarningArea(BaseModel):
+    """Where a warning holds: districts, streets and/or a polygon (their union)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    district_codes: Annotated[list[DistrictCode], Field(max_length=100)] = []
+    street_codes: Annotated[list[StreetCode], Field(max_length=1000)] = []
+    polygon: GeoPolygon | None = None
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> WarningArea:
+        if not (self.district_codes or self.street_codes or self.polygon):
+            raise ValueError("area needs district_codes, street_codes or a polygon")
+        return self
+
+
+class AreaWarning(BaseModel):
+    """`ingest.warnings` (compacted), keyed by warning_id: an area warning from an outside
+    authority (weather, water, environment).  A later record under the same id amends it
+    (level, area, valid_to moved earlier) or, with ``cancelled``, withdraws it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    warning_id: Id
+    issuer: Annotated[StrictStr, Field(min_length=1, max_length=200)]
+    kind: WarningKind
+    level: WarningLevel
+    area: WarningArea
+    valid_from: Timestamp
+    valid_to: Timestamp
+    ts: Timestamp
+    title: Annotated[StrictStr, Field(max_length=500)] | None = None
+    cancelled: StrictBool = False
+
+    @model_validator(mode="after")
+    def _valid_span(self) -> AreaWarning:
+        if self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return self
+
+
 class RegistryRecord(BaseModel):
     """`registry.devices` (compacted; a null value retires the id)."""
 
@@ -232,7 +292,7 @@ class DeadLetter(BaseModel):
     reason: DeadLetterReason
     detail: str = Field(description="what was wrong, for a person")
     field: str | None = Field(None, description="the field at fault, dotted path")
-    source: Literal["iot", "video", "report", "registry", "command", "event", "device", "callback"]
+    source: Literal["iot", "video", "report", "registry", "command", "event", "device", "callback", "warning"]
     exception_type: str | None = Field(None, description="for internal_error: the exception's type "
                                                          "(its stack is in the worker's log)")
     source_topic: str
@@ -258,6 +318,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     "incident_report": IncidentReport,
     "registry_record": RegistryRecord,
     "device_status": DeviceStatus,
+    "area_warning": AreaWarning,
     "city_event": CityEvent,
     "dead_letter": DeadLetter,
 }
@@ -398,9 +459,13 @@ class WorkOrder(BaseModel):
                                           "kept when recategorise / reprioritise re-apply the limits")
     supervision_level: int = Field(0, ge=0, le=3, description="0 none, 1 street, 2 district, 3 city")
     assists: list[Assist] = Field(default_factory=list, description="assisting departments (协办)")
-    warning_level: WarningLevel | None = Field(None, description="the highest level of its alarming sensors")
+    warning_level: WarningLevel | None = Field(None, description="the highest level of its alarming sensors "
+                                                                 "and of the area warnings it met")
     sensor_levels: dict[str, WarningLevel] = Field(default_factory=dict,
                                                    description="device_id → its current warning level")
+    area_warnings: dict[str, WarningLevel] = Field(
+        default_factory=dict, description="区域预警: warning_id → the level that area warning gave the order "
+                                          "(at 立案 or escalating it while open); kept after the warning ends")
     emergency_level: EmergencyLevel | None = Field(None, description="应急响应级别, None: no emergency response")
     emergency_set_by: str | None = Field(None, description="rule:<category>@<trigger> or operator:<id>")
     escalations: list[str] = Field(default_factory=list,
@@ -478,13 +543,14 @@ class SupervisionInfo(BaseModel):
 class Escalation(BaseModel):
     """What an ``escalated`` / ``deescalated`` change moved, and why."""
 
-    reason: Literal["warning_level", "finders", "operator", "alarm_cleared"]
+    reason: Literal["warning_level", "finders", "operator", "alarm_cleared", "area_warning"]
     warning_from: WarningLevel | None = None
     warning_to: WarningLevel | None = None
     priority_from: Severity
     priority_to: Severity
     emergency_from: EmergencyLevel | None = None
     emergency_to: EmergencyLevel | None = None
+    area_warning: str | None = Field(None, description="for reason area_warning: the warning_id (区域预警)")
 
 
 ChangeType = Literal["created", "dispatched", "evidence_added", "recovery_recorded", "accepted",

@@ -29,6 +29,7 @@ WIRE = {
     "sources": get_args(models.CityEvent.model_fields["source"].annotation),
     "channels": get_args(models.Channel),
     "satisfactions": get_args(models.Visit.model_fields["satisfaction"].annotation),
+    "warning_kinds": get_args(models.AreaWarning.model_fields["kind"].annotation),
 }
 
 
@@ -89,7 +90,7 @@ def test_meta_serves_every_enumeration_as_the_wire_models_spell_it():
              "emergency_levels": "emergency_zh", "supervision_levels": "supervision_zh",
              "part_statuses": "part_zh", "actions": "action_zh", "change_types": "type_zh",
              "reasons": "reason_zh", "sources": "source_zh", "channels": "channel_zh",
-             "satisfactions": "satisfaction_zh"}
+             "satisfactions": "satisfaction_zh", "warning_kinds": "warning_kind_zh"}
     for name, zh in names.items():
         assert served[name] == list(WIRE[name]), name
         assert list(served[zh]) == list(WIRE[name]), zh
