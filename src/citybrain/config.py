@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -60,8 +62,16 @@ class WorkerSettings(BaseModel):
     # Kafka transaction; at_least_once: outputs may repeat after a crash (each carries
     # its dedupe key).  The default and its measured cost: docs/architecture.md.
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "at_least_once"
-    session_timeout_seconds: float = Field(10.0, ge=6, le=300)
-    heartbeat_interval_seconds: float = Field(3.0, gt=0, le=60)
+    session_timeout_seconds: float = Field(6.0, ge=6, le=300)
+    heartbeat_interval_seconds: float = Field(1.0, gt=0, le=60)
+    # Static group membership (KIP-345): the stages' consumers join as this instance, so a
+    # worker back within the session takes its partitions again with no rebalance.  Empty:
+    # the pod's name (HOSTNAME) or the host's, and the web port — two workers on one host
+    # must not share an id (the broker would fence one).  worker_instance_id() reads it.
+    instance_id: str = Field("", pattern=r"^[A-Za-z0-9._-]{0,200}$")
+    # A graceful stop (SIGTERM): leave the group at once, so the others take the partitions
+    # now, rather than hold them for a return within the session (docs/performance.md).
+    leave_group_on_stop: bool = True
     # A closed or cancelled order leaves the fuse stage's hot state (a changelog
     # tombstone) this long after it closed: memory and restarts follow the open orders.
     # Until then a replay of any of its events is a duplicate; it must outlast the
@@ -236,7 +246,19 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "CITYBRAIN_STORE": ("worker", "store", str),
     "CITYBRAIN_PROCESSING_GUARANTEE": ("worker", "processing_guarantee", str),
     "CITYBRAIN_STAGES": ("worker", "stages", _names),
+    "CITYBRAIN_INSTANCE_ID": ("worker", "instance_id", str),
+    "CITYBRAIN_LEAVE_GROUP_ON_STOP": ("worker", "leave_group_on_stop", str),
 }
+
+
+def worker_instance_id(worker: WorkerSettings, env: Mapping[str, str] | None = None) -> str:
+    """The stages' static group member id: ``worker.instance_id``, else the pod's (or
+    host's) name and the web port — stable across restarts of the same worker."""
+    if worker.instance_id:
+        return worker.instance_id
+    given = os.environ if env is None else env
+    host = (given.get("HOSTNAME") or socket.gethostname() or "worker").strip()
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '-', host)}-{worker.web_port}"
 
 
 def _read_toml(path: Path) -> dict:

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic_core import to_json
 
 from citybrain import metrics
-from citybrain.config import Config
+from citybrain.config import Config, worker_instance_id
 from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
 from citybrain.domain.registry_records import RegistryEntry
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
@@ -275,6 +275,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             keep_original=s.ingest.dead_letter_original,
             session_timeout_ms=int(s.worker.session_timeout_seconds * 1000),
             heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000),
+            group_instance_id=worker_instance_id(s.worker), leave_group_on_stop=s.worker.leave_group_on_stop,
             store_dir=data_dir / "stage-state" if s.worker.store == "rocksdb://" else None)
         runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]

@@ -40,6 +40,7 @@ from citybrain import metrics, packing
 from citybrain.domain.device_health import PartitionClock
 from citybrain.domain.normalize import OriginalKept, dead_letter, dead_letter_key
 from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.groups import leave_group
 from citybrain.kafka.reading import read_until, seek_to_first
 from citybrain.logfilter import ThrottledLog
 from citybrain.stream import chaos
@@ -321,6 +322,8 @@ class RunnerSettings:
     keep_original: OriginalKept = "masked"  # … masked, full or none (IngestSettings.dead_letter_original)
     session_timeout_ms: int = 10000
     heartbeat_ms: int = 3000
+    group_instance_id: str | None = None     # static membership (worker.instance_id); None: dynamic
+    leave_group_on_stop: bool = True         # … and on a stop, leave at once (kafka/groups.py)
     backoff_seconds: tuple[float, float] = (0.5, 30.0)
     store_dir: Path | None = None            # local copies of the stage state (None: memory://)
 
@@ -369,7 +372,7 @@ class StageRunner:
             auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=20,
             session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_ms,
             isolation_level="read_committed", partition_assignment_strategy=(RangePartitionAssignor,),
-            client_id=f"citybrain-{stage.name}")
+            group_instance_id=settings.group_instance_id, client_id=f"citybrain-{stage.name}")
         self.producer: AIOKafkaProducer | None = None          # at_least_once: the stage's outputs
         self.state_producer: AIOKafkaProducer | None = None    # … and its changelog writes (Checkpoint)
         self.producers: dict[int, AIOKafkaProducer] = {}       # exactly_once: one per partition number
@@ -579,6 +582,10 @@ class StageRunner:
                 for producer in [self.producer, self.state_producer, *self.producers.values()]:
                     if producer is not None:
                         await _stop_quietly(producer)
+                if self.settings.group_instance_id and self.settings.leave_group_on_stop:
+                    # A static member sends no LeaveGroup of its own: its partitions would
+                    # wait out the session (kafka/groups.py).
+                    await leave_group(self.bootstrap, self.stage.group_id, self.settings.group_instance_id)
 
     async def _step(self) -> None:
         batch = await self.consumer.getmany(timeout_ms=200)
