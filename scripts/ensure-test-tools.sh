@@ -3,10 +3,12 @@
 #   chromium   — the console's browser tests (driven by Playwright)
 #   prometheus — a real Prometheus for the dashboard/alert queries, and promtool for the
 #                rule unit tests
+#   prometheus-alertmanager — amtool, which checks deploy/alertmanager/alertmanager.yml
 set -euo pipefail
 need=()
 [[ -x /usr/bin/chromium ]] || need+=(chromium fonts-noto-cjk)
 [[ -x /usr/bin/prometheus && -x /usr/bin/promtool ]] || need+=(prometheus)
+[[ -x /usr/bin/amtool ]] || need+=(prometheus-alertmanager)
 if [[ ${#need[@]} -eq 0 ]]; then
   exit 0
 fi
@@ -25,3 +27,4 @@ $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # start their own on free ports, so a running one does no harm.
 /usr/bin/chromium --version
 /usr/bin/prometheus --version 2>&1 | head -1
+/usr/bin/amtool --version 2>&1 | head -1

@@ -194,6 +194,9 @@ STAGE_FAILURES = Counter("citybrain_stage_failures",
                          "Stage failures (a produce or commit the broker did not take, the broker gone): "
                          "each one rewinds the stage to its committed offsets and retries", ["stage", "kind"])
 BROKER_UP = Gauge("citybrain_broker_up", "1 while this worker reaches the Kafka cluster (metadata answered)")
+WORKER_READY = Gauge("citybrain_worker_ready",
+                     "1 while this worker is ready as /readyz answers it (registry loaded, every stage "
+                     "joined, the order view caught up, the broker reachable); set at each scrape")
 STATE_DROPPED = Counter("citybrain_state_dropped",
                         "Held state values that encoded past the changelog's record limit and were dropped "
                         "(the key starts afresh; logged)", ["state"])

@@ -1,7 +1,7 @@
 """A real Prometheus (Debian's) scrapes a worker under simulated load, with simulated
 people working the orders on short clocks; every dashboard expression and every
-recording rule must return data, every alert expression must parse.  The dashboard's
-panels are rendered from Prometheus's answers to test-artifacts/dashboard.png."""
+recording rule must return data (the dashboard's variables at All), every alert expression
+must parse.  The dashboard's panels are rendered from Prometheus's answers to test-artifacts/dashboard.png."""
 
 import asyncio
 import os
@@ -121,11 +121,11 @@ async def render_dashboard(http, base) -> None:
     plt.rcParams["font.family"] = [*dict.fromkeys(cjk), "DejaVu Sans"]
     end = time.time()
     n = len(observability.PANELS)
-    fig, axes = plt.subplots((n + 1) // 2, 2, figsize=(14, 3.1 * ((n + 1) // 2)))
+    fig, axes = plt.subplots((n + 2) // 3, 3, figsize=(21, 3.1 * ((n + 2) // 3)))
     for ax, (title, _unit, targets, _) in zip(axes.flat, observability.PANELS, strict=False):
         for expr, legend in targets:
             async with http.get(f"{base}/api/v1/query_range",
-                                params={"query": expr, "start": end - 240, "end": end, "step": 2}) as r:
+                                params={"query": observability.resolve(expr), "start": end - 240, "end": end, "step": 2}) as r:
                 body = await r.json()
             for series in body["data"]["result"][:8]:
                 label = legend
@@ -134,7 +134,7 @@ async def render_dashboard(http, base) -> None:
                 xs = [float(t) - end for t, _ in series["values"]]
                 ys = [float(v) for _, v in series["values"]]
                 ax.plot(xs, ys, label=label, linewidth=1.2)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title if len(title) < 70 else title[:68] + "…)", fontsize=9)
         ax.set_xlabel("s", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6, loc="upper left")

@@ -308,8 +308,17 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
 
     commands.install(app, topics, emit, keep_bytes=keep, keep_original=s.ingest.dead_letter_original)
 
+    def readiness() -> dict:
+        stage_ready = {st.name: st.ready.is_set() for st in stages}
+        ready = (registry.loaded.is_set() and all(stage_ready.values()) and views.caught_up()
+                 and broker.up)
+        return {"ready": ready, "broker_up": broker.up, "registry_loaded": registry.loaded.is_set(),
+                "order_view_caught_up": views.caught_up(),
+                "registry_devices": len(registry.devices), "stages": stage_ready}
+
     @app.page("/metrics")
     async def metrics_page(web, request):
+        metrics.WORKER_READY.set(1 if readiness()["ready"] else 0)   # the alert's "not ready"
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")
@@ -318,13 +327,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
 
     @app.page("/readyz")
     async def readyz(web, request):
-        stage_ready = {st.name: st.ready.is_set() for st in stages}
-        ready = (registry.loaded.is_set() and all(stage_ready.values()) and views.caught_up()
-                 and broker.up)
-        body = {"ready": ready, "broker_up": broker.up, "registry_loaded": registry.loaded.is_set(),
-                "order_view_caught_up": views.caught_up(),
-                "registry_devices": len(registry.devices), "stages": stage_ready}
-        return web.json(body, status=200 if ready else 503)
+        body = readiness()
+        return web.json(body, status=200 if body["ready"] else 503)
 
     # For tests and the CLI (faust.App declares no such attributes).
     app.citybrain_registry = registry  # type: ignore[attr-defined]
