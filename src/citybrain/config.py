@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from citybrain.domain.analytics import AnalyticsConfig
 from citybrain.domain.area_warnings import WarningsConfig
 from citybrain.domain.calendar import WorkCalendar
 from citybrain.domain.deadlines import Deadlines, LifecycleConfig
@@ -363,14 +364,19 @@ class Config:
         return PlacesConfig.model_validate(_read_toml(path) if path.exists() else {})
 
     @cached_property
-    def hotspots(self) -> HotspotConfig:
-        """``config/hotspots.toml``: 高发 rules, a default and per category (codes checked)."""
-        path = self.directory / "hotspots.toml"
-        cfg = HotspotConfig.model_validate(_read_toml(path) if path.exists() else {})
-        unknown = set(cfg.categories) - {c.code for c in self.taxonomy.categories}
+    def analytics(self) -> AnalyticsConfig:
+        """``config/analytics.toml``: 研判 windows, trends and 高发 hotspots (category codes checked)."""
+        path = self.directory / "analytics.toml"
+        cfg = AnalyticsConfig.model_validate(_read_toml(path) if path.exists() else {})
+        unknown = set(cfg.hotspots.categories) - {c.code for c in self.taxonomy.categories}
         if unknown:
-            raise ValueError(f"hotspots.toml: unknown categories {sorted(unknown)}")
+            raise ValueError(f"analytics.toml [hotspots]: unknown categories {sorted(unknown)}")
         return cfg
+
+    @property
+    def hotspots(self) -> HotspotConfig:
+        """``[hotspots]`` of config/analytics.toml: 高发 rules, a default and per category."""
+        return self.analytics.hotspots
 
     @cached_property
     def gazetteer(self) -> Gazetteer:

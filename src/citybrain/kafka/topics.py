@@ -47,6 +47,8 @@ class Topics:
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
         # Photos of cases, keyed by their SHA-256 (compacted: each kept once, for ever).
         self.media = f"{p}media.objects"
+        # 研判 windows, key window|granularity|category|district|street (compacted; DESIGN §15).
+        self.analytics_windows = f"{p}analytics.windows"
 
     @property
     def ingest(self) -> list[str]:
@@ -85,6 +87,11 @@ class Topics:
         specs.append(TopicSpec(self.liveness, partitions, dict(COMPACTED)))
         # Compacted, records up to a photo's limit (web.media: 5 MiB and the record's overhead).
         specs.append(TopicSpec(self.media, partitions, dict(COMPACTED, **{"max.message.bytes": str(MEDIA_RECORD_BYTES)})))
+        # Compacted, and a window unchanged for the retention (a year and a month) goes.
+        specs.append(TopicSpec(self.analytics_windows, partitions, {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": retention.retention_ms("analytics.windows") if retention is not None
+            else str(400 * 86_400_000)}))
         specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]
         return specs
 

@@ -37,6 +37,7 @@ from citybrain.domain.registry_records import RegistryEntry
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.stream import commands
+from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.logreader import TopicReader
@@ -209,6 +210,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     api.device_health = views.device_health
     if views.history is not None:
         api.attach_history(views.history.store, views.history.caught_up)
+    windows = WindowsFeed(bootstrap, topics.workorder_events, topics.analytics_windows, f"{gid}-analytics",
+                          data_dir, config.analytics.windows)   # 研判 windows (stream/analytics.py)
+    windows.install(app)
+    api.attach_windows(windows.store, windows.caught_up)
     media = MediaStore(data_dir / "media")
     api.attach_media(media)
     api.install(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver

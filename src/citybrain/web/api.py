@@ -33,7 +33,7 @@ from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.readmodels.query import OrderQuery
 from citybrain.web import maplayers
-from citybrain.web.analytics import Hotspots
+from citybrain.web.analytics import Hotspots, Windows
 from citybrain.web.auth import Principal, Refused, ReloadingTokens, TokenRegistry, may_see, require
 from citybrain.web.history import HistoryRoutes
 from citybrain.web.limits import RequestRate, StreamSlots
@@ -119,6 +119,7 @@ class Api:
         self.media_producer: AIOKafkaProducer | None = None
         self.media: MediaRoutes | None = None     # set by attach_media on a worker with a data dir
         self.hotspots: Hotspots | None = None     # made on first use
+        self.windows = Windows(lambda: None, lambda: [], lambda: False, config.analytics.trends)   # attach_windows
         self._producer_lock = asyncio.Lock()
         limits = config.settings.api
         self.rate = RequestRate(limits.requests_per_second, limits.request_burst)
@@ -143,6 +144,8 @@ class Api:
         r.add_get("/api/v1/workorders/{id}/cameras", self.cameras_near_order)
         r.add_get("/api/v1/devices", self.device_layer)
         r.add_get("/api/v1/hotspots", self.hotspot_layer)
+        r.add_get("/api/v1/analytics/windows", self.analytics_windows)
+        r.add_get("/api/v1/analytics/trends", self.analytics_trends)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
         r.add_post("/api/v1/workorders/{id}/commands", self.post_command)
         r.add_get("/api/v1/stream", self.stream)
@@ -409,6 +412,19 @@ class Api:
             self.hotspots = Hotspots(self.config.hotspots, lambda: [c.code for c in self.config.taxonomy.categories],
                                      self.view, lambda: self.history.store if self.history is not None else None)
         return _json(await self.hotspots.answer(request.query))
+
+    def attach_windows(self, store, complete) -> None:
+        """研判 windows (readmodels.windows, kept by stream.analytics) behind /api/v1/analytics/*."""
+        self.windows = Windows(lambda: store, lambda: [c.code for c in self.config.taxonomy.categories],
+                               complete, self.config.analytics.trends, self.config.analytics.windows.timezone)
+
+    async def analytics_windows(self, request: web.Request) -> web.Response:
+        require(self.principal(request), "operator")
+        return _json(await self.windows.answer_windows(request.query))
+
+    async def analytics_trends(self, request: web.Request) -> web.Response:
+        require(self.principal(request), "operator")
+        return _json(await self.windows.answer_trends(request.query))
 
     async def device_layer(self, request: web.Request) -> web.Response:
         """Registered devices and cameras within the map's bounds, with their health (an
