@@ -103,6 +103,10 @@ class IngestSettings(BaseModel):
     # Unknown input fields kept on events.normalized (source_ref.extra), text masked; every
     # other unknown field is dropped at the edge (personal data: docs/security.md).
     keep_extra_fields: list[str] = Field(default_factory=list)
+    # The environment variable holding the key of reporter pseudonyms (HMAC-SHA256, at least
+    # 16 characters): reporter ids are replaced by rp_<hex> at normalisation (DESIGN §16,
+    # docs/security.md). Unset: a public development key, and a warning at start.
+    reporter_key_env: str = Field("CITYBRAIN_REPORTER_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
     # The largest record a stage sends (events, orders, dead letters): below the broker's
     # message.max.bytes (1 MB by default); a larger output makes its input an
     # output_rejected dead letter instead of a produce the broker would refuse.

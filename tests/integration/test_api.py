@@ -3,6 +3,7 @@ every refusal (DESIGN §7)."""
 
 import asyncio
 import json
+import os
 import socket
 import time
 import uuid
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from citybrain.domain.pseudonym import from_environment
 from citybrain.promtext import samples
 from citybrain.sample.sites import EAST_DIP, UNDERPASS
 
@@ -396,7 +398,17 @@ async def test_a_reporter_follows_the_order_and_a_visit_is_recorded(served, kafk
     notes = [n for n in decode(await consume(kafka_bootstrap, topics.reporter_notifications, want=10**9,
                                              timeout=5, settle=1)) if n["report_id"] == rid]
     assert [n["change"] for n in notes] == ["created", "dispatched", "accepted", "handled", "visited"]
-    assert {n["reporter_id"] for n in notes} == {"GM-0107"} and all("工单号 " + wo in n["message"] for n in notes)
+    # 假名化 (DESIGN §16): the reporter is named by its pseudonym, never its clear id — on
+    # notifications.reporters and in every byte of the order's records on workorders.events,
+    # workorders.state and its dispatch topic, and on events.normalized
+    rp = from_environment(os.environ)("GM-0107")
+    assert {n["reporter_id"] for n in notes} == {rp} and all("工单号 " + wo in n["message"] for n in notes)
+    long_lived = [topics.workorder_events, topics.workorder_state, topics.dispatch("city_mgmt"), topics.events]
+    mine = [r.value for topic in long_lived
+            for r in await consume(kafka_bootstrap, topic, want=10**9, timeout=5, settle=1)
+            if r.value and (wo.encode() in r.value or rid.encode() in r.value)]
+    assert len(mine) >= 6 and not [v for v in mine if b"GM-0107" in v]
+    assert any(rp.encode() in v for v in mine)
     print(f"\n  reporter {rid}: {len(notes)} notifications; unsatisfied visit → rework")
 
 

@@ -1,11 +1,13 @@
 """一事一单 through real Kafka and a real worker: scripted incidents become exactly the
 work orders they should, on the right department's topic."""
 
+import os
 import time
 
 import orjson
 import pytest
 
+from citybrain.domain.pseudonym import from_environment
 from citybrain.promtext import samples
 from citybrain.sample.sites import EAST_DIP, UNDERPASS
 from citybrain.simulate.traffic import iso
@@ -160,5 +162,6 @@ async def test_restarted_worker_carries_on_with_the_same_open_orders(city):
     seen = {(c["work_order_id"], c["version"]) for c in changes}
     [last] = [c for c in after if (c["work_order_id"], c["version"]) not in seen]
     assert (last["work_order_id"], last["type"]) == (flood_id, "evidence_added")
-    assert last["snapshot"]["events"][-1]["finder"] == "GM-0107"
+    # the grid member as its pseudonym (DESIGN §16), never the clear id
+    assert last["snapshot"]["events"][-1]["finder"] == from_environment(os.environ)("GM-0107")
     assert last["version"] == max(c["version"] for c in changes if c["work_order_id"] == flood_id) + 1

@@ -4,6 +4,7 @@ address and the caller's masked contact; an address that names nothing is a 422
 needs_location; the address lookup and the category limits the console's picker shows."""
 
 import asyncio
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import orjson
 import pytest
 
 from citybrain.domain.lifecycle import IRREVERSIBLE
+from citybrain.domain.pseudonym import from_environment
 from citybrain.wire import enums
 from citybrain.wire.models import LifecycleAction
 
@@ -63,7 +65,8 @@ async def test_a_report_by_address_becomes_an_order_with_the_address_and_masked_
     assert order["reporter_contact"] == "138****5678"
     assert "12345678" not in orjson.dumps(got).decode()              # never the clear number
     assert order["location"]["street_code"] == "370306003" and order["department"] == "housing"
-    assert order["events"][0]["finder"] == "operator"     # the operator token's id, not the caller
+    # the operator token's id (as its pseudonym: DESIGN §16), not the caller
+    assert order["events"][0]["finder"] == from_environment(os.environ)("operator")
     # The list carries them too (the board's search covers the address).
     status, page = await call(http, "GET", "/api/v1/workorders?q=青年路88号", OPERATOR)
     assert status == 200 and [o["work_order_id"] for o in page["items"]] == [wo]

@@ -203,6 +203,21 @@ def test_emergency_supervision_and_reporters():
     assert RULES.for_record("reporter", "", dict(rep, reporter_id="R-x"), r, now).skipped == {"no_contact": 1}
 
 
+def test_a_reporter_named_by_pseudonym_is_found_with_the_same_key_only():
+    """notifications.reporters carries rp_… (DESIGN §16): the roster's clear ids are hashed with
+    the notifier's key to find the contact; the delivery's person id is that pseudonym too."""
+    from citybrain.domain.pseudonym import Pseudonymiser
+    key = Pseudonymiser("the city's reporter key, 32 chars")
+    rules, r, now = Rules(NotifySettings(), pseudonym=key), Roster(ROSTER), cst(2026, 12, 7, 10)
+    rep = {"reporter_id": key("GRID-1"), "report_id": "R-1", "work_order_id": "WO-g-1", "version": 4,
+           "change": "closed", "status": "closed", "message": "已办结", "at": "2026-12-07T02:00:00Z"}
+    out = rules.for_record("reporter", "", rep, r, now)
+    assert [n.person.address("email") for n in out.notices] == ["g1@x.example.invalid"]
+    assert out.notices[0].person.id == f"reporter.{key('GRID-1')}" and "GRID-1" not in out.notices[0].person.id
+    other = Rules(NotifySettings(), pseudonym=Pseudonymiser("another key entirely, 32 chars!"))
+    assert other.for_record("reporter", "", rep, Roster(ROSTER), now).skipped == {"no_contact": 1}
+
+
 def test_an_urgent_dispatch_escalates_to_the_next_person_then_the_supervisors():
     r, now = Roster(ROSTER), cst(2026, 12, 7, 10)
     first = RULES.for_record("dispatch", "water", change(priority="urgent", grid="370303001001001"), r, now)

@@ -22,6 +22,7 @@ from citybrain.domain.gazetteer import Gazetteer
 from citybrain.domain.geo import AdminLocation, CityMap
 from citybrain.domain.ids import stable_id
 from citybrain.domain.masking import mask_bytes, mask_phone, mask_text
+from citybrain.domain.pseudonym import DEVELOPMENT
 from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import LEVEL_ZH, DeviceState, ReadingOutcome, SensorRule, apply_reading
 from citybrain.domain.taxonomy import Taxonomy
@@ -96,7 +97,8 @@ class Normalizer:
     def __init__(self, *, taxonomy: Taxonomy, sensor_rules: dict[str, SensorRule],
                  video_thresholds: dict[str, float], city: CityMap,
                  registry: Callable[[str], Device | None],
-                 limits: IngestLimits = IngestLimits(), gazetteer: Gazetteer | None = None):
+                 limits: IngestLimits = IngestLimits(), gazetteer: Gazetteer | None = None,
+                 pseudonym: Callable[[str], str] = DEVELOPMENT):
         self.taxonomy = taxonomy
         self.sensor_rules = sensor_rules
         self.video_thresholds = video_thresholds
@@ -104,6 +106,8 @@ class Normalizer:
         self.registry = registry
         self.limits = limits
         self.gazetteer = gazetteer   # reports by address (None: a report needs lon/lat)
+        # A reporter's id leaves the normaliser only as its pseudonym (domain/pseudonym.py).
+        self.pseudonym = pseudonym
 
     # -- the three sources -------------------------------------------------------
 
@@ -249,7 +253,7 @@ class Normalizer:
             source="report", kind="report", category=category.code,
             category_name=category.name_zh, severity=category.priority, occurred_at=r.ts,
             ingested_at=_utc(meta.timestamp), location=_location(lon, lat, where),
-            report_id=r.report_id, reporter_id=r.reporter_id, channel=r.channel,
+            report_id=r.report_id, reporter_id=self.pseudonym(r.reporter_id), channel=r.channel,
             evidence=list(r.photos), description=mask_text(r.description),
             address=mask_text(r.address) if r.address else None,
             contact_phone=mask_phone(r.contact_phone) if r.contact_phone else None,
@@ -348,6 +352,8 @@ def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, d
     reason, field, coordinates, length and hash of the original stay in every case."""
     raw = raw or b""
     key = meta.key[:KEEP_KEY_BYTES] if meta.key is not None else None
+    if key is not None and keep_original != "full":
+        key = mask_bytes(key)   # a report's key is its reporter id, often a phone number
     kept = raw[:keep_bytes]
     if keep_original == "masked":
         kept = mask_bytes(kept)
@@ -366,10 +372,11 @@ def dead_letter(source: str, raw: bytes | None, meta: RecordMeta, reason: str, d
 
 
 def dead_letter_key(key: bytes | None) -> bytes | None:
-    """The dead letter's own Kafka key: the original key, or its SHA-256 when it is too
-    long to repeat."""
+    """The dead letter's own Kafka key: the original key with phone and ID-card numbers
+    masked (a report's key is its reporter id: deadletter keeps it 400 days), or its SHA-256
+    when it is too long to repeat."""
     if key is None or len(key) <= KEEP_KEY_BYTES:
-        return key
+        return mask_bytes(key) if key is not None else None
     return hashlib.sha256(key).hexdigest().encode()
 
 

@@ -12,6 +12,7 @@ from citybrain.notify.roster import ReloadingRoster
 from citybrain.notify.rules import Rules
 from citybrain.notify.service import Notifier
 from citybrain.notify.settings import NotifySettings
+from citybrain.reporterkey import reporter_pseudonymiser
 
 
 def roster_path(cfg: Config) -> Path:
@@ -40,7 +41,7 @@ def build(bootstrap: str, cfg: Config | None = None, **kw) -> Notifier:
     cfg = cfg or Config()
     settings = NotifySettings.load(notify_path(cfg))
     roster = ReloadingRoster(roster_path(cfg), set(cfg.desks))
-    rules = Rules(settings, place_namer(cfg), dict(cfg.desks))
+    rules = Rules(settings, place_namer(cfg), dict(cfg.desks), pseudonym=reporter_pseudonymiser(cfg, "notifier"))
     senders: dict[str, Sender] = {"email": EmailSender(settings.smtp), "webhook": WebhookSender(settings.webhook),
                                   "sms": SmsSender(settings.smpp)}
     return Notifier(bootstrap, Topics(cfg.settings.kafka.topic_prefix), roster, settings, rules, senders,

@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -161,8 +161,11 @@ class ReporterContact(BaseModel):
     quiet_start: str | None = "22:00"    # citizens: no SMS at night unless said otherwise
     quiet_end: str | None = "07:00"
 
-    def as_person(self) -> Person:
-        return Person(id=f"reporter.{_safe_id(self.reporter_id)}", name=self.name, phone=self.phone,
+    def as_person(self, pseudonym: Callable[[str], str] | None = None) -> Person:
+        # The person's id rides on notifications.deliveries (compacted, kept): the keyed
+        # pseudonym, never the clear id nor a plain hash of it (docs/security.md).
+        pid = pseudonym(self.reporter_id) if pseudonym is not None else _safe_id(self.reporter_id)
+        return Person(id=f"reporter.{pid}", name=self.name, phone=self.phone,
                       email=self.email, webhook=self.webhook, channels=self.channels,
                       quiet_start=self.quiet_start, quiet_end=self.quiet_end)
 
@@ -206,6 +209,8 @@ class Roster:
     """The validated roster and its questions: who is on duty at a desk, now."""
 
     file: RosterFile
+    # pseudonym → reporter contact (one pseudonym key per process); filled on first use
+    _by_pseudonym: dict[str, ReporterContact] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, path: Path, desks: Iterable[str] | None = None) -> Roster:
@@ -256,10 +261,19 @@ class Roster:
                 out.append(people[d.person])
         return out
 
-    def reporter(self, reporter_id: str) -> Person | None:
+    def reporter(self, reporter_id: str, pseudonym: Callable[[str], str] | None = None) -> Person | None:
+        """The contact of the reporter a ``notifications.reporters`` record names: by its
+        pseudonym (``rp_…``: each contact's clear id hashed with the key, once per roster
+        load), or by the clear id (records written before pseudonyms)."""
+        if pseudonym is not None:
+            if not self._by_pseudonym:
+                self._by_pseudonym.update({pseudonym(r.reporter_id): r for r in self.file.reporter})
+            found = self._by_pseudonym.get(reporter_id)
+            if found is not None:
+                return found.as_person(pseudonym)
         for r in self.file.reporter:
             if r.reporter_id == reporter_id:
-                return r.as_person()
+                return r.as_person(pseudonym)
         return None
 
 

@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from citybrain.domain.pseudonym import DEVELOPMENT
 from citybrain.notify.roster import Channel, Person, Roster
 from citybrain.notify.settings import NotifySettings
 from citybrain.wire import enums
@@ -125,8 +126,11 @@ def summary_of(snapshot: dict, place: Place, desk_names: dict[str, str], desk: s
 
 class Rules:
     def __init__(self, settings: NotifySettings, place: Place = default_place,
-                 desk_names: dict[str, str] | None = None):
+                 desk_names: dict[str, str] | None = None, pseudonym: Callable[[str], str] = DEVELOPMENT):
         self.settings, self.place, self.desk_names = settings, place, desk_names or {}
+        # notifications.reporters names reporters by pseudonym: the roster's clear ids are
+        # hashed with the same key to find their contacts (domain/pseudonym.py)
+        self.pseudonym = pseudonym
 
     def urgent(self, snapshot: dict) -> bool:
         return (snapshot.get("priority") in self.settings.escalation.priorities
@@ -152,7 +156,7 @@ class Rules:
         level, or '' for emergency and reporter records."""
         out, local = Outcome(), now.astimezone(roster.zone)
         if kind == "reporter":
-            person = roster.reporter(str(record.get("reporter_id", "")))
+            person = roster.reporter(str(record.get("reporter_id", "")), self.pseudonym)
             if person is None:
                 out.skip("no_contact")
                 return out

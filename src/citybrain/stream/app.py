@@ -36,6 +36,7 @@ from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, de
 from citybrain.domain.registry_records import RegistryEntry
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
+from citybrain.reporterkey import reporter_pseudonymiser
 from citybrain.stream import commands
 from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
@@ -178,6 +179,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                             dead_letter_original=s.ingest.dead_letter_original,
                             keep_extra_fields=frozenset(s.ingest.keep_extra_fields)),
         gazetteer=config.gazetteer,
+        pseudonym=reporter_pseudonymiser(config, "worker"),
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
