@@ -47,6 +47,9 @@ class Topics:
         self.fusion_inbox = f"{p}citybrain.fusion.inbox"
         # Photos of cases, keyed by their SHA-256 (compacted: each kept once, for ever).
         self.media = f"{p}media.objects"
+        # 区域预警: area warnings of outside authorities, keyed by warning_id (compacted: the
+        # latest record per warning amends or withdraws it; every worker reads it whole).
+        self.warnings = f"{p}ingest.warnings"
         # 研判 windows, key window|granularity|category|district|street (compacted; DESIGN §15).
         self.analytics_windows = f"{p}analytics.windows"
 
@@ -92,6 +95,7 @@ class Topics:
             "cleanup.policy": "compact,delete",
             "retention.ms": retention.retention_ms("analytics.windows") if retention is not None
             else str(400 * 86_400_000)}))
+        specs.append(TopicSpec(self.warnings, partitions, dict(COMPACTED)))
         specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]
         return specs
 

@@ -37,6 +37,7 @@ from citybrain.domain.registry_records import RegistryEntry
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.reporterkey import reporter_pseudonymiser
+from citybrain.stream import area_warnings as warning_stream
 from citybrain.stream import commands
 from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
@@ -50,6 +51,7 @@ from citybrain.stream.views import OrderLogViews
 from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import ReloadingTokens
 from citybrain.web.media import MediaStore
+from citybrain.web.warnings import WarningLayer
 
 log = logging.getLogger("citybrain.worker")
 
@@ -183,12 +185,14 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     )
     broker = BrokerWatch(bootstrap)
     metrics.prime()
+    # 区域预警: every worker reads ingest.warnings whole; its dead letters once (stream/area_warnings.py).
+    warning_feed = warning_stream.install(app, config, topics, bootstrap, gid, dead_log)
     stages: list[Stage] = []   # the ones this process hosts (worker.stages)
     if "normalise" in s.worker.stages:
         stages.append(NormaliseStage(config, topics, normalizer, gid, dead_log,
                                      registry=lambda: registry.devices.values()))
     if "fuse" in s.worker.stages:
-        stages.append(FuseStage(config, topics, gid))
+        stages.append(FuseStage(config, topics, gid, warnings=warning_feed.book))
 
     @app.task
     async def load_registry() -> None:
@@ -210,6 +214,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
               ready=views.caught_up, devices=lambda: registry.devices.values())
     api.device_health = views.device_health
+    api.warning_layer = WarningLayer(warning_feed.book, warning_feed.shapes)   # GET /api/v1/warnings
     if views.history is not None:
         api.attach_history(views.history.store, views.history.caught_up)
     windows = WindowsFeed(bootstrap, topics.workorder_events, topics.analytics_windows, f"{gid}-analytics",
@@ -275,6 +280,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.task
     async def run_stages() -> None:
         await registry.loaded.wait()  # never judge a device unknown while the registry loads
+        await warning_feed.loaded.wait()   # nor open an order as if no warning held
         outputs = [t.name for t in topic_specs(config, topics)]   # incl. the changelogs
         settings = RunnerSettings(
             bootstrap, guarantee=s.worker.processing_guarantee, deadletter_topic=topics.deadletter,

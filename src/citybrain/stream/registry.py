@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -96,9 +97,13 @@ class RegistryDeadLetters:
     RETRY_SECONDS = 2.0
 
     def __init__(self, bootstrap: str, topic: str, group_id: str, on_dead: OnDead,
-                 max_record_bytes: int = 65536):
+                 max_record_bytes: int = 65536, verdict: Callable[[Any], Any] | None = None,
+                 name: str = "registry"):
         self.bootstrap, self.topic, self.group_id = bootstrap, topic, group_id
-        self.on_dead, self.max_record_bytes = on_dead, max_record_bytes
+        self.on_dead, self.max_record_bytes, self.name = on_dead, max_record_bytes, name
+        # Another compacted topic read whole by every worker (ingest.warnings) brings its own
+        # verdict, shaped like RegistryEntry (dead, reason, detail, field, exception_type).
+        self.verdict = verdict or (lambda msg: judge(msg, self.max_record_bytes))
 
     async def run(self) -> None:
         while True:
@@ -107,14 +112,14 @@ class RegistryDeadLetters:
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the duty waits and rejoins; the worker goes on
-                log.exception("台账死信读取失败 registry dead letters: reading %s failed; rejoining in %.0f s",
-                              self.topic, self.RETRY_SECONDS)
+                log.exception("死信读取失败 %s dead letters: reading %s failed; rejoining in %.0f s",
+                              self.name, self.topic, self.RETRY_SECONDS)
                 await asyncio.sleep(self.RETRY_SECONDS)
 
     async def _run(self) -> None:
         consumer = kafka_consumer(self.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
                                   enable_auto_commit=False, auto_offset_reset="earliest",
-                                  client_id="citybrain-registry-deadletters")
+                                  client_id=f"citybrain-{self.name}-deadletters")
         await consumer.start()
         try:
             while True:
@@ -131,7 +136,7 @@ class RegistryDeadLetters:
         offsets = {}
         for tp, records in batches.items():
             for msg in records:
-                entry = judge(msg, self.max_record_bytes)
+                entry = self.verdict(msg)
                 if entry.dead:
                     await self.on_dead(msg, entry)
             offsets[tp] = records[-1].offset + 1

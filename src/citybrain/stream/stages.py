@@ -28,6 +28,7 @@ from pydantic_core import to_json
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
+from citybrain.domain.area_warnings import WarningBook, start_route
 from citybrain.domain.device_health import (
     ONLINE,
     Health,
@@ -46,6 +47,7 @@ from citybrain.domain.workorder import attach, open_order
 from citybrain.gauges import GaugeCounts, OpenOrderGauge, assist_keys, emergency_keys
 from citybrain.kafka.topics import Topics
 from citybrain.logfilter import ThrottledLog
+from citybrain.stream.area_warnings import WarningSweep
 from citybrain.stream.batch import ChangelogState
 from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
 from citybrain.stream.output import Output
@@ -494,8 +496,11 @@ class StateRefresh:
 class FuseStage:
     """The fuse stage: fusion, routing and the lifecycle of the orders of its partitions."""
 
-    def __init__(self, config: Config, topics: Topics, group_id: str):
+    def __init__(self, config: Config, topics: Topics, group_id: str, warnings: WarningBook | None = None):
         self.config, self.topic_names = config, topics
+        # 区域预警: every worker's copy of ingest.warnings (stream/area_warnings.py).
+        self.warnings = warnings if warnings is not None else WarningBook(config.warnings)
+        self.warning_sweep = WarningSweep()
         self.router = self.config.router
         self.deadlines = self.config.deadlines
         self.departments = frozenset(self.config.desks)
@@ -719,8 +724,11 @@ class FuseStage:
                                                   loc.street_code, loc.district_code), event.asset_owner)
             if event.needs_location:   # a placeholder point routes nowhere: it waits in triage
                 route = Route(None, route.priority, "needs_location")
+            # 区域预警: a new order in a warning's area starts at its level (domain/area_warnings.py).
+            start = None if event.needs_location else self.warnings.start(event.category, loc, now)
+            route = start_route(route, start, self.escalator.config.warning_priority)
             changes = open_order(wo, self.router.group(event.category), event, route, now,
-                                 self.deadlines)
+                                 self.deadlines, start)
             changes += self.escalator.follow(changes[-1].snapshot, now)
             metrics.inc(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code)
             record = OrderRecord(b"")
@@ -791,6 +799,7 @@ class FuseStage:
             mine = []
             self.store(partition, record, order, mine, timed=False)
             out += self.of_partition(partition, mine)
+        out += self.warning_sweep.run(self, self.warnings, now)   # 区域预警 escalates open orders
         if now_ts - self.last_overdue >= 5.0:
             self.last_overdue = now_ts
             self.overdue_gauge.set_all(self.timers.overdue_counts(now_ts))

@@ -48,6 +48,7 @@ from citybrain.web.places import (
     places_query,
     report_defaults,
 )
+from citybrain.web.warnings import WarningLayer
 from citybrain.wire import enums
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
 
@@ -103,6 +104,7 @@ def _refuse_unreadable_requests() -> None:
 
 class Api:
     history: HistoryRoutes | None = None   # set by attach_history on a worker with a data dir
+    warning_layer: WarningLayer | None = None   # 区域预警: set by the worker (its copy of ingest.warnings)
 
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
                  evaluation: Evaluation, tokens: TokenRegistry | ReloadingTokens, city_map, ready,
@@ -144,6 +146,7 @@ class Api:
         r.add_get("/api/v1/workorders/{id}/cameras", self.cameras_near_order)
         r.add_get("/api/v1/devices", self.device_layer)
         r.add_get("/api/v1/hotspots", self.hotspot_layer)
+        r.add_get("/api/v1/warnings", self.area_warnings)
         r.add_get("/api/v1/analytics/windows", self.analytics_windows)
         r.add_get("/api/v1/analytics/trends", self.analytics_trends)
         r.add_get("/api/v1/workorders/{id}", self.get_order)
@@ -425,6 +428,13 @@ class Api:
     async def analytics_trends(self, request: web.Request) -> web.Response:
         require(self.principal(request), "operator")
         return _json(await self.windows.answer_trends(request.query))
+
+    async def area_warnings(self, request: web.Request) -> web.Response:
+        """区域预警 holding now, each a GeoJSON Feature of its whole area (web/warnings.py)."""
+        require(self.principal(request), "operator", "department", "street", "grid")
+        if self.warning_layer is None:
+            self.warning_layer = WarningLayer.empty(self.config)
+        return _json(self.warning_layer.answer(request.query, time.time()))
 
     async def device_layer(self, request: web.Request) -> web.Response:
         """Registered devices and cameras within the map's bounds, with their health (an

@@ -1,0 +1,159 @@
+"""区域预警 in the worker: every worker's copy of the compacted ``ingest.warnings`` (read
+whole, no group, like the registry), its dead letters written once (a group of their own,
+``<group>-warning-deadletters``), and the fuse stage's sweep that escalates the open
+orders a warning meets when it starts to hold (or is raised).  The decisions are
+domain/area_warnings.py's.
+
+The sweep runs in the fuse stage's tick (every ``tick_seconds``): for each partition held
+and each warning holding now that escalates open orders, once per (warning, its latest
+record, the partition's assignment), the partition's open orders of the warning's
+categories are looked at; ``escalate_open`` gives nothing for an order the warning raised
+already, so a restart or a new owner sweeping again changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_json
+
+from citybrain import metrics
+from citybrain.config import Config
+from citybrain.domain.area_warnings import (
+    AreaShapes,
+    WarningBook,
+    WarningEntry,
+    escalate_open,
+    internal_error,
+    read_warning_record,
+)
+from citybrain.domain.normalize import dead_letter, dead_letter_key
+from citybrain.kafka.topics import Topics
+from citybrain.stream.logreader import TopicReader
+from citybrain.stream.orderstate import OrderRecord
+from citybrain.stream.output import Output
+from citybrain.stream.records import record_meta
+from citybrain.stream.registry import RegistryDeadLetters
+from citybrain.wire.models import OPEN_STATUSES
+
+if TYPE_CHECKING:
+    from citybrain.stream.stages import FuseStage
+
+log = logging.getLogger("citybrain.warnings")
+
+
+class WarningFeed:
+    """Every worker's copy of ``ingest.warnings``; ``loaded`` once read to the end seen at start."""
+
+    def __init__(self, config: Config, bootstrap: str, topic: str, max_record_bytes: int = 65536):
+        self.shapes = AreaShapes(config.city_map)
+        self.book = WarningBook(config.warnings)
+        self.bootstrap, self.topic, self.max_record_bytes = bootstrap, topic, max_record_bytes
+        self.loaded = asyncio.Event()
+
+    def judge(self, msg: Any) -> WarningEntry:
+        try:
+            return read_warning_record(msg.key, msg.value, self.max_record_bytes, self.shapes)
+        except Exception as e:  # noqa: BLE001 - one record never stops a reader
+            log.exception("预警记录内部错误 internal error on warning record %s[%d]@%d", msg.topic, msg.partition,
+                          msg.offset)
+            return internal_error(msg.key, e)
+
+    def apply(self, records: list) -> None:
+        for msg in records:
+            entry = self.judge(msg)
+            before = self.book.apply(entry)
+            if entry.warning is not None:
+                w = entry.warning
+                log.info("区域预警 area warning %s: %s, %s → %s%s", w.warning_id, w.label(),
+                         w.record.valid_from.isoformat(), w.record.valid_to.isoformat(),
+                         " (已撤销 cancelled)" if w.record.cancelled else "")
+            elif entry.dead and before is not None:
+                log.warning("预警记录不可用 %s withdrawn: its latest record (%s[%d]@%d) is a dead letter (%s: %s)",
+                            entry.key, msg.topic, msg.partition, msg.offset, entry.reason, entry.detail[:200])
+
+    def _loaded(self) -> None:
+        self.loaded.set()
+        log.info("区域预警已加载 area warnings loaded: %d from %s", len(self.book.warnings), self.topic)
+
+    async def run(self) -> None:
+        await TopicReader(self.bootstrap, self.topic, self.apply, "warnings", self._loaded).run()
+
+
+def install(app: Any, config: Config, topics: Topics, bootstrap: str, group: str, dead_log: Any) -> WarningFeed:
+    """The feed's reader and its dead-letter duty as tasks of the Faust app."""
+    s = config.settings
+    keep = s.ingest.max_record_bytes
+    feed = WarningFeed(config, bootstrap, topics.warnings, keep)
+
+    async def send_dead(msg: Any, entry: WarningEntry) -> None:
+        if entry.reason is None:
+            return
+        dead = dead_letter("warning", msg.value, record_meta(msg), entry.reason, entry.detail, entry.field,
+                           keep_bytes=keep, exception_type=entry.exception_type,
+                           keep_original=s.ingest.dead_letter_original)
+        await app.producer.send_and_wait(topics.deadletter, dead_letter_key(msg.key), to_json(dead),
+                                         partition=None, timestamp=None, headers=None)
+        dead_log.note("warning", entry.reason, entry.detail)
+        metrics.count_dead("warning", entry.reason)
+
+    duty = RegistryDeadLetters(bootstrap, topics.warnings, f"{group}-warning-deadletters", send_dead,
+                               max_record_bytes=keep, verdict=feed.judge, name="warning")
+
+    @app.task
+    async def read_warnings() -> None:
+        await feed.run()
+
+    @app.task
+    async def warning_dead_letters() -> None:
+        await duty.run()
+
+    return feed
+
+
+class WarningSweep:
+    """The fuse stage's side of it: which (warning, record, partition) it has swept."""
+
+    def __init__(self) -> None:
+        self.swept: dict[int, tuple[object, set[str]]] = {}
+
+    def run(self, stage: FuseStage, book: WarningBook, now: datetime) -> list[Output]:
+        escalating = book.escalating(now)
+        if not escalating:
+            return []
+        keys = [w.record.model_dump_json() for w, _ in escalating]   # its latest record: an amendment is new
+        out: list[Output] = []
+        for partition, index in list(stage.indexes.items()):
+            held, done = self.swept.get(partition, (None, set()))
+            if held is not index:            # a new assignment of the partition: sweep it again
+                done = set()
+                self.swept[partition] = (index, done)
+            for (warning, rule), key in zip(escalating, keys, strict=True):
+                if key in done:
+                    continue
+                done.add(key)
+                raised = 0
+                for wo in [o.work_order_id for o in index.orders.values() if o.category in rule.categories]:
+                    raw = stage.work_orders.get(partition, wo)
+                    if raw is None:
+                        continue
+                    record = OrderRecord.unpack(raw)
+                    order = record.order()
+                    if order.status not in OPEN_STATUSES:
+                        continue
+                    changes = escalate_open(order, warning, rule, stage.escalator.follow, now)
+                    if not changes:
+                        continue
+                    mine: list[Output] = []
+                    stage.store(partition, record, stage.publish_all(changes, order, mine, record), mine)
+                    out += stage.of_partition(partition, mine)
+                    raised += 1
+                if raised:
+                    log.info("区域预警升级 area warning %s raised %d open orders in partition %d",
+                             warning.label(), raised, partition)
+        for partition in set(self.swept) - set(stage.indexes):
+            del self.swept[partition]
+        return out
