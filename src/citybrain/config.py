@@ -32,7 +32,9 @@ class KafkaSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     topic_prefix: str = ""
     partitions: int = Field(6, ge=1, le=1000)
-    replication_factor: int = Field(1, ge=1)
+    # Replication is config/topics.toml's [replication] (Config.topic_retention.replication);
+    # this older key is still read where that names no factor.
+    replication_factor: int | None = Field(None, ge=1)
     # Security to the cluster (docs/security.md; kafka/clients.py reads these, the
     # environment's KAFKA_SECURITY_PROTOCOL … override; the SASL password comes only from
     # KAFKA_SASL_PASSWORD).
@@ -159,12 +161,30 @@ class Open311Settings(BaseModel):
 REPLAYABLE_BY_FUSION = ("ingest.iot.readings", "ingest.video.alerts", "ingest.reports", "citybrain.fusion.inbox")
 
 
+class Replication(BaseModel):
+    """``[replication]`` of ``config/topics.toml`` (DESIGN §17): copies of each partition,
+    and how many must hold a record before an ``acks=all`` produce is acknowledged."""
+
+    model_config = ConfigDict(extra="forbid")
+    factor: int = Field(1, ge=1)
+    min_insync_replicas: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _isr_within_factor(self) -> Replication:
+        if self.min_insync_replicas > self.factor:
+            raise ValueError(f"topics.toml [replication]: min_insync_replicas {self.min_insync_replicas} "
+                             f"cannot exceed factor {self.factor} (every produce would be refused)")
+        return self
+
+
 class TopicRetention(BaseModel):
-    """``config/topics.toml``: days each topic keeps its records (-1: forever)."""
+    """``config/topics.toml``: days each topic keeps its records (-1: forever), and the
+    topics' replication."""
 
     model_config = ConfigDict(extra="forbid")
     default_retention_days: float = Field(400, gt=0)
     retention_days: dict[str, float] = Field(default_factory=dict)
+    replication: Replication = Replication()
 
     def days(self, name: str) -> float:
         days = self.retention_days.get(name, self.default_retention_days)
@@ -277,6 +297,7 @@ class Config:
     def __init__(self, directory: Path | None = None, env: Mapping[str, str] | None = None):
         self.directory = directory or config_dir()
         given: Mapping[str, str] = os.environ if env is None else env
+        self._env = given
         raw = _read_toml(self.directory / "citybrain.toml")
         for var, (section, key, cast) in _ENV.items():
             if given.get(var) not in (None, ""):
@@ -286,7 +307,16 @@ class Config:
     @cached_property
     def topic_retention(self) -> TopicRetention:
         path = self.directory / "topics.toml"
-        return TopicRetention.model_validate(_read_toml(path) if path.exists() else {})
+        raw = _read_toml(path) if path.exists() else {}
+        older = self.settings.kafka.replication_factor
+        if older is not None and "factor" not in raw.get("replication", {}):
+            raw.setdefault("replication", {})["factor"] = older
+        # The environment over the file (a three-node test cluster, a one-node demo).
+        for var, key in (("CITYBRAIN_REPLICATION_FACTOR", "factor"),
+                         ("CITYBRAIN_MIN_INSYNC_REPLICAS", "min_insync_replicas")):
+            if self._env.get(var) not in (None, ""):
+                raw.setdefault("replication", {})[key] = int(self._env[var])
+        return TopicRetention.model_validate(raw)
 
     def check_closed_state_days(self) -> None:
         """Closed orders must stay in hot state longer than fusion's inputs can be

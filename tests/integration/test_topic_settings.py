@@ -68,3 +68,32 @@ async def test_partitions_that_differ_stop_the_start(kafka_bootstrap, tmp_path):
     assert worker.proc.wait(timeout=60) == 2
     log = worker.log_path.read_text()
     assert "topic partitions do not match the configuration" in log and topics.video in log
+
+
+async def test_min_insync_replicas_is_reconciled_and_missing_replicas_stop_the_start(kafka_bootstrap):
+    """DESIGN §17: topics.toml [replication] — min.insync.replicas altered like retention;
+    a topic with fewer replicas than the factor is a decision for a person (reassignment)."""
+    topics = Topics(new_prefix("replicas"))
+    specs = [s for s in topic_specs(Config(), topics, PARTITIONS) if s.name in (topics.reports, topics.events)]
+    await create_topics(kafka_bootstrap, specs)   # one replica, min.insync.replicas 1
+    wanted = [TopicSpec(s.name, s.partitions, {**s.config, "min.insync.replicas": "2"}) for s in specs]
+    altered = await reconcile_topics(kafka_bootstrap, wanted)
+    assert sorted(altered) == sorted(f"{s.name}: min.insync.replicas 1 → 2" for s in specs)
+
+    async def isr() -> dict[str, str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name)
+                                                       for s in specs])
+            return {r[3]: {e[0]: e[1] for e in r[4]}["min.insync.replicas"] for r in response.resources}
+        finally:
+            await admin.close()
+    deadline = asyncio.get_running_loop().time() + 10
+    while set((now := await isr()).values()) != {"2"} and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    assert set(now.values()) == {"2"}
+
+    with pytest.raises(TopicMismatch) as why:
+        await reconcile_topics(kafka_bootstrap, wanted, replication=3)
+    assert f"{topics.reports}: 1 replica(s), topics.toml [replication] factor is 3" in str(why.value)

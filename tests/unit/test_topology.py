@@ -13,16 +13,27 @@ DAY_MS = 86_400_000
 def test_every_topic_has_its_settings():
     cfg = Config()
     specs = {s.name: s for s in topic_specs(cfg, Topics("p."))}
-    assert specs["p.workorders.events"].config == {"cleanup.policy": "delete", "retention.ms": "-1"}
+    isr = {"min.insync.replicas": "1"}   # the sample's single broker (topics.toml [replication])
+    assert specs["p.workorders.events"].config == {"cleanup.policy": "delete", "retention.ms": "-1", **isr}
     for name in ("p.events.normalized", "p.workorders.rejected", "p.dispatch.water", "p.deadletter",
                  "p.dispatch.supervision.city", "p.workorders.commands"):
-        assert specs[name].config == {"cleanup.policy": "delete", "retention.ms": str(400 * DAY_MS)}
+        assert specs[name].config == {"cleanup.policy": "delete", "retention.ms": str(400 * DAY_MS), **isr}
     for name in ("p.ingest.iot.readings", "p.ingest.video.alerts", "p.ingest.reports"):
         assert specs[name].config["retention.ms"] == str(7 * DAY_MS)
     assert specs["p.registry.devices"].config["cleanup.policy"] == "compact"
     for name in ("p.citybrain-sensor_state-changelog", "p.citybrain-work_orders-changelog"):
-        assert specs[name].config == {"cleanup.policy": "compact"}
+        assert specs[name].config == {"cleanup.policy": "compact", **isr}
     assert {s.partitions for s in specs.values()} == {cfg.settings.kafka.partitions}
+
+
+def test_replication_from_topics_toml_or_the_environment():
+    cfg = Config(env={"CITYBRAIN_REPLICATION_FACTOR": "3", "CITYBRAIN_MIN_INSYNC_REPLICAS": "2"})
+    assert cfg.topic_retention.replication.factor == 3
+    specs = topic_specs(cfg, Topics("p."))
+    assert {s.config["min.insync.replicas"] for s in specs} == {"2"}   # every topic, compacted too
+    assert Config(env={}).topic_retention.replication.factor == 1
+    with pytest.raises(ValueError, match="cannot exceed factor"):
+        _ = Config(env={"CITYBRAIN_MIN_INSYNC_REPLICAS": "2"}).topic_retention
 
 
 def test_co_partitioned_groups_follow_the_stages():

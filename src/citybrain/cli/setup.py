@@ -57,8 +57,9 @@ async def ensure_topics(cfg, bootstrap: str, specs) -> list[str]:
     (retention altered; partitions that differ stop here with the reason)."""
     from citybrain.kafka.admin import create_topics, reconcile_topics
     from citybrain.stream.topology import co_partitioned
-    created = await create_topics(bootstrap, specs, cfg.settings.kafka.replication_factor)
-    for line in await reconcile_topics(bootstrap, specs, co_partitioned(cfg)):
+    factor = cfg.topic_retention.replication.factor
+    created = await create_topics(bootstrap, specs, factor)
+    for line in await reconcile_topics(bootstrap, specs, co_partitioned(cfg), replication=factor):
         print(f"主题设置已更新 topic setting reconciled: {line}", flush=True)
     return created
 

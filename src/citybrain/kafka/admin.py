@@ -179,19 +179,26 @@ class TopicMismatch(RuntimeError):
 
 
 async def reconcile_topics(bootstrap: str, specs: list[TopicSpec],
-                           co_partitioned: Sequence[Sequence[str]] = ()) -> list[str]:
-    """Bring existing topics' settings to the specs (retention, cleanup policy) and check
-    their partition counts.  Returns what was altered; raises ``TopicMismatch`` (every
-    problem in one message) on partitions that differ — more partitions would move keys
-    and the state that follows them, so that is a decision for a person, not for a start."""
+                           co_partitioned: Sequence[Sequence[str]] = (), replication: int = 1) -> list[str]:
+    """Bring existing topics' settings to the specs (retention, cleanup policy,
+    min.insync.replicas) and check their partition counts and replicas.  Returns what was
+    altered; raises ``TopicMismatch`` (every problem in one message) on partitions that
+    differ — more partitions would move keys and the state that follows them, so that is a
+    decision for a person, not for a start — and on fewer replicas than ``replication``
+    (adding replicas is a reassignment that copies whole logs: kafka-reassign-partitions)."""
     admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
         wanted = {s.name: s for s in specs}
-        described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(list(wanted))
-                     if t["error_code"] == 0}
+        topics = [t for t in await admin.describe_topics(list(wanted)) if t["error_code"] == 0]
+        described = {t["topic"]: len(t["partitions"]) for t in topics}
         problems = [f"{name}: {described[name]} partitions, the configuration says {spec.partitions}"
                     for name, spec in wanted.items() if name in described and described[name] != spec.partitions]
+        for t in topics:
+            fewest = min((len(p["replicas"]) for p in t["partitions"]), default=replication)
+            if fewest < replication:
+                problems.append(f"{t['topic']}: {fewest} replica(s), topics.toml [replication] factor is "
+                                f"{replication} (kafka-reassign-partitions adds them)")
         for group in co_partitioned:
             counts = {n: described[n] for n in group if n in described}
             if len(set(counts.values())) > 1:
@@ -199,7 +206,8 @@ async def reconcile_topics(bootstrap: str, specs: list[TopicSpec],
                                 + ", ".join(f"{n}={c}" for n, c in counts.items()))
         if problems:
             raise TopicMismatch("主题分区与配置不符 topic partitions do not match the configuration — "
-                                "fix the topics or [kafka] partitions, then start again:\n  "
+                                "fix the topics or [kafka] partitions / topics.toml [replication], "
+                                "then start again:\n  "
                                 + "\n  ".join(problems))
         resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in described if wanted[n].config]
         current = {}

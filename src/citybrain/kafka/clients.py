@@ -137,6 +137,12 @@ HOT_PATH_PRODUCER: dict[str, Any] = {"linger_ms": 0, "acks": "all", "max_batch_s
 
 def kafka_producer(**settings: Any) -> AIOKafkaProducer:
     settings.setdefault("partitioner", kafka_partition)   # aiokafka's own, with a native hash
+    # acks=all and idempotent unless a caller asks otherwise (DESIGN §17): with replicas, a
+    # leader that acknowledged alone can lose the record when it fails, and a produce
+    # retried across a leader change must not write a record twice.
+    settings.setdefault("acks", "all")
+    if settings["acks"] in ("all", -1) and not settings.get("transactional_id"):
+        settings.setdefault("enable_idempotence", True)
     return AIOKafkaProducer(**_secured(settings))
 
 

@@ -136,7 +136,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         web_port=s.worker.web_port,
         web_in_thread=False,
         topic_partitions=s.kafka.partitions,
-        topic_replication_factor=s.kafka.replication_factor,
+        topic_replication_factor=config.topic_retention.replication.factor,
         consumer_auto_offset_reset="earliest",  # a new group must not skip input
         key_serializer="raw",
         value_serializer="raw",

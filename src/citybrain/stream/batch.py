@@ -508,6 +508,7 @@ class StageRunner:
                                                       self._producer(state=True).flush()), 60)
             except Exception:  # noqa: BLE001 - failed sends are simply not committed
                 pass
+            await self._new_producers()
         if isinstance(self.failed, ProduceFailed) and self.failed.fenced:
             # Another worker owns these partitions now: never fence it back with a new
             # producer; wait for the group to tell us what is ours.
@@ -525,6 +526,21 @@ class StageRunner:
             else:
                 self.consumer.seek(tp, committed)
             self.position.pop(tp, None)
+
+    async def _new_producers(self) -> None:
+        """at_least_once: a fresh pair after a failure (new producer ids).  An idempotent
+        producer whose sequence the broker refused (OutOfOrderSequenceNumber after a
+        leader change) stops sending for good (aiokafka #1017); the replay from the last
+        commit needs nothing of the old pair."""
+        old = [p for p in (self.producer, self.state_producer) if p is not None]
+        self.producer, self.state_producer = self.new_producer(None), self.new_producer(None)
+        # The old pair stops in the background: a broken one can take its 30 s to give up.
+        for p in old:
+            task = asyncio.create_task(_stop_quietly(p))
+            _STOPPING.add(task)
+            task.add_done_callback(_STOPPING.discard)
+        await self.producer.start()
+        await self.state_producer.start()
 
     # -- the loop ------------------------------------------------------------------
 
@@ -814,6 +830,9 @@ def _when_all_done(futures: list[asyncio.Future], callback: Callable[[], None]) 
             callback()
     for f in futures:
         f.add_done_callback(one_done)
+
+
+_STOPPING: set[asyncio.Task] = set()   # producers replaced after a failure, stopping
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:

@@ -23,8 +23,11 @@ def topic_specs(config: Config, topics: Topics | None = None, partitions: int | 
     s = config.settings
     topics = topics or Topics(s.kafka.topic_prefix)
     group = f"{topics.prefix}{s.worker.app_id}"
-    return topics.specs(list(config.desks), partitions or s.kafka.partitions,
-                        retention=config.topic_retention, changelogs=list(changelogs(group).values()))
+    specs = topics.specs(list(config.desks), partitions or s.kafka.partitions,
+                         retention=config.topic_retention, changelogs=list(changelogs(group).values()))
+    # Every topic, the compacted ones too: reconciled at each start like retention.
+    isr = {"min.insync.replicas": str(config.topic_retention.replication.min_insync_replicas)}
+    return [TopicSpec(t.name, t.partitions, {**t.config, **isr}) for t in specs]
 
 
 def co_partitioned(config: Config, topics: Topics | None = None) -> list[list[str]]:
