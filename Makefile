@@ -1,6 +1,12 @@
 # The two commands of the README.  Each one installs what it needs.
 .PHONY: demo test check lint bootstrap kafka-stop schemas
 
+# make test runs whole test files on this many processes (pytest-xdist, --dist loadfile:
+# a file's module fixtures — its worker, its broker — stay in one process). Each process
+# starts its own Kafka broker. The suite mostly waits on worker processes and brokers, so
+# three processes fit a two-core box; TEST_PROCESSES=0 runs it in one process.
+TEST_PROCESSES ?= 3
+
 bootstrap:
 	@scripts/bootstrap.sh
 
@@ -10,7 +16,7 @@ demo: bootstrap
 test: bootstrap
 	@$(MAKE) --no-print-directory lint
 	@scripts/ensure-test-tools.sh
-	.venv/bin/python -m pytest --durations=25 $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # The fast tier, no broker: lint, types, then the unit tests (README "Tiers").
 check: bootstrap

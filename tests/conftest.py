@@ -56,12 +56,40 @@ def pytest_collection_modifyitems(config, items):
                                     "it belongs in tests/integration/")
 
 
+# Under pytest-xdist (make test runs files on several worker processes) the chaos figures
+# are gathered in the processes that ran the chaos tests; each leaves its lines here for
+# the controller to print.
+WORKER_REPORTS = ARTIFACTS / "chaos-report.d"
+
+
+def _xdist_worker(config) -> str | None:
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def pytest_sessionstart(session):
+    if _xdist_worker(session.config) is None and WORKER_REPORTS.is_dir():
+        for old in WORKER_REPORTS.glob("*.txt"):
+            old.unlink()
+
+
+def pytest_sessionfinish(session):
+    worker = _xdist_worker(session.config)
+    from tests.chaos.harness import REPORT
+    if worker is not None and REPORT:
+        WORKER_REPORTS.mkdir(parents=True, exist_ok=True)
+        (WORKER_REPORTS / f"{worker}.txt").write_text("\n".join(REPORT) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter):
     """The chaos suite's figures (kills, records, lost, duplicates), in every run's output."""
     from tests.chaos.harness import REPORT
-    if REPORT:
+    lines = list(REPORT)
+    if WORKER_REPORTS.is_dir():
+        for part in sorted(WORKER_REPORTS.glob("*.txt")):
+            lines += part.read_text().splitlines()
+    if lines:
         terminalreporter.section("chaos figures")
-        for line in REPORT:
+        for line in lines:
             terminalreporter.write_line(line)
         ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "chaos-report.txt").write_text("\n".join(REPORT) + "\n")
+        (ARTIFACTS / "chaos-report.txt").write_text("\n".join(lines) + "\n")
