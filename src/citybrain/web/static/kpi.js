@@ -101,7 +101,7 @@
       const b = ev.target.closest("button[data-view]");
       if (!b) return;
       if (b.dataset.view === "kpi") location.hash = "#/kpi";
-      else if (location.hash === "#/kpi") location.hash = "#/";
+      else if (b.dataset.view === "board" && location.hash === "#/kpi") location.hash = "#/";
     });
     build();
     window.addEventListener("hashchange", fromHash);
@@ -119,7 +119,7 @@
     $k("app").classList.toggle("kpi-view", on);
     $k("kpi").hidden = !on;
     for (const b of $k("views").querySelectorAll("button[data-view]")) {
-      const active = (b.dataset.view === "kpi") === on;
+      const active = b.dataset.view === (on ? "kpi" : "board");   // another view (研判) marks its own
       b.classList.toggle("active", active);
       b.setAttribute("aria-selected", String(active));
     }
