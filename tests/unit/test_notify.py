@@ -323,3 +323,134 @@ def test_the_book_counts_messages_per_person_and_channel_for_the_rate_limit():
     assert book.sent_since("p", "email", t0) == 3                       # one message each, not one per record
     assert book.sent_since("p", "email", t0 + timedelta(minutes=30)) == 1
     assert book.sent_since("p", "sms", t0) == 0
+
+
+# -- exactly once across a crash: the claim (docs/notifier.md, "Exactly once") ---------------
+
+class FakeProducer:
+    """The deliveries and dead-letter topics as lists (a send is acknowledged at once)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict]] = []
+
+    async def send(self, topic, value, key=None):
+        import asyncio
+
+        import orjson
+        self.records.append((topic, orjson.loads(value)))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def statuses(self, did: str) -> list[str]:
+        return [r["status"] for t, r in self.records if t.endswith("notifications.deliveries")
+                and r["delivery_id"] == did]
+
+    def dead(self) -> list[dict]:
+        return [r for t, r in self.records if t.endswith("notifications.deadletter")]
+
+
+class FakeChannel:
+    def __init__(self, producer: FakeProducer, gate=None) -> None:
+        self.producer, self.gate = producer, gate
+        self.calls: list[tuple[str, list[str]]] = []   # (delivery id, its records when the channel got it)
+        self.open = 0
+        self.most_open = 0
+
+    async def send(self, notice, address):
+        self.calls.append((notice.delivery_id, self.producer.statuses(notice.delivery_id)))
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        if self.gate is not None:
+            await self.gate.wait()
+        self.open -= 1
+        return "accepted"
+
+    async def close(self):
+        return None
+
+
+def notifier_with(settings: dict | None = None, gate=None):
+    from citybrain.kafka.topics import Topics
+    from citybrain.notify.service import Notifier
+    s = NotifySettings.model_validate(settings or {})
+    producer = FakeProducer()
+    channels = {"email": FakeChannel(producer, gate), "webhook": FakeChannel(producer, gate)}
+    n = Notifier("unused:9092", Topics("t."), None, s, Rules(s), channels)  # type: ignore[arg-type]
+    n.producer = producer
+    return n, producer, channels
+
+
+def notice(channel="email", order="WO-1", version=2):
+    from citybrain.notify.rules import Notice
+    person = ROSTER.person[1] if channel == "webhook" else ROSTER.person[0]
+    return Notice(kind="dispatch", work_order_id=order, version=version, person=person, channel=channel,
+                  desk="water", summary={"category_name": "路面积水"})
+
+
+def prior(n, status: str, attempts: int = 1):
+    """A record a predecessor (a notifier that died) left on the deliveries topic."""
+    return DeliveryRecord(delivery_id=notice().delivery_id, work_order_id="WO-1", version=2, person=ROSTER.person[0].id,
+                          channel="email", kind="dispatch", desk="water", status=status, attempts=attempts,
+                          at=datetime(2026, 12, 7, 2, tzinfo=UTC))
+
+
+async def test_a_delivery_is_claimed_on_the_topic_before_its_channel_has_it():
+    n, producer, ch = notifier_with()
+    await n.deliver(notice())
+    did = notice().delivery_id
+    assert ch["email"].calls == [(did, ["queued", "sending"])]
+    assert producer.statuses(did) == ["queued", "sending", "sent"] and n.book.done(did)
+
+
+async def test_a_claim_left_by_a_dead_notifier_is_reported_never_sent_again():
+    n, producer, ch = notifier_with()
+    did = notice().delivery_id
+    n.book.apply(prior(n, "sending"))
+    await n.deliver(notice())
+    await n.deliver(notice())                       # the source record once more: nothing
+    assert ch["email"].calls == []
+    assert producer.statuses(did) == ["failed"]
+    failed = n.book.deliveries[did]
+    assert failed.status == "failed" and failed.detail.startswith("outcome_unknown")
+    [dead] = producer.dead()
+    assert dead["reason"] == "notification_outcome_unknown" and dead["delivery_id"] == did
+
+
+async def test_a_webhooks_claim_is_resent_under_the_same_delivery_id():
+    n, producer, ch = notifier_with()
+    wid = notice("webhook").delivery_id
+    n.book.apply(DeliveryRecord(delivery_id=wid, work_order_id="WO-1", version=2, person=ROSTER.person[1].id,
+                                channel="webhook", kind="dispatch", desk="water", status="sending",
+                                at=datetime(2026, 12, 7, 2, tzinfo=UTC)))
+    await n.deliver(notice("webhook"))
+    assert [c[0] for c in ch["webhook"].calls] == [wid]       # once, the same id (Idempotency-Key)
+    assert producer.statuses(wid) == ["sending", "sent"] and producer.dead() == []
+    # email reports instead, unless the setting says the receiver deduplicates
+    n2, _p2, ch2 = notifier_with({"in_flight": {"email": "resend"}})
+    n2.book.apply(prior(n2, "sending"))
+    await n2.deliver(notice())
+    assert len(ch2["email"].calls) == 1
+
+
+@pytest.mark.parametrize("status", ["queued", "retrying"])
+async def test_a_delivery_its_channel_never_had_is_sent_after_a_restart_whatever_the_hours_limit(status):
+    n, producer, ch = notifier_with({"limits": {"per_person_per_hour": 1}})
+    n.book.apply(prior(n, status))
+    await n.deliver(notice())
+    assert len(ch["email"].calls) == 1 and n.book.done(notice().delivery_id)
+
+
+async def test_at_most_the_channels_concurrency_is_ever_in_doubt():
+    import asyncio
+    gate = asyncio.Event()
+    n, producer, ch = notifier_with({"in_flight": {"concurrency": 2}}, gate=gate)
+    tasks = [asyncio.create_task(n.deliver(notice(order=f"WO-{i}"))) for i in range(10)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    claimed = [d for d in {r["delivery_id"] for _t, r in producer.records} if producer.statuses(d)[-1] == "sending"]
+    queued = [d for d in {r["delivery_id"] for _t, r in producer.records} if producer.statuses(d)[-1] == "queued"]
+    assert len(claimed) == 2 and len(queued) == 8          # a crash now: 2 in doubt, 8 safe to send
+    gate.set()
+    await asyncio.gather(*tasks)
+    assert ch["email"].most_open == 2 and len(ch["email"].calls) == 10

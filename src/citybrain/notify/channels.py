@@ -2,8 +2,10 @@
 
 Each ``send`` returns a detail for the receipt or raises ``ChannelError`` (the notifier
 retries with backoff, up to its budget).  The delivery id travels with every message
-(``Message-ID`` of an email, ``X-Citybrain-Delivery`` of a webhook, the SMS text) so a
-receiver can recognise a repeat after a crash between the send and its receipt.
+(``Message-ID`` of an email, ``X-Citybrain-Delivery`` and ``Idempotency-Key`` of a webhook,
+the SMS text) so a receiver can recognise a repeat: a webhook whose outcome a crash left
+unknown is sent again under the same id, and its receiver must keep the first one only
+(docs/notifier.md, "Exactly once").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from citybrain.notify.settings import SmppSettings, SmtpSettings, WebhookSetting
 
 SIGNATURE_HEADER = "X-Citybrain-Signature"
 DELIVERY_HEADER = "X-Citybrain-Delivery"
+IDEMPOTENCY_HEADER = "Idempotency-Key"     # the same delivery id, under the header's common name
 TIMESTAMP_HEADER = "X-Citybrain-Timestamp"
 
 
@@ -103,7 +106,8 @@ class WebhookSender:
             self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.s.timeout_seconds))
         body = webhook_body(notice)
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.key, body),
-                   DELIVERY_HEADER: notice.delivery_id, TIMESTAMP_HEADER: str(int(time.time()))}
+                   DELIVERY_HEADER: notice.delivery_id, IDEMPOTENCY_HEADER: notice.delivery_id,
+                   TIMESTAMP_HEADER: str(int(time.time()))}
         try:
             async with self.session.post(address, data=body, headers=headers) as resp:
                 text = (await resp.text())[:200]

@@ -2,8 +2,9 @@
 the delivery id) and the book the notifier rebuilds from them at start (pure).
 
 A delivery is one (order, version, person, channel).  Its record is written ``queued``
-before the send and ``sent`` / ``failed`` after it, ``delivered`` when the channel confirms
-delivery, ``acked`` when the person acknowledges it.  The book answers the dedupe
+when it is decided, ``sending`` (the claim) just before each attempt hands it to the
+channel, ``retrying`` after a failed attempt, ``sent`` / ``failed`` after it, ``delivered``
+when the channel confirms delivery, ``acked`` when the person acknowledges it.  The book answers the dedupe
 question — has this delivery been done? — and the escalation one — which urgent
 (order, version) has nobody acknowledged in time?
 """
@@ -16,11 +17,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Status = Literal["queued", "sent", "delivered", "retrying", "failed", "acked"]
+Status = Literal["queued", "sending", "sent", "delivered", "retrying", "failed", "acked"]
 # Done: a redelivered source record sends nothing for these.  ``queued``/``retrying``: the
-# notifier stopped before the outcome was known (its source record was not committed, so
-# it comes again) — the send is tried again under the same delivery id.
+# notifier stopped before handing the message to the channel (or after the channel refused
+# it) — its source record comes again and the send is tried.  ``sending``: it stopped while
+# the channel had the message, so nobody knows whether it went out — never sent again
+# blindly (service.py: resent under the same id, or reported outcome_unknown).
 DONE: frozenset[str] = frozenset({"sent", "delivered", "failed", "acked"})
+UNKNOWN_OUTCOME = "outcome_unknown"
 
 
 class DeliveryRecord(BaseModel):
@@ -71,6 +75,12 @@ class DeliveryBook:
     def done(self, delivery_id: str) -> bool:
         rec = self.deliveries.get(delivery_id)
         return rec is not None and rec.status in DONE
+
+    def claimed(self, delivery_id: str) -> DeliveryRecord | None:
+        """The delivery's claim if its latest state is ``sending`` (in the channel's hands,
+        outcome not recorded)."""
+        rec = self.deliveries.get(delivery_id)
+        return rec if rec is not None and rec.status == "sending" else None
 
     def apply(self, rec: DeliveryRecord) -> None:
         old = self.deliveries.get(rec.delivery_id)

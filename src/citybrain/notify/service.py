@@ -25,7 +25,7 @@ from citybrain.kafka.admin import create_topics
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.kafka.topics import COMPACTED, Topics, TopicSpec
 from citybrain.notify.channels import ChannelError, Sender
-from citybrain.notify.deliveries import DeliveryBook, DeliveryRecord
+from citybrain.notify.deliveries import UNKNOWN_OUTCOME, DeliveryBook, DeliveryRecord
 from citybrain.notify.roster import ReloadingRoster
 from citybrain.notify.rules import Notice, Outcome, Rules
 from citybrain.notify.settings import NotifySettings
@@ -34,7 +34,9 @@ from citybrain.stream.logreader import TopicReader
 log = logging.getLogger("citybrain.notifier")
 NOTIFICATIONS = Counter("citybrain_notifications", "Notifications by channel and outcome: sent, failed "
                         "(dead after the retry budget), retried, duplicate (already done), acked, "
-                        "escalated, skipped_<reason>", ["channel", "outcome"])
+                        "escalated, unknown (a predecessor died while sending: reported, not resent), "
+                        "resent (the same, resent under its delivery id), skipped_<reason>",
+                        ["channel", "outcome"])
 
 
 def deliveries_topic(topics: Topics) -> str:
@@ -80,6 +82,8 @@ class Notifier:
         self.producer: Any = None
         self.sent = 0
         self._escalations: set[asyncio.Task] = set()
+        self._in_flight: set[str] = set()                    # deliveries this process is sending
+        self._slots: dict[str, asyncio.Semaphore] = {}       # per channel: [in_flight] concurrency
 
     # -- the deliveries topic ----------------------------------------------------------
 
@@ -193,31 +197,53 @@ class Notifier:
 
     async def deliver(self, notice: Notice) -> None:
         did = notice.delivery_id
-        if self.book.done(did):
+        if self.book.done(did) or did in self._in_flight:
             NOTIFICATIONS.labels(notice.channel, "duplicate").inc()
             return
+        self._in_flight.add(did)
+        try:
+            await self._deliver(notice, did)
+        finally:
+            self._in_flight.discard(did)
+
+    async def _deliver(self, notice: Notice, did: str) -> None:
         now = self.clock()
+        claim = self.book.claimed(did)
+        if claim is not None:
+            # A notifier died while the channel had this message: whether it went out is
+            # unknown.  Never sent twice blindly ([in_flight], docs/notifier.md).
+            policy = getattr(self.settings.in_flight, notice.channel, "report")
+            if policy == "report":
+                await self._unknown(notice, claim)
+                return
+            NOTIFICATIONS.labels(notice.channel, "resent").inc()
+            log.warning("结果未知，以同一投递号重发 outcome unknown, resent under the same delivery id "
+                        "(the receiver deduplicates): %s to %s by %s", did, notice.person.id, notice.channel)
         limit = self.settings.limits.per_person_per_hour
-        if (limit and not notice.urgent and notice.kind != "emergency"
+        # a delivery with a record was admitted (and counted) when first queued
+        if (limit and not notice.urgent and notice.kind != "emergency" and did not in self.book.deliveries
                 and self.book.sent_since(notice.person.id, notice.channel, now - timedelta(hours=1)) >= limit):
             NOTIFICATIONS.labels(notice.channel, "skipped_rate_limited").inc()
             log.warning("限流 rate limit: %s had %d messages by %s this hour, %s not sent", notice.person.id,
                         limit, notice.channel, did)
             return
         due = DeliveryBook.ack_due(now, self.settings.escalation.ack_minutes) if notice.urgent else None
-        base = dict(delivery_id=did, work_order_id=notice.work_order_id, version=notice.version,
-                    person=notice.person.id, channel=notice.channel, kind=notice.kind, desk=notice.desk,
-                    urgent=notice.urgent, step=notice.step, final=notice.final, ack_due_at=due,
-                    summary=notice.summary)
-        await self._write(DeliveryRecord(status="queued", at=now, **base))
+        base = self._base(notice, due)
+        if claim is None:
+            await self._write(DeliveryRecord(status="queued", at=now, **base))
         retry = self.settings.retry
         sender = self.senders.get(notice.channel)
+        slots = self._slots.setdefault(notice.channel, asyncio.Semaphore(self.settings.in_flight.concurrency))
         detail = ""
         for attempt in range(1, retry.attempts + 1):
             try:
                 if sender is None:
                     raise ChannelError(f"channel {notice.channel} is not configured")
-                detail = await sender.send(notice, notice.person.address(notice.channel))
+                async with slots:
+                    # The claim, acknowledged by Kafka (acks=all) before the channel has the
+                    # message: a successor that finds it knows the outcome is in doubt.
+                    await self._write(DeliveryRecord(status="sending", at=self.clock(), attempts=attempt, **base))
+                    detail = await sender.send(notice, notice.person.address(notice.channel))
             except ChannelError as e:
                 detail = str(e)[:500]
                 if attempt < retry.attempts:
@@ -234,6 +260,33 @@ class Notifier:
             NOTIFICATIONS.labels(notice.channel, "sent").inc()
             self.sent += 1
             return
+
+    @staticmethod
+    def _base(notice: Notice, due: datetime | None) -> dict[str, Any]:
+        return dict(delivery_id=notice.delivery_id, work_order_id=notice.work_order_id, version=notice.version,
+                    person=notice.person.id, channel=notice.channel, kind=notice.kind, desk=notice.desk,
+                    urgent=notice.urgent, step=notice.step, final=notice.final, ack_due_at=due,
+                    summary=notice.summary)
+
+    async def _unknown(self, notice: Notice, claim: DeliveryRecord) -> None:
+        """A claim without an outcome, on a channel that cannot deduplicate: failed with detail
+        outcome_unknown and a dead letter for a person to check — not a second message.  The
+        claim's ack due stays, so an urgent order nobody acknowledges still escalates."""
+        at = self.clock()
+        detail = (f"{UNKNOWN_OUTCOME}: the notifier stopped while {notice.channel} had the message "
+                  f"(claimed {claim.at.isoformat()}, attempt {claim.attempts}); not sent again — check with "
+                  f"the person or the {notice.channel} server")
+        base = {**self._base(notice, claim.ack_due_at), "summary": claim.summary or notice.summary}
+        await self._write(DeliveryRecord(status="failed", at=at, attempts=claim.attempts, detail=detail, **base))
+        NOTIFICATIONS.labels(notice.channel, "unknown").inc()
+        dead = {"reason": "notification_outcome_unknown", "detail": detail, "delivery_id": notice.delivery_id,
+                "work_order_id": notice.work_order_id, "version": notice.version, "person": notice.person.id,
+                "channel": notice.channel, "kind": notice.kind, "attempts": claim.attempts,
+                "claimed_at": claim.at.isoformat(), "dead_at": at.isoformat()}
+        await (await self.producer.send(deadletter_topic(self.topics), orjson.dumps(dead),
+                                        key=notice.delivery_id.encode()))
+        log.error("投递结果未知 delivery %s to %s by %s: the notifier stopped while sending; reported "
+                  "outcome_unknown, not sent again", notice.delivery_id, notice.person.id, notice.channel)
 
     async def ack(self, delivery_id: str, by: str) -> DeliveryRecord:
         """签收: the delivery acked (the escalation of its order version stops)."""

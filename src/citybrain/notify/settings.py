@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +72,27 @@ class LimitSettings(BaseModel):
     per_person_per_hour: int = Field(30, ge=0)
 
 
+Unknown = Literal["resend", "report"]
+
+
+class InFlightSettings(BaseModel):
+    """A delivery is claimed (``sending`` on notifications.deliveries, acks=all) just before
+    its channel gets it.  A notifier that finds its predecessor's claim without an outcome
+    cannot know whether the message went out (docs/notifier.md, "Exactly once"): ``resend``
+    under the same delivery id — for a receiver that deduplicates by it (a webhook's
+    X-Citybrain-Delivery / Idempotency-Key) — or ``report`` it: status failed, detail
+    outcome_unknown, a record on notifications.deadletter for a person to check; never sent
+    twice.  An SMTP server and an SMSC do not deduplicate, so email and SMS report."""
+
+    model_config = ConfigDict(extra="forbid")
+    webhook: Unknown = "resend"
+    email: Unknown = "report"
+    sms: Unknown = "report"
+    # Messages being handed to each channel at once: a claim is written only when a slot is
+    # free, so at most this many per channel are ever in doubt after a crash.
+    concurrency: int = Field(4, ge=1, le=64)
+
+
 class NotifySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # The consumer group is <topic prefix><group>.
@@ -85,6 +107,7 @@ class NotifySettings(BaseModel):
     retry: RetrySettings = RetrySettings()
     escalation: EscalationSettings = EscalationSettings()
     limits: LimitSettings = LimitSettings()
+    in_flight: InFlightSettings = InFlightSettings()
 
     @classmethod
     def load(cls, path: Path) -> NotifySettings:
