@@ -1,9 +1,10 @@
 """高发 through real Kafka (issue 37 item 2): a month of orders on workorders.state with
 planted repeats — three spots where manholes keep going missing — and sparse background
-makes exactly those three hotspots, in the API and on the console's map."""
+makes exactly those three hotspots, in the API, on analytics.hotspots and on the console's map."""
 
 import math
 import random
+import shutil
 import time
 from datetime import UTC, datetime
 
@@ -15,8 +16,9 @@ from citybrain.bench.console import get
 from citybrain.config import Config
 from citybrain.domain.geo import distance_m
 from citybrain.kafka.clients import kafka_producer
+from citybrain.paths import PROJECT_ROOT
 
-from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare
+from .kafka_helpers import ARTIFACTS, WorkerProcess, consume, new_prefix, prepare
 
 pytestmark = pytest.mark.integration
 SITES = [(117.8010, 36.7420), (117.8480, 36.8010), (117.9500, 36.7030)]
@@ -68,7 +70,13 @@ async def test_planted_repeats_make_exactly_their_hotspots(kafka_bootstrap, tmp_
         await producer.flush()
     finally:
         await producer.stop()
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path).start()
+    config = tmp_path / "config"                 # hotspots found again every 2 s, not every minute
+    shutil.copytree(PROJECT_ROOT / "config", config)
+    toml = config / "analytics.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("hotspot_seconds = 60", "hotspot_seconds = 2"),
+                    encoding="utf-8")
+    assert Config(config).analytics.windows.hotspot_seconds == 2
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, config_dir=config).start()
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:            # the history store has read the topic
@@ -86,6 +94,18 @@ async def test_planted_repeats_make_exactly_their_hotspots(kafka_bootstrap, tmp_
             assert min(distance_m(h["lon"], h["lat"], lon, lat) for lon, lat in SITES) <= 30
         _, one = get(worker.port, "/api/v1/hotspots?category=noise")
         assert one["total"] == 0
+        # analytics.hotspots: the same three, keyed by their ids (category + centre order).
+        deadline, held = time.monotonic() + 30, {}
+        while time.monotonic() < deadline and len(held) < 3:
+            held = {r.key.decode(): orjson.loads(r.value)
+                    for r in await consume(kafka_bootstrap, topics.analytics_hotspots, want=3, timeout=3, settle=0.5)}
+        assert set(held) == {h["hotspot_id"] for h in found}, held
+        for h in found:
+            rec = held[h["hotspot_id"]]
+            assert rec["centre"]["work_order_id"] == h["work_order_ids"][0] and rec["orders"] == h["work_order_ids"]
+            assert (rec["category"], rec["count"], rec["radius"]) == ("manhole_cover", 5, 50)
+            assert datetime.fromisoformat(rec["first"]) <= datetime.fromisoformat(rec["last"])
+            assert datetime.fromisoformat(rec["first"]) == datetime.fromisoformat(h["first"])
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                                args=["--no-sandbox"])

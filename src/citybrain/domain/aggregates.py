@@ -51,12 +51,15 @@ class WindowSettings(BaseModel):
     """``config/analytics.toml`` ``[windows]``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = Field(True, description="false: no worker folds or publishes windows (the API's are empty)")
     timezone: str = "Asia/Shanghai"
     keep_days: int = Field(366, ge=1, le=3660, description="how long the history store keeps a window")
     keep_ended_days: float = Field(15.0, gt=0, le=400, description="how long an ended order's versions "
                                                                    "are remembered for dedupe")
     publish_seconds: float = Field(2.0, gt=0, le=600, description="how often changed windows go out "
                                                                   "on analytics.windows")
+    hotspot_seconds: float = Field(60.0, gt=0, le=3600, description="how often hotspots are found again "
+                                                                    "for analytics.hotspots")
 
 
 def key_text(key: WindowKey) -> str:

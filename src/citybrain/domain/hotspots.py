@@ -8,15 +8,22 @@ centre; it and its neighbours are one hotspot and leave the pool; again until no
 enough. Planted repeats more than two radii apart are one hotspot each; sparse background
 makes none.
 
-Pure: points in, hotspots out. The config (``config/hotspots.toml``) names the default
-rule and per-category ones."""
+A hotspot's id is stable while its centre is: ``HS-<category>-<hash of the centre order's
+id>``. ``record`` is its form on ``analytics.hotspots`` (compacted, key hotspot_id: written
+when it appears or changes, a tombstone when it is found no more).
+
+Pure: points in, hotspots out. The config (``[hotspots]`` of config/analytics.toml) names
+the default rule and per-category ones."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +40,8 @@ class HotspotRule(BaseModel):
 
 
 class HotspotConfig(BaseModel):
-    """``config/hotspots.toml``: ``[default]`` and ``[categories.<code>]`` rules."""
+    """``[hotspots]`` of config/analytics.toml: ``[hotspots.default]`` and
+    ``[hotspots.categories.<code>]`` rules."""
 
     model_config = ConfigDict(extra="forbid")
     default: HotspotRule = HotspotRule()
@@ -65,11 +73,38 @@ class Hotspot:
     street_code: str
     work_order_ids: tuple[str, ...]   # nearest the centre first
 
+    @property
+    def centre_id(self) -> str:
+        return self.work_order_ids[0]   # nearest the centre first: the centre itself
+
+    def record(self, timezone: str = "Asia/Shanghai") -> dict[str, Any]:
+        """The record on ``analytics.hotspots``."""
+        tz = ZoneInfo(timezone)
+        return {"hotspot_id": self.hotspot_id, "category": self.category,
+                "centre": {"work_order_id": self.centre_id, "lon": self.lon, "lat": self.lat,
+                           "street_code": self.street_code, "district_code": self.street_code[:6]},
+                "radius": self.radius_m, "orders": list(self.work_order_ids), "count": self.count,
+                "first": datetime.fromtimestamp(self.first_ts, tz).isoformat(),
+                "last": datetime.fromtimestamp(self.last_ts, tz).isoformat()}
+
     def to_dict(self) -> dict[str, Any]:
         return {"hotspot_id": self.hotspot_id, "category": self.category, "lon": self.lon, "lat": self.lat,
                 "radius_m": self.radius_m, "count": self.count, "first_ts": self.first_ts,
                 "last_ts": self.last_ts, "street_code": self.street_code,
-                "district_code": self.street_code[:6], "work_order_ids": list(self.work_order_ids)}
+                "district_code": self.street_code[:6], "work_order_ids": list(self.work_order_ids),
+                "first": datetime.fromtimestamp(self.first_ts, UTC).isoformat(),
+                "last": datetime.fromtimestamp(self.last_ts, UTC).isoformat()}
+
+
+def hotspot_id(category: str, centre: str) -> str:
+    return f"HS-{category}-{hashlib.sha256(f'{category}|{centre}'.encode()).hexdigest()[:12]}"
+
+
+def find_all(by_category: dict[str, list[Point]], config: HotspotConfig, now: float) -> list[Hotspot]:
+    """Every category's hotspots, the largest first (ties by id)."""
+    found = [h for category, points in sorted(by_category.items())
+             for h in find(category, points, config.rule(category), now)]
+    return sorted(found, key=lambda h: (-h.count, h.hotspot_id))
 
 
 def find(category: str, points: list[Point], rule: HotspotRule, now: float) -> list[Hotspot]:
@@ -114,7 +149,7 @@ def find(category: str, points: list[Point], rule: HotspotRule, now: float) -> l
         members = sorted(neighbours(centre), key=lambda q: (distance_m(centre.lon, centre.lat, q.lon, q.lat),
                                                             q.work_order_id))
         cx, cy = cell(centre)
-        found.append(Hotspot(f"HS-{category}-{cx}-{cy}", category, centre.lon, centre.lat, rule.radius_m,
+        found.append(Hotspot(hotspot_id(category, centre.work_order_id), category, centre.lon, centre.lat, rule.radius_m,
                              len(members), min(q.created_ts for q in members), max(q.created_ts for q in members),
                              centre.street_code, tuple(q.work_order_id for q in members)))
         for q in members:

@@ -52,6 +52,8 @@ class Topics:
         self.warnings = f"{p}ingest.warnings"
         # 研判 windows, key window|granularity|category|district|street (compacted; DESIGN §15).
         self.analytics_windows = f"{p}analytics.windows"
+        # 高发 hotspots, key hotspot_id (compacted: the latest per hotspot, a tombstone when it ends).
+        self.analytics_hotspots = f"{p}analytics.hotspots"
 
     @property
     def ingest(self) -> list[str]:
@@ -95,6 +97,7 @@ class Topics:
             "cleanup.policy": "compact,delete",
             "retention.ms": retention.retention_ms("analytics.windows") if retention is not None
             else str(400 * 86_400_000)}))
+        specs.append(TopicSpec(self.analytics_hotspots, partitions, dict(COMPACTED)))
         specs.append(TopicSpec(self.warnings, partitions, dict(COMPACTED)))
         specs += [TopicSpec(name, partitions, dict(COMPACTED)) for name in changelogs]
         return specs

@@ -1,4 +1,4 @@
-"""The 研判 windows as a stream job (DESIGN §15): every worker folds the whole of
+"""The 研判 windows and 高发 hotspots as stream jobs (DESIGN §15): every worker folds the whole of
 ``workorders.events`` (no consumer group, like the evaluation) with domain/aggregates.py
 into its window store (readmodels/windows.py, SQLite, a year), and one worker publishes
 the windows that changed on the compacted ``analytics.windows``.
@@ -15,6 +15,9 @@ its store marks changed and not yet published by it (all of them on taking over,
 new publisher catches up what the last one may not have sent). Values are whole counts,
 not deltas: a record sent twice, or by two workers during a rebalance, says the same.
 
+The same publisher writes 高发 hotspots on ``analytics.hotspots`` (``HotspotPublisher``),
+found over the worker's history store every ``hotspot_seconds``.
+
 Parsing and folding run in a thread with the SQLite writes, so the event loop (the hot
 path's stages share it) only awaits them.
 """
@@ -24,15 +27,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import faust
 import orjson
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from citybrain.domain.aggregates import Aggregates, WindowSettings, key_text
+from citybrain.domain.aggregates import Aggregates, key_text
+from citybrain.domain.analytics import AnalyticsConfig
+from citybrain.domain.hotspots import HotspotConfig, Point, find_all
+from citybrain.kafka.admin import partitions_of
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
+from citybrain.kafka.reading import read_until, seek_to_first
+from citybrain.kafka.topics import Topics
+from citybrain.readmodels.history import HistoryStore
 from citybrain.readmodels.windows import WindowStore, row_dict
 from citybrain.stream.logreader import TopicReader
 
@@ -48,17 +58,83 @@ def window_record(row: tuple) -> tuple[bytes, bytes]:
     return key_text(tuple(row[:5])).encode(), orjson.dumps(item)
 
 
+class HotspotPublisher:
+    """高发 on ``analytics.hotspots`` (compacted, key hotspot_id): the hotspots found over the
+    history store (domain/hotspots.py), each written when it appears or changes, a tombstone
+    when it is found no more. What the topic holds is read back when this worker takes the
+    publishing over, so a hotspot that ended meanwhile gets its tombstone too."""
+
+    def __init__(self, bootstrap: str, topic: str, store: HistoryStore | None, config: HotspotConfig,
+                 timezone: str):
+        self.bootstrap, self.topic, self.store, self.config, self.timezone = bootstrap, topic, store, config, timezone
+        self.sent: dict[str, bytes] | None = None    # hotspot_id → the record on the topic; None: not read yet
+
+    def current(self, now: float) -> dict[str, bytes]:
+        if self.store is None:
+            return {}
+        longest = max([self.config.default.days, *(r.days for r in self.config.categories.values())])
+        by_category: dict[str, list[Point]] = {}
+        for wo, category, lon, lat, created, street in self.store.points(now - longest * 86400):
+            by_category.setdefault(category, []).append(Point(wo, lon, lat, created, street or ""))
+        return {h.hotspot_id: orjson.dumps(h.record(self.timezone)) for h in find_all(by_category, self.config, now)}
+
+    async def read_topic(self) -> dict[str, bytes]:
+        consumer = kafka_consumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+                                  client_id="citybrain-analytics-hotspots")
+        await consumer.start()
+        held: dict[str, bytes] = {}
+
+        def take(_tp, records) -> None:
+            for m in records:
+                if m.key is None:
+                    continue
+                if m.value is None:
+                    held.pop(m.key.decode(), None)
+                else:
+                    held[m.key.decode()] = m.value
+        try:
+            tps = [TopicPartition(self.topic, p) for p in await partitions_of(self.bootstrap, self.topic)]
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
+            await seek_to_first(consumer, tps)
+            await read_until(consumer, end, take)
+        finally:
+            await consumer.stop()
+        return held
+
+    async def publish(self, producer: AIOKafkaProducer) -> int:
+        """The hotspots that appeared, changed or ended since the last call; returns how many."""
+        if self.sent is None:
+            self.sent = await self.read_topic()
+        now = await asyncio.to_thread(self.current, time.time())
+        changes: dict[str, bytes | None] = {k: v for k, v in now.items() if self.sent.get(k) != v}
+        changes.update({k: None for k in self.sent if k not in now})
+        sends = [await producer.send(self.topic, v, key=k.encode()) for k, v in sorted(changes.items())]
+        await asyncio.gather(*sends)
+        self.sent = now
+        if changes:
+            log.info("高发发布 hotspots published: %d new or changed, %d ended (%d now)",
+                     sum(v is not None for v in changes.values()), sum(v is None for v in changes.values()), len(now))
+        return len(changes)
+
+
 class WindowsFeed:
-    def __init__(self, bootstrap: str, events_topic: str, windows_topic: str, group: str, data_dir: Path,
-                 settings: WindowSettings):
+    def __init__(self, bootstrap: str, topics: Topics, group: str, data_dir: Path, config: AnalyticsConfig,
+                 history: HistoryStore | None = None):
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.bootstrap, self.windows_topic, self.group, self.settings = bootstrap, windows_topic, group, settings
+        settings = config.windows
+        events_topic = topics.workorder_events
+        self.bootstrap, self.windows_topic, self.group, self.settings = (bootstrap, topics.analytics_windows,
+                                                                         group, settings)
+        self.hotspots = HotspotPublisher(bootstrap, topics.analytics_hotspots, history, config.hotspots,
+                                         settings.timezone)
         self.store = WindowStore(data_dir / FILE_NAME)
         self.fold = Aggregates(settings.timezone, settings.keep_ended_days)
         self.fold.restore(*self.store.dedupe_entries())
         self.reader = TopicReader(bootstrap, events_topic, self._fold, "analytics-windows",
                                   start_offsets=self.store.positions, on_start_rejected=self._start_over)
         self.publishing = False     # this worker holds partition 0 of the publishers' group
+        self.history_caught_up: Callable[[], bool] = lambda: history is not None   # set by the worker
         self.published = 0
 
     # -- folding -------------------------------------------------------------------
@@ -105,6 +181,7 @@ class WindowsFeed:
             async def on_partitions_revoked(self, revoked):
                 if any(tp.partition == 0 for tp in revoked):
                     feed.publishing = False
+                    feed.hotspots.sent = None   # read the topic again if it comes back
 
             async def on_partitions_assigned(self, assigned):
                 if any(tp.partition == 0 for tp in assigned):
@@ -119,13 +196,16 @@ class WindowsFeed:
         await consumer.start()
         await producer.start()
         consumer.subscribe([self.windows_topic], listener=Elected())
-        last = 0.0
+        last = last_hotspots = 0.0
         try:
             while True:
                 await consumer.getmany(timeout_ms=500, max_records=100)   # stays in the group; read nothing of use
                 if not (self.publishing and self.caught_up()) or time.monotonic() - last < self.settings.publish_seconds:
                     continue
                 last = time.monotonic()
+                if last - last_hotspots >= self.settings.hotspot_seconds and self.history_caught_up():
+                    last_hotspots = last
+                    await self.hotspots.publish(producer)
                 while self.publishing:
                     rows = await asyncio.to_thread(self._publish_batch)
                     if not rows:
@@ -149,7 +229,11 @@ class WindowsFeed:
 
 
     def install(self, app: faust.App) -> None:
-        """The reader, the publisher and the year's trim as the worker's tasks."""
+        """The reader, the publisher and the year's trim as the worker's tasks (none when
+        ``[windows] enabled = false``)."""
+        if not self.settings.enabled:
+            log.info("研判窗口已关闭 analytics windows disabled ([windows] enabled = false)")
+            return
 
         @app.task
         async def read_analytics_windows() -> None:

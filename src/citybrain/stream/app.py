@@ -217,8 +217,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     api.warning_layer = WarningLayer(warning_feed.book, warning_feed.shapes)   # GET /api/v1/warnings
     if views.history is not None:
         api.attach_history(views.history.store, views.history.caught_up)
-    windows = WindowsFeed(bootstrap, topics.workorder_events, topics.analytics_windows, f"{gid}-analytics",
-                          data_dir, config.analytics.windows)   # 研判 windows (stream/analytics.py)
+    windows = WindowsFeed(bootstrap, topics, f"{gid}-analytics", data_dir, config.analytics,   # 研判 (stream/analytics.py)
+                          history=views.history.store if views.history is not None else None)
+    if views.history is not None:
+        windows.history_caught_up = views.history.caught_up
     windows.install(app)
     api.attach_windows(windows.store, windows.caught_up)
     media = MediaStore(data_dir / "media")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citybrain.domain.geo import distance_m
-from citybrain.domain.hotspots import HotspotConfig, HotspotRule, Point, find
+from citybrain.domain.hotspots import HotspotConfig, HotspotRule, Point, find, find_all, hotspot_id
 
 NOW = 1_800_000_000.0
 DAY = 86400.0
@@ -85,3 +85,21 @@ def test_every_hotspot_has_enough_orders_within_the_radius_and_the_answer_is_det
     # What is left holds no further hotspot.
     rest = [p for p in points if p.work_order_id not in seen]
     assert find("c", rest, rule, NOW) == []
+
+
+def test_a_hotspot_id_is_its_category_and_centre_and_its_record_names_them():
+    """The id stays while the centre does (more orders join: same id); the record on
+    analytics.hotspots has the centre, radius, orders and first/last in city time."""
+    rng = random.Random(3)
+    points = planted(rng, [(117.80, 36.74)], 5, 0)
+    (h,) = find("manhole_cover", points, RULE, NOW)
+    more = [*points, Point("WO-late", *near(117.80, 36.74, 10, 1.0), NOW - DAY, "370306002")]
+    (h2,) = find("manhole_cover", more, RULE, NOW)
+    assert h2.count == 6 and h2.work_order_ids[0] == h.work_order_ids[0] and h2.hotspot_id == h.hotspot_id
+    assert find_all({"manhole_cover": more, "noise": points}, HotspotConfig(default=RULE), NOW)[0] == h2
+    rec = h.record()
+    assert rec["hotspot_id"] == h.hotspot_id == hotspot_id("manhole_cover", h.work_order_ids[0])
+    assert rec["centre"]["work_order_id"] == h.work_order_ids[0] and rec["centre"]["lon"] == h.lon
+    assert (rec["radius"], rec["count"], rec["orders"]) == (100.0, 5, list(h.work_order_ids))
+    assert rec["first"].endswith("+08:00") and rec["first"] <= rec["last"]
+    assert hotspot_id("noise", h.work_order_ids[0]) != h.hotspot_id
