@@ -9,11 +9,13 @@ import time
 
 import orjson
 import pytest
+from playwright.async_api import async_playwright, expect
 
 from citybrain.bench.console import get
 from citybrain.simulate.traffic import iso
 
-from .kafka_helpers import consume, decode, produce, worker_on_new_topics
+from .browser import CHROMIUM, signed_in
+from .kafka_helpers import ARTIFACTS, consume, decode, produce, worker_on_new_topics
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +98,19 @@ async def test_a_red_rainstorm_warning_raises_orders_in_its_district_and_ends_by
     [feature] = layer["features"]
     assert feature["properties"]["level"] == "red" and feature["properties"]["kind_zh"] == "暴雨"
     assert feature["geometry"]["type"] in ("Polygon", "MultiPolygon")
+    async with async_playwright() as pw:      # the console's map shows the area, with a 中文 legend
+        browser = await pw.chromium.launch(executable_path=CHROMIUM)
+        try:
+            page = await signed_in(browser, f"http://127.0.0.1:{worker.port}", "demo-operator", console_errors=True)
+            shown = page.locator("[data-testid=area-warning]")
+            await expect(shown).to_have_count(1, timeout=15000)
+            assert await shown.get_attribute("data-level") == "red"
+            await expect(page.locator("[data-testid=warning-legend]")).to_contain_text("红色暴雨预警 淄博市气象台")
+            assert await page.locator("#map").get_attribute("data-warnings") == "1"
+            await page.screenshot(path=str(ARTIFACTS / "area-warning-console.png"))
+            assert page.errors == []
+        finally:
+            await browser.close()
 
     # Amended: valid_to moved to 2 s from now.  Once it has passed, a new order in 周村区
     # starts at its normal level; nothing the warning raised is released.

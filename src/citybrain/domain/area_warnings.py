@@ -31,7 +31,7 @@ from typing import Any, Literal
 import orjson
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from shapely.geometry import Point, mapping, shape
+from shapely.geometry import mapping, shape
 
 from citybrain.domain.geo import CityMap
 from citybrain.domain.normalize import validation_failure
@@ -148,7 +148,8 @@ class HeldWarning:
         area = self.record.area
         if location.district_code in area.district_codes or location.street_code in area.street_codes:
             return True
-        return self.polygon is not None and self.polygon.covers(Point(location.lon, location.lat))
+        # intersects_xy: on the boundary counts, and no Point is made (the hot path asks this).
+        return self.polygon is not None and bool(shapely.intersects_xy(self.polygon, location.lon, location.lat))
 
     def label(self) -> str:
         """中文 first: 淄博市气象台 暴雨红色预警 W-1."""
@@ -288,8 +289,10 @@ class WarningBook:
 
     def start(self, category: str, location: Location, at: datetime) -> Start | None:
         """The warnings a new order of ``category`` at ``location`` starts under at ``at``."""
-        held = [w for w in self.holding(at)
-                if self.rules.for_new(w.record.kind, w.level, category) and w.covers(location)]
+        if not self.warnings:   # the usual case: one dict lookup per new order
+            return None
+        held = [w for _, w in sorted(self.warnings.items())
+                if self.rules.for_new(w.record.kind, w.level, category) and w.holds(at) and w.covers(location)]
         if not held:
             return None
         top = max(held, key=lambda w: (WARNING_RANK[w.level], w.warning_id))

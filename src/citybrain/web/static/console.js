@@ -514,11 +514,54 @@ async function initMap() {
     }
     L.control.layers(null, overlays, {collapsed: false, position: "topright"}).addTo(state.map);
   }
+  initWarnings();
   state.map.on("moveend", () => { loadMap(); loadDevices(); });
   state.map.on("overlayadd", (ev) => { if (ev.layer === state.hotspotLayer) loadHotspots(); else loadDevices(); });
   state.map.on("overlayremove", (ev) => { if (ev.layer === state.hotspotLayer) $("hotspots").hidden = true; });
   zoomToDistrict();
   loadMap();
+}
+
+// 区域预警: the warnings of outside authorities holding now (GET /api/v1/warnings), each
+// area filled in its level's colour under the orders, listed in a legend; looked at again
+// every minute, so a warning that ends leaves the map by itself.
+// Colours by the level's rank (the server's warning_levels, lowest first: 蓝 黄 橙 红).
+const WARNING_PALETTE = ["#3b82f6", "#eab308", "#f97316", "#dc2626"];
+const warningColor = (level) => WARNING_PALETTE[state.meta.enums.warning_levels.indexOf(level)] || "#94a3b8";
+function initWarnings() {
+  state.warningLayer = L.layerGroup().addTo(state.map);
+  const legend = L.control({position: "topleft"});     // under the zoom buttons, clear of the status legend
+  legend.onAdd = () => {
+    const div = L.DomUtil.create("div", "legend warning-legend");
+    div.dataset.testid = "warning-legend";
+    div.id = "warning-legend";
+    div.hidden = true;
+    div.style.maxWidth = "15em";   // a narrow map: wrap rather than run under the status legend
+    return div;
+  };
+  legend.addTo(state.map);
+  loadWarnings();
+  setInterval(loadWarnings, 60_000);
+}
+
+async function loadWarnings() {
+  if (!state.warningLayer) return;
+  let body;
+  try { body = await api("/api/v1/warnings"); } catch (e) { return; }
+  state.warningLayer.clearLayers();
+  for (const f of [...body.features].reverse()) {      // the strongest drawn last, on top
+    const p = f.properties, color = warningColor(p.level);
+    L.geoJSON(f, {style: {color, weight: 2, dashArray: "6 4", fillColor: color, fillOpacity: 0.12}})
+      .bindTooltip(`区域预警 ${esc(p.label)}<br>${esc(p.title || "")} 至 until ${esc(fmt(p.valid_to))}<br>` +
+                   `影响类别 categories: ${p.categories.map((c) => esc((state.meta.categories || {})[c] || c)).join("、")}`)
+      .addTo(state.warningLayer);
+  }
+  const legend = $("warning-legend");
+  legend.hidden = body.total === 0;
+  legend.innerHTML = `<b>区域预警 area warnings ${body.total}</b>` + body.features.map((f) =>
+    `<span data-testid="area-warning" data-level="${f.properties.level}"><i class="sq" style="background:${warningColor(f.properties.level)}"></i>` +
+    `${esc(f.properties.level_zh)}${esc(f.properties.kind_zh)}预警 ${esc(f.properties.issuer)}<br><span class="muted">${esc(f.id)} 至 ${esc(fmt(f.properties.valid_to))}</span></span>`).join("");
+  $("map").dataset.warnings = String(body.total);
 }
 
 function zoomToDistrict() {
