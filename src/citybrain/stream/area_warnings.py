@@ -115,28 +115,42 @@ def install(app: Any, config: Config, topics: Topics, bootstrap: str, group: str
 
 
 class WarningSweep:
-    """The fuse stage's side of it: which (warning, record, partition) it has swept."""
+    """The fuse stage's side of it: per partition assignment, the orders each warning record
+    still has to look at.  At most ``budget`` orders a tick: measured, escalating one costs
+    ~0.9 ms (its changes, snapshot, timeline, emergency assist; 495 of 849 open orders in
+    458 ms), so a red warning over a district would otherwise hold the fuse stage's loop
+    for as long in one go."""
 
-    def __init__(self) -> None:
-        self.swept: dict[int, tuple[object, set[str]]] = {}
+    def __init__(self, budget: int = 100) -> None:
+        self.budget = budget
+        # partition → (the FusionIndex of its assignment, warning record → ids still to look at)
+        self.todo: dict[int, tuple[object, dict[str, list[str]]]] = {}
 
     def run(self, stage: FuseStage, book: WarningBook, now: datetime) -> list[Output]:
+        for partition in set(self.todo) - set(stage.indexes):
+            del self.todo[partition]
         escalating = book.escalating(now)
         if not escalating:
             return []
         keys = [w.record.model_dump_json() for w, _ in escalating]   # its latest record: an amendment is new
         out: list[Output] = []
+        left = self.budget
         for partition, index in list(stage.indexes.items()):
-            held, done = self.swept.get(partition, (None, set()))
+            held, todo = self.todo.get(partition, (None, {}))
             if held is not index:            # a new assignment of the partition: sweep it again
-                done = set()
-                self.swept[partition] = (index, done)
+                todo = {}
+                self.todo[partition] = (index, todo)
+            for gone in set(todo) - set(keys):   # ended, or amended since
+                del todo[gone]
             for (warning, rule), key in zip(escalating, keys, strict=True):
-                if key in done:
-                    continue
-                done.add(key)
+                ids = todo.get(key)
+                if ids is None:
+                    ids = todo[key] = [o.work_order_id for o in index.orders.values()
+                                       if o.category in rule.categories]
                 raised = 0
-                for wo in [o.work_order_id for o in index.orders.values() if o.category in rule.categories]:
+                while ids and left > 0:
+                    wo = ids.pop()
+                    left -= 1
                     raw = stage.work_orders.get(partition, wo)
                     if raw is None:
                         continue
@@ -152,8 +166,6 @@ class WarningSweep:
                     out += stage.of_partition(partition, mine)
                     raised += 1
                 if raised:
-                    log.info("区域预警升级 area warning %s raised %d open orders in partition %d",
-                             warning.label(), raised, partition)
-        for partition in set(self.swept) - set(stage.indexes):
-            del self.swept[partition]
+                    log.info("区域预警升级 area warning %s raised %d open orders in partition %d%s",
+                             warning.label(), raised, partition, f" ({len(ids)} to look at next)" if ids else "")
         return out

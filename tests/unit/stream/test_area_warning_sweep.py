@@ -79,3 +79,16 @@ def test_the_fuse_stage_starts_and_sweeps_orders_under_a_warning(config):
     stage.handle(event("R-D", ELSEWHERE.model_copy(update={"lon": 117.91966, "grid_code": "370306001001002"})), out)
     [created, *_] = changes(out, topics)
     assert (created["snapshot"]["warning_level"], created["snapshot"]["priority"]) == (None, "high")
+
+
+def test_the_sweep_looks_at_no_more_than_its_budget_a_tick(config):
+    topics = Topics("t.")
+    book = WarningBook(config.warnings)
+    stage = FuseStage(config, topics, "t.g", warnings=book)
+    stage.warning_sweep.budget = 1
+    stage.on_assigned({0})
+    for i, lon in enumerate((117.90989, 117.91966, 117.92944)):        # three orders, ~870 m apart
+        stage.handle(event(f"R-{i}", IN_ZHOUCUN.model_copy(update={"lon": lon})), [])
+    book.apply(read_warning_record(b"W-1", warning(), 65536, AreaShapes(config.city_map)))
+    raised = [sum(c["type"] == "escalated" for c in changes(stage.tick(), topics)) for _ in range(4)]
+    assert raised == [1, 1, 1, 0]
