@@ -121,7 +121,7 @@ async def render_dashboard(http, base) -> None:
     plt.rcParams["font.family"] = [*dict.fromkeys(cjk), "DejaVu Sans"]
     end = time.time()
     n = len(observability.PANELS)
-    fig, axes = plt.subplots((n + 2) // 3, 3, figsize=(21, 3.1 * ((n + 2) // 3)))
+    fig, axes = plt.subplots((n + 2) // 3, 3, figsize=(21, 3.1 * ((n + 2) // 3)), layout="constrained")
     for ax, (title, _unit, targets, _) in zip(axes.flat, observability.PANELS, strict=False):
         for expr, legend in targets:
             async with http.get(f"{base}/api/v1/query_range",
@@ -142,7 +142,6 @@ async def render_dashboard(http, base) -> None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("城市大脑 一网统管 (citybrain) — dashboard panels from a real Prometheus, simulated load", fontsize=12)
-    fig.tight_layout()
     ARTIFACTS.mkdir(exist_ok=True)
     fig.savefig(ARTIFACTS / "dashboard.png", dpi=90)
     plt.close(fig)
