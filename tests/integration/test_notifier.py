@@ -83,23 +83,42 @@ async def webhook_server():
 
 @contextlib.asynccontextmanager
 async def smpp_server():
-    """A real SMPP 3.4 server (SMSC): every submit_sm accepted, the parts put together."""
+    """A real SMPP 3.4 server (SMSC): every submit_sm accepted, the parts put together; when
+    the submit asks for a delivery report and a receiver is bound, a deliver_sm receipt
+    (esm_class 0x04, receipted_message_id and message_state TLVs, the text form) DELIVRD."""
     port = free_port()
     server = smpp34.Server("127.0.0.1", port, system_id="test-smsc")
     await server.start()
     parts: list[tuple[str, bytes]] = []
+    receivers: dict[str, smpp34.Esme] = {}
+    pushes: set[asyncio.Task] = set()
+
+    async def receipt(esme, message_id: str, dest: str) -> None:
+        text = f"id:{message_id} sub:001 dlvrd:001 submit date:2612070200 done date:2612070200 stat:DELIVRD err:000 text:"
+        await esme.deliver_sm("12345", text.encode(), source_addr=dest, esm_class=0x04, tlvs=[
+            smpp34.Tlv(smpp34.TLV_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\x00"),
+            smpp34.Tlv(smpp34.TLV_MESSAGE_STATE, bytes([2]))])   # DELIVERED
 
     async def serve() -> None:
         n = 0
         while True:
             ev = await server.next()
-            if isinstance(ev, smpp34.SubmitSmEvent):
+            if isinstance(ev, smpp34.Esme) and ev.can_receive:
+                receivers[ev.session_id] = ev
+            elif isinstance(ev, smpp34.Unbound):
+                receivers.pop(ev.session_id, None)
+            elif isinstance(ev, smpp34.SubmitSmEvent):
                 n += 1
                 msg = ev.short_message
                 if ev.esm_class & 0x40:          # a user data header: skip it
                     msg = msg[1 + msg[0]:]
                 parts.append((ev.destination_addr, msg))
                 ev.accept(f"SMSC-{n}")
+                if ev.registered_delivery & 0x01 and receivers:
+                    push = asyncio.create_task(receipt(next(iter(receivers.values())), f"SMSC-{n}",
+                                                       ev.destination_addr))
+                    pushes.add(push)
+                    push.add_done_callback(pushes.discard)
 
     task = asyncio.create_task(serve())
     try:
@@ -303,8 +322,13 @@ desk = "supervision.district"
                 await until(lambda: notifier.book.groups[("WO-3", 2)].acked, what="the ack read back")
                 await asyncio.sleep(2.5)
                 assert "13800000009" not in sms_texts(parts)
-    statuses = {(r["person"], r["status"]) for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 5))}
+    records = decode(await consume(kafka_bootstrap, deliveries_topic(topics), 5))
+    statuses = {(r["person"], r["status"]) for r in records}
     assert ("water-second", "acked") in statuses and ("water-duty", "sent") in statuses
+    # 短信回执: the SMSC's deliver_sm receipt made the first SMS delivered (after sent)
+    duty = [r for r in records if r["person"] == "water-duty"]
+    assert [r["status"] for r in duty][-2:] == ["sent", "delivered"], duty
+    assert duty[-1]["detail"].startswith("smsc receipt SMSC-") and "DELIVRD" in duty[-1]["detail"]
 
 
 class SlowMailbox(Mailbox):

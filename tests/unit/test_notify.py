@@ -454,3 +454,37 @@ async def test_at_most_the_channels_concurrency_is_ever_in_doubt():
     gate.set()
     await asyncio.gather(*tasks)
     assert ch["email"].most_open == 2 and len(ch["email"].calls) == 10
+
+
+# -- SMS delivery reports (短信回执) ------------------------------------------------------------
+
+def test_an_smsc_delivery_report_is_read_from_its_tlvs_or_its_text():
+    from citybrain.notify.receipts import parse
+    text = b"id:SMSC-7 sub:001 dlvrd:001 submit date:2612070200 done date:2612070201 stat:DELIVRD err:000 text:"
+    r = parse(0x04, text)
+    assert r is not None and (r.message_id, r.stat, r.err, r.status) == ("SMSC-7", "DELIVRD", "000", "delivered")
+    # the TLVs win over the text (receipted_message_id is a C string; message_state 5 = UNDELIVERABLE)
+    r = parse(0x04, text, receipted_message_id=b"SMSC-8\x00", message_state=5)
+    assert r is not None and (r.message_id, r.stat, r.status) == ("SMSC-8", "UNDELIV", "failed")
+    assert parse(0x04, b"id:9 stat:ENROUTE").status is None           # not final: says nothing yet
+    assert parse(0x04, b"id:9 stat:EXPIRED").status == "failed"
+    assert parse(0x00, text) is None                                    # a mobile-originated message
+    assert parse(0x04, b"stat:DELIVRD") is None                          # names no message
+
+
+async def test_a_delivery_report_marks_the_sms_delivered_or_failed_once():
+    from citybrain.notify.receipts import Receipt
+    n, producer, _ch = notifier_with()
+    did = notice().delivery_id
+    sent = prior(n, "sent").model_copy(update={"channel": "sms", "detail": "smpp message_id SMSC-1,SMSC-2"})
+    n.book.apply(sent)
+    assert n.book.by_smsc_id == {"SMSC-1": did, "SMSC-2": did}
+    await n.receipt(Receipt("SMSC-2", "DELIVRD", "000"))
+    await n.receipt(Receipt("SMSC-1", "UNDELIV", "001"))     # the first final report decided
+    assert producer.statuses(did) == ["delivered"] and n.book.deliveries[did].detail.startswith("smsc receipt SMSC-2")
+    await n.receipt(Receipt("SMSC-404", "DELIVRD"), wait=0.3)   # nobody's message: logged, nothing written
+    assert producer.statuses(did) == ["delivered"]
+    n2, p2, _ = notifier_with()
+    n2.book.apply(sent)
+    await n2.receipt(Receipt("SMSC-1", "REJECTD"))
+    assert p2.statuses(did) == ["failed"] and "REJECTD" in n2.book.deliveries[did].detail

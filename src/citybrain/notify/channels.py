@@ -11,20 +11,28 @@ unknown is sent again under the same id, and its receiver must keep the first on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import logging
 import smtplib
+import socket
+import threading
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
+from citybrain.notify.deliveries import SMPP_SENT
+from citybrain.notify.receipts import Receipt, parse
 from citybrain.notify.rules import Notice
 from citybrain.notify.settings import SmppSettings, SmtpSettings, WebhookSettings, secret
 
+log = logging.getLogger("citybrain.notifier")
 SIGNATURE_HEADER = "X-Citybrain-Signature"
 DELIVERY_HEADER = "X-Citybrain-Delivery"
 IDEMPOTENCY_HEADER = "Idempotency-Key"     # the same delivery id, under the header's common name
@@ -163,10 +171,69 @@ class SmsSender:
             client.disconnect()
         if len(ids) != len(parts):
             raise ChannelError(f"smpp: {len(ids)} of {len(parts)} parts acknowledged")
-        return f"smpp message_id {','.join(ids)}"
+        return SMPP_SENT + ",".join(ids)
 
     async def send(self, notice: Notice, address: str) -> str:
         return await asyncio.to_thread(self._send, notice, address)
 
     async def close(self) -> None:
         return None
+
+
+class SmsReceiptListener:
+    """短信回执: a receiver bind to the SMSC (smpplib, in a thread of its own, reconnecting
+    with backoff) that hands every delivery report to ``on_receipt`` on the event loop.
+    ``deliver_sm`` is answered ROK once read (a receipt the notifier cannot match is logged)."""
+
+    def __init__(self, s: SmppSettings, on_receipt: Callable[[Receipt], None],
+                 loop: asyncio.AbstractEventLoop):
+        self.s, self.on_receipt, self.loop = s, on_receipt, loop
+        self.bound = threading.Event()
+        self._stop = threading.Event()
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="smpp-receipts", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        sock = getattr(self._client, "_socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)    # wakes the thread's blocking read
+
+    def _received(self, pdu: Any, **_kw: Any) -> None:
+        receipt = parse(int(getattr(pdu, "esm_class", 0) or 0), getattr(pdu, "short_message", b""),
+                        getattr(pdu, "receipted_message_id", None), getattr(pdu, "message_state", None))
+        if receipt is not None:
+            self.loop.call_soon_threadsafe(self.on_receipt, receipt)
+
+    def _run(self) -> None:
+        import smpplib.client
+        import smpplib.exceptions
+
+        backoff = 1.0
+        while not self._stop.is_set():
+            client = smpplib.client.Client(self.s.host, self.s.port, timeout=self.s.timeout_seconds,
+                                           allow_unknown_opt_params=True)
+            client.set_message_received_handler(self._received)
+            self._client = client
+            try:
+                client.connect()
+                client.bind_receiver(system_id=self.s.system_id, password=secret(self.s.password_env))
+                self.bound.set()
+                backoff = 1.0
+                while not self._stop.is_set():
+                    client.read_once()
+            except (OSError, smpplib.exceptions.PDUError, smpplib.exceptions.ConnectionError) as e:
+                if not self._stop.is_set():
+                    log.warning("短信回执连接中断 SMPP receipt bind to %s:%d lost (%s: %s), again in %.0f s",
+                                self.s.host, self.s.port, type(e).__name__, e, backoff)
+            finally:
+                self.bound.clear()
+                with contextlib.suppress(Exception):
+                    client.disconnect()
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)

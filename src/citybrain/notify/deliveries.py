@@ -25,6 +25,13 @@ Status = Literal["queued", "sending", "sent", "delivered", "retrying", "failed",
 # blindly (service.py: resent under the same id, or reported outcome_unknown).
 DONE: frozenset[str] = frozenset({"sent", "delivered", "failed", "acked"})
 UNKNOWN_OUTCOME = "outcome_unknown"
+# The sms channel's detail of a sent message: this + the SMSC's message ids (one per part),
+# comma-separated — how a delivery report (notify/receipts.py) finds its delivery.
+SMPP_SENT = "smpp message_id "
+
+
+def smsc_ids(detail: str) -> list[str]:
+    return [i for i in detail[len(SMPP_SENT):].split(",") if i] if detail.startswith(SMPP_SENT) else []
 
 
 class DeliveryRecord(BaseModel):
@@ -71,6 +78,7 @@ class DeliveryBook:
         self.deliveries: dict[str, DeliveryRecord] = {}
         self.groups: dict[tuple[str, int], Group] = {}
         self.sent_times: dict[tuple[str, str], list[datetime]] = {}   # (person, channel) → messages
+        self.by_smsc_id: dict[str, str] = {}   # an SMSC's message id → the SMS delivery it was part of
 
     def done(self, delivery_id: str) -> bool:
         rec = self.deliveries.get(delivery_id)
@@ -93,6 +101,8 @@ class DeliveryBook:
         if old is None:   # a delivery's first record: one message (sent or tried) for the rate limit
             self.sent_times.setdefault((rec.person, rec.channel), []).append(rec.at)
         self.deliveries[rec.delivery_id] = rec
+        for smsc_id in smsc_ids(rec.detail) if rec.channel == "sms" else ():
+            self.by_smsc_id[smsc_id] = rec.delivery_id
         if not rec.urgent:
             return
         key = (rec.work_order_id, rec.version)

@@ -24,8 +24,9 @@ from prometheus_client import Counter
 from citybrain.kafka.admin import create_topics
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
 from citybrain.kafka.topics import COMPACTED, Topics, TopicSpec
-from citybrain.notify.channels import ChannelError, Sender
+from citybrain.notify.channels import ChannelError, Sender, SmsReceiptListener
 from citybrain.notify.deliveries import UNKNOWN_OUTCOME, DeliveryBook, DeliveryRecord
+from citybrain.notify.receipts import Receipt
 from citybrain.notify.roster import ReloadingRoster
 from citybrain.notify.rules import Notice, Outcome, Rules
 from citybrain.notify.settings import NotifySettings
@@ -35,7 +36,8 @@ log = logging.getLogger("citybrain.notifier")
 NOTIFICATIONS = Counter("citybrain_notifications", "Notifications by channel and outcome: sent, failed "
                         "(dead after the retry budget), retried, duplicate (already done), acked, "
                         "escalated, unknown (a predecessor died while sending: reported, not resent), "
-                        "resent (the same, resent under its delivery id), skipped_<reason>",
+                        "resent (the same, resent under its delivery id), delivered / undelivered (an "
+                        "SMSC's delivery report), receipt_unmatched, skipped_<reason>",
                         ["channel", "outcome"])
 
 
@@ -84,6 +86,8 @@ class Notifier:
         self._escalations: set[asyncio.Task] = set()
         self._in_flight: set[str] = set()                    # deliveries this process is sending
         self._slots: dict[str, asyncio.Semaphore] = {}       # per channel: [in_flight] concurrency
+        self.receipts: SmsReceiptListener | None = None
+        self._receipt_tasks: set[asyncio.Task] = set()
 
     # -- the deliveries topic ----------------------------------------------------------
 
@@ -124,6 +128,9 @@ class Notifier:
                                       metadata_max_age_ms=5000)
             consumer.subscribe(pattern=pattern)
             await consumer.start()
+            if "sms" in self.settings.channels and self.settings.smpp.receipts:
+                self.receipts = SmsReceiptListener(self.settings.smpp, self._on_receipt, asyncio.get_running_loop())
+                self.receipts.start()
             self.ready.set()
             last_escalation = 0.0
             loop = asyncio.get_running_loop()
@@ -139,7 +146,9 @@ class Notifier:
                     last_escalation = loop.time()
                     self.escalate_overdue()
         finally:
-            for t in list(self._escalations):
+            if self.receipts is not None:
+                self.receipts.stop()
+            for t in [*self._escalations, *self._receipt_tasks]:
                 t.cancel()
             follow.cancel()
             if consumer is not None:
@@ -260,6 +269,35 @@ class Notifier:
             NOTIFICATIONS.labels(notice.channel, "sent").inc()
             self.sent += 1
             return
+
+    # -- SMS delivery reports ---------------------------------------------------------------
+
+    def _on_receipt(self, receipt: Receipt) -> None:
+        task = asyncio.create_task(self.receipt(receipt))
+        self._receipt_tasks.add(task)
+        task.add_done_callback(self._receipt_tasks.discard)
+
+    async def receipt(self, r: Receipt, wait: float = 5.0) -> None:
+        """短信回执: a final delivery report makes the SMS delivery ``delivered`` or ``failed``
+        (the first final report of any part decides; an acked delivery stays acked)."""
+        status = r.status
+        if status is None:
+            return
+        waited = 0.0
+        while (did := self.book.by_smsc_id.get(r.message_id)) is None:
+            if waited >= wait:   # a receipt may outrun the sent record it answers — not this long
+                NOTIFICATIONS.labels("sms", "receipt_unmatched").inc()
+                log.warning("无法匹配的短信回执 SMS delivery report for an unknown message %s (%s)", r.message_id, r.stat)
+                return
+            await asyncio.sleep(0.25)
+            waited += 0.25
+        rec = self.book.deliveries[did]
+        if rec.status not in ("sent", "sending", "retrying"):
+            return      # already delivered, failed by an earlier part, or acked
+        NOTIFICATIONS.labels("sms", "delivered" if status == "delivered" else "undelivered").inc()
+        await self._write(rec.model_copy(update={"status": status, "at": self.clock(), "detail": r.detail()}))
+        if status == "failed":
+            log.error("短信未送达 SMS %s to %s not delivered: %s", did, rec.person, r.detail())
 
     @staticmethod
     def _base(notice: Notice, due: datetime | None) -> dict[str, Any]:

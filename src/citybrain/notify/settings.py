@@ -42,6 +42,9 @@ class SmppSettings(BaseModel):
     password_env: str = "CITYBRAIN_SMPP_PASSWORD"
     source_addr: str = "12345"
     timeout_seconds: float = Field(10.0, gt=0)
+    # Delivery reports: a receiver bind (same system_id) that turns each deliver_sm receipt
+    # into delivered / failed on notifications.deliveries (notify/receipts.py).
+    receipts: bool = True
 
 
 class RetrySettings(BaseModel):
