@@ -15,6 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import orjson
 from aiokafka import TopicPartition
@@ -53,6 +54,8 @@ class Outcome:
     versions: dict = field(default_factory=dict)            # work_order_id → Counter(version)
     snapshots: dict = field(default_factory=dict)           # work_order_id → latest snapshot
     dispatch: Counter = field(default_factory=Counter)      # (work_order_id, version) → copies on dispatch.*
+    # (receipt, the order's source record's Kafka time) of each dispatch (bench/collector.py)
+    dispatch_at: list = field(default_factory=list)
 
     def incidents(self) -> dict[frozenset, tuple[str, str | None]]:
         return {frozenset(e["event_id"] for e in s["events"]): (s["status"], s["department"])
@@ -102,6 +105,9 @@ class OutputReader:
                             o.snapshots[wo] = doc["snapshot"]
                     else:
                         o.dispatch[(doc["work_order_id"], doc["version"])] += 1
+                        ingested = (doc.get("snapshot") or {}).get("source_ingested_at")
+                        if doc.get("type") == "dispatched" and ingested:
+                            o.dispatch_at.append((time.time(), datetime.fromisoformat(ingested).timestamp()))
 
     async def quiet(self, seconds: float, until=None, timeout: float = 180.0) -> None:
         """Wait until nothing new arrived for ``seconds`` (and ``until()`` holds)."""

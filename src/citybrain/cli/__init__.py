@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("kafka", help="local Apache Kafka for the demo and tests")
     k.add_argument("action", choices=["start", "stop", "status"])
     k.add_argument("--port", type=int, default=9092, help="preferred port (a free one if taken)")
+    k.add_argument("--nodes", type=int, default=1, choices=[1, 3],
+                   help="3: a local three-node KRaft cluster (replication 3, min.insync.replicas 2)")
     k.set_defaults(func=cmd_kafka)
 
     t = sub.add_parser("topics", help="create the contract's topics (idempotent)")

@@ -13,13 +13,23 @@ from citybrain.paths import SCHEMAS_DIR
 
 
 def cmd_kafka(args) -> int:
-    from citybrain.kafka.admin import local_broker
+    from citybrain.kafka.admin import local_broker, local_cluster
     from citybrain.kafka.local_broker import BrokerError, kafka_version
-    broker = local_broker()
+    broker, cluster = local_broker(), local_cluster()
     if args.action == "start":
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
             print(f"KAFKA_BOOTSTRAP_SERVERS is set ({os.environ['KAFKA_BOOTSTRAP_SERVERS']}); "
                   "not starting a local broker 不启动本地 Kafka")
+            return 0
+        if getattr(args, "nodes", 1) > 1:
+            try:
+                address = cluster.start()
+            except BrokerError as e:
+                print(f"错误 Kafka cluster failed to start: {e}", file=sys.stderr)
+                return 1
+            print(f"Kafka {kafka_version()} 三节点集群已启动 {cluster.count}-node cluster running at {address} "
+                  f"(logs {cluster.state_dir}/node-*/broker.log); topics: CITYBRAIN_REPLICATION_FACTOR=3 "
+                  "CITYBRAIN_MIN_INSYNC_REPLICAS=2")
             return 0
         try:
             address = broker.start(port=args.port)
@@ -30,11 +40,18 @@ def cmd_kafka(args) -> int:
               f"(pid {broker.pid()}, log {broker.log_file})")
         return 0
     if args.action == "stop":
-        print("Kafka 已停止 stopped" if broker.stop() else "Kafka 未运行 was not running")
+        stopped = [broker.stop(), cluster.stop()]
+        print("Kafka 已停止 stopped" if any(stopped) else "Kafka 未运行 was not running")
         return 0
     running = broker.bootstrap()
     if running:
         print(f"Kafka {kafka_version()} 运行中 running at {running} (pid {broker.pid()})")
+        return 0
+    running = cluster.bootstrap()
+    if running:
+        up = [i for i, n in enumerate(cluster.nodes(), 1) if n.pid()]
+        print(f"Kafka {kafka_version()} 集群运行中 cluster running at {running} "
+              f"(nodes up 运行节点: {', '.join(map(str, up))} of {cluster.count})")
         return 0
     print("Kafka 未运行 not running")
     return 3

@@ -16,6 +16,7 @@ from aiokafka.protocol.offset import OffsetRequest
 
 from citybrain.kafka.clients import kafka_admin, kafka_producer
 from citybrain.kafka.local_broker import LocalBroker
+from citybrain.kafka.local_cluster import LocalCluster
 from citybrain.kafka.topics import TopicSpec
 from citybrain.paths import state_dir
 
@@ -31,16 +32,21 @@ def local_broker() -> LocalBroker:
     return LocalBroker(state_dir() / "kafka")
 
 
+def local_cluster() -> LocalCluster:
+    """`citybrain kafka start --nodes 3`'s cluster."""
+    return LocalCluster(state_dir() / "kafka-cluster")
+
+
 def bootstrap_servers() -> str:
     """``KAFKA_BOOTSTRAP_SERVERS``, else the local broker started by ``citybrain kafka start``."""
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if env:
         return env
-    running = local_broker().bootstrap()
+    running = local_broker().bootstrap() or local_cluster().bootstrap()
     if running:
         return running
     raise NoBroker("没有可用的 Kafka no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS, "
-                   "or run `citybrain kafka start`")
+                   "or run `citybrain kafka start` (or `--nodes 3`)")
 
 
 async def create_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1) -> list[str]:

@@ -269,9 +269,15 @@ class LocalBroker:
         return self._launch(ensure_jars(), props, f"127.0.0.1:{port}", timeout)
 
     def _launch(self, libs: Path, props: Path, address: str, timeout: float) -> str:
-        port = int(address.rsplit(":", 1)[1])
+        proc, started_lines = self._spawn(libs, props)
+        return self._wait_started(proc, started_lines, address, timeout)
+
+    def _spawn(self, libs: Path, props: Path) -> tuple[subprocess.Popen, int]:
+        """Start the JVM; returns it and how many log lines there were before it (a
+        cluster's nodes are all spawned first: none finishes starting without a quorum)."""
+        heap = getattr(self, "_heap", "768m")
         cmd = [
-            "java", "-Xms256m", f"-Xmx{self._heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "java", "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             # The broker's own pauses, for reading beside a latency tail (issue 13).
             f"-Xlog:gc:file={self.log_file.with_name('gc.log')}:time,uptime:filecount=2,filesize=5m",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
@@ -282,10 +288,14 @@ class LocalBroker:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent if self._die_with_parent else None,
+            preexec_fn=_die_with_parent if getattr(self, "_die_with_parent", False) else None,
         )
         log.close()
         self.pid_file.write_text(str(proc.pid))
+        return proc, started_lines
+
+    def _wait_started(self, proc: subprocess.Popen, started_lines: int, address: str, timeout: float) -> str:
+        port = int(address.rsplit(":", 1)[1])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
