@@ -9,6 +9,7 @@ import logging
 from citybrain.cli.bench import cmd_bench
 from citybrain.cli.notifier import cmd_notifier
 from citybrain.cli.platforms import cmd_platforms
+from citybrain.cli.privacy import cmd_pseudonym
 from citybrain.cli.read import cmd_kpis, cmd_tail, cmd_timeline
 from citybrain.cli.setup import cmd_dashboard, cmd_kafka, cmd_registry, cmd_sample, cmd_schemas, cmd_topics
 from citybrain.cli.simulate import cmd_demo, cmd_simulate
@@ -102,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     nt.add_argument("--http-port", type=int, help="run: POST /api/v1/notifications/{id}/ack and GET /metrics here")
     nt.add_argument("--http-host", default="127.0.0.1")
     nt.set_defaults(func=cmd_notifier)
+
+    ps = sub.add_parser("pseudonym", help="假名 a reporter's pseudonym (rp_…) under this deployment's key, "
+                        "to search their orders")
+    ps.add_argument("reporter_id", nargs="+")
+    ps.set_defaults(func=cmd_pseudonym)
 
     pf = sub.add_parser("platforms", help="平台对接 status callbacks to the platforms cases came from (12345, 数字城管)")
     pf.add_argument("action", choices=["run", "check"])
