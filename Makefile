@@ -18,10 +18,10 @@ test: bootstrap
 	@scripts/ensure-test-tools.sh
 	.venv/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
-# The fast tier, no broker: lint, types, then the unit tests (README "Tiers").
+# The fast tiers, no broker: lint, types, then the unit and functional tests (README "Tiers").
 check: bootstrap
 	@$(MAKE) --no-print-directory lint
-	.venv/bin/python -m pytest tests/unit -m unit -q --durations=10 $(PYTEST_ARGS)
+	.venv/bin/python -m pytest tests/unit tests/functional -q --durations=10 $(PYTEST_ARGS)
 
 lint: bootstrap
 	@echo "▸ 代码检查 lint: ruff (pyflakes, isort, bugbear, pyupgrade), then mypy over src/ …"

@@ -36,8 +36,8 @@ def kafka_bootstrap(tmp_path_factory):
         broker.stop()
 
 
-# The tiers, by directory (README "Tiers"): `-m unit` is what `make check` runs.
-TIERS = {"unit": "unit", "integration": "integration", "chaos": "chaos"}
+# The tiers, by directory (README "Tiers"): `make check` runs unit and functional.
+TIERS = {"unit": "unit", "functional": "functional", "integration": "integration", "chaos": "chaos"}
 TESTS = Path(__file__).resolve().parent
 
 
@@ -51,8 +51,8 @@ def pytest_collection_modifyitems(config, items):
         if tier is None:
             continue
         item.add_marker(getattr(pytest.mark, tier))
-        if tier == "unit" and "kafka_bootstrap" in getattr(item, "fixturenames", ()):
-            raise pytest.UsageError(f"{item.nodeid}: a unit test uses the Kafka broker (kafka_bootstrap); "
+        if tier in ("unit", "functional") and "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(f"{item.nodeid}: a {tier} test uses the Kafka broker (kafka_bootstrap); "
                                     "it belongs in tests/integration/")
 
 

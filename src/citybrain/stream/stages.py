@@ -496,8 +496,12 @@ class StateRefresh:
 class FuseStage:
     """The fuse stage: fusion, routing and the lifecycle of the orders of its partitions."""
 
-    def __init__(self, config: Config, topics: Topics, group_id: str, warnings: WarningBook | None = None):
+    def __init__(self, config: Config, topics: Topics, group_id: str, warnings: WarningBook | None = None,
+                 clock: Callable[[], float] = time.time):
         self.config, self.topic_names = config, topics
+        # Wall-clock seconds: the lifecycle's clocks and the stamps of changes. A fake in the
+        # functional tests (tests/functional) runs a month of deadlines in milliseconds.
+        self.wall_clock = clock
         # 区域预警: every worker's copy of ingest.warnings (stream/area_warnings.py).
         self.warnings = warnings if warnings is not None else WarningBook(config.warnings)
         self.warning_sweep = WarningSweep()
@@ -522,6 +526,9 @@ class FuseStage:
         self.tick_seconds = config.lifecycle.timers.tick_seconds
         self.clock: PartitionClock | None = None
         self.ready = asyncio.Event()
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.wall_clock(), UTC)
 
     def on_assigned(self, partitions: set[int]) -> None:
         """Index the newly assigned partitions; recount open orders over all held ones
@@ -606,7 +613,7 @@ class FuseStage:
         """Hot state and ``workorders.state`` after an order's changes.  ``timed``: the
         change may have moved a clock (every change but new evidence)."""
         wo = snap.work_order_id
-        record.written_at = time.time()
+        record.written_at = self.wall_clock()
         self.work_orders.set(partition, wo, record.pack())
         out.append(Output(self.topic_names.workorder_state, wo.encode(), record.state_record(wo, snap.version)))
         if snap.status in OPEN_STATUSES:
@@ -615,7 +622,7 @@ class FuseStage:
             self.timers.schedule(partition, snap, self.deadlines)
         if snap.status not in OPEN_STATUSES:
             self.indexes[partition].close(snap.work_order_id)
-            ended = snap.closed_at or snap.cancelled_at or snap.merged_at or datetime.now(UTC)   # one is set
+            ended = snap.closed_at or snap.cancelled_at or snap.merged_at or self.now()   # one is set
             self.closed_orders.closed(partition, snap.work_order_id, ended.timestamp())
 
     def refuse(self, rejection: CommandRejection, out: list[Output]) -> None:
@@ -633,7 +640,7 @@ class FuseStage:
             # 并单, hop 1, where the survivor lives (route_commands keys a merge by its
             # ``into``): only an open survivor takes a duplicate.
             raw = self.work_orders.get(partition, cmd.into) if cmd.into else None
-            now = datetime.now(UTC)
+            now = self.now()
             refused = lifecycle.merge_check(OrderRecord.unpack(raw).order() if raw else None, cmd, now)
             if refused is not None:
                 return self.refuse(refused, out)
@@ -645,7 +652,7 @@ class FuseStage:
         raw = self.work_orders.get(partition, cmd.work_order_id)
         record = OrderRecord.unpack(raw) if raw else None
         old = record.order() if record else None
-        outcome = lifecycle.apply(old, cmd, self.departments, datetime.now(UTC), self.deadlines,
+        outcome = lifecycle.apply(old, cmd, self.departments, self.now(), self.deadlines,
                                   router=self.router, locate=self.locate)
         if outcome.rejection is not None:
             self.refuse(outcome.rejection, out)
@@ -683,13 +690,13 @@ class FuseStage:
             before = self.apply(partition, cmd, out)
             if before is not None:
                 self.hop(MergeTransfer(transfer="absorb", command=cmd, duplicate=before, visited=[cmd.into],
-                                       at=datetime.now(UTC)), cmd.into, out)
+                                       at=self.now()), cmd.into, out)
             return
         duplicate = t.duplicate
         assert duplicate is not None   # an absorb carries the duplicate
         target = t.visited[-1] if t.visited else cmd.into
         raw = self.work_orders.get(partition, target)
-        now = datetime.now(UTC)
+        now = self.now()
         if raw is None:   # gone from hot state between the hops: only an eviction does that
             log.error("并单失败 merge of %s: %s is not held here any more; its findings are recorded on its "
                       "merged change", duplicate.work_order_id, target)
@@ -716,7 +723,7 @@ class FuseStage:
         index = self.indexes[partition]
         decision = index.fuse(FusionEvent.of(event), self.router)
         metrics.inc(metrics.FUSION_OUTCOME, decision.action)
-        now = datetime.now(UTC)
+        now = self.now()
         wo = decision.work_order_id
         if decision.action == "open" and wo is not None:
             loc = event.location
@@ -766,7 +773,7 @@ class FuseStage:
     def tick(self) -> list[Output]:
         """Supervision steps and automatic verifications that have fallen due."""
         out: list[Output] = []
-        now_ts = time.time()
+        now_ts = self.wall_clock()
         now = datetime.fromtimestamp(now_ts, UTC)
         for partition, wo in self.timers.due(now_ts):
             raw = self.work_orders.get(partition, wo)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import orjson
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
 from pydantic import ValidationError
 
 from citybrain import metrics
@@ -28,7 +27,6 @@ from citybrain.domain.device_health import device_rates, registered_devices
 from citybrain.domain.evaluation import Evaluation
 from citybrain.domain.lifecycle import IRREVERSIBLE, RULES
 from citybrain.domain.normalize import IngestLimits, extra_nested_too_deep, field_path
-from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.readmodels.query import OrderQuery
@@ -48,6 +46,7 @@ from citybrain.web.places import (
     places_query,
     report_defaults,
 )
+from citybrain.web.sink import KafkaSink, RecordSink
 from citybrain.web.warnings import WarningLayer
 from citybrain.wire import enums
 from citybrain.wire.models import WORK_ORDER_STATUSES, Command, IncidentReport, WorkOrder
@@ -108,26 +107,32 @@ class Api:
 
     def __init__(self, config: Config, topics: Topics, bootstrap: str, view: OrderView,
                  evaluation: Evaluation, tokens: TokenRegistry | ReloadingTokens, city_map, ready,
-                 devices=lambda: ()):
+                 devices=lambda: (), sink: RecordSink | None = None, media_sink: RecordSink | None = None,
+                 clock: Callable[[], float] = time.time):
         self.config, self.topics, self.bootstrap = config, topics, bootstrap
         self.view, self.evaluation, self.tokens, self.city, self.ready = view, evaluation, tokens, city_map, ready
+        self.clock = clock   # wall-clock seconds: overdue, command stamps (a fake in tests/functional)
         self.devices = devices     # the registry's devices (for 设备完好率)
         # 完好率 and 联网率 (domain/device_health.py): the worker's views; without them (tests
         # of the API alone) the registry and the evaluation's faults, nothing heard.
         self.device_health: Callable[[], dict[str, dict[str, dict]]] = self._device_health_alone
         self._device_places: dict[str, tuple[float, float, str]] = {}
         self.departments = config.desks
-        self.producer: AIOKafkaProducer | None = None
-        self.media_producer: AIOKafkaProducer | None = None
+        # Reports and commands; photos (larger records) on a producer of their own.
+        self.sink: RecordSink = sink or KafkaSink(bootstrap, "citybrain-api", linger_ms=1)
+        self.media_sink: RecordSink = media_sink or KafkaSink(
+            bootstrap, "citybrain-api-media", max_request_size=MEDIA_RECORD_BYTES + 64 * 1024)
         self.media: MediaRoutes | None = None     # set by attach_media on a worker with a data dir
         self.hotspots: Hotspots | None = None     # made on first use
         self.windows = Windows(lambda: None, lambda: [], lambda: False, config.analytics.trends)   # attach_windows
-        self._producer_lock = asyncio.Lock()
         limits = config.settings.api
         self.rate = RequestRate(limits.requests_per_second, limits.request_burst)
         self.streams = StreamSlots(limits.max_streams_per_token)
 
     # -- plumbing ----------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     def install(self, app: web.Application) -> None:
         _refuse_unreadable_requests()
@@ -208,12 +213,7 @@ class Api:
         return doc
 
     async def _send(self, topic: str, key: bytes, value: bytes) -> None:
-        async with self._producer_lock:
-            if self.producer is None:
-                self.producer = kafka_producer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=1,
-                                                 client_id="citybrain-api")
-                await self.producer.start()
-        await self.producer.send_and_wait(topic, value, key=key)   # 202 means: in Kafka
+        await self.sink.send(topic, key, value)   # 202 means: in Kafka
 
     async def close(self) -> None:
         # Open consoles are told the worker is stopping (not that their network failed).
@@ -221,10 +221,8 @@ class Api:
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait({"kind": "shutdown", "id": self.view.event_id()})
         await asyncio.sleep(0.2)     # the streams write it before the server closes them
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.media_producer is not None:
-            await self.media_producer.stop()
+        await self.sink.close()
+        await self.media_sink.close()
 
     # -- media (web.media) ---------------------------------------------------------
 
@@ -232,13 +230,7 @@ class Api:
         self.media = MediaRoutes(store, self._send_media, self.view.orders_with_media)
 
     async def _send_media(self, sha: str, data: bytes) -> None:
-        async with self._producer_lock:
-            if self.media_producer is None:
-                self.media_producer = kafka_producer(bootstrap_servers=self.bootstrap, acks="all",
-                                                     max_request_size=MEDIA_RECORD_BYTES + 64 * 1024,
-                                                     client_id="citybrain-api-media")
-                await self.media_producer.start()
-        await self.media_producer.send_and_wait(self.topics.media, data, key=sha.encode())
+        await self.media_sink.send(self.topics.media, sha.encode(), data)
 
     def _media(self) -> MediaRoutes:
         if self.media is None:
@@ -293,7 +285,7 @@ class Api:
             doc.setdefault("reporter_id", p.id)
             if doc["reporter_id"] != p.id:
                 raise Refused(403, "out_of_scope", f"a grid member reports as itself ({p.id})", "reporter_id")
-        now = datetime.now(UTC)
+        now = self.now()
         doc.setdefault("ts", now.isoformat())
         # What the pipeline would refuse is refused here, with the field (not a 202 and a
         # dead letter later).
@@ -388,7 +380,7 @@ class Api:
         counts with facets=true): the board is whole at any volume."""
         p = self.principal(request)
         q = self._list_query(request, p)
-        now = time.time()
+        now = self.clock()
         page = self.view.query(q, now=now)
         body = {"items": [self._item(s, now) for s in page.items], "total": page.total,
                 "next_cursor": page.next_cursor, "offset": q.offset, "limit": q.limit, "sort": q.sort,
@@ -434,7 +426,7 @@ class Api:
         require(self.principal(request), "operator", "department", "street", "grid")
         if self.warning_layer is None:
             self.warning_layer = WarningLayer.empty(self.config)
-        return _json(self.warning_layer.answer(request.query, time.time()))
+        return _json(self.warning_layer.answer(request.query, self.clock()))
 
     async def device_layer(self, request: web.Request) -> web.Response:
         """Registered devices and cameras within the map's bounds, with their health (an
@@ -466,7 +458,7 @@ class Api:
         """Counts by every dimension for the same filters as a list, in one call."""
         p = self.principal(request)
         q = self._list_query(request, p, facets=True, limit=1, offset=0, cursor=None)
-        page = self.view.query(q)
+        page = self.view.query(q, now=self.clock())
         return _json({"total": page.total, "facets": page.facets, "event_id": self.view.event_id()})
 
     def _with_overdue(self, snap: dict, now: datetime) -> dict:
@@ -493,10 +485,10 @@ class Api:
             if snap is not None:
                 if not may_see(p, snap):
                     raise Refused(403, "out_of_scope", f"{p.role} {p.id} may not see {wo}", "id")
-                return _json({"work_order": self._with_overdue(snap, datetime.now(UTC)), "timeline": [],
+                return _json({"work_order": self._with_overdue(snap, self.now()), "timeline": [],
                               "from_history": True})
         wo, snap = self._order_in_scope(request, p)
-        return _json({"work_order": self._with_overdue(snap, datetime.now(UTC)),
+        return _json({"work_order": self._with_overdue(snap, self.now()),
                       "timeline": self.view.timeline(wo)})
 
     async def post_command(self, request: web.Request) -> web.Response:
@@ -508,7 +500,7 @@ class Api:
             field = "actor" if "actor" in doc else "work_order_id"
             return _error(422, "invalid_field", f"{field} comes from the token and the path, not the body", field)
         doc.update(work_order_id=wo, actor=p.actor().model_dump(exclude_none=True),
-                   ts=datetime.now(UTC).isoformat())
+                   ts=self.now().isoformat())
         try:
             cmd = Command.model_validate(doc)
         except ValidationError as e:
@@ -548,7 +540,7 @@ class Api:
     async def kpis(self, request: web.Request) -> web.Response:
         p = self.principal(request)
         require(p, "operator", "department", "street")
-        period = request.query.get("period") or self.evaluation.period_of(datetime.now(UTC))
+        period = request.query.get("period") or self.evaluation.period_of(self.now())
         try:
             figures = self.evaluation.figures(period)
         except ValueError as e:
