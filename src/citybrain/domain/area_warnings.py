@@ -119,7 +119,11 @@ class AreaShapes:
         return found
 
     def city_outline(self) -> Any:
-        return shapely.unary_union([self.outline(d) for d in sorted(self.districts)])
+        found = self._outlines.get("city")
+        if found is None:   # (made once: every polygon record is checked against it)
+            found = self._outlines["city"] = shapely.unary_union([self.outline(d) for d in sorted(self.districts)])
+            shapely.prepare(found)
+        return found
 
 
 # -- one warning ---------------------------------------------------------------------------
