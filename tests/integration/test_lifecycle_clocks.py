@@ -1,7 +1,8 @@
 """The closed loop's clocks through real Kafka and real workers, on short time limits:
-a full loop with a return and a rework (and its evaluation figures), automatic
-verification of a sensor order, an alarm that comes back (返工), and a supervision step
-that falls due while the worker is stopped and is emitted when it comes back."""
+a full loop with a return and a rework (and its evaluation figures, exported and from
+the command line), and a supervision step that falls due while the worker is stopped and
+is emitted when it comes back. Automatic verification and an alarm that comes back (返工)
+run in one process on a fake clock: tests/functional/test_lifecycle_clocks.py."""
 
 import asyncio
 import os
@@ -90,11 +91,6 @@ def alert(alert_id, ago=30):
                          "confidence": 0.9, "ts": iso(time.time() - ago)})
 
 
-def reading(device, value, at, seq):
-    return orjson.dumps({"device_id": device, "sensor_type": "water_level", "value": value,
-                         "ts": iso(at), "seq": seq})
-
-
 def command(cid, wo, action, actor, **extra):
     return orjson.dumps({"command_id": cid, "work_order_id": wo, "action": action, "actor": actor,
                          "ts": iso(time.time()), **extra})
@@ -176,60 +172,6 @@ async def test_full_loop_with_a_return_and_a_rework(kafka_bootstrap, running):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "退回" in out.stdout and "核查不通过/返工" in out.stdout and "核查结案" in out.stdout
-
-
-async def handled_gauge_order(bootstrap, t, device: str, alarm_at: float) -> str:
-    """Water over 0.15 m held 70 s from ``alarm_at``: an alarm, an order to the water
-    department, which accepts and handles it."""
-    await produce(bootstrap, [(t.iot, device.encode(), reading(device, 0.3, alarm_at, 1)),
-                              (t.iot, device.encode(), reading(device, 0.32, alarm_at + 70, 2))])
-    [first] = decode(await consume(bootstrap, t.dispatch("water"), want=1, timeout=30, settle=0))
-    wo = first["work_order_id"]
-    await produce(bootstrap, [(t.commands, wo.encode(), command(f"{wo}-a", wo, "accept", WATER)),
-                              (t.commands, wo.encode(), command(f"{wo}-h", wo, "handle", WATER, note="已抽排"))])
-    await changes_of(bootstrap, t, wo, "handled")
-    return wo
-
-
-async def test_a_sensor_order_is_verified_automatically(kafka_bootstrap, running):
-    t, _ = running
-    now = time.time()
-    wo = await handled_gauge_order(kafka_bootstrap, t, "WLV-EP-01", now - 700)
-    # The gauge reads under 0.05 m for 310 s (event time): recovered.
-    await produce(kafka_bootstrap, [(t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.02, now - 400, 3)),
-                                    (t.iot, b"WLV-EP-01", reading("WLV-EP-01", 0.01, now - 90, 4))])
-    mine = await changes_of(kafka_bootstrap, t, wo, "verified")
-    moves = [c["type"] for c in mine if c["type"] != "supervised"]
-    # The gauge alarmed (at blue, the lowest level); its recovery takes the level away (recorded).
-    assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "deescalated", "verified"]
-    verified = mine[-1]
-    assert verified["actor"]["role"] == "system" and verified["snapshot"]["status"] == "closed"
-    handled_at = next(datetime.fromisoformat(c["at"]) for c in mine if c["type"] == "handled")
-    assert (datetime.fromisoformat(verified["at"]) - handled_at).total_seconds() >= 6   # stayed normal 6 s
-    assert "自动核查通过" in verified["snapshot"]["notes"][-1]
-
-
-async def test_an_alarm_back_before_closure_sends_the_order_back_for_rework(kafka_bootstrap, running):
-    t, _ = running
-    now = time.time()
-    wo = await handled_gauge_order(kafka_bootstrap, t, "WLV-UP-01", now - 900)
-    # Recovered (310 s under 0.05 m) … and the water is back (70 s over 0.15 m) before the
-    # 6 s of normal that automatic verification waits for.
-    await produce(kafka_bootstrap, [(t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.02, now - 600, 3)),
-                                    (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.01, now - 280, 4)),
-                                    (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.30, now - 200, 5)),
-                                    (t.iot, b"WLV-UP-01", reading("WLV-UP-01", 0.31, now - 120, 6))])
-    mine = await changes_of(kafka_bootstrap, t, wo, "escalated")
-    moves = [c["type"] for c in mine if c["type"] != "supervised"]
-    # The returning alarm sends it back for rework and raises the warning level (blue) again.
-    assert moves == ["created", "dispatched", "accepted", "handled", "recovery_recorded", "deescalated",
-                     "evidence_added", "verification_rejected", "escalated"]
-    back = next(c for c in mine if c["type"] == "verification_rejected")
-    assert back["actor"]["role"] == "system"
-    assert (back["snapshot"]["status"], back["snapshot"]["rework_count"]) == ("accepted", 1)
-    await asyncio.sleep(8)   # longer than the 6 s wait: it must not close itself now
-    later = await changes_of(kafka_bootstrap, t, wo, "never", timeout=0)
-    assert "verified" not in [c["type"] for c in later]
 
 
 async def test_supervision_due_while_the_worker_is_stopped_is_emitted_on_restart(
