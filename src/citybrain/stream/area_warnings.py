@@ -80,6 +80,9 @@ class WarningFeed:
         log.info("区域预警已加载 area warnings loaded: %d from %s", len(self.book.warnings), self.topic)
 
     async def run(self) -> None:
+        # The city's outline, which a polygon warning must touch, made off the event loop
+        # (measured ~0.27 s: the union of every grid), before the first record needs it.
+        await asyncio.to_thread(self.shapes.city_outline)
         await TopicReader(self.bootstrap, self.topic, self.apply, "warnings", self._loaded).run()
 
 
