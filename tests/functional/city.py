@@ -62,7 +62,8 @@ class City:
         self.config = config = config or Config()
         self.topics = Topics("")
         self.clock = FakeClock(start if start is not None else time.time())
-        registry = {r["device_id"]: RegistryRecord.model_validate(r) for r in load(config.registry_path)}
+        self.registry = registry = {r["device_id"]: RegistryRecord.model_validate(r)
+                                    for r in load(config.registry_path)}
         self.normalizer = Normalizer(
             taxonomy=config.taxonomy, sensor_rules=config.sensor_rules, video_thresholds=config.video_thresholds,
             city=config.city_map, registry=registry.get, limits=IngestLimits(65536, 300),
@@ -118,6 +119,11 @@ class City:
             self.put(self.topics.rejected, m.key, detail.model_dump_json().encode())
         else:
             self.put(self.topics.deadletter, m.key, orjson.dumps({"reason": detail[0], "detail": detail[1]}))
+
+    def register(self, device: dict) -> None:
+        """A device added to the registry (what registry.devices carries to every worker)."""
+        record = RegistryRecord.model_validate(device)
+        self.registry[record.device_id] = record
 
     # -- time ------------------------------------------------------------------------
 

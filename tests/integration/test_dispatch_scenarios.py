@@ -1,5 +1,7 @@
-"""一事一单 through real Kafka and a real worker: scripted incidents become exactly the
-work orders they should, on the right department's topic."""
+"""一事一单 through real Kafka and a real worker: the scripted incidents' orders measured
+by the worker's metrics, and a restarted worker carrying on with the same open orders.
+Which orders the incidents become, and on which department's topic, is asserted in one
+process: tests/functional/test_dispatch_scenarios.py."""
 
 import os
 import time
@@ -73,70 +75,6 @@ async def city(kafka_bootstrap, tmp_path_factory):
     changes = decode(await consume(kafka_bootstrap, t.workorder_events, want=14, timeout=60, settle=3))
     yield kafka_bootstrap, t, worker, changes
     worker.stop()
-
-
-def orders_of(changes):
-    by_id = {}
-    for c in changes:
-        by_id.setdefault(c["work_order_id"], []).append(c)
-    return by_id
-
-
-async def test_rainstorm_is_one_order_to_water_with_all_evidence(city):
-    bootstrap, t, worker, changes = city
-    orders = orders_of(changes)
-    flood = [cs for cs in orders.values() if cs[0]["snapshot"]["location"]["lon"] < 117.87
-             and cs[0]["snapshot"]["category"] == "waterlogging"]
-    assert len(flood) == 1
-    cs = flood[0]
-    assert [c["version"] for c in cs] == list(range(1, len(cs) + 1))          # monotonic
-    assert [c["type"] for c in cs[:2]] == ["created", "dispatched"]
-    assert sorted(c["type"] for c in cs[2:]) == ["escalated"] + ["evidence_added"] * 6
-    # Five distinct finders (three gauges, two cameras; the grid member is the sixth) raise
-    # the priority one step, once; the gauges alarm at blue, which asks for no more.
-    [up] = [c for c in cs if c["type"] == "escalated"]
-    assert (up["escalation"]["reason"], up["escalation"]["priority_from"], up["escalation"]["priority_to"]) == (
-        "finders", "high", "urgent")
-    final = cs[-1]["snapshot"]
-    assert final["department"] == "water" and final["status"] == "dispatched"
-    assert (final["priority"], final["warning_level"], final["assists"]) == ("urgent", "blue", [])
-    assert final["work_order_id"].startswith("WO-flooding-")
-    assert set(final["finders"]) == {"WLV-UP-01", "WLV-UP-02", "WLV-UP-03", "CAM-UP-01", "CAM-UP-02"}
-    assert len(final["events"]) == 7
-    assert {"https://grid.example.invalid/R-d1.jpg", "https://grid.example.invalid/R-d2.jpg",
-            "https://video.example.invalid/VA-d1.jpg"} <= set(final["evidence"])
-    water = decode(await consume(bootstrap, t.dispatch("water"), want=2, timeout=30))
-    assert sorted(d["work_order_id"] for d in water) == sorted(
-        {final["work_order_id"]} | {o for o, c in orders.items() if c[0]["snapshot"]["location"]["lon"] > 117.88
-                                    and c[0]["snapshot"]["category"] == "waterlogging"})
-    assert all(d["type"] == "dispatched" for d in water)
-
-
-async def test_second_spot_two_km_away_is_its_own_order(city):
-    _, _, _, changes = city
-    east = [cs for cs in orders_of(changes).values()
-            if "WLV-EP-01" in cs[-1]["snapshot"]["finders"]]
-    assert len(east) == 1 and east[0][-1]["snapshot"]["department"] == "water"
-    assert len(east[0][-1]["snapshot"]["events"]) == 1
-
-
-async def test_asset_owner_wins_over_the_category_default(city):
-    bootstrap, t, _, changes = city
-    owned = [cs for cs in orders_of(changes).values() if "MHT-GAS-1" in cs[-1]["snapshot"]["finders"]]
-    assert len(owned) == 1
-    snap = owned[0][-1]["snapshot"]
-    assert snap["category"] == "manhole_cover" and snap["department"] == "gas_utility"
-    assert snap["route_rule"] == "asset_owner:gas_utility"
-    gas = decode(await consume(bootstrap, t.dispatch("gas_utility"), want=1, timeout=30))
-    assert [d["work_order_id"] for d in gas] == [snap["work_order_id"]]
-    assert decode(await consume(bootstrap, t.dispatch("city_mgmt"), want=1, timeout=3, settle=0)) == []
-
-
-async def test_unroutable_category_stays_registered(city):
-    _, _, _, changes = city
-    other = [cs for cs in orders_of(changes).values() if cs[0]["snapshot"]["category"] == "other"]
-    assert len(other) == 1 and [c["type"] for c in other[0]] == ["created"]
-    assert other[0][0]["snapshot"]["status"] == "registered" and other[0][0]["snapshot"]["department"] is None
 
 
 async def test_dispatch_latency_is_measured_by_department_and_priority(city):
