@@ -405,10 +405,10 @@ async def test_the_notifier_process_killed_mid_batch_and_its_http_ack(kafka_boot
         await until(lambda: len(box.messages) >= 5, timeout=60, what="the first emails")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        async def latest() -> dict[str, dict]:
+        async def latest(settle: float = 1.0) -> dict[str, dict]:
             return {r["delivery_id"]: r
-                    for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 1, settle=1.0))}
-        before = {d: r["status"] for d, r in (await latest()).items()}
+                    for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 1, settle=settle))}
+        before = {d: r["status"] for d, r in (await latest(settle=3.0)).items()}   # the whole topic: nothing comes now
         arrived_before = len(box.messages)
         assert arrived_before < len(orders), "the batch was over before the kill: nothing tested"
         claimed = {d for d, status in before.items() if status == "sending"}
