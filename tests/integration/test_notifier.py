@@ -486,3 +486,38 @@ async def test_a_person_gets_at_most_the_hours_limit_except_urgent(kafka_bootstr
                 await asyncio.sleep(1.5)
     assert len(box.messages) == 3
     assert "WO-9" in box.messages[-1][1].get_content()
+
+
+async def test_claims_left_by_a_dead_notifier_are_resent_by_webhook_and_reported_by_email(
+        kafka_bootstrap, tmp_path, webhook_secret):
+    """The claim read back from notifications.deliveries at start (a notifier died while both
+    channels had the dispatch): the webhook is sent again under the same delivery id as its
+    Idempotency-Key; the email is not sent again but reported outcome_unknown."""
+    from datetime import UTC, datetime
+
+    from citybrain.notify.deliveries import DeliveryRecord
+    from citybrain.notify.rules import delivery_id
+    from citybrain.notify.service import notifier_specs
+
+    topics = await new_topics(kafka_bootstrap, "notify-claims")
+    await create_topics(kafka_bootstrap, notifier_specs(topics, 3))
+    order = "WO-claimed-1"
+    ids = {ch: delivery_id(order, 2, "water-duty", ch) for ch in ("email", "webhook")}
+    claims = [DeliveryRecord(delivery_id=did, work_order_id=order, version=2, person="water-duty", channel=ch,
+                             kind="dispatch", desk="water", status="sending", attempts=1,
+                             at=datetime(2026, 12, 7, 2, tzinfo=UTC)) for ch, did in ids.items()]
+    await produce(kafka_bootstrap, [(deliveries_topic(topics), c.delivery_id.encode(), c.model_dump_json().encode())
+                                    for c in claims])
+    with smtp_server() as (box, smtp_port):
+        async with webhook_server() as (hook, got, _failures), smpp_server() as (smpp_port, _parts):
+            async with running(kafka_bootstrap, topics, roster_file(tmp_path, hook), settings(smtp_port, smpp_port)):
+                await produce(kafka_bootstrap, [(topics.dispatch("water"), order.encode(), dispatch(order))])
+                await until(lambda: len(got) == 1, what="the webhook sent again")
+                dead = decode(await consume(kafka_bootstrap, deadletter_topic(topics), 1, timeout=30))
+                await asyncio.sleep(1.0)
+    assert [(g["idempotency_key"], g["delivery_id"]) for g in got] == [(ids["webhook"], ids["webhook"])]
+    assert box.messages == []                                       # the email in doubt: not sent twice
+    assert [(d["reason"], d["delivery_id"]) for d in dead] == [("notification_outcome_unknown", ids["email"])]
+    latest = {r["delivery_id"]: r for r in decode(await consume(kafka_bootstrap, deliveries_topic(topics), 5))}
+    assert latest[ids["webhook"]]["status"] == "sent"
+    assert latest[ids["email"]]["status"] == "failed" and latest[ids["email"]]["detail"].startswith("outcome_unknown")
