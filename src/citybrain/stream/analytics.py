@@ -34,6 +34,7 @@ from pathlib import Path
 import faust
 import orjson
 from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from citybrain.domain.aggregates import Aggregates, key_text
 from citybrain.domain.analytics import AnalyticsConfig
@@ -203,21 +204,27 @@ class WindowsFeed:
                 if not (self.publishing and self.caught_up()) or time.monotonic() - last < self.settings.publish_seconds:
                     continue
                 last = time.monotonic()
-                if last - last_hotspots >= self.settings.hotspot_seconds and self.history_caught_up():
-                    last_hotspots = last
-                    await self.hotspots.publish(producer)
-                while self.publishing:
-                    rows = await asyncio.to_thread(self._publish_batch)
-                    if not rows:
-                        break
-                    sends = [await producer.send(self.windows_topic, value, key=key)
-                             for key, value in map(window_record, rows)]
-                    await asyncio.gather(*sends)
-                    await asyncio.to_thread(self.store.published, rows)
-                    self.published += len(rows)
+                try:
+                    if last - last_hotspots >= self.settings.hotspot_seconds and self.history_caught_up():
+                        last_hotspots = last
+                        await self.hotspots.publish(producer)
+                    await self._publish_windows(producer)
+                except KafkaError as e:   # the broker away: what was not sent stays dirty for the next round
+                    log.warning("研判发布失败 publishing analytics failed (retried in %g s): %r",
+                                self.settings.publish_seconds, e)
         finally:
             await consumer.stop()
             await producer.stop()
+
+    async def _publish_windows(self, producer: AIOKafkaProducer) -> None:
+        while self.publishing:
+            rows = await asyncio.to_thread(self._publish_batch)
+            if not rows:
+                return
+            sends = [await producer.send(self.windows_topic, value, key=key) for key, value in map(window_record, rows)]
+            await asyncio.gather(*sends)
+            await asyncio.to_thread(self.store.published, rows)   # only once the broker has them all
+            self.published += len(rows)
 
     async def prune(self) -> int:
         """Windows older than ``keep_days`` leave the store."""
