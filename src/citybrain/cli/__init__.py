@@ -13,6 +13,7 @@ from citybrain.cli.privacy import cmd_pseudonym
 from citybrain.cli.read import cmd_kpis, cmd_tail, cmd_timeline
 from citybrain.cli.setup import cmd_dashboard, cmd_kafka, cmd_registry, cmd_sample, cmd_schemas, cmd_topics
 from citybrain.cli.simulate import cmd_demo, cmd_simulate
+from citybrain.cli.warnings import cmd_warnings_end, cmd_warnings_list, cmd_warnings_publish
 from citybrain.cli.worker import cmd_worker
 
 
@@ -128,6 +129,28 @@ def main(argv: list[str] | None = None) -> int:
                                        "and read only the log's tail (default: replay the whole log)")
     kp.add_argument("--json", action="store_true", help="the figures as JSON")
     kp.set_defaults(func=cmd_kpis)
+
+    aw = sub.add_parser("warnings", help="区域预警 area warnings of the weather/water bureaus: publish, list, end")
+    aws = aw.add_subparsers(dest="action", required=True)
+    awp = aws.add_parser("publish", help="publish (or amend, under the same --id) a warning on ingest.warnings")
+    awp.add_argument("--id", required=True, help="the bureau's warning id (预警编号); the same id amends it")
+    awp.add_argument("--issuer", required=True, help="发布单位, e.g. 淄博市气象台")
+    awp.add_argument("--kind", required=True, help="种类: rainstorm 暴雨, flood 洪水, typhoon 台风, … (code or 中文)")
+    awp.add_argument("--level", required=True, help="等级: blue 蓝色, yellow 黄色, orange 橙色, red 红色")
+    awp.add_argument("--district", action="append", help="区县代码 6 digits (repeat or comma-separate)")
+    awp.add_argument("--street", action="append", help="街道代码 9 digits (repeat or comma-separate)")
+    awp.add_argument("--polygon", help="a GeoJSON file: Polygon/MultiPolygon, or a Feature holding one")
+    awp.add_argument("--from", dest="valid_from", default="now",
+                     help="生效 ISO 8601 (no offset: city time CST), now, or +30m/+2h/+1d (default now)")
+    awp.add_argument("--to", dest="valid_to", required=True, help="截止 the same forms, e.g. +6h")
+    awp.add_argument("--title", help="标题 (default: 暴雨红色预警信号 from kind and level)")
+    awp.set_defaults(func=cmd_warnings_publish)
+    awl = aws.add_parser("list", help="the warnings holding and upcoming")
+    awl.add_argument("--all", action="store_true", help="ended and cancelled ones too")
+    awl.set_defaults(func=cmd_warnings_list)
+    awe = aws.add_parser("end", help="end a warning now (holding: valid_to now; not begun: cancelled)")
+    awe.add_argument("--id", required=True)
+    awe.set_defaults(func=cmd_warnings_end)
 
     db = sub.add_parser("dashboard", help="check (default) or --write deploy/grafana/dashboards/citybrain.json")
     db.add_argument("--write", action="store_true")
