@@ -131,6 +131,14 @@ DEVICE_NETWORKED_RATIO = Gauge("citybrain_device_networked_ratio",
 ESCALATED = Counter("citybrain_workorders_escalated",
                     "Escalations (升级) of open work orders, by the level reached: a warning level "
                     "(blue..red), an emergency level (IV..I) or a priority", ["category", "to_level"])
+# 区域预警 (stream/area_warnings.py): every worker holds every warning, so the gauge is the
+# same on each (aggregate with max); the counter is the partitions' orders (sum).
+AREA_WARNINGS_ACTIVE = Gauge("citybrain_area_warnings_active",
+                             "Area warnings (区域预警) holding now by kind and level, set at each scrape "
+                             "(every worker reports the same: aggregate with max)", ["kind", "level"])
+AREA_WARNING_ORDERS = Counter("citybrain_area_warning_orders",
+                              "Orders raised by an area warning: new ones that started at its level "
+                              "(way=new) and open ones escalated to it (way=open)", ["kind", "way"])
 WORKORDERS_EMERGENCY = Gauge("citybrain_workorders_emergency_open",
                              "Open work orders under emergency response (应急响应), by level, held by "
                              "this worker", ["emergency_level"])

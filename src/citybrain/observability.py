@@ -137,6 +137,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
         ("立案 按部门 每小时 (orders opened per hour by department)", "short",
          [(f"sum by (department) (increase(citybrain_workorders_opened_total{{{D}, {P}, {C}}}[1h]))",
            "{{department}}")], "timeseries"),
+        ("区域预警 (area warnings holding now by level; orders they raised per hour by kind: new = started "
+         "at its level, open = escalated to it)", "short",
+         [("sum by (level) (max by (kind, level) (citybrain_area_warnings_active))", "预警 {{level}} holding"),
+          ("sum by (kind, way) (increase(citybrain_area_warning_orders_total[1h]))", "工单 {{kind}} {{way}}")],
+         "timeseries"),
     ]),
     ("设备健康 (device health)", [
         ("设备完好率 (intact: in service, no open 设备故障 order / registered active, by kind and district)",

@@ -40,7 +40,8 @@ def test_every_alert_is_unit_tested():
     assert alerts == tested == quiet == {
         "CitybrainDispatchLatencyHigh", "CitybrainOverdueOrdersRising", "CitybrainDeadLetterSpike",
         "CitybrainConsumerLagGrowing", "CitybrainWorkerDown", "CitybrainBrokerDown", "CitybrainStageFailing",
-        "CitybrainWorkerNotReady", "CitybrainMajorEmergency", "CitybrainDeviceIntactRatioDrop"}
+        "CitybrainWorkerNotReady", "CitybrainMajorEmergency", "CitybrainDeviceIntactRatioDrop",
+        "CitybrainRedAreaWarning"}
     for rule in (r for g in rules["groups"] for r in g["rules"] if "alert" in r):
         assert rule["labels"]["severity"] in {"page", "ticket"}, rule["alert"]
         summary = rule["annotations"]["summary"]

@@ -334,6 +334,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     @app.page("/metrics")
     async def metrics_page(web, request):
         metrics.WORKER_READY.set(1 if readiness()["ready"] else 0)   # the alert's "not ready"
+        warning_feed.export()   # 区域预警 holding now (they end by themselves)
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/healthz")

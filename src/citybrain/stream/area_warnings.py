@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -24,6 +24,7 @@ from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.area_warnings import (
     AreaShapes,
+    Start,
     WarningBook,
     WarningEntry,
     escalate_open,
@@ -37,7 +38,8 @@ from citybrain.stream.orderstate import OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.registry import RegistryDeadLetters
-from citybrain.wire.models import OPEN_STATUSES
+from citybrain.wire.enums import WARNING_LEVELS
+from citybrain.wire.models import OPEN_STATUSES, Location
 
 if TYPE_CHECKING:
     from citybrain.stream.stages import FuseStage
@@ -45,14 +47,45 @@ if TYPE_CHECKING:
 log = logging.getLogger("citybrain.warnings")
 
 
+class CountingBook(WarningBook):
+    """The worker's book: a new order that starts under a warning counts once, for the
+    warning whose level it takes (``AREA_WARNING_ORDERS`` way=new)."""
+
+    def start(self, category: str, location: Location, at: datetime) -> Start | None:
+        found = super().start(category, location, at)
+        if found is not None:
+            top = max((self.warnings[w] for w, level in found.levels.items() if level == found.level),
+                      key=lambda w: w.warning_id)
+            metrics.inc(metrics.AREA_WARNING_ORDERS, top.record.kind, "new")
+        return found
+
+
 class WarningFeed:
     """Every worker's copy of ``ingest.warnings``; ``loaded`` once read to the end seen at start."""
 
     def __init__(self, config: Config, bootstrap: str, topic: str, max_record_bytes: int = 65536):
         self.shapes = AreaShapes(config.city_map)
-        self.book = WarningBook(config.warnings)
+        self.book = CountingBook(config.warnings)
         self.bootstrap, self.topic, self.max_record_bytes = bootstrap, topic, max_record_bytes
         self.loaded = asyncio.Event()
+        # The configured kinds' series at 0 from the start: the dashboard and the alert see
+        # them, and a counter's first order is an increase, not its first sample.
+        self.exported: set[tuple[str, str]] = {(k, lv) for k in config.warnings.kind for lv in WARNING_LEVELS}
+        for kind in config.warnings.kind:
+            for way in ("new", "open"):
+                metrics.AREA_WARNING_ORDERS.labels(kind, way)
+        self.export()
+
+    def export(self, now: datetime | None = None) -> None:
+        """``AREA_WARNINGS_ACTIVE`` as the book holds at ``now`` (at each scrape: a warning
+        ends by itself at valid_to, with no record to say so)."""
+        counts: dict[tuple[str, str], int] = {}
+        for w in self.book.holding(now or datetime.now(UTC)):
+            key = (w.record.kind, w.level)
+            counts[key] = counts.get(key, 0) + 1
+        self.exported |= set(counts)
+        for kind, level in self.exported:
+            metrics.AREA_WARNINGS_ACTIVE.labels(kind, level).set(counts.get((kind, level), 0))
 
     def judge(self, msg: Any) -> WarningEntry:
         try:
@@ -168,6 +201,7 @@ class WarningSweep:
                     stage.store(partition, record, stage.publish_all(changes, order, mine, record), mine)
                     out += stage.of_partition(partition, mine)
                     raised += 1
+                    metrics.inc(metrics.AREA_WARNING_ORDERS, warning.record.kind, "open")
                 if raised:
                     log.info("区域预警升级 area warning %s raised %d open orders in partition %d%s",
                              warning.label(), raised, partition, f" ({len(ids)} to look at next)" if ids else "")
