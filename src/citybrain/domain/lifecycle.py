@@ -181,20 +181,46 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
     part = _part_addressed(order, cmd)
     if part is not None:
         return _apply_part(order, cmd, part, now, deadlines)
-    allowed_from, target, change_type, roles = RULES[cmd.action]
-    if order.status not in allowed_from:
+    rule = RULES[cmd.action]
+    refused = _admission(order, cmd, rule, now)
+    if refused is not None:
+        return refused
+    update = _common_update(order, cmd, rule.target, now, deadlines)
+    action = cmd.action
+    if action in ("recategorise", "reprioritise", "merge", "split"):
+        return _operator_command(order, cmd, update, departments, now, deadlines, router, locate)
+    if action in ("assist", "release_assist", "set_emergency_level"):
+        return _joint_command(order, cmd, update, rule.change, departments, now, deadlines)
+    refused = _lifecycle_move(order, cmd, update, departments, now, deadlines)
+    if refused is not None:
+        return refused
+    new = order.model_copy(update=update)
+    return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+                                          type=rule.change, at=now, actor=cmd.actor, snapshot=new,
+                                          role="lead" if rule.change == "dispatched" else None))
+
+
+def _admission(order: WorkOrder, cmd: Command, rule: Rule, now: datetime) -> CommandOutcome | None:
+    """The refusal of a command its rule does not admit here (state, role, scope, reason), or None."""
+    if order.status not in rule.allowed_from:
         return _refuse(order, cmd, "not_allowed_in_state",
                        f"{cmd.action} is not allowed when the order is {order.status}", now)
-    if cmd.actor.role not in roles:
+    if cmd.actor.role not in rule.roles:
         return _refuse(order, cmd, "forbidden_role",
-                       f"role {cmd.actor.role} may not {cmd.action} (allowed: {', '.join(sorted(roles))})", now)
+                       f"role {cmd.actor.role} may not {cmd.action} (allowed: {', '.join(sorted(rule.roles))})", now)
     why = _in_scope(order, cmd)
     if why:
         return _refuse(order, cmd, "out_of_scope", why, now)
     if cmd.action in IRREVERSIBLE and not cmd.note.strip():
         return _refuse(order, cmd, "missing_field",
                        f"{cmd.action} cannot be undone: it needs a reason (note)", now)
+    return None
 
+
+def _common_update(order: WorkOrder, cmd: Command, target: str | None, now: datetime,
+                   deadlines: Deadlines) -> dict[str, Any]:
+    """What every admitted command changes: version, applied commands, the rule's status
+    (with its stage clocks), the note and the evidence it brings."""
     update: dict[str, Any] = {"version": order.version + 1,
                     "applied_commands": [*order.applied_commands, cmd.command_id]}
     if target is not None:
@@ -205,7 +231,13 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
         update["notes"] = [*order.notes, f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} {cmd.note}"]
     if cmd.evidence and cmd.action != "split":   # split's evidence names what leaves the order
         update["evidence"] = order.evidence + [u for u in cmd.evidence if u not in order.evidence]
+    return update
 
+
+def _operator_command(order: WorkOrder, cmd: Command, update: dict[str, Any], departments: frozenset[str],
+                      now: datetime, deadlines: Deadlines, router: Router | None,
+                      locate: Locate | None) -> CommandOutcome:
+    """recategorise, reprioritise, merge, split (below: "operator commands of city volume")."""
     action = cmd.action
     if action in ("recategorise", "split") and router is None:
         raise ValueError(f"{action} needs the router")
@@ -216,9 +248,15 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
         return _reprioritise(order, cmd, update, now, deadlines)
     if action == "merge":
         return _merge(order, cmd, update, now)
-    if action == "split":
-        assert router is not None
-        return _split(order, cmd, update, router, locate, now, deadlines)
+    assert router is not None
+    return _split(order, cmd, update, router, locate, now, deadlines)
+
+
+def _lifecycle_move(order: WorkOrder, cmd: Command, update: dict[str, Any], departments: frozenset[str],
+                    now: datetime, deadlines: Deadlines) -> CommandOutcome | None:
+    """The plain moves and records of the loop (dispatch … cancel, extend, supervise, visit,
+    comment): adds what the action sets to ``update``; the refusal, or None."""
+    action = cmd.action
     if action == "dispatch":
         if not cmd.department:
             return _refuse(order, cmd, "missing_field", "dispatch needs a department", now)
@@ -252,63 +290,87 @@ def apply(order: WorkOrder | None, cmd: Command, departments: frozenset[str],
         if order.supervision_level >= 3:
             return _refuse(order, cmd, "not_allowed_in_state", "already supervised at city level", now)
         update["supervision_level"] = order.supervision_level + 1
-    elif action == "assist":
-        if not cmd.department:
-            return _refuse(order, cmd, "missing_field", "assist needs a department", now)
-        if cmd.department not in departments:
-            return _refuse(order, cmd, "unknown_department", f"no department {cmd.department!r}", now)
-        held = _part(order, cmd.department)
-        if cmd.department == order.department or (held is not None and held.status in OPEN_PARTS):
-            return _refuse(order, cmd, "not_allowed_in_state",
-                           f"{cmd.department} already works this order", now)
-        change = add_assist(order.model_copy(update={k: v for k, v in update.items() if k != "version"}),
-                            cmd.department, f"operator:{cmd.actor.id}", now, deadlines, cmd.actor)
-        return CommandOutcome(change=change)
-    elif action == "release_assist":
-        held = _part(order, cmd.department) if cmd.department else None
-        if held is None or held.status not in OPEN_PARTS:
-            return _refuse(order, cmd, "missing_field" if not cmd.department else "not_allowed_in_state",
-                           f"release_assist needs the department of an open assist "
-                           f"(open: {', '.join(a.department for a in order.assists if a.status in OPEN_PARTS) or 'none'})",
-                           now)
-        update["assists"] = _with_part(order, held.model_copy(update={
-            "status": "released", "released_at": now, "accept_due_at": None, "handle_due_at": None}))
-        new = order.model_copy(update=update)
-        return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
-                                              type=change_type, at=now, actor=cmd.actor, snapshot=new,
-                                              part=held.department))
     elif action == "visit":
-        if cmd.satisfaction is None:
-            return _refuse(order, cmd, "missing_field", "visit needs satisfaction "
-                           "(satisfied, basically_satisfied or unsatisfied)", now)
-        update["visits"] = [*order.visits, Visit(satisfaction=cmd.satisfaction, at=now, by=cmd.actor.id,
-                                                 report_id=cmd.report_id, note=cmd.note)]
-        if cmd.satisfaction == "unsatisfied" and order.status == "handled":
-            # 回访不满意 before 结案: the verification failed — back to the department (返工).
-            update.update(status="accepted", rework_count=order.rework_count + 1, handled_at=None,
-                          **deadlines.enter(order, "accepted", now))
-    elif action == "set_emergency_level":
-        if cmd.emergency_level is None:
-            return _refuse(order, cmd, "missing_field", "set_emergency_level needs emergency_level "
-                           "(IV, III, II, I or none)", now)
-        level = None if cmd.emergency_level == "none" else cmd.emergency_level
-        if level == order.emergency_level:
-            return _refuse(order, cmd, "not_allowed_in_state", f"the emergency level is {level or 'none'} already", now)
-        esc = Escalation(reason="operator", warning_from=order.warning_level, warning_to=order.warning_level,
-                         priority_from=order.priority, priority_to=order.priority,
-                         emergency_from=order.emergency_level, emergency_to=level)
-        update.update(emergency_level=level, emergency_set_by=f"operator:{cmd.actor.id}" if level else None)
-        update["notes"] = [*update.get("notes", order.notes),
-                           f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} {describe(esc)}"]
-        new = order.model_copy(update=update)
-        up = EMERGENCY_RANK[level] > EMERGENCY_RANK[order.emergency_level]
-        return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
-                                              type="escalated" if up else "deescalated", at=now,
-                                              actor=cmd.actor, snapshot=new, escalation=esc))
+        return _visit(order, cmd, update, now, deadlines)
+    return None
+
+
+def _visit(order: WorkOrder, cmd: Command, update: dict[str, Any], now: datetime,
+           deadlines: Deadlines) -> CommandOutcome | None:
+    if cmd.satisfaction is None:
+        return _refuse(order, cmd, "missing_field", "visit needs satisfaction "
+                       "(satisfied, basically_satisfied or unsatisfied)", now)
+    update["visits"] = [*order.visits, Visit(satisfaction=cmd.satisfaction, at=now, by=cmd.actor.id,
+                                             report_id=cmd.report_id, note=cmd.note)]
+    if cmd.satisfaction == "unsatisfied" and order.status == "handled":
+        # 回访不满意 before 结案: the verification failed — back to the department (返工).
+        update.update(status="accepted", rework_count=order.rework_count + 1, handled_at=None,
+                      **deadlines.enter(order, "accepted", now))
+    return None
+
+
+# -- joint handling (联动): assisting parts and the emergency level --
+
+def _joint_command(order: WorkOrder, cmd: Command, update: dict[str, Any], change_type: str,
+                   departments: frozenset[str], now: datetime, deadlines: Deadlines) -> CommandOutcome:
+    """assist, release_assist, set_emergency_level."""
+    if cmd.action == "assist":
+        return _add_assist(order, cmd, update, departments, now, deadlines)
+    if cmd.action == "release_assist":
+        return _release_assist(order, cmd, update, change_type, now)
+    return _set_emergency_level(order, cmd, update, now)
+
+
+def _add_assist(order: WorkOrder, cmd: Command, update: dict[str, Any], departments: frozenset[str],
+                now: datetime, deadlines: Deadlines) -> CommandOutcome:
+    if not cmd.department:
+        return _refuse(order, cmd, "missing_field", "assist needs a department", now)
+    if cmd.department not in departments:
+        return _refuse(order, cmd, "unknown_department", f"no department {cmd.department!r}", now)
+    held = _part(order, cmd.department)
+    if cmd.department == order.department or (held is not None and held.status in OPEN_PARTS):
+        return _refuse(order, cmd, "not_allowed_in_state",
+                       f"{cmd.department} already works this order", now)
+    change = add_assist(order.model_copy(update={k: v for k, v in update.items() if k != "version"}),
+                        cmd.department, f"operator:{cmd.actor.id}", now, deadlines, cmd.actor)
+    return CommandOutcome(change=change)
+
+
+def _release_assist(order: WorkOrder, cmd: Command, update: dict[str, Any], change_type: str,
+                    now: datetime) -> CommandOutcome:
+    held = _part(order, cmd.department) if cmd.department else None
+    if held is None or held.status not in OPEN_PARTS:
+        return _refuse(order, cmd, "missing_field" if not cmd.department else "not_allowed_in_state",
+                       f"release_assist needs the department of an open assist "
+                       f"(open: {', '.join(a.department for a in order.assists if a.status in OPEN_PARTS) or 'none'})",
+                       now)
+    update["assists"] = _with_part(order, held.model_copy(update={
+        "status": "released", "released_at": now, "accept_due_at": None, "handle_due_at": None}))
     new = order.model_copy(update=update)
     return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
                                           type=change_type, at=now, actor=cmd.actor, snapshot=new,
-                                          role="lead" if change_type == "dispatched" else None))
+                                          part=held.department))
+
+
+def _set_emergency_level(order: WorkOrder, cmd: Command, update: dict[str, Any],
+                         now: datetime) -> CommandOutcome:
+    if cmd.emergency_level is None:
+        return _refuse(order, cmd, "missing_field", "set_emergency_level needs emergency_level "
+                       "(IV, III, II, I or none)", now)
+    level = None if cmd.emergency_level == "none" else cmd.emergency_level
+    if level == order.emergency_level:
+        return _refuse(order, cmd, "not_allowed_in_state", f"the emergency level is {level or 'none'} already", now)
+    esc = Escalation(reason="operator", warning_from=order.warning_level, warning_to=order.warning_level,
+                     priority_from=order.priority, priority_to=order.priority,
+                     emergency_from=order.emergency_level, emergency_to=level)
+    update.update(emergency_level=level, emergency_set_by=f"operator:{cmd.actor.id}" if level else None)
+    update["notes"] = [*update.get("notes", order.notes),
+                       f"{now.isoformat()} {cmd.actor.role}:{cmd.actor.id} {describe(esc)}"]
+    new = order.model_copy(update=update)
+    up = EMERGENCY_RANK[level] > EMERGENCY_RANK[order.emergency_level]
+    return CommandOutcome(change=WorkOrderChange(work_order_id=order.work_order_id, version=new.version,
+                                          type="escalated" if up else "deescalated", at=now,
+                                          actor=cmd.actor, snapshot=new, escalation=esc))
 
 
 def _part(order: WorkOrder, department: str | None) -> Assist | None:
