@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
@@ -17,7 +18,7 @@ from citybrain.display import CLOCK_LABEL, city_time, wrap_items, wrap_words
 from citybrain.kafka.reading import read_topic_to_end
 from citybrain.kafka.topics import Topics
 from citybrain.paths import state_dir
-from citybrain.sample.sites import SCENARIO_DEVICES
+from citybrain.sample.sites import SCENARIO_DEVICES, UNDERPASS
 
 
 def run_demo(rate: float, duration: float, seed: int, keep: bool, keep_kafka: bool) -> int:
@@ -55,12 +56,19 @@ def run_demo(rate: float, duration: float, seed: int, keep: bool, keep_kafka: bo
      事件 events       topic events.normalized   ·   死信 dead letters: topic deadletter
      查看 peek         {sys.executable} -m citybrain tail events.normalized
      评价 evaluation   {sys.executable} -m citybrain kpis
+     预警 warnings     {sys.executable} -m citybrain warnings list   (a rainstorm warning a minute in)
 """, flush=True)
         print(f"④ 模拟城市流量 simulating city traffic: {rate:g}/s for {duration:g}s "
               "(rainstorm, gas leak, cable fire scripted) …", flush=True)
-        subprocess.run([*exe, "simulate", "--rate", str(rate), "--duration",
-                        str(duration), "--seed", str(seed), "--respond", "--linger", "60"],
-                       env=env, check=True)
+        warning = threading.Timer(min(60.0, duration / 3), publish_warning, (exe, env))
+        warning.daemon = True
+        warning.start()
+        try:
+            subprocess.run([*exe, "simulate", "--rate", str(rate), "--duration",
+                            str(duration), "--seed", str(seed), "--respond", "--linger", "60"],
+                           env=env, check=True)
+        finally:
+            warning.cancel()
         time.sleep(3)
         from citybrain.promtext import outcome_table
         print(outcome_table(worker.metrics()))
@@ -77,6 +85,24 @@ def run_demo(rate: float, duration: float, seed: int, keep: bool, keep_kafka: bo
             local_broker().stop()
             print("Kafka 已停止 stopped.")
     return 0
+
+
+def publish_warning(exe: list[str], env: dict[str, str]) -> None:
+    """区域预警 a minute into the run: a yellow rainstorm warning for an hour over the
+    district of the scripted underpass, as the bureau's relayer would publish it — its area
+    appears on the console's map, and the waterlogging orders opened there after it start at
+    yellow (config/warnings.toml)."""
+    cfg = Config()
+    district = cfg.city_map.locate(UNDERPASS.lon, UNDERPASS.lat).district_code   # type: ignore[union-attr]
+    name = cfg.city_map.district_names.get(district, district)
+    warning_id = f"DEMO-RS-{time.strftime('%Y%m%d%H%M%S')}"
+    print(f"⑤ 区域预警 area warning: 暴雨黄色预警 yellow rainstorm for {name} {district}, 1 h ({warning_id}) — "
+          "the console's map shows its area; orders opened there now start at yellow", flush=True)
+    done = subprocess.run([*exe, "warnings", "publish", "--id", warning_id, "--issuer", "市气象台 (演示 demo)",
+                           "--kind", "rainstorm", "--level", "yellow", "--district", district, "--from", "now",
+                           "--to", "+1h"], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"   预警未发布 warning not published: {done.stderr.strip()}", flush=True)
 
 
 async def read_all(bootstrap: str, topic: str) -> list[dict]:
@@ -137,6 +163,10 @@ def summary_lines(cfg: Config, events: list[dict], changes: list[dict], limit: i
             assists = [f"{a['department']}({a['status']})" for a in snap.get("assists") or ()]
             if assists:
                 out.append(wrap_items("      + 协办 assists ", assists, indent=8))
+    raised = Counter(w for c in latest.values() for w in c["snapshot"].get("area_warnings") or {})
+    if raised:
+        out.append(wrap_items("  区域预警 area warnings — orders raised by each: ",
+                              [f"{w} ×{n}" for w, n in raised.most_common()]))
     joint = Counter(c["type"] for c in changes if c["type"] in ("escalated", "deescalated", "assist_added",
                                                                   "assist_handled"))
     if joint:
