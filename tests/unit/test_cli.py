@@ -5,7 +5,7 @@ import pytest
 from citybrain.cli import main
 
 COMMANDS = ["kafka", "topics", "registry", "worker", "simulate", "demo", "bench", "tail", "timeline", "kpis", "dashboard",
-            "schemas", "sample", "pseudonym"]
+            "schemas", "sample", "pseudonym", "warnings"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
