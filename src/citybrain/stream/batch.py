@@ -293,6 +293,9 @@ class Stage(Protocol):
     # it is (a ``device_health.PartitionClock``), for timers judged on the stream's time.
     clock: PartitionClock | None
     ready: asyncio.Event                 # set while it runs with its partitions restored
+    # Optional (read with getattr): output topics a person waits on, given a producer of
+    # their own under at_least_once (the fuse stage's dispatch topics).
+    # urgent_topics: frozenset[str]
 
     def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
         """One call per record, appending its outputs."""
@@ -375,10 +378,19 @@ class StageRunner:
             group_instance_id=settings.group_instance_id, client_id=f"citybrain-{stage.name}")
         self.producer: AIOKafkaProducer | None = None          # at_least_once: the stage's outputs
         self.state_producer: AIOKafkaProducer | None = None    # … and its changelog writes (Checkpoint)
+        # … and the outputs a person waits for (``stage.urgent_topics``: the fuse stage's
+        # dispatch records), on a producer of their own: aiokafka keeps one produce request
+        # in flight per producer and broker, and a dispatch sent behind a batch's order
+        # events and state snapshots (~27 KB a request, up to 0.5 MB) waited for that
+        # request's round trip before its own began (docs/performance.md, "The last hop").
+        self.urgent: frozenset[str] = frozenset(getattr(stage, "urgent_topics", ()))
+        self.urgent_producer: AIOKafkaProducer | None = None
         self.producers: dict[int, AIOKafkaProducer] = {}       # exactly_once: one per partition number
         self.checkpoint: Checkpoint | None = None
         self.committing: asyncio.Task | None = None             # at_least_once: the offset commit in flight
-        self.transactions = TransactionalCheckpoint(lambda p: self.producers[p], stage.group_id)
+        self.transactions = TransactionalCheckpoint(
+            lambda p: self.producers[p], stage.group_id,
+            on_commit=metrics.child(metrics.COMMIT_LATENCY, stage.name).observe)
         self.assigned_now: set[TopicPartition] = set()
         self.owned: set[int] = set()       # partition numbers whose state is restored and ready
         self.unrestored: set[int] = set()  # assigned, state still to read back
@@ -444,9 +456,8 @@ class StageRunner:
         try:
             # The lazy changes too: the next owner (here or elsewhere) starts from the changelog.
             unwritten = [o for st in self.stage.states for o in st.drain(everything=True)]
-            if self.exactly_once:
-                if unwritten:
-                    await self.transactions.commit({}, [], unwritten)
+            if self.exactly_once:   # every batch handed over commits first, then the lazy changes
+                await self.transactions.commit({}, [], unwritten)
             else:
                 if unwritten:
                     await self._checkpoint().add({}, [], unwritten)
@@ -501,11 +512,12 @@ class StageRunner:
             await self._commit_settled()
         except Exception:  # noqa: BLE001 - whatever it did, the committed offsets are read below
             pass
+        await self.transactions.abandon()   # exactly_once: the lanes stop; _restore fences their ids
         if self.checkpoint is not None:
             self.checkpoint.abandon()
             try:   # let what is still in the producer settle before the changelog is read
-                await asyncio.wait_for(asyncio.gather(self._producer().flush(),
-                                                      self._producer(state=True).flush()), 60)
+                await asyncio.wait_for(asyncio.gather(*(p.flush() for p in (
+                    self.producer, self.state_producer, self.urgent_producer) if p is not None)), 60)
             except Exception:  # noqa: BLE001 - failed sends are simply not committed
                 pass
             await self._new_producers()
@@ -532,23 +544,29 @@ class StageRunner:
         producer whose sequence the broker refused (OutOfOrderSequenceNumber after a
         leader change) stops sending for good (aiokafka #1017); the replay from the last
         commit needs nothing of the old pair."""
-        old = [p for p in (self.producer, self.state_producer) if p is not None]
-        self.producer, self.state_producer = self.new_producer(None), self.new_producer(None)
+        old = [p for p in (self.producer, self.state_producer, self.urgent_producer) if p is not None]
         # The old pair stops in the background: a broken one can take its 30 s to give up.
         for p in old:
             task = asyncio.create_task(_stop_quietly(p))
             _STOPPING.add(task)
             task.add_done_callback(_STOPPING.discard)
+        await self._start_producers()
+
+    async def _start_producers(self) -> None:
+        """at_least_once: the outputs' and the changelog's producers, and the urgent
+        outputs' where the stage names any."""
+        self.producer, self.state_producer = self.new_producer(None), self.new_producer(None)
+        self.urgent_producer = self.new_producer(None) if self.urgent else None
         await self.producer.start()
         await self.state_producer.start()
+        if self.urgent_producer is not None:
+            await self.urgent_producer.start()
 
     # -- the loop ------------------------------------------------------------------
 
     async def run(self) -> None:
         if not self.exactly_once:
-            self.producer, self.state_producer = self.new_producer(None), self.new_producer(None)
-            await self.producer.start()
-            await self.state_producer.start()
+            await self._start_producers()
             self.checkpoint = Checkpoint(self._send_one, self._send_state)
         self.consumer.subscribe(self.stage.topics, listener=_Listener(self))
         await self.consumer.start()
@@ -595,7 +613,8 @@ class StageRunner:
                 except Exception:  # noqa: BLE001 - the next owner replays from the last commit
                     pass
                 await self.consumer.stop()
-                for producer in [self.producer, self.state_producer, *self.producers.values()]:
+                for producer in [self.producer, self.state_producer, self.urgent_producer,
+                                 *self.producers.values()]:
                     if producer is not None:
                         await _stop_quietly(producer)
                 if self.settings.group_instance_id and self.settings.leave_group_on_stop:
@@ -646,22 +665,28 @@ class StageRunner:
 
     async def _complete(self, offsets, outputs: list[Output], arrived: float | None = None,
                         records: int = 0) -> None:
-        """Hand the batch to the checkpoint: at_least_once pipelined (the next batch is
-        handled while this one's acks are on their way), exactly_once in one go.
+        """Hand the batch to the checkpoint, pipelined: at_least_once the next batch is
+        handled while this one's acks are on their way, exactly_once while its partitions'
+        transactions commit (at most ``IN_FLIGHT`` batches not yet committed either way).
         ``arrived``: when the batch's ``records`` came out of the fetch (the stage latency
-        is observed when their outputs are acknowledged)."""
+        is observed when their outputs are acknowledged, or committed)."""
         state = [o for st in self.stage.states for o in st.drain()]
         latency = metrics.child(metrics.STAGE_LATENCY, self.stage.name)
         if self.exactly_once:
             if offsets or outputs or state:
-                t0 = time.monotonic()
-                await self.transactions.commit(offsets, outputs, state)
-                metrics.child(metrics.COMMIT_LATENCY, self.stage.name).observe(time.monotonic() - t0)
+                committed = self.transactions.submit(offsets, outputs, state)
                 if records and arrived is not None:
-                    metrics.observe_many(latency, time.monotonic() - arrived, records)
-                chaos.point("after_commit")
+                    since = arrived
+                    _when_all_done(committed, lambda: metrics.observe_many(latency, time.monotonic() - since,
+                                                                           records))
+            # The lanes commit without being waited for: this bounds the batches held
+            # and raises a failed transaction's error here.
+            await self.transactions.settle(self.IN_FLIGHT)
             return
         if offsets or outputs or state:
+            if self.urgent_producer is not None:   # first, so their request is built and sent first
+                outputs = [o for o in outputs if o.topic in self.urgent] + [
+                    o for o in outputs if o.topic not in self.urgent]
             acked = await self._checkpoint().add(offsets, outputs, state)
             if records and arrived is not None:
                 since = arrived
@@ -727,7 +752,8 @@ class StageRunner:
         return Output(self.settings.deadletter_topic, dead_letter_key(m.key), to_json(dead))
 
     async def _send_one(self, o: Output) -> asyncio.Future:
-        return await self._producer().send(o.topic, o.value, key=o.key, partition=o.partition)
+        producer = self.urgent_producer if o.topic in self.urgent else None
+        return await (producer or self._producer()).send(o.topic, o.value, key=o.key, partition=o.partition)
 
     async def _send_state(self, o: Output) -> asyncio.Future:
         return await self._producer(state=True).send(o.topic, o.value, key=o.key, partition=o.partition)

@@ -13,6 +13,12 @@ Two guarantees (``processing_guarantee``, docs/architecture.md):
   each partition with its own transactional id (``{group}-{stage}-{partition}``): the
   worker that takes a partition over fences the one that had it (aiokafka has no
   KIP-447 generation fencing, so one id per partition is what keeps a zombie out).
+  Pipelined: each partition number is a *lane* that runs its transactions one after
+  another, each taking every batch part handed to it meanwhile (Kafka Streams' commit
+  interval, with no fixed interval: a lane commits as soon as the last commit is done);
+  the stage hands a batch over and goes on fetching and handling while the lanes commit.
+  A batch waited for the slowest of its partitions' transactions — four broker round
+  trips each — before the next was even fetched (docs/performance.md, "The last hop").
 
 Both are plain objects over a ``send`` / producer lookup, unit-tested against fakes.
 """
@@ -20,11 +26,13 @@ Both are plain objects over a ``send`` / producer lookup, unit-tested against fa
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import aiokafka.producer.sender as _aiokafka_sender
 from aiokafka import TopicPartition
 from aiokafka.errors import (
     CorruptRecordException,
@@ -35,6 +43,13 @@ from aiokafka.errors import (
 
 from citybrain.stream import chaos
 from citybrain.stream.output import Output, Source
+
+# A transaction begun right after the last one's commit is answered CONCURRENT_TRANSACTIONS
+# while the broker still writes the last one's markers, and aiokafka asks again after a
+# fixed 20 ms (``sender.BACKOFF_OVERRIDE``, KAFKA-5477's figure; the Java client's is the
+# same).  A lane begins its next transaction at once after a commit; on a local broker the
+# markers take a few ms, so each such retry cost ~15 ms of a dispatch's latency.
+_aiokafka_sender.BACKOFF_OVERRIDE = 0.005
 
 # Errors the broker gives for one record itself (not for the connection or the cluster):
 # the input behind it becomes an ``output_rejected`` dead letter on the retry.
@@ -183,15 +198,117 @@ class Checkpoint:
             self.committed.pop(tp, None)
 
 
+@dataclass
+class _Part:
+    """A batch's share of one lane: its outputs and changelog writes, the offsets of its
+    input partitions with that number, and the future its transaction's outcome sets."""
+    outputs: list[Output]
+    offsets: Offsets
+    done: asyncio.Future
+
+
 class TransactionalCheckpoint:
     """exactly_once (see the module doc).  ``producer(partition)`` gives the started
-    transactional producer of an input partition number."""
+    transactional producer of an input partition number; ``on_commit(seconds)`` is told
+    how long each transaction took."""
 
-    def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str):
-        self.producer, self.group_id = producer, group_id
+    def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str,
+                 on_commit: Callable[[float], None] = lambda seconds: None):
+        self.producer, self.group_id, self.on_commit = producer, group_id, on_commit
+        self.pending: dict[int, list[_Part]] = defaultdict(list)   # per lane, not yet in a transaction
+        self.lanes: dict[int, asyncio.Task] = {}
+        self.unsettled: deque[list[asyncio.Future]] = deque()     # per batch handed over, oldest first
+        self.failure: BaseException | None = None
+
+    def submit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
+        """Hand a batch over: each partition number's part joins that lane's next
+        transaction.  Returns one future per part, done when its transaction committed.
+        Raises the failure of an earlier transaction (nothing past it may commit)."""
+        self.check()
+        parts = self._split(offsets, outputs, state)
+        loop = asyncio.get_running_loop()
+        futures = []
+        for p, (outs, offs) in parts.items():
+            part = _Part(outs, offs, loop.create_future())
+            _quiet(part.done)
+            self.pending[p].append(part)
+            futures.append(part.done)
+            if p not in self.lanes or self.lanes[p].done():
+                self.lanes[p] = asyncio.create_task(self._lane(p))
+        if futures:
+            self.unsettled.append(futures)
+        return futures
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    async def settle(self, limit: int) -> None:
+        """Wait until at most ``limit`` batches handed over are not yet committed; raises
+        a transaction's failure."""
+        while True:
+            while self.unsettled and all(f.done() for f in self.unsettled[0]):
+                self.unsettled.popleft()
+            self.check()
+            if len(self.unsettled) <= limit:
+                return
+            await asyncio.wait([f for f in self.unsettled[0] if not f.done()],
+                               return_when=asyncio.FIRST_EXCEPTION)
 
     async def commit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> None:
-        """One transaction per input partition number the batch touches, in parallel."""
+        """A batch committed, and every batch handed over before it (a hand-over)."""
+        self.submit(offsets, outputs, state)
+        await self.settle(0)
+
+    async def abandon(self) -> None:
+        """After a failure: stop the lanes; nothing pending will be committed.  A
+        transaction cut off mid-way is aborted (or completed) by the next producer of its
+        transactional id, which the recovery starts before it reads anything back."""
+        lanes, self.lanes = list(self.lanes.values()), {}
+        for task in lanes:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        for futures in self.unsettled:
+            for f in futures:
+                if not f.done():
+                    f.cancel()
+        self.pending.clear()
+        self.unsettled.clear()
+        self.failure = None
+
+    async def _lane(self, partition: int) -> None:
+        """One partition number's transactions, one after another, each with every part
+        handed over since the last began (in order: outputs, then offsets, which only move
+        forward)."""
+        queue = self.pending[partition]
+        while queue and self.failure is None:
+            parts = list(queue)
+            queue.clear()
+            outputs = [o for part in parts for o in part.outputs]
+            offsets: Offsets = {}
+            for part in parts:
+                offsets.update(part.offsets)
+            t0 = time.monotonic()
+            try:
+                await self._one(partition, outputs, offsets)
+            except Exception as e:  # noqa: BLE001 - surfaces in the stage at its next hand-over
+                if self.failure is None or (isinstance(e, ProduceFailed) and e.fenced):
+                    self.failure = e
+                for part in parts + queue:
+                    if not part.done.done():
+                        part.done.set_exception(e)
+                queue.clear()
+                return
+            self.on_commit(time.monotonic() - t0)
+            chaos.point("after_commit")
+            for part in parts:
+                if not part.done.done():
+                    part.done.set_result(None)
+
+    @staticmethod
+    def _split(offsets: Offsets, outputs: list[Output], state: list[Output]) -> dict[int, tuple[list[Output], Offsets]]:
+        """A batch by input partition number (outputs by their input's, changelog writes
+        by their own: the same number)."""
         parts: dict[int, tuple[list[Output], Offsets]] = defaultdict(lambda: ([], {}))
         for o in outputs:
             if o.source is None:
@@ -203,12 +320,7 @@ class TransactionalCheckpoint:
             parts[o.partition][0].append(o)     # changelog partition = input partition
         for tp, off in offsets.items():
             parts[tp.partition][1][tp] = off
-        results = await asyncio.gather(*(self._one(p, outs, offs) for p, (outs, offs) in parts.items()),
-                                       return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            fenced = [e for e in errors if isinstance(e, ProduceFailed) and e.fenced]
-            raise (fenced or errors)[0]
+        return parts
 
     async def _one(self, partition: int, outputs: list[Output], offsets: Offsets) -> None:
         producer = self.producer(partition)

@@ -523,6 +523,8 @@ class FuseStage:
         self.name, self.group_id, self.topics = "fuse", f"{group_id}-fuse", [topics.fusion_inbox]
         self.states = [self.work_orders]
         self.state_topic: str | None = topics.fusion_inbox
+        # Sent on a producer of their own, ahead of the order events and snapshots (batch.py).
+        self.urgent_topics = frozenset(topics.dispatch(d) for d in self.departments)
         self.tick_seconds = config.lifecycle.timers.tick_seconds
         self.clock: PartitionClock | None = None
         self.ready = asyncio.Event()

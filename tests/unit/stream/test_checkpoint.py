@@ -178,6 +178,7 @@ class FakeTxnProducer:
     def __init__(self, partition: int, fail: Exception | None = None, refuse: Exception | None = None):
         self.partition, self.fail, self.refuse = partition, fail, refuse
         self.log: list[tuple] = []
+        self.gate: asyncio.Event | None = None
 
     async def begin_transaction(self):
         self.log.append(("begin",))
@@ -194,6 +195,8 @@ class FakeTxnProducer:
         self.log.append(("offsets", dict(offsets), group_id))
 
     async def commit_transaction(self):
+        if self.gate is not None:   # a commit that takes until the test lets it end
+            await self.gate.wait()
         if self.fail:
             raise self.fail
         self.log.append(("commit",))
@@ -238,3 +241,72 @@ async def test_no_commit_before_every_send_of_the_transaction_is_acknowledged():
     with pytest.raises(ProduceFailed):
         await tc.commit({TP0: 11}, [out("events", 10)], [])
     assert ("commit",) not in producers[0].log and producers[0].log[-1] == ("abort",)
+
+
+# -- exactly_once, pipelined: a lane per partition number ------------------------------
+
+def commits(p: FakeTxnProducer) -> int:
+    return p.log.count(("commit",))
+
+
+async def test_a_batch_handed_over_while_its_lane_commits_joins_the_next_transaction():
+    """The stage goes on while a transaction commits; what it hands over meanwhile is one
+    transaction, whose offsets are the latest."""
+    producers = {0: FakeTxnProducer(0)}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    first = tc.submit({TP0: 11}, [out("events", 10)], [])
+    await asyncio.sleep(0.05)                      # sent, acknowledged, commit waiting
+    assert not first[0].done()
+    tc.submit({TP0: 12}, [out("events", 11)], [])
+    tc.submit({TP0: 13}, [out("events", 12)], [changelog(0)])
+    producers[0].gate.set()
+    await asyncio.wait_for(tc.settle(0), 1)
+    assert producers[0].log == [("begin",), ("send", "events"), ("offsets", {TP0: 11}, "grp"), ("commit",),
+                                ("begin",), ("send", "events"), ("send", "events"), ("send", "changelog"),
+                                ("offsets", {TP0: 13}, "grp"), ("commit",)]
+
+
+async def test_lanes_commit_apart_a_slow_partition_holds_no_other():
+    producers = {0: FakeTxnProducer(0), 1: FakeTxnProducer(1)}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    parts = tc.submit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [])
+    await asyncio.sleep(0.05)
+    assert commits(producers[1]) == 1 and commits(producers[0]) == 0
+    assert sum(f.done() for f in parts) == 1
+    await asyncio.wait_for(tc.settle(1), 1)        # one batch may stay unsettled
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(tc.settle(0), 0.05)
+    producers[0].gate.set()
+    await asyncio.wait_for(tc.settle(0), 1)
+    assert all(f.done() for f in parts)
+
+
+async def test_after_a_failed_transaction_nothing_later_commits_and_the_stage_hears_of_it():
+    producers = {0: FakeTxnProducer(0, fail=KafkaTimeoutError())}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    tc.submit({TP0: 11}, [out("events", 10)], [])
+    await asyncio.sleep(0.02)
+    tc.submit({TP0: 12}, [out("events", 11)], [])    # waits behind the failing one
+    producers[0].gate.set()
+    with pytest.raises(ProduceFailed):
+        await asyncio.wait_for(tc.settle(0), 1)
+    with pytest.raises(ProduceFailed):
+        tc.submit({TP0: 13}, [out("events", 12)], [])
+    assert commits(producers[0]) == 0 and producers[0].log.count(("begin",)) == 1
+    await tc.abandon()                               # the recovery starts afresh
+    producers[0].fail = None
+    await asyncio.wait_for(tc.commit({TP0: 12}, [out("events", 11)], []), 1)
+    assert commits(producers[0]) == 1
+
+
+async def test_abandon_stops_a_lane_mid_transaction():
+    producers = {0: FakeTxnProducer(0)}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionalCheckpoint(producers.__getitem__, "grp")
+    parts = tc.submit({TP0: 11}, [out("events", 10)], [])
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(tc.abandon(), 1)
+    assert parts[0].cancelled() and commits(producers[0]) == 0 and not tc.lanes

@@ -263,3 +263,53 @@ async def test_the_wait_before_the_fetch_is_observed_per_partition_from_its_olde
     count2, total2 = observed()
     assert count2 - count == 2                     # one per partition, not one per record
     assert 0.4 <= (total2 - total) / 2 < 5.0       # the oldest record's age, not the newest's
+
+
+class FakeProducer:
+    """A started producer that acknowledges every send at once, noting it in ``sent``."""
+
+    def __init__(self, name: str, sent: list[tuple[str, str]]):
+        self.name, self.sent = name, sent
+
+    async def start(self):
+        pass
+
+    async def send(self, topic, value, key=None, partition=None):
+        self.sent.append((self.name, topic))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+async def test_dispatch_records_go_first_on_a_producer_of_their_own():
+    """The last hop (issue 38): a dispatch behind a batch's order events and snapshots
+    waited for their produce request's round trip (one in flight per producer)."""
+    class Dispatching(FakeStage):
+        urgent_topics = frozenset({"dispatch.d1"})
+
+        def handle(self, m, out):
+            out.append(Output("events", None, m.value))
+            out.append(Output("dispatch.d1", None, m.value))
+
+    sent: list[tuple[str, str]] = []
+    names = iter(["outputs", "changelog", "urgent"])
+    r = StageRunner(Dispatching(), RunnerSettings("127.0.0.1:1"), lambda txn: FakeProducer(next(names), sent))
+    await r._start_producers()
+    r.checkpoint = Checkpoint(r._send_one, r._send_state)
+    r.consumer = OneBatch(age=0.0)
+    r.assigned_now = r.consumer.assignment()
+    await r._step()
+    assert sent[:6] == [("urgent", "dispatch.d1")] * 6
+    assert sent[6:] == [("outputs", "events")] * 6
+
+
+async def test_a_stage_without_urgent_topics_has_no_third_producer():
+    sent: list[tuple[str, str]] = []
+    made: list[str] = []
+
+    def new(txn):
+        made.append("p")
+        return FakeProducer("p", sent)
+    r = StageRunner(FakeStage(), RunnerSettings("127.0.0.1:1"), new)
+    await r._start_producers()
+    assert len(made) == 2 and r.urgent_producer is None
