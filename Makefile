@@ -1,5 +1,5 @@
 # The two commands of the README.  Each one installs what it needs.
-.PHONY: demo test check lint bootstrap kafka-stop schemas
+.PHONY: demo test check lint bootstrap kafka-stop schemas docs
 
 # make test runs whole test files on this many processes (pytest-xdist, --dist loadfile:
 # a file's module fixtures — its worker, its broker — stay in one process). Each process
@@ -33,3 +33,7 @@ kafka-stop: bootstrap
 
 schemas: bootstrap
 	.venv/bin/citybrain schemas --write
+
+# docs/architecture.md's package picture, regenerated from the imports (a unit test checks it)
+docs: bootstrap
+	.venv/bin/citybrain layout --write

@@ -1,8 +1,13 @@
-"""The layout's size limits (issue 39 "Targets"): no function over 80 lines in the domain,
-no module over 500 lines in stream/ — the latter with today's offenders named exactly."""
+"""The layout (issue 39): its size limits — no function over 80 lines in the domain, no module
+over 500 lines in stream/, today's offenders named exactly — and docs/architecture.md's
+package picture, which must be the imports (citybrain.layout)."""
 
 import ast
 from pathlib import Path
+
+import pytest
+
+from citybrain import layout
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "citybrain"
 
@@ -59,3 +64,72 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert long_functions(tmp_path, 80) == {"m.py:6 long": 81}
     assert long_functions(tmp_path, 81) == {}
     assert long_modules(tmp_path, 500) == {"sub/big.py": 501}
+
+
+# -- docs/architecture.md's package picture, generated from the imports (citybrain.layout) --
+
+def test_the_architecture_docs_package_picture_is_the_imports():
+    assert not layout.drifted(), ("docs/architecture.md's package picture differs from the imports: "
+                                  "run `make docs` (citybrain layout --write)")
+
+
+def _tree(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / "citybrain" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root / "citybrain"
+
+
+def test_the_graph_follows_every_kind_of_import(tmp_path):
+    src = _tree(tmp_path, {
+        "__init__.py": "import citybrain.web\n",                    # the package's own: no node
+        "paths.py": "import os\n",
+        "config.py": "from citybrain import paths\n",               # a module named through the package
+        "wire/__init__.py": "",
+        "wire/models.py": "from . import enums\nfrom .enums import X\n",   # relative, within
+        "wire/enums.py": "X = 1\n",
+        "domain/__init__.py": "",
+        "domain/a.py": "from ..wire.models import X\nimport citybrain.domain.b\n",   # relative, out
+        "domain/b.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                        "    from citybrain.config import C\n"),   # type-only
+        "web/__init__.py": "",
+        "web/api.py": "def f():\n    import citybrain.domain.a as a\n    return a\n",   # lazy
+    })
+    graph = layout.import_graph(src)
+    assert graph == {"paths": set(), "config": {"paths"}, "wire": set(), "domain": {"wire", "config"},
+                     "web": {"domain"}}
+    assert layout.layers(graph) == {"paths": 0, "wire": 0, "config": 1, "domain": 2, "web": 3}
+    assert layout.cycles(graph) == []
+
+
+def test_the_picture_draws_each_arrow_once_and_names_the_cycles(tmp_path):
+    src = _tree(tmp_path, {"bench/__init__.py": "", "simulate/__init__.py": "", "wire/__init__.py": "",
+                           "paths.py": ""})
+    graph = {"bench": {"simulate", "wire"}, "simulate": {"bench", "paths"}, "wire": set(), "paths": set()}
+    assert layout.cycles(graph) == [["bench", "simulate"]]
+    picture = layout.render(graph, src)
+    mermaid = picture.split("```")[1]
+    arrows = {(line.split(" --> ")[0].strip(), w) for line in mermaid.splitlines() if " --> " in line
+              for w in line.split(" --> ")[1].split(" & ")}
+    assert arrows == {("bench", "simulate"), ("bench", "wire"), ("simulate", "bench"), ("simulate", "paths")}
+    assert '  bench["bench/"]' in mermaid and '  paths("paths.py")' in mermaid
+    assert "| `bench/` | `simulate/`, `wire/` | `simulate/` |" in picture
+    assert "| `paths.py` | — | `simulate/` |" in picture
+    assert "Import cycles: `bench/` ⇄ `simulate/`." in picture
+
+
+def test_the_picture_goes_between_the_markers_and_nowhere_else(tmp_path):
+    doc = f"# A\n\nbefore\n{layout.BEGIN}\nold picture\n{layout.END}\nafter\n"
+    assert layout.with_picture(doc, "new\n") == f"# A\n\nbefore\n{layout.BEGIN}\nnew\n{layout.END}\nafter\n"
+    with pytest.raises(layout.MarkersMissing):
+        layout.with_picture("# no markers\n", "new\n")
+    src = _tree(tmp_path, {"paths.py": "", "config.py": "import citybrain.paths\n"})
+    path = tmp_path / "architecture.md"
+    path.write_text(doc, encoding="utf-8")
+    assert layout.drifted(path, src)
+    layout.write(path, src)
+    assert not layout.drifted(path, src)
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# A\n\nbefore\n") and text.endswith(f"{layout.END}\nafter\n")
+    assert "  config --> paths" in text

@@ -11,7 +11,15 @@ from citybrain.cli.notifier import cmd_notifier
 from citybrain.cli.platforms import cmd_platforms
 from citybrain.cli.privacy import cmd_pseudonym
 from citybrain.cli.read import cmd_kpis, cmd_tail, cmd_timeline
-from citybrain.cli.setup import cmd_dashboard, cmd_kafka, cmd_registry, cmd_sample, cmd_schemas, cmd_topics
+from citybrain.cli.setup import (
+    cmd_dashboard,
+    cmd_kafka,
+    cmd_layout,
+    cmd_registry,
+    cmd_sample,
+    cmd_schemas,
+    cmd_topics,
+)
 from citybrain.cli.simulate import cmd_demo, cmd_simulate
 from citybrain.cli.warnings import cmd_warnings_end, cmd_warnings_list, cmd_warnings_publish
 from citybrain.cli.worker import cmd_worker
@@ -159,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("schemas", help="check (default) or --write schemas/ from the wire models")
     sc.add_argument("--write", action="store_true")
     sc.set_defaults(func=cmd_schemas)
+
+    ly = sub.add_parser("layout", help="check (default) or --write docs/architecture.md's package picture "
+                                       "from the imports")
+    ly.add_argument("--write", action="store_true")
+    ly.set_defaults(func=cmd_layout)
 
     sm = sub.add_parser("sample", help="regenerate the SAMPLE city data")
     sm.add_argument("what", choices=["build-city", "build-registry"])

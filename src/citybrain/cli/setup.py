@@ -132,6 +132,26 @@ def cmd_schemas(args) -> int:
     return 0
 
 
+def cmd_layout(args) -> int:
+    """Check (default) or --write docs/architecture.md's package picture from the imports."""
+    from citybrain import layout
+    rel = layout.ARCHITECTURE_DOC.relative_to(layout.PROJECT_ROOT)
+    try:
+        if args.write:
+            layout.write()
+            print(f"wrote {rel} (模块关系图 package picture)")
+            return 0
+        if layout.drifted():
+            print(f"过期 {rel}: 模块关系图与代码不一致 the package picture differs from the imports — "
+                  "run `citybrain layout --write` (make docs)", file=sys.stderr)
+            return 1
+    except layout.MarkersMissing as e:
+        print(f"标记缺失 {rel}: {e}", file=sys.stderr)
+        return 2
+    print(f"一致 {rel}: 模块关系图 up to date")
+    return 0
+
+
 def cmd_sample(args) -> int:
     from citybrain.sample import city_builder, registry_builder
     cfg = load_config()
