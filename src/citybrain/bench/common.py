@@ -43,7 +43,7 @@ async def fresh_topics(bootstrap: str, name: str, extra: Sequence[str] = ()) -> 
     partitions = cfg.settings.kafka.partitions
     extra_names = [f"{prefix}{e}" for e in extra]
     await create_topics(bootstrap, topic_specs(cfg, topics, partitions)
-                        + [TopicSpec(n, partitions) for n in extra_names])
+                        + [TopicSpec(n, partitions) for n in extra_names], cfg.topic_retention.replication.factor)
     await publish_registry(bootstrap, topics.registry, load(cfg.registry_path))
     return topics, extra_names
 

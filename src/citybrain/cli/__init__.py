@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=cmd_demo)
 
     b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
-    b.add_argument("what", choices=["normalize", "dispatch", "history", "console", "normalize-batch-probe"])
+    b.add_argument("what", choices=["normalize", "dispatch", "history", "console", "normalize-batch-probe", "failover"])
+    b.add_argument("--scenarios", default="restart,takeover,handover,rolling,leader",
+                   help="failover: faults to run (leader needs `citybrain kafka start --nodes 3`)")
+    b.add_argument("--runs", type=int, default=1, help="failover: runs per fault, each reported")
+    b.add_argument("--rate", type=float, default=300.0, help="failover: background records/s")
+    b.add_argument("--before", type=float, default=10.0, help="failover: seconds of traffic before the fault")
+    b.add_argument("--after", type=float, default=25.0, help="failover: seconds of traffic after it")
     b.add_argument("--records", type=int, default=60_000, help="backlog size for max throughput")
     b.add_argument("--rates", default="250,500,1000,2000", help="dispatch: offered loads, records/s")
     b.add_argument("--duration", type=float, default=30.0, help="dispatch: seconds per window")

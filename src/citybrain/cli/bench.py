@@ -39,6 +39,16 @@ def cmd_bench(args) -> int:
                                                args.cut_seconds, seed=args.seed, keep=args.keep,
                                                artifacts=out.parent))
             text = console.report(result)
+        elif args.what == "failover":
+            from citybrain.bench import failover
+            scenarios = [n for n in args.scenarios.split(",") if n]
+            unknown = sorted(set(scenarios) - set(failover.SCENARIOS))
+            if unknown:
+                print(f"错误 unknown fault(s) {', '.join(unknown)}; choose from {', '.join(failover.SCENARIOS)}")
+                return 2
+            result = asyncio.run(failover.bench(broker_address(), scenarios, args.runs, args.rate, args.before,
+                                                args.after, probe_every=0.05, window=10.0, seed=args.seed))
+            text = failover.report(result)
         elif args.what == "normalize-batch-probe":
             from citybrain.bench import batch_probe
             result = asyncio.run(batch_probe.bench(broker_address(), args.records, seed=args.seed))
