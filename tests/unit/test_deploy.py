@@ -144,7 +144,14 @@ def test_compose_has_kafka_two_workers_prometheus_and_provisioned_grafana():
     w1, w2 = services["worker-1"], services["worker-2"]
     assert w1["command"] == w2["command"] and w1["build"] == w2["build"] == "."
     assert w1["volumes"] != w2["volumes"]                                     # own state each
-    assert w1["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    # Three KRaft nodes (issue 38): every one in the bootstrap list, the workers static members.
+    assert w1["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092,kafka-2:9092,kafka-3:9092"
+    assert {"kafka-2", "kafka-3"} <= set(services)
+    assert services["kafka-3"]["environment"]["KAFKA_CONTROLLER_QUORUM_VOTERS"] == \
+        "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert [services[k]["environment"]["KAFKA_NODE_ID"] for k in ("kafka", "kafka-2", "kafka-3")] == [1, 2, 3]
+    assert w1["environment"]["CITYBRAIN_INSTANCE_ID"] != w2["environment"]["CITYBRAIN_INSTANCE_ID"]
+    assert w2["environment"]["CITYBRAIN_REPLICATION_FACTOR"] == 3
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
