@@ -21,7 +21,7 @@ test: bootstrap
 # The fast tiers, no broker: lint, types, then the unit and functional tests (README "Tiers").
 check: bootstrap
 	@$(MAKE) --no-print-directory lint
-	.venv/bin/python -m pytest tests/unit tests/functional -q --durations=10 $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(TEST_PROCESSES) tests/unit tests/functional -q --durations=10 $(PYTEST_ARGS)
 
 lint: bootstrap
 	@echo "▸ 代码检查 lint: ruff (pyflakes, isort, bugbear, pyupgrade), then mypy over src/ …"

@@ -27,8 +27,9 @@ from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.sample.registry_builder import load
 from citybrain.stream import commands
+from citybrain.stream.fuse_stage import FuseStage
+from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
 from citybrain.stream.output import Output
-from citybrain.stream.stages import DeadLetterLog, FuseStage, NormaliseStage
 from citybrain.web.api import Api
 from citybrain.web.auth import TokenRegistry
 from citybrain.wire.models import RegistryRecord

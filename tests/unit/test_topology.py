@@ -65,7 +65,7 @@ def test_closed_orders_must_outlast_what_fusion_can_replay(tmp_path):
 
 
 def test_closed_orders_leave_in_the_order_they_closed():
-    from citybrain.stream.stages import ClosedOrders
+    from citybrain.stream.timers import ClosedOrders
     c = ClosedOrders(keep_seconds=100)
     c.closed(0, "WO-b", 50)
     c.closed(0, "WO-a", 10)

@@ -2,7 +2,7 @@
 
 - Faust provides the worker lifecycle, the web server (/metrics, /healthz, /readyz) and
   the low-rate ``route_commands`` agent (stream/commands.py).
-- The hot path runs as batch stages (stream/batch.py, stream/stages.py): ``normalise``
+- The hot path runs as batch stages (stream/batch.py; stream/normalise_stage.py, stream/fuse_stage.py): ``normalise``
   (ingest topics → events.normalized, fusion inbox | deadletter) and ``fuse``
   (fusion inbox → workorders.events, dispatch.<department>, workorders.rejected), each a
   member of its own consumer group, state in compacted changelog topics.  Why not Faust
@@ -42,10 +42,11 @@ from citybrain.stream import commands
 from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
+from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.logreader import TopicReader
+from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
 from citybrain.stream.records import record_meta
 from citybrain.stream.registry import RegistryCache, RegistryDeadLetters
-from citybrain.stream.stages import DeadLetterLog, FuseStage, NormaliseStage
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
 from citybrain.web.api import MAX_BODY, Api

@@ -42,7 +42,7 @@ from citybrain.wire.enums import WARNING_LEVELS
 from citybrain.wire.models import OPEN_STATUSES, Location
 
 if TYPE_CHECKING:
-    from citybrain.stream.stages import FuseStage
+    from citybrain.stream.fuse_stage import FuseStage
 
 log = logging.getLogger("citybrain.warnings")
 

@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 from citybrain.domain.area_warnings import read_warning_record
 from citybrain.kafka.topics import Topics
 from citybrain.stream.area_warnings import WarningFeed
-from citybrain.stream.stages import FuseStage
+from citybrain.stream.fuse_stage import FuseStage
 
 from .test_area_warning_sweep import IN_ZHOUCUN, changes, event, warning
 

@@ -13,7 +13,7 @@ from pydantic_core import to_json
 
 from citybrain.domain.area_warnings import AreaShapes, WarningBook, read_warning_record
 from citybrain.kafka.topics import Topics
-from citybrain.stream.stages import FuseStage
+from citybrain.stream.fuse_stage import FuseStage
 from citybrain.wire.models import CityEvent, Location, SourceRef
 
 IN_ZHOUCUN = Location(lon=117.90989, lat=36.77375, district_code="370306", street_code="370306001",

@@ -8,7 +8,7 @@ import orjson
 
 from citybrain.domain.normalize import RecordMeta
 from citybrain.kafka.topics import Topics
-from citybrain.stream.stages import DeviceHealth
+from citybrain.stream.health import DeviceHealth
 from citybrain.wire.models import DeviceStatus
 
 

@@ -7,7 +7,7 @@ from pydantic_core import to_json
 
 from citybrain.stream import orderstate
 from citybrain.stream.orderstate import OrderRecord
-from citybrain.stream.stages import StateRefresh
+from citybrain.stream.timers import StateRefresh
 from citybrain.wire.models import Actor, EventRef, Location, OrderState, WorkOrder, WorkOrderChange
 
 T0 = datetime(2026, 11, 23, 8, tzinfo=UTC)

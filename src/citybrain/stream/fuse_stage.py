@@ -1,24 +1,17 @@
-"""The hot path's two stages (``NormaliseStage``, ``FuseStage``: the runner's ``Stage``
-protocol), thin shells around the pure domain.
-
-- normalise: ingest.iot.readings / ingest.video.alerts / ingest.reports →
-  events.normalized + fusion inbox | deadletter; per-device alarm state in the
-  ``sensor_state`` changelog (partitions follow ingest.iot.readings, keyed by device_id).
-- fuse: fusion inbox (CityEvents, lifecycle commands and a merge's hops, keyed by fusion
-  group) → workorders.events, workorders.state, dispatch.<department>, workorders.rejected,
-  the fusion inbox again (a merge's next hop);
-  snapshots with their timelines in the ``work_orders`` changelog (``OrderRecord``), an
-  in-memory FusionIndex per partition.
-"""
+"""The fuse stage (the runner's ``Stage`` protocol), a thin shell around the pure domain:
+the fusion inbox (CityEvents, lifecycle commands and a merge's hops, keyed by fusion group)
+→ workorders.events, workorders.state, dispatch.<department>, workorders.rejected, the
+fusion inbox again (a merge's next hop); snapshots with their timelines in the
+``work_orders`` changelog (``OrderRecord``), an in-memory FusionIndex per partition, the
+clocks of stream/timers.py."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -30,28 +23,18 @@ from citybrain.config import Config
 from citybrain.domain import followup, lifecycle
 from citybrain.domain.area_warnings import WarningBook, start_route
 from citybrain.domain.device_health import (
-    ONLINE,
-    Health,
     PartitionClock,
-    SilenceWatch,
-    liveness_record,
-    networked_state,
-    offline_limit,
 )
 from citybrain.domain.fusion import FusionEvent, FusionIndex, group_of, open_entry
-from citybrain.domain.normalize import Normalizer, RecordMeta, Result, _utc, dead_letter_key
-from citybrain.domain.registry import Device
 from citybrain.domain.routing import Route
-from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import attach, open_order
 from citybrain.gauges import GaugeCounts, OpenOrderGauge, assist_keys, emergency_keys
 from citybrain.kafka.topics import Topics
-from citybrain.logfilter import ThrottledLog
 from citybrain.stream.area_warnings import WarningSweep
 from citybrain.stream.batch import ChangelogState
-from citybrain.stream.orderstate import REFRESH_SECONDS, OrderRecord
+from citybrain.stream.orderstate import OrderRecord
 from citybrain.stream.output import Output
-from citybrain.stream.records import record_meta
+from citybrain.stream.timers import ClosedOrders, OrderTimers, StateRefresh
 from citybrain.stream.topology import changelogs
 from citybrain.wire.enums import OPEN_PARTS
 from citybrain.wire.models import (
@@ -64,433 +47,11 @@ from citybrain.wire.models import (
     WorkOrderChange,
 )
 
-
-def _utc_iso(epoch: float) -> str:
-    return _utc(epoch).isoformat(timespec="seconds")
-
 log = logging.getLogger("citybrain.stages")
-
-
-class DeadLetterLog:
-    """One log line per source and reason every 10 s at most, with the count: readable at 3 a.m."""
-
-    def __init__(self, every: float = 10.0):
-        self.say = ThrottledLog(log, every)
-
-    def note(self, source: str, reason: str, detail: str) -> None:
-        self.say(logging.WARNING, f"{source}/{reason}", "死信 dead letter %s/%s (e.g. %s)", source, reason,
-                 detail[:300])
-
-
-class NormaliseStage:
-    """The normalise stage: every ingest record to one outcome, each device's alarm state
-    (``sensor_state``) and health (``device_health``).  ``registry()``: every device of
-    the registry (for the registered-devices gauge)."""
-
-    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
-                 dead_log: DeadLetterLog, registry: Callable[[], Collection[Device]] = lambda: ()):
-        self.config, self.topic_names, self.normalizer = config, topics, normalizer
-        self.dead_log, self.registry = dead_log, registry
-        self.router = config.router
-        self.sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"],
-                                           encode=_encode_state)
-        self.decoded: dict[tuple[int, str], DeviceState] = {}   # parsed sensor_state, per (partition, device)
-        self.health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
-        self.sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report",
-                        topics.device_status: "device"}
-        # What the runner reads (the Stage protocol).
-        self.name, self.group_id, self.topics = "normalise", f"{group_id}-normalise", topics.ingest
-        self.states = [self.sensor_state, self.health.state]
-        self.state_topic: str | None = topics.iot
-        self.tick_seconds = 1.0
-        self.clock: PartitionClock | None = self.health.clock
-        self.ready = asyncio.Event()
-
-    def state_of(self, partition: int) -> Callable[[str], DeviceState]:
-        def get(device_id: str) -> DeviceState:
-            key = (partition, device_id)
-            st = self.decoded.get(key)
-            if st is None:
-                raw = self.sensor_state.get(partition, device_id)
-                st = DeviceState.from_dict(orjson.loads(raw)) if raw else DeviceState()
-                self.decoded[key] = st
-            return st
-        return get
-
-    def outputs_of(self, source: str, result: Result, meta: RecordMeta, out: list[Output],
-                   derived: bool = False) -> None:
-        """Serialised before anything is counted or stored: if this raises, the record
-        becomes an internal_error dead letter with nothing half done.  ``derived``: an
-        event besides the record's own outcome (a device heard again, a silence found by
-        the clock) — counted as an event, not as a second input."""
-        if result.event is not None:
-            ev = result.event
-            body = to_json(ev)
-            out.append(Output(self.topic_names.events, ev.location.street_code.encode(), body))
-            # Straight on to fusion, keyed by fusion group (one hop less than
-            # re-reading events.normalized).
-            out.append(Output(self.topic_names.fusion_inbox, self.router.group(ev.category).encode(), body))
-            metrics.inc(metrics.EVENTS, source, ev.kind, ev.category)
-        elif result.dead is not None:
-            out.append(Output(self.topic_names.deadletter, dead_letter_key(meta.key), to_json(result.dead)))
-            self.dead_log.note(source, result.dead.reason, result.dead.detail)
-        if not derived:
-            metrics.count_outcome(source, result.outcome, result.reason)
-
-    def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
-        meta = record_meta(m)
-        if m.topic == self.topic_names.iot:
-            result = self.normalizer.reading(m.value, meta, self.state_of(m.partition))
-            self.outputs_of("iot", result, meta, out)
-            if result.outcome != "deadletter":   # the device spoke: it is not silent
-                event = self.health.heard(m.partition, m.key.decode(), meta)
-                if event is not None:
-                    self.outputs_of("iot", Result("event", event=event), meta, out, derived=True)
-                self.health.drain(out)
-            device = result.state_key
-            if result.state is not None and device is not None:
-                before = self.decoded.get((m.partition, device))
-                # A change of the alarm state itself is written with this batch; a
-                # change of only the dedupe marks (last ts/seq) may follow lazily: a
-                # replay after a crash re-applies readings that changed nothing else.
-                if before is not None and _alarm_state(before) == _alarm_state(result.state):
-                    self.sensor_state.set_later(m.partition, device, result.state)   # frozen
-                else:
-                    self.sensor_state.set(m.partition, device, _encode_state(result.state))
-                self.decoded[(m.partition, device)] = result.state
-        elif m.topic == self.topic_names.video:
-            result = self.normalizer.video(m.value, meta)
-            self.outputs_of("video", result, meta, out)
-            if result.outcome != "deadletter" and m.key:   # a camera heard by its alert (联网率)
-                self.health.heard(m.partition, m.key.decode(errors="replace"), meta)
-                self.health.drain(out)
-        elif m.topic == self.topic_names.device_status:
-            result, status = self.normalizer.device_status(m.value, meta)
-            event = self.health.stated(m.partition, status, meta) if status is not None else None
-            # A status that opens or closes a fault has that event as its outcome.
-            self.outputs_of("device", result if event is None else Result("event", event=event), meta, out)
-            self.health.drain(out)
-        else:
-            self.outputs_of("report", self.normalizer.report(m.value, meta), meta, out)
-
-    def source_of(self, m: ConsumerRecord) -> str:
-        return self.sources[m.topic]
-
-    def forget(self, partitions: set[int]) -> None:
-        for key in [k for k in self.decoded if k[0] in partitions]:
-            del self.decoded[key]
-
-    def on_assigned(self, partitions: set[int]) -> None:
-        self.forget(partitions)
-        self.health.assigned(partitions)
-
-    def on_revoked(self, partitions: set[int]) -> None:
-        self.forget(partitions)
-        self.health.revoked(partitions)
-
-    def tick(self) -> list[Output]:
-        out: list[Output] = []
-        for partition, event, meta, mine in self.health.due():
-            if event is not None:
-                self.outputs_of("iot", Result("event", event=event), meta, mine, derived=True)
-            for o in mine:   # caused by the partition's clock, not an input
-                o.source = (self.topic_names.iot, partition, -1)
-            out += mine
-        return out
-
-
-
-class DeviceHealth:
-    """设备完好率 in the normalise stage: each device's health per partition (the
-    ``device_health`` changelog), silence judged per partition against its clock
-    (domain/device_health.py), and the devices gauge."""
-
-    GAUGE_EVERY = 10.0
-    # Counted as states change (never by walking every device: at city scale, 160k devices
-    # walked on the event loop every few seconds would be a stall of tens of ms each time).
-
-    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, changelog: str, devices):
-        self.normalizer, self.topics, self.devices = normalizer, topics, devices
-        self.state = ChangelogState("device_health", changelog, encode=_encode_health)
-        rules = config.sensor_rules
-        registry = normalizer.registry
-
-        self.watch = SilenceWatch(lambda device_id: offline_limit(registry(device_id), rules))
-        self.clock = PartitionClock()
-        self.owned: set[int] = set()
-        self.last_gauge = 0.0
-        self.gauge = GaugeCounts(metrics.DEVICES)
-        self.registered = GaugeCounts(metrics.DEVICES_REGISTERED)
-        self.labels: dict[str, tuple[str, str, str]] = {}   # device → (district, kind, owner)
-        self.counts: Counter = Counter()                     # (district, kind, owner, state) → devices
-        self.registered_size = -1
-        # 联网率: what devices.liveness says of each device this worker has written, and the
-        # records still to go out with the current input (domain/device_health.py).
-        self.published: dict[str, bool] = {}
-        self.pending: list[tuple[str, bool, float]] = []
-
-    def _live(self, device: str, h: Health, at: float) -> None:
-        """Record a change of the device's "heard within its interval" for devices.liveness
-        (once per device and process, then only on a change: a dict lookup per reading)."""
-        now = networked_state(h.state)
-        if self.published.get(device) is not now:
-            self.published[device] = now
-            self.pending.append((device, now, at))
-
-    def drain(self, out: list[Output]) -> None:
-        """The pending devices.liveness records, into the outputs of the input that made them."""
-        for device, now, at in self.pending:
-            out.append(Output(self.topics.liveness, device.encode(), orjson.dumps(liveness_record(device, now, at))))
-        self.pending.clear()
-
-    def _moved(self, device: str, before: str | None, after: str | None) -> None:
-        label = self._label(device)
-        if label is None or before == after:
-            return
-        if before is not None:
-            self.counts[(*label, before)] -= 1
-        if after is not None:
-            self.counts[(*label, after)] += 1
-
-    def _store(self, partition: int, device: str, h: Health, lazy: bool) -> None:
-        # Lazily: a Health changes in place (SilenceWatch), and every change stores it again.
-        if lazy:
-            self.state.set_later(partition, device, h)
-        else:
-            self.state.set(partition, device, _encode_health(h))
-
-    def heard(self, partition: int, device: str, meta: RecordMeta) -> CityEvent | None:
-        new = device not in self.watch.health.get(partition, ())
-        h, came_back = self.watch.heard(partition, device, meta.timestamp)
-        if new or came_back is not None:
-            self._moved(device, None if new else came_back, ONLINE)
-        self._store(partition, device, h, lazy=came_back is None)   # only "heard again" may lag behind
-        self._live(device, h, meta.timestamp)
-        if came_back is None:
-            return None
-        return self.normalizer.health_event(device, "recovery", meta.timestamp, meta,
-                                            f"heard again after {came_back} (设备恢复)")
-
-    def stated(self, partition: int, status, meta: RecordMeta) -> CityEvent | None:
-        at = status.ts.timestamp()
-        known = self.watch.health.get(partition, {}).get(status.device_id)
-        was = known.state if known is not None else None
-        before = self.watch.status(partition, status.device_id, status.status, at)
-        h = self.watch.health[partition][status.device_id]
-        self._moved(status.device_id, was, h.state)
-        self._store(partition, status.device_id, h, lazy=before is None)
-        self._live(status.device_id, h, at)
-        if before is None:
-            return None
-        if status.status == ONLINE:
-            return self.normalizer.health_event(status.device_id, "recovery", at, meta,
-                                                f"platform reports online (was {before})")
-        if before != ONLINE:
-            return None   # offline ↔ fault: still one open fault
-        why = {"offline": "平台报告离线 platform reports offline", "fault": "平台报告故障 platform reports a fault"}
-        return self.normalizer.health_event(status.device_id, "alarm", at, meta,
-                                            why[status.status] + (f": {status.detail}" if status.detail else ""))
-
-    def due(self) -> list[tuple[int, CityEvent | None, RecordMeta, list[Output]]]:
-        """Each device found silent: its partition, its device_fault event (None for a
-        device the registry does not know), and its devices.liveness record."""
-        out = []
-        for partition in sorted(self.owned):
-            reference = self.clock.reference(partition)
-            if reference is None:
-                continue
-            for device, h in self.watch.due(partition, reference):
-                log.info("设备离线 device offline: %s (partition %d) last heard %s, judged at %s (%s)",
-                         device, partition, _utc_iso(h.heard), _utc_iso(reference),
-                         "at the end" if partition in self.clock.at_end else "behind: latest record read")
-                self._moved(device, ONLINE, h.state)
-                self._store(partition, device, h, lazy=False)
-                self._live(device, h, h.since)
-                meta = RecordMeta(self.topics.iot, partition, -1, reference, device.encode())
-                event = self.normalizer.health_event(device, "alarm", h.since, meta,
-                                                     f"silent since {_utc_iso(h.heard)} (设备离线 offline)")
-                live: list[Output] = []
-                self.drain(live)
-                out.append((partition, event, meta, live))
-        now = time.monotonic()
-        if now - self.last_gauge >= self.GAUGE_EVERY:
-            self.last_gauge = now
-            self.export()
-        return out
-
-    def assigned(self, partitions: set[int]) -> None:
-        self.owned |= partitions
-        for p in partitions:
-            for device, raw in self.state.items(p):
-                h = Health.from_dict(orjson.loads(raw))
-                self.watch.load(p, device, h)
-                self._moved(device, None, h.state)
-
-    def revoked(self, partitions: set[int]) -> None:
-        self.owned -= partitions
-        for p in partitions:
-            for device, h in self.watch.health.get(p, {}).items():
-                self._moved(device, h.state, None)
-                self.published.pop(device, None)
-        self.watch.drop(partitions)
-        self.clock.drop(partitions)
-
-    def _label(self, device_id: str) -> tuple[str, str, str] | None:
-        found = self.labels.get(device_id)
-        if found is None:
-            d = self.normalizer.registry(device_id)
-            if d is None:
-                return None
-            where = self.normalizer.city.locate(d.lon, d.lat)
-            found = self.labels[device_id] = (where.district_code if where else "", d.kind,
-                                              d.owner_department or "")
-        return found
-
-    def export(self) -> None:
-        """citybrain_devices{district,kind,owner,state} over the partitions held, and
-        citybrain_devices_registered{district,kind,owner} (the same on every worker)."""
-        self.gauge.set_all(Counter({k: n for k, n in self.counts.items() if n > 0}))
-        devices = self.devices()
-        if len(devices) == self.registered_size:
-            return    # (a registry update that keeps the size is picked up at the next change)
-        self.registered_size = len(devices)
-        registered: Counter = Counter()
-        for d in devices:
-            if d.status != "active":
-                continue
-            label = self._label(d.device_id)
-            if label is not None:
-                registered[label] += 1
-        self.registered.set_all(registered)
 
 
 def _closed_ts(snap: dict) -> float:
     return datetime.fromisoformat(snap.get("closed_at") or snap.get("cancelled_at") or snap["merged_at"]).timestamp()
-
-
-def _encode_state(s: DeviceState) -> bytes:
-    return orjson.dumps(s.to_dict())
-
-
-def _encode_health(h: Health) -> bytes:
-    return orjson.dumps(h.to_dict())
-
-
-def _alarm_state(s: DeviceState) -> tuple:
-    return (s.alarm, s.pending_since, s.alarm_since, s.level, s.level_pending)
-
-
-class PartitionHeaps:
-    """Per partition, a heap of (when, work-order id): what falls due first comes first."""
-
-    def __init__(self):
-        self.heaps: dict[int, list[tuple[float, str]]] = {}
-
-    def push(self, partition: int, when: float, key: str) -> None:
-        heapq.heappush(self.heaps.setdefault(partition, []), (when, key))
-
-    def pop_due(self, now: float) -> list[tuple[int, float, str]]:
-        out = []
-        for p, heap in self.heaps.items():
-            while heap and heap[0][0] <= now:
-                when, key = heapq.heappop(heap)
-                out.append((p, when, key))
-        return out
-
-    def drop(self, partitions: set[int]) -> list[tuple[float, str]]:
-        """Forget the partitions; returns what they held."""
-        return [entry for p in partitions for entry in self.heaps.pop(p, [])]
-
-
-class OrderTimers:
-    """Per partition: when each open order next needs a look (supervision step or
-    automatic verification), as a heap with lazy invalidation, and when each open order
-    falls overdue (for the overdue gauge)."""
-
-    def __init__(self):
-        self.heaps = PartitionHeaps()
-        self.next_at: dict[str, float] = {}
-        self.overdue_at: dict[int, dict[str, tuple[str, float]]] = {}
-
-    def schedule(self, partition: int, order: WorkOrder, deadlines) -> None:
-        wo = order.work_order_id
-        due = deadlines.overdue_at(order)
-        if due is None:   # ended: closed, cancelled or merged
-            self.next_at.pop(wo, None)
-            self.overdue_at.get(partition, {}).pop(wo, None)
-            return
-        self.overdue_at.setdefault(partition, {})[wo] = (order.department or "", due.timestamp())
-        when = deadlines.next_check(order)
-        if when is None:
-            self.next_at.pop(wo, None)
-            return
-        ts = when.timestamp()
-        if self.next_at.get(wo) != ts:
-            self.next_at[wo] = ts
-            self.heaps.push(partition, ts, wo)
-
-    def due(self, now: float) -> list[tuple[int, str]]:
-        out = []
-        for p, ts, wo in self.heaps.pop_due(now):
-            if self.next_at.get(wo) == ts:   # else superseded by a later schedule
-                del self.next_at[wo]
-                out.append((p, wo))
-        return out
-
-    def overdue_counts(self, now: float) -> Counter:
-        """Overdue open orders per (department,): the overdue gauge's labels."""
-        counts: Counter = Counter()
-        for orders in self.overdue_at.values():
-            for dept, due in orders.values():
-                if due < now:
-                    counts[(dept,)] += 1
-        return counts
-
-    def drop(self, partitions: set[int]) -> None:
-        for _, wo in self.heaps.drop(partitions):
-            self.next_at.pop(wo, None)
-        for p in partitions:
-            self.overdue_at.pop(p, None)
-
-
-class ClosedOrders:
-    """Per partition: when each ended (closed, cancelled, merged) order leaves hot state."""
-
-    def __init__(self, keep_seconds: float):
-        self.keep = keep_seconds
-        self.heaps = PartitionHeaps()
-
-    def closed(self, partition: int, work_order_id: str, closed_at: float) -> None:
-        self.heaps.push(partition, closed_at + self.keep, work_order_id)
-
-    def due(self, now: float) -> list[tuple[int, str]]:
-        return [(p, wo) for p, _, wo in self.heaps.pop_due(now)]
-
-    def drop(self, partitions: set[int]) -> None:
-        self.heaps.drop(partitions)
-
-
-class StateRefresh:
-    """Per partition: when each open order's ``workorders.state`` record falls older than
-    ``REFRESH_SECONDS`` and is written again (readers start the topic at that age)."""
-
-    def __init__(self, every: float = REFRESH_SECONDS):
-        self.every = every
-        self.heaps = PartitionHeaps()
-        self.scheduled: set[str] = set()
-
-    def written(self, partition: int, work_order_id: str, at: float) -> None:
-        if work_order_id not in self.scheduled:
-            self.scheduled.add(work_order_id)
-            self.heaps.push(partition, at + self.every, work_order_id)
-
-    def due(self, now: float) -> list[tuple[int, str]]:
-        out = [(p, wo) for p, _, wo in self.heaps.pop_due(now)]
-        self.scheduled.difference_update(wo for _, wo in out)
-        return out
-
-    def drop(self, partitions: set[int]) -> None:
-        self.scheduled.difference_update(wo for _, wo in self.heaps.drop(partitions))
 
 
 class FuseStage:
@@ -840,6 +401,3 @@ class FuseStage:
 
     def source_of(self, m: ConsumerRecord) -> str:
         return "command" if m.value is not None and b'"command_id"' in m.value else "event"
-
-
-
