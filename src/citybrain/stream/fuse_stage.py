@@ -31,9 +31,9 @@ from citybrain.domain.workorder import attach, open_order
 from citybrain.gauges import GaugeCounts, OpenOrderGauge, assist_keys, emergency_keys
 from citybrain.kafka.topics import Topics
 from citybrain.stream.area_warnings import WarningSweep
-from citybrain.stream.batch import ChangelogState
 from citybrain.stream.orderstate import OrderRecord
 from citybrain.stream.output import Output
+from citybrain.stream.state import ChangelogState
 from citybrain.stream.timers import ClosedOrders, OrderTimers, StateRefresh
 from citybrain.stream.topology import changelogs
 from citybrain.wire.enums import OPEN_PARTS

@@ -25,8 +25,8 @@ from citybrain.domain.device_health import (
 from citybrain.domain.normalize import Normalizer, RecordMeta, _utc
 from citybrain.gauges import GaugeCounts
 from citybrain.kafka.topics import Topics
-from citybrain.stream.batch import ChangelogState
 from citybrain.stream.output import Output
+from citybrain.stream.state import ChangelogState
 from citybrain.wire.models import (
     CityEvent,
 )

@@ -24,10 +24,10 @@ from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.kafka.topics import Topics
 from citybrain.logfilter import ThrottledLog
-from citybrain.stream.batch import ChangelogState
 from citybrain.stream.health import DeviceHealth
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
+from citybrain.stream.state import ChangelogState
 from citybrain.stream.topology import changelogs
 
 log = logging.getLogger("citybrain.stages")

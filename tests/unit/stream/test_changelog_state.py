@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies
 
-from citybrain.stream.batch import ChangelogState
+from citybrain.stream.state import ChangelogState
 
 
 def keys(outputs):
