@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import orjson
 from citybrain import packing
 from citybrain.domain.geo import EARTH_RADIUS_M, distance_m
 from citybrain.readmodels.query import Scope
+from citybrain.readmodels.sqlite import SqliteStore
 
 SHORT_TERM_DAYS = 30          # terms under 3 characters: LIKE over this many days unless created_from says
 MIN_SQLITE = (3, 34, 0)       # FTS5's trigram tokenizer
@@ -137,40 +137,18 @@ def _row(state: dict) -> tuple:
             f"{snap.get('category_name') or ''} {snap.get('description') or ''}".strip())
 
 
-class HistoryStore:
+class HistoryStore(SqliteStore):
+    PRAGMAS = ("PRAGMA cache_size=-65536",)   # 64 MiB of pages: a year's indexes are ~1 GB on disk
+
     def __init__(self, path: Path | str):
         why = sqlite_supported()
         if why is not None:
             raise RuntimeError(why)
-        self.path = str(path)
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self.db = self._connect()
-        with self.db:
-            self.db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         if self.db.execute("PRAGMA user_version").fetchone()[0] != FORMAT:
             # Written by an earlier format (what the search covers changed): read the topic again.
             self.clear()
             self.db.execute(f"PRAGMA user_version = {FORMAT}")
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
-        db.execute("PRAGMA cache_size=-65536")   # 64 MiB of pages: a year's indexes are ~1 GB on disk
-        return db
-
-    def _reader(self) -> sqlite3.Connection:
-        if self.path == ":memory:":   # one database only on the one connection
-            return self.db
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        return db
-
-    def close(self) -> None:
-        self.db.close()
 
     # -- writing -----------------------------------------------------------------------
 

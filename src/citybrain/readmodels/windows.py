@@ -17,14 +17,13 @@ in a thread.
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from citybrain.domain.aggregates import MEASURES, WindowKey
+from citybrain.readmodels.sqlite import SqliteStore
 
 _COLS = ", ".join(MEASURES)
 _SCHEMA = f"""
@@ -55,32 +54,9 @@ def row_dict(row: tuple) -> dict[str, Any]:
     return out
 
 
-class WindowStore:
+class WindowStore(SqliteStore):
     def __init__(self, path: Path | str):
-        self.path = str(path)
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self.db = self._connect()
-        with self.db:
-            self.db.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=10000")
-        return db
-
-    def _reader(self) -> sqlite3.Connection:
-        if self.path == ":memory:":
-            return self.db
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        return db
-
-    def close(self) -> None:
-        self.db.close()
+        super().__init__(path, _SCHEMA)
 
     # -- writing -----------------------------------------------------------------------
 
