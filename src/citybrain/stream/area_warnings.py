@@ -34,12 +34,11 @@ from citybrain.domain.area_warnings import (
 from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.kafka.topics import Topics
 from citybrain.stream.logreader import TopicReader
-from citybrain.stream.orderstate import OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.registry import RegistryDeadLetters
 from citybrain.wire.enums import WARNING_LEVELS
-from citybrain.wire.models import OPEN_STATUSES, Location
+from citybrain.wire.models import Location
 
 if TYPE_CHECKING:
     from citybrain.stream.fuse_stage import FuseStage
@@ -187,13 +186,10 @@ class WarningSweep:
                 while ids and left > 0:
                     wo = ids.pop()
                     left -= 1
-                    raw = stage.work_orders.get(partition, wo)
-                    if raw is None:
+                    held = stage.open_held(partition, wo)
+                    if held is None:
                         continue
-                    record = OrderRecord.unpack(raw)
-                    order = record.order()
-                    if order.status not in OPEN_STATUSES:
-                        continue
+                    record, order = held
                     changes = escalate_open(order, warning, rule, stage.escalator.follow, now)
                     if not changes:
                         continue

@@ -356,13 +356,10 @@ class FuseStage:
             self.store(partition, record, self.publish_all(changes, order, mine, record), mine)
             out += self.of_partition(partition, mine)
         for partition, wo in self.refresh.due(now_ts):
-            raw = self.work_orders.get(partition, wo) if partition in self.indexes else None
-            if raw is None:
+            held = self.open_held(partition, wo)
+            if held is None:
                 continue
-            record = OrderRecord.unpack(raw)
-            order = record.order()
-            if order.status not in OPEN_STATUSES:
-                continue
+            record, order = held
             if now_ts - record.written_at < self.refresh.every:   # written since: look again later
                 self.refresh.written(partition, wo, record.written_at)
                 continue
@@ -375,6 +372,16 @@ class FuseStage:
             self.overdue_gauge.set_all(self.timers.overdue_counts(now_ts))
             self.evict_closed(now_ts)
         return out
+
+    def open_held(self, partition: int, wo: str) -> tuple[OrderRecord, WorkOrder] | None:
+        """The order's record and snapshot while this worker holds it open: a timer or a
+        sweep may name an order that has since closed, left hot state or moved away."""
+        raw = self.work_orders.get(partition, wo) if partition in self.indexes else None
+        if raw is None:
+            return None
+        record = OrderRecord.unpack(raw)
+        order = record.order()
+        return (record, order) if order.status in OPEN_STATUSES else None
 
     def evict_closed(self, now_ts: float) -> None:
         """Closed orders past ``closed_state_days`` leave hot state: a tombstone on the
