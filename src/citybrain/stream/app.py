@@ -28,12 +28,10 @@ import mode
 from aiokafka import AIOKafkaProducer
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from pydantic_core import to_json
 
 from citybrain import metrics
 from citybrain.config import Config, worker_instance_id
-from citybrain.domain.normalize import IngestLimits, Normalizer, dead_letter, dead_letter_key
-from citybrain.domain.registry_records import RegistryEntry
+from citybrain.domain.normalize import IngestLimits, Normalizer
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.reporterkey import reporter_pseudonymiser
@@ -45,8 +43,7 @@ from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
-from citybrain.stream.records import record_meta
-from citybrain.stream.registry import RegistryCache, RegistryDeadLetters
+from citybrain.stream.registry import RegistryCache, RegistryDeadLetters, dead_letter_sender
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
 from citybrain.web.api import MAX_BODY, Api
@@ -158,18 +155,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         # Faust flushes its producer before committing the agent's offsets.
         await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
-    async def dead_letter_registry(msg, entry: RegistryEntry) -> None:
-        """Sent by the worker that owns the record's partition in the registry's dead-letter
-        group (stream/registry.py), and counted once acknowledged."""
-        if entry.reason is None:   # (only dead entries come here)
-            return
-        dead = dead_letter("registry", msg.value, record_meta(msg), entry.reason, entry.detail, entry.field,
-                           keep_bytes=keep, exception_type=entry.exception_type,
-                           keep_original=s.ingest.dead_letter_original)
-        await app.producer.send_and_wait(topics.deadletter, dead_letter_key(msg.key), to_json(dead),
-                                         partition=None, timestamp=None, headers=None)
-        dead_log.note("registry", entry.reason, entry.detail)
-        metrics.count_dead("registry", entry.reason)
+    dead_letter_registry = dead_letter_sender(app, topics.deadletter, "registry", keep,
+                                              s.ingest.dead_letter_original, dead_log)
 
     registry = RegistryCache(bootstrap, topics.registry, max_record_bytes=keep)
     registry_dead = RegistryDeadLetters(bootstrap, topics.registry, f"{gid}-registry-deadletters",

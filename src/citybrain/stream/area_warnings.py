@@ -18,8 +18,6 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_json
-
 from citybrain import metrics
 from citybrain.config import Config
 from citybrain.domain.area_warnings import (
@@ -31,12 +29,10 @@ from citybrain.domain.area_warnings import (
     internal_error,
     read_warning_record,
 )
-from citybrain.domain.normalize import dead_letter, dead_letter_key
 from citybrain.kafka.topics import Topics
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.output import Output
-from citybrain.stream.records import record_meta
-from citybrain.stream.registry import RegistryDeadLetters
+from citybrain.stream.registry import RegistryDeadLetters, dead_letter_sender
 from citybrain.wire.enums import WARNING_LEVELS
 from citybrain.wire.models import Location
 
@@ -124,17 +120,7 @@ def install(app: Any, config: Config, topics: Topics, bootstrap: str, group: str
     keep = s.ingest.max_record_bytes
     feed = WarningFeed(config, bootstrap, topics.warnings, keep)
 
-    async def send_dead(msg: Any, entry: WarningEntry) -> None:
-        if entry.reason is None:
-            return
-        dead = dead_letter("warning", msg.value, record_meta(msg), entry.reason, entry.detail, entry.field,
-                           keep_bytes=keep, exception_type=entry.exception_type,
-                           keep_original=s.ingest.dead_letter_original)
-        await app.producer.send_and_wait(topics.deadletter, dead_letter_key(msg.key), to_json(dead),
-                                         partition=None, timestamp=None, headers=None)
-        dead_log.note("warning", entry.reason, entry.detail)
-        metrics.count_dead("warning", entry.reason)
-
+    send_dead = dead_letter_sender(app, topics.deadletter, "warning", keep, s.ingest.dead_letter_original, dead_log)
     duty = RegistryDeadLetters(bootstrap, topics.warnings, f"{group}-warning-deadletters", send_dead,
                                max_record_bytes=keep, verdict=feed.judge, name="warning")
 

@@ -26,12 +26,15 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from pydantic_core import to_json
 
 from citybrain import metrics
+from citybrain.domain.normalize import OriginalKept, dead_letter, dead_letter_key
 from citybrain.domain.registry import Device
 from citybrain.domain.registry_records import RegistryEntry, apply_entry, internal_error, read_registry_record
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.stream.logreader import TopicReader
+from citybrain.stream.records import record_meta
 
 log = logging.getLogger("citybrain.registry")
 
@@ -88,6 +91,25 @@ class RegistryCache:
 
     async def run(self) -> None:
         await TopicReader(self.bootstrap, self.topic, self._apply_batch, "registry", self._loaded).run()
+
+
+def dead_letter_sender(app: Any, deadletter_topic: str, source: str, keep_bytes: int, keep_original: OriginalKept,
+                       dead_log: Any) -> Callable[[Any, Any], Awaitable[None]]:
+    """What ``RegistryDeadLetters`` calls with each dead entry of a table topic (the
+    registry, the area warnings): the record's dead letter, sent by the Faust app's
+    producer and acknowledged, then logged (``DeadLetterLog``) and counted."""
+
+    async def send(msg: Any, entry: Any) -> None:
+        if entry.reason is None:   # (only dead entries come here)
+            return
+        dead = dead_letter(source, msg.value, record_meta(msg), entry.reason, entry.detail, entry.field,
+                           keep_bytes=keep_bytes, exception_type=entry.exception_type, keep_original=keep_original)
+        await app.producer.send_and_wait(deadletter_topic, dead_letter_key(msg.key), to_json(dead),
+                                         partition=None, timestamp=None, headers=None)
+        dead_log.note(source, entry.reason, entry.detail)
+        metrics.count_dead(source, entry.reason)
+
+    return send
 
 
 class RegistryDeadLetters:
