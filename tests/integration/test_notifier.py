@@ -13,18 +13,18 @@ from pathlib import Path
 import orjson
 import pytest
 import smpp34
-from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from citybrain.kafka.admin import create_topics
 from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics, TopicSpec
-from citybrain.notify.channels import DELIVERY_HEADER, SIGNATURE_HEADER, EmailSender, SmsSender, WebhookSender, verify
+from citybrain.notify.channels import DELIVERY_HEADER, IDEMPOTENCY_HEADER, EmailSender, SmsSender, WebhookSender
 from citybrain.notify.roster import ReloadingRoster
 from citybrain.notify.rules import Rules
 from citybrain.notify.service import Notifier, acknowledge, deadletter_topic, deliveries_topic
 from citybrain.notify.settings import NotifySettings
 from tests.integration.kafka_helpers import consume, decode, new_prefix, produce
+from tests.integration.receivers import signed_receiver
 
 SECRET = "test-webhook-key"
 
@@ -50,35 +50,9 @@ def smtp_server():
         controller.stop()
 
 
-@contextlib.asynccontextmanager
-async def webhook_server():
+def webhook_server():
     """POST /ok checks the signature (401 if wrong); POST /fail always answers 500."""
-    got: list[dict] = []
-    failures: list[str] = []
-
-    async def ok(request: web.Request) -> web.Response:
-        body = await request.read()
-        if not verify(SECRET.encode(), body, request.headers.get(SIGNATURE_HEADER)):
-            return web.Response(status=401, text="bad signature")
-        got.append({"delivery": request.headers.get(DELIVERY_HEADER),
-                    "idempotency_key": request.headers.get("Idempotency-Key"), **orjson.loads(body)})
-        return web.Response(text="ok")
-
-    async def fail(request: web.Request) -> web.Response:
-        failures.append(request.headers.get(DELIVERY_HEADER, ""))
-        return web.Response(status=500, text="receiver down")
-
-    app = web.Application()
-    app.router.add_post("/ok", ok)
-    app.router.add_post("/fail", fail)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", got, failures
-    finally:
-        await runner.cleanup()
+    return signed_receiver(SECRET, DELIVERY_HEADER, {"delivery": DELIVERY_HEADER, "idempotency_key": IDEMPOTENCY_HEADER})
 
 
 @contextlib.asynccontextmanager

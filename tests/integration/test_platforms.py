@@ -6,22 +6,20 @@ receiver failing every time ends on `deadletter` with its reason."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
-from citybrain.kafka.local_broker import free_port
-from citybrain.platforms.callbacks import CALLBACK_HEADER, SIGNATURE_HEADER, SYSTEM_HEADER, verify
+from citybrain.platforms.callbacks import CALLBACK_HEADER, SYSTEM_HEADER
 from citybrain.platforms.service import PlatformRelay, callbacks_topic
 from citybrain.platforms.settings import PlatformsConfig
 from citybrain.sample.sites import EAST_DIP, UNDERPASS
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare
+from .receivers import signed_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -30,35 +28,10 @@ SECRET = "test-12345-callback-key"
 CASE = {"system": "12345", "id": "HL-20261204-0001"}
 
 
-@contextlib.asynccontextmanager
-async def receiver():
+def receiver():
     """POST /ok checks the signature (401 if wrong) and keeps the callback; /fail answers 500."""
-    got: list[dict] = []
-    failures: list[str] = []
-
-    async def ok(request: web.Request) -> web.Response:
-        body = await request.read()
-        if not verify(SECRET.encode(), body, request.headers.get(SIGNATURE_HEADER)):
-            return web.Response(status=401, text="bad signature")
-        got.append({"header_id": request.headers.get(CALLBACK_HEADER),
-                    "header_system": request.headers.get(SYSTEM_HEADER), **orjson.loads(body)})
-        return web.Response(text="ok")
-
-    async def fail(request: web.Request) -> web.Response:
-        failures.append(request.headers.get(CALLBACK_HEADER, ""))
-        return web.Response(status=500, text="platform down")
-
-    app = web.Application()
-    app.router.add_post("/ok", ok)
-    app.router.add_post("/fail", fail)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", got, failures
-    finally:
-        await runner.cleanup()
+    return signed_receiver(SECRET, CALLBACK_HEADER, {"header_id": CALLBACK_HEADER, "header_system": SYSTEM_HEADER},
+                           down="platform down")
 
 
 def platforms(base: str, group: str) -> PlatformsConfig:

@@ -14,16 +14,15 @@ from typing import Any
 
 import orjson
 
-from citybrain.notify.channels import sign, verify
+from citybrain.notify.channels import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify  # one signature scheme
 from citybrain.platforms.settings import Platform
 from citybrain.wire.enums import STATUS_ZH
 from citybrain.wire.models import WorkOrderChange
 
-__all__ = ["Callback", "callback_id", "callbacks_for", "public_change", "sign", "verify", "CHANGE_NAMES"]
+__all__ = ["Callback", "callback_id", "callbacks_for", "public_change", "sign", "verify", "CHANGE_NAMES",
+           "SIGNATURE_HEADER", "TIMESTAMP_HEADER"]
 
-SIGNATURE_HEADER = "X-Citybrain-Signature"
 CALLBACK_HEADER = "X-Citybrain-Callback"
-TIMESTAMP_HEADER = "X-Citybrain-Timestamp"
 SYSTEM_HEADER = "X-Citybrain-System"
 
 CHANGE_NAMES = STATUS_ZH   # a public change is named by the status it reaches
