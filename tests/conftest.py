@@ -1,5 +1,5 @@
 """Shared fixtures.  The Kafka broker is real Apache Kafka: started once per test
-session from the cached jars (see citybrain.kafka.local_broker), or the cluster in
+session from the cached jars (see citybrain_tools.local_kafka.broker), or the cluster in
 KAFKA_BOOTSTRAP_SERVERS."""
 
 import os
@@ -24,7 +24,7 @@ def kafka_bootstrap(tmp_path_factory):
     if env:
         yield env
         return
-    from citybrain.kafka.local_broker import LocalBroker
+    from citybrain_tools.local_kafka.broker import LocalBroker
     broker = LocalBroker(Path(tmp_path_factory.mktemp("kafka")))
     address = broker.start(port=None, die_with_parent=True)
     try:

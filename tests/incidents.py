@@ -7,8 +7,8 @@ import time
 import orjson
 
 from citybrain.kafka.topics import Topics
-from citybrain.sample.sites import EAST_DIP, UNDERPASS
-from citybrain.simulate.traffic import iso
+from citybrain_tools.sample.sites import EAST_DIP, UNDERPASS
+from citybrain_tools.simulate.traffic import iso
 
 NOW = time.time()
 

@@ -24,8 +24,8 @@ from citybrain.config import Config
 from citybrain.kafka.admin import partitions_of
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.kafka.topics import Topics
-from citybrain.sample.registry_builder import load
-from citybrain.simulate.traffic import CitySimulator
+from citybrain_tools.sample.registry_builder import load
+from citybrain_tools.simulate.traffic import CitySimulator
 
 from ..integration.kafka_helpers import produce
 

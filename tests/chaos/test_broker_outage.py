@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from citybrain.kafka.local_broker import LocalBroker
+from citybrain_tools.local_kafka.broker import LocalBroker
 
 from ..integration.kafka_helpers import WorkerProcess, new_prefix, prepare
 from .common import ready, settle_and_verify

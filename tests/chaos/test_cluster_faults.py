@@ -16,10 +16,10 @@ import pytest
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, publish_registry
 from citybrain.kafka.clients import kafka_admin
-from citybrain.kafka.local_cluster import LocalCluster
 from citybrain.kafka.topics import Topics
-from citybrain.sample.registry_builder import load
 from citybrain.stream.topology import topic_specs
+from citybrain_tools.local_kafka.cluster import LocalCluster
+from citybrain_tools.sample.registry_builder import load
 
 from ..integration.kafka_helpers import PARTITIONS, WorkerProcess, new_prefix
 from .harness import DURATION, REPORT, OutputReader, produce_paced, seeded_input, verify

@@ -25,7 +25,6 @@ from citybrain.domain.normalize import IngestLimits, Normalizer
 from citybrain.domain.pseudonym import from_environment
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
-from citybrain.sample.registry_builder import load
 from citybrain.stream import commands
 from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
@@ -33,6 +32,7 @@ from citybrain.stream.output import Output
 from citybrain.web.api import Api
 from citybrain.web.auth import TokenRegistry
 from citybrain.wire.models import RegistryRecord
+from citybrain_tools.sample.registry_builder import load
 
 PARTITION = 0   # one partition of every topic: the stages' partition logic is the runner's
 

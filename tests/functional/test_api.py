@@ -8,7 +8,7 @@ import uuid
 import orjson
 import pytest
 
-from citybrain.sample.sites import EAST_DIP, UNDERPASS
+from citybrain_tools.sample.sites import EAST_DIP, UNDERPASS
 
 OPERATOR, WATER, CITY, GRID, GATEWAY = ("demo-operator", "demo-water", "demo-city-mgmt", "demo-grid-0107",
                                          "demo-gateway")

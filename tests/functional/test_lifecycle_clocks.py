@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 from .city import City
 

@@ -17,11 +17,11 @@ from citybrain import worker_process as citybrain_worker
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
 from citybrain.kafka.clients import kafka_consumer, kafka_producer
-from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics
 from citybrain.paths import PROJECT_ROOT
-from citybrain.sample.registry_builder import load
 from citybrain.stream.topology import topic_specs
+from citybrain_tools.local_kafka.broker import free_port
+from citybrain_tools.sample.registry_builder import load
 
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 PARTITIONS = 3

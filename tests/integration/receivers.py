@@ -7,8 +7,8 @@ import contextlib
 import orjson
 from aiohttp import web
 
-from citybrain.kafka.local_broker import free_port
 from citybrain.notify.channels import SIGNATURE_HEADER, verify
+from citybrain_tools.local_kafka.broker import free_port
 
 
 @contextlib.asynccontextmanager

@@ -14,8 +14,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-from citybrain.kafka.local_broker import free_port
 from citybrain.paths import PROJECT_ROOT
+from citybrain_tools.local_kafka.broker import free_port
 
 from .kafka_helpers import ARTIFACTS
 

@@ -16,7 +16,7 @@ import pytest
 
 from citybrain.domain.aggregates import fold, key_text
 from citybrain.paths import PROJECT_ROOT
-from citybrain.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
+from citybrain_tools.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
 
 from .kafka_helpers import WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce
 

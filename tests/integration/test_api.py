@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from citybrain.domain.pseudonym import from_environment
 from citybrain.promtext import samples
-from citybrain.sample.sites import EAST_DIP, UNDERPASS
+from citybrain_tools.sample.sites import EAST_DIP, UNDERPASS
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare
 

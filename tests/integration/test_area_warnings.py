@@ -11,8 +11,8 @@ import orjson
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from citybrain.bench.console import get
-from citybrain.simulate.traffic import iso
+from citybrain_tools.bench.console import get
+from citybrain_tools.simulate.traffic import iso
 
 from .browser import CHROMIUM, signed_in
 from .kafka_helpers import ARTIFACTS, consume, decode, produce, worker_on_new_topics

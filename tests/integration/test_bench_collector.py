@@ -6,9 +6,9 @@ import time
 
 import orjson
 
-from citybrain.bench.collector import CollectorProcess
 from citybrain.kafka.admin import create_topics
 from citybrain.kafka.topics import TopicSpec
+from citybrain_tools.bench.collector import CollectorProcess
 from tests.integration.kafka_helpers import new_prefix, produce
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from citybrain.paths import PROJECT_ROOT
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
 

@@ -24,8 +24,8 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from citybrain.config import Config
-from citybrain.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
-from citybrain.simulate.traffic import iso
+from citybrain_tools.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
+from citybrain_tools.simulate.traffic import iso
 
 from .browser import CHROMIUM, signed_in
 from .kafka_helpers import ARTIFACTS, WorkerProcess, new_prefix, prepare, produce

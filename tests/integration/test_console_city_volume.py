@@ -13,10 +13,10 @@ import orjson
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from citybrain.bench.console import OPEN, ROWS, CutProxy, LiveChanges, get, open_orders
-from citybrain.bench.history import write_history
 from citybrain.config import Config
 from citybrain.kafka.clients import kafka_producer
+from citybrain_tools.bench.console import OPEN, ROWS, CutProxy, LiveChanges, get, open_orders
+from citybrain_tools.bench.history import write_history
 
 from .browser import CHROMIUM
 from .browser import signed_in as browser_signed_in

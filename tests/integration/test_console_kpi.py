@@ -15,8 +15,8 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from citybrain.config import Config
-from citybrain.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
-from citybrain.simulate.traffic import iso
+from citybrain_tools.sample.sites import EAST_DIP, RESTAURANT, UNDERPASS
+from citybrain_tools.simulate.traffic import iso
 
 from .browser import CHROMIUM
 from .browser import signed_in as browser_signed_in

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from citybrain.promtext import samples
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, config_with, consume, decode, new_prefix, prepare, produce, wait_for_metrics
 from .test_lifecycle_clocks import SHORT

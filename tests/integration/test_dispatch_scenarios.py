@@ -10,7 +10,7 @@ import pytest
 
 from citybrain.domain.pseudonym import from_environment
 from citybrain.promtext import samples
-from citybrain.sample.sites import UNDERPASS
+from citybrain_tools.sample.sites import UNDERPASS
 
 from ..incidents import gas_manhole, report, scripted
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce

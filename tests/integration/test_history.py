@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from citybrain.config import Config
-from citybrain.simulate.history import generate
+from citybrain_tools.simulate.history import generate
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare, produce
 

@@ -13,12 +13,12 @@ from urllib.parse import quote
 
 import pytest
 
-from citybrain.bench.console import get
-from citybrain.bench.history import write_history
-from citybrain.bench.stats import percentiles
 from citybrain.config import Config
 from citybrain.domain.geo import distance_m as haversine_m
 from citybrain.stream.historyreader import FILE_NAME
+from citybrain_tools.bench.console import get
+from citybrain_tools.bench.history import write_history
+from citybrain_tools.bench.stats import percentiles
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare
 

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from citybrain.bench.console import get
 from citybrain.config import Config
 from citybrain.domain.geo import distance_m
 from citybrain.kafka.clients import kafka_producer
 from citybrain.paths import PROJECT_ROOT
+from citybrain_tools.bench.console import get
 
 from .kafka_helpers import ARTIFACTS, WorkerProcess, consume, new_prefix, prepare
 

@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from citybrain.kafka.clients import kafka_consumer
-from citybrain.kafka.local_broker import LocalBroker
-from citybrain.sample.sites import UNDERPASS
-from citybrain.simulate.traffic import iso
+from citybrain_tools.local_kafka.broker import LocalBroker
+from citybrain_tools.sample.sites import UNDERPASS
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from citybrain.promtext import samples
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import (
     WorkerProcess,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from citybrain.kafka.local_broker import LocalBroker, cache_dir
+from citybrain_tools.local_kafka.broker import LocalBroker, cache_dir
 
 pytestmark = pytest.mark.integration
 

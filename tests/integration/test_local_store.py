@@ -12,8 +12,8 @@ import time
 import orjson
 import pytest
 
-from citybrain.simulate.traffic import iso
 from citybrain.stream.topology import changelogs
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
 

@@ -12,8 +12,8 @@ import pytest
 from citybrain.config import Config
 from citybrain.domain.masking import mask_bytes
 from citybrain.promtext import conservation_ok, outcomes, samples
-from citybrain.sample.registry_builder import load
-from citybrain.simulate.traffic import iso
+from citybrain_tools.sample.registry_builder import load
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import (
     WorkerProcess,

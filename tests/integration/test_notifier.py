@@ -16,13 +16,13 @@ import smpp34
 from aiosmtpd.controller import Controller
 
 from citybrain.kafka.admin import create_topics
-from citybrain.kafka.local_broker import free_port
 from citybrain.kafka.topics import Topics, TopicSpec
 from citybrain.notify.channels import DELIVERY_HEADER, IDEMPOTENCY_HEADER, EmailSender, SmsSender, WebhookSender
 from citybrain.notify.roster import ReloadingRoster
 from citybrain.notify.rules import Rules
 from citybrain.notify.service import Notifier, acknowledge, deadletter_topic, deliveries_topic
 from citybrain.notify.settings import NotifySettings
+from citybrain_tools.local_kafka.broker import free_port
 from tests.integration.kafka_helpers import consume, decode, new_prefix, produce
 from tests.integration.receivers import signed_receiver
 

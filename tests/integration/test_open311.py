@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from citybrain.sample.sites import UNDERPASS
+from citybrain_tools.sample.sites import UNDERPASS
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare
 

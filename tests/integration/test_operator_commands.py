@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from citybrain.kafka.partitioner import murmur2
-from citybrain.sample.sites import EAST_DIP, RESTAURANT
+from citybrain_tools.sample.sites import EAST_DIP, RESTAURANT
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, partitions_of, prepare
 

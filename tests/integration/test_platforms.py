@@ -16,7 +16,7 @@ import pytest
 from citybrain.platforms.callbacks import CALLBACK_HEADER, SYSTEM_HEADER
 from citybrain.platforms.service import PlatformRelay, callbacks_topic
 from citybrain.platforms.settings import PlatformsConfig
-from citybrain.sample.sites import EAST_DIP, UNDERPASS
+from citybrain_tools.sample.sites import EAST_DIP, UNDERPASS
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare
 from .receivers import signed_receiver

@@ -9,7 +9,7 @@ import urllib.request
 import orjson
 import pytest
 
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
 

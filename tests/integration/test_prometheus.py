@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from citybrain import observability
-from citybrain.kafka.local_broker import free_port
 from citybrain.paths import PROJECT_ROOT
+from citybrain_tools.local_kafka.broker import free_port
 
 from .kafka_helpers import ARTIFACTS, WorkerProcess, config_with, new_prefix, prepare
 from .test_lifecycle_clocks import SHORT

@@ -13,8 +13,8 @@ import pytest
 
 from citybrain.config import Config
 from citybrain.promtext import outcomes, samples
-from citybrain.sample.registry_builder import load
-from citybrain.simulate.traffic import iso
+from citybrain_tools.sample.registry_builder import load
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce
 

@@ -10,11 +10,11 @@ import urllib.request
 import orjson
 import pytest
 
-from citybrain.bench.common import outcome_total, series_total
 from citybrain.config import Config
-from citybrain.sample.registry_builder import load
-from citybrain.simulate.runner import run as run_simulation
-from citybrain.simulate.traffic import CitySimulator
+from citybrain_tools.bench.common import outcome_total, series_total
+from citybrain_tools.sample.registry_builder import load
+from citybrain_tools.simulate.runner import run as run_simulation
+from citybrain_tools.simulate.traffic import CitySimulator
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare
 

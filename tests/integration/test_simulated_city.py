@@ -10,9 +10,9 @@ import pytest
 from citybrain.config import Config
 from citybrain.domain.pseudonym import from_environment
 from citybrain.promtext import conservation_ok, outcomes, samples
-from citybrain.sample.registry_builder import load
-from citybrain.simulate.runner import run
-from citybrain.simulate.traffic import CitySimulator
+from citybrain_tools.sample.registry_builder import load
+from citybrain_tools.simulate.runner import run
+from citybrain_tools.simulate.traffic import CitySimulator
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, wait_for_metrics
 

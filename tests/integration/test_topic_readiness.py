@@ -11,8 +11,8 @@ from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, delete_prefixed, publish_registry, wait_partitions_ready
 from citybrain.kafka.clients import kafka_admin
 from citybrain.kafka.topics import Topics
-from citybrain.sample.registry_builder import load
 from citybrain.stream.topology import topic_specs
+from citybrain_tools.sample.registry_builder import load
 from tests.integration.kafka_helpers import new_prefix
 
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from citybrain.promtext import outcomes
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
 

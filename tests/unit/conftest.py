@@ -4,8 +4,8 @@ import pytest
 
 from citybrain.config import Config
 from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta
-from citybrain.sample.registry_builder import load
 from citybrain.wire.models import RegistryRecord
+from citybrain_tools.sample.registry_builder import load
 
 
 @pytest.fixture(scope="session")

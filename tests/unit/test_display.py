@@ -13,9 +13,9 @@ from citybrain.cli.read import KPI_COLUMNS, kpi_table
 from citybrain.display import CLOCK_LABEL, MAX_COLUMNS, city_time, clip, width, wrap_items, wrap_words
 from citybrain.domain.evaluation import STAGES, Figures
 from citybrain.promtext import outcome_table
-from citybrain.sample.sites import SCENARIO_DEVICES
-from citybrain.simulate.demo import summary_lines
-from citybrain.simulate.runner import summary_text
+from citybrain_tools.sample.sites import SCENARIO_DEVICES
+from citybrain_tools.simulate.demo import summary_lines
+from citybrain_tools.simulate.runner import summary_text
 
 
 def widest(text: str) -> int:

@@ -41,3 +41,20 @@ def test_a_layer_imports_nothing_above_it(layer):
         if bad:
             wrong[str(path.relative_to(SRC))] = bad
     assert wrong == {}
+
+
+def test_the_product_never_imports_the_tooling():
+    """bench, simulate, sample and the local Kafka live in citybrain_tools; the product runs
+    without them (their commands join the CLI through the citybrain.commands entry point)."""
+    wrong = {str(path.relative_to(SRC)): sorted(m for m in imports_of(path)
+                                                if m == "citybrain_tools" or m.startswith("citybrain_tools."))
+             for path in sorted(SRC.rglob("*.py"))}
+    assert {k: v for k, v in wrong.items() if v} == {}
+
+
+def test_the_tooling_commands_join_the_command_line():
+    from citybrain.cli import main
+    for command in ("kafka", "simulate", "demo", "bench", "sample"):
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0

@@ -2,7 +2,7 @@
 
 import base64
 
-from citybrain.kafka.local_broker import new_cluster_id
+from citybrain_tools.local_kafka.broker import new_cluster_id
 
 
 def test_cluster_ids_never_look_like_an_option_and_decode_to_16_bytes():

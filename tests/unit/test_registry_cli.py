@@ -83,7 +83,7 @@ def test_the_command_refuses_a_file_the_workers_would_refuse(producer, tmp_path,
 
 def test_the_sample_registry_is_publishable(config):
     from citybrain.cli.setup import registry_problems
-    from citybrain.sample.registry_builder import load
+    from citybrain_tools.sample.registry_builder import load
     assert registry_problems(load(config.registry_path)) == []
 
 

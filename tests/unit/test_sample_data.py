@@ -5,7 +5,7 @@ from collections import Counter
 
 from shapely.geometry import shape
 
-from citybrain.sample import city_builder, registry_builder
+from citybrain_tools.sample import city_builder, registry_builder
 
 
 def test_registry_file_is_the_builders_output(config):

@@ -1,60 +1,14 @@
-"""Setting up: the local broker, topics, the registry, schemas, sample data, the dashboard."""
+"""Setting up: topics, the registry, schemas, the package picture, the dashboard."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from pathlib import Path
 
 from citybrain.cli.common import broker_address, load_config
 from citybrain.display import wrap_items, wrap_words
 from citybrain.paths import SCHEMAS_DIR
-
-
-def cmd_kafka(args) -> int:
-    from citybrain.kafka.admin import local_broker, local_cluster
-    from citybrain.kafka.local_broker import BrokerError, kafka_version
-    broker, cluster = local_broker(), local_cluster()
-    if args.action == "start":
-        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-            print(f"KAFKA_BOOTSTRAP_SERVERS is set ({os.environ['KAFKA_BOOTSTRAP_SERVERS']}); "
-                  "not starting a local broker 不启动本地 Kafka")
-            return 0
-        if getattr(args, "nodes", 1) > 1:
-            try:
-                address = cluster.start()
-            except BrokerError as e:
-                print(f"错误 Kafka cluster failed to start: {e}", file=sys.stderr)
-                return 1
-            print(f"Kafka {kafka_version()} 三节点集群已启动 {cluster.count}-node cluster running at {address} "
-                  f"(logs {cluster.state_dir}/node-*/broker.log); topics: CITYBRAIN_REPLICATION_FACTOR=3 "
-                  "CITYBRAIN_MIN_INSYNC_REPLICAS=2")
-            return 0
-        try:
-            address = broker.start(port=args.port)
-        except BrokerError as e:
-            print(f"错误 Kafka failed to start: {e}", file=sys.stderr)
-            return 1
-        print(f"Kafka {kafka_version()} 已启动 running at {address} "
-              f"(pid {broker.pid()}, log {broker.log_file})")
-        return 0
-    if args.action == "stop":
-        stopped = [broker.stop(), cluster.stop()]
-        print("Kafka 已停止 stopped" if any(stopped) else "Kafka 未运行 was not running")
-        return 0
-    running = broker.bootstrap()
-    if running:
-        print(f"Kafka {kafka_version()} 运行中 running at {running} (pid {broker.pid()})")
-        return 0
-    running = cluster.bootstrap()
-    if running:
-        up = [i for i, n in enumerate(cluster.nodes(), 1) if n.pid()]
-        print(f"Kafka {kafka_version()} 集群运行中 cluster running at {running} "
-              f"(nodes up 运行节点: {', '.join(map(str, up))} of {cluster.count})")
-        return 0
-    print("Kafka 未运行 not running")
-    return 3
 
 
 def cmd_topics(args) -> int:
@@ -84,10 +38,10 @@ async def ensure_topics(cfg, bootstrap: str, specs) -> list[str]:
 def cmd_registry(args) -> int:
     from citybrain.kafka.admin import publish_registry
     from citybrain.kafka.topics import Topics
-    from citybrain.sample.registry_builder import load
+    from citybrain.wire.jsonl import read_records
     cfg = load_config()
     path = Path(args.file) if args.file else cfg.registry_path
-    records = load(path)
+    records = read_records(path)
     # What the workers would refuse is refused here, before anything is sent: a refused
     # record would also take its key's device out of the registry (docs/contract.md).
     problems = registry_problems(records)
@@ -149,18 +103,6 @@ def cmd_layout(args) -> int:
         print(f"标记缺失 {rel}: {e}", file=sys.stderr)
         return 2
     print(f"一致 {rel}: 模块关系图 up to date")
-    return 0
-
-
-def cmd_sample(args) -> int:
-    from citybrain.sample import city_builder, registry_builder
-    cfg = load_config()
-    if args.what == "build-city":
-        n = city_builder.write(cfg.directory / cfg.settings.city.geography)
-        print(f"wrote {n} grids")
-    else:
-        n = registry_builder.write(cfg.registry_path)
-        print(f"wrote {n} devices")
     return 0
 
 

@@ -14,11 +14,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.offset import OffsetRequest
 
+from citybrain.kafka.announced import local_bootstrap
 from citybrain.kafka.clients import kafka_admin, kafka_producer
-from citybrain.kafka.local_broker import LocalBroker
-from citybrain.kafka.local_cluster import LocalCluster
 from citybrain.kafka.topics import TopicSpec
-from citybrain.paths import state_dir
 
 log = logging.getLogger(__name__)
 PARTITIONS_READY_SECONDS = 30.0
@@ -28,21 +26,12 @@ class NoBroker(RuntimeError):
     pass
 
 
-def local_broker() -> LocalBroker:
-    return LocalBroker(state_dir() / "kafka")
-
-
-def local_cluster() -> LocalCluster:
-    """`citybrain kafka start --nodes 3`'s cluster."""
-    return LocalCluster(state_dir() / "kafka-cluster")
-
-
 def bootstrap_servers() -> str:
     """``KAFKA_BOOTSTRAP_SERVERS``, else the local broker started by ``citybrain kafka start``."""
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if env:
         return env
-    running = local_broker().bootstrap() or local_cluster().bootstrap()
+    running = local_bootstrap()
     if running:
         return running
     raise NoBroker("没有可用的 Kafka no Kafka broker: set KAFKA_BOOTSTRAP_SERVERS, "

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citybrain.domain.fusion import Decision, FusionEvent, FusionIndex, OpenOrder
-from citybrain.sample.sites import EAST_DIP, UNDERPASS
+from citybrain_tools.sample.sites import EAST_DIP, UNDERPASS
 
 T0 = 1_800_000_000.0
 

@@ -9,7 +9,7 @@ from shapely.ops import unary_union
 
 from citybrain.config import Config
 from citybrain.domain.geo import distance_m
-from citybrain.sample.city_builder import DISTRICT_OUTLINE, NEIGHBOURS, STREETS, district_shapes
+from citybrain_tools.sample.city_builder import DISTRICT_OUTLINE, NEIGHBOURS, STREETS, district_shapes
 
 CITY = Config().city_map
 SHAPES = {code: geom for code, (_, geom) in district_shapes().items()}

@@ -13,7 +13,7 @@ from citybrain.domain.fusion import FusionEvent, FusionIndex, OpenOrder, open_en
 from citybrain.domain.normalize import IngestLimits, Normalizer, RecordMeta
 from citybrain.domain.routing import Route
 from citybrain.domain.workorder import open_order
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 NOW = time.time()
 

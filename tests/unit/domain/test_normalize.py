@@ -14,7 +14,7 @@ from pydantic_core import to_json
 
 from citybrain.domain.normalize import dead_letter_key, kept_extras
 from citybrain.domain.sensor_rules import DeviceState
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 NOW = time.time()
 

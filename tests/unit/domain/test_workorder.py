@@ -9,7 +9,7 @@ from citybrain.domain.fusion import group_of, work_order_id_for
 from citybrain.domain.normalize import RecordMeta
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.domain.workorder import attach, open_order
-from citybrain.simulate.traffic import iso
+from citybrain_tools.simulate.traffic import iso
 
 NOW = datetime.fromtimestamp(1_800_000_000, UTC)
 

@@ -16,8 +16,8 @@ from citybrain.domain.workorder import attach, open_order
 from citybrain.platforms.callbacks import callback_id, callbacks_for, public_change, sign, verify
 from citybrain.platforms.service import CallbackBook, CallbackRecord, backoff
 from citybrain.platforms.settings import PUBLIC_CHANGES, PlatformsConfig
-from citybrain.simulate.traffic import iso
 from citybrain.wire.models import Actor, IncidentReport, WorkOrderChange
+from citybrain_tools.simulate.traffic import iso
 
 NOW = datetime.fromtimestamp(1_800_000_000, UTC)
 HOTLINE = {"system": "12345", "id": "HL-20261204-0001"}

@@ -1,0 +1,21 @@
+"""bench failover's arithmetic: the dispatch gap after a fault and the reports around it."""
+
+from citybrain_tools.bench.failover import summarize
+
+
+def test_the_gap_is_the_longest_silence_after_the_fault_and_reports_are_split_at_it():
+    fault = 100.0
+    # (receipt, latency): steady before, then nothing from 100.2 to 104.0, then a backlog
+    samples = [(99.0, 0.01), (99.5, 0.02), (100.2, 0.3), (104.0, 3.9), (104.1, 3.95), (105.0, 0.02)]
+    out = summarize(samples, fault, window=10.0)
+    assert out["dispatch_gap_s"] == 3.8 and out["gap_began_s_after_fault"] == 0.2
+    assert out["first_dispatch_after_fault_s"] == 0.2
+    assert out["reports_before"]["n"] == 2 and out["reports_before"]["max_ms"] == 20.0
+    # sent at 100.1, 100.15 and 104.98: after the fault; the one sent at 99.9 is not
+    assert out["reports_after_fault"]["n"] == 3 and out["reports_after_fault"]["max_ms"] == 3950.0
+
+
+def test_no_dispatch_after_the_fault_is_no_gap_measured():
+    out = summarize([(99.0, 0.01)], 100.0, window=10.0)
+    assert out["dispatch_gap_s"] == 0.0 and out["first_dispatch_after_fault_s"] is None
+    assert out["reports_after_fault"] == {"n": 0}
