@@ -17,6 +17,7 @@ environment, never a file in the repository):
 | ``KAFKA_SECURITY_PROTOCOL`` | ``PLAINTEXT`` (default), ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL`` |
 | ``KAFKA_SASL_MECHANISM`` | ``SCRAM-SHA-512`` (default with SASL), ``SCRAM-SHA-256`` or ``PLAIN`` |
 | ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD`` | the SASL user |
+| ``KAFKA_SASL_PASSWORD_FILE`` | else the password from this file (a mounted secret: docker-compose.yml) |
 | ``KAFKA_SSL_CAFILE`` | the CA (PEM) the brokers' certificates are checked against (else the system's) |
 """
 
@@ -64,6 +65,8 @@ class KafkaSecurity:
         if sasl and mechanism not in MECHANISMS:
             raise KafkaSecurityError(f"KAFKA_SASL_MECHANISM {mechanism!r} is none of {', '.join(MECHANISMS)}")
         username, password = env.get("KAFKA_SASL_USERNAME"), env.get("KAFKA_SASL_PASSWORD")
+        if sasl and not password and env.get("KAFKA_SASL_PASSWORD_FILE"):
+            password = _secret_file("KAFKA_SASL_PASSWORD_FILE", env["KAFKA_SASL_PASSWORD_FILE"])
         if sasl and not (username and password):
             raise KafkaSecurityError(f"{protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         cafile = env.get("KAFKA_SSL_CAFILE") or None
@@ -90,6 +93,18 @@ class KafkaSecurity:
             out.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                        sasl_plain_password=self.password)
         return out
+
+
+def _secret_file(var: str, path: str) -> str:
+    """A password from a mounted secret (compose's /run/secrets, a Kubernetes volume)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = f.read().strip()
+    except OSError as e:
+        raise KafkaSecurityError(f"{var} {path}: {e.strerror or e}") from e
+    if not value:
+        raise KafkaSecurityError(f"{var} {path} is empty")
+    return value
 
 
 _FILE_KEYS = {"security_protocol": "KAFKA_SECURITY_PROTOCOL", "sasl_mechanism": "KAFKA_SASL_MECHANISM",

@@ -45,3 +45,17 @@ def test_the_environment_wins_over_the_file_and_the_password_comes_from_the_envi
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "from-env")
     assert clients.security().username == "from-env"
     clients._from_file.cache_clear()
+
+
+def test_the_password_may_come_from_a_mounted_secret_file(tmp_path):
+    secret = tmp_path / "kafka_client_password"
+    secret.write_text("from-a-secret\n")
+    base = {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "citybrain",
+            "KAFKA_SASL_PASSWORD_FILE": str(secret)}
+    assert KafkaSecurity.from_env(base).password == "from-a-secret"
+    assert KafkaSecurity.from_env({**base, "KAFKA_SASL_PASSWORD": "env"}).password == "env"   # the variable wins
+    with pytest.raises(KafkaSecurityError, match="KAFKA_SASL_PASSWORD_FILE"):
+        KafkaSecurity.from_env({**base, "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "missing")})
+    secret.write_text("\n")
+    with pytest.raises(KafkaSecurityError, match="KAFKA_SASL_PASSWORD_FILE .* is empty"):
+        KafkaSecurity.from_env(base)
