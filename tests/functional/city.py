@@ -26,6 +26,7 @@ from citybrain.domain.pseudonym import from_environment
 from citybrain.kafka.topics import Topics
 from citybrain.readmodels.orders import OrderView
 from citybrain.stream import commands
+from citybrain.stream.collaborators import collaborators
 from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
 from citybrain.stream.output import Output
@@ -69,8 +70,9 @@ class City:
             taxonomy=config.taxonomy, sensor_rules=config.sensor_rules, video_thresholds=config.video_thresholds,
             city=config.city_map, registry=registry.get, limits=IngestLimits(65536, 300),
             gazetteer=config.gazetteer, pseudonym=from_environment({}, "CITYBRAIN_REPORTER_KEY"))
-        self.normalise = NormaliseStage(config, self.topics, self.normalizer, "functional", DeadLetterLog())
-        self.fuse = FuseStage(config, self.topics, "functional", clock=self.clock)
+        collab = collaborators(config, clock=self.clock)   # as the worker builds them (stream/app.py)
+        self.normalise = NormaliseStage(collab, self.topics, self.normalizer, "functional", DeadLetterLog())
+        self.fuse = FuseStage(collab, self.topics, "functional")
         self.normalise.on_assigned({PARTITION})
         self.fuse.on_assigned({PARTITION})
         self.view = OrderView()

@@ -40,6 +40,7 @@ from citybrain.stream import commands
 from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
+from citybrain.stream.collaborators import collaborators
 from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
@@ -176,11 +177,12 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     # 区域预警: every worker reads ingest.warnings whole; its dead letters once (stream/area_warnings.py).
     warning_feed = warning_stream.install(app, config, topics, bootstrap, gid, dead_log)
     stages: list[Stage] = []   # the ones this process hosts (worker.stages)
+    collab = collaborators(config, warnings=warning_feed.book)   # what the stages work with, not Config
     if "normalise" in s.worker.stages:
-        stages.append(NormaliseStage(config, topics, normalizer, gid, dead_log,
+        stages.append(NormaliseStage(collab, topics, normalizer, gid, dead_log,
                                      registry=lambda: registry.devices.values()))
     if "fuse" in s.worker.stages:
-        stages.append(FuseStage(config, topics, gid, warnings=warning_feed.book))
+        stages.append(FuseStage(collab, topics, gid))
 
     @app.task
     async def load_registry() -> None:

@@ -176,7 +176,7 @@ class WarningSweep:
                     if held is None:
                         continue
                     record, order = held
-                    changes = escalate_open(order, warning, rule, stage.escalator.follow, now)
+                    changes = escalate_open(order, warning, rule, stage.rules.escalator.follow, now)
                     if not changes:
                         continue
                     mine: list[Output] = []

@@ -3,7 +3,8 @@ the fusion inbox (CityEvents, lifecycle commands and a merge's hops, keyed by fu
 → workorders.events, workorders.state, dispatch.<department>, workorders.rejected, the
 fusion inbox again (a merge's next hop); snapshots with their timelines in the
 ``work_orders`` changelog (``OrderRecord``), an in-memory FusionIndex per partition, the
-clocks of stream/timers.py."""
+clocks of stream/timers.py.  What a record or a tick does to an order is decided in
+domain/order_flow.py: this looks the order up, asks it and emits what it says."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
@@ -19,18 +19,14 @@ from aiokafka import ConsumerRecord
 from pydantic_core import to_json
 
 from citybrain import metrics
-from citybrain.config import Config
-from citybrain.domain import followup, lifecycle
-from citybrain.domain.area_warnings import WarningBook, start_route
-from citybrain.domain.device_health import (
-    PartitionClock,
-)
+from citybrain.domain import followup, order_flow
+from citybrain.domain.device_health import PartitionClock
 from citybrain.domain.fusion import FusionEvent, FusionIndex, group_of, open_entry
-from citybrain.domain.routing import Route
-from citybrain.domain.workorder import attach, open_order
+from citybrain.domain.order_flow import MergeStep, Outlet
 from citybrain.gauges import GaugeCounts, OpenOrderGauge, assist_keys, emergency_keys
 from citybrain.kafka.topics import Topics
 from citybrain.stream.area_warnings import WarningSweep
+from citybrain.stream.collaborators import Collaborators
 from citybrain.stream.orderstate import OrderRecord
 from citybrain.stream.output import Output
 from citybrain.stream.state import ChangelogState
@@ -50,34 +46,27 @@ from citybrain.wire.models import (
 log = logging.getLogger("citybrain.stages")
 
 
-def _closed_ts(snap: dict) -> float:
-    return datetime.fromisoformat(snap.get("closed_at") or snap.get("cancelled_at") or snap["merged_at"]).timestamp()
-
-
 class FuseStage:
     """The fuse stage: fusion, routing and the lifecycle of the orders of its partitions."""
 
-    def __init__(self, config: Config, topics: Topics, group_id: str, warnings: WarningBook | None = None,
-                 clock: Callable[[], float] = time.time):
-        self.config, self.topic_names = config, topics
+    def __init__(self, collab: Collaborators, topics: Topics, group_id: str):
+        self.topic_names = topics
         # Wall-clock seconds: the lifecycle's clocks and the stamps of changes. A fake in the
         # functional tests (tests/functional) runs a month of deadlines in milliseconds.
-        self.wall_clock = clock
+        self.wall_clock = collab.clock
+        self.rules = collab.rules
         # 区域预警: every worker's copy of ingest.warnings (stream/area_warnings.py).
-        self.warnings = warnings if warnings is not None else WarningBook(config.warnings)
+        assert collab.rules.warnings is not None   # collaborators() always gives a book
+        self.warnings = collab.rules.warnings
         self.warning_sweep = WarningSweep()
-        self.router = self.config.router
-        self.deadlines = self.config.deadlines
-        self.departments = frozenset(self.config.desks)
-        self.locate = self.config.city_map.locate   # a split's new order: the area of its first finding
+        self.router, self.deadlines = collab.rules.router, collab.rules.deadlines
         self.work_orders = ChangelogState("work_orders", changelogs(group_id)["work_orders"], compress=True)
         self.indexes: dict[int, FusionIndex] = {}
-        self.escalator = self.config.escalator
         self.gauges = [OpenOrderGauge(), OpenOrderGauge(metrics.WORKORDERS_EMERGENCY, emergency_keys),
                        OpenOrderGauge(metrics.ASSISTS_OPEN, assist_keys)]
         self.timers = OrderTimers()
         self.overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
-        self.closed_orders = ClosedOrders(self.config.settings.worker.closed_state_days * 86400)
+        self.closed_orders = ClosedOrders(collab.closed_state_seconds)
         self.refresh = StateRefresh()
         self.last_overdue = 0.0   # when the overdue gauge and the eviction last ran
         # What the runner reads (the Stage protocol).
@@ -85,8 +74,8 @@ class FuseStage:
         self.states = [self.work_orders]
         self.state_topic: str | None = topics.fusion_inbox
         # Sent on a producer of their own, ahead of the order events and snapshots (batch.py).
-        self.urgent_topics = frozenset(topics.dispatch(d) for d in self.departments)
-        self.tick_seconds = config.lifecycle.timers.tick_seconds
+        self.urgent_topics = frozenset(topics.dispatch(d) for d in collab.rules.departments)
+        self.tick_seconds = collab.tick_seconds
         self.clock: PartitionClock | None = None
         self.ready = asyncio.Event()
 
@@ -106,7 +95,8 @@ class FuseStage:
                 if snap["status"] not in OPEN_STATUSES:
                     if p in partitions:   # its events stay known: a replay of one is a duplicate
                         index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
-                        self.closed_orders.closed(p, snap["work_order_id"], _closed_ts(snap))
+                        ended = order_flow.ended_at(snap)
+                        self.closed_orders.closed(p, snap["work_order_id"], self.wall_clock() if ended is None else ended)
                     continue
                 # The same keys as OpenOrderGauge's (status, department, district).
                 counts[0][(snap["status"], snap["department"] or "", snap["location"]["district_code"])] += 1
@@ -132,40 +122,44 @@ class FuseStage:
         self.closed_orders.drop(partitions)
         self.refresh.drop(partitions)
 
+    def topic(self, outlet: Outlet) -> str:
+        t = self.topic_names
+        if outlet.kind == "supervision":
+            assert outlet.member is not None
+            return t.supervision(outlet.member)
+        if outlet.kind == "dispatch":
+            assert outlet.member is not None
+            return t.dispatch(outlet.member)
+        return t.emergency if outlet.kind == "emergency" else t.workorder_events
+
     def publish(self, change: WorkOrderChange, old: WorkOrder | None, out: list[Output], record: OrderRecord) -> None:
-        """The change on workorders.events (and dispatch / supervision topics); it becomes
-        the record's latest snapshot and a step of its timeline."""
+        """The change on the topics order_flow.outlets names (and to its reporters); it
+        becomes the record's latest snapshot and a step of its timeline."""
         record.add(change, old)
         body = to_json(change)
         key = change.work_order_id.encode()
-        out.append(Output(self.topic_names.workorder_events, key, body))
+        for outlet in order_flow.outlets(change, old):
+            out.append(Output(self.topic(outlet), key, body))
+        for note in followup.notifications(change):   # 反馈: the reporters hear of it
+            out.append(Output(self.topic_names.reporter_notifications, note.reporter_id.encode(), to_json(note)))
+        self.count(change, old)
+
+    def count(self, change: WorkOrderChange, old: WorkOrder | None) -> None:
         metrics.inc(metrics.TRANSITIONS, change.type)
         snap = change.snapshot
         for gauge in self.gauges:
             gauge.moved(old, snap)
         if change.type == "supervised" and change.supervision is not None:
-            out.append(Output(self.topic_names.supervision(change.supervision.level), key, body))
             metrics.inc(metrics.SUPERVISION_STEPS, change.supervision.level, change.supervision.clock)
-        if change.type == "dispatched" and snap.department is not None:
-            out.append(Output(self.topic_names.dispatch(snap.department), key, body))
-            if change.actor.role == "system":  # the hot path; a hand dispatch includes triage time
-                metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
-                    time.time() - snap.source_ingested_at.timestamp())
-        elif change.type == "assist_added" and change.part is not None:
-            out.append(Output(self.topic_names.dispatch(change.part), key, body))
+        elif change.type == "dispatched" and snap.department is not None and change.actor.role == "system":
+            # the hot path; a hand dispatch includes triage time
+            metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
+                time.time() - snap.source_ingested_at.timestamp())
         elif change.type == "escalated" and change.escalation is not None:
-            esc = change.escalation
-            reached = (esc.warning_to if esc.warning_to != esc.warning_from
-                       else esc.emergency_to if esc.emergency_to != esc.emergency_from else esc.priority_to)
-            metrics.inc(metrics.ESCALATED, snap.category, reached or "none")
-        for note in followup.notifications(change):   # 反馈: the reporters hear of it
-            out.append(Output(self.topic_names.reporter_notifications, note.reporter_id.encode(), to_json(note)))
-        # 应急指挥 follows every change while the order is under emergency response.
-        if snap.emergency_level is not None or (old is not None and old.emergency_level is not None):
-            out.append(Output(self.topic_names.emergency, key, body))
+            metrics.inc(metrics.ESCALATED, snap.category, order_flow.reached(change.escalation) or "none")
 
-    def publish_all(self, changes: list[WorkOrderChange], old: WorkOrder | None, out: list[Output],
-                    record: OrderRecord) -> WorkOrder:
+    def publish_all(self, changes: list[WorkOrderChange] | tuple[WorkOrderChange, ...], old: WorkOrder | None,
+                    out: list[Output], record: OrderRecord) -> WorkOrder:
         """Publish consecutive changes of one order (at least one); returns the latest snapshot."""
         for change in changes:
             self.publish(change, old, out, record)
@@ -185,147 +179,97 @@ class FuseStage:
             self.timers.schedule(partition, snap, self.deadlines)
         if snap.status not in OPEN_STATUSES:
             self.indexes[partition].close(snap.work_order_id)
-            ended = snap.closed_at or snap.cancelled_at or snap.merged_at or self.now()   # one is set
-            self.closed_orders.closed(partition, snap.work_order_id, ended.timestamp())
+            self.closed_orders.closed(partition, snap.work_order_id, order_flow.end_of(snap, self.now()).timestamp())
+
+    def changed(self, partition: int, record: OrderRecord | None, old: WorkOrder | None,
+                changes: tuple[WorkOrderChange, ...], out: list[Output], timed: bool = True,
+                index: bool = False) -> WorkOrder:
+        """One order's changes published and stored (``record`` None: a new order);
+        ``index``: fusion (re)learns it while it is open."""
+        record = record or OrderRecord(b"")
+        new = self.publish_all(changes, old, out, record)
+        self.store(partition, record, new, out, timed)
+        if index and new.status in OPEN_STATUSES:
+            self.indexes[partition].add(open_entry(new))
+        return new
+
+    def held(self, partition: int, work_order_id: str | None) -> tuple[OrderRecord | None, WorkOrder | None]:
+        raw = self.work_orders.get(partition, work_order_id) if work_order_id else None
+        record = OrderRecord.unpack(raw) if raw else None
+        return record, record.order() if record else None
 
     def refuse(self, rejection: CommandRejection, out: list[Output]) -> None:
         metrics.inc(metrics.COMMANDS_REJECTED, rejection.reason)
         out.append(Output(self.topic_names.rejected, rejection.command.work_order_id.encode(), to_json(rejection)))
 
-    def hop(self, transfer: MergeTransfer, to: str, out: list[Output]) -> None:
-        """A merge's next hop, to the inbox partition of the order ``to`` (its fusion group)."""
-        group = group_of(to)
-        assert group is not None   # route_commands refused ids that are not work-order ids
-        out.append(Output(self.topic_names.fusion_inbox, group.encode(), to_json(transfer)))
+    def merge_step(self, step: MergeStep, out: list[Output]) -> None:
+        """A merge hop's refusal or next hop, to the inbox partition of the order it names
+        (its fusion group)."""
+        if step.rejection is not None:
+            self.refuse(step.rejection, out)
+        if step.hop is not None:
+            transfer, to = step.hop
+            group = group_of(to)
+            assert group is not None   # route_commands refused ids that are not work-order ids
+            out.append(Output(self.topic_names.fusion_inbox, group.encode(), to_json(transfer)))
 
     def on_command(self, partition: int, cmd: Command, out: list[Output]) -> None:
-        if cmd.action == "merge":
-            # 并单, hop 1, where the survivor lives (route_commands keys a merge by its
-            # ``into``): only an open survivor takes a duplicate.
-            raw = self.work_orders.get(partition, cmd.into) if cmd.into else None
-            now = self.now()
-            refused = lifecycle.merge_check(OrderRecord.unpack(raw).order() if raw else None, cmd, now)
-            if refused is not None:
-                return self.refuse(refused, out)
-            return self.hop(MergeTransfer(transfer="close", command=cmd, at=now), cmd.work_order_id, out)
+        if cmd.action == "merge":   # 并单, hop 1, where the survivor lives (route_commands keys it by ``into``)
+            _, survivor = self.held(partition, cmd.into)
+            return self.merge_step(order_flow.merge_start(survivor, cmd, self.now()), out)
         self.apply(partition, cmd, out)
 
     def apply(self, partition: int, cmd: Command, out: list[Output]) -> WorkOrder | None:
         """A command on the order it names; returns the order as it was, if it changed."""
-        raw = self.work_orders.get(partition, cmd.work_order_id)
-        record = OrderRecord.unpack(raw) if raw else None
-        old = record.order() if record else None
-        outcome = lifecycle.apply(old, cmd, self.departments, self.now(), self.deadlines,
-                                  router=self.router, locate=self.locate)
-        if outcome.rejection is not None:
-            self.refuse(outcome.rejection, out)
+        record, old = self.held(partition, cmd.work_order_id)
+        result = order_flow.on_command(old, cmd, self.now(), self.rules)
+        if result.rejection is not None:
+            self.refuse(result.rejection, out)
             return None
-        change = outcome.change
-        assert change is not None   # lifecycle.apply gives a rejection or a change
-        record = record or OrderRecord(b"")
-        changes = [change, *outcome.followups]
-        changes += self.escalator.follow(changes[-1].snapshot, change.at)
-        new = self.publish_all(changes, old, out, record)
-        self.store(partition, record, new, out)
-        if new.status in OPEN_STATUSES and cmd.action in ("recategorise", "split"):
-            self.indexes[partition].add(open_entry(new))   # fusion follows its category / the findings left
-        if outcome.opened:   # 拆单: the new order, on this partition (its id names the same group)
-            self.open_changes(partition, list(outcome.opened), out)
+        self.changed(partition, record, old, result.changes, out, index=result.reindex)
+        if result.opened:   # 拆单: the new order, on this partition (its id names the same group)
+            self.opened(partition, result.opened, out)
         return old
 
-    def open_changes(self, partition: int, changes: list[WorkOrderChange], out: list[Output]) -> None:
+    def opened(self, partition: int, changes: tuple[WorkOrderChange, ...], out: list[Output]) -> None:
         first = changes[0].snapshot
         metrics.inc(metrics.WORKORDERS_OPENED, first.category, first.department or "", first.location.district_code)
-        changes += self.escalator.follow(changes[-1].snapshot, changes[-1].at)
-        record = OrderRecord(b"")
-        new = self.publish_all(changes, None, out, record)
-        self.store(partition, record, new, out)
-        if new.status in OPEN_STATUSES:
-            self.indexes[partition].add(open_entry(new))
+        self.changed(partition, None, None, changes, out, index=True)
 
     def on_transfer(self, partition: int, t: MergeTransfer, out: list[Output]) -> None:
         """并单, hops 2 and 3 (docs/lifecycle.md "Merge and split")."""
         cmd = t.command
-        assert cmd.into is not None   # merge_check refused a merge without one
         if t.transfer == "close":
             # Where the duplicate lives: it ends as merged (the usual checks: state, role,
             # reason, idempotency) and its findings go on to the survivor, in the same batch.
             before = self.apply(partition, cmd, out)
             if before is not None:
-                self.hop(MergeTransfer(transfer="absorb", command=cmd, duplicate=before, visited=[cmd.into],
-                                       at=self.now()), cmd.into, out)
+                self.merge_step(order_flow.merge_closed(before, cmd, self.now()), out)
             return
-        duplicate = t.duplicate
-        assert duplicate is not None   # an absorb carries the duplicate
         target = t.visited[-1] if t.visited else cmd.into
-        raw = self.work_orders.get(partition, target)
-        now = self.now()
-        if raw is None:   # gone from hot state between the hops: only an eviction does that
+        record, survivor = self.held(partition, target)
+        step = order_flow.merge_absorb(survivor, t, self.now(), self.rules)
+        if survivor is None:
             log.error("并单失败 merge of %s: %s is not held here any more; its findings are recorded on its "
-                      "merged change", duplicate.work_order_id, target)
-            return self.refuse(CommandRejection(
-                command=cmd, reason="unknown_work_order", status="merged", at=now,
-                detail=f"merge into {target}: the order is gone; the findings stay recorded on the merged change"),
-                out)
-        record = OrderRecord.unpack(raw)
-        survivor = record.order()
-        onward = survivor.merged_into
-        if onward is not None and onward not in t.visited and onward != duplicate.work_order_id:
-            # The survivor was merged on meanwhile: its own survivor takes the findings.
-            return self.hop(t.model_copy(update={"visited": [*t.visited, onward]}), onward, out)
-        change = lifecycle.absorb(survivor, duplicate, cmd, now)
-        if change is None:   # absorbed already (a replay)
-            return
-        changes = [change, *self.escalator.follow(change.snapshot, now)]
-        new = self.publish_all(changes, survivor, out, record)
-        self.store(partition, record, new, out)
-        if new.status in OPEN_STATUSES:
-            self.indexes[partition].add(open_entry(new))   # the duplicate's finders and events lead here now
+                      "merged change", t.duplicate.work_order_id if t.duplicate else "?", target)
+        if step.changes:   # the duplicate's finders and events lead here now
+            self.changed(partition, record, survivor, step.changes, out, index=True)
+        self.merge_step(step, out)
 
     def on_event(self, partition: int, event: CityEvent, out: list[Output]) -> None:
-        index = self.indexes[partition]
-        decision = index.fuse(FusionEvent.of(event), self.router)
+        decision = self.indexes[partition].fuse(FusionEvent.of(event), self.router)
         metrics.inc(metrics.FUSION_OUTCOME, decision.action)
-        now = self.now()
-        wo = decision.work_order_id
-        if decision.action == "open" and wo is not None:
-            loc = event.location
-            route = self.router.route(event.category, (loc.grid_code, loc.community_code,
-                                                  loc.street_code, loc.district_code), event.asset_owner)
-            if event.needs_location:   # a placeholder point routes nowhere: it waits in triage
-                route = Route(None, route.priority, "needs_location")
-            # 区域预警: a new order in a warning's area starts at its level (domain/area_warnings.py).
-            start = None if event.needs_location else self.warnings.start(event.category, loc, now)
-            route = start_route(route, start, self.escalator.config.warning_priority)
-            changes = open_order(wo, self.router.group(event.category), event, route, now,
-                                 self.deadlines, start)
-            changes += self.escalator.follow(changes[-1].snapshot, now)
-            metrics.inc(metrics.WORKORDERS_OPENED, event.category, route.department or "", loc.district_code)
-            record = OrderRecord(b"")
-            self.store(partition, record, self.publish_all(changes, None, out, record), out)
-        elif decision.action in ("join", "recovery") and wo is not None:
-            raw = self.work_orders.get(partition, wo)
-            if raw is None:
-                raise LookupError(f"{wo} is in the fusion index but has no stored record")
-            record = OrderRecord.unpack(raw)
-            old = record.order()
+        record, old = self.held(partition, decision.work_order_id) if decision.action in ("join", "recovery") \
+            else (None, None)
+        outcome = order_flow.on_event(decision, old, event, self.now(), self.rules)
+        if outcome.opened:
+            first = outcome.opened[0].snapshot
+            metrics.inc(metrics.WORKORDERS_OPENED, event.category, first.department or "",
+                        event.location.district_code)
+            self.changed(partition, None, None, outcome.opened, out)
+        elif outcome.changes:
             metrics.inc(metrics.EVIDENCE_ATTACHED, event.category, event.kind)
-            change = attach(old, event, now)
-            self.publish(change, old, out, record)
-            new = change.snapshot
-            # Only an alarm after the device's recovery "came back"; a level move is the
-            # same alarm, graded.
-            device = event.device_id
-            came_back = (event.source == "iot" and event.kind == "alarm" and device is not None
-                         and device in old.recovered_finders)
-            rework = self.deadlines.alarm_returned(new, device, now) if came_back and device is not None else None
-            if rework is not None:  # the alarm came back before verification: 返工
-                self.publish(rework, new, out, record)
-                new = rework.snapshot
-            escalated = self.escalator.follow(new, now)
-            new = self.publish_all(escalated, new, out, record) if escalated else new
-            self.store(partition, record, new, out,
-                  timed=change.type == "recovery_recorded" or rework is not None or bool(escalated))
+            self.changed(partition, record, old, outcome.changes, out, timed=outcome.timed)
 
     def of_partition(self, partition: int, outputs: list[Output]) -> list[Output]:
         """Outputs a timer caused, not an input: they belong to the partition of their order."""
@@ -344,11 +288,7 @@ class FuseStage:
                 continue
             record = OrderRecord.unpack(raw)
             order = record.order()
-            changes = self.deadlines.supervise_due(order, now)
-            latest = changes[-1].snapshot if changes else order
-            verified = self.deadlines.auto_verify(latest, now)
-            if verified is not None:
-                changes.append(verified)
+            changes = order_flow.due_changes(order, now, self.deadlines)
             if not changes:   # nothing fell due after all: only the next look is scheduled
                 self.timers.schedule(partition, order, self.deadlines)
                 continue
@@ -391,7 +331,7 @@ class FuseStage:
             if raw is None or partition not in self.indexes:
                 continue
             snap = OrderRecord.unpack(raw).summary()
-            if snap["status"] in OPEN_STATUSES:
+            if not order_flow.leaves_hot_state(snap, now_ts, self.closed_orders.keep):
                 continue
             self.indexes[partition].forget_retired(wo, [e["event_id"] for e in snap["events"]])
             self.work_orders.delete(partition, wo)

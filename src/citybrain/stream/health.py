@@ -12,7 +12,6 @@ from collections import Counter
 import orjson
 
 from citybrain import metrics
-from citybrain.config import Config
 from citybrain.domain.device_health import (
     ONLINE,
     Health,
@@ -23,6 +22,7 @@ from citybrain.domain.device_health import (
     offline_limit,
 )
 from citybrain.domain.normalize import Normalizer, RecordMeta, _utc
+from citybrain.domain.sensor_rules import SensorRule
 from citybrain.gauges import GaugeCounts
 from citybrain.kafka.topics import Topics
 from citybrain.stream.output import Output
@@ -47,10 +47,10 @@ class DeviceHealth:
     # Counted as states change (never by walking every device: at city scale, 160k devices
     # walked on the event loop every few seconds would be a stall of tens of ms each time).
 
-    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, changelog: str, devices):
+    def __init__(self, rules: dict[str, SensorRule], topics: Topics, normalizer: Normalizer, changelog: str,
+                 devices):
         self.normalizer, self.topics, self.devices = normalizer, topics, devices
         self.state = ChangelogState("device_health", changelog, encode=_encode_health)
-        rules = config.sensor_rules
         registry = normalizer.registry
 
         self.watch = SilenceWatch(lambda device_id: offline_limit(registry(device_id), rules))

@@ -15,7 +15,6 @@ from aiokafka import ConsumerRecord
 from pydantic_core import to_json
 
 from citybrain import metrics
-from citybrain.config import Config
 from citybrain.domain.device_health import (
     PartitionClock,
 )
@@ -24,6 +23,7 @@ from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
 from citybrain.kafka.topics import Topics
 from citybrain.logfilter import ThrottledLog
+from citybrain.stream.collaborators import Collaborators
 from citybrain.stream.health import DeviceHealth
 from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
@@ -49,15 +49,15 @@ class NormaliseStage:
     (``sensor_state``) and health (``device_health``).  ``registry()``: every device of
     the registry (for the registered-devices gauge)."""
 
-    def __init__(self, config: Config, topics: Topics, normalizer: Normalizer, group_id: str,
+    def __init__(self, collab: Collaborators, topics: Topics, normalizer: Normalizer, group_id: str,
                  dead_log: DeadLetterLog, registry: Callable[[], Collection[Device]] = lambda: ()):
-        self.config, self.topic_names, self.normalizer = config, topics, normalizer
+        self.topic_names, self.normalizer = topics, normalizer
         self.dead_log, self.registry = dead_log, registry
-        self.router = config.router
+        self.router = collab.rules.router   # an event's fusion group keys it on the fusion inbox
         self.sensor_state = ChangelogState("sensor_state", changelogs(group_id)["sensor_state"],
                                            encode=_encode_state)
         self.decoded: dict[tuple[int, str], DeviceState] = {}   # parsed sensor_state, per (partition, device)
-        self.health = DeviceHealth(config, topics, normalizer, changelogs(group_id)["device_health"], registry)
+        self.health = DeviceHealth(collab.sensor_rules, topics, normalizer, changelogs(group_id)["device_health"], registry)
         self.sources = {topics.iot: "iot", topics.video: "video", topics.reports: "report",
                         topics.device_status: "device"}
         # What the runner reads (the Stage protocol).

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from citybrain.domain.area_warnings import read_warning_record
 from citybrain.kafka.topics import Topics
 from citybrain.stream.area_warnings import WarningFeed
+from citybrain.stream.collaborators import collaborators
 from citybrain.stream.fuse_stage import FuseStage
 
 from .test_area_warning_sweep import IN_ZHOUCUN, changes, event, warning
@@ -41,7 +42,7 @@ def test_the_gauge_follows_the_warnings_holding(config):
 def test_orders_raised_are_counted_new_and_open(config):
     topics = Topics("t.")
     feed = WarningFeed(config, "127.0.0.1:1", "t.ingest.warnings")
-    stage = FuseStage(config, topics, "t.g", warnings=feed.book)
+    stage = FuseStage(collaborators(config, warnings=feed.book), topics, "t.g")
     stage.on_assigned({0})
     new0, open0 = raised("rainstorm", "new") or 0, raised("rainstorm", "open") or 0
     stage.handle(event("R-OPEN", IN_ZHOUCUN), [])            # opened before any warning

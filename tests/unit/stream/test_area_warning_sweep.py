@@ -13,6 +13,7 @@ from pydantic_core import to_json
 
 from citybrain.domain.area_warnings import AreaShapes, WarningBook, read_warning_record
 from citybrain.kafka.topics import Topics
+from citybrain.stream.collaborators import collaborators
 from citybrain.stream.fuse_stage import FuseStage
 from citybrain.wire.models import CityEvent, Location, SourceRef
 
@@ -48,7 +49,7 @@ def test_the_fuse_stage_starts_and_sweeps_orders_under_a_warning(config):
     topics = Topics("t.")
     book = WarningBook(config.warnings)
     shapes = AreaShapes(config.city_map)
-    stage = FuseStage(config, topics, "t.g", warnings=book)
+    stage = FuseStage(collaborators(config, warnings=book), topics, "t.g")
     stage.on_assigned({0})
     out: list = []
     stage.handle(event("R-A", IN_ZHOUCUN), out)       # before the warning: high, no level
@@ -84,7 +85,7 @@ def test_the_fuse_stage_starts_and_sweeps_orders_under_a_warning(config):
 def test_the_sweep_looks_at_no_more_than_its_budget_a_tick(config):
     topics = Topics("t.")
     book = WarningBook(config.warnings)
-    stage = FuseStage(config, topics, "t.g", warnings=book)
+    stage = FuseStage(collaborators(config, warnings=book), topics, "t.g")
     stage.warning_sweep.budget = 1
     stage.on_assigned({0})
     for i, lon in enumerate((117.90989, 117.91966, 117.92944)):        # three orders, ~870 m apart

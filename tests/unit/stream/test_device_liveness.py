@@ -18,7 +18,7 @@ def liveness(out):
 
 def test_liveness_is_written_on_change_only(config, normalizer):
     topics = Topics("t.")
-    health = DeviceHealth(config, topics, normalizer, "t.device_health-changelog", lambda: ())
+    health = DeviceHealth(config.sensor_rules, topics, normalizer, "t.device_health-changelog", lambda: ())
     health.assigned({0})
     out: list = []
 
