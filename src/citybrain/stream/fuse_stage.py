@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -154,7 +153,7 @@ class FuseStage:
         elif change.type == "dispatched" and snap.department is not None and change.actor.role == "system":
             # the hot path; a hand dispatch includes triage time
             metrics.child(metrics.DISPATCH_LATENCY, snap.department, snap.priority).observe(
-                time.time() - snap.source_ingested_at.timestamp())
+                self.wall_clock() - snap.source_ingested_at.timestamp())
         elif change.type == "escalated" and change.escalation is not None:
             metrics.inc(metrics.ESCALATED, snap.category, order_flow.reached(change.escalation) or "none")
 
