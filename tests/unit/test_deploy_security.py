@@ -19,34 +19,15 @@ from citybrain.config import Config
 from citybrain.kafka.clients import KafkaSecurity
 from citybrain.paths import PROJECT_ROOT
 
-SECRETS_DIR = "/etc/kafka/secrets"            # where the image reads its TLS files
-START_SCRIPT = PROJECT_ROOT / "deploy" / "kafka" / "start-sasl-ssl.sh"
-# The image's variables that are no broker properties (KafkaDockerWrapper's exclusions).
-_NOT_PROPERTIES = {"KAFKA_VERSION", "KAFKA_HEAP_OPT", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
-                   "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
-                   "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME"}
-
-
-def broker_properties(env: dict) -> dict[str, str]:
-    """server.properties as the image writes it: KAFKA_ dropped, lower case, ``_`` → ``.``,
-    ``___`` → ``-``, ``__`` → ``_``; the keystore's location from its file name (the image's
-    configure step).  The start script adds the SASL_SSL listener's JAAS settings."""
-    props = {}
-    for key, value in env.items():
-        if key.startswith("KAFKA_") and key not in _NOT_PROPERTIES:
-            name = key[len("KAFKA_"):].lower().replace("_", ".").replace("...", "-").replace("..", "_")
-            props[name] = str(value)
-    props["ssl.keystore.location"] = f"{SECRETS_DIR}/{props['ssl.keystore.filename']}"
-    return props
-
-
-def listeners(value: str) -> dict[str, str]:
-    """``NAME://host:port,…`` → {name: host:port}."""
-    return dict(item.split("://", 1) for item in value.split(","))
-
-
-def protocol_map(props: dict) -> dict[str, str]:
-    return dict(item.split(":") for item in props["listener.security.protocol.map"].split(","))
+from ..deploy_files import (
+    SECRETS_DIR,
+    START_SCRIPT,
+    broker_properties,
+    compose,
+    listeners,
+    make_dev_secrets,
+    protocol_map,
+)
 
 
 def check_broker(props: dict, mounted: set[str], brokers: int) -> None:
@@ -88,10 +69,6 @@ def check_client(env: dict, brokers: dict[str, dict], mechanism: str, username: 
 
 
 # docker-compose.yml ------------------------------------------------------------------------
-
-
-def compose() -> dict:
-    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 
 
 def compose_mounts(service: dict) -> dict[str, str]:
@@ -263,10 +240,7 @@ def test_no_kafka_secret_is_written_in_the_k8s_manifests():
 @pytest.fixture(scope="module")
 def dev_secrets(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kafka-secrets")
-    done = subprocess.run([str(PROJECT_ROOT / "scripts" / "kafka-dev-secrets.sh"), "--k8s"], capture_output=True,
-                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "CITYBRAIN_KAFKA_SECRETS_DIR": str(out)})
-    assert done.returncode == 0, done.stderr
-    secrets = {d["metadata"]["name"]: set(d["data"]) for d in yaml.safe_load_all(done.stdout)}
+    secrets = {d["metadata"]["name"]: set(d["data"]) for d in yaml.safe_load_all(make_dev_secrets(out, "--k8s"))}
     assert secrets == {"kafka-tls": {"ca.pem", "broker.p12", "keystore-password"},
                        "kafka-sasl": {"broker-password", "client-password"}}
     return out
