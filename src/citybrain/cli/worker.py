@@ -13,12 +13,16 @@ from citybrain.paths import state_dir
 
 
 def cmd_worker(args) -> int:
+    from citybrain.startup import StartupPhases
+    phases = StartupPhases()   # from the process's start: one log line per phase (citybrain/startup.py)
+
     from faust.worker import Worker
 
     from citybrain import logfilter
     from citybrain.kafka.admin import TopicMismatch, cluster_id
     from citybrain.stream.app import create_app
     from citybrain.stream.topology import topic_specs
+    phases.done("imports")
     if args.web_port:
         os.environ["CITYBRAIN_WEB_PORT"] = str(args.web_port)
     cfg = load_config()
@@ -26,7 +30,9 @@ def cmd_worker(args) -> int:
     bootstrap = broker_address()
     try:
         cfg.check_closed_state_days()
+        phases.done("config")
         asyncio.run(ensure_topics(cfg, bootstrap, topic_specs(cfg)))
+        phases.done("topics")
     except (TopicMismatch, ValueError) as e:
         print(f"错误 error: {e}", file=sys.stderr, flush=True)
         return 2
@@ -35,7 +41,9 @@ def cmd_worker(args) -> int:
     data_dir = (Path(args.data_dir) if args.data_dir else
                 state_dir() / f"worker-{s.kafka.topic_prefix}{s.worker.app_id}-{s.worker.web_port}")
     claim_state_dir(data_dir, asyncio.run(cluster_id(bootstrap)))
-    app = create_app(cfg, bootstrap, data_dir)
+    phases.done("cluster")
+    app = create_app(cfg, bootstrap, data_dir, phases)
+    phases.done("app")
     print(f"citybrain worker: Kafka {bootstrap}, group {app.conf.id}, "
           f"http://{s.worker.web_host}:{s.worker.web_port}/metrics, state {data_dir}", flush=True)
     class CitybrainWorker(Worker):
@@ -47,6 +55,11 @@ def cmd_worker(args) -> int:
             super().on_setup_root_logger(logger, level)
             logger.setLevel(level)
             logfilter.install()   # a broker outage: one line per kind of client error, with a count
+            phases.attach()
+
+        async def on_startup_finished(self) -> None:   # Faust's own start done (its group joined)
+            phases.done("faust", since=phases.last)
+            await super().on_startup_finished()
 
     worker = CitybrainWorker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
     worker.execute_from_commandline()

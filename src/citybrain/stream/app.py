@@ -20,6 +20,7 @@ import signal
 import time
 import tracemalloc
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +36,14 @@ from citybrain.domain.normalize import IngestLimits, Normalizer
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.reporterkey import reporter_pseudonymiser
+from citybrain.startup import StartupPhases
 from citybrain.stream import area_warnings as warning_stream
 from citybrain.stream import commands
 from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.collaborators import collaborators
+from citybrain.stream.early import start_early, when_set
 from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
@@ -121,7 +124,7 @@ def _faust_metrics():
     return _FAUST_METRICS
 
 
-def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
+def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPhases | None = None) -> faust.App:
     s = config.settings
     topics = Topics(s.kafka.topic_prefix)
     gid = group_id(config)
@@ -149,6 +152,9 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     # the same registry: citybrain_faust_consumer_commit_latency, …_total_rebalances,
     # …_topic_partition_end_offset / _offset_commited (lag), …
     app.monitor = PrometheusMonitor(metrics=_faust_metrics())
+    # The hot path (registry, warnings, stages) starts beside Faust, not behind it (stream/early.py).
+    early = start_early(app)
+    phases = phases or StartupPhases()
     dead_log = DeadLetterLog()
     keep = s.ingest.max_record_bytes
 
@@ -175,7 +181,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     broker = BrokerWatch(bootstrap)
     metrics.prime()
     # 区域预警: every worker reads ingest.warnings whole; its dead letters once (stream/area_warnings.py).
-    warning_feed = warning_stream.install(app, config, topics, bootstrap, gid, dead_log)
+    warning_feed = warning_stream.install(app, config, topics, bootstrap, gid, dead_log, early)
     stages: list[Stage] = []   # the ones this process hosts (worker.stages)
     collab = collaborators(config, warnings=warning_feed.book)   # what the stages work with, not Config
     if "normalise" in s.worker.stages:
@@ -184,7 +190,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
     if "fuse" in s.worker.stages:
         stages.append(FuseStage(collab, topics, gid))
 
-    @app.task
+    @early.task
     async def load_registry() -> None:
         await registry.run()
 
@@ -269,10 +275,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
                 log.warning("内存 largest allocations (SIGUSR1, tracemalloc):\n%s", "\n".join(map(str, top)))
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump)
 
-    @app.task
+    @early.task
     async def run_stages() -> None:
+        began = time.time()
         await registry.loaded.wait()  # never judge a device unknown while the registry loads
+        phases.done("registry", since=began)
         await warning_feed.loaded.wait()   # nor open an order as if no warning held
+        phases.done("warnings", since=began)
         outputs = [t.name for t in topic_specs(config, topics)]   # incl. the changelogs
         settings = RunnerSettings(
             bootstrap, guarantee=s.worker.processing_guarantee, deadletter_topic=topics.deadletter,
@@ -303,8 +312,11 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
             # A stage that fails for good (it retries every broker fault in place) takes
             # its siblings down with it, cleanly: the worker stops rather than run half.
             async with asyncio.TaskGroup() as group:
+                started = time.time()
                 for r in runners:
                     group.create_task(r.run(), name=f"stage-{r.stage.name}")
+                    group.create_task(when_set(r.stage.ready, partial(phases.done, f"stage.{r.stage.name}",
+                                                                       since=started)))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -320,6 +332,13 @@ def create_app(config: Config, bootstrap: str, data_dir: Path) -> faust.App:
         return {"ready": ready, "broker_up": broker.up, "registry_loaded": registry.loaded.is_set(),
                 "order_view_caught_up": views.caught_up(),
                 "registry_devices": len(registry.devices), "stages": stage_ready}
+
+    @early.task
+    async def ready_at() -> None:   # the start's last phase: /readyz says 200 from here
+        began = time.time()
+        while not readiness()["ready"]:
+            await asyncio.sleep(0.05)
+        phases.done("ready", since=began)
 
     @app.page("/metrics")
     async def metrics_page(web, request):

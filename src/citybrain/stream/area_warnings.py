@@ -114,8 +114,10 @@ class WarningFeed:
         await TopicReader(self.bootstrap, self.topic, self.apply, "warnings", self._loaded).run()
 
 
-def install(app: Any, config: Config, topics: Topics, bootstrap: str, group: str, dead_log: Any) -> WarningFeed:
-    """The feed's reader and its dead-letter duty as tasks of the Faust app."""
+def install(app: Any, config: Config, topics: Topics, bootstrap: str, group: str, dead_log: Any,
+            early: Any = None) -> WarningFeed:
+    """The feed's reader and its dead-letter duty as tasks of the Faust app; the reader as
+    one of ``early``'s (stream/early.py) when given: the fuse stage waits for it."""
     s = config.settings
     keep = s.ingest.max_record_bytes
     feed = WarningFeed(config, bootstrap, topics.warnings, keep)
@@ -124,7 +126,7 @@ def install(app: Any, config: Config, topics: Topics, bootstrap: str, group: str
     duty = RegistryDeadLetters(bootstrap, topics.warnings, f"{group}-warning-deadletters", send_dead,
                                max_record_bytes=keep, verdict=feed.judge, name="warning")
 
-    @app.task
+    @(early or app).task
     async def read_warnings() -> None:
         await feed.run()
 

@@ -116,3 +116,14 @@ def test_on_and_beside_a_shared_border(which, t, off):
 
 def test_distance():
     assert distance_m(117.8625, 36.7935, 117.8849, 36.7935) == pytest.approx(2000, rel=0.02)
+
+
+def test_each_grid_code_gives_the_polygon_of_its_own_feature():
+    """grid_polygon looks the polygon up by code (it was a list search per call)."""
+    codes = CITY.grid_codes
+    assert len(codes) > 100
+    for code in codes:
+        inside = CITY.grid_polygon(code).representative_point()
+        assert CITY.locate(inside.x, inside.y).grid_code == code
+    with pytest.raises(KeyError):
+        CITY.grid_polygon("no-such-grid")

@@ -1,0 +1,87 @@
+"""stream/early.py: the hot path's coroutines start with the app, while its Faust side
+(stood in for by a dependency that blocks, as a consumer waiting out a dead member's
+session does) is still starting; a coroutine that fails crashes the app; the app's stop
+stops them."""
+
+import asyncio
+
+import mode
+
+from citybrain.stream.early import start_early, when_set
+
+
+class SlowJoin(mode.Service):
+    """Faust's consumer joining its group after a SIGKILL: done when the test says."""
+
+    def __init__(self, joined: asyncio.Event, **kw):
+        super().__init__(**kw)
+        self.joined = joined
+
+    async def on_start(self) -> None:
+        await self.joined.wait()
+
+
+class App(mode.Service):
+    """As faust.App: its own services are added at start (``on_init_dependencies``) and
+    its tasks run once they all have started (``on_started``)."""
+
+    def __init__(self, joined: asyncio.Event, **kw):
+        super().__init__(**kw)
+        self.joined, self.tasks_began = joined, asyncio.Event()
+
+    def on_init_dependencies(self):
+        return [SlowJoin(self.joined)]
+
+    async def on_started(self) -> None:
+        self.tasks_began.set()
+
+
+async def test_early_jobs_run_while_the_app_is_still_joining_and_stop_with_it():
+    joined = asyncio.Event()
+    app = App(joined)
+    early = start_early(app)
+    consuming, cancelled = asyncio.Event(), asyncio.Event()
+
+    @early.task
+    async def stages() -> None:
+        consuming.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    starting = asyncio.create_task(app.start())
+    await asyncio.wait_for(consuming.wait(), 2)      # the hot path runs …
+    assert not app.tasks_began.is_set()              # … while the app's group join still waits
+    joined.set()
+    await asyncio.wait_for(starting, 2)
+    assert app.tasks_began.is_set()
+    await app.stop()
+    assert cancelled.is_set()                        # the app's stop reaches the hot path
+
+
+async def test_a_failing_early_job_crashes_the_app():
+    joined = asyncio.Event()
+    joined.set()
+    app = App(joined)
+    early = start_early(app)
+
+    @early.task
+    async def stages() -> None:
+        raise RuntimeError("a stage failed for good")
+
+    await app.start()
+    await asyncio.wait_for(app._crashed.wait(), 2)
+    assert isinstance(app.crash_reason, RuntimeError)
+    await app.stop()
+
+
+async def test_when_set_calls_back_once_the_event_is_set():
+    event, seen = asyncio.Event(), []
+    waiting = asyncio.create_task(when_set(event, lambda: seen.append("consuming")))
+    await asyncio.sleep(0)
+    assert seen == []
+    event.set()
+    await asyncio.wait_for(waiting, 1)
+    assert seen == ["consuming"]
