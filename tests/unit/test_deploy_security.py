@@ -204,7 +204,7 @@ def test_k8s_brokers_listen_sasl_ssl_only_with_mtls_controllers_and_their_secret
     assert container["image"] == compose()["services"]["kafka"]["image"]
 
 
-def test_k8s_workers_use_the_brokers_sasl_ssl_listener_with_secrets_not_literals():
+def test_every_k8s_client_uses_the_brokers_sasl_ssl_listener_with_secrets_not_literals():
     configmaps = by("ConfigMap")
     kafka = by("StatefulSet")["kafka"]
     kafka_spec = kafka["spec"]["template"]["spec"]
@@ -212,16 +212,20 @@ def test_k8s_workers_use_the_brokers_sasl_ssl_listener_with_secrets_not_literals
     brokers = {f"kafka-{i}": broker_properties(pod_env(kafka_container, f"kafka-{i}", configmaps))
                for i in range(kafka["spec"]["replicas"])}
     broker_mounts = k8s_mounts(kafka_spec, kafka_container)
-    workers = by("StatefulSet")["citybrain"]["spec"]["template"]["spec"]
-    worker = workers["containers"][0]
-    env = pod_env(worker, "citybrain-0", configmaps)
     username = pod_env(kafka_container, "kafka-0", configmaps)["SCRAM_CLIENT_USERNAME"]
-    check_client(env, brokers, brokers["kafka-0"]["sasl.enabled.mechanisms"], username)
-    password = env["KAFKA_SASL_PASSWORD"]["secretKeyRef"]
-    assert (password["name"], password["key"]) == broker_mounts[f"{SECRETS_DIR}/client-password"]
-    mounts = k8s_mounts(workers, worker)
-    assert mounts[env["KAFKA_SSL_CAFILE"]] == broker_mounts[brokers["kafka-0"]["ssl.truststore.location"]]
-    assert set(mounts.values()) == {("kafka-tls", "ca.pem")}            # the CA only, no broker key
+    clients = [(doc["metadata"]["name"], doc["spec"]["template"]["spec"], container)
+               for doc in documents() if doc["kind"] in {"StatefulSet", "Deployment", "Job"} and doc is not kafka
+               for container in doc["spec"]["template"]["spec"]["containers"]
+               if "KAFKA_BOOTSTRAP_SERVERS" in pod_env(container, "pod-0", configmaps)]
+    assert "citybrain" in {name for name, *_ in clients}
+    for name, spec, container in clients:
+        env = pod_env(container, f"{name}-0", configmaps)
+        check_client(env, brokers, brokers["kafka-0"]["sasl.enabled.mechanisms"], username)
+        password = env["KAFKA_SASL_PASSWORD"]["secretKeyRef"]
+        assert (password["name"], password["key"]) == broker_mounts[f"{SECRETS_DIR}/client-password"], name
+        mounts = k8s_mounts(spec, container)
+        assert mounts[env["KAFKA_SSL_CAFILE"]] == broker_mounts[brokers["kafka-0"]["ssl.truststore.location"]], name
+        assert set(mounts.values()) == {("kafka-tls", "ca.pem")}, name       # the CA only, no broker key
 
 
 def test_no_kafka_secret_is_written_in_the_k8s_manifests():
