@@ -80,6 +80,32 @@ async def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0,
         await consumer.stop()
 
 
+async def consume_all(bootstrap: str, topic: str, quiet: float = 1.0, timeout: float = 60.0) -> list:
+    """Everything on ``topic`` once it has stopped growing: read from the beginning to the
+    end offsets until they have not moved for ``quiet`` seconds (for a caller that has
+    already seen the cause of those records handled — instead of reading for a fixed time)."""
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list = []
+        end, moved = await consumer.end_offsets(tps), time.monotonic()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
+            now = await consumer.end_offsets(tps)
+            if now != end:
+                end, moved = now, time.monotonic()
+            elif time.monotonic() - moved >= quiet and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                break
+        return out
+    finally:
+        await consumer.stop()
+
+
 def decode(records) -> list[dict]:
     return [orjson.loads(r.value) for r in records]
 

@@ -16,7 +16,7 @@ from citybrain_tools.sample.registry_builder import load
 from citybrain_tools.simulate.runner import run as run_simulation
 from citybrain_tools.simulate.traffic import CitySimulator
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare
+from .kafka_helpers import WorkerProcess, consume_all, decode, new_prefix, prepare
 
 pytestmark = pytest.mark.integration
 RECORDS_RATE, SECONDS = 100.0, 40.0
@@ -51,7 +51,7 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float,
             await asyncio.sleep(0.5)
         assert received == sent and fused == events, (received, sent, fused, events)
         pages = [w.metrics() for w in workers]
-        changes = decode(await consume(bootstrap, topics.workorder_events, want=10**9, timeout=8, settle=0))
+        changes = decode(await consume_all(bootstrap, topics.workorder_events, quiet=1.5))
         served = [await asyncio.to_thread(api_order_ids, w) for w in workers]
     finally:
         for w in workers:
