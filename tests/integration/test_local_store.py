@@ -15,7 +15,7 @@ import pytest
 from citybrain.stream.topology import changelogs
 from citybrain_tools.simulate.traffic import iso
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce, wait_for_metrics
+from .kafka_helpers import WorkerProcess, consume_all, decode, new_prefix, prepare, produce, wait_for_metrics
 
 pytestmark = pytest.mark.integration
 RESTORED = re.compile(r"状态已恢复 sensor_state: (\d+) keys from the local copy \+ (\d+) changelog records")
@@ -44,7 +44,7 @@ async def restored_since(worker: WorkerProcess, mark: int, enough, timeout: floa
 
 
 async def alarms(bootstrap: str, t) -> list[str]:
-    events = decode(await consume(bootstrap, t.events, want=100, timeout=6, settle=0))
+    events = decode(await consume_all(bootstrap, t.events))
     return sorted(e["device_id"] for e in events if e["kind"] == "alarm")
 
 
@@ -86,8 +86,8 @@ async def test_restart_reads_the_changelog_tail_from_the_local_copy(kafka_bootst
 
         # No local copy at all: the whole changelog (every record of every partition — a
         # restore once skipped a partition whole), the same state.
-        changelog = len(await consume(kafka_bootstrap, changelogs(f"{prefix}citybrain")["sensor_state"],
-                                      want=100_000, timeout=5, settle=0))
+        changelog = len(await consume_all(kafka_bootstrap, changelogs(f"{prefix}citybrain")["sensor_state"],
+                                          quiet=0.5))
         shutil.rmtree(store)
         mark = log_mark(worker)
         worker.start()
