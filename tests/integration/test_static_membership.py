@@ -33,20 +33,26 @@ async def test_a_worker_keeps_its_place_through_a_kill_and_leaves_on_sigterm(kaf
     prefix = new_prefix("static")
     await prepare(kafka_bootstrap, prefix)
     group = f"{prefix}citybrain-normalise"
+    faust_group = f"{prefix}citybrain"   # Faust's own consumer (command routing), static too
     worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, env={"CITYBRAIN_INSTANCE_ID": INSTANCE}).start()
     try:
         first = await members(kafka_bootstrap, group)
         assert len(first) == 1 and first[0].startswith(f"{INSTANCE}-"), first
+        faust_first = await members(kafka_bootstrap, faust_group)
+        assert len(faust_first) == 1 and faust_first[0].startswith(f"{INSTANCE}-"), faust_first
 
         worker.stop(signal.SIGKILL)
         worker.start()   # a supervisor's restart: the same instance id
         again = await members(kafka_bootstrap, group)
         # The dead incarnation's membership was taken over, not left to lapse beside a new one.
         assert len(again) == 1 and again[0].startswith(f"{INSTANCE}-") and again != first, again
+        faust_again = await members(kafka_bootstrap, faust_group)
+        assert len(faust_again) == 1 and faust_again != faust_first, faust_again
 
         worker.stop(signal.SIGTERM)
         assert worker.proc.returncode is not None
         assert await members(kafka_bootstrap, group) == []   # left at once, not after its session
+        assert await members(kafka_bootstrap, faust_group) == []
         assert "已离组 left group" in worker.log_path.read_text()
     finally:
         worker.stop()

@@ -61,11 +61,11 @@ def test_lines_wait_for_logging_then_show_at_warn_level_once_each(monkeypatch):
 def test_process_start_from_proc(tmp_path, monkeypatch):
     (tmp_path / "self").mkdir()
     # comm may hold spaces and parentheses: fields are counted after the last ")".
-    fields = ["S"] + ["0"] * 18 + ["250"] + ["0"] * 10   # field 22 (starttime) = 250 ticks
+    fields = ["S"] + ["0"] * 18 + ["250"] + ["0"] * 10   # field 22 (starttime) = 250 ticks after boot
     (tmp_path / "self" / "stat").write_text("4242 (python (x) y) " + " ".join(fields))
-    (tmp_path / "stat").write_text("cpu  1 2 3\nbtime 1800000000\nprocesses 9\n")
+    (tmp_path / "uptime").write_text("6.25 11.50\n")   # the system up 6.25 s: the process is 3.75 s old
     monkeypatch.setattr("os.sysconf", lambda name: 100)
-    assert process_started(tmp_path) == 1800000000 + 2.5
+    assert process_started(tmp_path, now=lambda: 1000.0) == 1000.0 - 3.75
     assert process_started(tmp_path / "missing") is None
 
 

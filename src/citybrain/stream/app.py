@@ -34,6 +34,7 @@ from citybrain import metrics
 from citybrain.config import Config, worker_instance_id
 from citybrain.domain.normalize import IngestLimits, Normalizer
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
+from citybrain.kafka.groups import leave_group
 from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
 from citybrain.reporterkey import reporter_pseudonymiser
 from citybrain.startup import StartupPhases
@@ -146,6 +147,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
         web_application_options={"client_max_size": MAX_BODY},
         broker_session_timeout=s.worker.session_timeout_seconds,
         broker_heartbeat_interval=s.worker.heartbeat_interval_seconds,
+        # Faust's own consumer (the command routing) a static member as the stages' are:
+        # after a SIGKILL its group join no longer waits out the dead member's session,
+        # and the order views and /readyz (app tasks, started once it joined) follow.
+        consumer_group_instance_id=worker_instance_id(s.worker),
         **_faust_security(security()),   # TLS / SASL, as every other client
     )
     # Faust's own consumer and producer (the command routing) measured beside ours, in
@@ -155,6 +160,10 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
     # The hot path (registry, warnings, stages) starts beside Faust, not behind it (stream/early.py).
     early = start_early(app)
     phases = phases or StartupPhases()
+    if s.worker.leave_group_on_stop:
+        @early.at_stop
+        async def leave_faust_group() -> None:   # a static member sends no LeaveGroup (kafka/groups.py)
+            await leave_group(bootstrap, gid, worker_instance_id(s.worker))
     dead_log = DeadLetterLog()
     keep = s.ingest.max_record_bytes
 

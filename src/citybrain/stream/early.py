@@ -22,13 +22,17 @@ Job = Callable[[], Awaitable[None]]
 class _Jobs(mode.Service):
     """Starts the jobs as its futures: stopping it (the app's stop) cancels them."""
 
-    def __init__(self, jobs: list[Job], **kwargs) -> None:
+    def __init__(self, jobs: list[Job], last: list[Job], **kwargs) -> None:
         super().__init__(**kwargs)
-        self.jobs = jobs
+        self.jobs, self.last = jobs, last
 
     async def on_start(self) -> None:
         for fun in self.jobs:
             self.add_future(fun())
+
+    async def on_shutdown(self) -> None:   # the jobs have ended, and the app's other services
+        for fun in self.last:
+            await fun()
 
 
 class EarlyStart:
@@ -38,7 +42,8 @@ class EarlyStart:
 
     def __init__(self, app) -> None:
         self.jobs: list[Job] = []
-        self.service = _Jobs(self.jobs)
+        self.last: list[Job] = []
+        self.service = _Jobs(self.jobs, self.last)
         # Ahead of every dependency Faust adds at start (sensors, producer, web server,
         # consumer, agents, tables: ``on_init_dependencies``), so started first.
         app.add_dependency(self.service)
@@ -46,6 +51,12 @@ class EarlyStart:
     def task(self, fun: Job) -> Job:
         """Decorator, like ``@app.task``: run ``fun()`` once the app starts."""
         self.jobs.append(fun)
+        return fun
+
+    def at_stop(self, fun: Job) -> Job:
+        """Decorator: await ``fun()`` as the app's very last step of stopping — after
+        the jobs and every Faust service (its consumer included) have stopped."""
+        self.last.append(fun)
         return fun
 
 

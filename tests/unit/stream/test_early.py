@@ -1,7 +1,7 @@
 """stream/early.py: the hot path's coroutines start with the app, while its Faust side
 (stood in for by a dependency that blocks, as a consumer waiting out a dead member's
 session does) is still starting; a coroutine that fails crashes the app; the app's stop
-stops them."""
+stops them, and what must come last (leaving Faust's group) comes after Faust's services."""
 
 import asyncio
 
@@ -59,6 +59,30 @@ async def test_early_jobs_run_while_the_app_is_still_joining_and_stop_with_it():
     assert app.tasks_began.is_set()
     await app.stop()
     assert cancelled.is_set()                        # the app's stop reaches the hot path
+
+
+async def test_at_stop_runs_after_the_jobs_and_the_apps_own_services_stopped():
+    joined = asyncio.Event()
+    joined.set()
+    app = App(joined)
+    early = start_early(app)
+    order: list[str] = []
+
+    @early.task
+    async def stages() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            order.append("stages handed over")
+
+    @early.at_stop
+    async def leave() -> None:   # e.g. Faust's group, once its consumer has stopped
+        order.append(f"left; join service stopped: {slow.should_stop}")
+
+    await app.start()
+    [slow] = [c for c in app._children if isinstance(c, SlowJoin)]
+    await app.stop()
+    assert order == ["stages handed over", "left; join service stopped: True"]
 
 
 async def test_a_failing_early_job_crashes_the_app():
