@@ -7,7 +7,7 @@ latest record read. So ``ingest.iot.readings`` here is a partition log: a readin
 it is appended with the fake clock's time as its Kafka time, and the worker reads it
 only when it polls —
 
-- ``poll()`` is one step of stream/batch.py's loop: the partition clock told how far
+- ``poll()`` is one step of stream/runner.py's loop: the partition clock told how far
   behind the fetch is (the batch fetched counts as not yet read), the stage's tick
   (devices found silent), then the batch read, handled and its state's changelog
   writes committed;

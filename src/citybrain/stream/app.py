@@ -2,7 +2,7 @@
 
 - Faust provides the worker lifecycle, the web server (/metrics, /healthz, /readyz) and
   the low-rate ``route_commands`` agent (stream/commands.py).
-- The hot path runs as batch stages (stream/batch.py; stream/normalise_stage.py, stream/fuse_stage.py): ``normalise``
+- The hot path runs as batch stages (stream/runner.py; stream/normalise_stage.py, stream/fuse_stage.py): ``normalise``
   (ingest topics → events.normalized, fusion inbox | deadletter) and ``fuse``
   (fusion inbox → workorders.events, dispatch.<department>, workorders.rejected), each a
   member of its own consumer group, state in compacted changelog topics.  Why not Faust
@@ -41,7 +41,6 @@ from citybrain.startup import StartupPhases
 from citybrain.stream import area_warnings as warning_stream
 from citybrain.stream import commands
 from citybrain.stream.analytics import WindowsFeed
-from citybrain.stream.batch import RunnerSettings, Stage, StageRunner
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.collaborators import collaborators
 from citybrain.stream.early import start_early, when_set
@@ -49,8 +48,10 @@ from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
 from citybrain.stream.registry import RegistryCache, RegistryDeadLetters, dead_letter_sender
+from citybrain.stream.stage import RunnerSettings, Stage
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
+from citybrain.stream.wiring import stage_runner
 from citybrain.web.api import MAX_BODY, Api
 from citybrain.web.auth import ReloadingTokens
 from citybrain.web.media import MediaStore
@@ -300,7 +301,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
             heartbeat_ms=int(s.worker.heartbeat_interval_seconds * 1000),
             group_instance_id=worker_instance_id(s.worker), leave_group_on_stop=s.worker.leave_group_on_stop,
             store_dir=data_dir / "stage-state" if s.worker.store == "rocksdb://" else None)
-        runners = [StageRunner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
+        runners = [stage_runner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]
         log.info("处理保证 processing guarantee: %s; 本进程阶段 stages hosted here: %s",
                  s.worker.processing_guarantee, ", ".join(st.name for st in stages))

@@ -5,9 +5,10 @@ import struct
 
 from citybrain.config import Config, WorkerSettings, worker_instance_id
 from citybrain.kafka.groups import LeaveGroupResponse_v3, StaticLeaveGroup
-from citybrain.stream.batch import RunnerSettings, StageRunner
+from citybrain.stream.stage import RunnerSettings
+from citybrain.stream.wiring import stage_consumer
 
-from ..stream.test_stage_runner import FakeStage
+from ..stream.fakes import FakeStage
 
 
 def _string(s: str) -> bytes:
@@ -46,7 +47,6 @@ def test_environment_sets_the_instance_id_and_the_leave_on_stop():
 
 
 async def test_the_stage_consumer_joins_as_the_static_member():
-    runner = StageRunner(FakeStage(), RunnerSettings("127.0.0.1:1", group_instance_id="w-3"), lambda txn: None)
-    assert runner.consumer._group_instance_id == "w-3"
-    dynamic = StageRunner(FakeStage(), RunnerSettings("127.0.0.1:1"), lambda txn: None)
-    assert dynamic.consumer._group_instance_id is None
+    static = stage_consumer(FakeStage(), RunnerSettings("127.0.0.1:1", group_instance_id="w-3"))
+    assert static._group_instance_id == "w-3"
+    assert stage_consumer(FakeStage(), RunnerSettings("127.0.0.1:1"))._group_instance_id is None

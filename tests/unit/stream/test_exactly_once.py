@@ -1,0 +1,121 @@
+"""exactly_once's transaction lanes against fake transactional producers: one transaction
+per partition number with its outputs, changelog writes and offsets; aborted, or fenced,
+never committed past a failure; pipelined lanes."""
+
+import asyncio
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced
+
+from citybrain.stream.checkpoint import ProduceFailed
+from citybrain.stream.exactly_once import TransactionLanes
+
+from .fakes import TP0, TP1, FakeTxnProducer, changelog, out
+
+# -- exactly_once ------------------------------------------------------------------
+
+async def test_one_transaction_per_partition_with_its_outputs_state_and_offsets():
+    producers = {0: FakeTxnProducer(0), 1: FakeTxnProducer(1)}
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    await tc.commit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)],
+                    [changelog(0), changelog(1)])
+    for p, tp, off in ((0, TP0, 11), (1, TP1, 7)):
+        assert producers[p].log == [("begin",), ("send", "events"), ("send", "changelog"),
+                                    ("offsets", {tp: off}, "grp"), ("commit",)]
+
+
+async def test_a_failed_transaction_is_aborted_and_reported():
+    producers = {0: FakeTxnProducer(0, fail=KafkaTimeoutError()), 1: FakeTxnProducer(1)}
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    with pytest.raises(ProduceFailed) as failed:
+        await tc.commit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [])
+    assert not failed.value.fenced
+    assert producers[0].log[-1] == ("abort",) and producers[1].log[-1] == ("commit",)
+
+
+async def test_a_fenced_producer_is_reported_as_fenced_and_not_aborted():
+    producers = {0: FakeTxnProducer(0, fail=ProducerFenced())}
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    with pytest.raises(ProduceFailed) as failed:
+        await tc.commit({TP0: 11}, [out("events", 10)], [])
+    assert failed.value.fenced and ("abort",) not in producers[0].log
+
+
+async def test_no_commit_before_every_send_of_the_transaction_is_acknowledged():
+    """aiokafka's commit_transaction does not wait for sends in flight: a produce still
+    being retried could miss the commit while the offsets commit (found by the chaos
+    suite).  A refused send aborts the transaction; its offsets never commit."""
+    producers = {0: FakeTxnProducer(0, refuse=KafkaTimeoutError())}
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    with pytest.raises(ProduceFailed):
+        await tc.commit({TP0: 11}, [out("events", 10)], [])
+    assert ("commit",) not in producers[0].log and producers[0].log[-1] == ("abort",)
+
+
+# -- exactly_once, pipelined: a lane per partition number ------------------------------
+
+def commits(p: FakeTxnProducer) -> int:
+    return p.log.count(("commit",))
+
+
+async def test_a_batch_handed_over_while_its_lane_commits_joins_the_next_transaction():
+    """The stage goes on while a transaction commits; what it hands over meanwhile is one
+    transaction, whose offsets are the latest."""
+    producers = {0: FakeTxnProducer(0)}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    first = tc.submit({TP0: 11}, [out("events", 10)], [])
+    await asyncio.sleep(0.05)                      # sent, acknowledged, commit waiting
+    assert not first[0].done()
+    tc.submit({TP0: 12}, [out("events", 11)], [])
+    tc.submit({TP0: 13}, [out("events", 12)], [changelog(0)])
+    producers[0].gate.set()
+    await asyncio.wait_for(tc.settle(0), 1)
+    assert producers[0].log == [("begin",), ("send", "events"), ("offsets", {TP0: 11}, "grp"), ("commit",),
+                                ("begin",), ("send", "events"), ("send", "events"), ("send", "changelog"),
+                                ("offsets", {TP0: 13}, "grp"), ("commit",)]
+
+
+async def test_lanes_commit_apart_a_slow_partition_holds_no_other():
+    producers = {0: FakeTxnProducer(0), 1: FakeTxnProducer(1)}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    parts = tc.submit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [])
+    await asyncio.sleep(0.05)
+    assert commits(producers[1]) == 1 and commits(producers[0]) == 0
+    assert sum(f.done() for f in parts) == 1
+    await asyncio.wait_for(tc.settle(1), 1)        # one batch may stay unsettled
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(tc.settle(0), 0.05)
+    producers[0].gate.set()
+    await asyncio.wait_for(tc.settle(0), 1)
+    assert all(f.done() for f in parts)
+
+
+async def test_after_a_failed_transaction_nothing_later_commits_and_the_stage_hears_of_it():
+    producers = {0: FakeTxnProducer(0, fail=KafkaTimeoutError())}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    tc.submit({TP0: 11}, [out("events", 10)], [])
+    await asyncio.sleep(0.02)
+    tc.submit({TP0: 12}, [out("events", 11)], [])    # waits behind the failing one
+    producers[0].gate.set()
+    with pytest.raises(ProduceFailed):
+        await asyncio.wait_for(tc.settle(0), 1)
+    with pytest.raises(ProduceFailed):
+        tc.submit({TP0: 13}, [out("events", 12)], [])
+    assert commits(producers[0]) == 0 and producers[0].log.count(("begin",)) == 1
+    await tc.abandon()                               # the recovery starts afresh
+    producers[0].fail = None
+    await asyncio.wait_for(tc.commit({TP0: 12}, [out("events", 11)], []), 1)
+    assert commits(producers[0]) == 1
+
+
+async def test_abandon_stops_a_lane_mid_transaction():
+    producers = {0: FakeTxnProducer(0)}
+    producers[0].gate = asyncio.Event()
+    tc = TransactionLanes(producers.__getitem__, "grp")
+    parts = tc.submit({TP0: 11}, [out("events", 10)], [])
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(tc.abandon(), 1)
+    assert parts[0].cancelled() and commits(producers[0]) == 0 and not tc.lanes
