@@ -16,7 +16,7 @@ from citybrain.promtext import outcomes, samples
 from citybrain_tools.sample.registry_builder import load
 from citybrain_tools.simulate.traffic import iso
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, produce
+from .kafka_helpers import WorkerProcess, consume, consume_all, decode, new_prefix, prepare, produce
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ async def cluster(kafka_bootstrap, tmp_path_factory):
 
 
 async def dead_letters(bootstrap, topics, source: str) -> list[dict]:
-    return [d for d in decode(await consume(bootstrap, topics.deadletter, want=10**9, timeout=2, settle=0))
+    return [d for d in decode(await consume_all(bootstrap, topics.deadletter, quiet=0.3))
             if d["source"] == source]
 
 
