@@ -43,7 +43,7 @@ async def prometheus_and_worker(kafka_bootstrap, tmp_path):
     prefix = new_prefix("prom")
     await prepare(kafka_bootstrap, prefix)
     config = config_with(tmp_path, SHORT)
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, config_dir=config).start()
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, config_dir=config)
     rules, records, alerts = rules_every_second(tmp_path)
     port = free_port()
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
@@ -61,6 +61,10 @@ async def prometheus_and_worker(kafka_bootstrap, tmp_path):
                              "--respond", "--linger", "100"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
+        # The scripted incidents run on the simulation's clock (escalation ~45 s in): the
+        # worker starts meanwhile and reads them from Kafka, rather than before them.
+        worker.start(wait=False)
+        await asyncio.to_thread(worker.wait_ready, 90.0)
         yield f"http://127.0.0.1:{port}", worker, records, alerts
     finally:
         load.kill()
@@ -88,7 +92,7 @@ async def test_every_dashboard_and_rule_expression_returns_data(prometheus_and_w
         missing = exprs
         deadline = time.monotonic() + 150
         while missing and time.monotonic() < deadline:
-            await asyncio.sleep(3)
+            await asyncio.sleep(1.5)
             still = []
             for expr in missing:
                 try:
