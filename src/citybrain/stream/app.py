@@ -48,6 +48,7 @@ from citybrain.stream.fuse_stage import FuseStage
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
 from citybrain.stream.registry import RegistryCache, RegistryDeadLetters, dead_letter_sender
+from citybrain.stream.registrycopy import RegistryCopy
 from citybrain.stream.stage import RunnerSettings, Stage
 from citybrain.stream.topology import group_id, topic_specs
 from citybrain.stream.views import OrderLogViews
@@ -175,7 +176,9 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
     dead_letter_registry = dead_letter_sender(app, topics.deadletter, "registry", keep,
                                               s.ingest.dead_letter_original, dead_log)
 
-    registry = RegistryCache(bootstrap, topics.registry, max_record_bytes=keep)
+    # With local state (rocksdb://) a restart reads the registry's local copy and the topic's tail.
+    registry = RegistryCache(bootstrap, topics.registry, max_record_bytes=keep,
+                             copy=RegistryCopy(data_dir) if s.worker.store == "rocksdb://" else None)
     registry_dead = RegistryDeadLetters(bootstrap, topics.registry, f"{gid}-registry-deadletters",
                                         dead_letter_registry, max_record_bytes=keep)
     normalizer = Normalizer(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,6 +36,7 @@ from citybrain.domain.registry_records import RegistryEntry, apply_entry, intern
 from citybrain.kafka.clients import kafka_consumer
 from citybrain.stream.logreader import TopicReader
 from citybrain.stream.records import record_meta
+from citybrain.stream.registrycopy import RegistryCopy
 
 log = logging.getLogger("citybrain.registry")
 
@@ -52,12 +54,21 @@ def judge(msg, max_record_bytes: int) -> RegistryEntry:
 
 
 class RegistryCache:
-    def __init__(self, bootstrap: str, topic: str, max_record_bytes: int = 65536):
+    """``copy``: the registry on local disk (stream/registrycopy.py): a start reads it and
+    the topic from the offsets it reflects; it is written once loaded, then at most every
+    ``save_every`` seconds while records come."""
+
+    def __init__(self, bootstrap: str, topic: str, max_record_bytes: int = 65536,
+                 copy: RegistryCopy | None = None, save_every: float = 60.0):
         self.bootstrap = bootstrap
         self.topic = topic
         self.max_record_bytes = max_record_bytes
         self.devices: dict[str, Device] = {}
         self.loaded = asyncio.Event()
+        self.copy, self.save_every = copy, save_every
+        self.reader: TopicReader | None = None
+        self.saved_at = 0.0
+        self.saving: asyncio.Task | None = None
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
@@ -81,16 +92,52 @@ class RegistryCache:
     def _apply_batch(self, records) -> None:
         for msg in records:
             self.apply(msg)
-        self._publish_gauges()
+        # While loading, once at the end (``_loaded``): counting every device after each
+        # batch was quadratic — measured 1.7 s of a 160k-device registry's 4 s load.
+        if self.loaded.is_set():
+            self._publish_gauges()
+            if time.monotonic() - self.saved_at >= self.save_every:
+                self._save()
 
     def _loaded(self) -> None:
         self._publish_gauges()
         self.loaded.set()
+        self._save()
         metrics.REGISTRY_LOADED.set(1)
         log.info("设备台账已加载 registry loaded: %d devices/cameras from %s", len(self.devices), self.topic)
 
     async def run(self) -> None:
-        await TopicReader(self.bootstrap, self.topic, self._apply_batch, "registry", self._loaded).run()
+        start: dict[int, int] = {}
+        if self.copy is not None:
+            found = await asyncio.to_thread(self.copy.load, self.topic)
+            if found is not None:
+                self.devices, start = found
+                log.info("设备台账本地副本 local registry copy: %d devices/cameras, reading %s from offsets %s",
+                         len(self.devices), self.topic, start)
+        self.reader = TopicReader(self.bootstrap, self.topic, self._apply_batch, "registry", self._loaded,
+                                  start_offsets=(lambda: start) if start else None,
+                                  on_start_rejected=self._start_over)
+        await self.reader.run()
+
+    def _start_over(self) -> None:
+        log.warning("设备台账本地副本不符 the local registry copy is ahead of %s (a re-created topic?): "
+                    "reading it from the beginning", self.topic)
+        self.devices.clear()
+
+    def _save(self) -> None:
+        """The registry as it stands after the batches applied so far, in a thread (the
+        devices are immutable: a shallow copy of the dict is a consistent cut)."""
+        if self.copy is None or self.reader is None or (self.saving is not None and not self.saving.done()):
+            return
+        self.saved_at = time.monotonic()
+        copy, devices, offsets = self.copy, dict(self.devices), dict(self.reader.positions)
+        self.saving = asyncio.create_task(asyncio.to_thread(copy.save, self.topic, devices, offsets))
+        self.saving.add_done_callback(_log_failed_save)
+
+
+def _log_failed_save(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:   # a cache: the next start reads the topic
+        log.warning("设备台账本地副本未写入 local registry copy not written: %r", task.exception())
 
 
 def dead_letter_sender(app: Any, deadletter_topic: str, source: str, keep_bytes: int, keep_original: OriginalKept,
