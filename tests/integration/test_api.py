@@ -282,7 +282,7 @@ async def test_a_reporter_follows_the_order_and_a_visit_is_recorded(served, kafk
     """反馈 and 回访 (DESIGN §13): every change of the order reaches the reporter on
     notifications.reporters, the report's status is served to the grid member's app, and
     an unsatisfied visit before closure sends the order back for rework."""
-    from .kafka_helpers import consume, decode
+    from .kafka_helpers import consume_all, decode
     http, worker, topics = served
     rid = f"R-follow-{uuid.uuid4().hex[:6]}"
     status, body = await call(http, "POST", "/api/v1/reports", GRID,
@@ -311,8 +311,9 @@ async def test_a_reporter_follows_the_order_and_a_visit_is_recorded(served, kafk
         await asyncio.sleep(0.5)
     assert body["status"] == "accepted" and body["visits"][0]["satisfaction"] == "unsatisfied"
     assert [s["type"] for s in body["steps"]][-3:] == ["accepted", "handled", "visited"]
-    notes = [n for n in decode(await consume(kafka_bootstrap, topics.reporter_notifications, want=10**9,
-                                             timeout=5, settle=1)) if n["report_id"] == rid]
+    # (the visit is served from workorders.state, written with its notification: all there now)
+    notes = [n for n in decode(await consume_all(kafka_bootstrap, topics.reporter_notifications))
+             if n["report_id"] == rid]
     assert [n["change"] for n in notes] == ["created", "dispatched", "accepted", "handled", "visited"]
     # 假名化 (DESIGN §16): the reporter is named by its pseudonym, never its clear id — on
     # notifications.reporters and in every byte of the order's records on workorders.events,
@@ -321,7 +322,7 @@ async def test_a_reporter_follows_the_order_and_a_visit_is_recorded(served, kafk
     assert {n["reporter_id"] for n in notes} == {rp} and all("工单号 " + wo in n["message"] for n in notes)
     long_lived = [topics.workorder_events, topics.workorder_state, topics.dispatch("city_mgmt"), topics.events]
     mine = [r.value for topic in long_lived
-            for r in await consume(kafka_bootstrap, topic, want=10**9, timeout=5, settle=1)
+            for r in await consume_all(kafka_bootstrap, topic, quiet=0.5)
             if r.value and (wo.encode() in r.value or rid.encode() in r.value)]
     assert len(mine) >= 6 and not [v for v in mine if b"GM-0107" in v]
     assert any(rp.encode() in v for v in mine)
@@ -333,7 +334,7 @@ async def test_a_street_desk_gets_its_streets_orders_and_works_them(served, kafk
     desk's token sees the orders of its street and works the ones sent to it."""
     from citybrain.config import Config
 
-    from .kafka_helpers import consume, decode
+    from .kafka_helpers import consume_all, decode
     http, worker, topics = served
     city = Config().city_map
     grid = next(g for g in city.grid_codes if g.startswith("370306003"))
@@ -346,8 +347,8 @@ async def test_a_street_desk_gets_its_streets_orders_and_works_them(served, kafk
     desk = "demo-street-qingnian"
     order = await wait_order(http, desk, lambda o: any(e.get("report_id") == rid for e in o["events"]))
     assert order["department"] == "street.370306003" and order["route_rule"].startswith("override:370306003")
-    [sent] = [d for d in decode(await consume(kafka_bootstrap, topics.dispatch("street.370306003"), want=10**9,
-                                              timeout=5, settle=1)) if d["work_order_id"] == order["work_order_id"]]
+    [sent] = [d for d in decode(await consume_all(kafka_bootstrap, topics.dispatch("street.370306003")))
+              if d["work_order_id"] == order["work_order_id"]]
     assert (sent["type"], sent["role"]) == ("dispatched", "lead")
     wo = order["work_order_id"]
     status, body = await call(http, "POST", f"/api/v1/workorders/{wo}/commands", desk,

@@ -13,7 +13,7 @@ import pytest
 from citybrain.kafka.partitioner import murmur2
 from citybrain_tools.sample.sites import EAST_DIP, RESTAURANT
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, partitions_of, prepare
+from .kafka_helpers import WorkerProcess, consume_all, decode, new_prefix, partitions_of, prepare
 
 pytestmark = pytest.mark.integration
 
@@ -123,8 +123,8 @@ async def test_recategorise_reprioritise_merge_and_split(kafka_bootstrap, tmp_pa
             assert await until(lambda: _equals(order_of_report("OC-a1"), c), "the report on the survivor")
             status, rep = await call(http, "GET", "/api/v1/reports/OC-a1", OPERATOR)
             assert status == 200 and rep["work_order_id"] == c and rep["category"] == "road_damage"
-            notes = [n for n in decode(await consume(kafka_bootstrap, topics.reporter_notifications, want=10**9,
-                                                     timeout=5, settle=1)) if n["report_id"] == "OC-a1"]
+            notes = [n for n in decode(await consume_all(kafka_bootstrap, topics.reporter_notifications))
+                     if n["report_id"] == "OC-a1"]
             told = [n for n in notes if n["change"] == "merge_absorbed"]
             assert len(told) == 1 and told[0]["work_order_id"] == c and "已并入工单" in told[0]["message"]
             # Into an order that is closed (merged) now: refused.
@@ -149,7 +149,7 @@ async def test_recategorise_reprioritise_merge_and_split(kafka_bootstrap, tmp_pa
             assert await until(lambda: _equals(order_of_report("OC-b2"), d), "the split report on the new order")
 
             # The log tells the same story (workorders.events), each order's versions in order.
-            changes = decode(await consume(kafka_bootstrap, topics.workorder_events, want=10**9, timeout=5, settle=1))
+            changes = decode(await consume_all(kafka_bootstrap, topics.workorder_events))
             of = {wo: [ch["type"] for ch in changes if ch["work_order_id"] == wo] for wo in (a, b, c, d)}
             assert of[a][-1] == "merged" and "merge_absorbed" in of[c] and of[b][-1] == "split"
             assert of[d][:2] == ["created", "dispatched"]

@@ -14,7 +14,7 @@ from citybrain_tools.sample.registry_builder import load
 from citybrain_tools.simulate.runner import run
 from citybrain_tools.simulate.traffic import CitySimulator
 
-from .kafka_helpers import WorkerProcess, consume, decode, new_prefix, prepare, wait_for_metrics
+from .kafka_helpers import WorkerProcess, consume, consume_all, decode, new_prefix, prepare, wait_for_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,11 @@ async def test_simulated_city_end_to_end(kafka_bootstrap, tmp_path):
         # Joint handling and escalation (DESIGN §12): the gas leak is worked by three
         # departments and, its detector at orange, emergency management joins; the
         # underpass gauges climb blue → orange and its order escalates the same way.
+        # Once fusion has judged every event, its changes are on workorders.events.
+        await wait_for_metrics(worker, lambda m: sum(v for _, v in samples(m, "citybrain_fusion_outcome_total"))
+                               >= len(events), timeout=60)
         latest: dict[str, dict] = {}
-        for c in decode(await consume(kafka_bootstrap, topics.workorder_events, want=10**9, timeout=10, settle=2)):
+        for c in decode(await consume_all(kafka_bootstrap, topics.workorder_events)):
             if c["version"] > latest.get(c["work_order_id"], {}).get("version", 0):
                 latest[c["work_order_id"]] = c
         def order_of(finder):
@@ -79,8 +82,7 @@ async def test_simulated_city_end_to_end(kafka_bootstrap, tmp_path):
         assert [a["department"] for a in flood["assists"]] == ["traffic", "emergency"]
         faults = [(e["kind"], e["camera_id"]) for e in events if e["category"] == "device_fault"]
         assert faults == [("alarm", "CAM-EP-01"), ("recovery", "CAM-EP-01")]     # 设备故障, back online
-        command_centre = {c["work_order_id"] for c in decode(await consume(
-            kafka_bootstrap, topics.emergency, want=10**9, timeout=5, settle=1))}
+        command_centre = {c["work_order_id"] for c in decode(await consume_all(kafka_bootstrap, topics.emergency))}
         assert {gas_order["work_order_id"], flood["work_order_id"]} <= command_centre
     finally:
         worker.stop()
