@@ -8,7 +8,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 
 from citybrain.stream.checkpoint import ProduceFailed
-from citybrain.stream.exactly_once import TransactionLanes
+from citybrain.stream.exactly_once import ExactlyOnce, TransactionLanes
 
 from .fakes import TP0, TP1, FakeTxnProducer, changelog, out
 
@@ -30,6 +30,8 @@ async def test_a_failed_transaction_is_aborted_and_reported():
     with pytest.raises(ProduceFailed) as failed:
         await tc.commit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [])
     assert not failed.value.fenced
+    # The failure surfaces as soon as lane 0 fails; lane 1 goes on to its own commit.
+    await asyncio.wait_for(asyncio.gather(*tc.lanes.values(), return_exceptions=True), 1)
     assert producers[0].log[-1] == ("abort",) and producers[1].log[-1] == ("commit",)
 
 
@@ -119,3 +121,49 @@ async def test_abandon_stops_a_lane_mid_transaction():
     await asyncio.sleep(0.05)
     await asyncio.wait_for(tc.abandon(), 1)
     assert parts[0].cancelled() and commits(producers[0]) == 0 and not tc.lanes
+
+
+# -- ExactlyOnce: the stage's checkpoint, a transactional producer per partition number --
+
+class Made:
+    def __init__(self):
+        self.made: list[FakeTxnProducer] = []
+
+    def __call__(self, txn):
+        self.made.append(FakeTxnProducer(transactional_id=txn))
+        return self.made[-1]
+
+    def ids(self) -> list[str | None]:
+        return [p.transactional_id for p in self.made]
+
+
+async def test_a_claimed_partition_gets_its_own_transactional_producer_once():
+    made = Made()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse")
+    await cp.start()
+    assert made.made == []                         # none before a partition is claimed
+    await cp.claim({1, 0})
+    await cp.claim({0})                            # already held: not started (fenced) again
+    assert made.ids() == ["grp-fuse-0", "grp-fuse-1"] and all(p.log == [("start",)] for p in made.made)
+    await cp.add({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [changelog(1)])
+    await asyncio.wait_for(cp.commit([]), 1)
+    assert made.made[1].log[-3:] == [("send", "changelog"), ("offsets", {TP1: 7}, "grp-fuse"), ("commit",)]
+    await cp.release({TP1})
+    assert made.made[1].log[-1] == ("stop",) and made.made[0].log[-1] == ("commit",)
+
+
+async def test_recover_stops_every_producer_and_the_next_claim_fences_with_the_same_id():
+    made = Made()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse")
+    await cp.claim({0})
+    made.made[0].fail = KafkaTimeoutError()
+    await cp.add({TP0: 11}, [out("events", 10)], [])
+    with pytest.raises(ProduceFailed):
+        await asyncio.wait_for(cp.commit([]), 1)
+    await cp.recover()
+    assert made.made[0].log[-2:] == [("abort",), ("stop",)]
+    await cp.claim({0})
+    assert made.ids() == ["grp-fuse-0", "grp-fuse-0"] and made.made[1].log == [("start",)]
+    await cp.add({TP0: 11}, [out("events", 10)], [])
+    await asyncio.wait_for(cp.commit([]), 1)
+    assert ("commit",) in made.made[1].log
