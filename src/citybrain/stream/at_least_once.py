@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +24,16 @@ from aiokafka.errors import CommitFailedError
 
 from citybrain import metrics
 from citybrain.stream import chaos
-from citybrain.stream.checkpoint import RECORD_ERRORS, Offsets, ProduceFailed, Send, check, quiet, stop_quietly
+from citybrain.stream.checkpoint import (
+    RECORD_ERRORS,
+    Offsets,
+    ProduceFailed,
+    ProducerFactory,
+    Send,
+    check,
+    quiet,
+    stop_quietly,
+)
 from citybrain.stream.output import Output
 
 log = logging.getLogger("citybrain.stage")
@@ -125,8 +133,6 @@ class OffsetCommitter(Protocol):
     def assignment(self) -> set[TopicPartition]: ...
     async def commit(self, offsets: Offsets) -> None: ...
 
-
-ProducerFactory = Callable[[str | None], Any]   # transactional id → a new, unstarted producer
 
 _STOPPING: set[asyncio.Task] = set()   # producers replaced after a failure, stopping
 

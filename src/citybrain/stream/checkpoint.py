@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
@@ -37,6 +37,7 @@ log = logging.getLogger("citybrain.stage")
 
 Offsets = dict[TopicPartition, int]   # next offset to read, per input partition
 Send = Callable[[Output], Awaitable[asyncio.Future]]
+ProducerFactory = Callable[[str | None], Any]   # transactional id (None: none) → a new, unstarted producer
 
 # Errors the broker gives for one record itself (not for the connection or the cluster):
 # the input behind it becomes an ``output_rejected`` dead letter on the retry.

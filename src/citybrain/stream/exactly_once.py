@@ -34,6 +34,7 @@ from citybrain.stream.checkpoint import (
     RECORD_ERRORS,
     Offsets,
     ProduceFailed,
+    ProducerFactory,
     check,
     quiet,
     refusals,
@@ -230,7 +231,7 @@ class ExactlyOnce:
 
     IN_FLIGHT = 2   # batches handed over and not yet committed while the next is handled
 
-    def __init__(self, new_producer: Callable[[str | None], Any], group_id: str, name: str):
+    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str):
         self.new_producer, self.group_id = new_producer, group_id
         self.producers: dict[int, Any] = {}
         self.lanes = TransactionLanes(lambda p: self.producers[p], group_id,

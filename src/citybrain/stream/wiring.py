@@ -8,8 +8,8 @@ from typing import Any
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from citybrain.kafka.clients import kafka_consumer
-from citybrain.stream.at_least_once import AtLeastOnce, ProducerFactory
-from citybrain.stream.checkpoint import Checkpoint
+from citybrain.stream.at_least_once import AtLeastOnce
+from citybrain.stream.checkpoint import Checkpoint, ProducerFactory
 from citybrain.stream.exactly_once import ExactlyOnce
 from citybrain.stream.runner import StageRunner
 from citybrain.stream.stage import RunnerSettings, Stage
