@@ -72,7 +72,7 @@ class FuseStage:
         self.name, self.group_id, self.topics = "fuse", f"{group_id}-fuse", [topics.fusion_inbox]
         self.states = [self.work_orders]
         self.state_topic: str | None = topics.fusion_inbox
-        # Sent on a producer of their own, ahead of the order events and snapshots (batch.py).
+        # Sent on a producer of their own, ahead of the order events and snapshots (stream/at_least_once.py).
         self.urgent_topics = frozenset(topics.dispatch(d) for d in collab.rules.departments)
         self.tick_seconds = collab.tick_seconds
         self.clock: PartitionClock | None = None
