@@ -85,20 +85,22 @@ async def test_at_stop_runs_after_the_jobs_and_the_apps_own_services_stopped():
     assert order == ["stages handed over", "left; join service stopped: True"]
 
 
-async def test_a_failing_early_job_crashes_the_app():
+async def test_a_failing_early_job_crashes_the_app_and_the_worker_above_it():
     joined = asyncio.Event()
     joined.set()
     app = App(joined)
+    worker = mode.Service()   # as faust's Worker holds the app: its crash is what ends the process
+    worker.add_dependency(app)
     early = start_early(app)
 
     @early.task
     async def stages() -> None:
         raise RuntimeError("a stage failed for good")
 
-    await app.start()
-    await asyncio.wait_for(app._crashed.wait(), 2)
-    assert isinstance(app.crash_reason, RuntimeError)
-    await app.stop()
+    await worker.start()
+    await asyncio.wait_for(worker._crashed.wait(), 2)
+    assert isinstance(app.crash_reason, RuntimeError) and worker.crash_reason is app.crash_reason
+    await worker.stop()
 
 
 async def test_when_set_calls_back_once_the_event_is_set():
