@@ -18,7 +18,8 @@ log = logging.getLogger("citybrain.startup")
 
 # phase code → its 中文 label (the code is what an operator greps for)
 LABELS = {
-    "imports": "导入模块",
+    "cli": "启动命令",          # the interpreter and the command line's modules
+    "imports": "导入模块",      # Faust and the app's
     "config": "读取配置",
     "topics": "核对主题",
     "cluster": "集群标识",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from citybrain.cli.common import broker_address, load_config
@@ -15,14 +16,10 @@ from citybrain.paths import state_dir
 def cmd_worker(args) -> int:
     from citybrain.startup import StartupPhases
     phases = StartupPhases()   # from the process's start: one log line per phase (citybrain/startup.py)
+    phases.done("cli")
 
-    from faust.worker import Worker
-
-    from citybrain import logfilter
-    from citybrain.kafka.admin import TopicMismatch, cluster_id
-    from citybrain.stream.app import create_app
+    from citybrain.kafka.admin import TopicMismatch
     from citybrain.stream.topology import topic_specs
-    phases.done("imports")
     if args.web_port:
         os.environ["CITYBRAIN_WEB_PORT"] = str(args.web_port)
     cfg = load_config()
@@ -30,17 +27,33 @@ def cmd_worker(args) -> int:
     bootstrap = broker_address()
     try:
         cfg.check_closed_state_days()
-        phases.done("config")
-        asyncio.run(ensure_topics(cfg, bootstrap, topic_specs(cfg)))
-        phases.done("topics")
+    except ValueError as e:
+        print(f"错误 error: {e}", file=sys.stderr, flush=True)
+        return 2
+    phases.done("config")
+    # The broker's part of the start (topics reconciled, the cluster's id) in a thread of its
+    # own while this one imports Faust and the app: mostly waiting on the broker, it hides
+    # behind the imports' CPU (issue 38: start to ready).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="start")
+    broker_checks = pool.submit(asyncio.run, _broker_checks(cfg, bootstrap, topic_specs(cfg)))
+    pool.shutdown(wait=False)   # the thread ends with its one job
+
+    from faust.worker import Worker
+
+    from citybrain import logfilter
+    from citybrain.stream.app import create_app
+    phases.done("imports")
+    try:
+        cluster = broker_checks.result()
     except (TopicMismatch, ValueError) as e:
         print(f"错误 error: {e}", file=sys.stderr, flush=True)
         return 2
+    phases.done("topics")
     # One state directory per consumer group (prefix + app id) and worker port: two
     # groups must never share table files, nor two workers on one machine.
     data_dir = (Path(args.data_dir) if args.data_dir else
                 state_dir() / f"worker-{s.kafka.topic_prefix}{s.worker.app_id}-{s.worker.web_port}")
-    claim_state_dir(data_dir, asyncio.run(cluster_id(bootstrap)))
+    claim_state_dir(data_dir, cluster)
     phases.done("cluster")
     app = create_app(cfg, bootstrap, data_dir, phases)
     phases.done("app")
@@ -64,6 +77,13 @@ def cmd_worker(args) -> int:
     worker = CitybrainWorker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
     worker.execute_from_commandline()
     return 0
+
+
+async def _broker_checks(cfg, bootstrap: str, specs) -> str:
+    """Create and reconcile the topics (a mismatch raises), then the cluster's id."""
+    from citybrain.kafka.admin import cluster_id
+    await ensure_topics(cfg, bootstrap, specs)
+    return await cluster_id(bootstrap)
 
 
 def claim_state_dir(data_dir: Path, cluster: str) -> None:
