@@ -84,3 +84,19 @@ async def test_the_reader_writes_the_copy_once_loaded_then_at_most_every_save_ev
     await cache.saving
     devices, offsets = copy.load(TOPIC)
     assert sorted(devices) == ["Y"] and offsets == {0: 3}
+
+
+async def test_a_start_that_read_nothing_new_does_not_write_the_copy_again(tmp_path):
+    copy = RegistryCopy(tmp_path)
+    copy.save(TOPIC, {"X": X}, {0: 5})
+    written = copy.path.stat().st_mtime_ns
+    cache = RegistryCache("unused:9092", TOPIC, copy=copy)
+    cache.devices, cache.saved_offsets = copy.load(TOPIC)[0], {0: 5}   # as run() does from the copy
+    cache.reader = Reader({0: 5})
+    cache._loaded()
+    assert cache.saving is None and copy.path.stat().st_mtime_ns == written
+    cache.reader.positions = {0: 6}                      # one record more: written
+    cache.save_every = 0
+    cache._apply_batch([msg(b"Z", device("Z"), 5)])
+    await cache.saving
+    assert sorted(copy.load(TOPIC)[0]) == ["X", "Z"]
