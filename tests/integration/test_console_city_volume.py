@@ -193,11 +193,11 @@ async def test_a_cut_connection_leaves_no_row_wrong_after_the_reconnect(city, ka
     op = await signed_in(browser, base)
     await expect(op.locator("[data-testid=rows] tr")).to_have_count(100, timeout=15000)
     changes = LiveChanges(kafka_bootstrap, topics, open_orders(worker.port), seed=11)
-    await changes.run(50, 5)                                  # live before the cut
+    await changes.run(50, 2)                                  # live before the cut
     dropped = proxy.cut()
     await expect(op.locator("[data-testid=live]")).to_have_class("live off", timeout=15000)
     during = changes.sent
-    await changes.run(50, 8)                                  # changes while the console is cut off
+    await changes.run(50, 4)                                  # changes while the console is cut off (~200)
     during = changes.sent - during
     await op.screenshot(path=shot("4-cut"))
     proxy.restore()
