@@ -5,7 +5,7 @@ refused publish sends nothing."""
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -38,8 +38,10 @@ async def test_publish_list_and_end_through_kafka(kafka_bootstrap, monkeypatch, 
         out = capsys.readouterr()
         return Ran(code, out.out, out.err)
 
+    # Begun a minute ago: ended within the second it began, a warning is withdrawn instead.
+    began = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds")
     held = await run("publish", "--id", "SD-ZB-RS-001", "--issuer", "淄博市气象台", "--kind", "rainstorm",
-                     "--level", "red", "--district", "370306", "--from", "now", "--to", "+2h")
+                     "--level", "red", "--district", "370306", "--from", began, "--to", "+2h")
     assert held.returncode == 0, held.stderr
     assert "区域预警已发布 published 淄博市气象台 暴雨红色预警 SD-ZB-RS-001" in held.stdout
     later = await run("publish", "--id", "SD-ZB-FL-002", "--issuer", "淄博市水文中心", "--kind", "洪水",

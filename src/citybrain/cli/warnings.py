@@ -250,7 +250,9 @@ def cmd_warnings_end(args) -> int:
     if record is None:
         print(f"无此预警 no warning {args.id!r} on {topic} (see `citybrain warnings list --all`)", file=sys.stderr)
         return 1
-    now = datetime.now(UTC)
+    # Whole seconds, as the record keeps them: a warning begun this very second has not held
+    # (it is withdrawn below); amended to end "now" it would end at its own start, refused.
+    now = datetime.now(UTC).replace(microsecond=0)
     try:
         held = check_record(record, shapes, cfg.settings.ingest.max_record_bytes)
     except OptionError as e:   # its latest record is unusable: the workers hold nothing under it
