@@ -12,6 +12,7 @@ events reached fusion first, which partition interleaving may change).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,9 +33,9 @@ from ..integration.kafka_helpers import produce
 SEED, RATE, DURATION = 11, 100, 24      # ≈ 2,500 records with the three scripted incidents
 
 
-def seeded_input(start: float) -> list[tuple[str, bytes | None, bytes]]:
+def seeded_input(start: float, rate: float = RATE, duration: float = DURATION) -> list[tuple[str, bytes | None, bytes]]:
     cfg = Config()
-    sim = CitySimulator(load(cfg.registry_path), seed=SEED, rate=RATE, duration=DURATION, start=start)
+    sim = CitySimulator(load(cfg.registry_path), seed=SEED, rate=rate, duration=duration, start=start)
     return [(r.source, r.key, r.value) for r in sim.records()]
 
 
@@ -56,6 +57,9 @@ class Outcome:
     dispatch: Counter = field(default_factory=Counter)      # (work_order_id, version) → copies on dispatch.*
     # (receipt, the order's source record's Kafka time) of each dispatch (bench/collector.py)
     dispatch_at: list = field(default_factory=list)
+    # (work_order_id, version) → digest of its first copy; repeats by (same bytes?, change type)
+    first_copy: dict = field(default_factory=dict)
+    repeat_kinds: Counter = field(default_factory=Counter)
 
     def incidents(self) -> dict[frozenset, tuple[str, str | None]]:
         return {frozenset(e["event_id"] for e in s["events"]): (s["status"], s["department"])
@@ -101,6 +105,10 @@ class OutputReader:
                     elif tp.topic == t.workorder_events:
                         wo = doc["work_order_id"]
                         o.versions.setdefault(wo, Counter())[doc["version"]] += 1
+                        digest = hashlib.sha256(m.value).digest()
+                        first = o.first_copy.setdefault((wo, doc["version"]), digest)
+                        if o.versions[wo][doc["version"]] > 1:
+                            o.repeat_kinds[("same bytes" if first == digest else "rebuilt", doc.get("type"))] += 1
                         if doc["version"] >= o.snapshots.get(wo, {}).get("version", 0):
                             o.snapshots[wo] = doc["snapshot"]
                     else:
@@ -144,6 +152,24 @@ class Verdict:
                 f"duplicate_outcomes={self.duplicate_outcomes} incidents_differ={self.incidents_differ} "
                 f"version_skips={self.version_skips} version_repeats={self.version_repeats} "
                 f"duplicate_dispatch={self.duplicate_dispatch} {extra}").rstrip()
+
+
+def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> list[str]:
+    """A few of what a run lost or got wrong against the reference, for a failing test's output."""
+    lost_events = sorted(set(reference.events) - set(run.events))
+    lines = [f"lost {len(lost_events)} events, e.g. {lost_events[:most]}"] if lost_events else []
+    lost_dead = reference.dead - run.dead
+    by_reason = Counter()
+    for (source, reason, _), n in lost_dead.items():
+        by_reason[f"{source}/{reason}"] += n
+    sent = Counter(hashlib.sha256(value).hexdigest() for _, _, value in records)
+    lines += [f"lost dead letters by reason {dict(by_reason)}; of {len(lost_dead)} distinct originals, "
+              f"{sum(1 for k in lost_dead if run.dead[k] == 0)} with no copy at all; (reference, run, sent) copies: "
+              f"{[(reference.dead[k], run.dead[k], sent[k[2]]) for k in list(lost_dead)[:most]]}"] if lost_dead else []
+    ref_inc, run_inc = reference.incidents(), run.incidents()
+    lines += [f"incident of {len(k)} events {sorted(k)[:3]}: reference {v}, run {run_inc.get(k)}"
+              for k, v in list((k, v) for k, v in ref_inc.items() if run_inc.get(k) != v)[:most]]
+    return lines
 
 
 REPORT: list[str] = []   # printed at the end of the pytest run (tests/conftest.py)
