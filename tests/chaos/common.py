@@ -32,7 +32,7 @@ async def settle_and_verify(name: str, reference, reader: OutputReader, records,
     ref_size = reference.size()
     await reader.quiet(6, until=lambda: reader.outcome.size()[0] >= ref_size[0]
                        and reader.outcome.size()[2] >= ref_size[2])
-    verdict = verify(reference, await reader.stop(), len(records))
+    verdict = verify(reference, await reader.stop(), records)
     REPORT.append(verdict.line(name, extra))
     print("\n" + verdict.line(name, extra))
     return verdict

@@ -127,7 +127,7 @@ async def settled(reader: OutputReader, reference: Outcome) -> None:
 
 def reported(name: str, reference: Outcome, run: Outcome, records, extra: str) -> tuple[Verdict, str]:
     """The run's verdict against the reference, printed and kept for the chaos report."""
-    verdict = verify(reference, run, len(records))
+    verdict = verify(reference, run, records)
     line = verdict.line(name, extra)
     REPORT.append(line)
     print("\n" + line)
