@@ -148,12 +148,17 @@ async def test_exactly_once_commits_a_batch_in_its_partition_s_transaction():
     assert consumer.commits == []   # the offsets went with the transaction, not the consumer
 
 
-async def test_exactly_once_aborts_a_failed_transaction_and_fences_its_id_before_replaying():
+async def exactly_once_running_to_fail(error: Exception):
+    """An exactly_once runner over three records whose first transaction fails with ``error``."""
     consumer = FakeConsumer(log_of(b"a", b"b", b"c"))
-    producers = Transactional(consumer, fail=KafkaTimeoutError())
+    producers = Transactional(consumer, fail=error)
     r = exactly_once(consumer, producers)
     await joined(r, consumer, TP0)
-    task = await running(r)
+    return consumer, producers, r, await running(r)
+
+
+async def test_exactly_once_aborts_a_failed_transaction_and_fences_its_id_before_replaying():
+    consumer, producers, r, task = await exactly_once_running_to_fail(KafkaTimeoutError())
     await until(lambda: consumer.committed_offsets == {TP0: 3})
     await stopped(task)
     first, second = producers.made[:2]
@@ -164,11 +169,7 @@ async def test_exactly_once_aborts_a_failed_transaction_and_fences_its_id_before
 
 
 async def test_a_fenced_stage_yields_the_partition_and_never_fences_back():
-    consumer = FakeConsumer(log_of(b"a", b"b", b"c"))
-    producers = Transactional(consumer, fail=ProducerFenced())
-    r = exactly_once(consumer, producers)
-    await joined(r, consumer, TP0)
-    task = await running(r)
+    consumer, producers, r, task = await exactly_once_running_to_fail(ProducerFenced())
     await until(lambda: consumer.subscriptions == 2)       # it asks the group again
     await asyncio.sleep(0.05)
     await stopped(task)
