@@ -8,8 +8,9 @@ Per kill the test prints what that incarnation did (its outputs: normalised even
 far the normalise group's committed position had moved by the kill, and what the kill cost:
 the outputs put out twice (the work replayed), as seconds of that incarnation's drain, and
 the extra dispatch records.  Nothing may be lost, every event the reference put in an order
-must be in exactly one order, every incarnation must have committed as it went, and under
-exactly_once nothing may appear twice.  What at_least_once puts out twice is printed, not
+must be in exactly one order, and under exactly_once nothing may appear twice.  (Each kill
+waits for the committed position to move — a worker that committed only at the end of its
+drain fails on that wait's 120 s.)  What at_least_once puts out twice is printed, not
 asserted: it is the work in flight at the kill (docs/performance.md, "A SIGKILL mid-drain")."""
 
 import asyncio
@@ -125,6 +126,3 @@ async def test_sigkills_mid_drain(kafka_bootstrap, tmp_path, records, reference,
     assert {e for e in wanted if in_orders[e] != 1} == set() and set(in_orders) == wanted
     if guarantee == "exactly_once":   # nothing twice, on any topic
         assert (verdict.duplicate_outcomes, verdict.version_repeats, verdict.duplicate_dispatch) == (0, 0, 0)
-    for life in lives:
-        # Committed as the work was acknowledged: every life moved the position before its kill.
-        assert life["committed_moved"] > 0, life
