@@ -31,7 +31,7 @@ from .harness import REPORT, OutputReader, differences, seeded_input
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-BACKLOG_RATE, BACKLOG_SECONDS = 1_500, 40    # ≈ 60,000 records: a drain of several seconds here
+BACKLOG_RATE, BACKLOG_SECONDS = 1_500, 27    # ≈ 40,000 records: a drain of several seconds here
 KILLS = 3
 
 
@@ -60,7 +60,10 @@ async def committed(admin, group: str, tps: list[TopicPartition]) -> int:
     return sum(offsets[tp].offset for tp in tps if tp in offsets and offsets[tp].offset >= 0)
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+# at_least_once, the default, is where a kill costs replayed work; exactly_once's "nothing
+# twice" under kills is the six-kill and cluster suites' (here it ran 0 duplicates in every
+# run, docs/performance.md) — one guarantee keeps make test within its ten minutes.
+@pytest.mark.parametrize("guarantee", ["at_least_once"])
 async def test_sigkills_mid_drain(kafka_bootstrap, tmp_path, records, reference, guarantee):
     prefix = new_prefix(f"chaos-drain-{guarantee[:3]}")
     t = await prepare(kafka_bootstrap, prefix)
