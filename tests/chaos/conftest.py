@@ -6,7 +6,7 @@ import time
 import pytest
 
 from ..integration.kafka_helpers import WorkerProcess, new_prefix, prepare
-from .harness import DURATION, REPORT, OutputReader, produce_paced, seeded_input
+from .harness import DURATION, REPORT, clean_run, seeded_input
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +18,8 @@ def records():
 async def reference(kafka_bootstrap, tmp_path_factory, records):
     prefix = new_prefix("chaos-ref")
     t = await prepare(kafka_bootstrap, prefix)
-    reader = await OutputReader(kafka_bootstrap, t).start()
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("ref"), "ref").start()
-    try:
-        await produce_paced(kafka_bootstrap, t, records, seconds=6)
-        await reader.quiet(8)
-    finally:
-        worker.stop()
-    outcome = await reader.stop()
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("ref"), "ref")
+    outcome = await clean_run(kafka_bootstrap, t, worker, records)
     events, dead, orders = outcome.size()
     assert events and dead and orders
     REPORT.append(f"CHAOS reference: records={len(records)} events={events} dead_letters={dead} orders={orders}")

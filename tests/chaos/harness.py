@@ -158,11 +158,11 @@ def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> 
     """A few of what a run lost or got wrong against the reference, for a failing test's output."""
     lost_events = sorted(set(reference.events) - set(run.events))
     lines = [f"lost {len(lost_events)} events, e.g. {lost_events[:most]}"] if lost_events else []
-    lost_dead = expected_dead(reference, records) - run.dead
+    sent = sent_copies(records)
+    lost_dead = expected_dead(reference, sent) - run.dead
     by_reason = Counter()
     for (source, reason, _), n in lost_dead.items():
         by_reason[f"{source}/{reason}"] += n
-    sent = Counter(hashlib.sha256(value).hexdigest() for _, _, value in records)
     lines += [f"lost dead letters by reason {dict(by_reason)}; of {len(lost_dead)} distinct originals, "
               f"{sum(1 for k in lost_dead if run.dead[k] == 0)} with no copy at all; (reference, run, sent) copies: "
               f"{[(reference.dead[k], run.dead[k], sent[k[2]]) for k in list(lost_dead)[:most]]}"] if lost_dead else []
@@ -172,21 +172,39 @@ def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> 
     return lines
 
 
+async def clean_run(bootstrap: str, topics: Topics, worker, records) -> Outcome:
+    """The input once with no fault — the reference a chaos run is compared with: read from
+    the start, ``worker`` (not started) started, the records paced over 6 s, and read until
+    nothing new came for 8 s."""
+    reader = await OutputReader(bootstrap, topics).start()
+    worker.start()
+    try:
+        await produce_paced(bootstrap, topics, records, seconds=6)
+        await reader.quiet(8)
+    finally:
+        worker.stop()
+    return await reader.stop()
+
+
 REPORT: list[str] = []   # printed at the end of the pytest run (tests/conftest.py)
 
 
-def expected_dead(reference: Outcome, records) -> Counter:
+def sent_copies(records) -> Counter:
+    """SHA-256 of each original sent (source, key, value) → how many times it was sent."""
+    return Counter(hashlib.sha256(value).hexdigest() for _, _, value in records)
+
+
+def expected_dead(reference: Outcome, sent: Counter) -> Counter:
     """Dead letters a run must have: the reference's, but never more copies of an original
     than were sent — a reference run is a worker too, and one that replayed a batch (a
     rebalance on a loaded box) counted some dead letters twice, which read as a later
     run's losses (events are compared as sets and never were)."""
-    sent = Counter(hashlib.sha256(value).hexdigest() for _, _, value in records)
     return Counter({k: min(n, sent[k[2]]) for k, n in reference.dead.items()})
 
 
 def verify(reference: Outcome, run: Outcome, records) -> Verdict:
     """``records``: the input sent (source, key, value)."""
-    ref_dead = expected_dead(reference, records)
+    ref_dead = expected_dead(reference, sent_copies(records))
     lost = len(set(reference.events) - set(run.events)) + sum((ref_dead - run.dead).values())
     unexpected = len(set(run.events) - set(reference.events)) + len(set(run.dead) - set(ref_dead))
     dups = (sum(c - 1 for c in run.events.values() if c > 1)

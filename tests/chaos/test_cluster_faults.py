@@ -23,7 +23,17 @@ from citybrain_tools.local_kafka.cluster import LocalCluster
 from citybrain_tools.sample.registry_builder import load
 
 from ..integration.kafka_helpers import PARTITIONS, WorkerProcess, new_prefix
-from .harness import DURATION, REPORT, Outcome, OutputReader, Verdict, produce_paced, seeded_input, verify
+from .harness import (
+    DURATION,
+    REPORT,
+    Outcome,
+    OutputReader,
+    Verdict,
+    clean_run,
+    produce_paced,
+    seeded_input,
+    verify,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -86,14 +96,8 @@ async def reference(cluster, tmp_path_factory, records):
     """The same input, no fault, on the same cluster."""
     bootstrap = cluster.bootstrap()
     ref_topics = await prepare_replicated(bootstrap, new_prefix("cluster-ref"))
-    ref_reader = await OutputReader(bootstrap, ref_topics).start()
-    ref_worker = replicated_worker(bootstrap, ref_topics.prefix, tmp_path_factory.mktemp("ref"), "ref").start()
-    try:
-        await produce_paced(bootstrap, ref_topics, records, seconds=6)
-        await ref_reader.quiet(8)
-    finally:
-        ref_worker.stop()
-    outcome = await ref_reader.stop()
+    ref_worker = replicated_worker(bootstrap, ref_topics.prefix, tmp_path_factory.mktemp("ref"), "ref")
+    outcome = await clean_run(bootstrap, ref_topics, ref_worker, records)
     assert all(outcome.size())
     return outcome
 
