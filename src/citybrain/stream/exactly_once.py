@@ -1,15 +1,19 @@
 """exactly_once (``processing_guarantee``): a batch's outputs, its changelog writes and its
-input offsets commit in one Kafka transaction per input partition number, each partition
-with its own transactional id (``{group}-{stage}-{partition}``): the worker that takes a
-partition over fences the one that had it (aiokafka has no KIP-447 generation fencing, so
-one id per partition is what keeps a zombie out).
+input offsets commit in one Kafka transaction per input partition number, on that
+partition's own transactional ids (``{group}-{partition}`` and ``{group}-{partition}.1``):
+the worker that takes a partition over fences the one that had it (aiokafka has no
+KIP-447 generation fencing, so ids per partition are what keep a zombie out).
 
-Pipelined: each partition number is a *lane* that runs its transactions one after
-another, each taking every batch part handed to it meanwhile (Kafka Streams' commit
-interval, with no fixed interval: a lane commits as soon as the last commit is done); the
-stage hands a batch over and goes on fetching and handling while the lanes commit.  A
-batch waited for the slowest of its partitions' transactions — four broker round trips
-each — before the next was even fetched (docs/performance.md, "The last hop").
+Pipelined: each partition number is a *lane* that runs its transactions in order, each
+taking every batch part handed to it meanwhile (Kafka Streams' commit interval, with no
+fixed interval); the stage hands a batch over and goes on fetching and handling while the
+lanes commit.  A lane has two producers taken in turn: the next transaction is begun, sent
+and given its offsets on one while the last one's EndTxn and markers are on their way on
+the other, and commits once that one has.  On one producer a transaction begun right
+after a commit waited for the broker to write the last one's markers
+(``CONCURRENT_TRANSACTIONS``) and then took four coordinator round trips one after
+another — AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn —, each record
+waiting for the one in progress and then its own (docs/performance.md, "The last hop").
 
 ``TransactionLanes`` is that over a producer lookup; ``ExactlyOnce`` the stage's
 ``Checkpoint`` (stream/checkpoint.py): the per-partition producers and the lanes.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -72,16 +76,20 @@ class _Part:
 
 
 class TransactionLanes:
-    """The lanes (see the module doc).  ``producer(partition)`` gives the started
-    transactional producer of an input partition number; ``on_commit(seconds)`` is told
-    how long each transaction took."""
+    """The lanes (see the module doc).  ``producers(partition)`` gives the started
+    transactional producers of an input partition number — one, or two taken in turn
+    (one transaction prepared while the other commits); ``on_commit(seconds)`` is told
+    how long each transaction took, begin to commit."""
 
-    def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str,
+    def __init__(self, producers: Callable[[int], Sequence[TransactionalProducer]], group_id: str,
                  on_commit: Callable[[float], None] = lambda seconds: None):
-        self.producer, self.group_id, self.on_commit = producer, group_id, on_commit
+        self.producers, self.group_id, self.on_commit = producers, group_id, on_commit
         self.pending: dict[int, list[_Part]] = defaultdict(list)   # per lane, not yet in a transaction
         self.lanes: dict[int, asyncio.Task] = {}
+        self.wakeups: dict[int, asyncio.Future] = {}               # a lane waiting for a part or a commit
+        self.commits: set[asyncio.Task] = set()                    # every lane's commits in flight
         self.unsettled: deque[list[asyncio.Future]] = deque()     # per batch handed over, oldest first
+        self.turns: dict[int, int] = defaultdict(int)              # per lane, the producer to take next
         self.failure: BaseException | None = None
 
     def submit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
@@ -97,6 +105,9 @@ class TransactionLanes:
             quiet(part.done)
             self.pending[p].append(part)
             futures.append(part.done)
+            wakeup = self.wakeups.pop(p, None)
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
             if p not in self.lanes or self.lanes[p].done():
                 self.lanes[p] = asyncio.create_task(self._lane(p))
         if futures:
@@ -125,49 +136,113 @@ class TransactionLanes:
         await self.settle(0)
 
     async def abandon(self) -> None:
-        """After a failure: stop the lanes; nothing pending will be committed.  A
-        transaction cut off mid-way is aborted (or completed) by the next producer of its
-        transactional id, which the recovery starts before it reads anything back."""
-        lanes, self.lanes = list(self.lanes.values()), {}
-        for task in lanes:
+        """After a failure: stop the lanes and their commits; nothing pending will be
+        committed.  A transaction cut off mid-way is aborted (or completed) by the next
+        producer of its transactional id, which the recovery starts before it reads
+        anything back."""
+        tasks = [*self.lanes.values(), *self.commits]
+        self.lanes, self.commits, self.wakeups = {}, set(), {}
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*lanes, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for futures in self.unsettled:
             for f in futures:
                 if not f.done():
                     f.cancel()
         self.pending.clear()
         self.unsettled.clear()
+        self.turns.clear()
         self.failure = None
 
     async def _lane(self, partition: int) -> None:
-        """One partition number's transactions, one after another, each with every part
-        handed over since the last began (in order: outputs, then offsets, which only move
-        forward)."""
+        """One partition number's transactions, in order, each with every part handed
+        over since the last began (outputs, then offsets, which only move forward).  With
+        two producers the next transaction is begun, sent and given its offsets on one
+        while the last commits on the other, and commits only once that one has: its
+        begin waits for no commit markers, and its offsets are recorded after the last
+        one's (the group coordinator keeps the later record, whatever order the markers
+        land in).  A failed transaction fails every part after it in the lane."""
         queue = self.pending[partition]
-        while queue and self.failure is None:
-            parts = list(queue)
-            queue.clear()
-            outputs = [o for part in parts for o in part.outputs]
-            offsets: Offsets = {}
-            for part in parts:
-                offsets.update(part.offsets)
-            t0 = time.monotonic()
-            try:
-                await self._one(partition, outputs, offsets)
-            except Exception as e:  # noqa: BLE001 - surfaces in the stage at its next hand-over
-                if self.failure is None or (isinstance(e, ProduceFailed) and e.fenced):
-                    self.failure = e
-                for part in parts + queue:
-                    if not part.done.done():
-                        part.done.set_exception(e)
+        producers = self.producers(partition)
+        last: list[asyncio.Task | None] = [None] * len(producers)   # each producer's last commit
+        previous = None
+        loop = asyncio.get_running_loop()
+        try:
+            while self.failure is None:
+                if not queue:
+                    running = [c for c in last if c is not None and not c.done()]
+                    if not running:
+                        return
+                    wakeup = self.wakeups[partition] = loop.create_future()
+                    await asyncio.wait([*running, wakeup], return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                turn = self.turns[partition] % len(producers)
+                producer, mine = producers[turn], last[turn]
+                if mine is not None and not await mine:   # the producer is free once its commit ended
+                    return
+                parts = list(queue)
                 queue.clear()
-                return
-            self.on_commit(time.monotonic() - t0)
-            chaos.point("after_commit")
+                t0 = time.monotonic()
+                try:
+                    await self._prepare(producer, [o for part in parts for o in part.outputs],
+                                        {tp: off for part in parts for tp, off in part.offsets.items()})
+                except Exception as e:  # noqa: BLE001 - surfaces in the stage at its next hand-over
+                    self._fail(e, parts)
+                    return
+                task = asyncio.create_task(self._commit(producer, previous, parts, t0))
+                self.commits.add(task)
+                task.add_done_callback(self.commits.discard)
+                last[turn] = previous = task
+                self.turns[partition] = turn + 1   # the other one, which committed longest ago
+        finally:
+            if self.failure is not None:
+                self._fail(self.failure, [])
+
+    def _fail(self, e: BaseException, parts: list[_Part]) -> None:
+        """A transaction failed: it and every part after it in its lane fail with it."""
+        if self.failure is None or (isinstance(e, ProduceFailed) and e.fenced):
+            self.failure = e
+        for part in parts + [p for queue in self.pending.values() for p in queue]:
+            if not part.done.done():
+                part.done.set_exception(e)
+        for queue in self.pending.values():
+            queue.clear()
+
+    async def _commit(self, producer: TransactionalProducer, previous: asyncio.Task | None,
+                      parts: list[_Part], t0: float) -> bool:
+        """Commit a prepared transaction once the lane's last one has committed (abort it
+        if that one failed).  True when committed."""
+        if previous is not None and not await previous:
+            await self._abort(producer)
             for part in parts:
                 if not part.done.done():
-                    part.done.set_result(None)
+                    part.done.set_exception(self.failure or RuntimeError("an earlier transaction failed"))
+            return False
+        try:
+            try:
+                await producer.commit_transaction()
+            except Exception as e:
+                await self._abort(producer, e)
+                raise ProduceFailed(e) from e
+        except ProduceFailed as e:
+            self._fail(e, parts)
+            return False
+        self.on_commit(time.monotonic() - t0)
+        chaos.point("after_commit")
+        for part in parts:
+            if not part.done.done():
+                part.done.set_result(None)
+        return True
+
+    @staticmethod
+    async def _abort(producer: TransactionalProducer, cause: BaseException | None = None) -> None:
+        fenced = isinstance(cause, ProducerFenced) or (isinstance(cause, ProduceFailed) and cause.fenced)
+        if fenced:   # a fenced producer may not even abort: the new owner did
+            return
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), 10)
+        except Exception:  # noqa: BLE001 - the producer is replaced on recovery anyway
+            pass
 
     @staticmethod
     def _split(offsets: Offsets, outputs: list[Output], state: list[Output]) -> dict[int, tuple[list[Output], Offsets]]:
@@ -186,8 +261,9 @@ class TransactionLanes:
             parts[tp.partition][1][tp] = off
         return parts
 
-    async def _one(self, partition: int, outputs: list[Output], offsets: Offsets) -> None:
-        producer = self.producer(partition)
+    async def _prepare(self, producer: TransactionalProducer, outputs: list[Output], offsets: Offsets) -> None:
+        """Begin a transaction with its outputs and offsets, every send acknowledged (the
+        transaction aborted if not)."""
         await producer.begin_transaction()
         sent: list[tuple[asyncio.Future, Output]] = []
         current: Output | None = None
@@ -205,16 +281,10 @@ class TransactionLanes:
             if sent:
                 await asyncio.wait([f for f, _ in sent])
             check(sent)
-            await producer.commit_transaction()
         except Exception as e:
             for f, _ in sent:
                 quiet(f)
-            fenced = isinstance(e, ProducerFenced) or (isinstance(e, ProduceFailed) and e.fenced)
-            if not fenced:   # a fenced producer may not even abort: the new owner did
-                try:
-                    await asyncio.wait_for(producer.abort_transaction(), 10)
-                except Exception:  # noqa: BLE001 - the producer is replaced on recovery anyway
-                    pass
+            await self._abort(producer, e)
             if isinstance(e, ProduceFailed):
                 raise
             failed = refusals(sent)
@@ -223,33 +293,45 @@ class TransactionLanes:
 
 
 class ExactlyOnce:
-    """The exactly_once ``Checkpoint``: a transactional producer per input partition
-    number, started when the partition is claimed (fencing its previous owner and
-    aborting that owner's open transaction, so the changelog read next is final), and
-    the lanes that commit on them.  Range assignment gives partition n of every input
-    topic to the same member, so one transactional id per number covers all its inputs."""
+    """The exactly_once ``Checkpoint``: ``PRODUCERS`` transactional producers per input
+    partition number (ids ``{group}-{n}`` and ``{group}-{n}.1``), started when the
+    partition is claimed — that fences its previous owner's producers of those ids and
+    aborts (or completes) their open transactions, so the changelog read next is final —
+    and the lanes that commit on them.  Range assignment gives partition n of every input
+    topic to the same member, so one set of ids per number covers all its inputs."""
 
     IN_FLIGHT = 2   # batches handed over and not yet committed while the next is handled
+    PRODUCERS = 2   # per partition number: one transaction prepared while the other commits
 
     def __init__(self, new_producer: ProducerFactory, group_id: str, name: str):
         self.new_producer, self.group_id = new_producer, group_id
-        self.producers: dict[int, Any] = {}
+        self.producers: dict[int, list[Any]] = {}
         self.lanes = TransactionLanes(lambda p: self.producers[p], group_id,
                                       on_commit=metrics.child(metrics.COMMIT_LATENCY, name).observe)
+
+    def ids(self, partition: int) -> list[str]:
+        return [f"{self.group_id}-{partition}" + (f".{i}" if i else "") for i in range(self.PRODUCERS)]
 
     async def start(self) -> None:
         pass   # the producers are the partitions': started as each is claimed
 
     async def claim(self, partitions: set[int]) -> None:
-        for p in sorted(partitions - set(self.producers)):
-            producer = self.new_producer(f"{self.group_id}-{p}")
-            await producer.start()
-            self.producers[p] = producer
+        """Every id of every partition claimed starts at once (each start is a
+        coordinator lookup and an InitProducerId round trip, or a wait while a previous
+        owner's transaction is aborted)."""
+        claimed = {p: [self.new_producer(txn) for txn in self.ids(p)]
+                   for p in sorted(partitions - set(self.producers))}
+        made = [producer for producers in claimed.values() for producer in producers]
+        results = await asyncio.gather(*(producer.start() for producer in made), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:   # none is kept: the claim is retried with new ones after the recovery
+            await asyncio.gather(*(stop_quietly(producer) for producer in made))
+            raise failed[0]
+        self.producers.update(claimed)
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         for p in sorted({tp.partition for tp in partitions}):
-            producer = self.producers.pop(p, None)
-            if producer is not None:
+            for producer in self.producers.pop(p, []):
                 await stop_quietly(producer)
 
     async def add(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
@@ -268,11 +350,9 @@ class ExactlyOnce:
         ids, which aborts (or completes) a transaction cut off mid-way before the state
         is read back.  A fenced one stays stopped: the partition is another worker's."""
         await self.lanes.abandon()
-        producers, self.producers = list(self.producers.values()), {}
-        for producer in producers:
-            await stop_quietly(producer)
+        await self.close()
 
     async def close(self) -> None:
-        producers, self.producers = list(self.producers.values()), {}
+        producers, self.producers = [p for ps in self.producers.values() for p in ps], {}
         for producer in producers:
             await stop_quietly(producer)

@@ -4,6 +4,7 @@ producers whose acknowledgements the test controls, a stage that echoes its inpu
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import ConsumerRecord, TopicPartition
 
@@ -96,6 +97,7 @@ class FakeTxnProducer:
         self.log: list[tuple] = []
         self.gate: asyncio.Event | None = None
         self.offsets: dict = {}
+        self.committed_at: float | None = None
 
     async def start(self):
         self.log.append(("start",))
@@ -125,6 +127,7 @@ class FakeTxnProducer:
         if self.fail:
             raise self.fail
         self.log.append(("commit",))
+        self.committed_at = time.monotonic()
         if self.committed is not None:
             self.committed.update(self.offsets)
 
