@@ -82,6 +82,8 @@ class AutoVerify(BaseModel):
 class TimerSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     tick_seconds: float = Field(1.0, gt=0, le=60)
+    # The normalise stage's look for silent devices (设备离线, device health).
+    health_tick_seconds: float = Field(1.0, gt=0, le=60)
     evaluation_seconds: float = Field(15.0, gt=0, le=3600)
 
 

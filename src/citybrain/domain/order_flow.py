@@ -1,5 +1,6 @@
 """The order workflow's decisions (issue 39): what a fused event, a command, a merge's hop
-or the clock does to an order, and where each change goes.  Pure: the fuse stage
+or the clock does to an order, what an order held in hot state needs when its partition
+is assigned, and where each change goes.  Pure: the fuse stage
 (stream/fuse_stage.py) looks the order up, calls one of these and emits what it says.
 
 Every function takes the configured collaborators as ``OrderRules`` — built once from the
@@ -242,6 +243,53 @@ def leaves_hot_state(snapshot: Mapping[str, Any], now: float, keep_seconds: floa
 def end_of(order: WorkOrder, now: datetime) -> datetime:
     """When the ended ``order`` ended (``now`` if no end time was stamped)."""
     return order.closed_at or order.cancelled_at or order.merged_at or now
+
+
+@dataclass(frozen=True, slots=True)
+class Clocks:
+    """What an order's timers wait for (epoch seconds): ``check_at``, the first moment a
+    change may fall due (supervision step, automatic verification; None: nothing will),
+    and ``overdue_at`` (None: ended) for the overdue gauge, counted by ``department``."""
+
+    check_at: float | None
+    overdue_at: float | None
+    department: str = ""
+
+
+def clocks(order: WorkOrder, deadlines: Deadlines) -> Clocks:
+    """The order's timers after a change.  An ended order waits for nothing."""
+    overdue = deadlines.overdue_at(order)
+    if overdue is None:
+        return Clocks(None, None)
+    check = deadlines.next_check(order)
+    return Clocks(check.timestamp() if check is not None else None, overdue.timestamp(), order.department or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What an order found in hot state needs when its partition is assigned.  Open:
+    ``order`` (fusion indexes it) and its ``clocks`` — a check already past is what fell
+    due while no worker held it, emitted at the next tick.  Ended: no clocks; the
+    ``event_ids`` fusion keeps as duplicates and when it ``ended`` (its retention runs
+    from there; the assignment's time if no end was stamped)."""
+
+    work_order_id: str
+    order: WorkOrder | None = None
+    clocks: Clocks | None = None
+    event_ids: tuple[str, ...] = ()
+    ended: float | None = None
+
+
+def restored(snapshot: Mapping[str, Any], now: float, deadlines: Deadlines) -> Restored:
+    """An order's snapshot as stored (a dict: an ended one, most of hot state, is never
+    validated) at an assignment at ``now``."""
+    wo = snapshot["work_order_id"]
+    if snapshot["status"] not in OPEN_STATUSES:
+        ended = ended_at(snapshot)
+        return Restored(wo, event_ids=tuple(e["event_id"] for e in snapshot["events"]),
+                        ended=now if ended is None else ended)
+    order = WorkOrder.model_validate(snapshot)
+    return Restored(wo, order=order, clocks=clocks(order, deadlines))
 
 
 # -- where a change goes ------------------------------------------------------------------------

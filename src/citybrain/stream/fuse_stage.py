@@ -3,8 +3,8 @@ the fusion inbox (CityEvents, lifecycle commands and a merge's hops, keyed by fu
 → workorders.events, workorders.state, dispatch.<department>, workorders.rejected, the
 fusion inbox again (a merge's next hop); snapshots with their timelines in the
 ``work_orders`` changelog (``OrderRecord``), an in-memory FusionIndex per partition, the
-clocks of stream/timers.py.  What a record or a tick does to an order is decided in
-domain/order_flow.py: this looks the order up, asks it and emits what it says."""
+clocks of stream/timers.py.  What a record, a tick or an assignment does to an order is
+decided in domain/order_flow.py: this looks the order up, asks it and applies what it says."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class FuseStage:
         self.timers = OrderTimers()
         self.overdue_gauge = GaugeCounts(metrics.WORKORDERS_OVERDUE)
         self.closed_orders = ClosedOrders(collab.closed_state_seconds)
-        self.refresh = StateRefresh()
+        self.refresh = StateRefresh(collab.refresh_seconds)
         self.last_overdue = 0.0   # when the overdue gauge and the eviction last ran
         # What the runner reads (the Stage protocol).
         self.name, self.group_id, self.topics = "fuse", f"{group_id}-fuse", [topics.fusion_inbox]
@@ -82,37 +82,38 @@ class FuseStage:
         return datetime.fromtimestamp(self.wall_clock(), UTC)
 
     def on_assigned(self, partitions: set[int]) -> None:
-        """Index the newly assigned partitions; recount open orders over all held ones
-        (the gauge follows whatever this worker holds now)."""
+        """The newly assigned partitions' orders as order_flow.restored says (indexed and
+        timed if open, kept as duplicates until their retention if ended); the open orders
+        recounted over all held partitions (the gauges follow what this worker holds)."""
+        now = self.wall_clock()
         for p in partitions:
             self.indexes[p] = FusionIndex()
         counts: list[Counter] = [Counter() for _ in self.gauges]
-        for p, index in self.indexes.items():
+        for p in self.indexes:
             for raw in self.work_orders.values(p):
                 record = OrderRecord.unpack(raw)
                 snap = record.summary()
-                if snap["status"] not in OPEN_STATUSES:
-                    if p in partitions:   # its events stay known: a replay of one is a duplicate
-                        index.retire(snap["work_order_id"], (e["event_id"] for e in snap["events"]))
-                        ended = order_flow.ended_at(snap)
-                        self.closed_orders.closed(p, snap["work_order_id"], self.wall_clock() if ended is None else ended)
-                    continue
-                # The same keys as OpenOrderGauge's (status, department, district).
-                counts[0][(snap["status"], snap["department"] or "", snap["location"]["district_code"])] += 1
-                if snap.get("emergency_level"):
-                    counts[1][(snap["emergency_level"],)] += 1
-                for a in snap.get("assists") or ():
-                    if a["status"] in OPEN_PARTS:
-                        counts[2][(a["department"],)] += 1
+                if snap["status"] in OPEN_STATUSES:
+                    _count_open(snap, counts)
                 if p in partitions:
-                    order = WorkOrder.model_validate(snap)
-                    index.add(open_entry(order))
-                    self.timers.schedule(p, order, self.deadlines)  # what fell due while away fires next tick
-                    self.refresh.written(p, order.work_order_id, record.written_at)
+                    self.restore(p, order_flow.restored(snap, now, self.deadlines), record.written_at)
         for gauge, counted in zip(self.gauges, counts, strict=True):
             gauge.set_all(counted)
         log.info("工单索引 open-order index: %d open orders in partitions %s",
                  sum(len(i) for i in self.indexes.values()), sorted(self.indexes))
+
+    def restore(self, partition: int, r: order_flow.Restored, written_at: float) -> None:
+        """One stored order put back on its partition's index and clocks."""
+        index = self.indexes[partition]
+        if r.order is None:   # ended: its events stay known (a replay of one is a duplicate)
+            index.retire(r.work_order_id, r.event_ids)
+            assert r.ended is not None   # restored() stamps every ended order
+            self.closed_orders.closed(partition, r.work_order_id, r.ended)
+            return
+        assert r.clocks is not None   # and every open one's clocks
+        index.add(open_entry(r.order))
+        self.timers.schedule(partition, r.work_order_id, r.clocks)
+        self.refresh.written(partition, r.work_order_id, written_at)
 
     def on_revoked(self, partitions: set[int]) -> None:
         for p in partitions:
@@ -175,7 +176,7 @@ class FuseStage:
         if snap.status in OPEN_STATUSES:
             self.refresh.written(partition, wo, record.written_at)
         if timed:
-            self.timers.schedule(partition, snap, self.deadlines)
+            self.timers.schedule(partition, wo, order_flow.clocks(snap, self.deadlines))
         if snap.status not in OPEN_STATUSES:
             self.indexes[partition].close(snap.work_order_id)
             self.closed_orders.closed(partition, snap.work_order_id, order_flow.end_of(snap, self.now()).timestamp())
@@ -289,27 +290,34 @@ class FuseStage:
             order = record.order()
             changes = order_flow.due_changes(order, now, self.deadlines)
             if not changes:   # nothing fell due after all: only the next look is scheduled
-                self.timers.schedule(partition, order, self.deadlines)
+                self.timers.schedule(partition, wo, order_flow.clocks(order, self.deadlines))
                 continue
             mine: list[Output] = []
             self.store(partition, record, self.publish_all(changes, order, mine, record), mine)
             out += self.of_partition(partition, mine)
-        for partition, wo in self.refresh.due(now_ts):
-            held = self.open_held(partition, wo)
-            if held is None:
-                continue
-            record, order = held
-            if now_ts - record.written_at < self.refresh.every:   # written since: look again later
-                self.refresh.written(partition, wo, record.written_at)
-                continue
-            mine = []
-            self.store(partition, record, order, mine, timed=False)
-            out += self.of_partition(partition, mine)
+        out += self.refreshed(now_ts)
         out += self.warning_sweep.run(self, self.warnings, now)   # 区域预警 escalates open orders
         if now_ts - self.last_overdue >= 5.0:
             self.last_overdue = now_ts
             self.overdue_gauge.set_all(self.timers.overdue_counts(now_ts))
             self.evict_closed(now_ts)
+        return out
+
+    def refreshed(self, now_ts: float) -> list[Output]:
+        """The ``workorders.state`` records of open orders that grew older than the refresh
+        period, written again (an order written since waits its period from then)."""
+        out: list[Output] = []
+        for partition, wo in self.refresh.due(now_ts):
+            held = self.open_held(partition, wo)
+            if held is None:
+                continue
+            record, order = held
+            if not self.refresh.stale(record.written_at, now_ts):
+                self.refresh.written(partition, wo, record.written_at)
+                continue
+            mine: list[Output] = []
+            self.store(partition, record, order, mine, timed=False)
+            out += self.of_partition(partition, mine)
         return out
 
     def open_held(self, partition: int, wo: str) -> tuple[OrderRecord, WorkOrder] | None:
@@ -347,3 +355,14 @@ class FuseStage:
 
     def source_of(self, m: ConsumerRecord) -> str:
         return "command" if m.value is not None and b'"command_id"' in m.value else "event"
+
+
+def _count_open(snap: dict, counts: list[Counter]) -> None:
+    """An open order in the gauges' counts, by OpenOrderGauge's keys: (status, department,
+    district), (emergency level,), each open assisting part's (department,)."""
+    counts[0][(snap["status"], snap["department"] or "", snap["location"]["district_code"])] += 1
+    if snap.get("emergency_level"):
+        counts[1][(snap["emergency_level"],)] += 1
+    for a in snap.get("assists") or ():
+        if a["status"] in OPEN_PARTS:
+            counts[2][(a["department"],)] += 1

@@ -15,9 +15,7 @@ from aiokafka import ConsumerRecord
 from pydantic_core import to_json
 
 from citybrain import metrics
-from citybrain.domain.device_health import (
-    PartitionClock,
-)
+from citybrain.domain.device_health import PartitionClock
 from citybrain.domain.normalize import Normalizer, RecordMeta, Result, dead_letter_key
 from citybrain.domain.registry import Device
 from citybrain.domain.sensor_rules import DeviceState
@@ -64,7 +62,7 @@ class NormaliseStage:
         self.name, self.group_id, self.topics = "normalise", f"{group_id}-normalise", topics.ingest
         self.states = [self.sensor_state, self.health.state]
         self.state_topic: str | None = topics.iot
-        self.tick_seconds = 1.0
+        self.tick_seconds = collab.health_tick_seconds   # how often device health looks for silence
         self.clock: PartitionClock | None = self.health.clock
         self.ready = asyncio.Event()
 

@@ -7,10 +7,8 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 
+from citybrain.domain.order_flow import Clocks
 from citybrain.stream.orderstate import REFRESH_SECONDS
-from citybrain.wire.models import (
-    WorkOrder,
-)
 
 
 class PartitionHeaps:
@@ -45,19 +43,19 @@ class OrderTimers:
         self.next_at: dict[str, float] = {}
         self.overdue_at: dict[int, dict[str, tuple[str, float]]] = {}
 
-    def schedule(self, partition: int, order: WorkOrder, deadlines) -> None:
-        wo = order.work_order_id
-        due = deadlines.overdue_at(order)
-        if due is None:   # ended: closed, cancelled or merged
+    def schedule(self, partition: int, work_order_id: str, clocks: Clocks) -> None:
+        """The order's clocks (domain/order_flow.py ``clocks``) after a change: none for an
+        ended order; a check already past is taken at the next look."""
+        wo = work_order_id
+        if clocks.overdue_at is None:   # ended: closed, cancelled or merged
             self.next_at.pop(wo, None)
             self.overdue_at.get(partition, {}).pop(wo, None)
             return
-        self.overdue_at.setdefault(partition, {})[wo] = (order.department or "", due.timestamp())
-        when = deadlines.next_check(order)
-        if when is None:
+        self.overdue_at.setdefault(partition, {})[wo] = (clocks.department, clocks.overdue_at)
+        ts = clocks.check_at
+        if ts is None:
             self.next_at.pop(wo, None)
             return
-        ts = when.timestamp()
         if self.next_at.get(wo) != ts:
             self.next_at[wo] = ts
             self.heaps.push(partition, ts, wo)
@@ -121,6 +119,11 @@ class StateRefresh:
         out = [(p, wo) for p, _, wo in self.heaps.pop_due(now)]
         self.scheduled.difference_update(wo for _, wo in out)
         return out
+
+    def stale(self, written_at: float, now: float) -> bool:
+        """A record written at ``written_at`` is to be written again by ``now`` (one written
+        since its entry was scheduled is not: its entry is scheduled again from then)."""
+        return now - written_at >= self.every
 
     def drop(self, partitions: set[int]) -> None:
         self.scheduled.difference_update(wo for _, wo in self.heaps.drop(partitions))

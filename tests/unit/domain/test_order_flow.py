@@ -8,6 +8,7 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -175,14 +176,9 @@ def test_only_an_alarm_of_a_recovered_sensor_is_a_return():
 ENDINGS = st.sampled_from(["cancel", "verify", "merge"])
 
 
-@settings(max_examples=60, deadline=None)
-@given(ending=ENDINGS, kind=st.sampled_from(["report", "alarm", "recovery"]),
-       action=st.sampled_from(["join", "recovery", "duplicate"]),
-       hours_after=st.floats(min_value=0, max_value=40 * 24), keep_days=st.floats(min_value=0.5, max_value=30))
-def test_an_event_on_an_ended_order_never_changes_it_and_it_leaves_hot_state_after_retention(
-        ending, kind, action, hours_after, keep_days):
+def ended_order(ending: str, end: datetime) -> WorkOrder:
+    """A handled sensor order ended at ``end``: verified, cancelled or merged."""
     order = handled_sensor_order()
-    end = NOW + timedelta(hours=1)
     if ending == "verify":
         order = move(order, "verify", end)
     elif ending == "cancel":
@@ -190,6 +186,17 @@ def test_an_event_on_an_ended_order_never_changes_it_and_it_leaves_hot_state_aft
     else:
         order = move(order, "merge", end, note="重复", into="WO-flooding-other")
     assert order.status not in OPEN_STATUSES
+    return order
+
+
+@settings(max_examples=60, deadline=None)
+@given(ending=ENDINGS, kind=st.sampled_from(["report", "alarm", "recovery"]),
+       action=st.sampled_from(["join", "recovery", "duplicate"]),
+       hours_after=st.floats(min_value=0, max_value=40 * 24), keep_days=st.floats(min_value=0.5, max_value=30))
+def test_an_event_on_an_ended_order_never_changes_it_and_it_leaves_hot_state_after_retention(
+        ending, kind, action, hours_after, keep_days):
+    end = NOW + timedelta(hours=1)
+    order = ended_order(ending, end)
     at = end + timedelta(hours=hours_after)
     ev = event("late", source="report" if kind == "report" else "iot", kind=kind,
                device=None if kind == "report" else "WLV-1", at=at)
@@ -354,6 +361,54 @@ def test_a_ticks_due_changes_are_exactly_those_whose_time_has_come(order, first,
             assert order_flow.due_changes(order, now, DL) == []   # nothing falls due twice
             after = DL.next_check(order)
             assert after is None or after > now
+
+
+# -- an assignment: what a stored order needs ------------------------------------------------------
+
+
+def stored(order: WorkOrder) -> dict:
+    """The snapshot as the fuse stage reads it from hot state (JSON, not validated)."""
+    return orjson.loads(order.model_dump_json())
+
+
+@settings(max_examples=80, deadline=None)
+@given(order=open_orders(), away_hours=st.floats(0, 400))
+def test_a_restored_open_order_is_timed_for_exactly_its_next_due_change(order, away_hours):
+    now = NOW + timedelta(hours=away_hours)
+    r = order_flow.restored(stored(order), now.timestamp(), DL)
+    assert r.order == order and r.work_order_id == order.work_order_id and r.ended is None and not r.event_ids
+    assert r.clocks == order_flow.clocks(order, DL)
+    assert r.clocks is not None and r.clocks.overdue_at == DL.overdue_at(order).timestamp()
+    check = r.clocks.check_at
+    if check is None:   # nothing will ever fall due on it (a report's order waits for people)
+        assert order_flow.due_changes(order, now + timedelta(days=400), DL) == []
+        return
+    at = datetime.fromtimestamp(check, UTC)
+    assert order_flow.due_changes(order, at - timedelta(milliseconds=1), DL) == []   # nothing missed before
+    first = order_flow.due_changes(order, at, DL)
+    assert first and consecutive(order, first)   # the look finds a change
+    # What fell due while the partition was away comes at the first tick after the assignment.
+    assert bool(order_flow.due_changes(order, now, DL)) == (check <= now.timestamp())
+
+
+@settings(max_examples=40, deadline=None)
+@given(ending=ENDINGS, away_hours=st.floats(0, 400))
+def test_a_restored_ended_order_gets_no_clock_and_its_events_stay_duplicates(ending, away_hours):
+    end = NOW + timedelta(hours=1)
+    order = ended_order(ending, end)
+    now = end + timedelta(hours=away_hours)
+    r = order_flow.restored(stored(order), now.timestamp(), DL)
+    assert (r.order, r.clocks, r.ended) == (None, None, end.timestamp())
+    assert r.event_ids == tuple(e.event_id for e in order.events)
+    assert order_flow.clocks(order, DL) == order_flow.Clocks(None, None)
+    assert order_flow.due_changes(order, now + timedelta(days=30), DL) == []
+
+
+def test_an_ended_order_with_no_end_stamped_ends_at_the_assignment():
+    order = ended_order("verify", NOW + timedelta(hours=1))
+    unstamped = {**stored(order), "closed_at": None}
+    r = order_flow.restored(unstamped, 1_900_000_000.0, DL)
+    assert r.ended == 1_900_000_000.0 and r.clocks is None
 
 
 # -- where a change goes ------------------------------------------------------------------------

@@ -80,6 +80,12 @@ def test_an_open_order_is_refreshed_once_a_period_and_a_dropped_partition_forget
     assert refresh.due(10_000.0) == []
 
 
+def test_a_record_is_stale_once_a_whole_period_old():
+    refresh = StateRefresh(every=100.0)
+    assert not refresh.stale(1000.0, 1099.9)   # written since its entry was scheduled: not yet
+    assert refresh.stale(1000.0, 1100.0) and refresh.stale(1000.0, 5000.0)
+
+
 def test_trimming_happens_in_one_go_down_to_the_lower_mark(monkeypatch):
     monkeypatch.setattr(orderstate, "MAX_STEPS", 6)
     monkeypatch.setattr(orderstate, "TRIM_TO", 3)
