@@ -45,6 +45,7 @@ from citybrain_tools.simulate.runner import run as run_simulation
 from citybrain_tools.simulate.traffic import iso
 
 SCENARIOS = ("restart", "takeover", "handover", "rolling", "leader")
+NODE_MARKS = ("node", "controller")   # node ids among the marks, not moments
 WORKERS = {"restart": 1, "takeover": 2, "handover": 2, "rolling": 2, "leader": 1}
 
 
@@ -109,6 +110,7 @@ def _fault(name: str, bootstrap: str, workers: list[BenchWorker], topics: Topics
         cluster = local_cluster()
         node = await _busiest_leader(bootstrap, topics.iot)
         marks["node"] = node
+        marks["controller"] = cluster.active_controller() or 0   # killing it costs an election first
         cluster.kill(node)
         await asyncio.sleep(5)
         await asyncio.to_thread(cluster.restart, node)
@@ -168,7 +170,7 @@ async def one_run(bootstrap: str, name: str, rate: float, before: float, after: 
               "probe_reports": probed, "dispatches": len(got["samples"]),
               "window_s": round(span := max(window, marks["fault_done"] - fault_at + 2), 1) if name == "rolling"
               else window, **summarize(got["samples"], fault_at, span if name == "rolling" else window),
-              "marks_s_after_fault": {k: (round(v - fault_at, 2) if k != "node" else v) for k, v in marks.items()}}
+              "marks_s_after_fault": {k: (v if k in NODE_MARKS else round(v - fault_at, 2)) for k, v in marks.items()}}
     return result
 
 

@@ -10,6 +10,7 @@ data, pid); the cluster's bootstrap list in ``state_dir/bootstrap``.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,14 +58,36 @@ log.retention.hours=168
 # so a restarted node shares the load again.
 leader.imbalance.check.interval.seconds=10
 # A node killed (no controlled shutdown) is fenced by the controller when its session
-# lapses, and its partitions get new leaders then: Kafka's 9 s / 2 s would stop those
-# partitions' writes for ~9 s; 4 s / 1 s for the issue's "no report waits more than 5 s".
-broker.session.timeout.ms=4000
-broker.heartbeat.interval.ms=1000
+# lapses, and only then do its partitions get new leaders — and, acks=all, the partitions
+# it followed stop waiting for it: every partition's writes stop until then (Kafka's
+# 9 s / 2 s). 3 s / 0.5 s (six heartbeats a session): a kill fenced 2.9-3.9 s later on the
+# loaded box, where 2 s sessions would fence live nodes (a start at load 27 was fenced once
+# even at 3-4 s). docs/performance.md "A partition leader killed".
+broker.session.timeout.ms={session_ms}
+broker.heartbeat.interval.ms={heartbeat_ms}
+# Every node is also a controller voter: when the killed one was the active controller the
+# others first notice (fetch timeout), elect a new one, and only then does the new
+# controller start the dead broker's session. Kafka's 2 s / 1 s / 1 s: elected 3.2 s after
+# the kill (a split vote cost one backoff more), fenced at 8.4 s; 1 s / 0.5 s / 0.5 s:
+# elected 0.7-1.0 s after it.
+controller.quorum.fetch.timeout.ms={fetch_ms}
+controller.quorum.election.timeout.ms={election_ms}
+controller.quorum.election.backoff.max.ms={backoff_ms}
+# A follower whose fetch failed (its leader gone) waits this long before it fetches again,
+# from the new leader too: acks=all writes to the partitions the dead node led waited for
+# it ~1 s after the fence with Kafka's 1,000 ms, ~0.3 s with 100.
+replica.fetch.backoff.ms={replica_backoff_ms}
 # A follower that stops fetching leaves the ISR after this long (Kafka's default 30 s):
 # acks=all writes wait for every replica in sync, so a dead follower held them that long.
 replica.lag.time.max.ms=5000
 """
+
+# Failover timings (ms), chosen by measurement (the properties' comments); docker-compose.yml
+# and deploy/k8s carry the same values (tests/unit/tools/test_local_cluster.py).
+FAILOVER = {"session_ms": 3000, "heartbeat_ms": 500, "fetch_ms": 1000, "election_ms": 500, "backoff_ms": 500,
+            "replica_backoff_ms": 100}
+
+_BECAME_LEADER = re.compile(r"^\[([^\]]+)\] INFO \[RaftManager id=\d+\] Completed transition to Leader", re.M)
 
 
 @dataclass
@@ -107,7 +130,7 @@ class LocalCluster:
             props = node.state_dir / "server.properties"
             props.write_text(_NODE_PROPERTIES.format(
                 node_id=node_id, count=self.count, voters=voters, port=port, controller_port=controller_port,
-                log_dir=data, replicas=replicas, min_isr=max(1, replicas - 1)))
+                log_dir=data, replicas=replicas, min_isr=max(1, replicas - 1), **FAILOVER))
             fmt = subprocess.run(["java", "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
                                   "-t", cluster_id, "-c", str(props)], capture_output=True, text=True)
             if fmt.returncode != 0:
@@ -122,6 +145,21 @@ class LocalCluster:
         bootstrap = ",".join(addresses)
         self.bootstrap_file.write_text(bootstrap)
         return bootstrap
+
+    def active_controller(self) -> int | None:
+        """The node that last became the controller quorum's leader (from the nodes' logs:
+        deploy/kafka-local/log4j2.yaml keeps raft's transitions), None if none logged one.
+        Killing it costs a controller election before the dead node's session even starts."""
+        latest: tuple[str, int] | None = None
+        for node_id, node in enumerate(self.nodes(), 1):
+            try:
+                log = (node.state_dir / "broker.log").read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            for at in _BECAME_LEADER.findall(log):
+                if latest is None or at > latest[0]:
+                    latest = (at, node_id)
+        return latest[1] if latest else None
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node (a crash: no controlled shutdown, no leadership handed over)."""

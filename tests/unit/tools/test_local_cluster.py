@@ -1,0 +1,58 @@
+"""The local three-node cluster's failover settings and its controller lookup (issue 38)."""
+
+import re
+
+import yaml
+
+from citybrain.paths import PROJECT_ROOT
+from citybrain_tools.local_kafka.cluster import _NODE_PROPERTIES, FAILOVER, LocalCluster
+
+LEADER = "[{at}] INFO [RaftManager id={n}] Completed transition to Leader(localVoterNode=VoterNode(...)) from Candidate"
+FOLLOWER = "[{at}] INFO [RaftManager id={n}] Completed transition to FollowerState(fetchTimeoutMs=1000, epoch=3, leader=2)"
+
+
+def write_logs(tmp_path, lines_by_node: dict[int, list[str]]) -> LocalCluster:
+    cluster = LocalCluster(tmp_path)
+    for node_id, lines in lines_by_node.items():
+        d = tmp_path / f"node-{node_id}"
+        d.mkdir()
+        (d / "broker.log").write_text("\n".join(lines) + "\n")
+    return cluster
+
+
+def test_the_active_controller_is_the_node_that_became_leader_last(tmp_path):
+    cluster = write_logs(tmp_path, {
+        1: [LEADER.format(at="2026-12-05 05:49:30,066", n=1)],
+        2: [FOLLOWER.format(at="2026-12-05 05:49:30,100", n=2),
+            LEADER.format(at="2026-12-05 05:50:31,017", n=2)],     # re-elected after node 1 was killed
+        3: [FOLLOWER.format(at="2026-12-05 05:50:31,200", n=3)],
+    })
+    assert cluster.active_controller() == 2
+
+
+def test_no_controller_when_no_node_logged_a_leadership(tmp_path):
+    cluster = write_logs(tmp_path, {1: [FOLLOWER.format(at="2026-12-05 05:49:30,100", n=1)]})
+    assert cluster.active_controller() is None
+
+
+def _properties() -> dict[str, str]:
+    text = _NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:1", port=1, controller_port=2,
+                                   log_dir="/x", replicas=3, min_isr=2, **FAILOVER)
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_production_deploys_carry_the_failover_timings_measured_on_the_local_cluster():
+    local = _properties()
+    keys = ["broker.session.timeout.ms", "broker.heartbeat.interval.ms", "controller.quorum.fetch.timeout.ms",
+            "controller.quorum.election.timeout.ms", "controller.quorum.election.backoff.max.ms",
+            "replica.fetch.backoff.ms"]
+    env_name = {k: "KAFKA_" + re.sub(r"[.]", "_", k).upper() for k in keys}
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]["kafka"]["environment"]
+    k8s = next(d for d in yaml.safe_load_all((PROJECT_ROOT / "deploy" / "k8s" / "citybrain.yaml").read_text())
+               if d and d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kafka")
+    k8s_env = {e["name"]: e.get("value") for e in k8s["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for key in keys:
+        assert str(compose[env_name[key]]) == local[key], key
+        assert k8s_env[env_name[key]] == local[key], key
+    # Fenced before a report waits 5 s: the session, plus an election when the controller died.
+    assert int(local["broker.session.timeout.ms"]) + int(local["controller.quorum.fetch.timeout.ms"]) < 5000
