@@ -10,20 +10,25 @@ the outputs put out twice (the work replayed), as seconds of that incarnation's 
 the extra dispatch records.  Nothing may be lost, every event the reference put in an order
 must be in exactly one order, and under exactly_once nothing may appear twice.  (Each kill
 waits for the committed position to move — a worker that committed only at the end of its
-drain fails on that wait's 120 s.)  What at_least_once puts out twice is printed, not
-asserted: it is the work in flight at the kill (docs/performance.md, "A SIGKILL mid-drain")."""
+drain fails on that wait's 120 s.)  Under at_least_once a kill may cost at most 2
+duplicate dispatch records (issue 38): the replay rebuilds the orders whose changelog
+writes the kill cut off, and the replay guard (stream/replayguard.py) does not send their
+dispatch records again; the other outputs put out again are printed, not asserted — the
+work in flight at the kill (docs/performance.md, "A SIGKILL mid-drain")."""
 
 import asyncio
 import signal
 import time
 from collections import Counter
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
 from citybrain.config import Config
 from citybrain.kafka.admin import partitions_of
 from citybrain.kafka.clients import kafka_admin
+from citybrain.stream.topology import changelogs
 
 from ..integration.kafka_helpers import WorkerProcess, new_prefix, prepare, produce
 from .common import settle_and_verify
@@ -52,6 +57,46 @@ def outputs(out) -> int:
 
 def replayed(out) -> int:
     return extra_copies(out.events) + extra_copies(out.dead)
+
+
+def rebuilt(out) -> int:
+    """Orders created again by a replay (a repeated ``created`` on workorders.events)."""
+    return sum(n for (_, kind), n in out.repeat_kinds.items() if kind == "created")
+
+
+async def changelog_orders(bootstrap: str, topic: str) -> dict[str, int]:
+    """The fuse stage's changelog as it stands: order id → the latest version it holds."""
+    from citybrain.kafka.clients import kafka_consumer
+    from citybrain.kafka.reading import read_until, seek_to_first
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    held: dict[str, int] = {}
+
+    def take(tp, records):
+        for m in records:
+            if m.value is None:
+                held.pop(m.key.decode(), None)
+            else:
+                held[m.key.decode()] = orjson.loads(m.value.split(b"\n")[0])["version"]
+    try:
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        await seek_to_first(consumer, tps)
+        await read_until(consumer, end, take)
+    finally:
+        await consumer.stop()
+    return held
+
+
+async def admin_ends(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    from citybrain.kafka.clients import kafka_consumer
+    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
 
 
 async def committed(admin, group: str, tps: list[TopicPartition]) -> int:
@@ -83,6 +128,7 @@ async def test_sigkills_mid_drain(kafka_bootstrap, tmp_path, records, reference,
             if lives and lives[-1]["backlog_left"] == 0:
                 break   # a fast drain finished the backlog before its kill: no mid-drain left
             before = {"outputs": outputs(out), "replayed": replayed(out), "dispatch_dups": extra_copies(out.dispatch),
+                      "rebuilt": rebuilt(out),
                       "committed": await committed(admin, f"{group}-normalise", inputs),
                       "fuse_committed": await committed(admin, f"{group}-fuse", inbox)}
             worker.start(wait=False)
@@ -96,10 +142,21 @@ async def test_sigkills_mid_drain(kafka_bootstrap, tmp_path, records, reference,
             fuse_at_kill = await committed(admin, f"{group}-fuse", inbox)
             worker.stop(signal.SIGKILL)
             await asyncio.sleep(0.5)   # what it had sent reaches the reader
+            state_at_kill = await changelog_orders(kafka_bootstrap, changelogs(group)["work_orders"])
+            dispatched_at_kill = Counter(out.dispatch)
             lives.append({**before, "new_outputs": outputs(out) - before["outputs"],
                           "committed_moved": at_kill - before["committed"],
-                          "fuse_moved": fuse_at_kill - before["fuse_committed"], "fuse_at_kill": fuse_at_kill, "drain_s": drained, "backlog_left": len(records) - at_kill})
+                          "fuse_moved": fuse_at_kill - before["fuse_committed"], "fuse_at_kill": fuse_at_kill, "drain_s": drained, "backlog_left": len(records) - at_kill,
+                          "state_at_kill": state_at_kill, "dispatched_at_kill": dispatched_at_kill})
         worker.start()
+        # Settled only once both stages have committed the whole input: a restart under load
+        # can take longer than the reader's quiet spell, which then judged a drain half done.
+        deadline = time.monotonic() + 180
+        while (await committed(admin, f"{group}-normalise", inputs) < len(records)
+               or await committed(admin, f"{group}-fuse", inbox) < sum((await admin_ends(kafka_bootstrap, inbox)).values())):
+            assert time.monotonic() < deadline, "the last worker did not finish the backlog in 180 s"
+            await asyncio.sleep(0.5)
+        reader.last_change = time.monotonic()
         verdict = await settle_and_verify(f"{KILLS} SIGKILLs mid-drain ({guarantee})", reference, reader, records,
                                           f"backlog={len(records)}")
     finally:
@@ -107,17 +164,27 @@ async def test_sigkills_mid_drain(kafka_bootstrap, tmp_path, records, reference,
         await admin.close()
     # What each kill cost shows after the next start: the copies that appeared since the kill.
     assert any(life["backlog_left"] > 0 for life in lives), "no kill landed mid-drain"
-    marks = [*lives[1:], {"replayed": replayed(out), "dispatch_dups": extra_copies(out.dispatch)}]
+    marks = [*lives[1:], {"replayed": replayed(out), "dispatch_dups": extra_copies(out.dispatch), "rebuilt": rebuilt(out)}]
     lines = []
     for i, (life, after) in enumerate(zip(lives, marks, strict=True), 1):
         again = after["replayed"] - life["replayed"]
         rate = life["new_outputs"] / life["drain_s"]
-        life.update(again=again, dispatch=after["dispatch_dups"] - life["dispatch_dups"])
+        # The mechanism, measured: a dispatch repeated after the kill, and whether its order
+        # (at that version) was on the changelog at the kill — a restore that ignored state.
+        repeated = [k for k, n in life["dispatched_at_kill"].items() if out.dispatch[k] > n]
+        in_state = sum(1 for wo, v in repeated if life["state_at_kill"].get(wo, 0) >= v)
+        life.update(again=again, dispatch=after["dispatch_dups"] - life["dispatch_dups"],
+                    rebuilt=after["rebuilt"] - life["rebuilt"])
         lines.append(f"CHAOS   kill {i}: {life['new_outputs']} outputs in its {life['drain_s']:.1f}s from start to kill, "
                      f"committed input position moved {life['committed_moved']:,} ({life['backlog_left']:,} of "
-                     f"{len(records):,} left), fuse stage's moved {life['fuse_moved']:,} (to {life['fuse_at_kill']:,}), put out again after the kill {again} = "
-                     f"{again / max(rate, 1e-9):.2f}s of its drain, duplicate dispatches {life['dispatch']}")
+                     f"{len(records):,} left), fuse stage's moved {life['fuse_moved']:,} (to {life['fuse_at_kill']:,}); "
+                     f"after it: put out again {again} = {again / max(rate, 1e-9):.2f}s of its drain, orders rebuilt "
+                     f"by the replay {life['rebuilt']}, duplicate dispatch records {life['dispatch']} (≤ 2 asked; "
+                     f"{in_state} of the repeats had their order on the changelog at the kill)")
     lines.append(f"CHAOS   version repeats on workorders.events by kind: {dict(out.repeat_kinds)}")
+    lines.append(f"CHAOS   backlog kills ({guarantee}): lost {verdict.lost}, duplicated {verdict.duplicate_dispatch} "
+                 f"dispatch records (+{sum(life['again'] for life in lives)} events and dead letters put out again), "
+                 f"recovered {sum(life['rebuilt'] for life in lives)} orders rebuilt by replays without a second dispatch")
     REPORT.extend(lines)
     print("\n" + "\n".join(lines))
     # 一事一单 on a backlog: every event the reference put in an order is in exactly one order.
@@ -129,6 +196,9 @@ async def test_sigkills_mid_drain(kafka_bootstrap, tmp_path, records, reference,
     wrong = differences(reference, out, records)
     print("\n".join(f"CHAOS   differs: {line}" for line in wrong))
     assert verdict.lost == 0 and verdict.version_skips == 0, wrong
+    # Issue 38: a kill mid-drain costs ≤ 2 duplicate dispatch records (the replay guard drops
+    # the dispatch records of orders it rebuilds: stream/replayguard.py).
+    assert [life["dispatch"] for life in lives if life["dispatch"] > 2] == [], lines
     assert {e for e in wanted if in_orders[e] != 1} == set() and set(in_orders) == wanted
     if guarantee == "exactly_once":   # nothing twice, on any topic
         assert (verdict.duplicate_outcomes, verdict.version_repeats, verdict.duplicate_dispatch) == (0, 0, 0)

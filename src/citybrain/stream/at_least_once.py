@@ -35,6 +35,7 @@ from citybrain.stream.checkpoint import (
     stop_quietly,
 )
 from citybrain.stream.output import Output
+from citybrain.stream.replayguard import ReplayGuard
 
 log = logging.getLogger("citybrain.stage")
 
@@ -132,6 +133,7 @@ class OffsetCommitter(Protocol):
 
     def assignment(self) -> set[TopicPartition]: ...
     async def commit(self, offsets: Offsets) -> None: ...
+    async def committed(self, tp: TopicPartition) -> int | None: ...
 
 
 _STOPPING: set[asyncio.Task] = set()   # producers replaced after a failure, stopping
@@ -149,8 +151,10 @@ class AtLeastOnce:
     IN_FLIGHT = 2        # batches whose acks may be awaited while the next is handled
 
     def __init__(self, consumer: OffsetCommitter, new_producer: ProducerFactory, name: str,
-                 urgent: frozenset[str] = frozenset()):
+                 urgent: frozenset[str] = frozenset(), replay: ReplayGuard | None = None):
+        """``replay``: what a replay must not send again (stream/replayguard.py)."""
         self.consumer, self.new_producer, self.name, self.urgent = consumer, new_producer, name, urgent
+        self.replay = replay
         self.producer: Any = None          # the outputs'
         self.state_producer: Any = None    # the changelog writes'
         self.urgent_producer: Any = None   # the urgent outputs', where the stage names any
@@ -168,12 +172,18 @@ class AtLeastOnce:
         return [p for p in (self.producer, self.state_producer, self.urgent_producer) if p is not None]
 
     async def claim(self, partitions: set[int]) -> None:
-        pass   # the producers are the stage's, not a partition's
+        # The producers are the stage's, not a partition's; the replay guard reads back
+        # what a previous owner already dispatched past the committed offsets.
+        if self.replay is not None:
+            self.replay.claim([tp for tp in self.consumer.assignment() if tp.partition in partitions],
+                              self.consumer.committed)
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         self.batches.forget(partitions)
 
     async def add(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
+        if self.replay is not None:
+            outputs = await self.replay.unsent(outputs)
         if self.urgent_producer is not None:   # first, so their request is built and sent first
             outputs = [o for o in outputs if o.topic in self.urgent] + [
                 o for o in outputs if o.topic not in self.urgent]

@@ -11,6 +11,7 @@ from citybrain.kafka.clients import kafka_consumer
 from citybrain.stream.at_least_once import AtLeastOnce
 from citybrain.stream.checkpoint import Checkpoint, ProducerFactory
 from citybrain.stream.exactly_once import ExactlyOnce
+from citybrain.stream.replayguard import ReplayGuard
 from citybrain.stream.runner import StageRunner
 from citybrain.stream.stage import RunnerSettings, Stage
 
@@ -32,7 +33,9 @@ def stage_checkpoint(stage: Stage, settings: RunnerSettings, consumer: Any,
     """``new_producer``: transactional id (None: none) → a new, unstarted producer."""
     if settings.guarantee == "exactly_once":
         return ExactlyOnce(new_producer, stage.group_id, stage.name)
-    return AtLeastOnce(consumer, new_producer, stage.name, urgent=frozenset(getattr(stage, "urgent_topics", ())))
+    urgent = frozenset(getattr(stage, "urgent_topics", ()))
+    return AtLeastOnce(consumer, new_producer, stage.name, urgent=urgent,
+                       replay=ReplayGuard(settings.bootstrap, urgent) if urgent else None)
 
 
 def stage_runner(stage: Stage, settings: RunnerSettings, new_producer: ProducerFactory) -> StageRunner:
