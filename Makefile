@@ -5,6 +5,8 @@
 # a file's module fixtures — its worker, its broker — stay in one process). Each process
 # starts its own Kafka broker. The suite mostly waits on worker processes and brokers, so
 # three processes fit a two-core box; TEST_PROCESSES=0 runs it in one process.
+# --no-loadscope-reorder: the files go out longest first (tests/scheduling.py), not by how
+# many tests each has (xdist's default put the few-test chaos files last, on the tail).
 TEST_PROCESSES ?= 3
 
 bootstrap:
@@ -16,7 +18,7 @@ demo: bootstrap
 test: bootstrap
 	@$(MAKE) --no-print-directory lint
 	@scripts/ensure-test-tools.sh
-	.venv/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --durations=25 $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_ARGS)
 
 # The fast tiers, no broker: lint, types, then the unit and functional tests (README "Tiers").
 check: bootstrap

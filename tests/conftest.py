@@ -10,6 +10,8 @@ from hypothesis import settings
 
 from citybrain.paths import PROJECT_ROOT
 
+from .scheduling import longest_first
+
 # No per-example deadline: on a shared two-core CI box a slow example is noise, not a bug.
 # A failing example is printed with its reproduction blob.
 settings.register_profile("citybrain", deadline=None, print_blob=True)
@@ -42,7 +44,8 @@ TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each test gets its directory's tier marker; a unit test may not reach the broker."""
+    """Each test gets its directory's tier marker; a unit test may not reach the broker; the
+    files run longest first."""
     for item in items:
         try:
             tier = TIERS.get(Path(item.fspath).resolve().relative_to(TESTS).parts[0])
@@ -54,6 +57,7 @@ def pytest_collection_modifyitems(config, items):
         if tier in ("unit", "functional") and "kafka_bootstrap" in getattr(item, "fixturenames", ()):
             raise pytest.UsageError(f"{item.nodeid}: a {tier} test uses the Kafka broker (kafka_bootstrap); "
                                     "it belongs in tests/integration/")
+    longest_first(items)   # the longest files first (tests/scheduling.py)
 
 
 # Under pytest-xdist (make test runs files on several worker processes) the chaos figures

@@ -16,6 +16,7 @@ import random
 import re
 import time
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -36,8 +37,14 @@ CN = ZoneInfo("Asia/Shanghai")
 SPOT = (117.8010, 36.7420)          # five missing manholes within 30 m over the month
 
 
+@cache
+def city_map():
+    """Loaded once: each Config builds its map afresh (~0.05 s of shapely each)."""
+    return Config().city_map
+
+
 def place_of(lon: float, lat: float) -> dict:
-    p = Config().city_map.locate(lon, lat)
+    p = city_map().locate(lon, lat)
     return {"lon": lon, "lat": lat, "district_code": p.district_code, "street_code": p.street_code,
             "community_code": p.community_code, "grid_code": p.grid_code}
 
