@@ -2,12 +2,13 @@
 .PHONY: demo test check lint bootstrap kafka-stop schemas docs
 
 # make test runs whole test files on this many processes (pytest-xdist, --dist loadfile:
-# a file's module fixtures — its worker, its broker — stay in one process). Each process
-# starts its own Kafka broker. The suite mostly waits on worker processes and brokers, so
-# three processes fit a two-core box; TEST_PROCESSES=0 runs it in one process.
+# a file's module fixtures — its worker, its broker — stay in one process). One Kafka
+# broker, started by the controller, serves every process (tests/conftest.py). The suite
+# mostly waits — on worker processes, brokers and two minute-long outages — so four
+# processes fit a two-core box; TEST_PROCESSES=0 runs it in one process.
 # --no-loadscope-reorder: the files go out longest first (tests/scheduling.py), not by how
 # many tests each has (xdist's default put the few-test chaos files last, on the tail).
-TEST_PROCESSES ?= 3
+TEST_PROCESSES ?= 4
 
 bootstrap:
 	@scripts/bootstrap.sh

@@ -20,9 +20,17 @@ settings.load_profile("citybrain")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 
 
+# Under pytest-xdist one broker serves every process: the controller starts it and the
+# processes it spawns read its address from this variable (kafka_bootstrap).  A broker per
+# process cost ~0.1 core each for the whole run, idle or not — a sixth of the suite's CPU
+# on a two-core box — and its start another ~15 CPU-s.  Topics are per test (new_prefix).
+SHARED_BROKER = "CITYBRAIN_TEST_SHARED_KAFKA"
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory):
-    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    env = (os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+           or os.environ.get(SHARED_BROKER, "").strip())
     if env:
         yield env
         return
@@ -68,6 +76,44 @@ WORKER_REPORTS = ARTIFACTS / "chaos-report.d"
 
 def _xdist_worker(config) -> str | None:
     return getattr(config, "workerinput", {}).get("workerid")
+
+
+def _needs_broker(config) -> bool:
+    """Whether the paths this run was given hold broker-backed tests."""
+    tiers = [TESTS / "integration", TESTS / "chaos"]
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if any(path == t or t in path.parents or path in t.parents for t in tiers):
+            return True
+    return False
+
+
+_shared: dict = {}
+
+
+def pytest_configure(config):
+    if (_xdist_worker(config) is not None or not getattr(config.option, "numprocesses", None)
+            or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or not _needs_broker(config)):
+        return
+    import tempfile
+
+    from citybrain_tools.local_kafka.broker import LocalBroker
+    broker = LocalBroker(Path(tempfile.mkdtemp(prefix="citybrain-test-kafka-")))
+    os.environ[SHARED_BROKER] = broker.start(port=None, die_with_parent=True)
+    _shared["broker"] = broker
+
+
+def pytest_unconfigure(config):
+    broker = _shared.pop("broker", None)
+    if broker is None:
+        return
+    import shutil
+    os.environ.pop(SHARED_BROKER, None)
+    ARTIFACTS.mkdir(exist_ok=True)
+    if broker.log_file.exists():
+        (ARTIFACTS / "kafka-broker.log").write_bytes(broker.log_file.read_bytes())
+    broker.stop()
+    shutil.rmtree(broker.state_dir, ignore_errors=True)
 
 
 def pytest_sessionstart(session):
