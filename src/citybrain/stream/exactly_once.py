@@ -1,15 +1,15 @@
 """exactly_once (``processing_guarantee``): a batch's outputs, its changelog writes and its
 input offsets commit in one Kafka transaction per input partition number, on that
-partition's own transactional ids (``{group}-{partition}`` and ``{group}-{partition}.1``):
+partition's own transactional id (``{group}-{partition}``, and ``….1`` with two producers):
 the worker that takes a partition over fences the one that had it (aiokafka has no
 KIP-447 generation fencing, so ids per partition are what keep a zombie out).
 
 Pipelined: each partition number is a *lane* that runs its transactions in order, each
 taking every batch part handed to it meanwhile (Kafka Streams' commit interval, with no
 fixed interval); the stage hands a batch over and goes on fetching and handling while the
-lanes commit.  A lane has two producers taken in turn: the next transaction is begun, sent
-and given its offsets on one while the last one's EndTxn and markers are on their way on
-the other, and commits once that one has.  On one producer a transaction begun right
+lanes commit.  A lane may have two producers taken in turn (``ExactlyOnce(producers=2)``):
+the next transaction is begun, sent and given its offsets on one while the last one's
+EndTxn and markers are on their way on the other, and commits once that one has.  On one producer a transaction begun right
 after a commit waited for the broker to write the last one's markers
 (``CONCURRENT_TRANSACTIONS``) and then took four coordinator round trips one after
 another — AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn —, each record
@@ -293,24 +293,30 @@ class TransactionLanes:
 
 
 class ExactlyOnce:
-    """The exactly_once ``Checkpoint``: ``PRODUCERS`` transactional producers per input
-    partition number (ids ``{group}-{n}`` and ``{group}-{n}.1``), started when the
-    partition is claimed — that fences its previous owner's producers of those ids and
-    aborts (or completes) their open transactions, so the changelog read next is final —
-    and the lanes that commit on them.  Range assignment gives partition n of every input
-    topic to the same member, so one set of ids per number covers all its inputs."""
+    """The exactly_once ``Checkpoint``: ``producers`` transactional producers per input
+    partition number (ids ``{group}-{n}``, and ``{group}-{n}.1`` with two), started when
+    the partition is claimed — that fences its previous owner's producers of those ids
+    and aborts (or completes) their open transactions, so the changelog read next is
+    final — and the lanes that commit on them.  Range assignment gives partition n of
+    every input topic to the same member, so one set of ids per number covers all its
+    inputs.
+
+    One producer a lane by default: two (one transaction prepared while the other
+    commits) make about a third more, smaller transactions for the same records, and on
+    a loaded box the runs with two were not faster (docs/performance.md, 2026-12-05);
+    every worker of a group must use the same count, or a takeover would not fence the
+    ``.1`` id."""
 
     IN_FLIGHT = 2   # batches handed over and not yet committed while the next is handled
-    PRODUCERS = 2   # per partition number: one transaction prepared while the other commits
 
-    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str):
-        self.new_producer, self.group_id = new_producer, group_id
+    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str, producers: int = 1):
+        self.new_producer, self.group_id, self.count = new_producer, group_id, producers
         self.producers: dict[int, list[Any]] = {}
         self.lanes = TransactionLanes(lambda p: self.producers[p], group_id,
                                       on_commit=metrics.child(metrics.COMMIT_LATENCY, name).observe)
 
     def ids(self, partition: int) -> list[str]:
-        return [f"{self.group_id}-{partition}" + (f".{i}" if i else "") for i in range(self.PRODUCERS)]
+        return [f"{self.group_id}-{partition}" + (f".{i}" if i else "") for i in range(self.count)]
 
     async def start(self) -> None:
         pass   # the producers are the partitions': started as each is claimed

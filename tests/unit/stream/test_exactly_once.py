@@ -151,9 +151,19 @@ class Made:
         return [p.transactional_id for p in self.made]
 
 
-async def test_a_claimed_partition_gets_its_own_transactional_producers_once():
+async def test_one_producer_a_partition_by_default():
     made = Made()
     cp = ExactlyOnce(made, "grp-fuse", "fuse")
+    await cp.claim({1, 0})
+    assert made.ids() == ["grp-fuse-0", "grp-fuse-1"]
+    await cp.add({TP0: 11}, [out("events", 10)], [])
+    await asyncio.wait_for(cp.commit([]), 1)
+    assert made.made[0].log[-1] == ("commit",)
+
+
+async def test_a_claimed_partition_gets_its_own_transactional_producers_once():
+    made = Made()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", producers=2)
     await cp.start()
     assert made.made == []                         # none before a partition is claimed
     await cp.claim({1, 0})
@@ -170,7 +180,7 @@ async def test_a_claimed_partition_gets_its_own_transactional_producers_once():
 
 async def test_recover_stops_every_producer_and_the_next_claim_fences_both_ids():
     made = Made()
-    cp = ExactlyOnce(made, "grp-fuse", "fuse")
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", producers=2)
     await cp.claim({0})
     made.made[0].fail = KafkaTimeoutError()
     await cp.add({TP0: 11}, [out("events", 10)], [])
@@ -202,7 +212,7 @@ class RefusingSecond(Made):
 
 async def test_a_failed_start_keeps_no_producer_of_the_claim():
     made = RefusingSecond()
-    cp = ExactlyOnce(made, "grp-fuse", "fuse")
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", producers=2)
     with pytest.raises(KafkaTimeoutError):
         await cp.claim({0})
     assert cp.producers == {} and made.made[0].log == [("start",), ("stop",)]
