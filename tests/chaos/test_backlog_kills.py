@@ -72,26 +72,15 @@ def tally(out) -> dict:
 
 async def changelog_orders(bootstrap: str, topic: str) -> dict[str, int]:
     """The fuse stage's changelog as it stands: order id → the latest version it holds."""
-    from citybrain.kafka.clients import kafka_consumer
-    from citybrain.kafka.reading import read_until, seek_to_first
-    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    consumer = kafka_consumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
+    from citybrain.kafka.reading import read_topic_to_end
     held: dict[str, int] = {}
 
-    def take(tp, records):
-        for m in records:
-            if m.value is None:
-                held.pop(m.key.decode(), None)
-            else:
-                held[m.key.decode()] = orjson.loads(m.value.split(b"\n")[0])["version"]
-    try:
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        await seek_to_first(consumer, tps)
-        await read_until(consumer, end, take)
-    finally:
-        await consumer.stop()
+    def take(m):
+        if m.value is None:
+            held.pop(m.key.decode(), None)
+        else:
+            held[m.key.decode()] = orjson.loads(m.value.split(b"\n")[0])["version"]
+    await read_topic_to_end(bootstrap, topic, take, "changelog")
     return held
 
 

@@ -102,6 +102,13 @@ async def reference(cluster, tmp_path_factory, records):
     return outcome
 
 
+def input_pause(run, since: float) -> float:
+    """The input's own longest pause between the source records of orders begun from
+    ``since`` on: a dispatch gap no longer than it is the input's shape, not the fault's."""
+    begun = sorted(src for _, src in run.dispatch_at if src >= since)
+    return max((b - a for a, b in zip(begun, begun[1:], strict=False)), default=0.0)
+
+
 def longest_gap(run, since: float) -> tuple[float, float]:
     """The longest time after ``since`` with no dispatch received, and when it began."""
     receipts = sorted(at for at, _ in run.dispatch_at if at >= since)
@@ -169,10 +176,7 @@ async def test_the_leader_of_the_busiest_partitions_is_killed_and_comes_back(clu
     around = waits(run, killed_at - 1, killed_at + 10)
     calm = waits(run, killed_at - 1, killed_at + 10, inside=False)
     gap, gap_began = longest_gap(run, killed_at)
-    # The input's own longest pause between the orders begun from the kill on: a gap no
-    # longer than it is the input's shape, not the fault's.
-    begun = sorted(src for _, src in run.dispatch_at if src >= killed_at)
-    pause = max((b - a for a, b in zip(begun, begun[1:], strict=False)), default=0.0)
+    pause = input_pause(run, killed_at)
     extra = (f"node {victim} (led {led.count(victim)}/{len(led)} of ingest.iot.readings"
              f"{', the active controller' if victim == controller else ''}) SIGKILLed, up again "
              f"≤ {back_at - killed_at:.1f}s after; dispatch gap {gap:.2f}s from {gap_began - killed_at:+.1f}s "
@@ -250,10 +254,7 @@ async def test_a_broker_stopped_for_a_minute_under_exactly_once(cluster, tmp_pat
         worker.stop()
     run = await reader.stop()
     gap, gap_began = longest_gap(run, stopped_at)
-    # At this input's pace (an order begun about every second) a gap may be the input's own
-    # pause: the longest between the source records of orders begun from the stop on.
-    begun = sorted(src for _, src in run.dispatch_at if src >= stopped_at)
-    pause = max((b - a for a, b in zip(begun, begun[1:], strict=False)), default=0.0)
+    pause = input_pause(run, stopped_at)
     extra = (f"exactly_once; node {victim} (led {led.count(victim)}/{len(led)} of ingest.iot.readings) stopped "
              f"(SIGTERM, {stop_took:.1f}s) for {restarted_at - stopped_at:.0f}s, up again {back_after:.1f}s after "
              f"its start; dispatch gap {gap:.2f}s from {gap_began - stopped_at:+.1f}s of the stop (the input's longest "
