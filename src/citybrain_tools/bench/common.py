@@ -113,7 +113,10 @@ class BenchWorker(WorkerProcess, PipelineReadings):
                    CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_STATE_DIR=str(state))
         if stages:
             env["CITYBRAIN_STAGES"] = ",".join(stages)
-        super().__init__(env, port, state / "worker.log", loglevel="warn")
+        # CITYBRAIN_BENCH_WORKER_LOGLEVEL=info keeps the worker's start phases and
+        # rebalances in its log (a failover run read phase by phase); warn by default.
+        super().__init__(env, port, state / "worker.log",
+                         loglevel=os.environ.get("CITYBRAIN_BENCH_WORKER_LOGLEVEL", "warn"))
         self.start()
 
     async def ready(self, timeout: float = 120.0) -> BenchWorker:

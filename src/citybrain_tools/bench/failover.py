@@ -170,7 +170,8 @@ async def one_run(bootstrap: str, name: str, rate: float, before: float, after: 
               "probe_reports": probed, "dispatches": len(got["samples"]),
               "window_s": round(span := max(window, marks["fault_done"] - fault_at + 2), 1) if name == "rolling"
               else window, **summarize(got["samples"], fault_at, span if name == "rolling" else window),
-              "marks_s_after_fault": {k: (v if k in NODE_MARKS else round(v - fault_at, 2)) for k, v in marks.items()}}
+              "marks_s_after_fault": {k: (v if k in NODE_MARKS else round(v - fault_at, 2)) for k, v in marks.items()},
+              "worker_logs": [str(w.log_path) for w in workers]}
     return result
 
 
@@ -202,5 +203,6 @@ def report(result: dict) -> str:
                 f"  {name:<9} run {i}: 派发中断 dispatch gap {r['dispatch_gap_s']:.2f} s "
                 f"(from +{r['gap_began_s_after_fault']:.2f} s); sent in the {r['window_s']:g} s after the fault p50 {a.get('p50_ms', '-')} "
                 f"p99 {a.get('p99_ms', '-')} max {a.get('max_ms', '-')} ms (n {a['n']}); before p50 "
-                f"{b.get('p50_ms', '-')} p99 {b.get('p99_ms', '-')} ms; marks {r['marks_s_after_fault']}")
+                f"{b.get('p50_ms', '-')} p99 {b.get('p99_ms', '-')} ms; marks {r['marks_s_after_fault']}; "
+                f"worker logs {' '.join(r.get('worker_logs', []))}")
     return "\n".join(lines)
