@@ -35,7 +35,7 @@ from citybrain.stream.checkpoint import (
     stop_quietly,
 )
 from citybrain.stream.output import Output
-from citybrain.stream.replayguard import ReplayGuard
+from citybrain.stream.replayguard import HANDED_OVER, ReplayGuard
 
 log = logging.getLogger("citybrain.stage")
 
@@ -105,10 +105,11 @@ class AckedBatches:
             if waiting:
                 await asyncio.wait(waiting)
 
-    def to_commit(self, assigned: set[TopicPartition]) -> Offsets:
-        """Offsets that may be committed and were not yet, of partitions still assigned."""
+    def to_commit(self, assigned: set[TopicPartition], everything: bool = False) -> Offsets:
+        """Offsets that may be committed and were not yet (``everything``: or were), of
+        partitions still assigned."""
         return {tp: off for tp, off in self.committable.items()
-                if tp in assigned and self.committed.get(tp) != off}
+                if tp in assigned and (everything or self.committed.get(tp) != off)}
 
     def committed_ok(self, offsets: Offsets) -> None:
         self.committed.update(offsets)
@@ -132,7 +133,7 @@ class OffsetCommitter(Protocol):
     """What at_least_once needs of the stage's consumer (aiokafka's, or a test's fake)."""
 
     def assignment(self) -> set[TopicPartition]: ...
-    async def commit(self, offsets: Offsets) -> None: ...
+    async def commit(self, offsets: dict[TopicPartition, int] | dict[TopicPartition, tuple[int, str]]) -> None: ...
     async def committed(self, tp: TopicPartition) -> int | None: ...
 
 
@@ -176,7 +177,7 @@ class AtLeastOnce:
         # what a previous owner already dispatched past the committed offsets.
         if self.replay is not None:
             self.replay.claim([tp for tp in self.consumer.assignment() if tp.partition in partitions],
-                              self.consumer.committed)
+                              self._unmark)
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         self.batches.forget(partitions)
@@ -199,6 +200,9 @@ class AtLeastOnce:
         chaos.point("after_commit")
 
     async def commit(self, state: list[Output]) -> None:
+        """A hand-over: everything acknowledged, then every assigned partition's offset
+        committed marked ``HANDED_OVER`` (stream/replayguard.py: the next owner replays
+        nothing of it, so it reads nothing back)."""
         if state:
             await self.batches.add({}, [], state)
         await self.batches.settle(0)
@@ -257,12 +261,13 @@ class AtLeastOnce:
             return
         await self._commit_settled()
         self.last_commit = now
-        offsets = self.batches.to_commit(self.consumer.assignment())
-        if not offsets:
+        if force:   # every partition's, changed or not: the mark is what is new
+            offsets = self.batches.to_commit(self.consumer.assignment(), everything=True)
+            if offsets:
+                await self._commit_offsets(offsets, HANDED_OVER)
             return
-        if force:
-            await self._commit_offsets(offsets)
-        else:
+        offsets = self.batches.to_commit(self.consumer.assignment())
+        if offsets:
             self.committing = asyncio.create_task(self._commit_offsets(offsets))
 
     def _commit_done(self) -> bool:
@@ -274,10 +279,16 @@ class AtLeastOnce:
         if task is not None:
             await task
 
-    async def _commit_offsets(self, offsets: Offsets) -> None:
+    async def _unmark(self, offsets: Offsets) -> None:
+        """A hand-over's mark cleared before this owner sends anything (its failure stops
+        the stage: stream/replayguard.py)."""
+        await self.consumer.commit(offsets)
+        self.batches.committed_ok(offsets)
+
+    async def _commit_offsets(self, offsets: Offsets, metadata: str = "") -> None:
         t0 = time.monotonic()
         try:
-            await self.consumer.commit(offsets)
+            await self.consumer.commit({tp: (off, metadata) for tp, off in offsets.items()} if metadata else offsets)
         except CommitFailedError as e:   # a rebalance in flight: the next owner replays from the last commit
             log.warning("提交偏移失败 commit failed in %s: %r (will be retried)", self.name, e)
             return

@@ -35,7 +35,7 @@ def stage_checkpoint(stage: Stage, settings: RunnerSettings, consumer: Any,
         return ExactlyOnce(new_producer, stage.group_id, stage.name)
     urgent = frozenset(getattr(stage, "urgent_topics", ()))
     return AtLeastOnce(consumer, new_producer, stage.name, urgent=urgent,
-                       replay=ReplayGuard(settings.bootstrap, urgent) if urgent else None)
+                       replay=ReplayGuard(settings.bootstrap, urgent, stage.group_id) if urgent else None)
 
 
 def stage_runner(stage: Stage, settings: RunnerSettings, new_producer: ProducerFactory) -> StageRunner:

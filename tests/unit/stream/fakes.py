@@ -145,6 +145,7 @@ class FakeConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self.committed_offsets: dict[TopicPartition, int] = {}
         self.commits: list[dict] = []
+        self.marks: dict[TopicPartition, str] = {}   # each partition's last commit metadata
         self.assigned: set[TopicPartition] = set()
         self.subscriptions = 0
         self.listener = None
@@ -188,8 +189,11 @@ class FakeConsumer:
         return self.committed_offsets.get(tp)
 
     async def commit(self, offsets):
-        self.commits.append(dict(offsets))
-        self.committed_offsets.update(offsets)
+        """As aiokafka: each offset, or (offset, metadata); the metadata kept in ``marks``."""
+        plain = {tp: off[0] if isinstance(off, tuple) else off for tp, off in offsets.items()}
+        self.commits.append(plain)
+        self.committed_offsets.update(plain)
+        self.marks.update({tp: off[1] if isinstance(off, tuple) else "" for tp, off in offsets.items()})
 
     def highwater(self, tp):
         return None

@@ -10,10 +10,11 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from citybrain.stream.at_least_once import AckedBatches, AtLeastOnce
 from citybrain.stream.checkpoint import ProduceFailed
 from citybrain.stream.output import Output
+from citybrain.stream.replayguard import HANDED_OVER
 from citybrain.stream.stage import RunnerSettings
 from citybrain.stream.wiring import stage_checkpoint
 
-from .fakes import TP0, TP1, FakeProducer, FakeSend, FakeStage, changelog, out, record
+from .fakes import TP0, TP1, FakeConsumer, FakeProducer, FakeSend, FakeStage, changelog, out, record
 
 
 async def settle_soon(cp: AckedBatches, limit: int) -> None:
@@ -190,7 +191,7 @@ async def test_the_offset_commit_runs_beside_the_next_batches_one_at_a_time():
     consumer.release.set()
     await asyncio.sleep(0)
     await cp.commit([])                                      # a hand-over: after the one in flight, awaited
-    assert consumer.calls == [{TP0: 10}, {TP0: 20}] and cp.batches.committed == {TP0: 20}
+    assert consumer.calls == [{TP0: 10}, {TP0: (20, HANDED_OVER)}] and cp.batches.committed == {TP0: 20}
 
 
 async def test_a_failed_background_commit_surfaces_at_the_next_settle():
@@ -207,6 +208,26 @@ async def test_a_failed_background_commit_surfaces_at_the_next_settle():
     with pytest.raises(KafkaConnectionError):
         await cp.settle(fetched=False)
     assert cp.batches.committed == {}
+
+
+async def test_a_hand_over_marks_every_assigned_partition_and_the_loop_does_not():
+    """The mark (stream/replayguard.py) says nothing past the offset was handled: only a
+    hand-over's commit, made after every output is acknowledged, may carry it — also for a
+    partition whose offset the loop already committed."""
+    consumer = FakeConsumer({})
+    consumer.assigned = {TP0, TP1}
+    new, _, _ = producers()
+    cp = AtLeastOnce(consumer, new, "fuse")
+    cp.COMMIT_EVERY = 0
+    await cp.start()
+    await cp.add({TP0: 10, TP1: 3}, [out("events", 9)], [])
+    await cp.settle(fetched=False)
+    await cp._commit_settled()
+    assert consumer.committed_offsets == {TP0: 10, TP1: 3} and set(consumer.marks.values()) == {""}
+    await cp.add({TP0: 12}, [out("events", 11)], [])
+    await cp.commit([])
+    assert consumer.commits[-1] == {TP0: 12, TP1: 3}
+    assert consumer.marks == {TP0: HANDED_OVER, TP1: HANDED_OVER}
 
 
 async def test_offsets_are_committed_only_once_the_outputs_and_state_are_acknowledged():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from citybrain.stream.at_least_once import AtLeastOnce
 from citybrain.stream.output import Output
-from citybrain.stream.replayguard import ReplayGuard, change_key
+from citybrain.stream.replayguard import HANDED_OVER, MarkNotCleared, ReplayGuard, change_key
 
 from .fakes import TP0, TP1, FakeConsumer
 from .test_at_least_once import producers
@@ -97,7 +97,7 @@ class Recording(ReplayGuard):
         super().__init__("127.0.0.1:1", frozenset({D1}))
         self.claims: list = []
 
-    def claim(self, inputs, committed):
+    def claim(self, inputs, unmark):
         self.claims.append(sorted(inputs, key=lambda tp: tp.partition))
 
 
@@ -124,3 +124,49 @@ async def test_a_stage_without_a_guard_claims_nothing(partitions):
     await cp.claim(partitions)
     await cp.add({TP0: 1}, [change(D1, "WO-1", 1)], [])
     assert len(log) == 1
+
+
+def committed_as(marks: dict):
+    async def commits(tps):
+        return {tp: marks[tp] for tp in tps}
+    return commits
+
+
+async def test_partitions_handed_over_cleanly_read_nothing_back_and_their_mark_is_cleared_first():
+    """No broker at 127.0.0.1:1: a read-back would fail — none is tried."""
+    cleared: list = []
+
+    async def unmark(offsets):
+        cleared.append(offsets)
+    g = ReplayGuard("127.0.0.1:1", frozenset({D1}), "grp",
+                    commits=committed_as({TP0: (10, HANDED_OVER), TP1: (4, HANDED_OVER)}))
+    g.claim([TP0, TP1], unmark)
+    o = change(D1, "WO-1", 1)
+    assert await g.unsent([o]) == [o]
+    assert cleared == [{TP0: 10, TP1: 4}] and g.seen == set()
+
+
+async def test_a_mark_not_cleared_stops_the_stage_before_it_sends():
+    async def refused(offsets):
+        raise RuntimeError("rebalance in progress")
+    g = ReplayGuard("127.0.0.1:1", frozenset({D1}), "grp", commits=committed_as({TP0: (10, HANDED_OVER)}))
+    g.claim([TP0], refused)
+    with pytest.raises(MarkNotCleared):
+        await g.unsent([change(D1, "WO-1", 1)])
+
+
+async def test_a_partition_without_the_mark_is_read_back():
+    """One unmarked partition (a kill's last loop commit): the read-back is tried — here it
+    fails (no broker), which sends everything rather than lose any; the marked one's mark
+    is cleared all the same."""
+    cleared: list = []
+
+    async def unmark(offsets):
+        cleared.append(offsets)
+    g = ReplayGuard("127.0.0.1:1", frozenset({D1}), "grp",
+                    commits=committed_as({TP0: (10, HANDED_OVER), TP1: (4, "")}))
+    g.TIMEOUT = 2.0
+    g.claim([TP0, TP1], unmark)
+    o = change(D1, "WO-1", 1)
+    assert await g.unsent([o]) == [o]
+    assert cleared == [{TP0: 10}]
