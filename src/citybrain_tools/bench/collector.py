@@ -14,6 +14,7 @@ alike.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -129,6 +130,9 @@ async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[
 
 def _main(bootstrap: str, topics: list[str], kind: str, trace: Sequence[str], ready: Any, stop: Any,
           results: Any) -> None:
+    # A failover run kills a broker on purpose: the client's retries (one error line per
+    # fetch every 100 ms, thousands a run) would bury the report.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     out = asyncio.run(collect(bootstrap, topics, kind, stop.is_set, ready.set, trace))
     results.send(out)
     results.close()

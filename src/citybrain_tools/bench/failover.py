@@ -27,6 +27,7 @@ never a test assertion.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -177,6 +178,9 @@ async def one_run(bootstrap: str, name: str, rate: float, before: float, after: 
 
 async def bench(bootstrap: str, scenarios: list[str], runs: int, rate: float, before: float, after: float,
                 probe_every: float, window: float, seed: int) -> dict:
+    # The faults are on purpose: the traffic's and the probes' clients retry through them,
+    # and their error lines (one per retry, thousands a leader kill) would bury the report.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     out: dict[str, list] = {}
     for name in scenarios:
         if name == "leader":
