@@ -77,10 +77,23 @@ class ReplayGuard:
         broker for ``group_id``, on the read-back's own loop)."""
         self.bootstrap, self.topics, self.group_id, self.clock = bootstrap, topics, group_id, clock
         self.commits = commits or self._group_commits
-        self.seen: set[Key] = set()
+        self.seen = set()
         self.read_at = 0.0
         self.dropped = 0
         self.reading: asyncio.Task | None = None   # the read-back in flight
+
+    @property
+    def seen(self) -> frozenset[Key]:
+        """What the read-backs found on the guarded topics (held ``KEEP`` seconds);
+        replaced, never changed in place (its orders are kept beside it)."""
+        return self._seen
+
+    @seen.setter
+    def seen(self, keys: Iterable[Key]) -> None:
+        # Its orders too: an output whose order is not among them is passed without
+        # parsing its JSON (every dispatch record for the ``KEEP`` seconds after a read-back).
+        self._seen = frozenset(keys)
+        self.orders = {(topic, key) for topic, key, _ in self._seen}
 
     async def unsent(self, outputs: list[Output]) -> list[Output]:
         """``outputs`` less those already on their topics (after the read-back in flight)."""
@@ -100,9 +113,9 @@ class ReplayGuard:
         if not self.seen or o.topic not in self.topics:
             return False
         if self.clock() - self.read_at > self.KEEP:
-            self.seen.clear()
+            self.seen = set()
             return False
-        if change_key(o.topic, o.key, o.value) not in self.seen:
+        if (o.topic, o.key) not in self.orders or change_key(o.topic, o.key, o.value) not in self.seen:
             return False
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 100 == 0:
@@ -137,7 +150,7 @@ class ReplayGuard:
         keys, note = await asyncio.to_thread(asyncio.run, self._read(commits))
         note = f"{len(handed)} of {len(inputs)} partitions handed over cleanly" + (f"; {note}" if note else "")
         if keys:
-            self.seen |= keys
+            self.seen = self.seen | keys
             self.read_at = self.clock()
         log.info("重放去重 replay guard: %s (%d keys) in %.2f s", note, len(keys), time.monotonic() - started)
 

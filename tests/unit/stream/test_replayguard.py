@@ -72,7 +72,7 @@ async def test_outputs_wait_for_the_read_back_in_flight():
 
     async def read_back():
         await gate.wait()
-        g.seen.add((D1, b"WO-1", 2))
+        g.seen = g.seen | {(D1, b"WO-1", 2)}
     g.reading = asyncio.create_task(read_back())
     sending = asyncio.create_task(g.unsent([change(D1, "WO-1", 2), change(D1, "WO-1", 3)]))
     await asyncio.sleep(0.01)
