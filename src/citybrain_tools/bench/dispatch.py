@@ -467,10 +467,11 @@ def report(result: dict) -> str:
         # Only ours is polled: the loop's rate is taken from its own first and last record.
         short = min(x["ours"]["seconds"] for x in m["runs"])
         if short < SHORT_DRAIN_SECONDS:
+            # 0: the backlog was drained before the first poll (the stages start before /readyz).
+            off = f"±{DRAIN_POLL_SECONDS / short:.0%}" if short > 0 else "all of it (drained before the first poll)"
             lines.append(f"  ⚠ 排空过快 a drain took {short:.1f} s: ours is read from the worker's metrics every "
                          f"{DRAIN_POLL_SECONDS:g} s, so a drain under {SHORT_DRAIN_SECONDS:g} s is off by up to "
-                         f"±{DRAIN_POLL_SECONDS / short:.0%}; "
-                         "give --records a larger backlog (300,000 drains in 5–15 s here)")
+                         f"{off}; give --records a larger backlog (300,000 drains in 5–15 s here)")
     for s in result.get("state", []):
         lines.append(f"状态 state {s['open_orders']:,} open orders (opened in {s['open_seconds']}s): "
                      f"RSS {s['rss_empty_mb']} → {s['rss_loaded_mb']} MB, probe {s['probe_rate']:,.0f} records/s")
