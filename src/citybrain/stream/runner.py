@@ -33,6 +33,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from citybrain import metrics
 from citybrain.kafka.groups import leave_group
 from citybrain.logfilter import ThrottledLog
+from citybrain.stream.batchsize import BatchSize
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed
 from citybrain.stream.guard import RecordGuard
 from citybrain.stream.localstore import LocalStore
@@ -87,6 +88,7 @@ class StageRunner:
         self.last_lag = 0.0
         self.position: dict[TopicPartition, int] = {}   # next offset to handle, per partition
         self.say = ThrottledLog(log)
+        self.batch_size = BatchSize(settings.max_batch_records)   # records a batch: its handling time bounded
         if settings.store_dir is not None:
             for state in stage.states:
                 state.store = LocalStore(settings.store_dir, state.topic)
@@ -245,7 +247,7 @@ class StageRunner:
                 await leave_group(self.bootstrap, self.stage.group_id, self.settings.group_instance_id)
 
     async def _step(self) -> None:
-        batch = await self.consumer.getmany(timeout_ms=200)
+        batch = await self.consumer.getmany(timeout_ms=200, max_records=self.batch_size.records)
         arrived, fetched_at = time.monotonic(), time.time()
         async with self.lock:
             if self.failed is not None or self.unrestored:
@@ -276,7 +278,9 @@ class StageRunner:
                 return
             if records:
                 metrics.child(metrics.STAGE_RECORDS, self.stage.name).inc(len(records))
+            began = time.monotonic()
             outputs = await self.guard.handle_in_slices(records)
+            self.batch_size.handled(len(records), time.monotonic() - began)
             await self._complete(offsets, outputs, arrived, len(records))
 
     def _fetch_again(self, batch: Batch) -> None:

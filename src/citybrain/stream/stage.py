@@ -63,4 +63,5 @@ class RunnerSettings:
     group_instance_id: str | None = None     # static membership (worker.instance_id); None: dynamic
     leave_group_on_stop: bool = True         # … and on a stop, leave at once (kafka/groups.py)
     backoff_seconds: tuple[float, float] = (0.5, 30.0)
+    max_batch_records: int = 2000            # a batch at most (fewer when handling is slow: stream/batchsize.py)
     store_dir: Path | None = None            # local copies of the stage state (None: memory://)

@@ -145,7 +145,8 @@ class FakeConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self.committed_offsets: dict[TopicPartition, int] = {}
         self.commits: list[dict] = []
-        self.marks: dict[TopicPartition, str] = {}   # each partition's last commit metadata
+        self.marks: dict[TopicPartition, str] = {}
+        self.asked: list[int | None] = []   # each getmany's max_records   # each partition's last commit metadata
         self.assigned: set[TopicPartition] = set()
         self.subscriptions = 0
         self.listener = None
@@ -167,11 +168,15 @@ class FakeConsumer:
     def assignment(self):
         return set(self.assigned)
 
-    async def getmany(self, timeout_ms=0):
+    async def getmany(self, timeout_ms=0, max_records=None):
         batch = {}
+        room = max_records   # None: no limit
+        self.asked.append(max_records)
         for tp in sorted(self.assigned, key=lambda tp: tp.partition):
             pos = self.positions.get(tp, self.committed_offsets.get(tp, 0))
-            recs = [m for m in self.logs.get(tp, []) if m.offset >= pos]
+            recs = [m for m in self.logs.get(tp, []) if m.offset >= pos][:room]
+            if room is not None:
+                room -= len(recs)
             if recs:
                 batch[tp] = recs
                 self.positions[tp] = recs[-1].offset + 1

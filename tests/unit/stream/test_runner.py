@@ -236,3 +236,27 @@ async def test_a_partition_is_at_its_end_only_past_the_batch_not_yet_handled():
     r.position[tp] = 46
     r.report_progress(clock, {})
     assert clock.reference(0) == 1_800_000_100.0
+
+
+# -- the batch size --------------------------------------------------------------------
+
+class SlowStage(FakeStage):
+    """Handling takes 5 ms a record (a loaded box)."""
+
+    def handle(self, m, out):
+        time.sleep(0.005)
+        super().handle(m, out)
+
+
+async def test_a_stage_that_handles_slowly_takes_smaller_batches():
+    """What a kill replays is what was handled and not yet committed: a batch is bounded by
+    its handling time (0.25 s), not only by its count (stream/batchsize.py)."""
+    consumer, producers = FakeConsumer({TP0: [record(i, b"r%d" % i) for i in range(150)]}), Plain()
+    r = StageRunner(SlowStage(), RunnerSettings("127.0.0.1:1", max_batch_records=100), consumer,
+                    AtLeastOnce(consumer, producers, "normalise"))
+    await r.checkpoint.start()
+    await joined(r, consumer, TP0)
+    await r.turn()                      # 100 records, 0.5 s: 5 ms a record
+    await r.turn()
+    assert consumer.asked[:2] == [100, 50]   # 0.25 s of work, no less than the floor of 50
+    assert producers.values("p0") == [b"r%d" % i for i in range(150)]
