@@ -24,7 +24,8 @@ class BatchSize:
         """The next batch's size."""
         if not self.per_record:
             return self.most
-        return max(self.least, min(self.most, int(self.target / self.per_record)))
+        # Bounded before it is an int: a vanishing per-record time makes the quotient infinite.
+        return max(self.least, int(min(self.most, self.target / self.per_record)))
 
     def handled(self, records: int, seconds: float) -> None:
         """A batch of ``records`` took ``seconds`` to handle (small ones say little: the
