@@ -125,14 +125,27 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
     await admin.start()
     try:
-        described = await admin.describe_topics([topic])
+        return (await _described_partitions(admin, [topic])).get(topic, [])
     except Exception:  # noqa: BLE001 - unknown topic
         return []
     finally:
         await admin.close()
-    if not described or described[0]["error_code"] != 0:
-        return []
-    return sorted(p["partition"] for p in described[0]["partitions"])
+
+
+async def partitions_of_topics(bootstrap: str, topics: list[str]) -> dict[str, list[int]]:
+    """Each existing topic's partition numbers, in one request (a topic that does not
+    exist is left out)."""
+    admin = kafka_admin(bootstrap_servers=bootstrap, client_id="citybrain-admin")
+    await admin.start()
+    try:
+        return await _described_partitions(admin, topics)
+    finally:
+        await admin.close()
+
+
+async def _described_partitions(admin, topics: list[str]) -> dict[str, list[int]]:
+    return {d["topic"]: sorted(p["partition"] for p in d["partitions"])
+            for d in await admin.describe_topics(topics) if d["error_code"] == 0}
 
 
 async def cluster_id(bootstrap: str) -> str:

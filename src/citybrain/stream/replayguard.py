@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 
+from citybrain.kafka.admin import partitions_of_topics
 from citybrain.kafka.clients import kafka_admin, kafka_consumer
 from citybrain.kafka.reading import read_until
 from citybrain.stream.output import Output
@@ -179,7 +180,7 @@ class ReplayGuard:
         await consumer.start()
         try:
             since, partitions = await asyncio.gather(self._first_uncommitted(consumer, commits),
-                                                     self._partitions(sorted(self.topics)))
+                                                     partitions_of_topics(self.bootstrap, sorted(self.topics)))
             if since is None:
                 return keys, "nothing past the others' commits"
             found_at = time.monotonic() - started
@@ -215,16 +216,6 @@ class ReplayGuard:
                           f"{located:.2f} s, {rounds[0]} fetches)")
         finally:
             await consumer.stop()
-
-    async def _partitions(self, topics: list[str]) -> dict[str, list[int]]:
-        admin = kafka_admin(bootstrap_servers=self.bootstrap, client_id="citybrain-replay-guard")
-        await admin.start()
-        try:
-            described = await admin.describe_topics(topics)
-        finally:
-            await admin.close()
-        return {d["topic"]: sorted(p["partition"] for p in d["partitions"])
-                for d in described if d["error_code"] == 0}
 
     @staticmethod
     async def _first_uncommitted(consumer, commits: dict[TopicPartition, int | None]) -> float | None:
