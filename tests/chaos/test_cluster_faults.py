@@ -119,6 +119,18 @@ def dispatch_gap(run, since: float) -> float:
     return longest_gap(run, since)[0]
 
 
+def gap_note(run, at: float, of: str = "") -> str:
+    """The dispatch gap after ``at`` beside the input's own longest pause, as reported."""
+    gap, began = longest_gap(run, at)
+    return (f"dispatch gap {gap:.2f}s from {began - at:+.1f}s{of} (the input's longest pause between orders "
+            f"{input_pause(run, at):.2f}s)")
+
+
+def led_note(victim: int, led: list[int]) -> str:
+    """Which node went, and how many of the busiest topic's partitions it led."""
+    return f"node {victim} (led {led.count(victim)}/{len(led)} of ingest.iot.readings"
+
+
 def waits(run: Outcome, since: float, until: float, inside: bool = True) -> list[float]:
     """The waits (receipt − source record's time) of the orders whose first record was sent
     between ``since`` and ``until`` (or, ``inside=False``, outside it), sorted."""
@@ -175,13 +187,9 @@ async def test_the_leader_of_the_busiest_partitions_is_killed_and_comes_back(clu
     # the rest (an order's wait includes what its category waits for: a sensor's repeats).
     around = waits(run, killed_at - 1, killed_at + 10)
     calm = waits(run, killed_at - 1, killed_at + 10, inside=False)
-    gap, gap_began = longest_gap(run, killed_at)
-    pause = input_pause(run, killed_at)
-    extra = (f"node {victim} (led {led.count(victim)}/{len(led)} of ingest.iot.readings"
-             f"{', the active controller' if victim == controller else ''}) SIGKILLed, up again "
-             f"≤ {back_at - killed_at:.1f}s after; dispatch gap {gap:.2f}s from {gap_began - killed_at:+.1f}s "
-             f"(the input's longest pause between orders {pause:.2f}s); orders begun in the 10 s after the kill: "
-             f"{figures(around)}; the others median "
+    extra = (f"{led_note(victim, led)}{', the active controller' if victim == controller else ''}) SIGKILLed, "
+             f"up again ≤ {back_at - killed_at:.1f}s after; {gap_note(run, killed_at)}; orders begun in the 10 s "
+             f"after the kill: {figures(around)}; the others median "
              f"{calm[len(calm) // 2] if calm else 0:.2f}s max {max(calm, default=0):.2f}s")
     verdict, line = reported("cluster-leader-kill", reference, run, records, extra)
     assert verdict.lost == 0 and verdict.incidents_differ == 0, line
@@ -253,12 +261,9 @@ async def test_a_broker_stopped_for_a_minute_under_exactly_once(cluster, tmp_pat
     finally:
         worker.stop()
     run = await reader.stop()
-    gap, gap_began = longest_gap(run, stopped_at)
-    pause = input_pause(run, stopped_at)
-    extra = (f"exactly_once; node {victim} (led {led.count(victim)}/{len(led)} of ingest.iot.readings) stopped "
-             f"(SIGTERM, {stop_took:.1f}s) for {restarted_at - stopped_at:.0f}s, up again {back_after:.1f}s after "
-             f"its start; dispatch gap {gap:.2f}s from {gap_began - stopped_at:+.1f}s of the stop (the input's longest "
-             f"pause between orders {pause:.2f}s); orders begun "
+    extra = (f"exactly_once; {led_note(victim, led)}) stopped (SIGTERM, {stop_took:.1f}s) for "
+             f"{restarted_at - stopped_at:.0f}s, up again {back_after:.1f}s after its start; "
+             f"{gap_note(run, stopped_at, ' of the stop')}; orders begun "
              f"while it was down: {figures(waits(run, stopped_at, restarted_at))}, after it was started again: "
              f"{figures(waits(run, restarted_at, restarted_at + back_after))}")
     verdict, line = reported("cluster-broker-stopped-a-minute", reference, run, records, extra)
