@@ -52,6 +52,14 @@ def _names(v: str) -> list[str]:
     return [x.strip() for x in v.split(",") if x.strip()]
 
 
+def _stage_names(v: str) -> list[str]:
+    """CITYBRAIN_STAGES: names, or ``none`` (a console process).  Text that names nothing
+    (",") stays itself, so that validation refuses it by name rather than read it as none."""
+    if v.strip().lower() == "none":
+        return []
+    return _names(v) or [v]
+
+
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     app_id: str = "citybrain"
@@ -83,7 +91,14 @@ class WorkerSettings(BaseModel):
     # The hot path's stages this worker process hosts.  Both by default; one each in two
     # processes (a normalise worker and a fuse worker, each with a core of its own) keeps
     # one stage's batches from holding the other's event loop — docs/performance.md.
-    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES), min_length=1)
+    # None (``[]``, CITYBRAIN_STAGES=none): a console process.
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGE_NAMES))
+    # Whether this process serves the console: the order views, the history, the 研判
+    # windows, media and the HTTP API, each a reader of its own topics.  false: a stage
+    # process that answers /metrics, /healthz and /readyz only — the readers' fetches and
+    # folds no longer share the hot path's event loop (docs/performance.md, "The console
+    # in a process of its own").
+    console: bool = True
 
     @field_validator("stages")
     @classmethod
@@ -91,6 +106,13 @@ class WorkerSettings(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError(f"each stage at most once: {v}")
         return v
+
+    @model_validator(mode="after")
+    def _hosts_something(self) -> WorkerSettings:
+        if not self.stages and not self.console:
+            raise ValueError("本进程无事可做 this worker process would host nothing: worker.stages is none "
+                             "and worker.console is false")
+        return self
 
 
 class IngestSettings(BaseModel):
@@ -270,7 +292,8 @@ _ENV: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "CITYBRAIN_WEB_HOST": ("worker", "web_host", str),
     "CITYBRAIN_STORE": ("worker", "store", str),
     "CITYBRAIN_PROCESSING_GUARANTEE": ("worker", "processing_guarantee", str),
-    "CITYBRAIN_STAGES": ("worker", "stages", _names),
+    "CITYBRAIN_STAGES": ("worker", "stages", _stage_names),
+    "CITYBRAIN_CONSOLE": ("worker", "console", str),
     "CITYBRAIN_INSTANCE_ID": ("worker", "instance_id", str),
     "CITYBRAIN_LEAVE_GROUP_ON_STOP": ("worker", "leave_group_on_stop", str),
 }

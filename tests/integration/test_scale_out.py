@@ -1,10 +1,12 @@
 """Scale-out on the local broker: two workers in one consumer group split the partitions,
 each serves /metrics, the orders they make match what one worker makes of the same seeded
 input, and each worker's API answers for all of them; so do a normalise worker and a fuse
-worker (worker.stages: one stage per process)."""
+worker that serve no console (worker.stages: one stage per process; worker.console = false)
+beside a console process (no stage), whose API alone answers for every order."""
 
 import asyncio
 import time
+import urllib.error
 import urllib.request
 
 import orjson
@@ -28,13 +30,13 @@ def totals(workers) -> tuple[int, int, int]:
             series_total(pages, "citybrain_fusion_outcome_total"))
 
 
-async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float, stages=None):
-    """``stages``: per worker, the hot-path stages it hosts (worker.stages; all by default)."""
+async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float, envs=None):
+    """``envs``: per worker, what it hosts (CITYBRAIN_STAGES, CITYBRAIN_CONSOLE; all by default)."""
     prefix = new_prefix(name)
     topics = await prepare(bootstrap, prefix)
     (tmp_path / name).mkdir()
     workers = [WorkerProcess(bootstrap, prefix, tmp_path / name, f"w{i}",
-                             env={"CITYBRAIN_STAGES": ",".join(stages[i])} if stages else None)
+                             env=envs[i] if envs else None)
                for i in range(n_workers)]
     for w in workers:   # all in the group before the input arrives: each is ready once it owns partitions
         super(WorkerProcess, w).start()
@@ -52,7 +54,9 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float,
         assert received == sent and fused == events, (received, sent, fused, events)
         pages = [w.metrics() for w in workers]
         changes = decode(await consume_all(bootstrap, topics.workorder_events, quiet=1.5))
-        served = [await asyncio.to_thread(api_order_ids, w) for w in workers]
+        consoles = [w for i, w in enumerate(workers) if not envs or envs[i].get("CITYBRAIN_CONSOLE") != "false"]
+        served = [await asyncio.to_thread(api_order_ids, w) for w in consoles]
+        elsewhere = [await asyncio.to_thread(refusal, w) for w in workers if w not in consoles]
     finally:
         for w in workers:
             w.stop()
@@ -63,8 +67,20 @@ async def run_city(bootstrap, tmp_path, name: str, n_workers: int, start: float,
     orders = {wo: (c["snapshot"]["status"], c["snapshot"]["department"],
                    tuple(sorted(e["event_id"] for e in c["snapshot"]["events"])))
               for wo, c in latest.items()}
-    assert all(ids == set(latest) for ids in served), "every worker's API answers for every order"
+    assert served and all(ids == set(latest) for ids in served), "every console's API answers for every order"
+    # A stage process answers the API with a JSON 404 that says why, not aiohttp's text page.
+    assert all(r == (404, "no_console") for r in elsewhere), elsewhere
     return orders, pages, sent
+
+
+def refusal(worker) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.port}/api/v1/workorders",
+                                     headers={"Authorization": "Bearer demo-operator"})
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as e:
+        return e.code, orjson.loads(e.read())["error"]["reason"]
+    return 200, "answered"
 
 
 def api_order_ids(worker) -> set[str]:
@@ -98,10 +114,13 @@ async def test_two_workers_split_the_partitions_and_make_the_same_orders(kafka_b
     same_id = sum(1 for wo, v in two.items() if one.get(wo) == v)
     assert same_id >= len(one) - 3, (same_id, len(one))
 
-    # One stage per process: a normalise worker and a fuse worker make the same orders.
-    split, pages, sent3 = await run_city(kafka_bootstrap, tmp_path, "split", 2, start,
-                                              stages=[["normalise"], ["fuse"]])
+    # One stage per process, the console in a third: the same orders, and the console
+    # process's API answers for all of them though it hosts no stage.
+    split, pages, sent3 = await run_city(kafka_bootstrap, tmp_path, "split", 3, start, envs=[
+        {"CITYBRAIN_STAGES": "normalise", "CITYBRAIN_CONSOLE": "false"},
+        {"CITYBRAIN_STAGES": "fuse", "CITYBRAIN_CONSOLE": "false"},
+        {"CITYBRAIN_STAGES": "none"}])
     assert sent3 == sent
     shares = [outcome_total([page], "received") for page in pages]
-    assert shares == [sent, 0], shares   # the fuse worker reads no ingest topic
+    assert shares == [sent, 0, 0], shares   # neither the fuse worker nor the console reads an ingest topic
     assert sorted(split.values()) == sorted(one.values())

@@ -63,7 +63,20 @@ def test_a_worker_hosts_both_stages_unless_told_which():
     assert Config(env={"CITYBRAIN_STAGES": " normalise , fuse "}).settings.worker.stages == ["normalise", "fuse"]
 
 
-@pytest.mark.parametrize("given, fault", [("fuze", "fuze"), ("fuse,fuse", "at most once"), (",", "at least 1")])
+@pytest.mark.parametrize("given, fault", [("fuze", "fuze"), ("fuse,fuse", "at most once"), (",", "input_value=','")])
 def test_a_stage_list_that_names_no_stage_or_one_twice_is_refused(given, fault):
     with pytest.raises(ValidationError, match=fault):
         Config(env={"CITYBRAIN_STAGES": given})
+
+
+def test_a_worker_serves_the_console_unless_told_not_to():
+    assert Config(env={}).settings.worker.console is True
+    stages_only = Config(env={"CITYBRAIN_CONSOLE": "false"}).settings.worker
+    assert (stages_only.console, stages_only.stages) == (False, ["normalise", "fuse"])
+    console_only = Config(env={"CITYBRAIN_STAGES": "none"}).settings.worker
+    assert (console_only.console, console_only.stages) == (True, [])
+
+
+def test_a_process_with_no_stage_and_no_console_is_refused():
+    with pytest.raises(ValidationError, match="would host nothing"):
+        Config(env={"CITYBRAIN_STAGES": "None", "CITYBRAIN_CONSOLE": "0"})

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import mode
 from aiokafka import AIOKafkaProducer
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -35,28 +34,23 @@ from citybrain.config import Config, worker_instance_id
 from citybrain.domain.normalize import IngestLimits, Normalizer
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.groups import leave_group
-from citybrain.kafka.topics import MEDIA_RECORD_BYTES, Topics
+from citybrain.kafka.topics import Topics
 from citybrain.reporterkey import reporter_pseudonymiser
 from citybrain.startup import StartupPhases
 from citybrain.stream import area_warnings as warning_stream
 from citybrain.stream import commands
-from citybrain.stream.analytics import WindowsFeed
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.collaborators import collaborators
+from citybrain.stream.console import install_console, refer_to_console
 from citybrain.stream.early import start_early, when_set
 from citybrain.stream.fuse_stage import FuseStage
-from citybrain.stream.logreader import TopicReader
 from citybrain.stream.normalise_stage import DeadLetterLog, NormaliseStage
 from citybrain.stream.registry import RegistryCache, RegistryDeadLetters, dead_letter_sender
 from citybrain.stream.registrycopy import RegistryCopy
 from citybrain.stream.stage import RunnerSettings, Stage
 from citybrain.stream.topology import group_id, topic_specs
-from citybrain.stream.views import OrderLogViews
 from citybrain.stream.wiring import stage_runner
-from citybrain.web.api import MAX_BODY, Api
-from citybrain.web.auth import ReloadingTokens
-from citybrain.web.media import MediaStore
-from citybrain.web.warnings import WarningLayer
+from citybrain.web.api import MAX_BODY
 
 log = logging.getLogger("citybrain.worker")
 
@@ -211,41 +205,11 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
     async def registry_dead_letters() -> None:
         await registry_dead.run()
 
-    views = OrderLogViews(config, topics, bootstrap, data_dir)
-    views.devices = lambda: registry.devices.values()
-    views.install(app)
-
-    @app.service
-    class EvaluationCheckpointAtStop(mode.Service):
-        async def on_stop(self) -> None:   # a clean stop leaves no tail to fold
-            views.save_checkpoint()
-    tokens = ReloadingTokens(config.auth_path, set(config.desks))
-    api = Api(config, topics, bootstrap, views.view, views.evaluation, tokens, config.city_map,
-              ready=views.caught_up, devices=lambda: registry.devices.values())
-    api.device_health = views.device_health
-    api.warning_layer = WarningLayer(warning_feed.book, warning_feed.shapes)   # GET /api/v1/warnings
-    if views.history is not None:
-        api.attach_history(views.history.store, views.history.caught_up)
-    windows = WindowsFeed(bootstrap, topics, f"{gid}-analytics", data_dir, config.analytics,   # 研判 (stream/analytics.py)
-                          history=views.history.store if views.history is not None else None)
-    if views.history is not None:
-        windows.history_caught_up = views.history.caught_up
-    windows.install(app)
-    api.attach_windows(windows.store, windows.caught_up)
-    media = MediaStore(data_dir / "media")
-    api.attach_media(media)
-    api.install(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver
-    media_log = TopicReader(bootstrap, topics.media, media.fold, "media",
-                            consumer_options={"max_partition_fetch_bytes": MEDIA_RECORD_BYTES + 64 * 1024})
-
-    @app.task
-    async def read_media() -> None:
-        await media_log.run()
-
-    @app.service
-    class ApiProducer(mode.Service):
-        async def on_stop(self) -> None:
-            await api.close()
+    # The console's read models and API (stream/console.py), unless this is a stage process.
+    views = (install_console(app, config, topics, bootstrap, data_dir, gid, lambda: registry.devices.values(),
+                             warning_feed) if s.worker.console else None)
+    if views is None:
+        refer_to_console(app.web.web_app)  # type: ignore[attr-defined]  # faust's aiohttp driver
 
     @app.task
     async def calendar_check() -> None:
@@ -307,7 +271,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
         runners = [stage_runner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]
         log.info("处理保证 processing guarantee: %s; 本进程阶段 stages hosted here: %s",
-                 s.worker.processing_guarantee, ", ".join(st.name for st in stages))
+                 s.worker.processing_guarantee, ", ".join(st.name for st in stages) or "无 none (a console process)")
         # The city map, registry, configuration and libraries live as long as the worker:
         # out of the collector's sight, a full collection no longer walks them (measured:
         # ~30 ms per gen-2 pass over them alone — a dispatch-latency tail).
@@ -340,10 +304,11 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
 
     def readiness() -> dict:
         stage_ready = {st.name: st.ready.is_set() for st in stages}
-        ready = (registry.loaded.is_set() and all(stage_ready.values()) and views.caught_up()
+        view_caught_up = views.caught_up() if views is not None else None   # None: no console here
+        ready = (registry.loaded.is_set() and all(stage_ready.values()) and view_caught_up is not False
                  and broker.up)
         return {"ready": ready, "broker_up": broker.up, "registry_loaded": registry.loaded.is_set(),
-                "order_view_caught_up": views.caught_up(),
+                "order_view_caught_up": view_caught_up,
                 "registry_devices": len(registry.devices), "stages": stage_ready}
 
     @early.task
@@ -370,6 +335,6 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
 
     # For tests and the CLI (faust.App declares no such attributes).
     app.citybrain_registry = registry  # type: ignore[attr-defined]
-    app.citybrain_evaluation = views.evaluation  # type: ignore[attr-defined]
-    app.citybrain_view = views.view  # type: ignore[attr-defined]
+    app.citybrain_evaluation = views.evaluation if views is not None else None  # type: ignore[attr-defined]
+    app.citybrain_view = views.view if views is not None else None  # type: ignore[attr-defined]
     return app

@@ -62,7 +62,7 @@ def _json(body, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def _error(status: int, reason: str, detail: str, field: str | None = None, errors: list | None = None):
+def error_response(status: int, reason: str, detail: str, field: str | None = None, errors: list | None = None):
     body = {"error": {"status": status, "reason": reason, "detail": detail, "field": field}}
     if errors:
         body["error"]["errors"] = errors
@@ -71,7 +71,7 @@ def _error(status: int, reason: str, detail: str, field: str | None = None, erro
 
 def _validation(e: ValidationError) -> web.Response:
     errors = [{"field": field_path(err["loc"]), "message": err["msg"]} for err in e.errors(include_url=False)]
-    return _error(422, "invalid_field", f"{errors[0]['field']}: {errors[0]['message']}", errors[0]["field"], errors)
+    return error_response(422, "invalid_field", f"{errors[0]['field']}: {errors[0]['message']}", errors[0]["field"], errors)
 
 
 def _refuse_unreadable_requests() -> None:
@@ -92,7 +92,7 @@ def _refuse_unreadable_requests() -> None:
                     request.remote, type(exc).__name__ if exc is not None else "bad request", status)
         if request.writer.output_size > 0:
             raise ConnectionError("a response was sent already; cannot send the error")
-        response = _error(status, "bad_request", "the request could not be read (a header too long or "
+        response = error_response(status, "bad_request", "the request could not be read (a header too long or "
                           "malformed, or not HTTP)")
         response.force_close()
         return response
@@ -174,18 +174,18 @@ class Api:
             if r.status in (401, 403, 429):
                 metrics.child(metrics.AUTH_REFUSALS, r.reason).inc()
                 log.warning("拒绝访问 refused %s %s: %s (%s)", request.method, route, r.reason, r.detail)
-            response = _error(r.status, r.reason, r.detail, r.field)
+            response = error_response(r.status, r.reason, r.detail, r.field)
             if r.retry_after is not None:
                 response.headers["Retry-After"] = str(max(1, math.ceil(r.retry_after)))
         except web.HTTPRequestEntityTooLarge:
-            response = _error(413, "too_large", f"the body is larger than {MAX_BODY} bytes", "body")
+            response = error_response(413, "too_large", f"the body is larger than {MAX_BODY} bytes", "body")
         except web.HTTPException as e:
             if e.status == 404:
-                response = _error(404, "not_found", f"no route {request.method} {request.path}")
+                response = error_response(404, "not_found", f"no route {request.method} {request.path}")
             elif e.status == 405:
-                response = _error(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
+                response = error_response(405, "method_not_allowed", f"{request.method} is not allowed on {request.path}")
             else:
-                response = _error(e.status, "http_error", e.reason)
+                response = error_response(e.status, "http_error", e.reason)
         if not isinstance(response, web.StreamResponse) or not response.prepared:
             metrics.child(metrics.API_REQUESTS, route, str(response.status)).inc()
         return response
@@ -280,7 +280,7 @@ class Api:
         try:   # an address without lon/lat: the gazetteer's point (立案 from the console)
             located = locate_report(doc, self.config.gazetteer)
         except NeedsLocation as e:
-            return _error(422, "needs_location", e.detail, "address")
+            return error_response(422, "needs_location", e.detail, "address")
         if p.role == "grid":
             doc.setdefault("reporter_id", p.id)
             if doc["reporter_id"] != p.id:
@@ -291,7 +291,7 @@ class Api:
         # dead letter later).
         too_deep = extra_nested_too_deep(doc, IncidentReport, IngestLimits.max_extra_depth)
         if too_deep is not None:
-            return _error(422, "invalid_field", f"extra field {too_deep!r} is nested more than "
+            return error_response(422, "invalid_field", f"extra field {too_deep!r} is nested more than "
                           f"{IngestLimits.max_extra_depth} levels deep", too_deep)
         try:
             report = IncidentReport.model_validate(doc)
@@ -302,19 +302,19 @@ class Api:
             raise Refused(403, "forbidden_role", "external_ref: only a gateway token hands over another "
                           "platform's case", "external_ref")
         if report.lon is None or report.lat is None:
-            return _error(422, "missing_field", "lon and lat: a point (or, without them, an address the gazetteer "
+            return error_response(422, "missing_field", "lon and lat: a point (or, without them, an address the gazetteer "
                           "locates)", "lon" if report.lon is None else "lat")
         if self.config.taxonomy.category(report.category) is None:
-            return _error(422, "unknown_category", f"category {report.category!r} is not in the taxonomy",
+            return error_response(422, "unknown_category", f"category {report.category!r} is not in the taxonomy",
                           "category")
         ahead = (report.ts - now).total_seconds()
         if ahead > self.config.settings.ingest.max_future_seconds:
-            return _error(422, "future_timestamp", f"ts is {ahead:.0f}s in the future", "ts")
+            return error_response(422, "future_timestamp", f"ts is {ahead:.0f}s in the future", "ts")
         place = self.city.locate(report.lon, report.lat)
         if place is None:
-            return _error(422, "out_of_area", f"({report.lon}, {report.lat}) is outside every grid", "lon")
+            return error_response(422, "out_of_area", f"({report.lon}, {report.lat}) is outside every grid", "lon")
         if report.grid_code is not None and self.city.grid(report.grid_code) is None:
-            return _error(422, "invalid_field", f"grid_code {report.grid_code} is not a grid of this city",
+            return error_response(422, "invalid_field", f"grid_code {report.grid_code} is not a grid of this city",
                           "grid_code")
         grid = report.grid_code or place.grid_code
         if p.role == "grid":
@@ -498,7 +498,7 @@ class Api:
         doc = await self._body(request)
         if "actor" in doc or "work_order_id" in doc:
             field = "actor" if "actor" in doc else "work_order_id"
-            return _error(422, "invalid_field", f"{field} comes from the token and the path, not the body", field)
+            return error_response(422, "invalid_field", f"{field} comes from the token and the path, not the body", field)
         doc.update(work_order_id=wo, actor=p.actor().model_dump(exclude_none=True),
                    ts=self.now().isoformat())
         try:
@@ -511,9 +511,9 @@ class Api:
                           f"role {p.role} may not {cmd.action} (allowed: {', '.join(sorted(roles))})", "action")
         # What the lifecycle would refuse for a missing field is refused here, with the field.
         if cmd.action in IRREVERSIBLE and not cmd.note.strip():
-            return _error(422, "missing_field", f"{cmd.action} cannot be undone: it needs a reason (note)", "note")
+            return error_response(422, "missing_field", f"{cmd.action} cannot be undone: it needs a reason (note)", "note")
         if cmd.action == "merge" and (not cmd.into or cmd.into == wo):
-            return _error(422, "missing_field" if not cmd.into else "invalid_field",
+            return error_response(422, "missing_field" if not cmd.into else "invalid_field",
                           "merge needs into: another work order, the one that survives", "into")
         await self._send(self.topics.commands, wo.encode(), orjson.dumps(cmd.model_dump(mode="json")))
         return _json({"command_id": cmd.command_id, "work_order_id": wo, "status": "accepted",
@@ -544,7 +544,7 @@ class Api:
         try:
             figures = self.evaluation.figures(period)
         except ValueError as e:
-            return _error(400, "invalid_field", str(e), "period")
+            return error_response(400, "invalid_field", str(e), "period")
         rates = self.device_health()
         health, health_by_district, health_by_kind = rates["owner"], rates["district"], rates["kind_district"]
         if p.role in ("department", "street"):
