@@ -7,8 +7,10 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, delete_prefixed, publish_registry
@@ -102,17 +104,45 @@ class PipelineReadings:
         return series_total(self._pages(), "citybrain_fusion_outcome_total")
 
 
+@dataclass(frozen=True)
+class WorkerShape:
+    """How a bench runs the worker: the hot path's stages in one process or one each
+    (``stage_processes`` 1 or 2, worker.stages), and the console's read models and API in
+    those processes or in a process of their own (``console_apart``, worker.console)."""
+
+    stage_processes: int = 1
+    console_apart: bool = False
+
+    SPLITS: ClassVar[dict[int, list[list[str]]]] = {1: [["normalise", "fuse"]], 2: [["normalise"], ["fuse"]]}
+
+    def __post_init__(self) -> None:
+        if self.stage_processes not in self.SPLITS:
+            raise ValueError(f"stage processes: 1 or 2, not {self.stage_processes}")
+
+    def processes(self) -> list[dict[str, str]]:
+        """Each process's environment beside the bench's own."""
+        console = {"CITYBRAIN_CONSOLE": "false"} if self.console_apart else {}
+        stages = [{"CITYBRAIN_STAGES": ",".join(names), **console} for names in self.SPLITS[self.stage_processes]]
+        return stages + ([{"CITYBRAIN_STAGES": "none"}] if self.console_apart else [])
+
+    def describe(self) -> str:
+        where = ("both stages in one worker process" if self.stage_processes == 1
+                 else "normalise and fuse each in a worker process of its own")
+        return where + ("; the console in a process of its own" if self.console_apart else "")
+
+
+ONE_PROCESS = WorkerShape()   # the default: both stages and the console in one worker process
+
+
 class BenchWorker(WorkerProcess, PipelineReadings):
     """A worker on a fresh prefix, in its own state dir (its log is kept there);
-    ``stages``: the hot-path stages it hosts (worker.stages; all by default)."""
+    ``env``: what this process hosts (CITYBRAIN_STAGES, CITYBRAIN_CONSOLE; all by default)."""
 
-    def __init__(self, bootstrap: str, topics: Topics, stages: Sequence[str] = ()):
+    def __init__(self, bootstrap: str, topics: Topics, env: Mapping[str, str] | None = None):
         port = free_port()
         state = Path(tempfile.mkdtemp(prefix="citybrain-bench-"))
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap, CITYBRAIN_TOPIC_PREFIX=topics.prefix,
-                   CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_STATE_DIR=str(state))
-        if stages:
-            env["CITYBRAIN_STAGES"] = ",".join(stages)
+                   CITYBRAIN_WEB_PORT=str(port), CITYBRAIN_STATE_DIR=str(state), **(env or {}))
         # CITYBRAIN_BENCH_WORKER_LOGLEVEL=info keeps the worker's start phases and
         # rebalances in its log (a failover run read phase by phase); warn by default.
         super().__init__(env, port, state / "worker.log",
@@ -128,16 +158,11 @@ class BenchWorker(WorkerProcess, PipelineReadings):
 
 
 class BenchWorkers(PipelineReadings):
-    """The hot path in ``processes`` worker processes: 1, both stages in one; 2, the
-    normalise stage in one and the fuse stage in the other (worker.stages).  Read as one:
-    readings summed over the processes' pages, CPU and memory added, the first exit code."""
+    """The worker in the processes of a ``WorkerShape``, read as one: readings summed over
+    the processes' pages, CPU and memory added, the first exit code."""
 
-    SPLITS = {1: [["normalise", "fuse"]], 2: [["normalise"], ["fuse"]]}
-
-    def __init__(self, bootstrap: str, topics: Topics, processes: int = 1):
-        if processes not in self.SPLITS:
-            raise ValueError(f"stage processes: 1 or 2, not {processes}")
-        self.workers = [BenchWorker(bootstrap, topics, stages) for stages in self.SPLITS[processes]]
+    def __init__(self, bootstrap: str, topics: Topics, shape: WorkerShape = ONE_PROCESS):
+        self.workers = [BenchWorker(bootstrap, topics, env) for env in shape.processes()]
         self.log_path = " ".join(str(w.log_path) for w in self.workers)
 
     async def ready(self, timeout: float = 120.0) -> BenchWorkers:

@@ -23,7 +23,7 @@ from citybrain.config import Config
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, kafka_consumer, kafka_producer
 from citybrain.progress import Progress
 from citybrain_tools.bench.collector import CollectorProcess
-from citybrain_tools.bench.common import BenchWorkers, fresh_topics, produce_backlog
+from citybrain_tools.bench.common import ONE_PROCESS, BenchWorkers, WorkerShape, fresh_topics, produce_backlog
 from citybrain_tools.bench.stats import percentiles
 from citybrain_tools.sample.registry_builder import load
 from citybrain_tools.sample.sites import UNDERPASS
@@ -127,7 +127,7 @@ def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator
 
 
 async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, seed: int,
-                     warmup: float = 10.0, processes: int = 1) -> dict:
+                     warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS) -> dict:
     """Ours, the plain loop and the broker's echo floor at one offered load, one after
     the other on the same broker, each for ``count`` windows of ``seconds`` after
     ``warmup`` seconds of the same traffic (reported apart: right after a start the
@@ -136,7 +136,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     duration = warmup + count * seconds
     # Ours.
     topics, _ = await fresh_topics(bootstrap, "lat")
-    worker = await BenchWorkers(bootstrap, topics, processes).ready()
+    worker = await BenchWorkers(bootstrap, topics, shape).ready()
     cfg = Config()
     dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
@@ -150,7 +150,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
             got = await collector.finish()
         each = worker.pages()   # a process's own series (gc, event loop) read apart
         text = "\n".join(each)
-        ours = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": processes,
+        ours = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": shape.stage_processes,
                 "stage_latency": stage_latency(text), "gc": per_process(gc_pauses, each),
                 "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
                 "event_loop_lag": [stage_latency(t, "citybrain_event_loop_lag_seconds_bucket").get("?") for t in each],
@@ -242,11 +242,11 @@ def stage_latency(metrics_text: str, name: str = "citybrain_stage_latency_second
     return out
 
 
-async def max_throughput(bootstrap: str, records: int, seed: int, processes: int = 1) -> dict:
+async def max_throughput(bootstrap: str, records: int, seed: int, shape: WorkerShape = ONE_PROCESS) -> dict:
     topics, (out_topic, _) = await fresh_topics(bootstrap, "max", ["baseline.dispatch", "baseline.dispatch.sink"])
     await produce_backlog(bootstrap, topics, records, seed, "  backlog")
     total = records
-    worker = await BenchWorkers(bootstrap, topics, processes).ready()
+    worker = await BenchWorkers(bootstrap, topics, shape).ready()
     try:
         # Ours is done when the last record is normalised *and* fused (two stages).
         ours = await _drain(worker.pipeline, total, "  ours drain", worker)
@@ -332,11 +332,12 @@ def _state_points(n: int, spacing_m: float = 100.0):
     return out
 
 
-async def state_size(bootstrap: str, open_orders: int, probe_records: int, seed: int, processes: int = 1) -> dict:
+async def state_size(bootstrap: str, open_orders: int, probe_records: int, seed: int,
+                     shape: WorkerShape = ONE_PROCESS) -> dict:
     """Open `open_orders` orders that cannot fuse, then measure memory and throughput."""
     points = _state_points(open_orders)
     topics, _ = await fresh_topics(bootstrap, f"state{open_orders}")
-    worker = await BenchWorkers(bootstrap, topics, processes).ready()
+    worker = await BenchWorkers(bootstrap, topics, shape).ready()
     try:
         rss_empty = worker.rss_mb()
         producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20)
@@ -401,32 +402,32 @@ def chart(result: dict, path) -> None:
 
 async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_records: int,
                 state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3,
-                warmup: float = 10.0, processes: int = 1) -> dict:
-    """``processes``: the worker's stages in one process, or one process each (2)."""
+                warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS) -> dict:
+    """``shape``: the worker's processes (bench/common.py)."""
     result: dict = {"windows": windows_per_load, "window_s": window_seconds, "warmup_s": warmup, "latency": [],
-                    "max_throughput": None, "stage_processes": processes}
+                    "max_throughput": None, "stage_processes": shape.stage_processes,
+                    "console_apart": shape.console_apart, "shape": shape.describe()}
     for rate in rates:
         print(f"① 延迟 latency at {rate:g} records/s, {warmup:g} s warm-up + {windows_per_load} × "
               f"{window_seconds:g} s …", flush=True)
         result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed, warmup,
-                                                  processes))
+                                                  shape))
     if max_records and throughput_runs:
         runs = []
         for i in range(throughput_runs):
             print(f"② 最大吞吐 max throughput over {max_records:,} records, run {i + 1}/{throughput_runs} …", flush=True)
-            runs.append(await max_throughput(bootstrap, max_records, seed + i, processes))
+            runs.append(await max_throughput(bootstrap, max_records, seed + i, shape))
         ratios = sorted(r["ratio"] for r in runs)
         result["max_throughput"] = {"runs": runs, "median_ratio": ratios[len(ratios) // 2]}
     result["state"] = []
     for n in state_sizes:
         print(f"③ 状态规模 {n:,} open orders …", flush=True)
-        result["state"].append(await state_size(bootstrap, n, 20000, seed, processes))
+        result["state"].append(await state_size(bootstrap, n, 20000, seed, shape))
     return result
 
 
 def report(result: dict) -> str:
-    where = ("both stages in one worker process" if result.get("stage_processes", 1) == 1
-             else "normalise and fuse each in a worker process of its own")
+    where = result.get("shape") or WorkerShape(result.get("stage_processes", 1)).describe()
     lines = [f"派单延迟 dispatch latency (ms, receipt − source Kafka timestamp; {where}; {result.get('windows')} windows × "
              f"{result.get('window_s'):g} s per load after {result.get('warmup_s', 0):g} s of warm-up; the floor: "
              "one produce → consume hop)",

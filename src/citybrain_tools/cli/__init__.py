@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--stage-processes", type=int, choices=[1, 2], default=1,
                    help="dispatch: the worker's two stages in one process (1) or one process each (2, "
                         "worker.stages)")
+    b.add_argument("--console-apart", action="store_true",
+                   help="dispatch: the console's read models and API in a process of their own, the stage "
+                        "processes serving none (worker.console = false)")
     b.add_argument("--state-sizes", default="1000,10000,100000",
                    help="dispatch: open orders held in state for the size test")
     b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each "

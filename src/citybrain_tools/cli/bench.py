@@ -15,6 +15,7 @@ def cmd_bench(args) -> int:
     import json
 
     from citybrain_tools.bench import dispatch, normalize
+    from citybrain_tools.bench.common import WorkerShape
     stamp = int(time.time())
     out = Path(args.out) if args.out else state_dir() / "bench" / f"{args.what}-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,8 @@ def cmd_bench(args) -> int:
                 result[g] = asyncio.run(dispatch.bench(broker_address(), rates, args.duration, args.records, sizes,
                                                        seed=args.seed, windows_per_load=args.windows,
                                                        throughput_runs=args.throughput_runs,
-                                                       warmup=args.warmup, processes=args.stage_processes))
+                                                       warmup=args.warmup,
+                                                       shape=WorkerShape(args.stage_processes, args.console_apart)))
                 png = out.with_name(f"{out.stem}-{g}.png")
                 dispatch.chart(result[g], png)
                 texts.append(f"== {g}\n" + dispatch.report(result[g]) + f"\n  图 chart: {png}")
