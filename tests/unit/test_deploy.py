@@ -12,6 +12,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from citybrain import metrics, observability
+from citybrain.config import Config
 from citybrain.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy"
@@ -135,10 +136,10 @@ def test_a_broken_alertmanager_config_is_refused(tmp_path):
     assert check.returncode != 0 and "nobody" in check.stdout + check.stderr
 
 
-def test_compose_has_kafka_two_workers_prometheus_and_provisioned_grafana():
+def test_compose_has_kafka_two_workers_a_console_prometheus_and_provisioned_grafana():
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"kafka", "worker-1", "worker-2", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "worker-1", "worker-2", "console", "prometheus", "grafana"} <= set(services)
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"      # KRaft
     w1, w2 = services["worker-1"], services["worker-2"]
@@ -152,6 +153,15 @@ def test_compose_has_kafka_two_workers_prometheus_and_provisioned_grafana():
     assert [services[k]["environment"]["KAFKA_NODE_ID"] for k in ("kafka", "kafka-2", "kafka-3")] == [1, 2, 3]
     assert w1["environment"]["CITYBRAIN_INSTANCE_ID"] != w2["environment"]["CITYBRAIN_INSTANCE_ID"]
     assert w2["environment"]["CITYBRAIN_REPLICATION_FACTOR"] == 3
+    # The stage workers serve no console; the console process hosts no stage and takes the
+    # console's port (config refuses a process that hosts neither).
+    console = services["console"]
+    assert w1["environment"]["CITYBRAIN_CONSOLE"] == w2["environment"]["CITYBRAIN_CONSOLE"] == "false"
+    assert (console["environment"]["CITYBRAIN_STAGES"], console["environment"]["CITYBRAIN_CONSOLE"]) == ("none", "true")
+    assert console["ports"] == ["127.0.0.1:6066:6066"] and console["volumes"] not in (w1["volumes"], w2["volumes"])
+    for name in ("worker-1", "worker-2", "console"):
+        hosts = Config(env={k: str(v) for k, v in services[name]["environment"].items()}).settings.worker
+        assert hosts.stages or hosts.console, name
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
@@ -159,7 +169,7 @@ def test_compose_has_kafka_two_workers_prometheus_and_provisioned_grafana():
                 assert (PROJECT_ROOT / source).exists(), source
     prom = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert targets == ["worker-1:6066", "worker-2:6066"]
+    assert targets == ["worker-1:6066", "worker-2:6066", "console:6066"]
     assert prom["rule_files"] == ["/etc/prometheus/rules/citybrain.rules.yml"]
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
     assert "alertmanager" in services and "alertmanager" in services["prometheus"]["depends_on"]

@@ -4,6 +4,7 @@ PodDisruptionBudgets, readiness that gates traffic."""
 
 import yaml
 
+from citybrain.config import Config
 from citybrain.paths import PROJECT_ROOT
 
 
@@ -44,3 +45,25 @@ def test_workers_are_static_members_with_replicated_topics_and_a_disruption_budg
     pdb = by("PodDisruptionBudget")["citybrain"]
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == workers["spec"]["selector"]["matchLabels"]
+
+
+def test_the_console_runs_apart_from_the_stage_workers_and_alone_behind_the_api_service():
+    stages, console = by("StatefulSet")["citybrain"], by("StatefulSet")["citybrain-console"]
+
+    def hosts(sts: dict):
+        env = {k: v for k, v in env_of(sts["spec"]["template"]["spec"]["containers"][0]).items() if isinstance(v, str)}
+        w = Config(env=env).settings.worker   # refused if a process would host nothing
+        return w.stages, w.console
+    assert hosts(stages) == (["normalise", "fuse"], False) and hosts(console) == ([], True)
+    assert console["spec"]["replicas"] >= 2 and console["spec"]["volumeClaimTemplates"]   # its history on its own volume
+    pods = {name: sts["spec"]["template"]["metadata"]["labels"] for name, sts in (("stages", stages), ("console", console))}
+    assert pods["stages"] != pods["console"]
+    services, budgets = by("Service"), by("PodDisruptionBudget")
+
+    def selects(selector: dict) -> set[str]:
+        return {name for name, labels in pods.items() if selector.items() <= labels.items()}
+    assert selects(services["citybrain"]["spec"]["selector"]) == {"console"}          # the API: consoles only
+    assert selects(services["citybrain-workers"]["spec"]["selector"]) == {"stages"}
+    assert selects(budgets["citybrain"]["spec"]["selector"]["matchLabels"]) == {"stages"}
+    assert selects(budgets["citybrain-console"]["spec"]["selector"]["matchLabels"]) == {"console"}
+    assert console["spec"]["serviceName"] == "citybrain-consoles" and services["citybrain-consoles"]["spec"]["clusterIP"] == "None"
