@@ -9,8 +9,10 @@ from citybrain.stream.batchsize import BatchSize
 
 def test_full_speed_keeps_the_largest_batch():
     size = BatchSize(most=2000, target=0.25)
-    assert size.records == 2000                  # nothing measured yet
-    size.handled(2000, 0.1)                      # 20k records/s: 2,000 take 0.1 s
+    assert size.records == 50                    # nothing measured yet: the smallest
+    size.handled(50, 0.0025)                     # 20k records/s
+    assert size.records == 2000
+    size.handled(2000, 0.1)                      # 2,000 take 0.1 s
     assert size.records == 2000
 
 
@@ -27,7 +29,7 @@ def test_a_slow_box_takes_smaller_batches_and_a_fast_one_grows_them_back():
 def test_a_handful_of_records_says_nothing_of_the_rate():
     size = BatchSize(most=2000, least=50)
     size.handled(3, 0.2)                         # three records and the batch's own overhead
-    assert size.records == 2000
+    assert size.records == 50                    # still nothing measured
 
 
 @given(st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 30, allow_nan=False)), max_size=30))

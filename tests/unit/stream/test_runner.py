@@ -6,6 +6,7 @@ hands the partition over, exactly_once fences on recovery and yields when fenced
 import asyncio
 import time
 
+import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, ProducerFenced
 
@@ -241,22 +242,28 @@ async def test_a_partition_is_at_its_end_only_past_the_batch_not_yet_handled():
 # -- the batch size --------------------------------------------------------------------
 
 class SlowStage(FakeStage):
-    """Handling takes 5 ms a record (a loaded box)."""
+    """Handling takes ``delay`` a record (5 ms: a loaded box)."""
+
+    def __init__(self, delay: float = 0.005):
+        super().__init__()
+        self.delay = delay
 
     def handle(self, m, out):
-        time.sleep(0.005)
+        time.sleep(self.delay)
         super().handle(m, out)
 
 
-async def test_a_stage_that_handles_slowly_takes_smaller_batches():
+@pytest.mark.parametrize("delay, asked", [(0.005, [50, 50]), (0.0005, [50, 100])])
+async def test_a_stage_that_handles_slowly_takes_smaller_batches(delay, asked):
     """What a kill replays is what was handled and not yet committed: a batch is bounded by
-    its handling time (0.25 s), not only by its count (stream/batchsize.py)."""
+    its handling time (0.25 s), not only by its count (stream/batchsize.py).  The first
+    batch, nothing measured yet, is the smallest."""
     consumer, producers = FakeConsumer({TP0: [record(i, b"r%d" % i) for i in range(150)]}), Plain()
-    r = StageRunner(SlowStage(), RunnerSettings("127.0.0.1:1", max_batch_records=100), consumer,
+    r = StageRunner(SlowStage(delay), RunnerSettings("127.0.0.1:1", max_batch_records=100), consumer,
                     AtLeastOnce(consumer, producers, "normalise"))
     await r.checkpoint.start()
     await joined(r, consumer, TP0)
-    await r.turn()                      # 100 records, 0.5 s: 5 ms a record
+    await r.turn()                      # 50 records: 5 ms (0.5 ms) a record
     await r.turn()
-    assert consumer.asked[:2] == [100, 50]   # 0.25 s of work, no less than the floor of 50
-    assert producers.values("p0") == [b"r%d" % i for i in range(150)]
+    assert consumer.asked[:2] == asked  # 0.25 s of work, between the floor of 50 and the most, 100
+    assert producers.values("p0") == [b"r%d" % i for i in range(sum(asked))]
