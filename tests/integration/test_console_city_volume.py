@@ -52,9 +52,11 @@ async def number(page, testid):
     return int((await page.inner_text(f"[data-testid={testid}]")).replace(",", ""))
 
 
-async def total_agrees(page, port, query, timeout=15.0) -> int:
+async def total_agrees(page, port, query, timeout=40.0) -> int:
     """The board's total equals the API's for ``query``, read again and again: an order
-    falls overdue as the clock runs, so both move while a slow box reloads the page."""
+    falls overdue as the clock runs, so both move while a slow box reloads the page — and
+    no change is streamed for it, so the board counts it at its next clock tick (every
+    30 s, console.js tickClocks): a fresh clone's run saw 7,646 against 7,647 after 15 s."""
     deadline = time.monotonic() + timeout
     while True:
         _, want = get(port, f"/api/v1/workorders?{query}&limit=1")
