@@ -305,7 +305,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
     def readiness() -> dict:
         stage_ready = {st.name: st.ready.is_set() for st in stages}
         view_caught_up = views.caught_up() if views is not None else None   # None: no console here
-        ready = (registry.loaded.is_set() and all(stage_ready.values()) and view_caught_up is not False
+        ready = (registry.loaded.is_set() and all(stage_ready.values()) and (views is None or view_caught_up)
                  and broker.up)
         return {"ready": ready, "broker_up": broker.up, "registry_loaded": registry.loaded.is_set(),
                 "order_view_caught_up": view_caught_up,
@@ -333,8 +333,4 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
         body = readiness()
         return web.json(body, status=200 if body["ready"] else 503)
 
-    # For tests and the CLI (faust.App declares no such attributes).
-    app.citybrain_registry = registry  # type: ignore[attr-defined]
-    app.citybrain_evaluation = views.evaluation if views is not None else None  # type: ignore[attr-defined]
-    app.citybrain_view = views.view if views is not None else None  # type: ignore[attr-defined]
     return app
