@@ -257,12 +257,12 @@ class LocalBroker:
         return self._launch(ensure_jars(), props, f"127.0.0.1:{port}", timeout)
 
     def _launch(self, libs: Path, props: Path, address: str, timeout: float) -> str:
-        proc, started_lines = self._spawn(libs, props)
-        return self._wait_started(proc, started_lines, address, timeout)
+        proc, log_offset = self._spawn(libs, props)
+        return self._wait_started(proc, log_offset, address, timeout)
 
     def _spawn(self, libs: Path, props: Path) -> tuple[subprocess.Popen, int]:
-        """Start the JVM; returns it and how many log lines there were before it (a
-        cluster's nodes are all spawned first: none finishes starting without a quorum)."""
+        """Start the JVM; returns it and the log's size in bytes before it (a cluster's
+        nodes are all spawned first: none finishes starting without a quorum)."""
         heap = getattr(self, "_heap", "768m")
         cmd = [
             "java", "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
@@ -271,7 +271,10 @@ class LocalBroker:
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
             "-cp", f"{libs}/*", "kafka.Kafka", str(props),
         ]
-        started_lines = len(self._log_tail(100000).splitlines())
+        # Where this start's lines begin.  A line count of the last 100,000 lines (before)
+        # never moved once the log, appended across restarts, passed 100,000 lines: every
+        # start then waited out its timeout and stopped a broker that had started.
+        log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         log = open(self.log_file, "ab")
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -280,9 +283,9 @@ class LocalBroker:
         )
         log.close()
         self.pid_file.write_text(str(proc.pid))
-        return proc, started_lines
+        return proc, log_offset
 
-    def _wait_started(self, proc: subprocess.Popen, started_lines: int, address: str, timeout: float) -> str:
+    def _wait_started(self, proc: subprocess.Popen, log_offset: int, address: str, timeout: float) -> str:
         port = int(address.rsplit(":", 1)[1])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -290,8 +293,7 @@ class LocalBroker:
                 raise BrokerError(
                     f"Kafka exited with code {proc.returncode}; see {self.log_file}:\n"
                     + self._log_tail())
-            fresh = "\n".join(self._log_tail(100000).splitlines()[started_lines:])
-            if port_open("127.0.0.1", port) and "Kafka Server started" in fresh:
+            if port_open("127.0.0.1", port) and "Kafka Server started" in self._log_since(log_offset):
                 self.bootstrap_file.write_text(address)
                 return address
             time.sleep(0.2)
@@ -319,6 +321,15 @@ class LocalBroker:
         self.pid_file.unlink(missing_ok=True)
         self.bootstrap_file.unlink(missing_ok=True)
         return True
+
+    def _log_since(self, offset: int) -> str:
+        """The log written from byte ``offset`` on."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

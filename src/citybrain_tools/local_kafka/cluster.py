@@ -138,7 +138,7 @@ class LocalCluster:
             node._heap, node._die_with_parent = heap, die_with_parent
             spawned.append((node, *node._spawn(libs, props), f"127.0.0.1:{port}"))
         try:   # none finishes starting before a quorum of controllers is up: spawned first
-            addresses = [node._wait_started(proc, lines, address, timeout) for node, proc, lines, address in spawned]
+            addresses = [node._wait_started(proc, log_offset, address, timeout) for node, proc, log_offset, address in spawned]
         except BrokerError:
             self.stop()
             raise
