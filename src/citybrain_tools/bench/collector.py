@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from citybrain.kafka.clients import kafka_consumer
 
@@ -74,19 +74,10 @@ def hops(dispatches: list[tuple[float, float, float, str | None]],
     return out
 
 
-async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[], bool],
-                  on_ready: Callable[[], None] = lambda: None, keep: bool = False) -> dict[str, Any]:
-    """(receipt time, latency) of every record on ``topics`` from now until ``stop()``;
-    ``last_hop``: receipt − the record's own Kafka timestamp (stamped by the producer that
-    wrote it: for ours the fuse stage), which splits a dispatch's latency into the stages'
-    part and the last hop's.  ``keep``: each dispatch's (receipt, source, dispatched,
-    opening event) too, for ``hops``.  Kind ``trace``: the Kafka timestamp of each event
-    on ``topics`` (ours: the fusion inbox) by its id, which splits the stages' part further."""
-    source_ts = KINDS.get(kind)
-    samples: list[tuple[float, float]] = []
-    last_hop: list[tuple[float, float]] = []
-    dispatches: list[tuple[float, float, float, str | None]] = []
-    inbox: dict[str, float] = {}
+async def _follow(bootstrap: str, topics: list[str], take: Callable[[float, ConsumerRecord], None],
+                  stop: Callable[[], bool], on_ready: Callable[[], None]) -> None:
+    """Each record on ``topics`` from their ends until ``stop()``, handed to ``take`` with
+    its receipt time; one consumer per topic (the module doc)."""
     consumers = [kafka_consumer(t, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
                                 fetch_max_wait_ms=FETCH_MAX_WAIT_MS, enable_auto_commit=False)
                  for t in topics]
@@ -100,41 +91,61 @@ async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[
             await consumer.position(tp)
 
     async def read(consumer: AIOKafkaConsumer) -> None:
-        assert source_ts is not None
         while not stop():
             batch = await consumer.getmany(timeout_ms=50)
             now = time.time()
             for records in batch.values():
                 for m in records:
-                    if (ts := source_ts(m.value, m.key)) is None:
-                        continue
-                    samples.append((now, now - ts))
-                    last_hop.append((now, now - m.timestamp / 1000.0))
-                    if keep:
-                        dispatches.append((now, ts, m.timestamp / 1000.0, opener_event_id(m.value)))
-
-    async def note(consumer: AIOKafkaConsumer) -> None:
-        while not stop():
-            batch = await consumer.getmany(timeout_ms=50)
-            for records in batch.values():
-                for m in records:
-                    inbox[orjson.loads(m.value)["event_id"]] = m.timestamp / 1000.0
+                    take(now, m)
     try:
         await asyncio.gather(*(ready(c, t) for c, t in zip(consumers, topics, strict=True)))
         on_ready()
-        await asyncio.gather(*((note if kind == "trace" else read)(c) for c in consumers))
+        await asyncio.gather(*(read(c) for c in consumers))
     finally:
         await asyncio.gather(*(c.stop() for c in consumers), return_exceptions=True)
-    if kind == "trace":
-        return {"inbox": inbox}
+
+
+async def collect(bootstrap: str, topics: list[str], kind: str, stop: Callable[[], bool],
+                  on_ready: Callable[[], None] = lambda: None, keep: bool = False) -> dict[str, list]:
+    """(receipt time, latency) of every record on ``topics`` from now until ``stop()``;
+    ``last_hop``: receipt − the record's own Kafka timestamp (stamped by the producer that
+    wrote it: for ours the fuse stage), which splits a dispatch's latency into the stages'
+    part and the last hop's.  ``keep``: each dispatch's (receipt, source, dispatched,
+    opening event) too, for ``hops``."""
+    source_ts = KINDS[kind]
+    samples: list[tuple[float, float]] = []
+    last_hop: list[tuple[float, float]] = []
+    dispatches: list[tuple[float, float, float, str | None]] = []
+
+    def take(now: float, m: ConsumerRecord) -> None:
+        if (ts := source_ts(m.value, m.key)) is None:
+            return
+        samples.append((now, now - ts))
+        last_hop.append((now, now - m.timestamp / 1000.0))
+        if keep:
+            dispatches.append((now, ts, m.timestamp / 1000.0, opener_event_id(m.value)))
+    await _follow(bootstrap, topics, take, stop, on_ready)
     return {"samples": samples, "last_hop": last_hop, "dispatches": dispatches}
+
+
+async def trace(bootstrap: str, topics: list[str], stop: Callable[[], bool],
+                on_ready: Callable[[], None] = lambda: None) -> dict[str, dict[str, float]]:
+    """The Kafka timestamp of each event on ``topics`` (ours: the fusion inbox) by its id,
+    which splits a dispatch's stages' part further (``hops``)."""
+    inbox: dict[str, float] = {}
+
+    def take(now: float, m: ConsumerRecord) -> None:
+        inbox[orjson.loads(m.value)["event_id"]] = m.timestamp / 1000.0
+    await _follow(bootstrap, topics, take, stop, on_ready)
+    return {"inbox": inbox}
 
 
 def _main(bootstrap: str, topics: list[str], kind: str, keep: bool, ready: Any, stop: Any, results: Any) -> None:
     # A failover run kills a broker on purpose: the client's retries (one error line per
     # fetch every 100 ms, thousands a run) would bury the report.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    out = asyncio.run(collect(bootstrap, topics, kind, stop.is_set, ready.set, keep))
+    out = asyncio.run(trace(bootstrap, topics, stop.is_set, ready.set) if kind == "trace"
+                      else collect(bootstrap, topics, kind, stop.is_set, ready.set, keep))
     results.send(out)
     results.close()
 
