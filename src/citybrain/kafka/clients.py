@@ -36,6 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 
+from citybrain.envsecrets import SecretFileError, env_secret
 from citybrain.kafka.partitioner import kafka_partition
 from citybrain.paths import ConfigNotFound, config_dir
 
@@ -64,9 +65,11 @@ class KafkaSecurity:
         mechanism = (env.get("KAFKA_SASL_MECHANISM") or ("SCRAM-SHA-512" if sasl else "")).strip().upper() or None
         if sasl and mechanism not in MECHANISMS:
             raise KafkaSecurityError(f"KAFKA_SASL_MECHANISM {mechanism!r} is none of {', '.join(MECHANISMS)}")
-        username, password = env.get("KAFKA_SASL_USERNAME"), env.get("KAFKA_SASL_PASSWORD")
-        if sasl and not password and env.get("KAFKA_SASL_PASSWORD_FILE"):
-            password = _secret_file("KAFKA_SASL_PASSWORD_FILE", env["KAFKA_SASL_PASSWORD_FILE"])
+        username = env.get("KAFKA_SASL_USERNAME")
+        try:
+            password = env_secret("KAFKA_SASL_PASSWORD", env) if sasl else None
+        except SecretFileError as e:
+            raise KafkaSecurityError(str(e)) from e
         if sasl and not (username and password):
             raise KafkaSecurityError(f"{protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         cafile = env.get("KAFKA_SSL_CAFILE") or None
@@ -93,18 +96,6 @@ class KafkaSecurity:
             out.update(sasl_mechanism=self.mechanism, sasl_plain_username=self.username,
                        sasl_plain_password=self.password)
         return out
-
-
-def _secret_file(var: str, path: str) -> str:
-    """A password from a mounted secret (compose's /run/secrets, a Kubernetes volume)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
-    except OSError as e:
-        raise KafkaSecurityError(f"{var} {path}: {e.strerror or e}") from e
-    if not value:
-        raise KafkaSecurityError(f"{var} {path} is empty")
-    return value
 
 
 _FILE_KEYS = {"security_protocol": "KAFKA_SECURITY_PROTOCOL", "sasl_mechanism": "KAFKA_SASL_MECHANISM",

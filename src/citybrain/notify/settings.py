@@ -6,13 +6,13 @@ from the environment variables the file names.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from citybrain.envsecrets import env_secret
 from citybrain.notify.roster import Channel
 
 
@@ -121,4 +121,5 @@ class NotifySettings(BaseModel):
 
 
 def secret(env_name: str) -> str:
-    return os.environ.get(env_name, "")
+    """The variable's value, or its ``…_FILE``'s (a mounted secret: envsecrets.py); "" if neither."""
+    return env_secret(env_name) or ""

@@ -14,6 +14,7 @@ from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from citybrain.envsecrets import env_secret
 from citybrain.wire.models import WorkOrderStatus
 
 # The public changes of an order (docs/integration.md) are named by the status they reach:
@@ -45,7 +46,8 @@ class Platform(BaseModel):
     retry: RetrySettings = RetrySettings()
 
     def key(self) -> bytes:
-        return os.environ.get(self.secret_env, "").encode()
+        """The HMAC key: ``secret_env``'s value, or its ``…_FILE``'s (envsecrets.py)."""
+        return (env_secret(self.secret_env) or "").encode()
 
 
 class PlatformsConfig(BaseModel):
