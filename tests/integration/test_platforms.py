@@ -174,3 +174,38 @@ async def test_a_hotline_case_hears_its_orders_public_changes_once(kafka_bootstr
 
 async def _changes(got: list[dict], wo: str, want: set[str]) -> bool:
     return want <= {g["change"] for g in got if g["work_order_id"] == wo}
+
+
+async def test_the_relay_process_serves_its_metrics_and_stops_on_sigterm(kafka_bootstrap, tmp_path):
+    """``citybrain platforms run --http-port`` as deployed (docker-compose.yml, deploy/k8s):
+    Prometheus reads its callbacks counter; a SIGTERM (a rolling update) stops it cleanly."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from citybrain_tools.local_kafka.broker import free_port
+
+    topics = await prepare(kafka_bootstrap, new_prefix("platforms-cli"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "citybrain", "platforms", "run", "--http-port", str(port)],
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CITYBRAIN_TOPIC_PREFIX": topics.prefix,
+             "CITYBRAIN_PLATFORM_12345_SECRET": SECRET, "CITYBRAIN_PLATFORM_SZCG_SECRET": SECRET},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        async def metrics():
+            try:
+                async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                    return await r.text() if r.status == 200 else None
+            except aiohttp.ClientError:
+                return None
+        text = await until(metrics, timeout=60, what="the relay's /metrics")
+        assert "# TYPE citybrain_platform_callbacks_total counter" in text
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert f"metrics on http://127.0.0.1:{port}/metrics" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     pf = sub.add_parser("platforms", help="平台对接 status callbacks to the platforms cases came from (12345, 数字城管)")
     pf.add_argument("action", choices=["run", "check"])
+    pf.add_argument("--http-port", type=int, help="run: GET /metrics here (citybrain_platform_callbacks_total)")
+    pf.add_argument("--http-host", default="127.0.0.1")
     pf.set_defaults(func=cmd_platforms)
 
     tl = sub.add_parser("tail", help="print a topic's records")

@@ -32,7 +32,24 @@ def cmd_platforms(args) -> int:
         relay = PlatformRelay(broker_address(), Topics(cfg.settings.kafka.topic_prefix), platforms,
                               partitions=cfg.settings.kafka.partitions)
         print(f"平台回调 platform callbacks: {len(platforms.platform)} platforms from {path}", flush=True)
-        await relay.run(stop)
+        runner = None
+        if args.http_port:
+            from aiohttp import web
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            async def metrics(_request: web.Request) -> web.Response:
+                return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            application = web.Application()
+            application.router.add_get("/metrics", metrics)
+            runner = web.AppRunner(application)
+            await runner.setup()
+            await web.TCPSite(runner, args.http_host, args.http_port).start()
+            print(f"平台回调 platform callbacks: metrics on http://{args.http_host}:{args.http_port}/metrics", flush=True)
+        try:
+            await relay.run(stop)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
 
     asyncio.run(run())
     return 0
