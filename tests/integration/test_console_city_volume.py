@@ -1,5 +1,7 @@
-"""The operators' console at city volume (issue 35) in headless Chromium against a worker
-holding ~10,000 open orders on the real broker: the board's totals are exact, an order far
+"""The operators' console at city volume (issue 35) in headless Chromium against a console
+process as deployed (CITYBRAIN_STAGES=none: docker-compose.yml's `console`, deploy/k8s's
+citybrain-console; the orders are written to their topics, no stage is needed) holding
+~10,000 open orders on the real broker: the board's totals are exact, an order far
 past the first page is found by search and opened by its deep link, a new urgent order
 raises an alert, an irreversible action asks for a reason, and a connection cut (a proxy
 that drops it, while orders keep changing) leaves no row wrong after the reconnect.
@@ -31,7 +33,8 @@ async def city(kafka_bootstrap, tmp_path_factory):
     prefix = new_prefix("console-city")
     topics = await prepare(kafka_bootstrap, prefix)
     written = await write_history(kafka_bootstrap, topics, Config(), 4, 3000, 11_500, seed=3)
-    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("city")).start(timeout=180)
+    worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path_factory.mktemp("city"), name="console",
+                           env={"CITYBRAIN_STAGES": "none"}).start(timeout=180)
     proxy = await CutProxy(worker.port).start()
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
