@@ -17,6 +17,10 @@ and latency (receipt − its source record's Kafka time: bench/collector.py).  A
 - ``leader``: with the local three-node cluster running, the node leading most
   ingest partitions SIGKILLed and started again 5 s later.
 
+With ``console_apart`` (``--console-apart``) the faulted workers are stage processes
+(``CITYBRAIN_CONSOLE=false``) beside a console process of their own that no fault touches —
+the shape of docker-compose.yml and deploy/k8s.
+
 Reported per run, never a best-of: the dispatch gap (the longest time after the fault with
 no dispatch received), when dispatching resumed, and the latency percentiles of the reports
 sent in the ``window`` seconds after the fault (for ``rolling``: until both workers are back, and
@@ -135,14 +139,16 @@ def summarize(samples: list[tuple[float, float]], fault_at: float, window: float
 
 
 async def one_run(bootstrap: str, name: str, rate: float, before: float, after: float, probe_every: float,
-                  window: float, seed: int) -> dict:
+                  window: float, seed: int, console_apart: bool = False) -> dict:
     if name == "rolling":   # two stops and starts: the traffic lasts them out, the window spans them
         after = max(after, 60.0)
     topics, _ = await fresh_topics(bootstrap, f"fo-{name}")
-    workers = [BenchWorker(bootstrap, topics) for _ in range(WORKERS[name])]
+    stage_env = {"CITYBRAIN_CONSOLE": "false"} if console_apart else None
+    workers = [BenchWorker(bootstrap, topics, stage_env) for _ in range(WORKERS[name])]
+    console = [BenchWorker(bootstrap, topics, {"CITYBRAIN_STAGES": "none"})] if console_apart else []
     marks: dict[str, float] = {}
     try:
-        await asyncio.gather(*(w.ready() for w in workers))
+        await asyncio.gather(*(w.ready() for w in workers + console))
         dispatch_topics = [topics.dispatch(code) for code in Config().desks]
         collector = await CollectorProcess(bootstrap, dispatch_topics).start()
         seconds = before + after
@@ -165,9 +171,9 @@ async def one_run(bootstrap: str, name: str, rate: float, before: float, after: 
         finally:
             got = await collector.finish()
     finally:
-        for w in workers:
+        for w in workers + console:
             w.stop()
-    result = {"scenario": name, "workers": len(workers), "rate": rate, "traffic_sent": sent["sent"],
+    result = {"scenario": name, "workers": len(workers), "console_apart": console_apart, "rate": rate, "traffic_sent": sent["sent"],
               "probe_reports": probed, "dispatches": len(got["samples"]),
               "window_s": round(span := max(window, marks["fault_done"] - fault_at + 2), 1) if name == "rolling"
               else window, **summarize(got["samples"], fault_at, span if name == "rolling" else window),
@@ -177,7 +183,7 @@ async def one_run(bootstrap: str, name: str, rate: float, before: float, after: 
 
 
 async def bench(bootstrap: str, scenarios: list[str], runs: int, rate: float, before: float, after: float,
-                probe_every: float, window: float, seed: int) -> dict:
+                probe_every: float, window: float, seed: int, console_apart: bool = False) -> dict:
     # The faults are on purpose: the traffic's and the probes' clients retry through them,
     # and their error lines (one per retry, thousands a leader kill) would bury the report.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -192,14 +198,17 @@ async def bench(bootstrap: str, scenarios: list[str], runs: int, rate: float, be
         for i in range(runs):
             print(f"▶ 故障 fault {name} run {i + 1}/{runs}", flush=True)
             out.setdefault(name, []).append(await one_run(bootstrap, name, rate, before, after, probe_every,
-                                                          window, seed + i))
-    return {"scenarios": out, "rate": rate, "probe_every_s": probe_every, "window_s": window}
+                                                          window, seed + i, console_apart))
+    return {"scenarios": out, "rate": rate, "probe_every_s": probe_every, "window_s": window,
+            "console_apart": console_apart}
 
 
 def report(result: dict) -> str:
     lines = [f"故障切换 failover: background {result['rate']:g} records/s, a field report every "
              f"{result['probe_every_s'] * 1000:g} ms; the latency of the reports sent after each fault beside "
-             "those dispatched before it (every run)"]
+             "those dispatched before it (every run)"
+             + ("; the workers are stage processes, the console a process of its own no fault touches"
+                if result.get("console_apart") else "")]
     for name, runs in result["scenarios"].items():
         for i, r in enumerate(runs, 1):
             a, b = r["reports_after_fault"], r["reports_before"]

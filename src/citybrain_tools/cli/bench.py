@@ -48,7 +48,8 @@ def cmd_bench(args) -> int:
                 print(f"错误 unknown fault(s) {', '.join(unknown)}; choose from {', '.join(failover.SCENARIOS)}")
                 return 2
             result = asyncio.run(failover.bench(broker_address(), scenarios, args.runs, args.rate, args.before,
-                                                args.after, probe_every=0.05, window=10.0, seed=args.seed))
+                                                args.after, probe_every=0.05, window=10.0, seed=args.seed,
+                                                console_apart=args.console_apart))
             text = failover.report(result)
         elif args.what == "normalize-batch-probe":
             from citybrain_tools.bench import batch_probe
@@ -68,7 +69,8 @@ def cmd_bench(args) -> int:
                                                        seed=args.seed, windows_per_load=args.windows,
                                                        throughput_runs=args.throughput_runs,
                                                        warmup=args.warmup,
-                                                       shape=WorkerShape(args.stage_processes, args.console_apart)))
+                                                       shape=WorkerShape(args.stage_processes, args.console_apart),
+                                                       floor_beside=args.floor_beside))
                 png = out.with_name(f"{out.stem}-{g}.png")
                 dispatch.chart(result[g], png)
                 texts.append(f"== {g}\n" + dispatch.report(result[g]) + f"\n  图 chart: {png}")

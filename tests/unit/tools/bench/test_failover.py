@@ -19,3 +19,12 @@ def test_no_dispatch_after_the_fault_is_no_gap_measured():
     out = summarize([(99.0, 0.01)], 100.0, window=10.0)
     assert out["dispatch_gap_s"] == 0.0 and out["first_dispatch_after_fault_s"] is None
     assert out["reports_after_fault"] == {"n": 0}
+
+
+def test_a_run_with_the_console_apart_says_so():
+    from citybrain_tools.bench.failover import report
+    run = {"dispatch_gap_s": 1.2, "gap_began_s_after_fault": 0.1, "window_s": 10.0, "reports_after_fault": {"n": 0},
+           "reports_before": {"n": 0}, "marks_s_after_fault": {}}
+    result = {"rate": 300.0, "probe_every_s": 0.05, "window_s": 10.0, "scenarios": {"restart": [run]}}
+    assert "a process of its own no fault touches" not in report(result)
+    assert "a process of its own no fault touches" in report({**result, "console_apart": True})
