@@ -45,6 +45,28 @@ def windows(samples: list[tuple[float, float]], start: float, count: int, second
             "p99_spread_ms": round(max(p99s) - min(p99s), 2) if p99s else None}
 
 
+PAD = b"x" * 850   # a probe record of an event's size
+BESIDE_RATE = 100.0   # probes a second sent beside ours: the broker's hop under the same load
+
+
+async def _send_probes(producer, probe: str, rate: float, seconds: float,
+                       progress: Progress | None = None) -> tuple[int, AckLatency]:
+    """Probe records at ``rate`` for ``seconds``, each keyed by its send time."""
+    acks = AckLatency()
+    started, sent = time.time(), 0
+    while (elapsed := time.time() - started) < seconds:
+        due = int(elapsed * rate) - sent
+        for _ in range(due):
+            (await producer.send(probe, PAD, key=repr(time.time()).encode())).add_done_callback(acks.on_ack)
+        sent += max(due, 0)
+        if progress is not None:
+            progress.update(elapsed)
+        await asyncio.sleep(0.002)
+    if progress is not None:
+        progress.close()
+    return sent, acks
+
+
 async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, warmup: float = 0.0) -> dict:
     """The broker's own floor: one produce → consume hop on a probe topic at the same rate,
     with the stages' producer settings (``HOT_PATH_PRODUCER``), records of an
@@ -54,25 +76,42 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
     producer = kafka_producer(bootstrap_servers=bootstrap, **HOT_PATH_PRODUCER)
     await producer.start()
     try:
-        pad = b"x" * 850
-        acks = AckLatency()
         started = time.time()
-        progress = Progress(f"  floor {rate:g}/s", total=warmup + count * seconds)
-        sent = 0
-        while (elapsed := time.time() - started) < warmup + count * seconds:
-            due = int(elapsed * rate) - sent
-            for _ in range(due):
-                (await producer.send(probe, pad, key=repr(time.time()).encode())).add_done_callback(acks.on_ack)
-            sent += max(due, 0)
-            progress.update(elapsed)
-            await asyncio.sleep(0.002)
-        progress.close()
+        sent, acks = await _send_probes(producer, probe, rate, warmup + count * seconds,
+                                        Progress(f"  floor {rate:g}/s", total=warmup + count * seconds))
         await asyncio.sleep(2.0)
     finally:
         await producer.stop()
         got = await collector.finish()
     return {"sent": sent, "source_ack_ms": acks.percentiles(),
             **windows(got["samples"], started + warmup, count, seconds)}
+
+
+class ProbesBeside:
+    """The floor's hop measured beside a run rather than on a quiet box: probes at
+    ``BESIDE_RATE`` while ours runs, received by a collector process of their own.  The
+    last hop (the fuse stage's produce → receipt) is a hop of the same broker on the same
+    two cores; the floor alone is measured with nothing else running."""
+
+    def __init__(self, bootstrap: str, probe: str):
+        """``probe``: a topic of the run's own (``fresh_topics`` drops the last run's)."""
+        self.bootstrap, self.probe = bootstrap, probe
+
+    async def start(self, seconds: float) -> ProbesBeside:
+        self.collector = await CollectorProcess(self.bootstrap, [self.probe], kind="probe").start()
+        self.producer = kafka_producer(bootstrap_servers=self.bootstrap, **HOT_PATH_PRODUCER)
+        await self.producer.start()
+        self.task = asyncio.create_task(_send_probes(self.producer, self.probe, BESIDE_RATE, seconds))
+        return self
+
+    async def finish(self, started: float, count: int, seconds: float) -> dict:
+        try:
+            sent, acks = await self.task
+        finally:
+            await self.producer.stop()
+            got = await self.collector.finish()
+        return {"rate": BESIDE_RATE, "sent": sent, "source_ack_ms": acks.percentiles(),
+                **windows(got["samples"], started, count, seconds)}
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
@@ -127,20 +166,23 @@ def _sim(rate: float, duration: float, seed: int, start: float) -> CitySimulator
 
 
 async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, seed: int,
-                     warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS) -> dict:
+                     warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS, floor_beside: bool = False) -> dict:
     """Ours, the plain loop and the broker's echo floor at one offered load, one after
     the other on the same broker, each for ``count`` windows of ``seconds`` after
     ``warmup`` seconds of the same traffic (reported apart: right after a start the
     broker's new topics and every client's first requests are slower — measured, the
-    floor's own first 15 s had p99 16 ms against 3.5 ms after)."""
+    floor's own first 15 s had p99 16 ms against 3.5 ms after).  ``floor_beside``: probes
+    beside ours too (``ProbesBeside``; off by default: their sender and collector process
+    share the two cores with ours)."""
     duration = warmup + count * seconds
     # Ours.
-    topics, _ = await fresh_topics(bootstrap, "lat")
+    topics, (probe,) = await fresh_topics(bootstrap, "lat", ["floor.probe"])
     worker = await BenchWorkers(bootstrap, topics, shape).ready()
     cfg = Config()
     dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
         collector = await CollectorProcess(bootstrap, dispatch_topics, trace=[topics.fusion_inbox]).start()
+        beside = await ProbesBeside(bootstrap, probe).start(duration) if floor_beside else None
         started = time.time()
         try:
             sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
@@ -148,6 +190,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
             await asyncio.sleep(3.0)
         finally:
             got = await collector.finish()
+            beside_floor = await beside.finish(started + warmup, count, seconds) if beside is not None else None
         each = worker.pages()   # a process's own series (gc, event loop) read apart
         text = "\n".join(each)
         ours = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": shape.stage_processes,
@@ -155,6 +198,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
                 "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
                 "event_loop_lag": [stage_latency(t, "citybrain_event_loop_lag_seconds_bucket").get("?") for t in each],
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
+                "floor_beside": beside_floor,
                 "hops": split_by_hop([h for h in got["hops"] if h[0] >= started + warmup]),
                 **windows(got["samples"], started + warmup, count, seconds)}
     finally:
@@ -402,8 +446,9 @@ def chart(result: dict, path) -> None:
 
 async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_records: int,
                 state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3,
-                warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS) -> dict:
-    """``shape``: the worker's processes (bench/common.py)."""
+                warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS, floor_beside: bool = False) -> dict:
+    """``shape``: the worker's processes (bench/common.py); ``floor_beside``: the floor's
+    hop also measured while ours runs (``ProbesBeside``)."""
     result: dict = {"windows": windows_per_load, "window_s": window_seconds, "warmup_s": warmup, "latency": [],
                     "max_throughput": None, "stage_processes": shape.stage_processes,
                     "console_apart": shape.console_apart, "shape": shape.describe()}
@@ -411,7 +456,7 @@ async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_r
         print(f"① 延迟 latency at {rate:g} records/s, {warmup:g} s warm-up + {windows_per_load} × "
               f"{window_seconds:g} s …", flush=True)
         result["latency"].append(await latency_at(bootstrap, rate, windows_per_load, window_seconds, seed, warmup,
-                                                  shape))
+                                                  shape, floor_beside))
     if max_records and throughput_runs:
         runs = []
         for i in range(throughput_runs):
@@ -453,6 +498,13 @@ def report(result: dict) -> str:
                          (r["ours"].get("last_hop") or {}).get("p50_ms"), (r["ours"].get("last_hop") or {}).get("p99_ms"))
                      + "; gc " + ", ".join(f"{g} {v.get('passes')} passes {v.get('ms')} ms"
                                            for g, v in sorted((r["ours"].get("gc") or {}).items())))
+        beside, last = r["ours"].get("floor_beside") or {}, r["ours"].get("last_hop") or {}
+        if beside.get("p99_ms"):
+            per = " ".join(str(x.get("p99_ms", "-")) for x in beside.get("windows", []))
+            lines.append(f"          the floor's hop beside ours (a probe at {beside['rate']:g}/s while ours ran): "
+                         f"p50 {beside.get('p50_ms')} p99 {beside['p99_ms']} ms (every window's p99: {per}); "
+                         f"last hop p99 / this p99 = {round(last['p99_ms'] / beside['p99_ms'], 2) if last.get('p99_ms') else '-'}"
+                         f", / the floor alone's = {round(last['p99_ms'] / r['floor']['p99_ms'], 2) if last.get('p99_ms') and (r.get('floor') or {}).get('p99_ms') else '-'}")
         h = r["ours"].get("hops") or {}
         if h.get("n"):
             lines.append(f"          hops (ms; source → normalise sent → fuse sent → receipt; tail = the "

@@ -68,8 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dispatch: the worker's two stages in one process (1) or one process each (2, "
                         "worker.stages)")
     b.add_argument("--console-apart", action="store_true",
-                   help="dispatch: the console's read models and API in a process of their own, the stage "
-                        "processes serving none (worker.console = false)")
+                   help="dispatch, failover: the console's read models and API in a process of their own, "
+                        "the stage processes serving none (worker.console = false); failover faults only "
+                        "the stage processes")
+    b.add_argument("--floor-beside", action="store_true",
+                   help="dispatch: also probe the broker's hop (100 records/s) while ours runs — the last "
+                        "hop's reference under the same load (the floor alone is measured on an idle box)")
     b.add_argument("--state-sizes", default="1000,10000,100000",
                    help="dispatch: open orders held in state for the size test")
     b.add_argument("--days", default="30,365", help="history: days of history to measure, one run each "

@@ -107,3 +107,13 @@ def test_each_dispatch_is_split_into_its_hops_and_the_tail_says_which_hop_it_is(
         {"rate": 1000, "ours": {"n": 0, "stage_latency": {}, "hops": split}, "baseline": {}, "floor": {},
          "p99_over_floor": None}]})
     assert "fuse p50 3.0 p99 90.0, in the tail p50 90.0 and largest in 1" in text
+
+
+def test_the_last_hop_is_set_beside_the_floors_hop_measured_in_the_same_run():
+    beside = {"rate": 100.0, "p50_ms": 1.5, "p99_ms": 4.0, "windows": [{"p99_ms": 3.0}, {"p99_ms": 5.0}]}
+    text = report({"windows": 2, "window_s": 10.0, "latency": [
+        {"rate": 1000, "ours": {"n": 0, "stage_latency": {}, "last_hop": {"p50_ms": 2.0, "p99_ms": 10.0},
+                                "floor_beside": beside},
+         "baseline": {}, "floor": {"p99_ms": 2.0}, "p99_over_floor": None}]})
+    assert ("the floor's hop beside ours (a probe at 100/s while ours ran): p50 1.5 p99 4.0 ms "
+            "(every window's p99: 3.0 5.0); last hop p99 / this p99 = 2.5, / the floor alone's = 5.0") in text
