@@ -1,12 +1,15 @@
-"""The deployment files as the programs that read them see them: docker-compose.yml, and a
+"""The deployment files as the programs that read them see them: docker-compose.yml, a
 broker's environment turned into server.properties as the apache/kafka image does it
-(tests/unit/test_deploy_security.py, tests/integration/test_deploy_sasl_ssl.py).."""
+(tests/unit/test_deploy_security.py, tests/integration/test_deploy_sasl_ssl.py), and what a
+worker process hosts given its environment (the deploy tests, the bench's worker shapes)."""
 
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
+from citybrain.config import Config
 from citybrain.paths import PROJECT_ROOT
 
 SECRETS_DIR = "/etc/kafka/secrets"            # where the image reads its TLS files
@@ -15,6 +18,14 @@ START_SCRIPT = PROJECT_ROOT / "deploy" / "kafka" / "start-sasl-ssl.sh"
 _NOT_PROPERTIES = {"KAFKA_VERSION", "KAFKA_HEAP_OPT", "KAFKA_LOG4J_OPTS", "KAFKA_OPTS", "KAFKA_JMX_OPTS",
                    "KAFKA_JVM_PERFORMANCE_OPTS", "KAFKA_GC_LOG_OPTS", "KAFKA_LOG4J_ROOT_LOGLEVEL",
                    "KAFKA_LOG4J_LOGGERS", "KAFKA_TOOLS_LOG4J_LOGLEVEL", "KAFKA_JMX_HOSTNAME"}
+
+
+def hosted(env: Mapping[str, object]) -> tuple[list[str], bool]:
+    """What a worker process with this environment hosts — its stages, and whether the
+    console — as the worker's configuration reads it (which refuses a process that would
+    host nothing).  Values taken from elsewhere (a k8s ``valueFrom``) are left out."""
+    w = Config(env={k: str(v) for k, v in env.items() if not isinstance(v, dict)}).settings.worker
+    return w.stages, w.console
 
 
 def broker_properties(env: dict) -> dict[str, str]:

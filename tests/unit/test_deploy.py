@@ -12,8 +12,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from citybrain import metrics, observability
-from citybrain.config import Config
 from citybrain.paths import PROJECT_ROOT
+
+from ..deploy_files import hosted
 
 DEPLOY = PROJECT_ROOT / "deploy"
 PROMTOOL = "/usr/bin/promtool"   # Debian's prometheus package (scripts/ensure-test-tools.sh)
@@ -160,8 +161,8 @@ def test_compose_has_kafka_two_workers_a_console_prometheus_and_provisioned_graf
     assert (console["environment"]["CITYBRAIN_STAGES"], console["environment"]["CITYBRAIN_CONSOLE"]) == ("none", "true")
     assert console["ports"] == ["127.0.0.1:6066:6066"] and console["volumes"] not in (w1["volumes"], w2["volumes"])
     for name in ("worker-1", "worker-2", "console"):
-        hosts = Config(env={k: str(v) for k, v in services[name]["environment"].items()}).settings.worker
-        assert hosts.stages or hosts.console, name
+        stages, console_here = hosted(services[name]["environment"])
+        assert stages or console_here, name
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

@@ -4,8 +4,9 @@ PodDisruptionBudgets, readiness that gates traffic."""
 
 import yaml
 
-from citybrain.config import Config
 from citybrain.paths import PROJECT_ROOT
+
+from ..deploy_files import hosted
 
 
 def documents() -> list[dict]:
@@ -51,9 +52,7 @@ def test_the_console_runs_apart_from_the_stage_workers_and_alone_behind_the_api_
     stages, console = by("StatefulSet")["citybrain"], by("StatefulSet")["citybrain-console"]
 
     def hosts(sts: dict):
-        env = {k: v for k, v in env_of(sts["spec"]["template"]["spec"]["containers"][0]).items() if isinstance(v, str)}
-        w = Config(env=env).settings.worker   # refused if a process would host nothing
-        return w.stages, w.console
+        return hosted(env_of(sts["spec"]["template"]["spec"]["containers"][0]))
     assert hosts(stages) == (["normalise", "fuse"], False) and hosts(console) == ([], True)
     assert console["spec"]["replicas"] >= 2 and console["spec"]["volumeClaimTemplates"]   # its history on its own volume
     pods = {name: sts["spec"]["template"]["metadata"]["labels"] for name, sts in (("stages", stages), ("console", console))}

@@ -2,13 +2,8 @@
 
 import pytest
 
-from citybrain.config import Config
 from citybrain_tools.bench.common import ONE_PROCESS, WorkerShape
-
-
-def hosts(env: dict) -> tuple[list[str], bool]:
-    w = Config(env=env).settings.worker
-    return w.stages, w.console
+from tests.deploy_files import hosted as hosts
 
 
 def test_one_process_hosts_both_stages_and_the_console():
