@@ -1,8 +1,9 @@
 """A replicated cluster under a fault (issue 38 item 1, DESIGN §17): three KRaft nodes on
 127.0.0.1, every topic with three replicas and min.insync.replicas=2, every producer
 idempotent with acks=all.  While the seeded input streams in, the node leading most
-partitions of the busiest topic is SIGKILLed and, a few seconds later, started again; the
-same node is stopped for a minute under exactly_once; and two workers are restarted in
+partitions of the busiest topic is SIGKILLed and, a few seconds later, started again; it is
+frozen (SIGSTOP, a hung broker) for 10 s and let go; the same node is stopped for a minute
+under exactly_once; and two workers are restarted in
 turn (SIGTERM, start): nothing may be lost and no incident may become two orders; the
 dispatch gap is reported.
 
@@ -192,6 +193,45 @@ async def test_the_leader_of_the_busiest_partitions_is_killed_and_comes_back(clu
              f"after the kill: {figures(around)}; the others median "
              f"{calm[len(calm) // 2] if calm else 0:.2f}s max {max(calm, default=0):.2f}s")
     verdict, line = reported("cluster-leader-kill", reference, run, records, extra)
+    assert verdict.lost == 0 and verdict.incidents_differ == 0, line
+    assert len(run.snapshots) == len(reference.snapshots), line   # no incident became two orders
+    assert verdict.version_skips == 0, line
+
+
+HANG_SECONDS = 10
+
+
+async def test_the_leader_of_the_busiest_partitions_hangs_and_is_let_go(cluster, tmp_path, records, reference):
+    """A hung broker (SIGSTOP: a long pause, a stalled disk) keeps its connections open and
+    answers nothing; the controller fences it after its session and the clients must find the
+    new leaders by themselves (kafka/clients.py: metadata every 2 s, a produce retried after
+    5 s).  Then it is let go (SIGCONT) and finds itself fenced."""
+    bootstrap = cluster.bootstrap()
+    topics = await prepare_replicated(bootstrap, new_prefix("cluster-hang"))
+    reader = await OutputReader(bootstrap, topics).start()
+    worker = replicated_worker(bootstrap, topics.prefix, tmp_path / "run", "run").start()
+    try:
+        producing = asyncio.create_task(produce_paced(bootstrap, topics, records, seconds=PRODUCE_SECONDS))
+        await asyncio.sleep(PRODUCE_SECONDS / 3)
+        victim, led = await busiest_leader(bootstrap, topics.iot)
+        frozen_at = time.time()
+        cluster.freeze(victim)
+        try:
+            await asyncio.sleep(HANG_SECONDS)
+        finally:
+            cluster.thaw(victim)
+        await producing
+        await settled(reader, reference)
+        assert worker.poll() is None, "the worker must ride the fault out, not exit"
+    finally:
+        worker.stop()
+    run = await reader.stop()
+    around = waits(run, frozen_at - 1, frozen_at + 10)
+    calm = waits(run, frozen_at - 1, frozen_at + 10, inside=False)
+    extra = (f"{led_note(victim, led)}) frozen (SIGSTOP) for {HANG_SECONDS}s, then let go; "
+             f"{gap_note(run, frozen_at)}; orders begun in the 10 s after the freeze: {figures(around)}; "
+             f"the others median {calm[len(calm) // 2] if calm else 0:.2f}s max {max(calm, default=0):.2f}s")
+    verdict, line = reported("cluster-leader-hang", reference, run, records, extra)
     assert verdict.lost == 0 and verdict.incidents_differ == 0, line
     assert len(run.snapshots) == len(reference.snapshots), line   # no incident became two orders
     assert verdict.version_skips == 0, line

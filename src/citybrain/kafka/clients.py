@@ -126,9 +126,27 @@ def _secured(settings: dict[str, Any]) -> dict[str, Any]:
     return {**security().client_settings(), **settings}
 
 
+# A hung broker (a long pause, a stalled disk; bench failover ``hang``) keeps its connections
+# open and answers nothing: a client learns that its partitions have new leaders (the
+# controller fences the node after its session, 3 s in deploy/) only from its next metadata
+# refresh, and a request already sent to it only from its own timeout.  With aiokafka's
+# defaults (metadata every 5 min, requests 40 s) dispatching stopped for the whole of a
+# 15 s hang (docs/performance.md).  A metadata request is small; every client asks every 2 s.
+METADATA_MAX_AGE_MS = 2000
+# A produce (or a transaction's request) unanswered this long is retried — idempotent, so
+# never written twice — on the partition's leader of the moment.
+PRODUCER_REQUEST_TIMEOUT_MS = 5000
+# A consumer's heartbeat to a hung group coordinator waited aiokafka's 40 s while the group
+# moved to another coordinator, which expired the member after its 10 s session: a
+# rebalance after every hang.  Unanswered 5 s, the coordinator is marked dead and found again.
+CONSUMER_REQUEST_TIMEOUT_MS = 5000
+
+
 def kafka_consumer(*topics: str, **settings: Any) -> AIOKafkaConsumer:
     settings.setdefault("isolation_level", "read_committed")
     settings.setdefault("auto_offset_reset", "earliest")
+    settings.setdefault("metadata_max_age_ms", METADATA_MAX_AGE_MS)
+    settings.setdefault("request_timeout_ms", CONSUMER_REQUEST_TIMEOUT_MS)
     return AIOKafkaConsumer(*topics, **_secured(settings))
 
 
@@ -149,6 +167,8 @@ def kafka_producer(**settings: Any) -> AIOKafkaProducer:
     settings.setdefault("acks", "all")
     if settings["acks"] in ("all", -1) and not settings.get("transactional_id"):
         settings.setdefault("enable_idempotence", True)
+    settings.setdefault("metadata_max_age_ms", METADATA_MAX_AGE_MS)
+    settings.setdefault("request_timeout_ms", PRODUCER_REQUEST_TIMEOUT_MS)
     return AIOKafkaProducer(**_secured(settings))
 
 

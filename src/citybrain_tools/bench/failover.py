@@ -15,7 +15,10 @@ and latency (receipt − its source record's Kafka time: bench/collector.py).  A
   takes over at once);
 - ``rolling``: two workers, each stopped with SIGTERM and started again in turn;
 - ``leader``: with the local three-node cluster running, the node leading most
-  ingest partitions SIGKILLed and started again 5 s later.
+  ingest partitions SIGKILLed and started again 5 s later;
+- ``hang``: with the local three-node cluster, that node frozen (SIGSTOP) for
+  ``HANG_SECONDS`` and then let go (SIGCONT) — a hung broker, whose open connections answer
+  nothing, where a crashed one's are refused.
 
 With ``console_apart`` (``--console-apart``) the faulted workers are stage processes
 (``CITYBRAIN_CONSOLE=false``) beside a console process of their own that no fault touches —
@@ -49,9 +52,11 @@ from citybrain_tools.bench.stats import percentiles
 from citybrain_tools.simulate.runner import run as run_simulation
 from citybrain_tools.simulate.traffic import iso
 
-SCENARIOS = ("restart", "takeover", "handover", "rolling", "leader")
+SCENARIOS = ("restart", "takeover", "handover", "rolling", "leader", "hang")
+CLUSTER_SCENARIOS = ("leader", "hang")   # need the local three-node cluster
+HANG_SECONDS = 15.0
 NODE_MARKS = ("node", "controller")   # node ids among the marks, not moments
-WORKERS = {"restart": 1, "takeover": 2, "handover": 2, "rolling": 2, "leader": 1}
+WORKERS = {"restart": 1, "takeover": 2, "handover": 2, "rolling": 2, "leader": 1, "hang": 1}
 
 
 async def _probe_reports(bootstrap: str, topics: Topics, every: float, seconds: float, seed: int) -> int:
@@ -120,8 +125,20 @@ def _fault(name: str, bootstrap: str, workers: list[BenchWorker], topics: Topics
         await asyncio.sleep(5)
         await asyncio.to_thread(cluster.restart, node)
         marks["node_back"] = time.time()
+
+    async def hang() -> None:
+        from citybrain_tools.local_kafka import local_cluster
+        cluster = local_cluster()
+        node = await _busiest_leader(bootstrap, topics.iot)
+        marks["node"] = node
+        cluster.freeze(node)
+        try:
+            await asyncio.sleep(HANG_SECONDS)
+        finally:
+            cluster.thaw(node)
+        marks["node_thawed"] = time.time()
     return {"restart": restart, "takeover": takeover, "handover": handover, "rolling": rolling,
-            "leader": leader}[name]
+            "leader": leader, "hang": hang}[name]
 
 
 def summarize(samples: list[tuple[float, float]], fault_at: float, window: float) -> dict:
@@ -189,10 +206,10 @@ async def bench(bootstrap: str, scenarios: list[str], runs: int, rate: float, be
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     out: dict[str, list] = {}
     for name in scenarios:
-        if name == "leader":
+        if name in CLUSTER_SCENARIOS:
             from citybrain_tools.local_kafka import local_cluster
             if local_cluster().bootstrap() != bootstrap:
-                print("  跳过 leader: needs the local three-node cluster (citybrain kafka start --nodes 3)",
+                print(f"  跳过 {name}: needs the local three-node cluster (citybrain kafka start --nodes 3)",
                       flush=True)
                 continue
         for i in range(runs):

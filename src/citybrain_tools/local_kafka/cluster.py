@@ -171,6 +171,22 @@ class LocalCluster:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
 
+    def freeze(self, node_id: int) -> None:
+        """SIGSTOP one node: a hung broker (a long pause, a stalled disk).  Unlike a crash its
+        connections stay open and answer nothing, so a client learns of it only by its own
+        timeouts; the controller fences it once its heartbeats stop for the session."""
+        self._signal(node_id, signal.SIGSTOP)
+
+    def thaw(self, node_id: int) -> None:
+        """SIGCONT a frozen node: it finds itself fenced and catches up."""
+        self._signal(node_id, signal.SIGCONT)
+
+    def _signal(self, node_id: int, sig: signal.Signals) -> None:
+        pid = self.node(node_id).pid()
+        if pid is None:
+            raise BrokerError(f"node {node_id} is not running")
+        os.killpg(pid, sig)
+
     def restart(self, node_id: int, *, die_with_parent: bool = False, timeout: float = 120.0,
                 heap: str = "512m") -> str:
         """Start a stopped or killed node again on its port with its data."""

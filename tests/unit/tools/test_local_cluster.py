@@ -56,3 +56,30 @@ def test_production_deploys_carry_the_failover_timings_measured_on_the_local_clu
         assert k8s_env[env_name[key]] == local[key], key
     # Fenced before a report waits 5 s: the session, plus an election when the controller died.
     assert int(local["broker.session.timeout.ms"]) + int(local["controller.quorum.fetch.timeout.ms"]) < 5000
+
+
+def process_state(pid: int) -> str:
+    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_frozen_node_is_stopped_not_killed_and_thaws(tmp_path):
+    """``freeze`` is a hung broker (bench failover ``hang``): the process stays, answering
+    nothing, until ``thaw``."""
+    import subprocess
+    import time
+
+    from citybrain.kafka.announced import PID_FILE
+    cluster = LocalCluster(tmp_path)
+    (tmp_path / "node-1").mkdir()
+    proc = subprocess.Popen(["sleep", "30"], start_new_session=True)   # a process group, as a node's
+    try:
+        (tmp_path / "node-1" / PID_FILE).write_text(str(proc.pid))
+        cluster.freeze(1)
+        time.sleep(0.2)
+        assert process_state(proc.pid) == "T" and proc.poll() is None
+        cluster.thaw(1)
+        time.sleep(0.2)
+        assert process_state(proc.pid) in ("S", "R")
+    finally:
+        proc.kill()
+        proc.wait()
