@@ -136,17 +136,19 @@ METADATA_MAX_AGE_MS = 2000
 # A produce (or a transaction's request) unanswered this long is retried — idempotent, so
 # never written twice — on the partition's leader of the moment.
 PRODUCER_REQUEST_TIMEOUT_MS = 5000
-# A consumer's heartbeat to a hung group coordinator waited aiokafka's 40 s while the group
-# moved to another coordinator, which expired the member after its 10 s session: a
-# rebalance after every hang.  Unanswered 5 s, the coordinator is marked dead and found again.
-CONSUMER_REQUEST_TIMEOUT_MS = 5000
+# A hot-path consumer's (stream/wiring.py): its heartbeat to a hung group coordinator waited
+# aiokafka's 40 s while the group moved to another coordinator, which expired the member
+# after its 10 s session — a rebalance after every hang.  Unanswered 5 s, the coordinator is
+# marked dead and found again.  Not every consumer's: a timed-out request closes the
+# connection and fails the others on it, and a busy box's reader (a suite's output reader
+# under four test processes) had fetches time out at 5 s.
+HOT_PATH_CONSUMER_REQUEST_TIMEOUT_MS = 5000
 
 
 def kafka_consumer(*topics: str, **settings: Any) -> AIOKafkaConsumer:
     settings.setdefault("isolation_level", "read_committed")
     settings.setdefault("auto_offset_reset", "earliest")
     settings.setdefault("metadata_max_age_ms", METADATA_MAX_AGE_MS)
-    settings.setdefault("request_timeout_ms", CONSUMER_REQUEST_TIMEOUT_MS)
     return AIOKafkaConsumer(*topics, **_secured(settings))
 
 

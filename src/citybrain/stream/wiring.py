@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import HOT_PATH_CONSUMER_REQUEST_TIMEOUT_MS, kafka_consumer
 from citybrain.stream.at_least_once import AtLeastOnce
 from citybrain.stream.checkpoint import Checkpoint, ProducerFactory
 from citybrain.stream.exactly_once import ExactlyOnce
@@ -25,7 +25,8 @@ def stage_consumer(stage: Stage, settings: RunnerSettings) -> Any:
         auto_offset_reset="earliest", max_poll_records=settings.max_batch_records, fetch_max_wait_ms=20,
         session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_ms,
         isolation_level="read_committed", partition_assignment_strategy=(RangePartitionAssignor,),
-        group_instance_id=settings.group_instance_id, client_id=f"citybrain-{stage.name}")
+        group_instance_id=settings.group_instance_id, client_id=f"citybrain-{stage.name}",
+        request_timeout_ms=HOT_PATH_CONSUMER_REQUEST_TIMEOUT_MS)   # a hung coordinator left in 5 s (kafka/clients.py)
 
 
 def stage_checkpoint(stage: Stage, settings: RunnerSettings, consumer: Any,

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import HOT_PATH_CONSUMER_REQUEST_TIMEOUT_MS, kafka_consumer
 
 # A fetch is answered as soon as a record arrives (fetch_min_bytes 1); the wait bounds only
 # the polls of an idle topic, which the Java client's default keeps cheap.
@@ -78,8 +78,12 @@ async def _follow(bootstrap: str, topics: list[str], take: Callable[[float, Cons
                   stop: Callable[[], bool], on_ready: Callable[[], None]) -> None:
     """Each record on ``topics`` from their ends until ``stop()``, handed to ``take`` with
     its receipt time; one consumer per topic (the module doc)."""
+    # A department's reader set up as ours are for a hung broker (kafka/clients.py): its
+    # metadata refresh may go to the hung node too, and with aiokafka's 40 s it learnt of
+    # the new leaders only when that node answered again (bench failover ``hang``).
     consumers = [kafka_consumer(t, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="latest",
-                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS, enable_auto_commit=False)
+                                fetch_max_wait_ms=FETCH_MAX_WAIT_MS, enable_auto_commit=False,
+                                request_timeout_ms=HOT_PATH_CONSUMER_REQUEST_TIMEOUT_MS)
                  for t in topics]
 
     async def ready(consumer: AIOKafkaConsumer, topic: str) -> None:

@@ -50,3 +50,11 @@ async def test_the_stage_consumer_joins_as_the_static_member():
     static = stage_consumer(FakeStage(), RunnerSettings("127.0.0.1:1", group_instance_id="w-3"))
     assert static._group_instance_id == "w-3"
     assert stage_consumer(FakeStage(), RunnerSettings("127.0.0.1:1"))._group_instance_id is None
+
+
+async def test_the_stage_consumer_leaves_a_hung_coordinator_after_5_s():
+    """Its heartbeat to a hung coordinator is given up in 5 s, inside the 10 s session the
+    group's next coordinator counts (docs/performance.md, 'A hung broker')."""
+    consumer = stage_consumer(FakeStage(), RunnerSettings("127.0.0.1:1"))
+    assert consumer._client._request_timeout_ms == 5000 < RunnerSettings("x").session_timeout_ms
+    assert consumer._client._metadata_max_age_ms == 2000
