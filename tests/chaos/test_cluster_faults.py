@@ -158,17 +158,39 @@ def reported(name: str, reference: Outcome, run: Outcome, records, extra: str) -
     return verdict, line
 
 
-async def test_the_leader_of_the_busiest_partitions_is_killed_and_comes_back(cluster, tmp_path, records, reference):
+async def loaded(cluster, tmp_path, name: str, records) -> tuple[Topics, OutputReader, WorkerProcess, asyncio.Task]:
+    """Fresh replicated topics, their outputs read, a worker on them and the seeded input
+    streaming in over ``PRODUCE_SECONDS``."""
     bootstrap = cluster.bootstrap()
-    topics = await prepare_replicated(bootstrap, new_prefix("cluster-leader"))
-    placement = await leaders(bootstrap, topics.iot)
-    assert all(len(p) == 4 for p in placement.values()), placement   # a leader and three replicas
+    topics = await prepare_replicated(bootstrap, new_prefix(name))
     reader = await OutputReader(bootstrap, topics).start()
     worker = replicated_worker(bootstrap, topics.prefix, tmp_path / "run", "run").start()
+    producing = asyncio.create_task(produce_paced(bootstrap, topics, records, seconds=PRODUCE_SECONDS))
+    return topics, reader, worker, producing
+
+
+def judged_after(name: str, run: Outcome, at: float, what: str, reference: Outcome, records) -> None:
+    """The verdict of a run faulted at ``at`` — with the wait of the orders whose first
+    record was sent in the 10 s after it, beside the rest (an order's wait includes what its
+    category waits for: a sensor's repeats) — reported, then asserted: nothing lost, no
+    incident become two orders, no version skipped."""
+    around = waits(run, at - 1, at + 10)
+    calm = waits(run, at - 1, at + 10, inside=False)
+    extra = (f"{what}; {gap_note(run, at)}; orders begun in the 10 s after it: {figures(around)}; the others "
+             f"median {calm[len(calm) // 2] if calm else 0:.2f}s max {max(calm, default=0):.2f}s")
+    verdict, line = reported(name, reference, run, records, extra)
+    assert verdict.lost == 0 and verdict.incidents_differ == 0, line
+    assert len(run.snapshots) == len(reference.snapshots), line   # no incident became two orders
+    assert verdict.version_skips == 0, line
+
+
+async def test_the_leader_of_the_busiest_partitions_is_killed_and_comes_back(cluster, tmp_path, records, reference):
+    topics, reader, worker, producing = await loaded(cluster, tmp_path, "cluster-leader", records)
+    placement = await leaders(cluster.bootstrap(), topics.iot)
+    assert all(len(p) == 4 for p in placement.values()), placement   # a leader and three replicas
     try:
-        producing = asyncio.create_task(produce_paced(bootstrap, topics, records, seconds=PRODUCE_SECONDS))
         await asyncio.sleep(PRODUCE_SECONDS / 3)
-        victim, led = await busiest_leader(bootstrap, topics.iot)
+        victim, led = await busiest_leader(cluster.bootstrap(), topics.iot)
         controller = cluster.active_controller()
         killed_at = time.time()
         cluster.kill(victim)
@@ -184,18 +206,9 @@ async def test_the_leader_of_the_busiest_partitions_is_killed_and_comes_back(clu
     finally:
         worker.stop()
     run = await reader.stop()
-    # The wait of the orders whose first record was sent in the 10 s after the kill, beside
-    # the rest (an order's wait includes what its category waits for: a sensor's repeats).
-    around = waits(run, killed_at - 1, killed_at + 10)
-    calm = waits(run, killed_at - 1, killed_at + 10, inside=False)
-    extra = (f"{led_note(victim, led)}{', the active controller' if victim == controller else ''}) SIGKILLed, "
-             f"up again ≤ {back_at - killed_at:.1f}s after; {gap_note(run, killed_at)}; orders begun in the 10 s "
-             f"after the kill: {figures(around)}; the others median "
-             f"{calm[len(calm) // 2] if calm else 0:.2f}s max {max(calm, default=0):.2f}s")
-    verdict, line = reported("cluster-leader-kill", reference, run, records, extra)
-    assert verdict.lost == 0 and verdict.incidents_differ == 0, line
-    assert len(run.snapshots) == len(reference.snapshots), line   # no incident became two orders
-    assert verdict.version_skips == 0, line
+    judged_after("cluster-leader-kill", run, killed_at,
+                 f"{led_note(victim, led)}{', the active controller' if victim == controller else ''}) SIGKILLed, "
+                 f"up again ≤ {back_at - killed_at:.1f}s after", reference, records)
 
 
 HANG_SECONDS = 10
@@ -206,14 +219,10 @@ async def test_the_leader_of_the_busiest_partitions_hangs_and_is_let_go(cluster,
     answers nothing; the controller fences it after its session and the clients must find the
     new leaders by themselves (kafka/clients.py: metadata every 2 s, a produce retried after
     5 s).  Then it is let go (SIGCONT) and finds itself fenced."""
-    bootstrap = cluster.bootstrap()
-    topics = await prepare_replicated(bootstrap, new_prefix("cluster-hang"))
-    reader = await OutputReader(bootstrap, topics).start()
-    worker = replicated_worker(bootstrap, topics.prefix, tmp_path / "run", "run").start()
+    topics, reader, worker, producing = await loaded(cluster, tmp_path, "cluster-hang", records)
     try:
-        producing = asyncio.create_task(produce_paced(bootstrap, topics, records, seconds=PRODUCE_SECONDS))
         await asyncio.sleep(PRODUCE_SECONDS / 3)
-        victim, led = await busiest_leader(bootstrap, topics.iot)
+        victim, led = await busiest_leader(cluster.bootstrap(), topics.iot)
         frozen_at = time.time()
         cluster.freeze(victim)
         try:
@@ -226,15 +235,8 @@ async def test_the_leader_of_the_busiest_partitions_hangs_and_is_let_go(cluster,
     finally:
         worker.stop()
     run = await reader.stop()
-    around = waits(run, frozen_at - 1, frozen_at + 10)
-    calm = waits(run, frozen_at - 1, frozen_at + 10, inside=False)
-    extra = (f"{led_note(victim, led)}) frozen (SIGSTOP) for {HANG_SECONDS}s, then let go; "
-             f"{gap_note(run, frozen_at)}; orders begun in the 10 s after the freeze: {figures(around)}; "
-             f"the others median {calm[len(calm) // 2] if calm else 0:.2f}s max {max(calm, default=0):.2f}s")
-    verdict, line = reported("cluster-leader-hang", reference, run, records, extra)
-    assert verdict.lost == 0 and verdict.incidents_differ == 0, line
-    assert len(run.snapshots) == len(reference.snapshots), line   # no incident became two orders
-    assert verdict.version_skips == 0, line
+    judged_after("cluster-leader-hang", run, frozen_at,
+                 f"{led_note(victim, led)}) frozen (SIGSTOP) for {HANG_SECONDS}s, then let go", reference, records)
 
 
 async def test_a_rolling_restart_of_two_workers_loses_nothing(cluster, tmp_path, records, reference):

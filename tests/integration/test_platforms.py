@@ -205,7 +205,7 @@ async def test_the_relay_process_serves_its_metrics_and_stops_on_sigterm(kafka_b
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out
-        assert f"metrics on http://127.0.0.1:{port}/metrics" in out
+        assert f"metrics (/metrics) on http://127.0.0.1:{port}" in out
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from citybrain.config import Config
 
@@ -19,3 +22,21 @@ def broker_address() -> str:
         return bootstrap_servers()
     except NoBroker as e:
         sys.exit(f"错误 error: {e}")
+
+
+@contextlib.asynccontextmanager
+async def http_served(application: Callable[[], Any], host: str, port: int | None, what: str) -> AsyncIterator[None]:
+    """``application()`` (an aiohttp app) served on host:port while the block runs, its
+    address printed as ``what``; nothing when ``port`` is not given."""
+    if not port:
+        yield
+        return
+    from aiohttp import web
+    runner = web.AppRunner(application())
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        print(f"{what} on http://{host}:{port}", flush=True)
+        yield
+    finally:
+        await runner.cleanup()

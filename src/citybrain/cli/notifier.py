@@ -6,7 +6,7 @@ import asyncio
 import signal
 import sys
 
-from citybrain.cli.common import broker_address, load_config
+from citybrain.cli.common import broker_address, http_served, load_config
 
 
 def cmd_notifier(args) -> int:
@@ -33,22 +33,13 @@ def cmd_notifier(args) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         notifier = build(bootstrap, cfg)
-        runner = None
-        if args.http_port:
-            from aiohttp import web
 
+        def application():
             from citybrain.notify.http import app
             from citybrain.web.auth import ReloadingTokens
-            tokens = ReloadingTokens(cfg.auth_path, {d.code for d in cfg.taxonomy.departments})
-            runner = web.AppRunner(app(notifier, tokens))
-            await runner.setup()
-            await web.TCPSite(runner, args.http_host, args.http_port).start()
-            print(f"通知服务 notifier: ack and metrics on http://{args.http_host}:{args.http_port}", flush=True)
-        try:
+            return app(notifier, ReloadingTokens(cfg.auth_path, {d.code for d in cfg.taxonomy.departments}))
+        async with http_served(application, args.http_host, args.http_port, "通知服务 notifier: ack and metrics"):
             await notifier.run(stop)
-        finally:
-            if runner is not None:
-                await runner.cleanup()
 
     asyncio.run(run())
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from citybrain.cli.common import broker_address, load_config
+from citybrain.cli.common import broker_address, http_served, load_config
 
 
 def cmd_platforms(args) -> int:
@@ -32,24 +32,21 @@ def cmd_platforms(args) -> int:
         relay = PlatformRelay(broker_address(), Topics(cfg.settings.kafka.topic_prefix), platforms,
                               partitions=cfg.settings.kafka.partitions)
         print(f"平台回调 platform callbacks: {len(platforms.platform)} platforms from {path}", flush=True)
-        runner = None
-        if args.http_port:
-            from aiohttp import web
-            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-            async def metrics(_request: web.Request) -> web.Response:
-                return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-            application = web.Application()
-            application.router.add_get("/metrics", metrics)
-            runner = web.AppRunner(application)
-            await runner.setup()
-            await web.TCPSite(runner, args.http_host, args.http_port).start()
-            print(f"平台回调 platform callbacks: metrics on http://{args.http_host}:{args.http_port}/metrics", flush=True)
-        try:
+        async with http_served(metrics_application, args.http_host, args.http_port,
+                               "平台回调 platform callbacks: metrics (/metrics)"):
             await relay.run(stop)
-        finally:
-            if runner is not None:
-                await runner.cleanup()
 
     asyncio.run(run())
     return 0
+
+
+def metrics_application():
+    """GET /metrics: the relay's callbacks counter (citybrain_platform_callbacks_total)."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    application = web.Application()
+    application.router.add_get("/metrics", metrics)
+    return application
