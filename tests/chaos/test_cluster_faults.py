@@ -239,6 +239,30 @@ async def test_the_leader_of_the_busiest_partitions_hangs_and_is_let_go(cluster,
                  f"{led_note(victim, led)}) frozen (SIGSTOP) for {HANG_SECONDS}s, then let go", reference, records)
 
 
+async def test_the_broker_watch_counts_a_cluster_with_one_hung_node_as_reachable(cluster):
+    """/readyz (stream/brokerwatch.py): one node of three hung is not the cluster gone — a
+    console pod would otherwise leave its Service for the hang."""
+    from citybrain.stream.brokerwatch import BrokerWatch
+    watch = BrokerWatch(cluster.bootstrap(), every=0.3, timeout=1.0)
+    task = asyncio.create_task(watch.run())
+    try:
+        await asyncio.sleep(2)
+        assert watch.up, "the watch must see the running cluster"
+        seen = []
+        cluster.freeze(1)
+        try:
+            for _ in range(20):
+                await asyncio.sleep(0.5)
+                seen.append(watch.up)
+        finally:
+            cluster.thaw(1)
+        print(f"\nbroker watch with node 1 frozen 10 s: up in {sum(seen)} of {len(seen)} looks")
+        assert all(seen)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_rolling_restart_of_two_workers_loses_nothing(cluster, tmp_path, records, reference):
     """Each of two workers stopped with SIGTERM (it commits and leaves its groups) and started
     again, one after the other, while the input streams in."""

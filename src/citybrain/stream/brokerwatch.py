@@ -39,7 +39,11 @@ class BrokerWatch:
                 try:
                     if not client.cluster.brokers():
                         await asyncio.wait_for(client.bootstrap(), self.timeout)
-                    await asyncio.wait_for(client.fetch_all_metadata(), self.timeout)
+                    # Time to ask each node in turn (aiokafka does, each for ``timeout``): one
+                    # hung node of three (bench failover ``hang``) is not the cluster gone —
+                    # cut off at the first, the watch read "unreachable" and the worker unready.
+                    nodes = max(1, len(client.cluster.brokers()))
+                    await asyncio.wait_for(client.fetch_all_metadata(), self.timeout * nodes)
                     self._set(True)
                 except asyncio.CancelledError:
                     raise
