@@ -49,22 +49,51 @@ PAD = b"x" * 850   # a probe record of an event's size
 BESIDE_RATE = 100.0   # probes a second sent beside ours: the broker's hop under the same load
 
 
-async def _send_probes(producer, probe: str, rate: float, seconds: float,
-                       progress: Progress | None = None) -> tuple[int, AckLatency]:
-    """Probe records at ``rate`` for ``seconds``, each keyed by its send time."""
-    acks = AckLatency()
-    started, sent = time.time(), 0
-    while (elapsed := time.time() - started) < seconds:
-        due = int(elapsed * rate) - sent
-        for _ in range(due):
-            (await producer.send(probe, PAD, key=repr(time.time()).encode())).add_done_callback(acks.on_ack)
-        sent += max(due, 0)
+class Probes:
+    """Probe records at ``rate`` from the bench process to ``probe``, each keyed by its send
+    time, received by a collector process of their own: the broker's floor (``echo_floor``,
+    on an idle box) or its hop beside ours (``floor_beside``, the same broker on the same two
+    cores while ours runs — the last hop's reference under the same load)."""
+
+    def __init__(self, bootstrap: str, probe: str, rate: float):
+        """``probe``: a topic of the run's own (``fresh_topics`` drops the last run's)."""
+        self.bootstrap, self.probe, self.rate = bootstrap, probe, rate
+
+    async def start(self, seconds: float, progress: Progress | None = None) -> Probes:
+        self.collector = await CollectorProcess(self.bootstrap, [self.probe], kind="probe").start()
+        self.producer = kafka_producer(bootstrap_servers=self.bootstrap, **HOT_PATH_PRODUCER)
+        await self.producer.start()
+        self.task = asyncio.create_task(self._send(seconds, progress))
+        return self
+
+    async def _send(self, seconds: float, progress: Progress | None) -> tuple[int, AckLatency]:
+        acks = AckLatency()
+        started, sent = time.time(), 0
+        while (elapsed := time.time() - started) < seconds:
+            due = int(elapsed * self.rate) - sent
+            for _ in range(due):
+                (await self.producer.send(self.probe, PAD, key=repr(time.time()).encode())).add_done_callback(
+                    acks.on_ack)
+            sent += max(due, 0)
+            if progress is not None:
+                progress.update(elapsed)
+            await asyncio.sleep(0.002)
         if progress is not None:
-            progress.update(elapsed)
-        await asyncio.sleep(0.002)
-    if progress is not None:
-        progress.close()
-    return sent, acks
+            progress.close()
+        return sent, acks
+
+    async def sent(self) -> None:
+        """Every probe sent."""
+        await self.task
+
+    async def finish(self, started: float, count: int, seconds: float) -> dict:
+        """The receipts' windows from ``started``, and the sends' acknowledgements."""
+        try:
+            sent, acks = await self.task
+        finally:
+            await self.producer.stop()
+            got = await self.collector.finish()
+        return {"sent": sent, "source_ack_ms": acks.percentiles(), **windows(got["samples"], started, count, seconds)}
 
 
 async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, warmup: float = 0.0) -> dict:
@@ -72,46 +101,15 @@ async def echo_floor(bootstrap: str, rate: float, count: int, seconds: float, wa
     with the stages' producer settings (``HOT_PATH_PRODUCER``), records of an
     event's size, received by the collector process like ours and the loop's."""
     topics, (probe,) = await fresh_topics(bootstrap, "floor", ["floor.probe"])
-    collector = await CollectorProcess(bootstrap, [probe], kind="probe").start()
-    producer = kafka_producer(bootstrap_servers=bootstrap, **HOT_PATH_PRODUCER)
-    await producer.start()
+    probes = await Probes(bootstrap, probe, rate).start(
+        warmup + count * seconds, Progress(f"  floor {rate:g}/s", total=warmup + count * seconds))
+    started = time.time()   # the sending task's first turn
     try:
-        started = time.time()
-        sent, acks = await _send_probes(producer, probe, rate, warmup + count * seconds,
-                                        Progress(f"  floor {rate:g}/s", total=warmup + count * seconds))
+        await probes.sent()
         await asyncio.sleep(2.0)
     finally:
-        await producer.stop()
-        got = await collector.finish()
-    return {"sent": sent, "source_ack_ms": acks.percentiles(),
-            **windows(got["samples"], started + warmup, count, seconds)}
-
-
-class ProbesBeside:
-    """The floor's hop measured beside a run rather than on a quiet box: probes at
-    ``BESIDE_RATE`` while ours runs, received by a collector process of their own.  The
-    last hop (the fuse stage's produce → receipt) is a hop of the same broker on the same
-    two cores; the floor alone is measured with nothing else running."""
-
-    def __init__(self, bootstrap: str, probe: str):
-        """``probe``: a topic of the run's own (``fresh_topics`` drops the last run's)."""
-        self.bootstrap, self.probe = bootstrap, probe
-
-    async def start(self, seconds: float) -> ProbesBeside:
-        self.collector = await CollectorProcess(self.bootstrap, [self.probe], kind="probe").start()
-        self.producer = kafka_producer(bootstrap_servers=self.bootstrap, **HOT_PATH_PRODUCER)
-        await self.producer.start()
-        self.task = asyncio.create_task(_send_probes(self.producer, self.probe, BESIDE_RATE, seconds))
-        return self
-
-    async def finish(self, started: float, count: int, seconds: float) -> dict:
-        try:
-            sent, acks = await self.task
-        finally:
-            await self.producer.stop()
-            got = await self.collector.finish()
-        return {"rate": BESIDE_RATE, "sent": sent, "source_ack_ms": acks.percentiles(),
-                **windows(got["samples"], started, count, seconds)}
+        floor = await probes.finish(started + warmup, count, seconds)
+    return floor
 
 
 async def _baseline_loop(bootstrap: str, sources: list[str], out_topic: str, stop: asyncio.Event,
@@ -172,7 +170,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     ``warmup`` seconds of the same traffic (reported apart: right after a start the
     broker's new topics and every client's first requests are slower — measured, the
     floor's own first 15 s had p99 16 ms against 3.5 ms after).  ``floor_beside``: probes
-    beside ours too (``ProbesBeside``; off by default: their sender and collector process
+    beside ours too (``Probes`` at ``BESIDE_RATE``; off by default: their sender and collector process
     share the two cores with ours)."""
     duration = warmup + count * seconds
     # Ours.
@@ -182,7 +180,7 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
     dispatch_topics = [topics.dispatch(code) for code in cfg.desks]
     try:
         collector = await CollectorProcess(bootstrap, dispatch_topics, trace=[topics.fusion_inbox]).start()
-        beside = await ProbesBeside(bootstrap, probe).start(duration) if floor_beside else None
+        beside = await Probes(bootstrap, probe, BESIDE_RATE).start(duration) if floor_beside else None
         started = time.time()
         try:
             sent = await run_simulation(_sim(rate, duration, seed, started), bootstrap, topics,
@@ -190,7 +188,8 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
             await asyncio.sleep(3.0)
         finally:
             got = await collector.finish()
-            beside_floor = await beside.finish(started + warmup, count, seconds) if beside is not None else None
+            beside_floor = ({"rate": BESIDE_RATE, **await beside.finish(started + warmup, count, seconds)}
+                            if beside is not None else None)
         each = worker.pages()   # a process's own series (gc, event loop) read apart
         text = "\n".join(each)
         ours = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": shape.stage_processes,
@@ -448,7 +447,7 @@ async def bench(bootstrap: str, rates: list[float], window_seconds: float, max_r
                 state_sizes: list[int], seed: int = 1, windows_per_load: int = 5, throughput_runs: int = 3,
                 warmup: float = 10.0, shape: WorkerShape = ONE_PROCESS, floor_beside: bool = False) -> dict:
     """``shape``: the worker's processes (bench/common.py); ``floor_beside``: the floor's
-    hop also measured while ours runs (``ProbesBeside``)."""
+    hop also measured while ours runs (``Probes``)."""
     result: dict = {"windows": windows_per_load, "window_s": window_seconds, "warmup_s": warmup, "latency": [],
                     "max_throughput": None, "stage_processes": shape.stage_processes,
                     "console_apart": shape.console_apart, "shape": shape.describe()}
