@@ -115,11 +115,14 @@ def _fault(name: str, bootstrap: str, workers: list[BenchWorker], topics: Topics
             await w.ready()
             marks[f"worker{i}_back"] = time.time()
 
-    async def leader() -> None:
+    async def busiest():
+        """The local cluster, and the node leading most ingest partitions (marked)."""
         from citybrain_tools.local_kafka import local_cluster
-        cluster = local_cluster()
-        node = await _busiest_leader(bootstrap, topics.iot)
-        marks["node"] = node
+        marks["node"] = node = await _busiest_leader(bootstrap, topics.iot)
+        return local_cluster(), node
+
+    async def leader() -> None:
+        cluster, node = await busiest()
         marks["controller"] = cluster.active_controller() or 0   # killing it costs an election first
         cluster.kill(node)
         await asyncio.sleep(5)
@@ -127,10 +130,7 @@ def _fault(name: str, bootstrap: str, workers: list[BenchWorker], topics: Topics
         marks["node_back"] = time.time()
 
     async def hang() -> None:
-        from citybrain_tools.local_kafka import local_cluster
-        cluster = local_cluster()
-        node = await _busiest_leader(bootstrap, topics.iot)
-        marks["node"] = node
+        cluster, node = await busiest()
         cluster.freeze(node)
         try:
             await asyncio.sleep(HANG_SECONDS)

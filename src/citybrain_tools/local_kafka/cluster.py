@@ -163,10 +163,7 @@ class LocalCluster:
 
     def kill(self, node_id: int) -> None:
         """SIGKILL one node (a crash: no controlled shutdown, no leadership handed over)."""
-        pid = self.node(node_id).pid()
-        if pid is None:
-            raise BrokerError(f"node {node_id} is not running")
-        os.killpg(pid, signal.SIGKILL)
+        pid = self._signal(node_id, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -181,11 +178,13 @@ class LocalCluster:
         """SIGCONT a frozen node: it finds itself fenced and catches up."""
         self._signal(node_id, signal.SIGCONT)
 
-    def _signal(self, node_id: int, sig: signal.Signals) -> None:
+    def _signal(self, node_id: int, sig: signal.Signals) -> int:
+        """Signal a running node's process group; its pid."""
         pid = self.node(node_id).pid()
         if pid is None:
             raise BrokerError(f"node {node_id} is not running")
         os.killpg(pid, sig)
+        return pid
 
     def restart(self, node_id: int, *, die_with_parent: bool = False, timeout: float = 120.0,
                 heap: str = "512m") -> str:
