@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiokafka.producer.sender as _aiokafka_sender
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
@@ -46,13 +45,6 @@ from citybrain.stream.checkpoint import (
     suspect,
 )
 from citybrain.stream.output import Output
-
-# A transaction begun right after the last one's commit is answered CONCURRENT_TRANSACTIONS
-# while the broker still writes the last one's markers, and aiokafka asks again after a
-# fixed 20 ms (``sender.BACKOFF_OVERRIDE``, KAFKA-5477's figure; the Java client's is the
-# same).  A lane begins its next transaction at once after a commit; on a local broker the
-# markers take a few ms, so each such retry cost ~15 ms of a dispatch's latency.
-_aiokafka_sender.BACKOFF_OVERRIDE = 0.005
 
 
 class TransactionalProducer(Protocol):

@@ -43,10 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
     b = sub.add_parser("bench", help="measure throughput (beside a plain aiokafka loop)")
-    b.add_argument("what", choices=["normalize", "dispatch", "history", "console", "normalize-batch-probe", "failover"])
+    b.add_argument("what", choices=["normalize", "dispatch", "history", "console", "normalize-batch-probe", "failover",
+                                        "transactions"])
     b.add_argument("--scenarios", default="restart,takeover,handover,rolling,leader",
                    help="failover: faults to run (leader needs `citybrain kafka start --nodes 3`)")
-    b.add_argument("--runs", type=int, default=1, help="failover: runs per fault, each reported")
+    b.add_argument("--runs", type=int, default=1, help="failover: runs per fault, each reported; transactions: "
+                                                        "rounds of each protocol, alternating")
     b.add_argument("--rate", type=float, default=300.0, help="failover: background records/s")
     b.add_argument("--before", type=float, default=10.0, help="failover: seconds of traffic before the fault")
     b.add_argument("--after", type=float, default=25.0, help="failover: seconds of traffic after it")

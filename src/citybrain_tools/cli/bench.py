@@ -51,6 +51,10 @@ def cmd_bench(args) -> int:
                                                 args.after, probe_every=0.05, window=10.0, seed=args.seed,
                                                 console_apart=args.console_apart))
             text = failover.report(result)
+        elif args.what == "transactions":
+            from citybrain_tools.bench import transactions
+            result = asyncio.run(transactions.bench(broker_address(), args.runs))
+            text = transactions.report(result)
         elif args.what == "normalize-batch-probe":
             from citybrain_tools.bench import batch_probe
             result = asyncio.run(batch_probe.bench(broker_address(), args.records, seed=args.seed))

@@ -45,7 +45,7 @@ def test_production_deploys_carry_the_failover_timings_measured_on_the_local_clu
     local = _properties()
     keys = ["broker.session.timeout.ms", "broker.heartbeat.interval.ms", "controller.quorum.fetch.timeout.ms",
             "controller.quorum.election.timeout.ms", "controller.quorum.election.backoff.max.ms",
-            "replica.fetch.backoff.ms"]
+            "replica.fetch.backoff.ms", "add.partitions.to.txn.retry.backoff.ms"]
     env_name = {k: "KAFKA_" + re.sub(r"[.]", "_", k).upper() for k in keys}
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]["kafka"]["environment"]
     k8s = next(d for d in yaml.safe_load_all((PROJECT_ROOT / "deploy" / "k8s" / "citybrain.yaml").read_text())
