@@ -1,19 +1,18 @@
 """exactly_once (``processing_guarantee``): a batch's outputs, its changelog writes and its
 input offsets commit in one Kafka transaction per input partition number, on that
-partition's own transactional id (``{group}-{partition}``, and ``….1`` with two producers):
-the worker that takes a partition over fences the one that had it (aiokafka has no
-KIP-447 generation fencing, so ids per partition are what keep a zombie out).
+partition's own transactional id (``{group}-{partition}``): the worker that takes a
+partition over fences the one that had it (aiokafka has no KIP-447 generation fencing, so
+ids per partition are what keep a zombie out).
 
-Pipelined: each partition number is a *lane* that runs its transactions in order, each
-taking every batch part handed to it meanwhile (Kafka Streams' commit interval, with no
-fixed interval); the stage hands a batch over and goes on fetching and handling while the
-lanes commit.  A lane may have two producers taken in turn (``ExactlyOnce(producers=2)``):
-the next transaction is begun, sent and given its offsets on one while the last one's
-EndTxn and markers are on their way on the other, and commits once that one has.  On one producer a transaction begun right
-after a commit waited for the broker to write the last one's markers
-(``CONCURRENT_TRANSACTIONS``) and then took four coordinator round trips one after
-another — AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn —, each record
-waiting for the one in progress and then its own (docs/performance.md, "The last hop").
+Pipelined: each partition number is a *lane* that runs its transactions in order on its
+producer, each taking every batch part handed to it meanwhile (Kafka Streams' commit
+interval, with no fixed interval); the stage hands a batch over and goes on fetching and
+handling while the lanes commit.  A record waits for the transaction in progress and then
+its own: on Kafka 4's transaction protocol v2 (kafka/transactions_v2.py) its sends, its
+offsets and EndTxn, ~2 ms on an idle local broker, against ~7 ms for the first protocol's
+four coordinator round trips (docs/performance.md).  Two producers a lane, one preparing
+while the other committed, made more and smaller transactions and were slower on either
+protocol, on a quiet box and a loaded one (docs/performance.md, 2026-12-05): removed.
 
 ``TransactionLanes`` is that over a producer lookup; ``ExactlyOnce`` the stage's
 ``Checkpoint`` (stream/checkpoint.py): the per-partition producers and the lanes.
@@ -24,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -68,20 +67,16 @@ class _Part:
 
 
 class TransactionLanes:
-    """The lanes (see the module doc).  ``producers(partition)`` gives the started
-    transactional producers of an input partition number — one, or two taken in turn
-    (one transaction prepared while the other commits); ``on_commit(seconds)`` is told
+    """The lanes (see the module doc).  ``producer(partition)`` gives the started
+    transactional producer of an input partition number; ``on_commit(seconds)`` is told
     how long each transaction took, begin to commit."""
 
-    def __init__(self, producers: Callable[[int], Sequence[TransactionalProducer]], group_id: str,
+    def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str,
                  on_commit: Callable[[float], None] = lambda seconds: None):
-        self.producers, self.group_id, self.on_commit = producers, group_id, on_commit
+        self.producer, self.group_id, self.on_commit = producer, group_id, on_commit
         self.pending: dict[int, list[_Part]] = defaultdict(list)   # per lane, not yet in a transaction
         self.lanes: dict[int, asyncio.Task] = {}
-        self.wakeups: dict[int, asyncio.Future] = {}               # a lane waiting for a part or a commit
-        self.commits: set[asyncio.Task] = set()                    # every lane's commits in flight
         self.unsettled: deque[list[asyncio.Future]] = deque()     # per batch handed over, oldest first
-        self.turns: dict[int, int] = defaultdict(int)              # per lane, the producer to take next
         self.failure: BaseException | None = None
 
     def submit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
@@ -97,9 +92,6 @@ class TransactionLanes:
             quiet(part.done)
             self.pending[p].append(part)
             futures.append(part.done)
-            wakeup = self.wakeups.pop(p, None)
-            if wakeup is not None and not wakeup.done():
-                wakeup.set_result(None)
             if p not in self.lanes or self.lanes[p].done():
                 self.lanes[p] = asyncio.create_task(self._lane(p))
         if futures:
@@ -128,12 +120,12 @@ class TransactionLanes:
         await self.settle(0)
 
     async def abandon(self) -> None:
-        """After a failure: stop the lanes and their commits; nothing pending will be
-        committed.  A transaction cut off mid-way is aborted (or completed) by the next
-        producer of its transactional id, which the recovery starts before it reads
+        """After a failure: stop the lanes, a commit in flight with them; nothing pending
+        will be committed.  A transaction cut off mid-way is aborted (or completed) by the
+        next producer of its transactional id, which the recovery starts before it reads
         anything back."""
-        tasks = [*self.lanes.values(), *self.commits]
-        self.lanes, self.commits, self.wakeups = {}, set(), {}
+        tasks = list(self.lanes.values())
+        self.lanes = {}
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -143,35 +135,17 @@ class TransactionLanes:
                     f.cancel()
         self.pending.clear()
         self.unsettled.clear()
-        self.turns.clear()
         self.failure = None
 
     async def _lane(self, partition: int) -> None:
         """One partition number's transactions, in order, each with every part handed
-        over since the last began (outputs, then offsets, which only move forward).  With
-        two producers the next transaction is begun, sent and given its offsets on one
-        while the last commits on the other, and commits only once that one has: its
-        begin waits for no commit markers, and its offsets are recorded after the last
-        one's (the group coordinator keeps the later record, whatever order the markers
-        land in).  A failed transaction fails every part after it in the lane."""
+        over since the last began (outputs, then offsets, which only move forward); done
+        when none is left (the next hand-over starts it again).  A failed transaction fails
+        every part after it in the lane."""
         queue = self.pending[partition]
-        producers = self.producers(partition)
-        last: list[asyncio.Task | None] = [None] * len(producers)   # each producer's last commit
-        previous = None
-        loop = asyncio.get_running_loop()
+        producer = self.producer(partition)
         try:
-            while self.failure is None:
-                if not queue:
-                    running = [c for c in last if c is not None and not c.done()]
-                    if not running:
-                        return
-                    wakeup = self.wakeups[partition] = loop.create_future()
-                    await asyncio.wait([*running, wakeup], return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                turn = self.turns[partition] % len(producers)
-                producer, mine = producers[turn], last[turn]
-                if mine is not None and not await mine:   # the producer is free once its commit ended
-                    return
+            while self.failure is None and queue:
                 parts = list(queue)
                 queue.clear()
                 t0 = time.monotonic()
@@ -181,11 +155,8 @@ class TransactionLanes:
                 except Exception as e:  # noqa: BLE001 - surfaces in the stage at its next hand-over
                     self._fail(e, parts)
                     return
-                task = asyncio.create_task(self._commit(producer, previous, parts, t0))
-                self.commits.add(task)
-                task.add_done_callback(self.commits.discard)
-                last[turn] = previous = task
-                self.turns[partition] = turn + 1   # the other one, which committed longest ago
+                if not await self._commit(producer, parts, t0):
+                    return
         finally:
             if self.failure is not None:
                 self._fail(self.failure, [])
@@ -200,16 +171,8 @@ class TransactionLanes:
         for queue in self.pending.values():
             queue.clear()
 
-    async def _commit(self, producer: TransactionalProducer, previous: asyncio.Task | None,
-                      parts: list[_Part], t0: float) -> bool:
-        """Commit a prepared transaction once the lane's last one has committed (abort it
-        if that one failed).  True when committed."""
-        if previous is not None and not await previous:
-            await self._abort(producer)
-            for part in parts:
-                if not part.done.done():
-                    part.done.set_exception(self.failure or RuntimeError("an earlier transaction failed"))
-            return False
+    async def _commit(self, producer: TransactionalProducer, parts: list[_Part], t0: float) -> bool:
+        """Commit a prepared transaction.  True when committed."""
         try:
             try:
                 await producer.commit_transaction()
@@ -285,41 +248,33 @@ class TransactionLanes:
 
 
 class ExactlyOnce:
-    """The exactly_once ``Checkpoint``: ``producers`` transactional producers per input
-    partition number (ids ``{group}-{n}``, and ``{group}-{n}.1`` with two), started when
-    the partition is claimed — that fences its previous owner's producers of those ids
-    and aborts (or completes) their open transactions, so the changelog read next is
-    final — and the lanes that commit on them.  Range assignment gives partition n of
-    every input topic to the same member, so one set of ids per number covers all its
-    inputs.
-
-    One producer a lane by default: two (one transaction prepared while the other
-    commits) make about a third more, smaller transactions for the same records, and on
-    a loaded box the runs with two were not faster (docs/performance.md, 2026-12-05);
-    every worker of a group must use the same count, or a takeover would not fence the
-    ``.1`` id."""
+    """The exactly_once ``Checkpoint``: a transactional producer per input partition
+    number (id ``{group}-{n}``), started when the partition is claimed — that fences its
+    previous owner's producer of that id and aborts (or completes) its open transaction,
+    so the changelog read next is final — and the lanes that commit on them.  Range
+    assignment gives partition n of every input topic to the same member, so one id per
+    number covers all its inputs."""
 
     IN_FLIGHT = 2   # batches handed over and not yet committed while the next is handled
 
-    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str, producers: int = 1):
-        self.new_producer, self.group_id, self.count = new_producer, group_id, producers
-        self.producers: dict[int, list[Any]] = {}
+    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str):
+        self.new_producer, self.group_id = new_producer, group_id
+        self.producers: dict[int, Any] = {}
         self.lanes = TransactionLanes(lambda p: self.producers[p], group_id,
                                       on_commit=metrics.child(metrics.COMMIT_LATENCY, name).observe)
 
-    def ids(self, partition: int) -> list[str]:
-        return [f"{self.group_id}-{partition}" + (f".{i}" if i else "") for i in range(self.count)]
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.group_id}-{partition}"
 
     async def start(self) -> None:
         pass   # the producers are the partitions': started as each is claimed
 
     async def claim(self, partitions: set[int]) -> None:
-        """Every id of every partition claimed starts at once (each start is a
+        """Every partition claimed starts its producer at once (each start is a
         coordinator lookup and an InitProducerId round trip, or a wait while a previous
         owner's transaction is aborted)."""
-        claimed = {p: [self.new_producer(txn) for txn in self.ids(p)]
-                   for p in sorted(partitions - set(self.producers))}
-        made = [producer for producers in claimed.values() for producer in producers]
+        claimed = {p: self.new_producer(self.transactional_id(p)) for p in sorted(partitions - set(self.producers))}
+        made = list(claimed.values())
         results = await asyncio.gather(*(producer.start() for producer in made), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:   # none is kept: the claim is retried with new ones after the recovery
@@ -329,8 +284,8 @@ class ExactlyOnce:
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         for p in sorted({tp.partition for tp in partitions}):
-            for producer in self.producers.pop(p, []):
-                await stop_quietly(producer)
+            if p in self.producers:
+                await stop_quietly(self.producers.pop(p))
 
     async def add(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
         return self.lanes.submit(offsets, outputs, state)
@@ -351,6 +306,6 @@ class ExactlyOnce:
         await self.close()
 
     async def close(self) -> None:
-        producers, self.producers = [p for ps in self.producers.values() for p in ps], {}
+        producers, self.producers = list(self.producers.values()), {}
         for producer in producers:
             await stop_quietly(producer)

@@ -22,8 +22,8 @@ async def until(condition, seconds: float = 2.0) -> None:
 
 
 def one_each(producers: dict[int, FakeTxnProducer]):
-    """A lane of one producer per partition number: its transactions one after another."""
-    return lambda p: [producers[p]]
+    """A producer per partition number: its lane's transactions one after another."""
+    return lambda p: producers[p]
 
 
 # -- exactly_once ------------------------------------------------------------------
@@ -127,16 +127,6 @@ async def test_after_a_failed_transaction_nothing_later_commits_and_the_stage_he
     assert commits(producers[0]) == 1
 
 
-async def test_abandon_stops_a_lane_mid_transaction():
-    producers = {0: FakeTxnProducer(0)}
-    producers[0].gate = asyncio.Event()
-    tc = TransactionLanes(one_each(producers), "grp")
-    parts = tc.submit({TP0: 11}, [out("events", 10)], [])
-    await asyncio.sleep(0.05)
-    await asyncio.wait_for(tc.abandon(), 1)
-    assert parts[0].cancelled() and commits(producers[0]) == 0 and not tc.lanes
-
-
 # -- ExactlyOnce: the stage's checkpoint, a transactional producer per partition number --
 
 class Made:
@@ -151,59 +141,48 @@ class Made:
         return [p.transactional_id for p in self.made]
 
 
-async def test_one_producer_a_partition_by_default():
+async def test_a_claimed_partition_gets_its_own_transactional_producer_once():
     made = Made()
     cp = ExactlyOnce(made, "grp-fuse", "fuse")
-    await cp.claim({1, 0})
-    assert made.ids() == ["grp-fuse-0", "grp-fuse-1"]
-    await cp.add({TP0: 11}, [out("events", 10)], [])
-    await asyncio.wait_for(cp.commit([]), 1)
-    assert made.made[0].log[-1] == ("commit",)
-
-
-async def test_a_claimed_partition_gets_its_own_transactional_producers_once():
-    made = Made()
-    cp = ExactlyOnce(made, "grp-fuse", "fuse", producers=2)
     await cp.start()
     assert made.made == []                         # none before a partition is claimed
     await cp.claim({1, 0})
     await cp.claim({0})                            # already held: not started (fenced) again
-    assert made.ids() == ["grp-fuse-0", "grp-fuse-0.1", "grp-fuse-1", "grp-fuse-1.1"]
+    assert made.ids() == ["grp-fuse-0", "grp-fuse-1"]
     assert all(p.log == [("start",)] for p in made.made)
     await cp.add({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [changelog(1)])
     await asyncio.wait_for(cp.commit([]), 1)
-    assert made.made[2].log[-3:] == [("send", "changelog"), ("offsets", {TP1: 7}, "grp-fuse"), ("commit",)]
+    assert made.made[1].log[-3:] == [("send", "changelog"), ("offsets", {TP1: 7}, "grp-fuse"), ("commit",)]
     await cp.release({TP1})
-    assert made.made[2].log[-1] == ("stop",) and made.made[3].log[-1] == ("stop",)
-    assert made.made[0].log[-1] == ("commit",) and ("stop",) not in made.made[1].log
+    assert made.made[1].log[-1] == ("stop",)
+    assert made.made[0].log[-1] == ("commit",)
 
 
-async def test_recover_stops_every_producer_and_the_next_claim_fences_both_ids():
+async def test_recover_stops_every_producer_and_the_next_claim_fences_the_id():
     made = Made()
-    cp = ExactlyOnce(made, "grp-fuse", "fuse", producers=2)
+    cp = ExactlyOnce(made, "grp-fuse", "fuse")
     await cp.claim({0})
     made.made[0].fail = KafkaTimeoutError()
     await cp.add({TP0: 11}, [out("events", 10)], [])
     with pytest.raises(ProduceFailed):
         await asyncio.wait_for(cp.commit([]), 1)
     await cp.recover()
-    assert made.made[0].log[-2:] == [("abort",), ("stop",)] and made.made[1].log[-1] == ("stop",)
+    assert made.made[0].log[-2:] == [("abort",), ("stop",)]
     await cp.claim({0})
-    # Both ids started again (an open transaction on either is aborted or completed by
-    # the broker) before anything of the replay is sent.
-    assert made.ids() == ["grp-fuse-0", "grp-fuse-0.1"] * 2
-    assert made.made[2].log == [("start",)] and made.made[3].log == [("start",)]
+    # The id started again (an open transaction is aborted or completed by the broker)
+    # before anything of the replay is sent.
+    assert made.ids() == ["grp-fuse-0"] * 2 and made.made[1].log == [("start",)]
     await cp.add({TP0: 11}, [out("events", 10)], [])
     await asyncio.wait_for(cp.commit([]), 1)
-    assert ("commit",) in made.made[2].log
+    assert ("commit",) in made.made[1].log
 
 
 class RefusingSecond(Made):
-    """Producers whose second id's start fails (the coordinator unreachable)."""
+    """Partition 1's producer fails to start (its coordinator unreachable)."""
 
     def __call__(self, txn):
         producer = super().__call__(txn)
-        if txn.endswith(".1"):
+        if txn.endswith("-1"):
             async def refuse():
                 raise KafkaTimeoutError()
             producer.start = refuse
@@ -212,59 +191,21 @@ class RefusingSecond(Made):
 
 async def test_a_failed_start_keeps_no_producer_of_the_claim():
     made = RefusingSecond()
-    cp = ExactlyOnce(made, "grp-fuse", "fuse", producers=2)
+    cp = ExactlyOnce(made, "grp-fuse", "fuse")
     with pytest.raises(KafkaTimeoutError):
-        await cp.claim({0})
+        await cp.claim({0, 1})
     assert cp.producers == {} and made.made[0].log == [("start",), ("stop",)]
 
 
-# -- two producers a lane: the next transaction prepared while the last commits ---------
-
-async def test_the_next_transaction_is_prepared_on_the_other_producer_while_the_last_commits():
-    a, b = FakeTxnProducer(0), FakeTxnProducer(0)
-    a.gate = asyncio.Event()
-    tc = TransactionLanes(lambda p: [a, b], "grp")
-    first = tc.submit({TP0: 11}, [out("events", 10)], [])
-    await until(lambda: bool(tc.commits))          # a: sent, acknowledged, its commit held
-    second = tc.submit({TP0: 12}, [out("events", 11)], [changelog(0)])
-    await until(lambda: len(tc.commits) == 2)
-    # b began, sent and gave its offsets while a commits, and waits for a before its own commit.
-    assert b.log == [("begin",), ("send", "events"), ("send", "changelog"), ("offsets", {TP0: 12}, "grp")]
-    assert not first[0].done() and not second[0].done()
-    a.gate.set()
-    await asyncio.wait_for(tc.settle(0), 1)
-    assert a.log[-1] == ("commit",) and b.log[-1] == ("commit",)
-    assert a.committed_at < b.committed_at         # in the lane's order
-    third = tc.submit({TP0: 13}, [out("events", 12)], [])
-    await asyncio.wait_for(tc.settle(0), 1)
-    assert third[0].done() and a.log.count(("commit",)) == 2   # a again: taken in turn
-
-
-async def test_when_a_commit_fails_the_transaction_prepared_behind_it_is_aborted_never_committed():
-    a, b = FakeTxnProducer(0, fail=KafkaTimeoutError()), FakeTxnProducer(0)
-    a.gate = asyncio.Event()
-    tc = TransactionLanes(lambda p: [a, b], "grp")
-    tc.submit({TP0: 11}, [out("events", 10)], [])
-    await until(lambda: bool(tc.commits))
-    later = tc.submit({TP0: 12}, [out("events", 11)], [])
-    await until(lambda: len(tc.commits) == 2)
-    assert ("offsets", {TP0: 12}, "grp") in b.log   # prepared behind a
-    a.gate.set()
-    with pytest.raises(ProduceFailed):
-        await asyncio.wait_for(tc.settle(0), 1)
-    await until(lambda: not tc.commits)
-    assert ("commit",) not in b.log and b.log[-1] == ("abort",)
-    assert later[0].done() and later[0].exception() is not None
-
-
 async def test_abandon_cuts_off_a_commit_in_flight():
-    a, b = FakeTxnProducer(0), FakeTxnProducer(0)
+    a = FakeTxnProducer(0)
     a.gate = asyncio.Event()
-    tc = TransactionLanes(lambda p: [a, b], "grp")
+    tc = TransactionLanes(lambda p: a, "grp")
     parts = tc.submit({TP0: 11}, [out("events", 10)], [])
-    await until(lambda: bool(tc.commits))          # a's commit, waiting on its gate
+    await until(lambda: ("offsets", {TP0: 11}, "grp") in a.log)   # prepared; its commit waits on the gate
+    await asyncio.sleep(0.01)
     await asyncio.wait_for(tc.abandon(), 1)
-    assert parts[0].cancelled() and not tc.commits and not tc.lanes
+    assert parts[0].cancelled() and not tc.lanes
     a.gate.set()
     await asyncio.sleep(0.02)
     assert ("commit",) not in a.log
