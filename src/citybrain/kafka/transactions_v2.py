@@ -124,6 +124,12 @@ async def transaction_version(client: Any) -> int:
     return finalized_features(response).get(TRANSACTION_VERSION_FEATURE, 0)
 
 
+def _untagged(topics: list[Any], fields: int) -> list[Any]:
+    """A flexible answer's (name, [(…fields, tags)], tags) in the shape aiokafka's handlers
+    read for the older versions: (name, [the first ``fields`` fields])."""
+    return [(name, [p[:fields] for p in partitions]) for name, partitions, _ in topics]
+
+
 # --- Produce v12: the partitions enrol themselves ---------------------------------------
 
 class ProduceResponse_v12(Response):
@@ -145,9 +151,8 @@ class ProduceResponse_v12(Response):
 
     @classmethod
     def decode(cls, data: BytesIO | bytes) -> ProduceResponse_v12:
-        # aiokafka's handler reads v8's shape: (topic, partitions), each partition seven fields.
         response = super().decode(data)
-        response.topics = [(topic, [p[:7] for p in partitions]) for topic, partitions, _ in response.topics]
+        response.topics = _untagged(response.topics, 7)   # v8's seven fields a partition
         return response
 
 
@@ -198,9 +203,8 @@ class TxnOffsetCommitResponse_v5(Response):
 
     @classmethod
     def decode(cls, data: BytesIO | bytes) -> TxnOffsetCommitResponse_v5:
-        # aiokafka's handler reads v0's shape: (topic, [(partition, error_code)]).
         response = super().decode(data)
-        response.errors = [(topic, [p[:2] for p in partitions]) for topic, partitions, _ in response.errors]
+        response.errors = _untagged(response.errors, 2)   # v0's (partition, error_code)
         return response
 
 
