@@ -195,6 +195,9 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
         ours = {"sent": sent["sent"], "source_ack_ms": sent["ack_ms"], "rss_mb": round(worker.rss_mb(), 1), "stage_processes": shape.stage_processes,
                 "stage_latency": stage_latency(text), "gc": per_process(gc_pauses, each),
                 "stage_wait": stage_latency(text, "citybrain_stage_wait_seconds_bucket"),
+                # exactly_once: a lane's transaction, begin → committed; at_least_once: an
+                # offset commit's round trip
+                "commits": stage_latency(text, "citybrain_commit_latency_seconds_bucket"),
                 "event_loop_lag": [stage_latency(t, "citybrain_event_loop_lag_seconds_bucket").get("?") for t in each],
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
                 "floor_beside": beside_floor,
@@ -492,6 +495,9 @@ def report(result: dict) -> str:
                      + "; waits before the fetch: "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("stage_wait") or {}).items())
+                     + "; commits (exactly_once: a transaction, begin → committed): "
+                     + ", ".join(f"{st} n {v['n']} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
+                                 for st, v in (r["ours"].get("commits") or {}).items())
                      + f"; event-loop lag {r['ours'].get('event_loop_lag')}"
                      + "; last hop (fuse's produce → receipt) p50 {} p99 {} ms".format(
                          (r["ours"].get("last_hop") or {}).get("p50_ms"), (r["ours"].get("last_hop") or {}).get("p99_ms"))

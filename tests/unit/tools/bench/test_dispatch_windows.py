@@ -19,9 +19,12 @@ def test_each_window_has_its_own_percentiles_and_the_spread_is_reported():
     assert (got["worst_window_p99_ms"], got["best_window_p99_ms"], got["p99_spread_ms"]) == (400.0, 10.0, 390.0)
     assert got["n"] == 201 and got["max_ms"] == 400.0
     assert (got["warmup"]["n"], got["warmup"]["max_ms"]) == (2, 900.0)
+    commits = {"fuse": {"n": 120, "p50_ms_at_most": 2.5, "p99_ms_at_most": 25.0}}
     text = report({"windows": 2, "window_s": 10.0, "latency": [
-        {"rate": 1000, "ours": {**got, "stage_latency": {}}, "baseline": got, "floor": got, "p99_over_floor": 1.0}]})
+        {"rate": 1000, "ours": {**got, "stage_latency": {}, "commits": commits}, "baseline": got, "floor": got,
+         "p99_over_floor": 1.0}]})
     assert "10.0 400.0 | 900.0" in text and "ours p99 / floor p99 = 1.0" in text
+    assert "a transaction, begin → committed): fuse n 120 p50≤2.5 p99≤25.0 ms" in text
 
 
 def test_stage_latency_from_the_histogram_buckets():
