@@ -495,7 +495,7 @@ def report(result: dict) -> str:
                      + "; waits before the fetch: "
                      + ", ".join(f"{st} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("stage_wait") or {}).items())
-                     + "; commits (exactly_once: a transaction, begin → committed): "
+                     + "; commits (exactly_once: a transaction, begin → committed; at_least_once: an offset commit): "
                      + ", ".join(f"{st} n {v['n']} p50≤{v['p50_ms_at_most']} p99≤{v['p99_ms_at_most']} ms"
                                  for st, v in (r["ours"].get("commits") or {}).items())
                      + f"; event-loop lag {r['ours'].get('event_loop_lag')}"

@@ -24,7 +24,7 @@ def test_each_window_has_its_own_percentiles_and_the_spread_is_reported():
         {"rate": 1000, "ours": {**got, "stage_latency": {}, "commits": commits}, "baseline": got, "floor": got,
          "p99_over_floor": 1.0}]})
     assert "10.0 400.0 | 900.0" in text and "ours p99 / floor p99 = 1.0" in text
-    assert "a transaction, begin → committed): fuse n 120 p50≤2.5 p99≤25.0 ms" in text
+    assert "at_least_once: an offset commit): fuse n 120 p50≤2.5 p99≤25.0 ms" in text
 
 
 def test_stage_latency_from_the_histogram_buckets():
