@@ -11,10 +11,10 @@ from aiokafka.structs import OffsetAndMetadata
 
 from citybrain.kafka import transactions_v2
 from citybrain.kafka.admin import create_topics
-from citybrain.kafka.clients import kafka_admin, kafka_consumer, kafka_producer
+from citybrain.kafka.clients import kafka_admin, kafka_producer
 from citybrain.kafka.topics import TopicSpec
 
-from .kafka_helpers import new_prefix
+from .kafka_helpers import consume, new_prefix
 
 
 async def new_topic(bootstrap: str, name: str) -> str:
@@ -29,20 +29,8 @@ def transactional(bootstrap: str, txn_id: str, **settings):
 
 
 async def committed_values(bootstrap: str, topic: str, want: int) -> list[bytes]:
-    consumer = kafka_consumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed")
-    await consumer.start()
-    got: list[bytes] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        while loop.time() < deadline and len(got) < want:
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                got += [r.value for r in records]
-        for records in (await consumer.getmany(timeout_ms=1000)).values():   # anything extra
-            got += [r.value for r in records]
-    finally:
-        await consumer.stop()
-    return got
+    """What a read_committed reader (kafka_consumer's default) finds on the topic."""
+    return [r.value for r in await consume(bootstrap, topic, want)]
 
 
 async def group_offsets(bootstrap: str, group: str) -> dict:

@@ -33,14 +33,21 @@ async def drop_bench_topics(bootstrap: str) -> None:
         await delete_prefixed(bootstrap, _made.pop())
 
 
+async def fresh_prefix(bootstrap: str, name: str) -> str:
+    """A new topic prefix for this phase, the previous phase's topics deleted first; its
+    own are deleted by the next ``drop_bench_topics``."""
+    await drop_bench_topics(bootstrap)
+    prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}."
+    _made.append(prefix)
+    return prefix
+
+
 async def fresh_topics(bootstrap: str, name: str, extra: Sequence[str] = ()) -> tuple[Topics, list[str]]:
     """A new prefix with every topic created and the registry published; the previous
     phase's topics are deleted first, so the broker never carries more than one phase's
     partitions (a full dispatch run would otherwise leave ~1,800)."""
-    await drop_bench_topics(bootstrap)
+    prefix = await fresh_prefix(bootstrap, name)
     cfg = Config()
-    prefix = f"bench-{name}-{uuid.uuid4().hex[:6]}."
-    _made.append(prefix)
     topics = Topics(prefix)
     partitions = cfg.settings.kafka.partitions
     extra_names = [f"{prefix}{e}" for e in extra]

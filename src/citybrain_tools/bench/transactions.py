@@ -2,7 +2,7 @@
 protocol (kafka/transactions_v2.py).  A transactional producer runs transactions back to
 back as a lane does — three records over two partitions, the group's offset, commit — on
 the first protocol and on v2 in turn, rounds alternating; each transaction timed begin →
-committed, and split into its sends acknowledged, its offsets recorded and its EndTxn."""
+committed, and split into begin → sent and offsets recorded, and its EndTxn."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiokafka.structs import OffsetAndMetadata
 from citybrain.kafka.admin import create_topics
 from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import TopicSpec
-from citybrain_tools.bench.common import _made, drop_bench_topics
+from citybrain_tools.bench.common import drop_bench_topics, fresh_prefix
 from citybrain_tools.bench.stats import percentiles
 
 PROTOCOLS = (1, 2)
@@ -50,10 +50,7 @@ async def one_round(bootstrap: str, topic: str, protocol: int, transactions: int
 
 
 async def bench(bootstrap: str, rounds: int, transactions: int = 200) -> dict:
-    await drop_bench_topics(bootstrap)
-    prefix = f"bench-txn-{uuid.uuid4().hex[:6]}."
-    _made.append(prefix)
-    topic = prefix + "out"
+    topic = await fresh_prefix(bootstrap, "txn") + "out"
     await create_topics(bootstrap, [TopicSpec(topic, 2)])
     runs = []
     try:
