@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import CommitFailedError, KafkaError, ProducerFenced
 from aiokafka.structs import OffsetAndMetadata
 
 from citybrain.kafka import transactions_v2
 from citybrain.kafka.admin import create_topics
-from citybrain.kafka.clients import kafka_admin, kafka_producer
+from citybrain.kafka.clients import kafka_admin, kafka_client, kafka_consumer, kafka_producer
 from citybrain.kafka.topics import TopicSpec
 
 from .kafka_helpers import consume, new_prefix
@@ -125,3 +125,77 @@ async def test_the_first_protocol_where_the_cluster_has_no_v2_or_it_is_asked_for
     got = await committed_values(kafka_bootstrap, topic, 15)
     assert sorted(got) == sorted(f"t{i}-r{k}".encode() for i in range(5) for k in range(3))
     assert await group_offsets(kafka_bootstrap, group) == {TopicPartition(topic, 0): 5}
+
+
+# --- one transactional id per process (KIP-447): the group's generation and stable offsets ---
+
+async def joined_member(bootstrap: str, topic: str, group: str):
+    """A started group member of ``group`` holding the topic's partitions."""
+    consumer = kafka_consumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    while not consumer.assignment():
+        await consumer.getmany(timeout_ms=100)
+    return consumer
+
+
+async def test_the_offsets_of_a_member_the_group_moved_past_are_refused_and_its_transaction_aborted(kafka_bootstrap):
+    topic = await new_topic(kafka_bootstrap, "txn-v2-generation")
+    group = topic + ".group"
+    consumer = await joined_member(kafka_bootstrap, topic, group)
+    producer = transactional(kafka_bootstrap, topic + ".txn")
+    await producer.start()
+    try:
+        coordinator = consumer._coordinator
+        member = (coordinator.generation, coordinator.member_id, None)
+        stale = (coordinator.generation - 1, coordinator.member_id, None)
+        tp = TopicPartition(topic, 0)
+        await producer.begin_transaction()
+        await (await producer.send(topic, b"current", partition=0))
+        await producer.send_offsets_to_transaction({tp: OffsetAndMetadata(1, "")}, group, member=member)
+        await producer.commit_transaction()
+
+        await producer.begin_transaction()
+        await (await producer.send(topic, b"stale", partition=0))
+        with pytest.raises(CommitFailedError):
+            await producer.send_offsets_to_transaction({tp: OffsetAndMetadata(7, "")}, group, member=stale)
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    assert await committed_values(kafka_bootstrap, topic, 1) == [b"current"]
+    assert await group_offsets(kafka_bootstrap, group) == {TopicPartition(topic, 0): 1}
+
+
+async def test_stable_offsets_wait_for_the_open_transaction_that_holds_them(kafka_bootstrap):
+    topic = await new_topic(kafka_bootstrap, "txn-v2-stable")
+    txn_id, group = topic + ".txn", topic + ".group"
+    tp = TopicPartition(topic, 0)
+    client = kafka_client(bootstrap_servers=kafka_bootstrap)
+    await client.bootstrap()
+    owner = transactional(kafka_bootstrap, txn_id)
+    await owner.start()
+    successor = None
+    try:
+        assert await transactions_v2.stable_offsets(client, group, {tp}) == {tp: None}
+
+        async def offsets_held_open(offset: int) -> asyncio.Task:
+            await owner.begin_transaction()
+            await owner.send_offsets_to_transaction({tp: OffsetAndMetadata(offset, "")}, group)
+            waiting = asyncio.create_task(transactions_v2.stable_offsets(client, group, {tp}))
+            await asyncio.sleep(1.0)
+            assert not waiting.done(), "answered while a transaction still held the offsets"
+            return waiting
+
+        waiting = await offsets_held_open(5)
+        await owner.commit_transaction()
+        assert await asyncio.wait_for(waiting, 10) == {tp: 5}
+
+        waiting = await offsets_held_open(9)
+        successor = transactional(kafka_bootstrap, txn_id)
+        await successor.start()            # the owner's next incarnation: its open transaction aborted
+        assert await asyncio.wait_for(waiting, 10) == {tp: 5}
+    finally:
+        await owner.stop()
+        if successor is not None:
+            await successor.stop()
+        await client.close()

@@ -162,6 +162,12 @@ def kafka_consumer(*topics: str, **settings: Any) -> AIOKafkaConsumer:
 HOT_PATH_PRODUCER: dict[str, Any] = {"linger_ms": 0, "acks": "all", "max_batch_size": 1024 * 1024}
 
 
+# A stage's transaction lasts milliseconds; one left open by a worker lost for good holds
+# its partitions' offsets (and a read_committed reader) until the broker aborts it after
+# this long — Kafka Streams' exactly_once figure (aiokafka's default: a minute).
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
 def kafka_producer(**settings: Any) -> AIOKafkaProducer:
     settings.setdefault("partitioner", kafka_partition)   # aiokafka's own, with a native hash
     # acks=all and idempotent unless a caller asks otherwise (DESIGN §17): with replicas, a

@@ -20,8 +20,10 @@ accumulator, retries, idempotence and the transaction state machine stay aiokafk
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
+import time
 from io import BytesIO
 from typing import Any
 
@@ -230,21 +232,113 @@ class TxnOffsetCommitRequest_v5(RequestStruct):
     )
 
 
+# The group member whose offsets a transaction commits (KIP-447; the Java client's
+# ConsumerGroupMetadata): generation, member id, static instance id.
+GroupMetadata = tuple[int, str, "str | None"]
+NO_MEMBER: GroupMetadata = (-1, "", None)   # no generation check, as in v0
+# What the group coordinator answers a member the group has moved past: the transaction
+# cannot commit these offsets and is aborted (the Java client's CommitFailedException).
+_STALE_MEMBER = {22, 25, 27, 82}   # ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS, FENCED_INSTANCE_ID
+
+
 class TxnOffsetCommitRequestV5(Request[TxnOffsetCommitRequest_v5]):
     API_KEY = 28
 
     def __init__(self, transactional_id: str, group_id: str, producer_id: int, producer_epoch: int,
-                 topics: list[tuple[str, list[tuple[int, int, str]]]]):
+                 topics: list[tuple[str, list[tuple[int, int, str]]]], member: GroupMetadata = NO_MEMBER):
         self.transactional_id, self.group_id, self.producer_id, self.producer_epoch, self.topics = (
             transactional_id, group_id, producer_id, producer_epoch, topics)
+        self.member = member
 
     def build(self, request_struct_class: type[TxnOffsetCommitRequest_v5]) -> TxnOffsetCommitRequest_v5:
-        # Generation -1 and no member: no group generation check, as in v0 — a partition's
-        # own transactional id is what fences its previous owner (stream/exactly_once.py).
+        # With a member, the coordinator refuses the offsets of a generation the group has
+        # moved past: what fences a zombie when one transactional id serves a process's
+        # partitions (stream/exactly_once.py).  NO_MEMBER: a partition's own id does.
+        generation, member_id, instance_id = self.member
         topics: list[Any] = [(topic, [(partition, offset, -1, metadata, {}) for partition, offset, metadata in partitions], {})
                   for topic, partitions in self.topics]
         return request_struct_class(self.transactional_id, self.group_id, self.producer_id,
-                                    self.producer_epoch, -1, "", None, topics, {})
+                                    self.producer_epoch, generation, member_id, instance_id, topics, {})
+
+
+# --- OffsetFetch v7: offsets no open transaction can still change (KIP-447) -------------
+
+UNSTABLE_OFFSET_COMMIT = 88
+_COORDINATOR_MOVED = {14, 15, 16}   # COORDINATOR_LOAD_IN_PROGRESS, _NOT_AVAILABLE, NOT_COORDINATOR
+
+
+class OffsetFetchResponse_v7(Response):
+    API_KEY = 9
+    API_VERSION = 7
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("topics", CompactArray(
+            ("topic", _text()),
+            ("partitions", CompactArray(("partition", Int32), ("offset", Int64), ("leader_epoch", Int32),
+                                        ("metadata", _text()), ("error_code", Int16), ("tags", TaggedFields))),
+            ("tags", TaggedFields))),
+        ("error_code", Int16),
+        ("tags", TaggedFields),
+    )
+
+
+class OffsetFetchRequest_v7(RequestStruct):
+    FLEXIBLE_VERSION = True
+    API_KEY = 9
+    API_VERSION = 7
+    RESPONSE_TYPE = OffsetFetchResponse_v7
+    SCHEMA = Schema(
+        ("group_id", _text()),
+        ("topics", CompactArray(("topic", _text()), ("partitions", CompactArray(Int32)), ("tags", TaggedFields))),
+        ("require_stable", Boolean),
+        ("tags", TaggedFields),
+    )
+
+
+class OffsetFetchRequestV7(Request[OffsetFetchRequest_v7]):
+    API_KEY = 9
+
+    def __init__(self, group_id: str, topics: list[tuple[str, list[int]]]):
+        self.group_id, self.topics = group_id, topics
+
+    def build(self, request_struct_class: type[OffsetFetchRequest_v7]) -> OffsetFetchRequest_v7:
+        return request_struct_class(self.group_id, [(topic, partitions, {}) for topic, partitions in self.topics],
+                                    True, {})
+
+
+async def stable_offsets(client: Any, group_id: str, partitions: set[TopicPartition], *,
+                         backoff: float = 0.02) -> dict[TopicPartition, int | None]:
+    """The group's committed offsets of ``partitions`` (None: none committed) once no
+    transaction still open holds offsets for them: the broker answers UNSTABLE_OFFSET_COMMIT
+    until the transaction ends — committed by its producer, aborted when that producer's
+    id is started again or the transaction times out."""
+    by_topic: dict[str, list[int]] = collections.defaultdict(list)
+    for tp in sorted(partitions):
+        by_topic[tp.topic].append(tp.partition)
+    waited_since = time.monotonic()
+    said = 0.0
+    while True:
+        try:
+            node_id = await client.coordinator_lookup(CoordinationType.GROUP, group_id)
+            response = await client.send(node_id, OffsetFetchRequestV7(group_id, list(by_topic.items())))
+        except Errors.KafkaError as e:
+            if not e.retriable:
+                raise
+            await asyncio.sleep(backoff)
+            continue
+        codes = {response.error_code} | {code for _, parts, _ in response.topics for *_, code, _ in parts}
+        if codes <= {0}:
+            return {TopicPartition(topic, p): (offset if offset >= 0 else None)
+                    for topic, parts, _ in response.topics for p, offset, *_ in parts}
+        if codes & _COORDINATOR_MOVED:
+            pass   # looked up again
+        elif not codes <= {0, UNSTABLE_OFFSET_COMMIT}:
+            raise Errors.for_code(max(codes - {0, UNSTABLE_OFFSET_COMMIT}))()
+        elif time.monotonic() - said >= 5:
+            said = time.monotonic()
+            log.info("等待未决事务 %s: offsets of %d partitions held by a transaction still open "
+                     "(a previous owner's) for %.1fs", group_id, len(partitions), said - waited_since)
+        await asyncio.sleep(backoff)
 
 
 # --- EndTxn v5: the next transaction's epoch --------------------------------------------
@@ -285,6 +379,7 @@ class TransactionManagerV2(TransactionManager):
     offsets are handed over; the end adopts the epoch the coordinator bumped."""
 
     v2 = False   # set at start from the cluster's transaction.version
+    member: GroupMetadata = NO_MEMBER   # whose offsets the transaction commits (v2 only)
 
     def maybe_add_partition_to_txn(self, tp: TopicPartition) -> None:
         if not self.v2:
@@ -330,13 +425,17 @@ class _TxnOffsetCommitV2Handler(TxnOffsetCommitHandler):
         for tp, offset in sorted(self._offsets.items()):
             offset_data[tp.topic].append((tp.partition, offset.offset, offset.metadata))
         return TxnOffsetCommitRequestV5(txn_manager.transactional_id, self._group_id, txn_manager.producer_id,
-                                        txn_manager.producer_epoch, list(offset_data.items()))
+                                        txn_manager.producer_epoch, list(offset_data.items()), txn_manager.member)
 
     def handle_response(self, resp: Any) -> float | None:
         for _, partitions in resp.errors:
             for _, error_code in partitions:
                 if Errors.for_code(error_code) is Errors.ConcurrentTransactions:
                     return CONCURRENT_TRANSACTIONS_BACKOFF_S   # asked again, whole
+                if error_code in _STALE_MEMBER:   # the partitions may be another's now: abort
+                    self._sender._txn_manager.error_transaction(Errors.CommitFailedError(
+                        f"offsets of a stale group member ({Errors.for_code(error_code).__name__})"))
+                    return None
         return super().handle_response(resp)
 
 
@@ -419,7 +518,19 @@ class TransactionalProducer(AIOKafkaProducer):
         self._sender.__class__ = SenderV2
         self._sender.protocol = transaction_protocol
 
-    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+    @property
+    def speaks_v2(self) -> bool:
+        """Started, and speaking the transaction protocol v2."""
+        return self._txn_manager is not None and self._txn_manager.v2
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_id: str,
+                                          member: GroupMetadata | None = None) -> None:
+        """``member``: the group member whose offsets these are (KIP-447; v2 only) — the
+        coordinator refuses them once the group has moved past its generation."""
+        if member is not None:
+            if not self.speaks_v2:
+                raise ValueError("a member's offsets need the transaction protocol v2 (TxnOffsetCommit v5)")
+            self._txn_manager.member = member
         if self._txn_manager is not None and self._txn_manager.v2:
             # Under v2 the outputs and the offsets each enrol in the transaction; sent
             # together, the coordinator answers one of them CONCURRENT_TRANSACTIONS and the

@@ -21,6 +21,7 @@ protocol, on a quiet box and a loaded one (docs/performance.md, 2026-12-05): rem
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from citybrain import metrics
+from citybrain.kafka.groups import static_members
+from citybrain.kafka.transactions_v2 import GroupMetadata, stable_offsets
 from citybrain.stream import chaos
 from citybrain.stream.checkpoint import (
     RECORD_ERRORS,
@@ -45,6 +48,8 @@ from citybrain.stream.checkpoint import (
 )
 from citybrain.stream.output import Output
 
+log = logging.getLogger("citybrain.stage")
+
 
 class TransactionalProducer(Protocol):
     """What exactly_once needs of a producer (aiokafka's, or a test's fake)."""
@@ -52,7 +57,8 @@ class TransactionalProducer(Protocol):
     async def begin_transaction(self) -> None: ...
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                    partition: int | None = None) -> asyncio.Future: ...
-    async def send_offsets_to_transaction(self, offsets: Offsets, group_id: str) -> None: ...
+    async def send_offsets_to_transaction(self, offsets: Offsets, group_id: str,
+                                          member: GroupMetadata | None = None) -> None: ...
     async def commit_transaction(self) -> None: ...
     async def abort_transaction(self) -> None: ...
 
@@ -72,8 +78,14 @@ class TransactionLanes:
     how long each transaction took, begin to commit."""
 
     def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str,
-                 on_commit: Callable[[float], None] = lambda seconds: None):
+                 on_commit: Callable[[float], None] = lambda seconds: None,
+                 lane_of: Callable[[int], int] = lambda partition: partition,
+                 member: Callable[[], GroupMetadata | None] = lambda: None):
+        """``lane_of(partition)``: the lane of an input partition number (``producer`` is
+        asked for lanes); ``member()``: the group member whose offsets a transaction
+        commits, when the coordinator is to check its generation (KIP-447)."""
         self.producer, self.group_id, self.on_commit = producer, group_id, on_commit
+        self.lane_of, self.member = lane_of, member
         self.pending: dict[int, list[_Part]] = defaultdict(list)   # per lane, not yet in a transaction
         self.lanes: dict[int, asyncio.Task] = {}
         self.unsettled: deque[list[asyncio.Future]] = deque()     # per batch handed over, oldest first
@@ -84,7 +96,7 @@ class TransactionLanes:
         transaction.  Returns one future per part, done when its transaction committed.
         Raises the failure of an earlier transaction (nothing past it may commit)."""
         self.check()
-        parts = self._split(offsets, outputs, state)
+        parts = self._by_lane(self._split(offsets, outputs, state))
         loop = asyncio.get_running_loop()
         futures = []
         for p, (outs, offs) in parts.items():
@@ -216,6 +228,14 @@ class TransactionLanes:
             parts[tp.partition][1][tp] = off
         return parts
 
+    def _by_lane(self, parts: dict[int, tuple[list[Output], Offsets]]) -> dict[int, tuple[list[Output], Offsets]]:
+        lanes: dict[int, tuple[list[Output], Offsets]] = defaultdict(lambda: ([], {}))
+        for p, (outs, offs) in parts.items():
+            lane = lanes[self.lane_of(p)]
+            lane[0].extend(outs)
+            lane[1].update(offs)
+        return lanes
+
     async def _prepare(self, producer: TransactionalProducer, outputs: list[Output], offsets: Offsets) -> None:
         """Begin a transaction with its outputs and offsets, every send acknowledged (the
         transaction aborted if not)."""
@@ -227,7 +247,11 @@ class TransactionLanes:
                 sent.append((await producer.send(current.topic, current.value, key=current.key,
                                                  partition=current.partition), current))
             if offsets:
-                await producer.send_offsets_to_transaction(offsets, self.group_id)
+                member = self.member()
+                if member is None:
+                    await producer.send_offsets_to_transaction(offsets, self.group_id)
+                else:
+                    await producer.send_offsets_to_transaction(offsets, self.group_id, member=member)
             chaos.point("after_produce")   # sent, not committed: a reader must never see these
             # aiokafka's commit_transaction does not wait for sends still in flight (the
             # Java client flushes first): a produce being retried could miss the commit
@@ -248,31 +272,93 @@ class TransactionLanes:
 
 
 class ExactlyOnce:
-    """The exactly_once ``Checkpoint``: a transactional producer per input partition
-    number (id ``{group}-{n}``), started when the partition is claimed — that fences its
-    previous owner's producer of that id and aborts (or completes) its open transaction,
-    so the changelog read next is final — and the lanes that commit on them.  Range
-    assignment gives partition n of every input topic to the same member, so one id per
-    number covers all its inputs."""
+    """The exactly_once ``Checkpoint``, in one of two shapes chosen at start:
+
+    - *one transactional id per process* (``{group}@{instance}``, KIP-447), where the
+      cluster speaks the transaction protocol v2 and the worker has a stable instance id:
+      one lane, one producer, every partition's work in its transactions.  The offsets
+      carry the consumer's generation, so the group coordinator refuses a zombie's (a
+      member the group moved past); a restarted worker's producer fences its previous
+      incarnation's at start; a partition claimed is read from only once no transaction
+      still open holds its offsets (OffsetFetch require_stable) — a lost worker's times
+      out.  Twelve lanes (six partitions, two stages) ran ~400 transactions a second at
+      1,000 records/s; one lane a stage runs fewer and larger (docs/performance.md).
+    - *one id per input partition number* (``{group}-{n}``), otherwise: a producer per
+      partition, started when the partition is claimed — that fences its previous owner's
+      producer of that id and aborts (or completes) its open transaction, so the
+      changelog read next is final.
+
+    Range assignment gives partition n of every input topic to the same member, so one
+    id per number covers all its inputs."""
 
     IN_FLIGHT = 2   # batches handed over and not yet committed while the next is handled
+    PROCESS_LANE = 0
 
-    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str):
+    def __init__(self, new_producer: ProducerFactory, group_id: str, name: str,
+                 consumer: Any = None, instance_id: str | None = None):
+        """``consumer``/``instance_id``: the stage's group member and its static id — both
+        needed for one transactional id per process."""
         self.new_producer, self.group_id = new_producer, group_id
-        self.producers: dict[int, Any] = {}
-        self.lanes = TransactionLanes(lambda p: self.producers[p], group_id,
-                                      on_commit=metrics.child(metrics.COMMIT_LATENCY, name).observe)
+        self.consumer, self.instance_id = consumer, instance_id
+        self.per_process = False
+        self.producers: dict[int, Any] = {}   # by lane
+        self.members_seen: set[str] = set()   # the group's static members at earlier claims
+        self.lanes = TransactionLanes(lambda lane: self.producers[lane], group_id,
+                                      on_commit=metrics.child(metrics.COMMIT_LATENCY, name).observe,
+                                      lane_of=self._lane_of, member=self._member)
 
     def transactional_id(self, partition: int) -> str:
+        if self.per_process:
+            return self._process_id(self.instance_id)
         return f"{self.group_id}-{partition}"
 
+    def _process_id(self, instance_id: str | None) -> str:
+        return f"{self.group_id}@{instance_id}"
+
+    def _lane_of(self, partition: int) -> int:
+        return self.PROCESS_LANE if self.per_process else partition
+
+    def _member(self) -> GroupMetadata | None:
+        if not self.per_process:
+            return None
+        coordinator = self.consumer._coordinator
+        return coordinator.generation, coordinator.member_id, self.instance_id
+
     async def start(self) -> None:
-        pass   # the producers are the partitions': started as each is claimed
+        """One id per process where the cluster speaks v2 (the producer started here is
+        that id's: it fences a previous incarnation of this worker and ends its open
+        transaction); otherwise the partitions' producers start as each is claimed."""
+        if self.consumer is None or not self.instance_id:
+            return
+        self.per_process = True
+        producer = await self._started(self.transactional_id(self.PROCESS_LANE))
+        if getattr(producer, "speaks_v2", False):
+            self.producers[self.PROCESS_LANE] = producer
+        else:
+            self.per_process = False
+            await stop_quietly(producer)
+
+    async def _started(self, transactional_id: str) -> Any:
+        producer = self.new_producer(transactional_id)
+        try:
+            await producer.start()
+        except BaseException:
+            await stop_quietly(producer)
+            raise
+        return producer
 
     async def claim(self, partitions: set[int]) -> None:
         """Every partition claimed starts its producer at once (each start is a
         coordinator lookup and an InitProducerId round trip, or a wait while a previous
-        owner's transaction is aborted)."""
+        owner's transaction is aborted).  One id per process: its producer (again, after
+        a recovery), then the claimed partitions' stable offsets, from which the consumer
+        reads on."""
+        if self.per_process:
+            if self.PROCESS_LANE not in self.producers:
+                self.producers[self.PROCESS_LANE] = await self._started(self.transactional_id(self.PROCESS_LANE))
+            await self._end_gone_members_transactions()
+            await self._read_from_stable(partitions)
+            return
         claimed = {p: self.new_producer(self.transactional_id(p)) for p in sorted(partitions - set(self.producers))}
         made = list(claimed.values())
         results = await asyncio.gather(*(producer.start() for producer in made), return_exceptions=True)
@@ -282,7 +368,47 @@ class ExactlyOnce:
             raise failed[0]
         self.producers.update(claimed)
 
+    async def _end_gone_members_transactions(self) -> None:
+        """A worker lost for good leaves its last transaction open: the offsets in it hold
+        its partitions here (and its outputs a read_committed reader) until the broker
+        aborts it (TRANSACTION_TIMEOUT_MS, then the broker's scan for such).  Each member
+        seen at an earlier claim and gone from the group now has its id started here,
+        which aborts that transaction at once — and fences the worker should it live on
+        (it then rejoins, as after any fencing).  Best effort: the timeout is the fallback."""
+        try:
+            members = await static_members(self.producers[self.PROCESS_LANE].client, self.group_id)
+        except Exception as e:  # noqa: BLE001 - the transaction times out instead
+            log.warning("组成员未知 members of %s unknown (%r): a lost worker's open transaction "
+                        "ends when it times out", self.group_id, e)
+            return
+        gone = self.members_seen - members - {self.instance_id}
+        self.members_seen = (self.members_seen | members) - gone
+        for instance in sorted(gone):
+            transactional_id = self._process_id(instance)
+            try:
+                await stop_quietly(await self._started(transactional_id))
+                log.info("已结束离组成员事务 %s: member %s left the group; its open transaction "
+                         "(if any) aborted, its id fenced", self.group_id, instance)
+            except Exception as e:  # noqa: BLE001 - the transaction times out instead
+                log.warning("结束离组成员事务失败 %s: %r", transactional_id, e)
+
+    async def _read_from_stable(self, partitions: set[int]) -> None:
+        """The consumer's position on each claimed input partition: its committed offset
+        once no open transaction holds it (the offset aiokafka fetched at assignment may
+        be one a zombie's transaction was still changing)."""
+        tps = {tp for tp in self.consumer.assignment() if tp.partition in partitions}
+        if not tps:
+            return
+        offsets = await stable_offsets(self.producers[self.PROCESS_LANE].client, self.group_id, tps)
+        for tp in tps:
+            if offsets.get(tp) is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offsets[tp])
+
     async def release(self, partitions: set[TopicPartition]) -> None:
+        if self.per_process:
+            return   # the hand-over committed their work; the producer serves the rest
         for p in sorted({tp.partition for tp in partitions}):
             if p in self.producers:
                 await stop_quietly(self.producers.pop(p))

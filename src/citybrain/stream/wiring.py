@@ -19,7 +19,9 @@ from citybrain.stream.stage import RunnerSettings, Stage
 def stage_consumer(stage: Stage, settings: RunnerSettings) -> Any:
     """The stage's consumer group member (not started).  Range assignment: partition n of
     every input topic goes to the same member, so under exactly_once one transactional id
-    per partition number covers all its inputs."""
+    per partition number covers all its inputs; eager rebalancing (aiokafka's only kind)
+    revokes, and so commits, a partition's work before the group moves on — what one
+    transactional id per process relies on (KIP-447, stream/exactly_once.py)."""
     return kafka_consumer(
         bootstrap_servers=settings.bootstrap, group_id=stage.group_id, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=settings.max_batch_records, fetch_max_wait_ms=20,
@@ -33,7 +35,8 @@ def stage_checkpoint(stage: Stage, settings: RunnerSettings, consumer: Any,
                      new_producer: ProducerFactory) -> Checkpoint:
     """``new_producer``: transactional id (None: none) → a new, unstarted producer."""
     if settings.guarantee == "exactly_once":
-        return ExactlyOnce(new_producer, stage.group_id, stage.name)
+        return ExactlyOnce(new_producer, stage.group_id, stage.name, consumer=consumer,
+                           instance_id=settings.group_instance_id)
     urgent = frozenset(getattr(stage, "urgent_topics", ()))
     return AtLeastOnce(consumer, new_producer, stage.name, urgent=urgent,
                        replay=ReplayGuard(settings.bootstrap, urgent, stage.group_id) if urgent else None)

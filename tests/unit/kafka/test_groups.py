@@ -3,8 +3,11 @@ static member sends to hand its partitions over at once (aiokafka sends none).""
 
 import struct
 
+import aiokafka.errors as Errors
+import pytest
+
 from citybrain.config import Config, WorkerSettings, worker_instance_id
-from citybrain.kafka.groups import LeaveGroupResponse_v3, StaticLeaveGroup
+from citybrain.kafka.groups import DescribeGroupsResponse_v4, LeaveGroupResponse_v3, StaticLeaveGroup, static_members
 from citybrain.stream.stage import RunnerSettings
 from citybrain.stream.wiring import stage_consumer
 
@@ -58,3 +61,28 @@ async def test_the_stage_consumer_leaves_a_hung_coordinator_after_5_s():
     consumer = stage_consumer(FakeStage(), RunnerSettings("127.0.0.1:1"))
     assert consumer._client._request_timeout_ms == 5000 < RunnerSettings("x").session_timeout_ms
     assert consumer._client._metadata_max_age_ms == 2000
+
+
+class GroupCoordinator:
+    """A client whose coordinator describes the group with these members (member id,
+    instance id: None for a dynamic member) and ``error``."""
+
+    def __init__(self, members, error: int = 0):
+        self.members, self.error, self.asked = members, error, []
+
+    async def coordinator_lookup(self, kind, key):
+        return 1
+
+    async def send(self, node_id, request):
+        self.asked.append(request.prepare({15: (0, 5)}).API_VERSION)
+        members = [(m, i, "citybrain-fuse", "/127.0.0.1", b"", b"") for m, i in self.members]
+        return DescribeGroupsResponse_v4.decode(
+            DescribeGroupsResponse_v4(0, [(self.error, "grp-fuse", "Stable", "consumer", "range", members, 0)]).encode())
+
+
+async def test_the_static_members_are_read_from_describe_groups_v4():
+    client = GroupCoordinator([("m-1", "worker-0-6066"), ("m-2", None), ("m-3", "worker-1-6067")])
+    assert await static_members(client, "grp-fuse") == {"worker-0-6066", "worker-1-6067"}
+    assert client.asked == [4]   # the first version naming instance ids
+    with pytest.raises(Errors.CoordinatorNotAvailableError):
+        await static_members(GroupCoordinator([], error=15), "grp-fuse")

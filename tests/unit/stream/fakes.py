@@ -91,8 +91,9 @@ class FakeTxnProducer:
     land (the consumer group's, as the broker keeps them)."""
 
     def __init__(self, partition: int = 0, fail: Exception | None = None, refuse: Exception | None = None,
-                 transactional_id: str | None = None, committed: dict | None = None):
-        self.partition, self.fail, self.refuse = partition, fail, refuse
+                 transactional_id: str | None = None, committed: dict | None = None, speaks_v2: bool = False):
+        self.partition, self.fail, self.refuse, self.speaks_v2 = partition, fail, refuse, speaks_v2
+        self.client = object()   # what a coordinator request goes through (stable offsets)
         self.transactional_id, self.committed = transactional_id, committed
         self.log: list[tuple] = []
         self.gate: asyncio.Event | None = None
@@ -117,8 +118,8 @@ class FakeTxnProducer:
         loop.call_later(0.01, lambda: fut.set_exception(self.refuse) if self.refuse else fut.set_result(None))
         return fut
 
-    async def send_offsets_to_transaction(self, offsets, group_id):
-        self.log.append(("offsets", dict(offsets), group_id))
+    async def send_offsets_to_transaction(self, offsets, group_id, member=None):
+        self.log.append(("offsets", dict(offsets), group_id) + ((member,) if member is not None else ()))
         self.offsets.update(offsets)
 
     async def commit_transaction(self):

@@ -4,14 +4,16 @@ never committed past a failure; pipelined lanes."""
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 
 from citybrain.stream.checkpoint import ProduceFailed
+from citybrain.stream import exactly_once
 from citybrain.stream.exactly_once import ExactlyOnce, TransactionLanes
 
-from .fakes import TP0, TP1, FakeTxnProducer, changelog, out
+from .fakes import TP0, TP1, FakeConsumer, FakeTxnProducer, changelog, out
 
 
 async def until(condition, seconds: float = 2.0) -> None:
@@ -209,3 +211,102 @@ async def test_abandon_cuts_off_a_commit_in_flight():
     a.gate.set()
     await asyncio.sleep(0.02)
     assert ("commit",) not in a.log
+
+
+# -- ExactlyOnce: one transactional id per process (KIP-447) -------------------------
+
+class MadeV2(Made):
+    def __init__(self, v2: bool = True):
+        super().__init__()
+        self.v2 = v2
+
+    def __call__(self, txn):
+        producer = super().__call__(txn)
+        producer.speaks_v2 = self.v2
+        return producer
+
+
+@pytest.fixture
+def member(monkeypatch):
+    """A stage's group member (generation 3) whose group keeps TP0 at 40 and nothing of TP1."""
+    consumer = FakeConsumer({})
+    consumer.assigned = {TP0, TP1}
+    consumer._coordinator = SimpleNamespace(generation=3, member_id="member-a")
+    asked = []
+
+    async def stable_offsets(client, group_id, partitions):
+        asked.append((group_id, set(partitions)))
+        return {TP0: 40, TP1: None}
+    monkeypatch.setattr(exactly_once, "stable_offsets", stable_offsets)
+    consumer.asked_stable = asked
+    consumer.group_members = {"worker-a"}   # the group's static members, as the coordinator says
+
+    async def static_members(client, group_id):
+        return set(consumer.group_members)
+    monkeypatch.setattr(exactly_once, "static_members", static_members)
+    return consumer
+
+
+async def test_one_producer_per_process_where_the_cluster_speaks_v2(member):
+    made = MadeV2()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", consumer=member, instance_id="worker-a")
+    await cp.start()
+    assert made.ids() == ["grp-fuse@worker-a"] and made.made[0].log == [("start",)]
+    await cp.claim({0, 1})
+    assert made.ids() == ["grp-fuse@worker-a"]              # no producer per partition
+    # Read on from the offsets no open transaction holds (none committed: the beginning).
+    assert member.asked_stable == [("grp-fuse", {TP0, TP1})]
+    assert member.positions == {TP0: 40, TP1: 0}
+    await cp.add({TP0: 41, TP1: 7}, [out("events", 40), out("events", 6, partition=1)], [changelog(1)])
+    await asyncio.wait_for(cp.commit([]), 1)
+    # Both partitions' work in one transaction, its offsets checked against generation 3.
+    assert made.made[0].log[1:] == [("begin",), ("send", "events"), ("send", "events"), ("send", "changelog"),
+                                    ("offsets", {TP0: 41, TP1: 7}, "grp-fuse", (3, "member-a", "worker-a")),
+                                    ("commit",)]
+    await cp.release({TP1})
+    assert made.made[0].log[-1] == ("commit",)               # still serving partition 0
+
+
+async def test_one_producer_per_partition_where_the_cluster_does_not_speak_v2(member):
+    made = MadeV2(v2=False)
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", consumer=member, instance_id="worker-a")
+    await cp.start()
+    assert made.made[0].log == [("start",), ("stop",)]
+    await cp.claim({0})
+    assert made.ids() == ["grp-fuse@worker-a", "grp-fuse-0"] and member.asked_stable == []
+    await cp.add({TP0: 11}, [out("events", 10)], [])
+    await asyncio.wait_for(cp.commit([]), 1)
+    assert made.made[1].log[-2:] == [("offsets", {TP0: 11}, "grp-fuse"), ("commit",)]
+
+
+async def test_after_a_recovery_the_process_id_starts_again_before_the_replay(member):
+    made = MadeV2()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", consumer=member, instance_id="worker-a")
+    await cp.start()
+    await cp.claim({0})
+    made.made[0].fail = KafkaTimeoutError()
+    await cp.add({TP0: 41}, [out("events", 40)], [])
+    with pytest.raises(ProduceFailed):
+        await asyncio.wait_for(cp.commit([]), 1)
+    await cp.recover()
+    assert made.made[0].log[-2:] == [("abort",), ("stop",)]
+    await cp.claim({0})
+    assert made.ids() == ["grp-fuse@worker-a"] * 2 and made.made[1].log == [("start",)]
+    assert len(member.asked_stable) == 2
+
+
+async def test_a_member_gone_from_the_group_has_its_open_transaction_ended_at_the_next_claim(member):
+    """A worker lost for good leaves a transaction open that holds its partitions' offsets
+    until it times out: the survivor starts that worker's id, which aborts it at once."""
+    made = MadeV2()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse", consumer=member, instance_id="worker-a")
+    await cp.start()
+    member.group_members = {"worker-a", "worker-b"}
+    await cp.claim({0})
+    assert made.ids() == ["grp-fuse@worker-a"]
+    member.group_members = {"worker-a"}                       # worker-b lost; its partitions come here
+    await cp.claim({1})
+    assert made.ids() == ["grp-fuse@worker-a", "grp-fuse@worker-b"]
+    assert made.made[1].log == [("start",), ("stop",)]
+    await cp.claim({1})                                       # once
+    assert len(made.made) == 2
