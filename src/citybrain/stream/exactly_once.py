@@ -1,21 +1,21 @@
 """exactly_once (``processing_guarantee``): a batch's outputs, its changelog writes and its
-input offsets commit in one Kafka transaction per input partition number, on that
-partition's own transactional id (``{group}-{partition}``): the worker that takes a
-partition over fences the one that had it (aiokafka has no KIP-447 generation fencing, so
-ids per partition are what keep a zombie out).
+input offsets commit in one Kafka transaction — on the stage process's one transactional
+id where the cluster speaks the transaction protocol v2 (KIP-447: the group's generation
+keeps a zombie out), else on each input partition number's own id (the worker that takes a
+partition over fences the one that had it).  ``ExactlyOnce`` says which and how.
 
-Pipelined: each partition number is a *lane* that runs its transactions in order on its
-producer, each taking every batch part handed to it meanwhile (Kafka Streams' commit
-interval, with no fixed interval); the stage hands a batch over and goes on fetching and
-handling while the lanes commit.  A record waits for the transaction in progress and then
-its own: on Kafka 4's transaction protocol v2 (kafka/transactions_v2.py) its sends, its
+Pipelined: each lane (the process's one, or each partition number's) runs its
+transactions in order on its producer, each taking every batch part handed to it meanwhile
+(Kafka Streams' commit interval, with no fixed interval); the stage hands a batch over and
+goes on fetching and handling while the lanes commit.  A record waits for the transaction
+in progress and then its own: on the protocol v2 (kafka/transactions_v2.py) its sends, its
 offsets and EndTxn, ~2 ms on an idle local broker, against ~7 ms for the first protocol's
 four coordinator round trips (docs/performance.md).  Two producers a lane, one preparing
 while the other committed, made more and smaller transactions and were slower on either
 protocol, on a quiet box and a loaded one (docs/performance.md, 2026-12-05): removed.
 
 ``TransactionLanes`` is that over a producer lookup; ``ExactlyOnce`` the stage's
-``Checkpoint`` (stream/checkpoint.py): the per-partition producers and the lanes.
+``Checkpoint`` (stream/checkpoint.py): the producers and the lanes.
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ class _Part:
 
 
 class TransactionLanes:
-    """The lanes (see the module doc).  ``producer(partition)`` gives the started
-    transactional producer of an input partition number; ``on_commit(seconds)`` is told
-    how long each transaction took, begin to commit."""
+    """The lanes (see the module doc).  ``producer(lane)`` gives a lane's started
+    transactional producer; ``on_commit(seconds)`` is told how long each transaction took,
+    begin to commit."""
 
     def __init__(self, producer: Callable[[int], TransactionalProducer], group_id: str,
                  on_commit: Callable[[float], None] = lambda seconds: None,
@@ -92,7 +92,7 @@ class TransactionLanes:
         self.failure: BaseException | None = None
 
     def submit(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> list[asyncio.Future]:
-        """Hand a batch over: each partition number's part joins that lane's next
+        """Hand a batch over: each partition number's part joins its lane's next
         transaction.  Returns one future per part, done when its transaction committed.
         Raises the failure of an earlier transaction (nothing past it may commit)."""
         self.check()
@@ -149,13 +149,13 @@ class TransactionLanes:
         self.unsettled.clear()
         self.failure = None
 
-    async def _lane(self, partition: int) -> None:
-        """One partition number's transactions, in order, each with every part handed
-        over since the last began (outputs, then offsets, which only move forward); done
-        when none is left (the next hand-over starts it again).  A failed transaction fails
-        every part after it in the lane."""
-        queue = self.pending[partition]
-        producer = self.producer(partition)
+    async def _lane(self, lane: int) -> None:
+        """One lane's transactions, in order, each with every part handed over since the
+        last began (outputs, then offsets, which only move forward); done when none is
+        left (the next hand-over starts it again).  A failed transaction fails every part
+        after it in the lane."""
+        queue = self.pending[lane]
+        producer = self.producer(lane)
         try:
             while self.failure is None and queue:
                 parts = list(queue)
