@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--cameras", type=int, default=0, help="normalize: generated cameras added to the registry "
                                                           "(city scale: 50000)")
     b.add_argument("--guarantees", default="",
-                   help="dispatch: processing guarantees to measure in this run, e.g. "
+                   help="dispatch, failover: processing guarantees to measure in this run, e.g. "
                         "exactly_once,at_least_once (default: the configured one)")
     b.add_argument("--stage-processes", type=int, choices=[1, 2], default=1,
                    help="dispatch: the worker's two stages in one process (1) or one process each (2, "
