@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 
-from citybrain.stream.checkpoint import ProduceFailed
 from citybrain.stream import exactly_once
+from citybrain.stream.checkpoint import ProduceFailed
 from citybrain.stream.exactly_once import ExactlyOnce, TransactionLanes
 
 from .fakes import TP0, TP1, FakeConsumer, FakeTxnProducer, changelog, out
