@@ -160,17 +160,23 @@ async def test_a_claimed_partition_gets_its_own_transactional_producer_once():
     assert made.made[0].log[-1] == ("commit",)
 
 
-async def test_recover_stops_every_producer_and_the_next_claim_fences_the_id():
-    made = Made()
-    cp = ExactlyOnce(made, "grp-fuse", "fuse")
-    await cp.claim({0})
-    made.made[0].fail = KafkaTimeoutError()
+async def failed_and_recovered(cp: ExactlyOnce, producer: FakeTxnProducer) -> None:
+    """Partition 0's transaction fails: aborted, the stage's recovery stops the producer,
+    and partition 0 is claimed again."""
+    producer.fail = KafkaTimeoutError()
     await cp.add({TP0: 11}, [out("events", 10)], [])
     with pytest.raises(ProduceFailed):
         await asyncio.wait_for(cp.commit([]), 1)
     await cp.recover()
-    assert made.made[0].log[-2:] == [("abort",), ("stop",)]
+    assert producer.log[-2:] == [("abort",), ("stop",)]
     await cp.claim({0})
+
+
+async def test_recover_stops_every_producer_and_the_next_claim_fences_the_id():
+    made = Made()
+    cp = ExactlyOnce(made, "grp-fuse", "fuse")
+    await cp.claim({0})
+    await failed_and_recovered(cp, made.made[0])
     # The id started again (an open transaction is aborted or completed by the broker)
     # before anything of the replay is sent.
     assert made.ids() == ["grp-fuse-0"] * 2 and made.made[1].log == [("start",)]
@@ -284,13 +290,7 @@ async def test_after_a_recovery_the_process_id_starts_again_before_the_replay(me
     cp = ExactlyOnce(made, "grp-fuse", "fuse", consumer=member, instance_id="worker-a")
     await cp.start()
     await cp.claim({0})
-    made.made[0].fail = KafkaTimeoutError()
-    await cp.add({TP0: 41}, [out("events", 40)], [])
-    with pytest.raises(ProduceFailed):
-        await asyncio.wait_for(cp.commit([]), 1)
-    await cp.recover()
-    assert made.made[0].log[-2:] == [("abort",), ("stop",)]
-    await cp.claim({0})
+    await failed_and_recovered(cp, made.made[0])
     assert made.ids() == ["grp-fuse@worker-a"] * 2 and made.made[1].log == [("start",)]
     assert len(member.asked_stable) == 2
 
