@@ -93,9 +93,15 @@ async def test_alerts_reach_the_webhook_grouped_inhibited_and_resolved(tmp_path)
 
             # Worker w1 without Kafka is also not ready: only the cause is sent.  A level II
             # emergency goes out in a group of its own.
+            # The cause fires first, as Prometheus sees it: Alertmanager's inhibitor keeps its
+            # own copy of the alerts, updated apart from the dispatcher's — posted together,
+            # under a loaded suite the symptom's group was once flushed (1 s) before the
+            # inhibitor had the cause.
             await post([alert("CitybrainBrokerDown", {"instance": "w1:6066", "severity": "page"}),
-                        alert("CitybrainWorkerNotReady", {"instance": "w1:6066", "severity": "page"}),
                         alert("CitybrainMajorEmergency", {"emergency_level": "II", "severity": "page"})])
+            await until(lambda: any(m["groupLabels"].get("alertname") == "CitybrainBrokerDown" for m in received),
+                        "the cause")
+            await post([alert("CitybrainWorkerNotReady", {"instance": "w1:6066", "severity": "page"})])
             await until(lambda: {a["labels"]["alertname"] for m in received for a in m["alerts"]}
                         >= {"CitybrainBrokerDown", "CitybrainMajorEmergency"}, "both groups")
             await asyncio.sleep(3)                              # a group interval: nothing else comes
