@@ -12,8 +12,10 @@ from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 from citybrain.stream import exactly_once
 from citybrain.stream.checkpoint import ProduceFailed
 from citybrain.stream.exactly_once import ExactlyOnce, TransactionLanes
+from citybrain.stream.stage import RunnerSettings
+from citybrain.stream.wiring import stage_checkpoint
 
-from .fakes import TP0, TP1, FakeConsumer, FakeTxnProducer, changelog, out
+from .fakes import TP0, TP1, FakeConsumer, FakeStage, FakeTxnProducer, changelog, out
 
 
 async def until(condition, seconds: float = 2.0) -> None:
@@ -310,3 +312,18 @@ async def test_a_member_gone_from_the_group_has_its_open_transaction_ended_at_th
     assert made.made[1].log == [("start",), ("stop",)]
     await cp.claim({1})                                       # once
     assert len(made.made) == 2
+
+
+async def test_a_stage_under_exactly_once_checks_out_with_its_consumer_and_static_id():
+    """The wiring gives the checkpoint what one id per process needs; without a static id
+    it stays with an id per partition."""
+    settings = RunnerSettings("127.0.0.1:1", guarantee="exactly_once", group_instance_id="w-3")
+    consumer = FakeConsumer({})
+    cp = stage_checkpoint(FakeStage(), settings, consumer, MadeV2())
+    assert isinstance(cp, ExactlyOnce) and cp.consumer is consumer and cp.instance_id == "w-3"
+    await cp.start()
+    assert cp.per_process and cp.transactional_id(0) == "grp@w-3"
+    dynamic = stage_checkpoint(FakeStage(), RunnerSettings("127.0.0.1:1", guarantee="exactly_once"), consumer,
+                               MadeV2())
+    await dynamic.start()
+    assert not dynamic.per_process and dynamic.transactional_id(2) == "grp-2"
