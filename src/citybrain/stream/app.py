@@ -271,6 +271,7 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
             store_dir=data_dir / "stage-state" if s.worker.store == "rocksdb://" else None)
         runners = [stage_runner(st, settings, StageProducers(bootstrap, f"{gid}-{st.name}", outputs))
                    for st in stages]
+        broker.on_back.extend(r.broker_back for r in runners)   # a stage backing off retries at once
         log.info("处理保证 processing guarantee: %s; 本进程阶段 stages hosted here: %s",
                  s.worker.processing_guarantee, ", ".join(st.name for st in stages) or "无 none (a console process)")
         # The city map, registry, configuration and libraries live as long as the worker:

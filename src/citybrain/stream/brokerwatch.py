@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from citybrain import metrics
 from citybrain.kafka.clients import kafka_client
@@ -19,11 +20,15 @@ class BrokerWatch:
         self.bootstrap, self.every, self.timeout = bootstrap, every, timeout
         self.up = True
         self.down_since: float | None = None
+        self.on_back: list[Callable[[], None]] = []   # told when the broker answers again
+
 
     def _set(self, up: bool) -> None:
         if up and not self.up:
             down = time.monotonic() - self.down_since if self.down_since is not None else 0.0
             log.warning("Kafka 已恢复 broker reachable again after %.0fs", down)
+            for back in self.on_back:
+                back()
         elif not up and self.up:
             self.down_since = time.monotonic()
             log.error("Kafka 不可达 broker unreachable: not ready until it answers again "

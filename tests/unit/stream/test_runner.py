@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, ProducerFen
 
 from citybrain.domain.device_health import PartitionClock
 from citybrain.stream.at_least_once import AtLeastOnce
+from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.exactly_once import ExactlyOnce
 from citybrain.stream.runner import StageRunner
 from citybrain.stream.stage import RunnerSettings
@@ -267,3 +268,21 @@ async def test_a_stage_that_handles_slowly_takes_smaller_batches(delay, asked):
     await r.turn()
     assert consumer.asked[:2] == asked  # 0.25 s of work, between the floor of 50 and the most, 100
     assert producers.values("p0") == [b"r%d" % i for i in range(sum(asked))]
+
+
+async def test_the_broker_answering_again_cuts_a_stage_backoff_short():
+    """Doubled through an outage, a stage's backoff once held it 28 s past the broker's
+    return; the broker watch's word wakes it."""
+    r = at_least_once(FakeConsumer({}), Plain())
+    watch = BrokerWatch("127.0.0.1:1")
+    watch.on_back.append(r.broker_back)
+    sleeping = asyncio.create_task(r._back_off(30.0))
+    await asyncio.sleep(0.05)
+    watch._set(False)                   # down: nothing wakes
+    await asyncio.sleep(0.05)
+    assert not sleeping.done()
+    watch._set(True)                    # back
+    await asyncio.wait_for(sleeping, 1)
+    started = asyncio.get_running_loop().time()
+    await r._back_off(0.05)             # a later backoff runs its course
+    assert asyncio.get_running_loop().time() - started >= 0.04
