@@ -531,7 +531,7 @@ class TransactionalProducer(AIOKafkaProducer):
             if not self.speaks_v2:
                 raise ValueError("a member's offsets need the transaction protocol v2 (TxnOffsetCommit v5)")
             self._txn_manager.member = member
-        if self._txn_manager is not None and self._txn_manager.v2:
+        if self.speaks_v2:
             # Under v2 the outputs and the offsets each enrol in the transaction; sent
             # together, the coordinator answers one of them CONCURRENT_TRANSACTIONS and the
             # broker asks again ~11 ms later (half of all transactions, measured against a

@@ -22,7 +22,6 @@ class BrokerWatch:
         self.down_since: float | None = None
         self.on_back: list[Callable[[], None]] = []   # told when the broker answers again
 
-
     def _set(self, up: bool) -> None:
         if up and not self.up:
             down = time.monotonic() - self.down_since if self.down_since is not None else 0.0

@@ -66,7 +66,7 @@ class TransactionalProducer(Protocol):
 @dataclass
 class _Part:
     """A batch's share of one lane: its outputs and changelog writes, the offsets of its
-    input partitions with that number, and the future its transaction's outcome sets."""
+    input partitions in that lane, and the future its transaction's outcome sets."""
     outputs: list[Output]
     offsets: Offsets
     done: asyncio.Future
@@ -96,16 +96,16 @@ class TransactionLanes:
         transaction.  Returns one future per part, done when its transaction committed.
         Raises the failure of an earlier transaction (nothing past it may commit)."""
         self.check()
-        parts = self._by_lane(self._split(offsets, outputs, state))
+        parts = self._split(offsets, outputs, state)
         loop = asyncio.get_running_loop()
         futures = []
-        for p, (outs, offs) in parts.items():
+        for lane, (outs, offs) in parts.items():
             part = _Part(outs, offs, loop.create_future())
             quiet(part.done)
-            self.pending[p].append(part)
+            self.pending[lane].append(part)
             futures.append(part.done)
-            if p not in self.lanes or self.lanes[p].done():
-                self.lanes[p] = asyncio.create_task(self._lane(p))
+            if lane not in self.lanes or self.lanes[lane].done():
+                self.lanes[lane] = asyncio.create_task(self._lane(lane))
         if futures:
             self.unsettled.append(futures)
         return futures
@@ -211,30 +211,21 @@ class TransactionLanes:
         except Exception:  # noqa: BLE001 - the producer is replaced on recovery anyway
             pass
 
-    @staticmethod
-    def _split(offsets: Offsets, outputs: list[Output], state: list[Output]) -> dict[int, tuple[list[Output], Offsets]]:
-        """A batch by input partition number (outputs by their input's, changelog writes
+    def _split(self, offsets: Offsets, outputs: list[Output], state: list[Output]) -> dict[int, tuple[list[Output], Offsets]]:
+        """A batch by lane (outputs by their input's partition number, changelog writes
         by their own: the same number)."""
         parts: dict[int, tuple[list[Output], Offsets]] = defaultdict(lambda: ([], {}))
         for o in outputs:
             if o.source is None:
                 raise ValueError(f"an output to {o.topic} names no input: it cannot join a transaction")
-            parts[o.source[1]][0].append(o)     # every stage output names its input
+            parts[self.lane_of(o.source[1])][0].append(o)     # every stage output names its input
         for o in state:
             if o.partition is None:
                 raise ValueError(f"a changelog write to {o.topic} names no partition")
-            parts[o.partition][0].append(o)     # changelog partition = input partition
+            parts[self.lane_of(o.partition)][0].append(o)     # changelog partition = input partition
         for tp, off in offsets.items():
-            parts[tp.partition][1][tp] = off
+            parts[self.lane_of(tp.partition)][1][tp] = off
         return parts
-
-    def _by_lane(self, parts: dict[int, tuple[list[Output], Offsets]]) -> dict[int, tuple[list[Output], Offsets]]:
-        lanes: dict[int, tuple[list[Output], Offsets]] = defaultdict(lambda: ([], {}))
-        for p, (outs, offs) in parts.items():
-            lane = lanes[self.lane_of(p)]
-            lane[0].extend(outs)
-            lane[1].update(offs)
-        return lanes
 
     async def _prepare(self, producer: TransactionalProducer, outputs: list[Output], offsets: Offsets) -> None:
         """Begin a transaction with its outputs and offsets, every send acknowledged (the
@@ -331,12 +322,16 @@ class ExactlyOnce:
         if self.consumer is None or not self.instance_id:
             return
         self.per_process = True
-        producer = await self._started(self.transactional_id(self.PROCESS_LANE))
-        if getattr(producer, "speaks_v2", False):
-            self.producers[self.PROCESS_LANE] = producer
-        else:
+        producer = await self._process_producer()
+        if not getattr(producer, "speaks_v2", False):
             self.per_process = False
-            await stop_quietly(producer)
+            await stop_quietly(self.producers.pop(self.PROCESS_LANE))
+
+    async def _process_producer(self) -> Any:
+        """The process's one producer, started if it is not (at start, after a recovery)."""
+        if self.PROCESS_LANE not in self.producers:
+            self.producers[self.PROCESS_LANE] = await self._started(self.transactional_id(self.PROCESS_LANE))
+        return self.producers[self.PROCESS_LANE]
 
     async def _started(self, transactional_id: str) -> Any:
         producer = self.new_producer(transactional_id)
@@ -354,10 +349,9 @@ class ExactlyOnce:
         a recovery), then the claimed partitions' stable offsets, from which the consumer
         reads on."""
         if self.per_process:
-            if self.PROCESS_LANE not in self.producers:
-                self.producers[self.PROCESS_LANE] = await self._started(self.transactional_id(self.PROCESS_LANE))
-            await self._end_gone_members_transactions()
-            await self._read_from_stable(partitions)
+            client = (await self._process_producer()).client
+            await self._end_gone_members_transactions(client)
+            await self._read_from_stable(client, partitions)
             return
         claimed = {p: self.new_producer(self.transactional_id(p)) for p in sorted(partitions - set(self.producers))}
         made = list(claimed.values())
@@ -368,7 +362,7 @@ class ExactlyOnce:
             raise failed[0]
         self.producers.update(claimed)
 
-    async def _end_gone_members_transactions(self) -> None:
+    async def _end_gone_members_transactions(self, client: Any) -> None:
         """A worker lost for good leaves its last transaction open: the offsets in it hold
         its partitions here (and its outputs a read_committed reader) until the broker
         aborts it (TRANSACTION_TIMEOUT_MS, then the broker's scan for such).  Each member
@@ -376,7 +370,7 @@ class ExactlyOnce:
         which aborts that transaction at once — and fences the worker should it live on
         (it then rejoins, as after any fencing).  Best effort: the timeout is the fallback."""
         try:
-            members = await static_members(self.producers[self.PROCESS_LANE].client, self.group_id)
+            members = await static_members(client, self.group_id)
         except Exception as e:  # noqa: BLE001 - the transaction times out instead
             log.warning("组成员未知 members of %s unknown (%r): a lost worker's open transaction "
                         "ends when it times out", self.group_id, e)
@@ -392,14 +386,14 @@ class ExactlyOnce:
             except Exception as e:  # noqa: BLE001 - the transaction times out instead
                 log.warning("结束离组成员事务失败 %s: %r", transactional_id, e)
 
-    async def _read_from_stable(self, partitions: set[int]) -> None:
+    async def _read_from_stable(self, client: Any, partitions: set[int]) -> None:
         """The consumer's position on each claimed input partition: its committed offset
         once no open transaction holds it (the offset aiokafka fetched at assignment may
         be one a zombie's transaction was still changing)."""
         tps = {tp for tp in self.consumer.assignment() if tp.partition in partitions}
         if not tps:
             return
-        offsets = await stable_offsets(self.producers[self.PROCESS_LANE].client, self.group_id, tps)
+        offsets = await stable_offsets(client, self.group_id, tps)
         for tp in tps:
             if offsets.get(tp) is None:
                 await self.consumer.seek_to_beginning(tp)
