@@ -179,6 +179,7 @@ def kafka_producer(**settings: Any) -> AIOKafkaProducer:
     settings.setdefault("metadata_max_age_ms", METADATA_MAX_AGE_MS)
     settings.setdefault("request_timeout_ms", PRODUCER_REQUEST_TIMEOUT_MS)
     if settings.get("transactional_id"):
+        settings.setdefault("transaction_timeout_ms", TRANSACTION_TIMEOUT_MS)
         # Kafka 4's transaction protocol v2 where the cluster finalizes it: two round trips
         # a transaction fewer (kafka/transactions_v2.py).
         return TransactionalProducer(**_secured(settings))

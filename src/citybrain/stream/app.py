@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from citybrain import metrics
 from citybrain.config import Config, worker_instance_id
 from citybrain.domain.normalize import IngestLimits, Normalizer
-from citybrain.kafka.clients import HOT_PATH_PRODUCER, TRANSACTION_TIMEOUT_MS, KafkaSecurity, kafka_producer, security
+from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.groups import leave_group
 from citybrain.kafka.topics import Topics
 from citybrain.reporterkey import reporter_pseudonymiser
@@ -100,7 +100,6 @@ class StageProducers:
                                     max_request_size=4 * 1024 * 1024,
                                     transactional_id=transactional_id,
                                     retry_backoff_ms=10 if transactional_id else 100,
-                                    **({"transaction_timeout_ms": TRANSACTION_TIMEOUT_MS} if transactional_id else {}),
                                     client_id=transactional_id or self.client_id)
         start = producer.start
 

@@ -77,3 +77,14 @@ async def test_every_client_refreshes_metadata_every_2_s_and_a_producer_gives_up
         for client in (producer, slow):
             await client.stop()
         await consumer.stop()
+
+
+async def test_a_transactional_producer_times_its_transactions_out_after_10_s():
+    """A worker lost for good leaves a transaction open that holds its partitions' offsets
+    until the broker aborts it: 10 s (Kafka Streams' figure), not aiokafka's minute."""
+    from citybrain.kafka.clients import kafka_producer
+    producer = kafka_producer(bootstrap_servers="127.0.0.1:1", transactional_id="grp@w-3")
+    try:
+        assert producer._txn_manager.transaction_timeout_ms == 10_000
+    finally:
+        await producer.stop()
