@@ -8,6 +8,8 @@ import signal
 
 import pytest
 
+from citybrain.promtext import samples
+
 from ..integration.kafka_helpers import WorkerProcess, new_prefix, prepare
 from .common import settle_and_verify
 from .harness import OutputReader, produce_paced
@@ -53,10 +55,8 @@ FROZEN_SECONDS = 10   # past the 6 s session: the group moves on without it
 
 def handled(worker: WorkerProcess) -> float:
     """Records the worker's normalise stage has handled (its metrics page)."""
-    for line in worker.metrics().splitlines():
-        if line.startswith('citybrain_stage_records_total{stage="normalise"}'):
-            return float(line.split()[-1])
-    return 0.0
+    return sum(v for labels, v in samples(worker.metrics(), "citybrain_stage_records_total")
+               if labels.get("stage") == "normalise")
 
 
 async def test_a_worker_frozen_past_its_session_comes_back_a_zombie_and_changes_nothing(
