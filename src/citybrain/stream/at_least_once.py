@@ -172,12 +172,13 @@ class AtLeastOnce:
     def _producers(self) -> list:
         return [p for p in (self.producer, self.state_producer, self.urgent_producer) if p is not None]
 
-    async def claim(self, partitions: set[int]) -> None:
+    async def claim(self, partitions: set[int]) -> set[TopicPartition]:
         # The producers are the stage's, not a partition's; the replay guard reads back
         # what a previous owner already dispatched past the committed offsets.
         if self.replay is not None:
             self.replay.claim([tp for tp in self.consumer.assignment() if tp.partition in partitions],
                               self._unmark)
+        return set()
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         self.batches.forget(partitions)

@@ -50,9 +50,12 @@ class Checkpoint(Protocol):
     async def start(self) -> None:
         """Before the first fetch: the producers the stage keeps all its life."""
 
-    async def claim(self, partitions: set[int]) -> None:
+    async def claim(self, partitions: set[int]) -> set[TopicPartition]:
         """Partition numbers about to be read back from their changelogs (exactly_once:
-        their producers start, fencing a previous owner, so what is read is final)."""
+        their producers start, fencing a previous owner, so what is read is final).
+        Returns the input partitions it has put the consumer on their committed offsets
+        itself (exactly_once with one id per process: once no open transaction holds
+        them); after a failure the runner rewinds the others."""
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         """Partitions no longer this stage's (after their hand-over)."""

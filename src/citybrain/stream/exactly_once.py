@@ -342,7 +342,7 @@ class ExactlyOnce:
             raise
         return producer
 
-    async def claim(self, partitions: set[int]) -> None:
+    async def claim(self, partitions: set[int]) -> set[TopicPartition]:
         """Every partition claimed starts its producer at once (each start is a
         coordinator lookup and an InitProducerId round trip, or a wait while a previous
         owner's transaction is aborted).  One id per process: its producer (again, after
@@ -351,8 +351,7 @@ class ExactlyOnce:
         if self.per_process:
             client = (await self._process_producer()).client
             await self._end_gone_members_transactions(client)
-            await self._read_from_stable(client, partitions)
-            return
+            return await self._read_from_stable(client, partitions)
         claimed = {p: self.new_producer(self.transactional_id(p)) for p in sorted(partitions - set(self.producers))}
         made = list(claimed.values())
         results = await asyncio.gather(*(producer.start() for producer in made), return_exceptions=True)
@@ -361,6 +360,7 @@ class ExactlyOnce:
             await asyncio.gather(*(stop_quietly(producer) for producer in made))
             raise failed[0]
         self.producers.update(claimed)
+        return set()
 
     async def _end_gone_members_transactions(self, client: Any) -> None:
         """A worker lost for good leaves its last transaction open: the offsets in it hold
@@ -386,19 +386,20 @@ class ExactlyOnce:
             except Exception as e:  # noqa: BLE001 - the transaction times out instead
                 log.warning("结束离组成员事务失败 %s: %r", transactional_id, e)
 
-    async def _read_from_stable(self, client: Any, partitions: set[int]) -> None:
+    async def _read_from_stable(self, client: Any, partitions: set[int]) -> set[TopicPartition]:
         """The consumer's position on each claimed input partition: its committed offset
         once no open transaction holds it (the offset aiokafka fetched at assignment may
         be one a zombie's transaction was still changing)."""
         tps = {tp for tp in self.consumer.assignment() if tp.partition in partitions}
         if not tps:
-            return
+            return set()
         offsets = await stable_offsets(client, self.group_id, tps)
         for tp in tps:
             if offsets.get(tp) is None:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, offsets[tp])
+        return tps
 
     async def release(self, partitions: set[TopicPartition]) -> None:
         if self.per_process:

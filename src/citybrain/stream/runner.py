@@ -144,13 +144,14 @@ class StageRunner:
         if held:
             self.stage.on_revoked(held)
 
-    async def _restore(self) -> None:
+    async def _restore(self) -> set[TopicPartition]:
         """Read back the state of partitions assigned but not yet ready, once the
         checkpoint has claimed them (exactly_once: that fences a previous owner and aborts
-        its open transaction, so the changelog read next is final)."""
+        its open transaction, so the changelog read next is final).  Returns the input
+        partitions the claim put on their committed offsets."""
         numbers = set(self.unrestored)
         started = time.monotonic()
-        await self.checkpoint.claim(numbers)
+        positioned = await self.checkpoint.claim(numbers)
         for state in self.stage.states:
             n, local = await state.restore(self.bootstrap, numbers)
             if n or local:
@@ -158,6 +159,7 @@ class StageRunner:
                          "in %.2fs", state.name, local, n, sorted(numbers), time.monotonic() - started)
         self.owned |= numbers
         self.unrestored -= numbers
+        return positioned
         self.stage.on_assigned(numbers)
 
     # -- failure and recovery ------------------------------------------------------
@@ -176,14 +178,16 @@ class StageRunner:
             return
         self.unrestored |= self.owned
         self._forget(set(self.owned))
-        await self._restore()
+        positioned = await self._restore()
         for tp in self.consumer.assignment():
+            self.position.pop(tp, None)
+            if tp in positioned:   # the claim read its stable offset and seeked already
+                continue
             committed = await self.consumer.committed(tp)
             if committed is None:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, committed)
-            self.position.pop(tp, None)
 
     def broker_back(self) -> None:
         """The broker answers again (stream/brokerwatch.py): a stage sleeping out its

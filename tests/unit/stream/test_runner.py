@@ -102,6 +102,37 @@ async def test_a_failed_produce_commits_nothing_and_the_stage_replays_on_fresh_p
     assert producers.made[0].stopped and producers.made[1].stopped and consumer.stopped
 
 
+async def test_a_recovery_leaves_a_partition_where_the_claim_put_it():
+    """exactly_once with one id per process seeks each claimed partition to its stable
+    committed offset itself (the claim says which): the runner's rewind after a failure
+    does not ask the group for those offsets again."""
+    consumer, producers = FakeConsumer(log_of(b"a", b"b", b"c")), Plain(failing=2)
+    asked: list[TopicPartition] = []
+    group_offset = consumer.committed
+
+    async def committed(tp):
+        asked.append(tp)
+        return await group_offset(tp)
+
+    consumer.committed = committed
+
+    class ClaimSeeks(AtLeastOnce):
+        async def claim(self, partitions):
+            await super().claim(partitions)
+            consumer.seek(TP0, consumer.committed_offsets.get(TP0, 0))
+            return {TP0}
+
+    cp = ClaimSeeks(consumer, producers, "normalise")
+    cp.COMMIT_EVERY = 0
+    r = StageRunner(FakeStage(), SETTINGS, consumer, cp)
+    await joined(r, consumer, TP0)
+    task = await running(r)
+    await until(lambda: consumer.commits)
+    await stopped(task)
+    assert producers.values("p2") == [b"a", b"b", b"c"]   # replayed from where the claim put it
+    assert asked == []
+
+
 async def test_a_revocation_with_a_batch_in_flight_hands_it_over_committed():
     consumer, producers = FakeConsumer(log_of(b"a", b"b", b"c")), Plain(acks="hold")
     r = at_least_once(consumer, producers)
