@@ -75,8 +75,7 @@ def cmd_worker(args) -> int:
             await super().on_startup_finished()
 
     worker = CitybrainWorker(app, loglevel=args.loglevel, quiet=not sys.stdout.isatty())
-    worker.execute_from_commandline()
-    return 0
+    worker.execute_from_commandline()   # runs until the worker stops, then exits the process
 
 
 async def _broker_checks(cfg, bootstrap: str, specs) -> str:

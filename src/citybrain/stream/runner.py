@@ -159,8 +159,8 @@ class StageRunner:
                          "in %.2fs", state.name, local, n, sorted(numbers), time.monotonic() - started)
         self.owned |= numbers
         self.unrestored -= numbers
-        return positioned
         self.stage.on_assigned(numbers)
+        return positioned
 
     # -- failure and recovery ------------------------------------------------------
 

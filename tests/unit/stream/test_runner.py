@@ -131,6 +131,7 @@ async def test_a_recovery_leaves_a_partition_where_the_claim_put_it():
     await stopped(task)
     assert producers.values("p2") == [b"a", b"b", b"c"]   # replayed from where the claim put it
     assert asked == []
+    assert r.stage.assigned == [{0}, {0}]   # the stage told of its partition at the join and again after
 
 
 async def test_a_revocation_with_a_batch_in_flight_hands_it_over_committed():
