@@ -25,6 +25,17 @@ async def seek_to_first(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition
     return first
 
 
+async def seek_to_committed(consumer: AIOKafkaConsumer, committed: dict[TopicPartition, int | None]) -> None:
+    """Each partition to its committed offset, or to its first retained one where the
+    group has none."""
+    never = [tp for tp, offset in committed.items() if offset is None]
+    if never:
+        await seek_to_first(consumer, never)
+    for tp, offset in committed.items():
+        if offset is not None:
+            consumer.seek(tp, offset)
+
+
 async def remaining(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> int:
     """Records between each partition's position and its ``end``."""
     return sum([max(0, end[tp] - await consumer.position(tp)) for tp in end])

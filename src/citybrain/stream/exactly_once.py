@@ -33,6 +33,7 @@ from aiokafka.errors import ProducerFenced
 
 from citybrain import metrics
 from citybrain.kafka.groups import static_members
+from citybrain.kafka.reading import seek_to_committed
 from citybrain.kafka.transactions_v2 import GroupMetadata, stable_offsets
 from citybrain.stream import chaos
 from citybrain.stream.checkpoint import (
@@ -394,11 +395,7 @@ class ExactlyOnce:
         if not tps:
             return set()
         offsets = await stable_offsets(client, self.group_id, tps)
-        for tp in tps:
-            if offsets.get(tp) is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offsets[tp])
+        await seek_to_committed(self.consumer, {tp: offsets.get(tp) for tp in tps})
         return tps
 
     async def release(self, partitions: set[TopicPartition]) -> None:

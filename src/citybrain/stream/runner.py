@@ -32,6 +32,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from citybrain import metrics
 from citybrain.kafka.groups import leave_group
+from citybrain.kafka.reading import seek_to_committed
 from citybrain.logfilter import ThrottledLog
 from citybrain.stream.batchsize import BatchSize
 from citybrain.stream.checkpoint import Checkpoint, ProduceFailed
@@ -178,16 +179,11 @@ class StageRunner:
             return
         self.unrestored |= self.owned
         self._forget(set(self.owned))
-        positioned = await self._restore()
+        positioned = await self._restore()   # the claim read their stable offsets and seeked already
+        rewound = self.consumer.assignment() - positioned
+        await seek_to_committed(self.consumer, {tp: await self.consumer.committed(tp) for tp in rewound})
         for tp in self.consumer.assignment():
             self.position.pop(tp, None)
-            if tp in positioned:   # the claim read its stable offset and seeked already
-                continue
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
 
     def broker_back(self) -> None:
         """The broker answers again (stream/brokerwatch.py): a stage sleeping out its

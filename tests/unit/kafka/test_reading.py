@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from aiokafka import TopicPartition
 
-from citybrain.kafka.reading import read_until, remaining, seek_to_first
+from citybrain.kafka.reading import read_until, remaining, seek_to_committed, seek_to_first
 
 A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 
@@ -70,3 +70,10 @@ async def test_enough_stops_early():
     n = await read_until(c, {A: 10}, lambda tp, recs: seen.extend(r.value for r in recs),
                          enough=lambda: len(seen) >= 3)
     assert n == 4 and len(c.asked) == 2
+
+
+async def test_a_rewind_goes_to_each_committed_offset_or_the_first_retained_where_none():
+    c = FakeConsumer({A: [b"a0", b"a1", b"a2"], B: [b"b0", b"b1"]}, first={A: 0, B: 1})
+    c.pos = {A: 3, B: 2}
+    await seek_to_committed(c, {A: 2, B: None})
+    assert c.pos == {A: 2, B: 1}

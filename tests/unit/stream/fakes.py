@@ -188,8 +188,8 @@ class FakeConsumer:
     def seek(self, tp, offset):
         self.positions[tp] = offset
 
-    async def seek_to_beginning(self, tp):
-        self.positions[tp] = 0
+    async def beginning_offsets(self, tps):
+        return {tp: 0 for tp in tps}
 
     async def committed(self, tp):
         return self.committed_offsets.get(tp)
