@@ -12,6 +12,9 @@ from citybrain.paths import PROJECT_ROOT
 
 from .scheduling import longest_first
 
+# A hung test fails alone, with its tasks' stacks (tests/hang_watchdog.py).
+pytest_plugins = ["tests.hang_watchdog"]
+
 # No per-example deadline: on a shared two-core CI box a slow example is noise, not a bug.
 # A failing example is printed with its reproduction blob.
 settings.register_profile("citybrain", deadline=None, print_blob=True)
