@@ -36,7 +36,7 @@ async def ensure_topics(cfg, bootstrap: str, specs) -> list[str]:
 
 
 def cmd_registry(args) -> int:
-    from citybrain.kafka.admin import publish_registry
+    from citybrain.kafka.admin import RegistryNotPublished, publish_registry
     from citybrain.kafka.topics import Topics
     from citybrain.wire.jsonl import read_records
     cfg = load_config()
@@ -51,7 +51,11 @@ def cmd_registry(args) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     topic = Topics(cfg.settings.kafka.topic_prefix).registry
-    n = asyncio.run(publish_registry(broker_address(), topic, records))
+    try:
+        n = asyncio.run(publish_registry(broker_address(), topic, records))
+    except RegistryNotPublished as e:
+        print(f"错误 error: {e}", file=sys.stderr)
+        return 1
     print(wrap_words(f"设备台账已发布 registry published: {n:,} devices/cameras from {path} → {topic}"))
     return 0
 

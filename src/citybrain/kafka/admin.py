@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 from aiokafka.admin import NewTopic
@@ -20,6 +21,8 @@ from citybrain.kafka.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 PARTITIONS_READY_SECONDS = 30.0
+PUBLISH_SECONDS = 120.0
+STOP_SECONDS = 30.0
 
 
 class NoBroker(RuntimeError):
@@ -56,18 +59,23 @@ async def create_topics(bootstrap: str, specs: list[TopicSpec], replication: int
         # still be creating the partition's log and answers NotLeaderForPartition to a
         # produce (the demo's registry publish printed a screenful of aiokafka warnings).
         names = [s.name for s in missing]
-        await wait_partitions_ready(admin, names)
+        await wait_partitions_ready(admin, names, in_sync={
+            s.name: min(replication, int(s.config.get("min.insync.replicas", 1))) for s in missing})
         return names
     finally:
         await admin.close()
 
 
-async def wait_partitions_ready(admin, topics: list[str], timeout: float = PARTITIONS_READY_SECONDS) -> list[str]:
+async def wait_partitions_ready(admin, topics: list[str], timeout: float = PARTITIONS_READY_SECONDS,
+                                in_sync: Mapping[str, int] | None = None) -> list[str]:
     """Until every partition of ``topics`` answers a ListOffsets from its leader with no
-    error — the same leadership and log checks a produce meets — or ``timeout`` seconds.
+    error — the same leadership and log checks a produce meets — and has at least
+    ``in_sync[topic]`` replicas in sync (its ``min.insync.replicas``: fewer, and an
+    ``acks=all`` produce is refused NotEnoughReplicas), or ``timeout`` seconds.
     Returns the partitions still not ready ("topic[p]", "topic[?]" for a topic not yet
     in the metadata), logged as a warning; [] when all are, so a producer started then
     never meets a partition without a working leader."""
+    in_sync = in_sync or {}
     deadline = time.monotonic() + timeout
     ready: set[tuple[str, int]] = set()
     while True:
@@ -79,7 +87,8 @@ async def wait_partitions_ready(admin, topics: list[str], timeout: float = PARTI
         by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
         for topic, partitions in known.items():
             for p in partitions:
-                if (topic, p["partition"]) not in ready and p["leader"] >= 0:
+                if ((topic, p["partition"]) not in ready and p["leader"] >= 0
+                        and len(p.get("isr") or ()) >= in_sync.get(topic, 1)):
                     by_leader.setdefault(p["leader"], {}).setdefault(topic, []).append((p["partition"], -1))
         for leader, asked in by_leader.items():
             try:   # the latest offset (-1) of each partition this leader should have
@@ -97,8 +106,9 @@ async def wait_partitions_ready(admin, topics: list[str], timeout: float = PARTI
             return []
         if time.monotonic() >= deadline:
             log.warning("主题分区未就绪 %d partitions not ready %.0fs after their topics were created "
-                        "(no leader answering ListOffsets, e.g. %s): producers may meet "
-                        "NotLeaderForPartition and retry", len(waiting), timeout, ", ".join(waiting[:5]))
+                        "(no leader answering ListOffsets, or fewer replicas in sync than "
+                        "min.insync.replicas, e.g. %s): producers may meet NotLeaderForPartition "
+                        "or NotEnoughReplicas and retry", len(waiting), timeout, ", ".join(waiting[:5]))
             return waiting
         await asyncio.sleep(0.1)
 
@@ -170,15 +180,29 @@ async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> i
     """Every record keyed by its device id; a record that has none fails the publish before
     anything is sent."""
     keyed = [(registry_key(r), orjson.dumps(r)) for r in records]
+    # A one-off publish rides out a leader change or a replica catching up (the hot path's
+    # 5 s request timeout is for failing over fast): 30 s before a batch is given up.
     producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=20, acks="all",
-                                client_id="citybrain-registry-publisher")
+                                client_id="citybrain-registry-publisher", request_timeout_ms=30_000)
     await producer.start()
     try:
         futures = [await producer.send(topic, value, key=key) for key, value in keyed]
-        await asyncio.gather(*futures)
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_SECONDS)
+        except TimeoutError:
+            raise RegistryNotPublished(
+                f"设备台账发布超时 the registry was not acknowledged within {PUBLISH_SECONDS:.0f} s: "
+                f"does every partition of {topic} have a leader and enough replicas in sync?") from None
     finally:
-        await producer.stop()
+        # An idempotent aiokafka producer retries a batch no leader takes for ever, and its
+        # stop waits for it (aiokafka#1101): a publish that failed must still end.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(producer.stop(), STOP_SECONDS)
     return len(records)
+
+
+class RegistryNotPublished(RuntimeError):
+    """The registry's records were not all acknowledged in time."""
 
 
 class TopicMismatch(RuntimeError):
