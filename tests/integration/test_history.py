@@ -35,7 +35,7 @@ def get(worker: WorkerProcess, path: str) -> tuple[int, dict]:
 
 def kpis_cli(worker: WorkerProcess, period: str, *extra: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "citybrain", "kpis", "--period", period, "--json", *extra],
-                         env=worker.env, capture_output=True, text=True, check=True)
+                         env=worker.env, capture_output=True, text=True, check=True, timeout=120)
     return orjson.loads(out.stdout.strip().splitlines()[-1])["figures"]
 
 
