@@ -16,7 +16,7 @@ from aiokafka import TopicPartition
 from citybrain import worker_process as citybrain_worker
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, partitions_of, publish_registry
-from citybrain.kafka.clients import kafka_consumer, kafka_producer
+from citybrain.kafka.clients import kafka_consumer, kafka_producer, stop_quietly
 from citybrain.kafka.topics import Topics
 from citybrain.paths import PROJECT_ROOT
 from citybrain.stream.topology import topic_specs
@@ -59,8 +59,7 @@ async def produce(bootstrap: str, records: list[tuple], timeout: float = 180.0) 
         except TimeoutError:
             raise AssertionError(f"{len(records)} input records not acknowledged within {timeout:.0f} s") from None
     finally:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(producer.stop(), 30)
+        await stop_quietly(producer)
 
 
 async def consume(bootstrap: str, topic: str, want: int, timeout: float = 60.0,

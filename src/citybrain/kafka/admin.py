@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -16,7 +15,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.protocol.offset import OffsetRequest
 
 from citybrain.kafka.announced import local_bootstrap
-from citybrain.kafka.clients import kafka_admin, kafka_producer
+from citybrain.kafka.clients import kafka_admin, kafka_producer, stop_quietly
 from citybrain.kafka.topics import TopicSpec
 
 log = logging.getLogger(__name__)
@@ -194,10 +193,7 @@ async def publish_registry(bootstrap: str, topic: str, records: list[dict]) -> i
                 f"设备台账发布超时 the registry was not acknowledged within {PUBLISH_SECONDS:.0f} s: "
                 f"does every partition of {topic} have a leader and enough replicas in sync?") from None
     finally:
-        # An idempotent aiokafka producer retries a batch no leader takes for ever, and its
-        # stop waits for it (aiokafka#1101): a publish that failed must still end.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(producer.stop(), STOP_SECONDS)
+        await stop_quietly(producer, STOP_SECONDS)   # a publish that failed must still end
     return len(records)
 
 

@@ -23,13 +23,15 @@ environment, never a file in the repository):
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -193,3 +195,17 @@ def kafka_admin(**settings: Any) -> AIOKafkaAdminClient:
 def kafka_client(**settings: Any) -> AIOKafkaClient:
     """The bare client (metadata only: the broker watch)."""
     return AIOKafkaClient(**_secured(settings))
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+async def stop_quietly(client: Stoppable, seconds: float = 30.0) -> None:
+    """Stop a producer (or any client) and go on whatever happens: an idempotent aiokafka
+    producer's ``stop`` waits for ever for a batch no leader takes (aiokafka#1101), and one
+    that cannot flush raises — neither may hold up what stops it."""
+    try:
+        await asyncio.wait_for(client.stop(), seconds)
+    except Exception as e:  # noqa: BLE001 - a producer that cannot flush while stopping
+        logging.getLogger(__name__).warning("生产者停止失败 producer stop failed: %r", e)

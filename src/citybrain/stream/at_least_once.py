@@ -23,6 +23,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
 from citybrain import metrics
+from citybrain.kafka.clients import stop_quietly
 from citybrain.stream import chaos
 from citybrain.stream.checkpoint import (
     RECORD_ERRORS,
@@ -32,7 +33,6 @@ from citybrain.stream.checkpoint import (
     Send,
     check,
     quiet,
-    stop_quietly,
 )
 from citybrain.stream.output import Output
 from citybrain.stream.replayguard import HANDED_OVER, ReplayGuard

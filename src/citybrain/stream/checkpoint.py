@@ -122,13 +122,3 @@ def check(sent: list[tuple[asyncio.Future, Output]]) -> None:
         raise ProduceFailed(failed[0][0], suspect(failed))
 
 
-class Startable(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
-async def stop_quietly(producer: Startable) -> None:
-    try:
-        await asyncio.wait_for(producer.stop(), 30)
-    except Exception as e:  # noqa: BLE001 - a producer that cannot flush while stopping
-        log.warning("生产者停止失败 producer stop failed: %r", e)

@@ -32,6 +32,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
 from citybrain import metrics
+from citybrain.kafka.clients import stop_quietly
 from citybrain.kafka.groups import static_members
 from citybrain.kafka.reading import seek_to_committed
 from citybrain.kafka.transactions_v2 import GroupMetadata, stable_offsets
@@ -44,7 +45,6 @@ from citybrain.stream.checkpoint import (
     check,
     quiet,
     refusals,
-    stop_quietly,
     suspect,
 )
 from citybrain.stream.output import Output
