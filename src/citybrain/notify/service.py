@@ -259,7 +259,7 @@ class Notifier:
                     NOTIFICATIONS.labels(notice.channel, "retried").inc()
                     await self._write(DeliveryRecord(status="retrying", at=self.clock(), attempts=attempt,
                                                      detail=detail, **base))
-                    await asyncio.sleep(min(retry.backoff_seconds * 2 ** (attempt - 1), retry.max_backoff_seconds))
+                    await asyncio.sleep(retry.delay(attempt))
                     continue
                 await self._dead(notice, base, attempt, detail)
                 return

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from citybrain.envsecrets import env_secret
 from citybrain.notify.roster import Channel
+from citybrain.retrypolicy import RetryPolicy
 
 
 class SmtpSettings(BaseModel):
@@ -47,13 +48,9 @@ class SmppSettings(BaseModel):
     receipts: bool = True
 
 
-class RetrySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RetrySettings(RetryPolicy):
     # Attempts per delivery before it is dead (failed, and a record on notifications.deadletter).
     attempts: int = Field(3, ge=1, le=20)
-    # Waits between attempts: backoff_seconds × 2^(attempt-1), at most max_backoff_seconds.
-    backoff_seconds: float = Field(1.0, ge=0)
-    max_backoff_seconds: float = Field(60.0, ge=0)
 
 
 class EscalationSettings(BaseModel):

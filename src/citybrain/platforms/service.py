@@ -81,11 +81,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def backoff(platform: Platform, attempt: int) -> float:
-    r = platform.retry
-    return min(r.backoff_seconds * 2 ** (attempt - 1), r.max_backoff_seconds)
-
-
 class CallbackBook:
     """Every callback's latest state; a done one is never undone (pure)."""
 
@@ -221,7 +216,7 @@ class PlatformRelay:
                 if attempt < platform.retry.attempts and not e.final:
                     CALLBACKS.labels(cb.system, "retried").inc()
                     await self._write(self._record(cb, "retrying", attempt, detail))
-                    await asyncio.sleep(backoff(platform, attempt))
+                    await asyncio.sleep(platform.retry.delay(attempt))
                     continue
                 await self._dead(cb, source, attempt, detail)
                 return

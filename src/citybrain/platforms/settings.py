@@ -15,6 +15,7 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from citybrain.envsecrets import env_secret
+from citybrain.retrypolicy import RetryPolicy
 from citybrain.wire.models import WorkOrderStatus
 
 # The public changes of an order (docs/integration.md) are named by the status they reach:
@@ -25,13 +26,9 @@ PublicChange = WorkOrderStatus
 PUBLIC_CHANGES: tuple[PublicChange, ...] = get_args(WorkOrderStatus)
 
 
-class RetrySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RetrySettings(RetryPolicy):
     # Attempts per callback before it is dead (a record on `deadletter`, reason callback_failed).
     attempts: int = Field(5, ge=1, le=20)
-    # Waits between attempts: backoff_seconds × 2^(attempt-1), at most max_backoff_seconds.
-    backoff_seconds: float = Field(1.0, ge=0)
-    max_backoff_seconds: float = Field(60.0, ge=0)
 
 
 class Platform(BaseModel):

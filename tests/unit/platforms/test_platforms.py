@@ -14,7 +14,7 @@ from citybrain.domain.fusion import work_order_id_for
 from citybrain.domain.normalize import RecordMeta
 from citybrain.domain.workorder import attach, open_order
 from citybrain.platforms.callbacks import callback_id, callbacks_for, public_change, sign, verify
-from citybrain.platforms.service import CallbackBook, CallbackRecord, backoff
+from citybrain.platforms.service import CallbackBook, CallbackRecord
 from citybrain.platforms.settings import PUBLIC_CHANGES, PlatformsConfig
 from citybrain.wire.models import Actor, IncidentReport, WorkOrderChange
 from citybrain_tools.simulate.traffic import iso
@@ -145,8 +145,8 @@ def test_configuration_is_validated(monkeypatch):
     assert p.changes == list(PUBLIC_CHANGES) and p.retry.attempts == 5
     monkeypatch.setenv("HL_SECRET", "s3")
     assert p.key() == b"s3"
-    assert [backoff(p, n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert backoff(platforms(retry={"backoff_seconds": 50}).platform[0], 3) == 60.0
+    assert [p.retry.delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert platforms(retry={"backoff_seconds": 50}).platform[0].retry.delay(3) == 60.0
     for bad in ({"changes": ["commented"]}, {"url": "ftp://x"}, {"secret": "inline"}, {"system": "a b"},
                 {"retry": {"attempts": 0}}):
         with pytest.raises(ValidationError):
