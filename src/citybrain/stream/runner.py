@@ -180,8 +180,10 @@ class StageRunner:
         self.unrestored |= self.owned
         self._forget(set(self.owned))
         positioned = await self._restore()   # the claim read their stable offsets and seeked already
-        rewound = self.consumer.assignment() - positioned
-        await seek_to_committed(self.consumer, {tp: await self.consumer.committed(tp) for tp in rewound})
+        rewound = sorted(self.consumer.assignment() - positioned)
+        # Asked all at once: aiokafka asks the coordinator one partition a request.
+        offsets = await asyncio.gather(*(self.consumer.committed(tp) for tp in rewound))
+        await seek_to_committed(self.consumer, dict(zip(rewound, offsets, strict=True)))
         for tp in self.consumer.assignment():
             self.position.pop(tp, None)
 

@@ -17,7 +17,7 @@ from citybrain.stream.exactly_once import ExactlyOnce
 from citybrain.stream.runner import StageRunner
 from citybrain.stream.stage import RunnerSettings
 
-from .fakes import TP0, FakeConsumer, FakeProducer, FakeStage, FakeTxnProducer, record
+from .fakes import TP0, TP1, FakeConsumer, FakeProducer, FakeStage, FakeTxnProducer, record
 
 SETTINGS = RunnerSettings("127.0.0.1:1", deadletter_topic="dead", backoff_seconds=(0.01, 0.01))
 
@@ -100,6 +100,31 @@ async def test_a_failed_produce_commits_nothing_and_the_stage_replays_on_fresh_p
     assert producers.values("p0") == [b"a", b"b", b"c"]   # refused …
     assert producers.values("p2") == [b"a", b"b", b"c"]   # … and sent again, from the last commit
     assert producers.made[0].stopped and producers.made[1].stopped and consumer.stopped
+
+
+async def test_a_recovery_rewinds_each_partition_to_its_own_commit_asking_for_them_at_once():
+    logs = {tp: [record(i, v, tp.partition) for i, v in enumerate([b"a", b"b", b"c", b"d"])] for tp in (TP0, TP1)}
+    consumer, producers = FakeConsumer(logs), Plain(failing=2)
+    consumer.committed_offsets = {TP0: 1, TP1: 3}
+    group_offset, asking, most = consumer.committed, [0], [0]
+
+    async def committed(tp):
+        asking[0] += 1
+        most[0] = max(most[0], asking[0])
+        await asyncio.sleep(0.01)   # a round trip to the coordinator
+        asking[0] -= 1
+        return await group_offset(tp)
+
+    consumer.committed = committed
+    r = at_least_once(consumer, producers)
+    await joined(r, consumer, TP0, TP1)
+    task = await running(r)
+    await until(lambda: consumer.commits)
+    await stopped(task)
+    assert sorted(producers.values("p0")) == [b"b", b"c", b"d", b"d"]   # refused …
+    assert sorted(producers.values("p2")) == [b"b", b"c", b"d", b"d"]   # … and sent again from each one's commit
+    assert consumer.commits[0] == {TP0: 4, TP1: 4}
+    assert most[0] == 2   # both asked in one round trip, not one after the other
 
 
 async def test_a_recovery_leaves_a_partition_where_the_claim_put_it():
