@@ -72,10 +72,13 @@ class ReplayGuard:
     KEEP = 600.0     # seconds a read-back is held (a replay is over long before)
     TIMEOUT = 30.0   # seconds a read-back may take before the replay goes on without it
 
-    def __init__(self, bootstrap: str, topics: frozenset[str], group_id: str = "",
+    def __init__(self, bootstrap: str, topics: frozenset[str], group_id: str | None = None,
                  clock: Callable[[], float] = time.monotonic, commits: Commits | None = None):
         """``commits``: the group's committed offsets and metadata (by default asked of the
         broker for ``group_id``, on the read-back's own loop)."""
+        if commits is None and not group_id:
+            # Group "" has no commits: every claim would read back from the topics' start.
+            raise ValueError("a replay guard needs the stage's group_id (or its commits)")
         self.bootstrap, self.topics, self.group_id, self.clock = bootstrap, topics, group_id, clock
         self.commits = commits or self._group_commits
         self.seen = set()

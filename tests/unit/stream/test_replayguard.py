@@ -24,7 +24,7 @@ def change(topic: str, wo: str, version: int, at: str = "2026-12-05T05:00:00Z") 
 
 def guard_holding(*keys) -> ReplayGuard:
     clock = [0.0]
-    g = ReplayGuard("127.0.0.1:1", frozenset({D1, D2}), clock=lambda: clock[0])
+    g = ReplayGuard("127.0.0.1:1", frozenset({D1, D2}), "grp", clock=lambda: clock[0])
     g.seen = set(keys)
     g.clock_value = clock   # type: ignore[attr-defined]
     return g
@@ -94,7 +94,7 @@ async def test_a_failed_read_back_sends_everything():
 
 class Recording(ReplayGuard):
     def __init__(self):
-        super().__init__("127.0.0.1:1", frozenset({D1}))
+        super().__init__("127.0.0.1:1", frozenset({D1}), "grp")
         self.claims: list = []
 
     def claim(self, inputs, unmark):
@@ -130,6 +130,12 @@ def committed_as(marks: dict):
     async def commits(tps):
         return {tp: marks[tp] for tp in tps}
     return commits
+
+
+def test_a_guard_asks_the_commits_of_a_named_group():
+    with pytest.raises(ValueError, match="group_id"):
+        ReplayGuard("127.0.0.1:1", frozenset({D1}))
+    assert ReplayGuard("127.0.0.1:1", frozenset({D1}), "grp").group_id == "grp"
 
 
 async def test_partitions_handed_over_cleanly_read_nothing_back_and_their_mark_is_cleared_first():
