@@ -1,10 +1,12 @@
 """The local three-node cluster's failover settings and its controller lookup (issue 38)."""
 
 import re
+from pathlib import Path
 
 import yaml
 
 from citybrain.paths import PROJECT_ROOT
+from citybrain_tools.local_kafka.broker import server_properties
 from citybrain_tools.local_kafka.cluster import _NODE_PROPERTIES, FAILOVER, LocalCluster
 
 LEADER = "[{at}] INFO [RaftManager id={n}] Completed transition to Leader(localVoterNode=VoterNode(...)) from Candidate"
@@ -35,10 +37,29 @@ def test_no_controller_when_no_node_logged_a_leadership(tmp_path):
     assert cluster.active_controller() is None
 
 
-def _properties() -> dict[str, str]:
-    text = _NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:1", port=1, controller_port=2,
-                                   log_dir="/x", replicas=3, min_isr=2, **FAILOVER)
+def _parsed(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def _properties() -> dict[str, str]:
+    return _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:1", port=1, controller_port=2,
+                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER))
+
+
+def test_the_single_broker_and_a_cluster_node_differ_only_in_replication_and_failover_timings():
+    single = _parsed(server_properties(port=1, controller_port=2, log_dir=Path("/x")))
+    node = _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:2", port=1, controller_port=2,
+                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER))
+    replication = {k for k in node if "replication.factor" in k or k.endswith("min.isr") or k == "min.insync.replicas"}
+    assert {k for k in single if single[k] != node.get(k)} == replication
+    assert all(single[k] == "1" for k in replication)
+    assert {node[k] for k in replication} == {"3", "2"}
+    assert set(node) - set(single) == {"leader.imbalance.check.interval.seconds", "broker.session.timeout.ms",
+                                       "broker.heartbeat.interval.ms", "controller.quorum.fetch.timeout.ms",
+                                       "controller.quorum.election.timeout.ms",
+                                       "controller.quorum.election.backoff.max.ms", "replica.fetch.backoff.ms",
+                                       "replica.lag.time.max.ms"}
+    assert single["controller.quorum.voters"] == "1@127.0.0.1:2" and single["node.id"] == "1"
 
 
 def test_production_deploys_carry_the_failover_timings_measured_on_the_local_cluster():
