@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from citybrain import metrics
 from citybrain.config import Config, worker_instance_id
 from citybrain.domain.normalize import IngestLimits, Normalizer
-from citybrain.kafka.clients import HOT_PATH_PRODUCER, KafkaSecurity, kafka_producer, security
+from citybrain.kafka.clients import HOT_PATH_PRODUCER, METADATA_MAX_AGE_MS, KafkaSecurity, kafka_producer, security
 from citybrain.kafka.groups import leave_group
 from citybrain.kafka.topics import Topics
 from citybrain.reporterkey import reporter_pseudonymiser
@@ -147,6 +147,12 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
         # after a SIGKILL its group join no longer waits out the dead member's session,
         # and the order views and /readyz (app tasks, started once it joined) follow.
         consumer_group_instance_id=worker_instance_id(s.worker),
+        # Faust's clients learn of moved leaders as every other client does (kafka/clients.py):
+        # with Faust's 5 minutes a command sent after a node hung kept going to that node.
+        # Their request timeouts stay Faust's: its producer's is also when a batch expires,
+        # and a command must be retried through an outage, not dropped.
+        producer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
+        consumer_metadata_max_age_ms=METADATA_MAX_AGE_MS,
         **_faust_security(security()),   # TLS / SASL, as every other client
     )
     # Faust's own consumer and producer (the command routing) measured beside ours, in
