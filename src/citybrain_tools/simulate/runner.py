@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import Counter, deque
 
+from aiokafka.errors import KafkaTimeoutError
+
 from citybrain.display import wrap_items
 from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import Topics
@@ -26,20 +28,47 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
     by_label: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
     acks = AckLatency()
-    sent = 0
-    pending = []
+    sent = retried = 0
+    pending: list[tuple[asyncio.Future, SimRecord]] = []
+
+    async def enqueue(rec: SimRecord) -> None:
+        """Hand ``rec`` to the producer; while its partition has no leader (a node killed or
+        hung, until the cluster moves it) there may be no room for it: tried again, as a
+        field gateway would, not given up (the bench's source once died of it)."""
+        nonlocal retried
+        while True:
+            try:
+                future = await producer.send(target[rec.source], rec.value, key=rec.key, timestamp_ms=None)
+                break
+            except KafkaTimeoutError:
+                retried += 1
+        future.add_done_callback(acks.on_ack)
+        pending.append((future, rec))
+
+    async def settle() -> None:
+        """Every record handed over so far acknowledged; one whose batch expired unsent
+        (no leader within the request timeout) is sent again."""
+        nonlocal retried
+        while pending:
+            batch = pending[:]
+            pending.clear()
+            await asyncio.gather(*(f for f, _ in batch), return_exceptions=True)
+            for f, rec in batch:
+                error = f.exception()
+                if isinstance(error, KafkaTimeoutError):
+                    retried += 1
+                    await enqueue(rec)
+                elif error is not None:
+                    raise error
 
     async def send(rec: SimRecord) -> None:
         nonlocal sent
-        future = await producer.send(target[rec.source], rec.value, key=rec.key, timestamp_ms=None)
-        future.add_done_callback(acks.on_ack)
-        pending.append(future)
+        await enqueue(rec)
         sent += 1
         by_label[rec.label] += 1
         by_source[rec.source] += 1
         if len(pending) >= 2000:
-            await asyncio.gather(*pending)
-            pending.clear()
+            await settle()
         if progress and sent % 200 == 0:
             rate = sent / max(time.monotonic() - start, 1e-6)
             progress.update(rec.at, f"已发送 sent {sent:,} ({rate:,.0f}/s)")
@@ -51,7 +80,7 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
         else:
             for rec in sim.records():
                 await send(rec)
-        await asyncio.gather(*pending)
+        await settle()
         await producer.flush()
     finally:
         await producer.stop()
@@ -59,7 +88,7 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
             progress.update(sim.duration, f"已发送 sent {sent:,}", force=True)
             progress.close()
     elapsed = time.monotonic() - start
-    return {"sent": sent, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-6), 1),
+    return {"sent": sent, "retried": retried, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-6), 1),
             "ack_ms": acks.percentiles(),
             "by_source": dict(by_source), "by_label": dict(sorted(by_label.items()))}
 
@@ -121,4 +150,6 @@ def summary_text(result: dict) -> str:
     if malformed:
         lines.append(wrap_items("  畸形 malformed (expect on deadletter): ",
                                 [f"{k}={v:,}" for k, v in malformed.items()]))
+    if result.get("retried"):
+        lines.append(f"  重试 sent again: {result['retried']:,} (a partition without a leader for a while)")
     return "\n".join(lines)

@@ -3,7 +3,11 @@ never holds the event loop for more than one slice."""
 
 import asyncio
 import time
+from types import SimpleNamespace
 
+from aiokafka.errors import KafkaTimeoutError
+
+from citybrain.kafka.topics import Topics
 from citybrain_tools.simulate import runner
 from citybrain_tools.simulate.traffic import SimRecord
 
@@ -75,3 +79,53 @@ def test_ack_latency_is_the_time_from_create_time_to_the_ack():
         acks.on_ack(Done(now_ms - back))
     got = acks.percentiles()
     assert got["n"] == 3 and 1.0 <= got["p50_ms"] < 5.0 and got["max_ms"] >= 40.0
+
+
+class ListSimulator:
+    """Four records at once, unpaced."""
+
+    duration = 0.0
+
+    def records(self):
+        return [SimRecord("iot", f"k{i}".encode(), b"{}", 0.0, "normal") for i in range(4)]
+
+
+class LeaderlessProducer:
+    """A producer while a partition's leader is being replaced: the first send finds no
+    room (``KafkaTimeoutError`` from the accumulator) and record k2's first batch expires
+    unsent; every later try is acknowledged."""
+
+    def __init__(self):
+        self.tries: list[bytes] = []
+        self.acked: list[bytes] = []
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        pass
+
+    async def flush(self):
+        pass
+
+    async def send(self, topic, value, key=None, timestamp_ms=None):
+        self.tries.append(key)
+        if len(self.tries) == 1:
+            raise KafkaTimeoutError()
+        future = asyncio.get_running_loop().create_future()
+        if key == b"k2" and self.tries.count(key) == 1:
+            future.set_exception(KafkaTimeoutError())
+        else:
+            future.set_result(SimpleNamespace(timestamp=time.time() * 1000))
+            self.acked.append(key)
+        return future
+
+
+async def test_a_record_without_a_leader_is_tried_again_not_lost(monkeypatch):
+    producer = LeaderlessProducer()
+    monkeypatch.setattr(runner, "kafka_producer", lambda **_: producer)
+    result = await runner.run(ListSimulator(), "127.0.0.1:1", Topics(""), paced=False)
+    assert sorted(producer.acked) == [b"k0", b"k1", b"k2", b"k3"]
+    assert producer.tries.count(b"k0") == 2 and producer.tries.count(b"k2") == 2
+    assert result["sent"] == 4 and result["retried"] == 2
+    assert "重试 sent again: 2" in runner.summary_text(result)
