@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter, deque
 
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from citybrain.display import wrap_items
 from citybrain.kafka.clients import kafka_producer
@@ -47,7 +47,8 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
 
     async def settle() -> None:
         """Every record handed over so far acknowledged; one whose batch expired unsent
-        (no leader within the request timeout) is sent again."""
+        (no leader within the request timeout) or failed for a reason that passes (a
+        leader being elected) is sent again."""
         nonlocal retried
         while pending:
             batch = pending[:]
@@ -55,7 +56,7 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
             await asyncio.gather(*(f for f, _ in batch), return_exceptions=True)
             for f, rec in batch:
                 error = f.exception()
-                if isinstance(error, KafkaTimeoutError):
+                if again(error):
                     retried += 1
                     await enqueue(rec)
                 elif error is not None:
@@ -91,6 +92,11 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
     return {"sent": sent, "retried": retried, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-6), 1),
             "ack_ms": acks.percentiles(),
             "by_source": dict(by_source), "by_label": dict(sorted(by_label.items()))}
+
+
+def again(error: BaseException | None) -> bool:
+    """Whether a record whose send failed with ``error`` is worth sending again."""
+    return isinstance(error, KafkaTimeoutError) or (isinstance(error, KafkaError) and error.retriable)
 
 
 async def _paced(sim: CitySimulator, send, start: float, pace_every: float) -> None:

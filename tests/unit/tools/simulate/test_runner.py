@@ -5,7 +5,7 @@ import asyncio
 import time
 from types import SimpleNamespace
 
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, LeaderNotAvailableError, MessageSizeTooLargeError
 
 from citybrain.kafka.topics import Topics
 from citybrain_tools.simulate import runner
@@ -92,8 +92,8 @@ class ListSimulator:
 
 class LeaderlessProducer:
     """A producer while a partition's leader is being replaced: the first send finds no
-    room (``KafkaTimeoutError`` from the accumulator) and record k2's first batch expires
-    unsent; every later try is acknowledged."""
+    room (``KafkaTimeoutError`` from the accumulator), record k2's first batch expires unsent
+    and k3's first send meets a leader election; every later try is acknowledged."""
 
     def __init__(self):
         self.tries: list[bytes] = []
@@ -115,6 +115,8 @@ class LeaderlessProducer:
         future = asyncio.get_running_loop().create_future()
         if key == b"k2" and self.tries.count(key) == 1:
             future.set_exception(KafkaTimeoutError())
+        elif key == b"k3" and self.tries.count(key) == 1:
+            future.set_exception(LeaderNotAvailableError())
         else:
             future.set_result(SimpleNamespace(timestamp=time.time() * 1000))
             self.acked.append(key)
@@ -126,6 +128,11 @@ async def test_a_record_without_a_leader_is_tried_again_not_lost(monkeypatch):
     monkeypatch.setattr(runner, "kafka_producer", lambda **_: producer)
     result = await runner.run(ListSimulator(), "127.0.0.1:1", Topics(""), paced=False)
     assert sorted(producer.acked) == [b"k0", b"k1", b"k2", b"k3"]
-    assert producer.tries.count(b"k0") == 2 and producer.tries.count(b"k2") == 2
-    assert result["sent"] == 4 and result["retried"] == 2
-    assert "重试 sent again: 2" in runner.summary_text(result)
+    assert [producer.tries.count(k) for k in (b"k0", b"k1", b"k2", b"k3")] == [2, 1, 2, 2]
+    assert result["sent"] == 4 and result["retried"] == 3
+    assert "重试 sent again: 3" in runner.summary_text(result)
+
+
+def test_what_is_sent_again_and_what_is_not():
+    assert runner.again(KafkaTimeoutError()) and runner.again(LeaderNotAvailableError())
+    assert not runner.again(MessageSizeTooLargeError()) and not runner.again(None)
