@@ -6,10 +6,16 @@ import asyncio
 import time
 from collections import Counter, deque
 
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+)
 
 from citybrain.display import wrap_items
-from citybrain.kafka.clients import kafka_producer
+from citybrain.kafka.clients import kafka_producer, stop_quietly
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain_tools.bench.stats import percentiles
@@ -21,9 +27,11 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
     """Send every record; with ``paced`` each simulated second takes a wall second, sent
     in bursts at most ``pace_every`` seconds apart."""
     target = {"iot": topics.iot, "video": topics.video, "report": topics.reports, "device": topics.device_status}
-    producer = kafka_producer(bootstrap_servers=bootstrap, linger_ms=linger_ms,
-                                max_request_size=2 * 1024 * 1024, acks="all",
-                                client_id="citybrain-simulator")
+
+    def new_producer():
+        return kafka_producer(bootstrap_servers=bootstrap, linger_ms=linger_ms, max_request_size=2 * 1024 * 1024,
+                              acks="all", client_id="citybrain-simulator")
+    producer = new_producer()
     await producer.start()
     by_label: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
@@ -49,18 +57,25 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
         """Every record handed over so far acknowledged; one whose batch expired unsent
         (no leader within the request timeout) or failed for a reason that passes (a
         leader being elected) is sent again."""
-        nonlocal retried
+        nonlocal retried, producer
         while pending:
             batch = pending[:]
             pending.clear()
             await asyncio.gather(*(f for f, _ in batch), return_exceptions=True)
+            failed: list[tuple[BaseException, SimRecord]] = []
             for f, rec in batch:
-                error = f.exception()
-                if again(error):
-                    retried += 1
-                    await enqueue(rec)
-                elif error is not None:
+                if (error := f.exception()) is not None:
+                    failed.append((error, rec))
+            for error, _ in failed:
+                if not (again(error) or isinstance(error, PRODUCER_STATE_ERRORS)):
                     raise error
+            if any(isinstance(error, PRODUCER_STATE_ERRORS) for error, _ in failed):
+                await stop_quietly(producer, 5.0)
+                producer = new_producer()
+                await producer.start()
+            for _, rec in failed:
+                retried += 1
+                await enqueue(rec)
 
     async def send(rec: SimRecord) -> None:
         nonlocal sent
@@ -92,6 +107,12 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
     return {"sent": sent, "retried": retried, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-6), 1),
             "ack_ms": acks.percentiles(),
             "by_source": dict(by_source), "by_label": dict(sorted(by_label.items()))}
+
+
+# The idempotent producer's own sequence state broken — a leader lost with batches only it
+# had: aiokafka does not reset its sequences as the Java client does (KIP-360); a producer
+# anew, and what failed is sent again (an earlier copy may be on the topic: at least once).
+PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
 
 
 def again(error: BaseException | None) -> bool:
