@@ -34,6 +34,7 @@ never a test assertion.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -50,6 +51,7 @@ from citybrain_tools.bench.common import BenchWorker, fresh_topics
 from citybrain_tools.bench.dispatch import _sim, _state_points
 from citybrain_tools.bench.stats import percentiles
 from citybrain_tools.simulate.runner import run as run_simulation
+from citybrain_tools.simulate.source import FieldSource
 from citybrain_tools.simulate.traffic import iso
 
 SCENARIOS = ("restart", "takeover", "handover", "rolling", "leader", "hang")
@@ -63,9 +65,18 @@ async def _probe_reports(bootstrap: str, topics: Topics, every: float, seconds: 
     """A field report every ``every`` seconds, each at a place no other report reaches (its
     own order, dispatched at once)."""
     points = _state_points(int(seconds / every) + 1)[seed % 7:]
-    producer = kafka_producer(bootstrap_servers=bootstrap, **HOT_PATH_PRODUCER, client_id="citybrain-bench-probe")
-    await producer.start()
+    source = await FieldSource(lambda: kafka_producer(bootstrap_servers=bootstrap, **HOT_PATH_PRODUCER,
+                                                      client_id="citybrain-bench-probe")).start()
     sent = 0
+
+    done = asyncio.Event()
+
+    async def follow_up() -> None:   # a failed report sent again at once, the pacing untouched
+        while not done.is_set():
+            await source.settle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.2)
+    following = asyncio.create_task(follow_up())
     try:
         start = time.monotonic()
         for i, (category, lon, lat) in enumerate(points):
@@ -75,10 +86,14 @@ async def _probe_reports(bootstrap: str, topics: Topics, every: float, seconds: 
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             body = {"report_id": f"FO-{seed}-{i}", "reporter_id": "GM-FO", "category": category,
                     "ts": iso(time.time()), "lon": lon, "lat": lat}
-            await producer.send(topics.reports, orjson.dumps(body), key=b"GM-FO")
+            await source.send(topics.reports, orjson.dumps(body), b"GM-FO")
             sent += 1
+        done.set()
+        await following   # its last settle done: nothing is being sent again behind this one
+        await source.settle()
     finally:
-        await producer.stop()
+        following.cancel()
+        await source.stop()
     return sent
 
 
@@ -211,6 +226,12 @@ async def bench(bootstrap: str, scenarios: list[str], runs: int, rate: float, be
             if local_cluster().bootstrap() != bootstrap:
                 print(f"  跳过 {name}: needs the local three-node cluster (citybrain kafka start --nodes 3)",
                       flush=True)
+                continue
+            if Config().topic_retention.replication.factor < 2:
+                # Run so (it was, once), a node's partitions had no other replica: the "gap" was
+                # the node's whole absence (33 s), not a failover.
+                print(f"  跳过 {name}: the topics would have one replica — set CITYBRAIN_REPLICATION_FACTOR=3 "
+                      "CITYBRAIN_MIN_INSYNC_REPLICAS=2 (as `citybrain kafka start --nodes 3` says)", flush=True)
                 continue
         for i in range(runs):
             print(f"▶ 故障 fault {name} run {i + 1}/{runs}", flush=True)

@@ -6,19 +6,12 @@ import asyncio
 import time
 from collections import Counter, deque
 
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaError,
-    KafkaTimeoutError,
-    OutOfOrderSequenceNumber,
-    UnknownProducerId,
-)
-
 from citybrain.display import wrap_items
-from citybrain.kafka.clients import kafka_producer, stop_quietly
+from citybrain.kafka.clients import kafka_producer
 from citybrain.kafka.topics import Topics
 from citybrain.progress import Progress
 from citybrain_tools.bench.stats import percentiles
+from citybrain_tools.simulate.source import FieldSource
 from citybrain_tools.simulate.traffic import CitySimulator, SimRecord
 
 
@@ -27,64 +20,22 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
     """Send every record; with ``paced`` each simulated second takes a wall second, sent
     in bursts at most ``pace_every`` seconds apart."""
     target = {"iot": topics.iot, "video": topics.video, "report": topics.reports, "device": topics.device_status}
-
-    def new_producer():
-        return kafka_producer(bootstrap_servers=bootstrap, linger_ms=linger_ms, max_request_size=2 * 1024 * 1024,
-                              acks="all", client_id="citybrain-simulator")
-    producer = new_producer()
-    await producer.start()
+    acks = AckLatency()
+    source = await FieldSource(lambda: kafka_producer(
+        bootstrap_servers=bootstrap, linger_ms=linger_ms, max_request_size=2 * 1024 * 1024, acks="all",
+        client_id="citybrain-simulator"), on_ack=acks.on_ack).start()
     by_label: Counter[str] = Counter()
     by_source: Counter[str] = Counter()
-    acks = AckLatency()
-    sent = retried = 0
-    pending: list[tuple[asyncio.Future, SimRecord]] = []
-
-    async def enqueue(rec: SimRecord) -> None:
-        """Hand ``rec`` to the producer; while its partition has no leader (a node killed or
-        hung, until the cluster moves it) there may be no room for it: tried again, as a
-        field gateway would, not given up (the bench's source once died of it)."""
-        nonlocal retried
-        while True:
-            try:
-                future = await producer.send(target[rec.source], rec.value, key=rec.key, timestamp_ms=None)
-                break
-            except KafkaTimeoutError:
-                retried += 1
-        future.add_done_callback(acks.on_ack)
-        pending.append((future, rec))
-
-    async def settle() -> None:
-        """Every record handed over so far acknowledged; one whose batch expired unsent
-        (no leader within the request timeout) or failed for a reason that passes (a
-        leader being elected) is sent again."""
-        nonlocal retried, producer
-        while pending:
-            batch = pending[:]
-            pending.clear()
-            await asyncio.gather(*(f for f, _ in batch), return_exceptions=True)
-            failed: list[tuple[BaseException, SimRecord]] = []
-            for f, rec in batch:
-                if (error := f.exception()) is not None:
-                    failed.append((error, rec))
-            for error, _ in failed:
-                if not (again(error) or isinstance(error, PRODUCER_STATE_ERRORS)):
-                    raise error
-            if any(isinstance(error, PRODUCER_STATE_ERRORS) for error, _ in failed):
-                await stop_quietly(producer, 5.0)
-                producer = new_producer()
-                await producer.start()
-            for _, rec in failed:
-                retried += 1
-                await enqueue(rec)
+    sent = 0
 
     async def send(rec: SimRecord) -> None:
         nonlocal sent
-        await enqueue(rec)
+        await source.send(target[rec.source], rec.value, rec.key)
         sent += 1
         by_label[rec.label] += 1
         by_source[rec.source] += 1
-        if len(pending) >= 2000:
-            await settle()
+        if len(source.pending) >= 2000:
+            await source.settle()
         if progress and sent % 200 == 0:
             rate = sent / max(time.monotonic() - start, 1e-6)
             progress.update(rec.at, f"已发送 sent {sent:,} ({rate:,.0f}/s)")
@@ -96,28 +47,16 @@ async def run(sim: CitySimulator, bootstrap: str, topics: Topics, *, paced: bool
         else:
             for rec in sim.records():
                 await send(rec)
-        await settle()
-        await producer.flush()
+        await source.settle()
     finally:
-        await producer.stop()
+        await source.stop()
         if progress:
             progress.update(sim.duration, f"已发送 sent {sent:,}", force=True)
             progress.close()
     elapsed = time.monotonic() - start
-    return {"sent": sent, "retried": retried, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-6), 1),
+    return {"sent": sent, "retried": source.retried, "seconds": round(elapsed, 2), "rate": round(sent / max(elapsed, 1e-6), 1),
             "ack_ms": acks.percentiles(),
             "by_source": dict(by_source), "by_label": dict(sorted(by_label.items()))}
-
-
-# The idempotent producer's own sequence state broken — a leader lost with batches only it
-# had: aiokafka does not reset its sequences as the Java client does (KIP-360); a producer
-# anew, and what failed is sent again (an earlier copy may be on the topic: at least once).
-PRODUCER_STATE_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch)
-
-
-def again(error: BaseException | None) -> bool:
-    """Whether a record whose send failed with ``error`` is worth sending again."""
-    return isinstance(error, KafkaTimeoutError) or (isinstance(error, KafkaError) and error.retriable)
 
 
 async def _paced(sim: CitySimulator, send, start: float, pace_every: float) -> None:

@@ -1,5 +1,11 @@
-"""bench failover's arithmetic: the dispatch gap after a fault and the reports around it."""
+"""bench failover's arithmetic: the dispatch gap after a fault and the reports around it; a
+cluster fault is refused where the topics would have one replica (the "gap" would be the
+node's whole absence, not a failover)."""
 
+from types import SimpleNamespace
+
+import citybrain_tools.local_kafka as local_kafka
+from citybrain_tools.bench import failover
 from citybrain_tools.bench.failover import summarize
 
 
@@ -28,3 +34,30 @@ def test_a_run_with_the_console_apart_says_so():
     result = {"rate": 300.0, "probe_every_s": 0.05, "window_s": 10.0, "scenarios": {"restart": [run]}}
     assert "a process of its own no fault touches" not in report(result)
     assert "a process of its own no fault touches" in report({**result, "console_apart": True})
+
+
+async def test_a_leader_fault_on_topics_of_one_replica_is_skipped_with_the_settings_to_use(monkeypatch, capsys):
+    monkeypatch.setattr(local_kafka, "local_cluster", lambda: SimpleNamespace(bootstrap=lambda: "127.0.0.1:1"))
+    monkeypatch.delenv("CITYBRAIN_REPLICATION_FACTOR", raising=False)
+
+    async def no_run(*args):
+        raise AssertionError("a run must not start")
+    monkeypatch.setattr(failover, "one_run", no_run)
+    result = await failover.bench("127.0.0.1:1", ["leader", "hang"], 1, 300, 1, 1, 0.05, 10, 7)
+    assert result["scenarios"] == {}
+    said = capsys.readouterr().out
+    assert said.count("CITYBRAIN_REPLICATION_FACTOR=3") == 2 and "跳过 leader" in said and "跳过 hang" in said
+
+
+async def test_a_leader_fault_runs_where_the_topics_are_replicated(monkeypatch):
+    monkeypatch.setattr(local_kafka, "local_cluster", lambda: SimpleNamespace(bootstrap=lambda: "127.0.0.1:1"))
+    monkeypatch.setenv("CITYBRAIN_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("CITYBRAIN_MIN_INSYNC_REPLICAS", "2")
+    runs = []
+
+    async def one_run(bootstrap, name, *args):
+        runs.append(name)
+        return {"name": name}
+    monkeypatch.setattr(failover, "one_run", one_run)
+    result = await failover.bench("127.0.0.1:1", ["leader"], 2, 300, 1, 1, 0.05, 10, 7)
+    assert runs == ["leader", "leader"] and len(result["scenarios"]["leader"]) == 2

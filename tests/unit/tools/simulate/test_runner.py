@@ -8,8 +8,6 @@ from types import SimpleNamespace
 from aiokafka.errors import (
     KafkaTimeoutError,
     LeaderNotAvailableError,
-    MessageSizeTooLargeError,
-    OutOfOrderSequenceNumber,
 )
 
 from citybrain.kafka.topics import Topics
@@ -137,40 +135,3 @@ async def test_a_record_without_a_leader_is_tried_again_not_lost(monkeypatch):
     assert result["sent"] == 4 and result["retried"] == 3
     assert "重试 sent again: 3" in runner.summary_text(result)
 
-
-def test_what_is_sent_again_and_what_is_not():
-    assert runner.again(KafkaTimeoutError()) and runner.again(LeaderNotAvailableError())
-    assert not runner.again(MessageSizeTooLargeError()) and not runner.again(None)
-
-
-class BrokenSequenceProducer(LeaderlessProducer):
-    """The first producer's batch of k1 fails with OutOfOrderSequenceNumber (its leader lost
-    batches only it had): that producer is done for; the next acknowledges everything."""
-
-    def __init__(self, made: list):
-        super().__init__()
-        self.first = not made
-        made.append(self)
-        self.stopped = False
-
-    async def stop(self):
-        self.stopped = True
-
-    async def send(self, topic, value, key=None, timestamp_ms=None):
-        self.tries.append(key)
-        future = asyncio.get_running_loop().create_future()
-        if self.first and key == b"k1":
-            future.set_exception(OutOfOrderSequenceNumber())
-        else:
-            future.set_result(SimpleNamespace(timestamp=time.time() * 1000))
-            self.acked.append(key)
-        return future
-
-
-async def test_a_producer_whose_sequence_broke_is_replaced_and_its_failed_records_sent_again(monkeypatch):
-    made: list[BrokenSequenceProducer] = []
-    monkeypatch.setattr(runner, "kafka_producer", lambda **_: BrokenSequenceProducer(made))
-    result = await runner.run(ListSimulator(), "127.0.0.1:1", Topics(""), paced=False)
-    assert len(made) == 2 and made[0].stopped and made[1].stopped
-    assert made[0].acked == [b"k0", b"k2", b"k3"] and made[1].acked == [b"k1"]
-    assert result["sent"] == 4 and result["retried"] == 1
