@@ -10,14 +10,17 @@ dispatch gap is reported.
 The cluster (three JVMs) is started once for this module only."""
 
 import asyncio
+import random
 import signal
 import time
+from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from citybrain.config import Config
 from citybrain.kafka.admin import create_topics, publish_registry
-from citybrain.kafka.clients import kafka_admin
+from citybrain.kafka.clients import kafka_admin, kafka_consumer, kafka_producer, stop_quietly
 from citybrain.kafka.topics import Topics
 from citybrain.stream.topology import topic_specs
 from citybrain_tools.local_kafka.cluster import LocalCluster
@@ -336,3 +339,94 @@ async def test_a_broker_stopped_for_a_minute_under_exactly_once(cluster, tmp_pat
     assert (verdict.lost, verdict.unexpected, verdict.incidents_differ, verdict.version_skips) == (0, 0, 0, 0), line
     assert len(run.snapshots) == len(reference.snapshots), line        # no incident became two orders
     assert (verdict.duplicate_outcomes, verdict.version_repeats, verdict.duplicate_dispatch) == (0, 0, 0), line
+
+
+COMMAND_EVERY = 0.1   # s: an operator desk's clicks, and a platform's cases, at a busy hour
+
+
+async def test_operator_commands_while_the_command_routings_coordinator_hangs(cluster, tmp_path, records):
+    """Operator commands (routed by Faust's own agent) while the node coordinating that
+    agent's group hangs (SIGSTOP) for ``HANG_SECONDS``: each command sent before, during and
+    after is applied exactly once — none lost, none twice — and how long each waited is
+    reported.  Known and reported, not asserted: a command whose path meets the frozen node
+    waits until it answers (Faust commits to its coordinator and waits: docs/performance.md)."""
+    topics, reader, worker, producing = await loaded(cluster, tmp_path, "cluster-commands", records)
+    bootstrap = cluster.bootstrap()
+    applied: dict[str, float] = {}                        # command id → when its change first came
+    versions: dict[str, set[tuple[str, int]]] = {}        # command id → the changes it made
+    seen_orders: list[str] = []
+    changes = kafka_consumer(topics.workorder_events, bootstrap_servers=bootstrap, group_id=None)
+    await changes.start()
+
+    async def follow() -> None:
+        async for m in changes:
+            change = orjson.loads(m.value)
+            if change["type"] == "created":
+                seen_orders.append(change["work_order_id"])
+            elif change["type"] == "commented":
+                # the change's own command: the last one its snapshot applied; a change sent
+                # again by a replay (at_least_once) is the same (order, version), not twice
+                cid = change["snapshot"]["applied_commands"][-1]
+                applied.setdefault(cid, time.time())
+                versions.setdefault(cid, set()).add((change["work_order_id"], change["version"]))
+    following = asyncio.create_task(follow())
+    sent: dict[str, float] = {}
+    rng = random.Random(7)
+    try:
+        for _ in range(240):
+            if len(seen_orders) >= 10:
+                break
+            await asyncio.sleep(0.5)
+        assert len(seen_orders) >= 10, "orders to comment on"
+        group = f"{topics.prefix}{Config().settings.worker.app_id}"
+        admin = kafka_admin(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            victim = await admin.find_coordinator(group)
+        finally:
+            await admin.close()
+        producer = kafka_producer(bootstrap_servers=bootstrap)
+        await producer.start()
+        start, frozen_at, thawed_at = time.time(), None, None
+        try:
+            while time.time() - start < 5 + HANG_SECONDS + 10:
+                if frozen_at is None and time.time() - start >= 5:
+                    cluster.freeze(victim)
+                    frozen_at = time.time()
+                if frozen_at and thawed_at is None and time.time() - frozen_at >= HANG_SECONDS:
+                    cluster.thaw(victim)
+                    thawed_at = time.time()
+                wo = rng.choice(seen_orders)
+                cid = f"cmd-hang-{len(sent)}"
+                command = {"command_id": cid, "work_order_id": wo, "action": "comment", "note": cid,
+                           "actor": {"id": "op-night-1", "role": "operator"},
+                           "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+                sent[cid] = time.time()
+                await producer.send(topics.commands, orjson.dumps(command), key=wo.encode())
+                await asyncio.sleep(COMMAND_EVERY)
+        finally:
+            if thawed_at is None:
+                cluster.thaw(victim)
+            await stop_quietly(producer)
+        await producing
+        deadline = time.time() + 180
+        while time.time() < deadline and not set(sent) <= set(applied):
+            await asyncio.sleep(1)
+        assert worker.poll() is None, "the worker must ride the fault out, not exit"
+    finally:
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        await changes.stop()
+        worker.stop()
+        await reader.stop()
+    assert frozen_at is not None and thawed_at is not None
+    lost = sorted(set(sent) - set(applied))
+    twice = sorted(cid for cid, made in versions.items() if len(made) > 1)
+    waits_in = sorted(applied[c] - sent[c] for c in sent if c in applied and frozen_at <= sent[c] < thawed_at)
+    waits_out = sorted(applied[c] - sent[c] for c in sent if c in applied and not frozen_at <= sent[c] < thawed_at)
+    line = (f"cluster-commands-hang: node {victim} (the command routing's group coordinator) frozen "
+            f"{HANG_SECONDS}s; {len(sent)} commands, lost {len(lost)}, applied twice {len(twice)}; sent while frozen: "
+            f"{figures(waits_in)}; the others: {figures(waits_out)}")
+    REPORT.append(line)
+    print("\n" + line)
+    assert not lost and not twice, line
