@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from citybrain.paths import PROJECT_ROOT
-from citybrain_tools.local_kafka.broker import server_properties
+from citybrain_tools.local_kafka.broker import request_threads, server_properties
 from citybrain_tools.local_kafka.cluster import _NODE_PROPERTIES, FAILOVER, LocalCluster
 
 LEADER = "[{at}] INFO [RaftManager id={n}] Completed transition to Leader(localVoterNode=VoterNode(...)) from Candidate"
@@ -43,13 +43,15 @@ def _parsed(text: str) -> dict[str, str]:
 
 def _properties() -> dict[str, str]:
     return _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:1", port=1, controller_port=2,
-                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER))
+                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER,
+                                           **request_threads()))
 
 
 def test_the_single_broker_and_a_cluster_node_differ_only_in_replication_and_failover_timings():
     single = _parsed(server_properties(port=1, controller_port=2, log_dir=Path("/x")))
     node = _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:2", port=1, controller_port=2,
-                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER))
+                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER,
+                                           **request_threads()))
     replication = {k for k in node if "replication.factor" in k or k.endswith("min.isr") or k == "min.insync.replicas"}
     assert {k for k in single if single[k] != node.get(k)} == replication
     assert all(single[k] == "1" for k in replication)
@@ -104,3 +106,11 @@ def test_a_frozen_node_is_stopped_not_killed_and_thaws(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_brokers_request_threads_are_sized_to_the_machine():
+    assert request_threads(2) == {"io_threads": 2, "network_threads": 2}
+    assert request_threads(4) == {"io_threads": 4, "network_threads": 2}
+    assert request_threads(32) == {"io_threads": 8, "network_threads": 3}   # Kafka's own defaults
+    single = _parsed(server_properties(port=1, controller_port=2, log_dir=Path("/x")))
+    assert single["num.io.threads"] == str(request_threads()["io_threads"])
