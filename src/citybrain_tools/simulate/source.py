@@ -45,7 +45,8 @@ class FieldSource:
     def __init__(self, new_producer: Callable[[], Any], on_ack: Callable[[asyncio.Future], None] | None = None):
         self.new_producer, self.on_ack = new_producer, on_ack
         self.producer: Any = None
-        self.pending: list[tuple[asyncio.Future, Record]] = []
+        # each delivery with the producer it went through: only the current one is replaced
+        self.pending: list[tuple[asyncio.Future, Record, Any]] = []
         self.retried = 0
 
     async def start(self) -> FieldSource:
@@ -63,24 +64,27 @@ class FieldSource:
                 self.retried += 1
         if self.on_ack is not None:
             future.add_done_callback(self.on_ack)
-        self.pending.append((future, (topic, key, value)))
+        self.pending.append((future, (topic, key, value), self.producer))
 
     async def settle(self) -> None:
         """Every record handed over so far acknowledged, those that failed sent again."""
         while self.pending:
             batch, self.pending = self.pending, []
-            await asyncio.gather(*(f for f, _ in batch), return_exceptions=True)
-            failed: list[tuple[BaseException, Record]] = []
-            for f, record in batch:
+            await asyncio.gather(*(f for f, _, _ in batch), return_exceptions=True)
+            failed: list[tuple[BaseException, Record, Any]] = []
+            for f, record, producer in batch:
                 if (error := f.exception()) is not None:
-                    failed.append((error, record))
-            for error, _ in failed:
+                    failed.append((error, record, producer))
+            for error, _, _ in failed:
                 if not (again(error) or isinstance(error, PRODUCER_STATE_ERRORS)):
                     raise error
-            if any(isinstance(error, PRODUCER_STATE_ERRORS) for error, _ in failed):
+            # (a delivery of a producer already replaced — sent while a settle was running —
+            # fails the same way and must not replace the new one)
+            if any(isinstance(error, PRODUCER_STATE_ERRORS) and producer is self.producer
+                   for error, _, producer in failed):
                 await stop_quietly(self.producer, 5.0)
                 await self.start()
-            for _, (topic, key, value) in failed:
+            for _, (topic, key, value), _ in failed:
                 self.retried += 1
                 await self.send(topic, value, key)
 

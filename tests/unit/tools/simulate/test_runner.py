@@ -3,16 +3,12 @@ never holds the event loop for more than one slice."""
 
 import asyncio
 import time
-from types import SimpleNamespace
-
-from aiokafka.errors import (
-    KafkaTimeoutError,
-    LeaderNotAvailableError,
-)
 
 from citybrain.kafka.topics import Topics
 from citybrain_tools.simulate import runner
 from citybrain_tools.simulate.traffic import SimRecord
+
+from .fakes import LeaderlessProducer
 
 
 class SlowSimulator:
@@ -91,39 +87,6 @@ class ListSimulator:
 
     def records(self):
         return [SimRecord("iot", f"k{i}".encode(), b"{}", 0.0, "normal") for i in range(4)]
-
-
-class LeaderlessProducer:
-    """A producer while a partition's leader is being replaced: the first send finds no
-    room (``KafkaTimeoutError`` from the accumulator), record k2's first batch expires unsent
-    and k3's first send meets a leader election; every later try is acknowledged."""
-
-    def __init__(self):
-        self.tries: list[bytes] = []
-        self.acked: list[bytes] = []
-
-    async def start(self):
-        pass
-
-    async def stop(self):
-        pass
-
-    async def flush(self):
-        pass
-
-    async def send(self, topic, value, key=None, timestamp_ms=None):
-        self.tries.append(key)
-        if len(self.tries) == 1:
-            raise KafkaTimeoutError()
-        future = asyncio.get_running_loop().create_future()
-        if key == b"k2" and self.tries.count(key) == 1:
-            future.set_exception(KafkaTimeoutError())
-        elif key == b"k3" and self.tries.count(key) == 1:
-            future.set_exception(LeaderNotAvailableError())
-        else:
-            future.set_result(SimpleNamespace(timestamp=time.time() * 1000))
-            self.acked.append(key)
-        return future
 
 
 async def test_a_record_without_a_leader_is_tried_again_not_lost(monkeypatch):
