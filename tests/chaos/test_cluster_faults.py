@@ -25,6 +25,7 @@ from citybrain.kafka.topics import Topics
 from citybrain.stream.topology import topic_specs
 from citybrain_tools.local_kafka.cluster import LocalCluster
 from citybrain_tools.sample.registry_builder import load
+from citybrain_tools.simulate.source import FieldSource
 
 from ..integration.kafka_helpers import PARTITIONS, WorkerProcess, new_prefix
 from .harness import (
@@ -385,8 +386,9 @@ async def test_operator_commands_while_the_command_routings_coordinator_hangs(cl
             victim = await admin.find_coordinator(group)
         finally:
             await admin.close()
-        producer = kafka_producer(bootstrap_servers=bootstrap)
-        await producer.start()
+        # A field source's producer: a command whose batch meets the frozen leader and expires
+        # is sent again, so "lost" is the worker's, never the test's own sending.
+        source = await FieldSource(lambda: kafka_producer(bootstrap_servers=bootstrap)).start()
         start, frozen_at, thawed_at = time.time(), None, None
         try:
             while time.time() - start < 5 + HANG_SECONDS + 10:
@@ -402,12 +404,13 @@ async def test_operator_commands_while_the_command_routings_coordinator_hangs(cl
                            "actor": {"id": "op-night-1", "role": "operator"},
                            "ts": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
                 sent[cid] = time.time()
-                await producer.send(topics.commands, orjson.dumps(command), key=wo.encode())
+                await source.send(topics.commands, orjson.dumps(command), wo.encode())
                 await asyncio.sleep(COMMAND_EVERY)
+            await source.settle()
         finally:
             if thawed_at is None:
                 cluster.thaw(victim)
-            await stop_quietly(producer)
+            await stop_quietly(source)
         await producing
         deadline = time.time() + 180
         while time.time() < deadline and not set(sent) <= set(applied):
