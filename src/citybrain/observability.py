@@ -90,7 +90,7 @@ ROWS: list[tuple[str, list[Panel]]] = [
            "gen {{generation}}"),
           ("sum by (generation) (rate(citybrain_gc_pause_seconds_count[5m]))", "gen {{generation}} passes/s")],
          "timeseries"),
-        ("Faust 指令路由消费者 (Faust's own consumer: rebalances, commit p99 ms)", "short",
+        ("Faust 自身消费者 (Faust's own consumer, beside the stages: rebalances, commit p99 ms)", "short",
          [("sum(citybrain_faust_total_rebalances)", "rebalances"),
           ("histogram_quantile(0.99, sum by (le) (rate(citybrain_faust_consumer_commit_latency_bucket[5m])))",
            "commit p99 ms")], "timeseries"),

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 from ..integration.kafka_helpers import WorkerProcess
-from .harness import REPORT, OutputReader, verify
+from .harness import REPORT, OutputReader, differences, verify
 
 
 def ready(worker: WorkerProcess) -> bool:
@@ -32,7 +32,10 @@ async def settle_and_verify(name: str, reference, reader: OutputReader, records,
     ref_size = reference.size()
     await reader.quiet(6, until=lambda: reader.outcome.size()[0] >= ref_size[0]
                        and reader.outcome.size()[2] >= ref_size[2])
-    verdict = verify(reference, await reader.stop(), records)
+    run = await reader.stop()
+    verdict = verify(reference, run, records)
     REPORT.append(verdict.line(name, extra))
     print("\n" + verdict.line(name, extra))
+    for line in differences(reference, run, records):   # what to look at when it fails
+        print("  " + line)
     return verdict

@@ -155,7 +155,8 @@ class Verdict:
 
 
 def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> list[str]:
-    """A few of what a run lost or got wrong against the reference, for a failing test's output."""
+    """A few of what a run lost, repeated or got wrong against the reference, for a failing
+    test's output."""
     lost_events = sorted(set(reference.events) - set(run.events))
     lines = [f"lost {len(lost_events)} events, e.g. {lost_events[:most]}"] if lost_events else []
     sent = sent_copies(records)
@@ -166,6 +167,17 @@ def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> 
     lines += [f"lost dead letters by reason {dict(by_reason)}; of {len(lost_dead)} distinct originals, "
               f"{sum(1 for k in lost_dead if run.dead[k] == 0)} with no copy at all; (reference, run, sent) copies: "
               f"{[(reference.dead[k], run.dead[k], sent[k[2]]) for k in list(lost_dead)[:most]]}"] if lost_dead else []
+    repeated_events = sorted(k for k, c in run.events.items() if c > 1)
+    lines += [f"{len(repeated_events)} events more than once, e.g. "
+              f"{[(k, run.events[k]) for k in repeated_events[:most]]}"] if repeated_events else []
+    ref_dead = expected_dead(reference, sent)
+    repeated_dead = [(k, ref_dead[k], c) for k, c in run.dead.items() if k in ref_dead and c > ref_dead[k]]
+    lines += [f"{len(repeated_dead)} dead letters more often than the reference, e.g. (source, reason, "
+              f"sha256[:12]) reference, run: {[((s, r, h[:12]), n, c) for (s, r, h), n, c in repeated_dead[:most]]}"
+              ] if repeated_dead else []
+    repeated_versions = [(wo, v, c) for wo, vs in run.versions.items() for v, c in vs.items() if c > 1]
+    lines += [f"{len(repeated_versions)} order versions more than once, e.g. {repeated_versions[:most]}, "
+              f"by (copy, change) {dict(run.repeat_kinds)}"] if repeated_versions else []
     ref_inc, run_inc = reference.incidents(), run.incidents()
     lines += [f"incident of {len(k)} events {sorted(k)[:3]}: reference {v}, run {run_inc.get(k)}"
               for k, v in list((k, v) for k, v in ref_inc.items() if run_inc.get(k) != v)[:most]]

@@ -114,7 +114,7 @@ class City:
         return handle
 
     def _command(self, m: ConsumerRecord) -> None:
-        """route_commands (stream/commands.py): what becomes of a command is judged there."""
+        """The command routing (stream/commands.py): what becomes of a command is judged there."""
         kind, detail = commands.judge(m.value)
         if kind == "forward":
             self.put(self.topics.fusion_inbox, detail.encode(), m.value)

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from citybrain.kafka.clients import kafka_admin
+from citybrain.stream.commands import command_group
 
 from .kafka_helpers import WorkerProcess, new_prefix, prepare
 
@@ -33,11 +34,14 @@ async def test_a_worker_keeps_its_place_through_a_kill_and_leaves_on_sigterm(kaf
     prefix = new_prefix("static")
     await prepare(kafka_bootstrap, prefix)
     group = f"{prefix}citybrain-normalise"
-    faust_group = f"{prefix}citybrain"   # Faust's own consumer (command routing), static too
+    commands = command_group(f"{prefix}citybrain")   # the command routing, a stage too
+    faust_group = f"{prefix}citybrain"   # Faust's own consumer, static too
     worker = WorkerProcess(kafka_bootstrap, prefix, tmp_path, env={"CITYBRAIN_INSTANCE_ID": INSTANCE}).start()
     try:
         first = await members(kafka_bootstrap, group)
         assert len(first) == 1 and first[0].startswith(f"{INSTANCE}-"), first
+        routing = await members(kafka_bootstrap, commands)
+        assert len(routing) == 1 and routing[0].startswith(f"{INSTANCE}-"), routing
         faust_first = await members(kafka_bootstrap, faust_group)
         assert len(faust_first) == 1 and faust_first[0].startswith(f"{INSTANCE}-"), faust_first
 
@@ -52,6 +56,7 @@ async def test_a_worker_keeps_its_place_through_a_kill_and_leaves_on_sigterm(kaf
         worker.stop(signal.SIGTERM)
         assert worker.proc.returncode is not None
         assert await members(kafka_bootstrap, group) == []   # left at once, not after its session
+        assert await members(kafka_bootstrap, commands) == []
         assert await members(kafka_bootstrap, faust_group) == []
         assert "已离组 left group" in worker.log_path.read_text()
     finally:

@@ -1,7 +1,7 @@
 """The worker: a Faust app hosting the hot path's batch stages.
 
 - Faust provides the worker lifecycle, the web server (/metrics, /healthz, /readyz) and
-  the low-rate ``route_commands`` agent (stream/commands.py).
+  the tasks beside the stages (registry, area warnings, read models).
 - The hot path runs as batch stages (stream/runner.py; stream/normalise_stage.py, stream/fuse_stage.py): ``normalise``
   (ingest topics → events.normalized, fusion inbox | deadletter) and ``fuse``
   (fusion inbox → workorders.events, dispatch.<department>, workorders.rejected), each a
@@ -38,9 +38,9 @@ from citybrain.kafka.topics import Topics
 from citybrain.reporterkey import reporter_pseudonymiser
 from citybrain.startup import StartupPhases
 from citybrain.stream import area_warnings as warning_stream
-from citybrain.stream import commands
 from citybrain.stream.brokerwatch import BrokerWatch
 from citybrain.stream.collaborators import collaborators
+from citybrain.stream.commands import CommandStage
 from citybrain.stream.console import install_console, refer_to_console
 from citybrain.stream.early import start_early, when_set
 from citybrain.stream.fuse_stage import FuseStage
@@ -169,10 +169,6 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
     dead_log = DeadLetterLog()
     keep = s.ingest.max_record_bytes
 
-    async def emit(topic: str, key: bytes | None, value: bytes) -> None:
-        # Faust flushes its producer before committing the agent's offsets.
-        await app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
-
     dead_letter_registry = dead_letter_sender(app, topics.deadletter, "registry", keep,
                                               s.ingest.dead_letter_original, dead_log)
 
@@ -202,6 +198,8 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
                                      registry=lambda: registry.devices.values()))
     if "fuse" in s.worker.stages:
         stages.append(FuseStage(collab, topics, gid))
+        # The command routing feeds the fuse stage's inbox: hosted where that stage is.
+        stages.append(CommandStage(topics, gid, keep_bytes=keep, keep_original=s.ingest.dead_letter_original))
 
     @early.task
     async def load_registry() -> None:
@@ -306,8 +304,6 @@ def create_app(config: Config, bootstrap: str, data_dir: Path, phases: StartupPh
         except Exception:
             log.exception("批处理阶段失败 a batch stage failed for good; stopping the worker")
             raise
-
-    commands.install(app, topics, emit, keep_bytes=keep, keep_original=s.ingest.dead_letter_original)
 
     def readiness() -> dict:
         stage_ready = {st.name: st.ready.is_set() for st in stages}

@@ -1,21 +1,28 @@
-"""``route_commands`` (a Faust agent: commands are a low-rate stream): workorders.commands,
+"""The command routing, a batch stage (stream/runner.py) like the hot path's: workorders.commands,
 keyed by work-order id, forwarded to the fusion inbox partition that owns the order —
 the group named in the id (a ``merge`` goes first to the group of its ``into``, the
 survivor: docs/lifecycle.md "Merge and split").  Malformed, oversized or otherwise unusable commands are dead
 letters; ids that are not ours are refused on workorders.rejected.  No record stops the
-agent: whatever happens to one command is that command's outcome."""
+stage: whatever happens to one command is that command's outcome (the runner's guard).
+
+Why a stage and not a Faust agent (as it was): Faust's consumer committed to its group
+coordinator and waited — a hung node held every operator's command for the whole hang
+(docs/performance.md).  The runner's consumer leaves a hung coordinator in 5 s, its
+checkpoint is the processing guarantee's (under exactly_once a command is forwarded once),
+and it is hosted where the fuse stage is, whose input it feeds."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import faust
+from aiokafka import ConsumerRecord
 from pydantic import ValidationError
 from pydantic_core import to_json
 
 from citybrain import metrics
+from citybrain.domain.device_health import PartitionClock
 from citybrain.domain.fusion import group_of
 from citybrain.domain.normalize import (
     KEEP_ORIGINAL_BYTES,
@@ -25,49 +32,60 @@ from citybrain.domain.normalize import (
     validation_failure,
 )
 from citybrain.kafka.topics import Topics
+from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
+from citybrain.stream.state import ChangelogState
 from citybrain.wire.models import Command, CommandRejection
 
-Emit = Callable[[str, bytes | None, bytes], Awaitable[None]]
 log = logging.getLogger("citybrain.commands")
 
 
-def install(app: faust.App, topics: Topics, emit: Emit, keep_bytes: int = KEEP_ORIGINAL_BYTES,
-            keep_original: OriginalKept = "masked") -> None:
-    commands = app.topic(topics.commands, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
+def command_group(group_id: str) -> str:
+    """The command routing's consumer group (and transactional ids' stem)."""
+    return f"{group_id}-commands"
 
-    async def dead(m, value: bytes | None, reason: str, detail: str, field: str | None = None,
-                   exc: str | None = None) -> None:
-        metrics.count_dead("command", reason)
-        await emit(topics.deadletter, dead_letter_key(m.key), to_json(dead_letter(
-            "command", value, record_meta(m, timestamp_ms=False), reason, detail, field,
-            keep_bytes=keep_bytes, exception_type=exc, keep_original=keep_original)))
 
-    async def route(m, value: bytes | None) -> None:
-        kind, detail = judge(value, keep_bytes)
+class CommandStage:
+    """The runner's ``Stage`` (stream/stage.py): stateless, no timers."""
+
+    def __init__(self, topics: Topics, group_id: str, keep_bytes: int = KEEP_ORIGINAL_BYTES,
+                 keep_original: OriginalKept = "masked"):
+        self.topic_names, self.keep_bytes, self.keep_original = topics, keep_bytes, keep_original
+        self.name, self.group_id, self.topics = "commands", command_group(group_id), [topics.commands]
+        self.states: list[ChangelogState] = []
+        self.state_topic: str | None = None
+        self.tick_seconds = 3600.0   # nothing is timed here
+        # A person's click, not a sensor's stream: 100 ms is unnoticed, and the idle consumer
+        # asks each broker 10 times a second instead of the hot path's 50.
+        self.fetch_max_wait_ms = 100
+        self.clock: PartitionClock | None = None
+        self.ready = asyncio.Event()
+
+    def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
+        kind, detail = judge(m.value, self.keep_bytes)
         if kind == "dead":
-            return await dead(m, value, *detail)
-        if kind == "rejected":
+            reason, text, field = detail
+            metrics.count_dead("command", reason)
+            out.append(Output(self.topic_names.deadletter, dead_letter_key(m.key), to_json(dead_letter(
+                "command", m.value, record_meta(m), reason, text, field,
+                keep_bytes=self.keep_bytes, keep_original=self.keep_original))))
+        elif kind == "rejected":
             metrics.COMMANDS_REJECTED.labels("unknown_work_order").inc()
-            return await emit(topics.rejected, detail.command.work_order_id.encode(), to_json(detail))
-        assert value is not None   # judge routes only a command it parsed from these bytes
-        await emit(topics.fusion_inbox, detail.encode(), value)
+            out.append(Output(self.topic_names.rejected, detail.command.work_order_id.encode(), to_json(detail)))
+        else:
+            out.append(Output(self.topic_names.fusion_inbox, detail.encode(), m.value))
 
-    @app.agent(commands, name="route_commands")
-    async def route_commands(stream):
-        async for event in stream.events():
-            m = event.message
-            try:
-                await route(m, event.value)
-            except Exception as e:  # noqa: BLE001 - one command never stops the agent
-                log.exception("指令内部错误 internal error on command %s[%d]@%d", m.topic, m.partition, m.offset)
-                try:
-                    await dead(m, event.value, "internal_error", f"{type(e).__name__}: {e}",
-                               exc=type(e).__name__)
-                except Exception:  # noqa: BLE001 - not even the dead letter went out: logged
-                    log.exception("死信发送失败 could not dead-letter command %s[%d]@%d", m.topic,
-                                  m.partition, m.offset)
+    def source_of(self, m: ConsumerRecord) -> str:
+        return "command"
+
+    def on_assigned(self, partitions: set[int]) -> None:
+        pass
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        pass
+
+    def tick(self) -> list[Output]:
+        return []
 
 
 def judge(value: bytes | None, keep_bytes: int = KEEP_ORIGINAL_BYTES):

@@ -210,11 +210,11 @@ class FuseStage:
         if step.hop is not None:
             transfer, to = step.hop
             group = group_of(to)
-            assert group is not None   # route_commands refused ids that are not work-order ids
+            assert group is not None   # the command routing refused ids that are not work-order ids
             out.append(Output(self.topic_names.fusion_inbox, group.encode(), to_json(transfer)))
 
     def on_command(self, partition: int, cmd: Command, out: list[Output]) -> None:
-        if cmd.action == "merge":   # 并单, hop 1, where the survivor lives (route_commands keys it by ``into``)
+        if cmd.action == "merge":   # 并单, hop 1, where the survivor lives (the command routing keys it by ``into``)
             _, survivor = self.held(partition, cmd.into)
             return self.merge_step(order_flow.merge_start(survivor, cmd, self.now()), out)
         self.apply(partition, cmd, out)

@@ -31,6 +31,9 @@ class Stage(Protocol):
     # Optional (read with getattr): output topics a person waits on, given a producer of
     # their own under at_least_once (the fuse stage's dispatch topics).
     # urgent_topics: frozenset[str]
+    # … and how long a fetch waits for records when there are none (ms; default 20: the
+    # hot path's latency).  A low-rate stage waits longer and asks the broker less often.
+    # fetch_max_wait_ms: int
 
     def handle(self, m: ConsumerRecord, out: list[Output]) -> None:
         """One call per record, appending its outputs."""

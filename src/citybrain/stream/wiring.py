@@ -24,7 +24,8 @@ def stage_consumer(stage: Stage, settings: RunnerSettings) -> Any:
     transactional id per process relies on (KIP-447, stream/exactly_once.py)."""
     return kafka_consumer(
         bootstrap_servers=settings.bootstrap, group_id=stage.group_id, enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_records=settings.max_batch_records, fetch_max_wait_ms=20,
+        auto_offset_reset="earliest", max_poll_records=settings.max_batch_records,
+        fetch_max_wait_ms=getattr(stage, "fetch_max_wait_ms", 20),
         session_timeout_ms=settings.session_timeout_ms, heartbeat_interval_ms=settings.heartbeat_ms,
         isolation_level="read_committed", partition_assignment_strategy=(RangePartitionAssignor,),
         group_instance_id=settings.group_instance_id, client_id=f"citybrain-{stage.name}",
