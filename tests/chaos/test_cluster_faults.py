@@ -356,9 +356,9 @@ async def test_operator_commands_while_the_command_routings_coordinator_hangs(cl
     """Operator commands while the node coordinating the command routing's group hangs
     (SIGSTOP) for ``HANG_SECONDS``: each command sent before, during and after is applied
     exactly once — none lost, none twice — and how long each waited is reported (not
-    asserted: a figure).  When the routing was Faust's agent, a command sent during the
-    hang waited until the node answered (Faust committed to its coordinator and waited);
-    as a stage its consumer leaves the hung coordinator in 5 s (docs/performance.md)."""
+    asserted: a figure).  A command whose hops meet a partition the frozen node led waits
+    a request timeout there, each such hop (docs/performance.md, "The command routing
+    made a stage")."""
     topics, reader, worker, producing = await loaded(cluster, tmp_path, "cluster-commands", records)
     bootstrap = cluster.bootstrap()
     applied: dict[str, float] = {}                        # command id → when its change first came
