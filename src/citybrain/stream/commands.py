@@ -5,11 +5,12 @@ survivor: docs/lifecycle.md "Merge and split").  Malformed, oversized or otherwi
 letters; ids that are not ours are refused on workorders.rejected.  No record stops the
 stage: whatever happens to one command is that command's outcome (the runner's guard).
 
-Why a stage and not a Faust agent (as it was): Faust's consumer committed to its group
-coordinator and waited — a hung node held every operator's command for the whole hang
-(docs/performance.md).  The runner's consumer leaves a hung coordinator in 5 s, its
-checkpoint is the processing guarantee's (under exactly_once a command is forwarded once),
-and it is hosted where the fuse stage is, whose input it feeds."""
+Why a stage and not a Faust agent (as it was): the runner's checkpoint is the processing
+guarantee's (under exactly_once a command is forwarded in a transaction with its offsets;
+the agent's forwards were outside any), and the routing gets the stages' metrics, restarts,
+static membership and hand-over.  Hosted where the fuse stage is, whose input it feeds.
+(It did not shorten a command's wait under a hung node: that is the node's partitions on
+the command's hops — docs/performance.md, "The command routing made a stage".)"""
 
 from __future__ import annotations
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 from citybrain.domain.normalize import RecordMeta
 
 
-def record_meta(m, *, timestamp_ms: bool = True) -> RecordMeta:
-    """``m``: an aiokafka ``ConsumerRecord`` (timestamp in ms), or a Faust ``Message``
-    with ``timestamp_ms=False`` (Faust converts to seconds)."""
-    return RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000.0 if timestamp_ms else m.timestamp,
-                      m.key)
+def record_meta(m) -> RecordMeta:
+    """``m``: an aiokafka ``ConsumerRecord`` (timestamp in ms)."""
+    return RecordMeta(m.topic, m.partition, m.offset, m.timestamp / 1000.0, m.key)

@@ -101,8 +101,8 @@ async def test_lanes_commit_apart_a_slow_partition_holds_no_other():
     producers[0].gate = asyncio.Event()
     tc = TransactionLanes(one_each(producers), "grp")
     parts = tc.submit({TP0: 11, TP1: 7}, [out("events", 10), out("events", 6, partition=1)], [])
-    await asyncio.sleep(0.05)
-    assert commits(producers[1]) == 1 and commits(producers[0]) == 0
+    await until(lambda: commits(producers[1]) == 1)   # not a fixed 50 ms: a loaded box missed it
+    assert commits(producers[0]) == 0
     assert sum(f.done() for f in parts) == 1
     await asyncio.wait_for(tc.settle(1), 1)        # one batch may stay unsettled
     with pytest.raises(asyncio.TimeoutError):
