@@ -85,7 +85,7 @@ async def test_a_batch_handed_over_while_its_lane_commits_joins_the_next_transac
     producers[0].gate = asyncio.Event()
     tc = TransactionLanes(one_each(producers), "grp")
     first = tc.submit({TP0: 11}, [out("events", 10)], [])
-    await asyncio.sleep(0.05)                      # sent, acknowledged, commit waiting
+    await until(lambda: ("offsets", {TP0: 11}, "grp") in producers[0].log)   # sent, acknowledged, commit waiting
     assert not first[0].done()
     tc.submit({TP0: 12}, [out("events", 11)], [])
     tc.submit({TP0: 13}, [out("events", 12)], [changelog(0)])
