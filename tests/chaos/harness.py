@@ -160,7 +160,8 @@ def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> 
     lost_events = sorted(set(reference.events) - set(run.events))
     lines = [f"lost {len(lost_events)} events, e.g. {lost_events[:most]}"] if lost_events else []
     sent = sent_copies(records)
-    lost_dead = expected_dead(reference, sent) - run.dead
+    ref_dead = expected_dead(reference, sent)
+    lost_dead = ref_dead - run.dead
     by_reason = Counter()
     for (source, reason, _), n in lost_dead.items():
         by_reason[f"{source}/{reason}"] += n
@@ -170,7 +171,6 @@ def differences(reference: Outcome, run: Outcome, records=(), most: int = 5) -> 
     repeated_events = sorted(k for k, c in run.events.items() if c > 1)
     lines += [f"{len(repeated_events)} events more than once, e.g. "
               f"{[(k, run.events[k]) for k in repeated_events[:most]]}"] if repeated_events else []
-    ref_dead = expected_dead(reference, sent)
     repeated_dead = [(k, ref_dead[k], c) for k, c in run.dead.items() if k in ref_dead and c > ref_dead[k]]
     lines += [f"{len(repeated_dead)} dead letters more often than the reference, e.g. (source, reason, "
               f"sha256[:12]) reference, run: {[((s, r, h[:12]), n, c) for (s, r, h), n, c in repeated_dead[:most]]}"

@@ -15,7 +15,6 @@ the command's hops — docs/performance.md, "The command routing made a stage".)
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
@@ -37,8 +36,6 @@ from citybrain.stream.output import Output
 from citybrain.stream.records import record_meta
 from citybrain.stream.state import ChangelogState
 from citybrain.wire.models import Command, CommandRejection
-
-log = logging.getLogger("citybrain.commands")
 
 
 def command_group(group_id: str) -> str:

@@ -42,16 +42,15 @@ def _parsed(text: str) -> dict[str, str]:
 
 
 def _properties() -> dict[str, str]:
-    return _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:1", port=1, controller_port=2,
+    """A cluster node's properties, as LocalCluster writes them (its controller on port 2)."""
+    return _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:2", port=1, controller_port=2,
                                            log_dir="/x", replicas=3, min_isr=2, **FAILOVER,
                                            **request_threads()))
 
 
 def test_the_single_broker_and_a_cluster_node_differ_only_in_replication_and_failover_timings():
     single = _parsed(server_properties(port=1, controller_port=2, log_dir=Path("/x")))
-    node = _parsed(_NODE_PROPERTIES.format(node_id=1, count=3, voters="1@127.0.0.1:2", port=1, controller_port=2,
-                                           log_dir="/x", replicas=3, min_isr=2, **FAILOVER,
-                                           **request_threads()))
+    node = _properties()
     replication = {k for k in node if "replication.factor" in k or k.endswith("min.isr") or k == "min.insync.replicas"}
     assert {k for k in single if single[k] != node.get(k)} == replication
     assert all(single[k] == "1" for k in replication)
