@@ -36,6 +36,17 @@ def test_a_run_with_the_console_apart_says_so():
     assert "a process of its own no fault touches" in report({**result, "console_apart": True})
 
 
+def test_a_run_overrun_before_its_fault_is_flagged_and_a_steady_one_is_not():
+    from citybrain_tools.bench.failover import report
+    run = {"dispatch_gap_s": 4.0, "gap_began_s_after_fault": 0.0, "window_s": 10.0, "marks_s_after_fault": {},
+           "reports_after_fault": {"n": 300, "p50_ms": 1748.6, "p99_ms": 6332.0, "max_ms": 7068.2}}
+    result = {"rate": 300.0, "probe_every_s": 0.05, "window_s": 10.0}
+    overrun = report({**result, "scenarios": {"leader": [{**run, "reports_before": {"n": 150, "p99_ms": 2367.7}}]}})
+    steady = report({**result, "scenarios": {"leader": [{**run, "reports_before": {"n": 150, "p99_ms": 177.7}}]}})
+    assert "overrun before the fault" in overrun and "2367.7 ms" in overrun
+    assert "overrun" not in steady
+
+
 async def test_a_leader_fault_on_topics_of_one_replica_is_skipped_with_the_settings_to_use(monkeypatch, capsys):
     monkeypatch.setattr(local_kafka, "local_cluster", lambda: SimpleNamespace(bootstrap=lambda: "127.0.0.1:1"))
     monkeypatch.delenv("CITYBRAIN_REPLICATION_FACTOR", raising=False)
