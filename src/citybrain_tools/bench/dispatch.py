@@ -22,6 +22,7 @@ import orjson
 from citybrain.config import Config
 from citybrain.kafka.clients import HOT_PATH_PRODUCER, kafka_consumer, kafka_producer
 from citybrain.progress import Progress
+from citybrain_tools.bench.brokergc import read_pauses, spanned
 from citybrain_tools.bench.collector import CollectorProcess
 from citybrain_tools.bench.common import ONE_PROCESS, BenchWorkers, WorkerShape, fresh_topics, produce_backlog
 from citybrain_tools.bench.stats import percentiles
@@ -202,6 +203,8 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
                 "floor_beside": beside_floor,
                 "hops": split_by_hop([h for h in got["hops"] if h[0] >= started + warmup]),
+                "broker_gc": broker_gc(bootstrap, [h for h in got["hops"] if h[0] >= started + warmup],
+                                       started + warmup, started + duration),
                 **windows(got["samples"], started + warmup, count, seconds)}
     finally:
         worker.stop()
@@ -229,6 +232,18 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
 
 
 HOPS = ("normalise", "fuse", "last")
+
+
+def broker_gc(bootstrap: str, rows: list[tuple[float, float, float, float]], since: float,
+              until: float) -> dict | None:
+    """The local broker's collector pauses over the windows and the dispatches whose path
+    spanned one (bench/brokergc.py); None against any other broker (no log of its pauses)."""
+    from citybrain_tools.local_kafka import local_broker
+    broker = local_broker()
+    if broker.bootstrap() != bootstrap:
+        return None
+    paused = read_pauses(broker.log_file.with_name("gc.log"), since, until)
+    return None if paused is None else spanned(rows, paused, since, until)
 
 
 def split_by_hop(rows: list[tuple[float, float, float, float]]) -> dict:
@@ -516,6 +531,14 @@ def report(result: dict) -> str:
                          f"{h['tail_n']} dispatches ≥ {h['tail_from_ms']}): " + "; ".join(
                              f"{hop} p50 {h[hop]['p50_ms']} p99 {h[hop]['p99_ms']}, in the tail p50 "
                              f"{h[hop]['tail_p50_ms']} and largest in {h[hop]['tail_largest']}" for hop in HOPS))
+        g = r["ours"].get("broker_gc") or {}
+        if g:
+            p = g["pauses"]
+            lines.append(f"          broker GC pauses in the windows (var/kafka/gc.log): n {p['n']}"
+                         + (f", p50 {p['p50_ms']} max {p['max_ms']} ms" if p["n"] else "")
+                         + f", {p['share_of_time'] * 100:.2f} % of the time; dispatches whose path spanned one: "
+                         f"tail {g.get('tail_spanning', '-')} of {g.get('tail_n', '-')}, "
+                         f"all {g.get('all_spanning', '-')} of {g.get('all_n', '-')}")
     m = result.get("max_throughput")
     if m:
         runs = "; ".join(f"ours {x['ours']['rate']:,.0f}/s (worker CPU {x['ours'].get('cpu_share', '-')} of a core) "
