@@ -12,11 +12,8 @@ An unusable record is judged alike by every copy, but its dead letter is written
 not once per worker and start: ``RegistryDeadLetters`` reads the topic again in a
 consumer group of its own (``<group>-registry-deadletters``), so each partition has one
 owner, which sends the partition's dead letters and commits past them once they are
-acknowledged (at least once: a crash between the two sends a record's dead letter again,
-as the stages' do).  A rebalance does not: the batch in hand is sent and committed before
-the partitions are given up, and a batch fetched before they were is left to their next
-owner (measured: two workers starting together sent one wrong-key record's dead letter twice,
-the first member's commit refused by the second's join).
+acknowledged (at least once: a crash or a rebalance between the two sends a record's dead
+letter again, as the stages' do).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic_core import to_json
 
@@ -181,8 +178,6 @@ class RegistryDeadLetters:
         # Another compacted topic read whole by every worker (ingest.warnings) brings its own
         # verdict, shaped like RegistryEntry (dead, reason, detail, field, exception_type).
         self.verdict = verdict or (lambda msg: judge(msg, self.max_record_bytes))
-        self._handling = asyncio.Lock()   # a batch's dead letters and commit, or a revocation
-        self.revocations = 0
 
     async def run(self) -> None:
         while True:
@@ -196,33 +191,17 @@ class RegistryDeadLetters:
                 await asyncio.sleep(self.RETRY_SECONDS)
 
     async def _run(self) -> None:
-        consumer = kafka_consumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
+        consumer = kafka_consumer(self.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
                                   enable_auto_commit=False, auto_offset_reset="earliest",
                                   client_id=f"citybrain-{self.name}-deadletters")
-        consumer.subscribe([self.topic], listener=_HandOver(self))
         await consumer.start()
         try:
             while True:
-                await self.step(consumer)
+                batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+                if batches:
+                    await self.handle(batches, consumer)
         finally:
             await consumer.stop()
-
-    async def step(self, consumer) -> None:
-        """One fetch, handled unless the partitions were revoked since: a batch fetched before
-        a revocation is its partitions' next owner's, read again from the last commit."""
-        before = self.revocations
-        batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
-        if batches:
-            async with self._handling:
-                if self.revocations == before:
-                    await self.handle(batches, consumer)
-
-    async def revoked(self) -> None:
-        """Before the partitions go (aiokafka awaits this before it rejoins, heartbeats going
-        on): the batch in hand is sent and committed first, in the generation that fetched it
-        — Kafka takes a commit of that generation while the group prepares to rebalance."""
-        async with self._handling:
-            self.revocations += 1
 
     async def handle(self, batches: dict[TopicPartition, list], consumer) -> None:
         """Dead letters for a fetched batch, each acknowledged, then the offsets past it.
@@ -240,14 +219,3 @@ class RegistryDeadLetters:
         except KafkaError as e:
             log.info("registry dead letters: commit not taken (%s: %s); the partition's owner reads on from "
                      "the last commit", type(e).__name__, e)
-
-
-class _HandOver(ConsumerRebalanceListener):
-    def __init__(self, duty: RegistryDeadLetters):
-        self.duty = duty
-
-    async def on_partitions_revoked(self, revoked) -> None:
-        await self.duty.revoked()
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        return None

@@ -1,9 +1,6 @@
 """The worker's registry reader (stream/registry.py): every copy applies the key rule of
 domain/registry_records.py and writes no dead letter; the dead-letter duty sends a
-partition's dead letters, each acknowledged, then commits past them, and gives a partition
-up in a rebalance only with the batch in hand committed."""
-
-import asyncio
+partition's dead letters, each acknowledged, then commits past them."""
 
 import orjson
 import pytest
@@ -98,50 +95,3 @@ async def test_nothing_is_committed_past_a_dead_letter_that_was_not_acknowledged
             {TopicPartition(TOPIC, 0): [msg(b"OTHER-X", device("X"), 0), msg(b"OTHER-Y", device("Y"), 1)]},
             consumer)
     assert consumer.commits == []   # the duty rejoins and reads from the last commit (at least once)
-
-
-class FetchingConsumer(FakeConsumer):
-    """getmany hands out ``batches`` in turn; ``during_fetch`` runs inside the fetch (a
-    rebalance that revokes the partitions while it is out)."""
-
-    def __init__(self, batches: list[dict], during_fetch=None):
-        super().__init__()
-        self.batches, self.during_fetch = list(batches), during_fetch
-
-    async def getmany(self, timeout_ms: int = 0, max_records: int = 0) -> dict:
-        if self.during_fetch is not None:
-            await self.during_fetch()
-        return self.batches.pop(0) if self.batches else {}
-
-
-async def test_a_revocation_waits_until_the_batch_in_hand_is_sent_and_committed():
-    sent: list = []
-    release = asyncio.Event()
-    p0 = TopicPartition(TOPIC, 0)
-
-    async def slow_on_dead(m, entry):
-        await release.wait()
-        sent.append(m.key)
-    d = RegistryDeadLetters("unused:9092", TOPIC, "grp-registry-deadletters", slow_on_dead)
-    consumer = FetchingConsumer([{p0: [msg(b"OTHER-X", device("X"), 4)]}])
-    stepping = asyncio.create_task(d.step(consumer))
-    await asyncio.sleep(0)   # the batch is in hand, its dead letter waiting for its ack
-    revoking = asyncio.create_task(d.revoked())
-    await asyncio.sleep(0.01)
-    assert not revoking.done() and consumer.commits == []
-    release.set()
-    await asyncio.gather(stepping, revoking)
-    assert sent == [b"OTHER-X"] and consumer.commits == [{p0: 5}] and d.revocations == 1
-
-
-async def test_a_batch_fetched_before_its_partitions_were_revoked_is_left_to_their_next_owner():
-    sent: list = []
-    d = duty(sent)
-    p0 = TopicPartition(TOPIC, 0)
-    consumer = FetchingConsumer([{p0: [msg(b"OTHER-X", device("X"), 4)]}, {p0: [msg(b"OTHER-X", device("X"), 4)]}],
-                                during_fetch=d.revoked)
-    await d.step(consumer)   # revoked while the fetch was out: neither sent nor committed here
-    assert sent == [] and consumer.commits == []
-    consumer.during_fetch = None
-    await d.step(consumer)   # fetched in the new generation (this worker its owner again): sent once
-    assert sent == [(b"OTHER-X", 4, "wrong_key", "key")] and consumer.commits == [{p0: 5}]
