@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
-from citybrain_tools.bench.stats import percentiles
+from citybrain_tools.bench.stats import percentiles, tail
 
 # [2026-12-06T11:31:25.169+0000][147.332s] GC(124) Pause Young (Normal) (G1 Evacuation Pause) 295M->209M(339M) 9.956ms
 # The line is written as the pause ends: it spans [time − its length, time].
-_PAUSE = re.compile(r"^\[(?P<at>[^\]]+)\]\[[^\]]*\] GC\(\d+\) Pause (?P<what>.+?) (?P<ms>[0-9.]+)ms$")
+_PAUSE = re.compile(r"^\[(?P<at>[^\]]+)\]\[[^\]]*\] GC\(\d+\) Pause .+? (?P<ms>[0-9.]+)ms$")
 
 
 def pauses(lines: Iterable[str], since: float, until: float) -> list[tuple[float, float]]:
@@ -49,7 +49,7 @@ def spanned(rows: list[tuple[float, float, float, float]], paused: list[tuple[fl
     """``rows``: each dispatch as (receipt, hop, hop, hop) in seconds (bench/collector.py
     ``hops``).  The pauses in [since, until] (count, lengths, the share of the time), and how
     many dispatches' paths — source time to receipt — spanned one: in the tail (at or past
-    the whole's p99, as ``split_by_hop`` takes it) and of all."""
+    the whole's p99, ``stats.tail``) and of all."""
     span = max(until - since, 1e-9)
     lengths = [end - start for start, end in paused]
     out: dict = {"pauses": {**percentiles(lengths), "share_of_time": round(sum(lengths) / span, 4)}}
@@ -60,9 +60,7 @@ def spanned(rows: list[tuple[float, float, float, float]], paused: list[tuple[fl
         receipt = row[0]
         sent = receipt - sum(row[1:])
         return any(start <= receipt and end >= sent for start, end in paused)
-    totals = sorted(sum(r[1:]) for r in rows)
-    p99 = totals[min(len(totals) - 1, int(0.99 * len(totals)))]
-    tail = [r for r in rows if sum(r[1:]) >= p99]
-    out["tail_n"], out["tail_spanning"] = len(tail), sum(1 for r in tail if hit(r))
+    _, slowest = tail(rows)
+    out["tail_n"], out["tail_spanning"] = len(slowest), sum(1 for r in slowest if hit(r))
     out["all_n"], out["all_spanning"] = len(rows), sum(1 for r in rows if hit(r))
     return out

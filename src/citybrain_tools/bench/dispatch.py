@@ -25,7 +25,7 @@ from citybrain.progress import Progress
 from citybrain_tools.bench.brokergc import read_pauses, spanned
 from citybrain_tools.bench.collector import CollectorProcess
 from citybrain_tools.bench.common import ONE_PROCESS, BenchWorkers, WorkerShape, fresh_topics, produce_backlog
-from citybrain_tools.bench.stats import percentiles
+from citybrain_tools.bench.stats import percentiles, tail
 from citybrain_tools.sample.registry_builder import load
 from citybrain_tools.sample.sites import UNDERPASS
 from citybrain_tools.simulate.runner import AckLatency
@@ -202,9 +202,8 @@ async def latency_at(bootstrap: str, rate: float, count: int, seconds: float, se
                 "event_loop_lag": [stage_latency(t, "citybrain_event_loop_lag_seconds_bucket").get("?") for t in each],
                 "last_hop": percentiles([v for at, v in got["last_hop"] if at >= started + warmup]),
                 "floor_beside": beside_floor,
-                "hops": split_by_hop([h for h in got["hops"] if h[0] >= started + warmup]),
-                "broker_gc": broker_gc(bootstrap, [h for h in got["hops"] if h[0] >= started + warmup],
-                                       started + warmup, started + duration),
+                "hops": split_by_hop(hops := [h for h in got["hops"] if h[0] >= started + warmup]),
+                "broker_gc": broker_gc(bootstrap, hops, started + warmup, started + duration),
                 **windows(got["samples"], started + warmup, count, seconds)}
     finally:
         worker.stop()
@@ -253,15 +252,13 @@ def split_by_hop(rows: list[tuple[float, float, float, float]]) -> dict:
     hop's median there and how many of the tail it is the largest hop of."""
     if not rows:
         return {"n": 0}
-    total = sorted(sum(r[1:]) for r in rows)
-    p99 = total[min(len(total) - 1, int(0.99 * len(total)))]
-    tail = [r for r in rows if sum(r[1:]) >= p99]
-    out: dict = {"n": len(rows), "tail_n": len(tail), "tail_from_ms": round(p99 * 1000, 2)}
+    p99, slowest = tail(rows)
+    out: dict = {"n": len(rows), "tail_n": len(slowest), "tail_from_ms": round(p99 * 1000, 2)}
     for i, hop in enumerate(HOPS, start=1):
-        in_tail = sorted(r[i] for r in tail)
+        in_tail = sorted(r[i] for r in slowest)
         out[hop] = {**percentiles([r[i] for r in rows]),
                     "tail_p50_ms": round(in_tail[len(in_tail) // 2] * 1000, 2),
-                    "tail_largest": sum(1 for r in tail if r[i] == max(r[1:]))}
+                    "tail_largest": sum(1 for r in slowest if r[i] == max(r[1:]))}
     return out
 
 
