@@ -12,8 +12,12 @@ An unusable record is judged alike by every copy, but its dead letter is written
 not once per worker and start: ``RegistryDeadLetters`` reads the topic again in a
 consumer group of its own (``<group>-registry-deadletters``), so each partition has one
 owner, which sends the partition's dead letters and commits past them once they are
-acknowledged (at least once: a crash or a rebalance between the two sends a record's dead
-letter again, as the stages' do).
+acknowledged (at least once: a crash between the two sends a record's dead letter again,
+as the stages' do).  A rebalance does not: the batch in hand is sent and committed before
+the partitions are given up, and a batch fetched between a revocation and the next
+assignment is handed back (the consumer seeks to its first record), neither sent nor lost.
+Measured: two workers starting together sent one wrong-key record's dead letter twice, the
+first member's commit refused by the second's join.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import IllegalStateError, KafkaError
 from pydantic_core import to_json
 
 from citybrain import metrics
@@ -178,6 +182,9 @@ class RegistryDeadLetters:
         # Another compacted topic read whole by every worker (ingest.warnings) brings its own
         # verdict, shaped like RegistryEntry (dead, reason, detail, field, exception_type).
         self.verdict = verdict or (lambda msg: judge(msg, self.max_record_bytes))
+        self._handling = asyncio.Lock()   # a batch's dead letters and commit, or a revocation
+        self._between_generations = False  # revoked, not yet assigned again
+        self.handed_back = 0
 
     async def run(self) -> None:
         while True:
@@ -191,17 +198,48 @@ class RegistryDeadLetters:
                 await asyncio.sleep(self.RETRY_SECONDS)
 
     async def _run(self) -> None:
-        consumer = kafka_consumer(self.topic, bootstrap_servers=self.bootstrap, group_id=self.group_id,
+        consumer = kafka_consumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
                                   enable_auto_commit=False, auto_offset_reset="earliest",
                                   client_id=f"citybrain-{self.name}-deadletters")
+        consumer.subscribe([self.topic], listener=_HandOver(self))
         await consumer.start()
         try:
             while True:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
-                if batches:
-                    await self.handle(batches, consumer)
+                await self.step(consumer)
         finally:
             await consumer.stop()
+
+    async def step(self, consumer) -> None:
+        """One fetch, handled — unless it came between a revocation and the next assignment
+        (aiokafka may still return the old assignment's records then): handed back."""
+        batches = await consumer.getmany(timeout_ms=1000, max_records=1000)
+        if not batches:
+            return
+        async with self._handling:
+            if self._between_generations:
+                self._hand_back(batches, consumer)
+            else:
+                await self.handle(batches, consumer)
+
+    def _hand_back(self, batches: dict[TopicPartition, list], consumer) -> None:
+        """Neither sent nor committed; the fetch position of a partition still (or again)
+        assigned goes back to the batch's first record, so nothing is skipped."""
+        self.handed_back += 1
+        for tp, records in batches.items():
+            try:
+                consumer.seek(tp, records[0].offset)
+            except IllegalStateError:
+                pass   # not ours now: its next owner reads from the last commit
+
+    async def revoked(self) -> None:
+        """Before the partitions go (aiokafka awaits this before it rejoins, heartbeats going
+        on): the batch in hand is sent and committed first, in the generation that fetched it
+        — Kafka takes a commit of that generation while the group prepares to rebalance."""
+        async with self._handling:
+            self._between_generations = True
+
+    def assigned(self) -> None:
+        self._between_generations = False
 
     async def handle(self, batches: dict[TopicPartition, list], consumer) -> None:
         """Dead letters for a fetched batch, each acknowledged, then the offsets past it.
@@ -219,3 +257,14 @@ class RegistryDeadLetters:
         except KafkaError as e:
             log.info("registry dead letters: commit not taken (%s: %s); the partition's owner reads on from "
                      "the last commit", type(e).__name__, e)
+
+
+class _HandOver(ConsumerRebalanceListener):
+    def __init__(self, duty: RegistryDeadLetters):
+        self.duty = duty
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.duty.revoked()
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self.duty.assigned()

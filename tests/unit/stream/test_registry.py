@@ -1,11 +1,14 @@
 """The worker's registry reader (stream/registry.py): every copy applies the key rule of
 domain/registry_records.py and writes no dead letter; the dead-letter duty sends a
-partition's dead letters, each acknowledged, then commits past them."""
+partition's dead letters, each acknowledged, then commits past them, and gives a partition
+up in a rebalance only with the batch in hand committed."""
+
+import asyncio
 
 import orjson
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from citybrain.stream import registry as registry_module
 from citybrain.stream.registry import RegistryCache, RegistryDeadLetters, judge
@@ -95,3 +98,72 @@ async def test_nothing_is_committed_past_a_dead_letter_that_was_not_acknowledged
             {TopicPartition(TOPIC, 0): [msg(b"OTHER-X", device("X"), 0), msg(b"OTHER-Y", device("Y"), 1)]},
             consumer)
     assert consumer.commits == []   # the duty rejoins and reads from the last commit (at least once)
+
+
+class FetchingConsumer(FakeConsumer):
+    """getmany hands out ``batches`` in turn; ``during_fetch`` runs inside the fetch (a
+    rebalance while it is out); ``seek`` moves a position of ``assigned`` partitions only."""
+
+    def __init__(self, batches: list[dict], during_fetch=None, assigned=()):
+        super().__init__()
+        self.batches, self.during_fetch = list(batches), during_fetch
+        self.assigned, self.seeks = set(assigned), []
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int = 0) -> dict:
+        if self.during_fetch is not None:
+            await self.during_fetch()
+        return self.batches.pop(0) if self.batches else {}
+
+    def seek(self, tp, offset):
+        if tp not in self.assigned:
+            raise IllegalStateError(f"{tp} not assigned")
+        self.seeks.append((tp, offset))
+
+
+async def test_a_revocation_waits_until_the_batch_in_hand_is_sent_and_committed():
+    sent: list = []
+    release = asyncio.Event()
+    p0 = TopicPartition(TOPIC, 0)
+
+    async def slow_on_dead(m, entry):
+        await release.wait()
+        sent.append(m.key)
+    d = RegistryDeadLetters("unused:9092", TOPIC, "grp-registry-deadletters", slow_on_dead)
+    consumer = FetchingConsumer([{p0: [msg(b"OTHER-X", device("X"), 4)]}])
+    stepping = asyncio.create_task(d.step(consumer))
+    await asyncio.sleep(0)   # the batch is in hand, its dead letter waiting for its ack
+    revoking = asyncio.create_task(d.revoked())
+    await asyncio.sleep(0.01)
+    assert not revoking.done() and consumer.commits == []
+    release.set()
+    await asyncio.gather(stepping, revoking)
+    assert sent == [b"OTHER-X"] and consumer.commits == [{p0: 5}]
+
+
+async def test_a_batch_fetched_between_a_revocation_and_the_next_assignment_is_handed_back():
+    sent: list = []
+    d = duty(sent)
+    p0, p1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+    consumer = FetchingConsumer([{p0: [msg(b"OTHER-X", device("X"), 4), msg(b"OTHER-Y", device("Y"), 5)],
+                                  p1: [msg(b"OTHER-Z", device("Z"), 9, 1)]}],
+                                during_fetch=d.revoked, assigned={p0})
+    await d.step(consumer)   # the old assignment's records, returned while the group rebalances
+    assert sent == [] and consumer.commits == []
+    assert consumer.seeks == [(p0, 4)] and d.handed_back == 1   # p1 is its next owner's
+
+
+async def test_a_batch_fetched_after_the_next_assignment_is_sent_once():
+    """The stall 6531938 had: a batch of the new assignment, returned by a fetch that began
+    before the revocation, was dropped with its position already past it."""
+    sent: list = []
+    d = duty(sent)
+    p0 = TopicPartition(TOPIC, 0)
+
+    async def rebalanced():
+        await d.revoked()
+        d.assigned()
+    consumer = FetchingConsumer([{p0: [msg(b"OTHER-X", device("X"), 4)]}], during_fetch=rebalanced,
+                                assigned={p0})
+    await d.step(consumer)
+    assert sent == [(b"OTHER-X", 4, "wrong_key", "key")] and consumer.commits == [{p0: 5}]
+    assert consumer.seeks == [] and d.handed_back == 0
