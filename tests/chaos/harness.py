@@ -23,12 +23,12 @@ from aiokafka import TopicPartition
 
 from citybrain.config import Config
 from citybrain.kafka.admin import partitions_of
-from citybrain.kafka.clients import kafka_consumer
+from citybrain.kafka.clients import kafka_consumer, stop_quietly
 from citybrain.kafka.topics import Topics
 from citybrain_tools.sample.registry_builder import load
 from citybrain_tools.simulate.traffic import CitySimulator
 
-from ..integration.kafka_helpers import produce
+from ..integration.kafka_helpers import input_producer, send_acknowledged
 
 SEED, RATE, DURATION = 11, 100, 24      # ≈ 2,500 records with the three scripted incidents
 
@@ -40,12 +40,21 @@ def seeded_input(start: float, rate: float = RATE, duration: float = DURATION) -
 
 
 async def produce_paced(bootstrap: str, topics: Topics, records, seconds: float, chunks: int = 24) -> None:
-    """The same records in the same order, spread over ``seconds`` so faults land mid-stream."""
+    """The same records in the same order, spread over ``seconds`` so faults land mid-stream.
+    One producer for the whole stream, as a field source keeps one: a producer started
+    afresh while a node hangs may learn no leader for a partition before its batch expires,
+    and aiokafka fails that batch with NotLeaderForPartitionError (message_accumulator's
+    drain_by_nodes) — twice in fresh clones of the commands-under-a-hang test."""
     target = {"iot": topics.iot, "video": topics.video, "report": topics.reports}
     size = -(-len(records) // chunks)
-    for i in range(0, len(records), size):
-        await produce(bootstrap, [(target[s], k, v) for s, k, v in records[i:i + size]])
-        await asyncio.sleep(seconds / chunks)
+    producer = input_producer(bootstrap)
+    await producer.start()
+    try:
+        for i in range(0, len(records), size):
+            await send_acknowledged(producer, [(target[s], k, v) for s, k, v in records[i:i + size]])
+            await asyncio.sleep(seconds / chunks)
+    finally:
+        await stop_quietly(producer)
 
 
 @dataclass

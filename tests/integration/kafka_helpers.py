@@ -40,24 +40,34 @@ async def prepare(bootstrap: str, prefix: str) -> Topics:
     return topics
 
 
-async def produce(bootstrap: str, records: list[tuple], timeout: float = 180.0) -> list:
-    """Send (topic, key, value[, timestamp_ms]) records in order; return their RecordMetadata.
-    An acknowledgement not in within ``timeout`` seconds fails the test: an idempotent
-    aiokafka producer retries a batch no leader takes for ever, its ``stop`` too
-    (aiokafka#1101)."""
+def input_producer(bootstrap: str):
+    """The tests' input producer (acks=all, idempotent)."""
     # 30 s, not the hot path's 5 s: the tests' input must arrive even when the shared broker
     # is slow to answer at the suite's busiest minutes (a fresh clone's run once failed here
     # to bootstrap, with four fault files starting brokers and workers on two cores).
-    producer = kafka_producer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024,
-                                acks="all", linger_ms=5, request_timeout_ms=30_000)
+    return kafka_producer(bootstrap_servers=bootstrap, max_request_size=2 * 1024 * 1024,
+                          acks="all", linger_ms=5, request_timeout_ms=30_000)
+
+
+async def send_acknowledged(producer, records: list[tuple], timeout: float = 180.0) -> list:
+    """Send (topic, key, value[, timestamp_ms]) records in order on a started producer;
+    return their RecordMetadata.  An acknowledgement not in within ``timeout`` seconds fails
+    the test: an idempotent aiokafka producer retries a batch no leader takes for ever, its
+    ``stop`` too (aiokafka#1101)."""
+    futures = [await producer.send(r[0], r[2], key=r[1], timestamp_ms=r[3] if len(r) > 3 else None)
+               for r in records]
+    try:
+        return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
+    except TimeoutError:
+        raise AssertionError(f"{len(records)} input records not acknowledged within {timeout:.0f} s") from None
+
+
+async def produce(bootstrap: str, records: list[tuple], timeout: float = 180.0) -> list:
+    """``send_acknowledged`` on a producer of its own."""
+    producer = input_producer(bootstrap)
     await producer.start()
     try:
-        futures = [await producer.send(r[0], r[2], key=r[1], timestamp_ms=r[3] if len(r) > 3 else None)
-                   for r in records]
-        try:
-            return list(await asyncio.wait_for(asyncio.gather(*futures), timeout))
-        except TimeoutError:
-            raise AssertionError(f"{len(records)} input records not acknowledged within {timeout:.0f} s") from None
+        return await send_acknowledged(producer, records, timeout)
     finally:
         await stop_quietly(producer)
 
