@@ -69,6 +69,16 @@ class Outcome:
     # (work_order_id, version) → digest of its first copy; repeats by (same bytes?, change type)
     first_copy: dict = field(default_factory=dict)
     repeat_kinds: Counter = field(default_factory=Counter)
+    # ("event", event_id) or ("dead", key) → when its first copy and its first repeat arrived
+    # (monotonic): how far back a restart's replay reached
+    first_seen: dict = field(default_factory=dict)
+    repeat_seen: dict = field(default_factory=dict)
+
+    def seen(self, key: tuple, copies: int, now: float) -> None:
+        if copies == 1:
+            self.first_seen[key] = now
+        elif copies == 2:
+            self.repeat_seen[key] = now
 
     def incidents(self) -> dict[frozenset, tuple[str, str | None]]:
         return {frozenset(e["event_id"] for e in s["events"]): (s["status"], s["department"])
@@ -104,13 +114,16 @@ class OutputReader:
         while True:
             batch = await self.consumer.getmany(timeout_ms=300, max_records=5000)
             for tp, records in batch.items():
-                self.last_change = time.monotonic()
+                now = self.last_change = time.monotonic()
                 for m in records:
                     doc = orjson.loads(m.value)
                     if tp.topic == t.events:
                         o.events[doc["event_id"]] += 1
+                        o.seen(("event", doc["event_id"]), o.events[doc["event_id"]], now)
                     elif tp.topic == t.deadletter:
-                        o.dead[(doc["source"], doc["reason"], doc["original_sha256"])] += 1
+                        key = (doc["source"], doc["reason"], doc["original_sha256"])
+                        o.dead[key] += 1
+                        o.seen(("dead", key), o.dead[key], now)
                     elif tp.topic == t.workorder_events:
                         wo = doc["work_order_id"]
                         o.versions.setdefault(wo, Counter())[doc["version"]] += 1
