@@ -27,6 +27,7 @@ from citybrain.kafka.announced import BOOTSTRAP_FILE, PID_FILE, announced_bootst
 from citybrain.paths import PROJECT_ROOT
 
 POM = PROJECT_ROOT / "deploy" / "kafka-local" / "pom.xml"
+HEAP = "1g"   # Kafka's own default (kafka-server-start.sh), as the deployed brokers' image runs
 LOG4J = PROJECT_ROOT / "deploy" / "kafka-local" / "log4j2.yaml"
 
 
@@ -237,7 +238,7 @@ class LocalBroker:
         return announced_bootstrap(self.state_dir)
 
     def start(self, port: int | None = None, *, die_with_parent: bool = False,
-              timeout: float = 90.0, heap: str = "768m", secure: bool = False) -> str:
+              timeout: float = 90.0, heap: str = HEAP, secure: bool = False) -> str:
         """Start the broker (or return the running one's address).  ``secure``: a SASL_SSL
         listener beside the plain one (``self.secure`` says how to reach it)."""
         running = self.bootstrap()
@@ -295,9 +296,13 @@ class LocalBroker:
     def _spawn(self, libs: Path, props: Path) -> tuple[subprocess.Popen, int]:
         """Start the JVM; returns it and the log's size in bytes before it (a cluster's
         nodes are all spawned first: none finishes starting without a quorum)."""
-        heap = getattr(self, "_heap", "768m")
+        heap = getattr(self, "_heap", HEAP)
         cmd = [
-            "java", "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            # A heap that does not grow, as Kafka ships it (-Xms = -Xmx) and the deployed brokers
+            # run: from 256 MB growing, G1 kept a ~90 MB young generation and stopped the broker
+            # every ~1.3–1.8 s (8–14 ms) under the dispatch bench, and half of the bench's tail
+            # dispatches had crossed such a pause (docs/performance.md, "The broker's own pauses").
+            "java", f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             # The broker's own pauses, for reading beside a latency tail (issue 13).
             f"-Xlog:gc:file={self.log_file.with_name('gc.log')}:time,uptime:filecount=2,filesize=5m",
             "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={LOG4J}",
