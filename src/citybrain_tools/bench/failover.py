@@ -112,6 +112,39 @@ async def _busiest_leader(bootstrap: str, topic: str) -> int:
     return max(set(led), key=led.count)
 
 
+def unsettled(described: list[dict]) -> int:
+    """Partitions not yet healed after a node came back: an in-sync replica missing, or a
+    leader other than the preferred (first) replica — the controller moves it back soon
+    (leader.imbalance.check.interval.seconds), a leader change in the middle of a run."""
+    return sum(1 for topic in described for p in topic["partitions"]
+               if set(p["isr"]) != set(p["replicas"]) or (p["replicas"] and p["leader"] != p["replicas"][0]))
+
+
+SETTLE_SECONDS = 180.0
+SETTLE_POLL_SECONDS = 2.0
+
+
+async def settle_cluster(bootstrap: str, timeout: float = SETTLE_SECONDS) -> tuple[float, int]:
+    """Before a cluster run: wait until every partition has all its replicas in sync and its
+    preferred leader, so a run never begins while the last run's killed node still catches up
+    or its leaders move back (that would measure the healing, not the next fault).  Returns
+    the seconds waited and the partitions still unsettled at the end (0: settled)."""
+    admin = kafka_admin(bootstrap_servers=bootstrap)
+    await admin.start()
+    started, left = time.monotonic(), -1
+    try:
+        while time.monotonic() - started < timeout:
+            left = unsettled(await admin.describe_topics())
+            if left == 0:
+                break
+            print(f"  等待集群恢复 waiting for the cluster to heal: {left} partitions not yet in sync "
+                  f"with their preferred leader ({time.monotonic() - started:.0f} s)", flush=True)
+            await asyncio.sleep(SETTLE_POLL_SECONDS)
+    finally:
+        await admin.close()
+    return round(time.monotonic() - started, 1), left
+
+
 def _fault(name: str, bootstrap: str, workers: list[BenchWorker], topics: Topics,
            marks: dict[str, float]) -> Callable[[], Awaitable[None]]:
     async def restart() -> None:
@@ -239,8 +272,11 @@ async def bench(bootstrap: str, scenarios: list[str], runs: int, rate: float, be
                 continue
         for i in range(runs):
             print(f"▶ 故障 fault {name} run {i + 1}/{runs}", flush=True)
-            out.setdefault(name, []).append(await one_run(bootstrap, name, rate, before, after, probe_every,
-                                                          window, seed + i, console_apart))
+            settled = await settle_cluster(bootstrap) if name in CLUSTER_SCENARIOS else None
+            run = await one_run(bootstrap, name, rate, before, after, probe_every, window, seed + i, console_apart)
+            if settled is not None:
+                run["cluster_settle"] = {"waited_s": settled[0], "unsettled": settled[1]}
+            out.setdefault(name, []).append(run)
     return {"scenarios": out, "rate": rate, "probe_every_s": probe_every, "window_s": window,
             "console_apart": console_apart}
 
@@ -260,6 +296,10 @@ def report(result: dict) -> str:
                 f"p99 {a.get('p99_ms', '-')} max {a.get('max_ms', '-')} ms (n {a['n']}); before p50 "
                 f"{b.get('p50_ms', '-')} p99 {b.get('p99_ms', '-')} ms; marks {r['marks_s_after_fault']}; "
                 f"worker logs {' '.join(r.get('worker_logs', []))}")
+            if (settle := r.get("cluster_settle")) is not None:
+                lines.append(f"    集群 the cluster before the run: healed after {settle['waited_s']:g} s" if not settle["unsettled"]
+                             else f"    ⚠ 集群未恢复 the cluster had not healed in {settle['waited_s']:g} s: "
+                                  f"{settle['unsettled']} partitions without all replicas in sync or their preferred leader")
             if b.get("p99_ms", 0) > OVERRUN_BEFORE_MS:
                 lines.append(f"    ⚠ 故障前已积压 overrun before the fault: the reports dispatched before it already "
                              f"waited p99 {b['p99_ms']} ms (> {OVERRUN_BEFORE_MS:g}); the figures after it include "

@@ -69,6 +69,55 @@ async def test_a_leader_fault_runs_where_the_topics_are_replicated(monkeypatch):
     async def one_run(bootstrap, name, *args):
         runs.append(name)
         return {"name": name}
+
+    async def settled(bootstrap):
+        runs.append("settle")
+        return 3.5, 0
     monkeypatch.setattr(failover, "one_run", one_run)
+    monkeypatch.setattr(failover, "settle_cluster", settled)
     result = await failover.bench("127.0.0.1:1", ["leader"], 2, 300, 1, 1, 0.05, 10, 7)
-    assert runs == ["leader", "leader"] and len(result["scenarios"]["leader"]) == 2
+    assert runs == ["settle", "leader", "settle", "leader"] and len(result["scenarios"]["leader"]) == 2
+    assert result["scenarios"]["leader"][0]["cluster_settle"] == {"waited_s": 3.5, "unsettled": 0}
+
+
+def partition(leader: int, replicas: list[int], isr: list[int]) -> dict:
+    return {"partition": 0, "leader": leader, "replicas": replicas, "isr": isr}
+
+
+def test_a_partition_is_unsettled_while_a_replica_is_out_of_sync_or_its_leader_not_the_preferred():
+    described = [{"topic": "a", "partitions": [partition(1, [1, 2, 3], [1, 2, 3]),    # healed
+                                                partition(1, [1, 2, 3], [1, 2]),       # node 3 catching up
+                                                partition(2, [1, 2, 3], [2, 1, 3])]},  # leader not moved back yet
+                 {"topic": "b", "partitions": [partition(3, [3, 1, 2], [1, 2, 3])]}]
+    assert failover.unsettled(described) == 2
+
+
+async def test_a_cluster_run_waits_until_the_last_runs_node_has_healed(monkeypatch, capsys):
+    states = [[{"topic": "a", "partitions": [partition(2, [1, 2, 3], [2, 3])]}],
+              [{"topic": "a", "partitions": [partition(2, [1, 2, 3], [2, 3, 1])]}],
+              [{"topic": "a", "partitions": [partition(1, [1, 2, 3], [2, 3, 1])]}]]
+
+    class Admin:
+        async def start(self):
+            pass
+
+        async def close(self):
+            pass
+
+        async def describe_topics(self):
+            return states.pop(0)
+    monkeypatch.setattr(failover, "kafka_admin", lambda **_: Admin())
+    monkeypatch.setattr(failover, "SETTLE_POLL_SECONDS", 0.0)
+    waited, left = await failover.settle_cluster("127.0.0.1:1")
+    assert left == 0 and states == []
+    assert capsys.readouterr().out.count("waiting for the cluster to heal: 1 partitions") == 2
+
+
+def test_the_report_says_whether_the_cluster_had_healed_before_a_run():
+    from citybrain_tools.bench.failover import report
+    run = {"dispatch_gap_s": 3.9, "gap_began_s_after_fault": 0.0, "window_s": 10.0, "marks_s_after_fault": {},
+           "reports_after_fault": {"n": 0}, "reports_before": {"n": 0}}
+    result = {"rate": 100.0, "probe_every_s": 0.05, "window_s": 10.0}
+    healed = report({**result, "scenarios": {"leader": [{**run, "cluster_settle": {"waited_s": 12.0, "unsettled": 0}}]}})
+    not_healed = report({**result, "scenarios": {"leader": [{**run, "cluster_settle": {"waited_s": 180.0, "unsettled": 7}}]}})
+    assert "healed after 12 s" in healed and "had not healed in 180 s: 7 partitions" in not_healed
