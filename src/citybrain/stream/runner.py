@@ -46,6 +46,10 @@ log = logging.getLogger("citybrain.stage")
 Batch = dict[TopicPartition, list[ConsumerRecord]]
 
 
+# A gap between two turns of a stage's loop this long means the process was stopped or
+# starved (a turn is at most a fetch wait and a bounded batch apart).
+STALL_SECONDS = 1.0
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, runner: StageRunner):
         self.runner = runner
@@ -88,6 +92,8 @@ class StageRunner:
         self.joined = False                # an assignment (maybe empty) has come in
         self.last_tick = 0.0
         self.last_lag = 0.0
+        self.last_turn: float | None = None     # monotonic: the loop's last _tick
+        self.fetches_trusted_from = 0.0         # wall time: see report_progress
         self.position: dict[TopicPartition, int] = {}   # next offset to handle, per partition
         self.say = ThrottledLog(log)
         self.batch_size = BatchSize(settings.max_batch_records)   # records a batch: its handling time bounded
@@ -328,6 +334,13 @@ class StageRunner:
         if self.stage.clock is not None:
             self.report_progress(self.stage.clock, pending)
 
+    def note_turn(self, now: float) -> None:
+        """A turn of the loop; after a gap of STALL_SECONDS or more, the fetches answered
+        in the next STALL_SECONDS are not trusted to say where a partition ends."""
+        if self.last_turn is not None and now - self.last_turn >= STALL_SECONDS:
+            self.fetches_trusted_from = time.time() + STALL_SECONDS
+        self.last_turn = now
+
     def report_progress(self, clock, pending: Batch) -> None:
         """How far behind the state topic's partitions are, as of the last fetch of each
         (the stage judges device silence against it: domain/device_health.py).
@@ -351,10 +364,18 @@ class StageRunner:
                 continue
             if polled is None or end is None or pos is None:
                 continue
-            clock.fetched(tp.partition, end - pos, polled / 1000)
+            lag = end - pos
+            if polled / 1000 < self.fetches_trusted_from:
+                # Answered across a stall of this loop (the process stopped or starved): aiokafka
+                # stamps a fetch when it reads the answer, so the stamp may be seconds later
+                # than the partition end it reports — not proof of being at the end then (a
+                # worker frozen 8 s found its live gauges silent on such a fetch).
+                lag = max(lag, 1)
+            clock.fetched(tp.partition, lag, polled / 1000)
 
     async def _tick(self, pending: Batch) -> None:
         now = time.monotonic()
+        self.note_turn(now)
         if now - self.last_lag >= 1.0:
             self.last_lag = now
             self._report_lag(pending)

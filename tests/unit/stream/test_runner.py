@@ -297,6 +297,26 @@ async def test_a_partition_is_at_its_end_only_past_the_batch_not_yet_handled():
     assert clock.reference(0) == 1_800_000_100.0
 
 
+def test_a_fetch_answered_across_a_stall_of_the_loop_is_no_proof_of_being_at_the_end(monkeypatch):
+    """aiokafka stamps a fetch when it reads the answer: one answered before a worker was
+    frozen and read after it carries a stamp seconds later than the end it reports."""
+    r = at_least_once(FetchedAhead(), Plain())
+    tp = TopicPartition("in", 0)
+    r.state_topic, r.assigned_now, r.owned = "in", {tp}, {0}
+    r.position[tp] = 46
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_099.5)
+    r.note_turn(100.0)
+    r.note_turn(100.2)                  # the next turn 0.2 s later: no stall
+    assert r.fetches_trusted_from == 0.0
+    r.note_turn(108.2)                  # 8 s without a turn: stopped (SIGSTOP) or starved
+    clock = PartitionClock()
+    r.report_progress(clock, {})        # stamped 1_800_000_100.0, within a second of the stall
+    assert clock.reference(0) is None   # judged on the records' own time instead
+    monkeypatch.setattr(FetchedAhead, "last_poll_timestamp", lambda self, tp: 1_800_000_101_000)
+    r.report_progress(clock, {})        # a fetch answered after that second: at the end
+    assert clock.reference(0) == 1_800_000_101.0
+
+
 # -- the batch size --------------------------------------------------------------------
 
 class SlowStage(FakeStage):
