@@ -69,16 +69,9 @@ class Outcome:
     # (work_order_id, version) → digest of its first copy; repeats by (same bytes?, change type)
     first_copy: dict = field(default_factory=dict)
     repeat_kinds: Counter = field(default_factory=Counter)
-    # ("event", event_id) or ("dead", key) → when its first copy and its first repeat arrived
-    # (monotonic): how far back a restart's replay reached
-    first_seen: dict = field(default_factory=dict)
-    repeat_seen: dict = field(default_factory=dict)
-
-    def seen(self, key: tuple, copies: int, now: float) -> None:
-        if copies == 1:
-            self.first_seen[key] = now
-        elif copies == 2:
-            self.repeat_seen[key] = now
+    # ("event", event_id) or ("dead", key) → when each of its copies arrived (monotonic): how
+    # far back a restart's replay reached
+    copies_at: dict = field(default_factory=dict)
 
     def incidents(self) -> dict[frozenset, tuple[str, str | None]]:
         return {frozenset(e["event_id"] for e in s["events"]): (s["status"], s["department"])
@@ -119,11 +112,11 @@ class OutputReader:
                     doc = orjson.loads(m.value)
                     if tp.topic == t.events:
                         o.events[doc["event_id"]] += 1
-                        o.seen(("event", doc["event_id"]), o.events[doc["event_id"]], now)
+                        o.copies_at.setdefault(("event", doc["event_id"]), []).append(now)
                     elif tp.topic == t.deadletter:
                         key = (doc["source"], doc["reason"], doc["original_sha256"])
                         o.dead[key] += 1
-                        o.seen(("dead", key), o.dead[key], now)
+                        o.copies_at.setdefault(("dead", key), []).append(now)
                     elif tp.topic == t.workorder_events:
                         wo = doc["work_order_id"]
                         o.versions.setdefault(wo, Counter())[doc["version"]] += 1

@@ -77,12 +77,16 @@ def tally(out) -> dict:
 
 
 def replay_reach(out, killed_at: float, next_kill: float) -> str:
-    """How far back before a kill the next life's replay reached: the outputs first repeated
-    between this kill and the next whose first copy came out before this kill, and the
-    earliest of those first copies (wall time, the reader's receipts; a reach longer than
-    the killed life's work goes into an earlier life's uncommitted outputs)."""
-    firsts = sorted(out.first_seen[k] for k, at in out.repeat_seen.items()
-                    if killed_at < at <= next_kill and out.first_seen.get(k, killed_at) < killed_at + READER_LAG)
+    """How far back before a kill the next life's replay reached: each output's first copy
+    between this kill and the next that repeats an earlier one out by the kill, dated by that
+    earlier copy (the reader's receipts, wall time; a reach longer than the killed life's work
+    goes into an earlier life's uncommitted outputs)."""
+    firsts = []
+    for times in out.copies_at.values():
+        again = next((i for i, at in enumerate(times) if i and killed_at < at <= next_kill), None)
+        if again is not None and times[again - 1] < killed_at + READER_LAG:
+            firsts.append(times[again - 1])
+    firsts.sort()
     if not firsts:
         return "the replay reached back 0.00s (nothing out before the kill repeated)"
     return (f"the replay reached back {killed_at - firsts[0]:.2f}s before the kill (median of its "

@@ -50,6 +50,7 @@ Batch = dict[TopicPartition, list[ConsumerRecord]]
 # starved (a turn is at most a fetch wait and a bounded batch apart).
 STALL_SECONDS = 1.0
 
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, runner: StageRunner):
         self.runner = runner
